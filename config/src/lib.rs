@@ -1,0 +1,1 @@
+//! records.toml parsing (in progress).

@@ -1,0 +1,135 @@
+//! `EventProcessor`: starts, hands out and stops the ET_NET threads.
+
+use super::ethread::{EThread, ThreadRef};
+use super::event::{Event, EventHandle};
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How to start the event threads.
+#[derive(Clone, Debug)]
+pub struct EventProcessorOptions {
+    /// Number of ET_NET threads (at least 1).
+    pub threads: usize,
+    /// Pin thread i to core i (mod the core count).
+    pub pin_cores: bool,
+    /// Thread name prefix, e.g. `"ET_NET"`: threads are named `ET_NET 0`, `ET_NET 1`, ….
+    pub name: String,
+}
+
+impl Default for EventProcessorOptions {
+    fn default() -> Self {
+        EventProcessorOptions {
+            threads: 1,
+            pin_cores: false,
+            name: "ET_NET".into(),
+        }
+    }
+}
+
+/// The set of ET_NET threads.
+#[derive(Debug)]
+pub struct EventProcessor {
+    threads: Vec<ThreadRef>,
+    joins: Mutex<Vec<JoinHandle<()>>>,
+    next: AtomicUsize,
+    pinned: Vec<usize>,
+}
+
+impl EventProcessor {
+    /// Starts `options.threads` event threads.
+    pub fn start(options: &EventProcessorOptions) -> io::Result<EventProcessor> {
+        let n = options.threads.max(1);
+        let cores = if options.pin_cores {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut threads = Vec::with_capacity(n);
+        let mut joins = Vec::with_capacity(n);
+        let mut pinned = Vec::new();
+        for id in 0..n {
+            let (epoll, tref) = EThread::create(id)?;
+            let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+            if let Some(c) = core {
+                pinned.push(c.id);
+            }
+            let for_thread = tref.clone();
+            let join = std::thread::Builder::new()
+                .name(format!("{} {id}", options.name))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    EThread::run(epoll, for_thread);
+                })?;
+            threads.push(tref);
+            joins.push(join);
+        }
+        Ok(EventProcessor {
+            threads,
+            joins: Mutex::new(joins),
+            next: AtomicUsize::new(0),
+            pinned,
+        })
+    }
+
+    /// The threads, in index order.
+    pub fn threads(&self) -> &[ThreadRef] {
+        &self.threads
+    }
+
+    /// The cores the threads are pinned to (empty when not pinned).
+    pub fn pinned_cores(&self) -> &[usize] {
+        &self.pinned
+    }
+
+    /// The next thread in round-robin order.
+    pub fn assign(&self) -> &ThreadRef {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.threads[i % self.threads.len()]
+    }
+
+    /// The thread with the fewest I/O registrations (ties: the lowest index).
+    pub fn least_loaded(&self) -> &ThreadRef {
+        self.threads
+            .iter()
+            .min_by_key(|t| t.load())
+            .expect("at least one thread")
+    }
+
+    /// Schedules `event` as soon as possible on the next round-robin thread.
+    pub fn schedule_imm(&self, event: Event) -> EventHandle {
+        self.assign().schedule_imm(event)
+    }
+
+    /// Schedules `event` after `delay` on the next round-robin thread.
+    pub fn schedule_in(&self, event: Event, delay: Duration) -> EventHandle {
+        self.assign().schedule_in(event, delay)
+    }
+
+    /// Schedules `event` every `period` on the next round-robin thread.
+    pub fn schedule_every(&self, event: Event, period: Duration) -> EventHandle {
+        self.assign().schedule_every(event, period)
+    }
+
+    /// Stops every thread and waits for each to finish its loop turn and drop what it
+    /// holds. Idempotent.
+    pub fn shutdown(&self) {
+        for t in &self.threads {
+            t.stop();
+        }
+        let joins = std::mem::take(&mut *self.joins.lock().unwrap_or_else(|e| e.into_inner()));
+        for j in joins {
+            let _ = j.join();
+        }
+    }
+}
+
+impl Drop for EventProcessor {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,27 @@
+//! Turnstile's runtime.
+//!
+//! `iocore` owns the threads and sockets of the daemon and nothing of HTTP, the cache or
+//! records.toml: every knob arrives as a plain option struct.
+//!
+//! - [`eventsystem`]: ET_NET event threads ([`EThread`]), events and timers, try-lock
+//!   mutexes ([`ProxyMutex`]), cancellable [`Action`]s.
+//! - [`net`]: listening sockets, the [`NetProcessor`] accept subsystem in its three modes
+//!   (dedicated accept threads, event-thread accept, periodic `NetAccept` events) and the
+//!   two-phase [`NetConnection`] whose drop is the only way a client socket closes.
+//! - [`stats`]: named counters, gauges and histograms cheap enough for the accept path.
+#![deny(missing_docs)]
+
+pub mod eventsystem;
+pub mod net;
+pub mod stats;
+mod sys;
+
+pub use eventsystem::{
+    Action, ActionGuard, EThread, Event, EventHandle, EventProcessor, EventProcessorOptions,
+    Interest, IoHandler, ProxyMutex, ProxyMutexGuard, Ready, ThreadRef, Token, Verdict,
+};
+pub use net::{
+    AcceptMode, AcceptOptions, Acceptor, Dispatch, ListenOptions, Listener, NetConnection,
+    NetProcessor, NetTuning, SockOptions, ThrottleMode,
+};
+pub use stats::Registry;

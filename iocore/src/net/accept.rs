@@ -1,0 +1,267 @@
+//! The accept step every mode shares: accept4, classify the error, throttle, count,
+//! apply sock options, and hand the connection to the ET_NET thread that starts it.
+//!
+//! `PortAccept::accept_batch` runs on whichever thread the mode accepts on (an accept
+//! thread, or an ET_NET thread); `PortAccept::start` always runs on the ET_NET thread
+//! that owns the connection.
+
+use super::connection::{ConnectionTable, NetConnection};
+use super::processor::{Dispatch, NetShared, SockOptions};
+use crate::eventsystem::{Action, ActionGuard, EThread};
+use crate::stats::{Counter, Gauge};
+use crate::sys::{setsockopt_int, to_socket_addr};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a port does with an accepted connection: the continuation of `main_accept`.
+pub trait Acceptor: Send + Sync + 'static {
+    /// Starts `conn`. Runs on the ET_NET thread that now owns it, which may register the
+    /// socket with its epoll (`thread.register`). Dropping `conn` closes it.
+    fn accept(&self, conn: NetConnection, thread: &mut EThread);
+}
+
+impl<F: Fn(NetConnection, &mut EThread) + Send + Sync + 'static> Acceptor for F {
+    fn accept(&self, conn: NetConnection, thread: &mut EThread) {
+        self(conn, thread)
+    }
+}
+
+/// What one accept4 call gave.
+enum Outcome {
+    Accepted(OwnedFd, SocketAddr),
+    Empty,
+    Retry,
+    Resource(io::Error),
+    Fatal(io::Error),
+}
+
+fn accept_one(listen_fd: RawFd) -> Outcome {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage`/`len` describe a live buffer the kernel fills with the peer.
+    let fd = unsafe {
+        libc::accept4(
+            listen_fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: accept4 returned a new descriptor that nobody else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        return match to_socket_addr(&storage) {
+            Some(peer) => Outcome::Accepted(owned, peer),
+            None => Outcome::Retry, // not an IP peer: drop it
+        };
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error().unwrap_or(0) {
+        libc::EAGAIN => Outcome::Empty,
+        // The connection died in the queue, a signal, or a network-level hiccup that
+        // concerns one connection, not the port (the ENETDOWN class, as libevent does).
+        libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::ENETDOWN | libc::ENOPROTOOPT
+        | libc::EHOSTDOWN | libc::ENONET | libc::EHOSTUNREACH | libc::EOPNOTSUPP
+        | libc::ENETUNREACH | libc::EPERM | libc::ETIMEDOUT => Outcome::Retry,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => Outcome::Resource(e),
+        _ => Outcome::Fatal(e),
+    }
+}
+
+/// How a batch of accepts ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Batch {
+    /// The queue is empty: wait for readiness.
+    Drained,
+    /// The batch limit was hit with more maybe waiting: let other work run, come back.
+    Yielded,
+    /// Stop accepting on this port for this long (resource error or throttle).
+    Pause(Duration),
+    /// The acceptor was cancelled (by us on a fatal error, or by its owner).
+    Stop,
+}
+
+/// Counts an open acceptor in the global and per-port gauges while it lives.
+pub(crate) struct OpenAcceptor {
+    global: Arc<Gauge>,
+    port: Arc<Gauge>,
+    _running: ActionGuard,
+}
+
+impl Drop for OpenAcceptor {
+    fn drop(&mut self) {
+        self.global.dec();
+        self.port.dec();
+    }
+}
+
+/// One `main_accept` call: the acceptor, its options and its counters.
+pub(crate) struct PortAccept {
+    pub(crate) label: String,
+    pub(crate) action: Action,
+    pub(crate) net: Arc<NetShared>,
+    acceptor: Arc<dyn Acceptor>,
+    sock: SockOptions,
+    dispatch: Dispatch,
+    local: SocketAddr,
+    total_accepts: Arc<Counter>,
+    open_acceptors: Arc<Gauge>,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+impl PortAccept {
+    pub(crate) fn new(
+        net: Arc<NetShared>,
+        acceptor: Arc<dyn Acceptor>,
+        label: String,
+        local: SocketAddr,
+        sock: SockOptions,
+        dispatch: Dispatch,
+    ) -> PortAccept {
+        let prefix = format!("proxy.process.net.port.{label}");
+        PortAccept {
+            total_accepts: net.registry.counter(&format!("{prefix}.total_accepts")),
+            open_acceptors: net.registry.gauge(&format!("{prefix}.accepts_currently_open")),
+            label,
+            action: Action::new(),
+            net,
+            acceptor,
+            sock,
+            dispatch,
+            local,
+            last_warning: Mutex::new(None),
+        }
+    }
+
+    /// Registers one more running accept loop (thread, registration or periodic event).
+    pub(crate) fn open_acceptor(&self) -> OpenAcceptor {
+        self.net.stats.accepts_open.inc();
+        self.open_acceptors.inc();
+        OpenAcceptor {
+            global: self.net.stats.accepts_open.clone(),
+            port: self.open_acceptors.clone(),
+            _running: self.action.enter(),
+        }
+    }
+
+    /// Accepts from `listen_fd` until the queue is empty or the batch limit is reached.
+    /// `here` is the ET_NET thread running the batch, if it runs on one: connections
+    /// accepted there start there, with no hand-off.
+    pub(crate) fn accept_batch(self: &Arc<Self>, listen_fd: RawFd, mut here: Option<&mut EThread>) -> Batch {
+        let limit = self.net.batch_limit();
+        let mut taken = 0;
+        while taken < limit {
+            if self.action.cancelled() {
+                return Batch::Stop;
+            }
+            if self.net.table.should_pause() {
+                return Batch::Pause(self.net.throttle_delay());
+            }
+            match accept_one(listen_fd) {
+                Outcome::Accepted(fd, peer) => {
+                    taken += 1;
+                    self.take(fd, peer, here.as_deref_mut());
+                }
+                Outcome::Empty => return Batch::Drained,
+                Outcome::Retry => continue,
+                Outcome::Resource(e) => {
+                    self.net.stats.accept_errors.inc();
+                    self.net.stats.accept_pauses.inc();
+                    let delay = self.net.throttle_delay();
+                    self.warn(format_args!("accept: {e}; pausing for {} ms", delay.as_millis()));
+                    return Batch::Pause(delay);
+                }
+                Outcome::Fatal(e) => {
+                    self.net.stats.accept_errors.inc();
+                    log::warn!("port {}: accept: {e}; this acceptor stops", self.label);
+                    self.action.cancel();
+                    return Batch::Stop;
+                }
+            }
+        }
+        Batch::Yielded
+    }
+
+    /// Phase one, on the accepting thread: count, reserve a slot, configure, hand off.
+    fn take(self: &Arc<Self>, fd: OwnedFd, peer: SocketAddr, here: Option<&mut EThread>) {
+        let accepted_at = Instant::now();
+        self.net.stats.total_accepts.inc();
+        self.total_accepts.inc();
+        let Some(slot) = self.net.table.open() else {
+            // At the cap in close mode (or raced past it in pause mode): close at once.
+            self.net.stats.throttled.inc();
+            return;
+        };
+        self.sock.apply(&fd);
+        let conn = NetConnection::new(fd, slot, peer, self.local, accepted_at);
+        match here {
+            Some(t) => self.start(conn, t),
+            None => {
+                let target = match self.dispatch {
+                    Dispatch::RoundRobin => self.net.events.assign(),
+                    Dispatch::LeastLoaded => self.net.events.least_loaded(),
+                };
+                let port = self.clone();
+                target.run(move |t| port.start(conn, t));
+            }
+        }
+    }
+
+    /// Phase two, on the ET_NET thread that owns `conn`.
+    fn start(&self, conn: NetConnection, t: &mut EThread) {
+        let waited = conn.accepted_at().elapsed();
+        self.net.stats.queue_delay_us.record(waited.as_micros() as u64);
+        self.acceptor.accept(conn, t);
+    }
+
+    fn warn(&self, msg: std::fmt::Arguments<'_>) {
+        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            *last = Some(Instant::now());
+            log::warn!("port {}: {msg}", self.label);
+        }
+    }
+}
+
+impl SockOptions {
+    /// Applies the options to an accepted socket. A failure affects only that socket's
+    /// tuning, so it is ignored.
+    fn apply(&self, fd: &OwnedFd) {
+        use std::os::fd::AsRawFd;
+        let raw = fd.as_raw_fd();
+        if self.nodelay {
+            let _ = setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        }
+        if self.keepalive {
+            let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+        }
+        if self.linger0 {
+            let lg = libc::linger { l_onoff: 1, l_linger: 0 };
+            // SAFETY: `lg` is a live linger struct and the length matches it.
+            unsafe {
+                libc::setsockopt(
+                    raw,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&lg as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+        }
+        if self.recv_buffer > 0 {
+            let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, self.recv_buffer.min(i32::MAX as usize) as i32);
+        }
+        if self.send_buffer > 0 {
+            let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, self.send_buffer.min(i32::MAX as usize) as i32);
+        }
+    }
+}
+
+// The table lives in NetShared; re-export the type for the processor.
+pub(crate) type Table = ConnectionTable;

@@ -1,0 +1,34 @@
+//! Periodic mode (`periodic` ports): ATS's NetAccept events. Every ET_NET thread runs one
+//! event per port every `accept_period`; all of a port's events share one `ProxyMutex`.
+//! The thread try-locks it: holding it, it accepts a batch without blocking and starts
+//! those connections itself; failing, the event simply waits for its next tick. The loop
+//! never blocks.
+//!
+//! The event body runs on the ET_NET thread it was scheduled on; `start` runs on the
+//! caller's thread.
+
+use super::accept::{Batch, PortAccept};
+use super::listener::Listener;
+use crate::eventsystem::{Event, ProxyMutex, ThreadRef};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+/// Schedules one NetAccept event per thread.
+pub(crate) fn start(port: &Arc<PortAccept>, listener: &Arc<Listener>, threads: &[ThreadRef], mutex: Arc<ProxyMutex>) {
+    for thread in threads {
+        let open = port.open_acceptor();
+        let (port_ev, listener) = (port.clone(), listener.clone());
+        let event = Event::new(move |t| {
+            let _ = &open; // owned by the event: dropped, and counted down, when it is
+            let period = port_ev.net.accept_period();
+            match port_ev.accept_batch(listener.as_raw_fd(), Some(t)) {
+                Batch::Pause(delay) => t.set_period(delay.max(period)),
+                // Yielded: the rest of the queue waits for the next tick.
+                Batch::Drained | Batch::Yielded | Batch::Stop => t.set_period(period),
+            }
+        })
+        .with_mutex(mutex.clone());
+        let handle = thread.schedule_every(event, port.net.accept_period());
+        port.action.on_cancel(move || handle.cancel());
+    }
+}

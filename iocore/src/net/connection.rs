@@ -1,0 +1,165 @@
+//! Accepted client connections and the table that counts them.
+//!
+//! Two phases, as in skynet: the accepting thread reserves a slot in the
+//! [`ConnectionTable`] and wraps the socket in a [`NetConnection`] (counted, not started);
+//! the ET_NET thread that will own it starts it by handing it to the port's acceptor.
+//! The socket is an `OwnedFd` and the slot an RAII guard, so whichever path drops the
+//! connection closes the socket once and `connections_currently_open` follows by
+//! construction.
+
+use crate::stats::{Counter, Gauge};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What to do when the table is at its cap.
+pub(crate) const MODE_PAUSE: u8 = 0;
+pub(crate) const MODE_CLOSE: u8 = 1;
+
+/// The count of open client connections, against an optional cap.
+#[derive(Debug)]
+pub(crate) struct ConnectionTable {
+    open: Arc<Gauge>,
+    cap: AtomicU64,
+    mode: AtomicU8,
+    paused: AtomicBool,
+    pauses: Arc<Counter>,
+}
+
+impl ConnectionTable {
+    pub(crate) fn new(open: Arc<Gauge>, pauses: Arc<Counter>) -> ConnectionTable {
+        ConnectionTable {
+            open,
+            cap: AtomicU64::new(0),
+            mode: AtomicU8::new(MODE_PAUSE),
+            paused: AtomicBool::new(false),
+            pauses,
+        }
+    }
+
+    pub(crate) fn set_limit(&self, cap: u64, mode: u8) {
+        self.cap.store(cap, Ordering::Relaxed);
+        self.mode.store(mode, Ordering::Relaxed);
+    }
+
+    /// In pause mode: whether acceptors should hold off. Pauses at the cap and resumes
+    /// below 90 % of it, so the port does not flap at the boundary.
+    pub(crate) fn should_pause(&self) -> bool {
+        let cap = self.cap.load(Ordering::Relaxed);
+        if cap == 0 || self.mode.load(Ordering::Relaxed) != MODE_PAUSE {
+            return false;
+        }
+        let open = self.open.get().max(0) as u64;
+        if self.paused.load(Ordering::Relaxed) {
+            if open * 10 < cap * 9 {
+                self.paused.store(false, Ordering::Relaxed);
+                return false;
+            }
+            return true;
+        }
+        if open >= cap {
+            if !self.paused.swap(true, Ordering::Relaxed) {
+                self.pauses.inc();
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Reserves a slot, or None when the table is at its cap.
+    pub(crate) fn open(self: &Arc<Self>) -> Option<ConnSlot> {
+        let now = self.open.add(1);
+        let cap = self.cap.load(Ordering::Relaxed);
+        if cap > 0 && now as u64 > cap {
+            self.open.add(-1);
+            return None;
+        }
+        Some(ConnSlot(self.clone()))
+    }
+}
+
+/// One reserved place in the connection table, released on drop.
+#[derive(Debug)]
+pub(crate) struct ConnSlot(Arc<ConnectionTable>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let left = self.0.open.add(-1);
+        debug_assert!(left >= 0, "connections_currently_open went negative");
+    }
+}
+
+/// An accepted client socket: non-blocking, close-on-exec, sock options applied, counted
+/// in `connections_currently_open` until dropped. Dropping it closes the socket.
+#[derive(Debug)]
+pub struct NetConnection {
+    // Field order matters: the socket closes before the slot is released, so the gauge
+    // never reads lower than the descriptors actually held.
+    fd: OwnedFd,
+    _slot: ConnSlot,
+    peer: SocketAddr,
+    local: SocketAddr,
+    accepted_at: Instant,
+}
+
+impl NetConnection {
+    pub(crate) fn new(fd: OwnedFd, slot: ConnSlot, peer: SocketAddr, local: SocketAddr, accepted_at: Instant) -> Self {
+        NetConnection {
+            fd,
+            _slot: slot,
+            peer,
+            local,
+            accepted_at,
+        }
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The listening address the client connected to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// When accept() returned this socket.
+    pub fn accepted_at(&self) -> Instant {
+        self.accepted_at
+    }
+
+    /// Reads into `buf` without blocking; `Ok(0)` is end of stream.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        crate::sys::cvt(n).map(|n| n as usize)
+    }
+
+    /// Writes from `buf` without blocking and without raising SIGPIPE.
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is a live buffer of `buf.len()` bytes.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        crate::sys::cvt(n).map(|n| n as usize)
+    }
+
+    /// Half-closes the write side (sends FIN).
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: plain syscall on a socket we own.
+        crate::sys::cvt(unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+    }
+}
+
+impl AsRawFd for NetConnection {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for NetConnection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

@@ -1,0 +1,224 @@
+//! Listening sockets: created and bound here, or adopted from an inherited descriptor.
+
+use crate::sys::{cvt, from_socket_addr, getsockopt_int, setsockopt_int, to_socket_addr};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// How to create a listening socket.
+#[derive(Clone, Debug)]
+pub struct ListenOptions {
+    /// Address and port to bind; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// listen(2) backlog; outside 1..=65535 means /proc/sys/net/core/somaxconn, as Go does.
+    pub backlog: i64,
+    /// Set SO_REUSEPORT, so sibling sockets can share the port (one per event thread).
+    pub reuseport: bool,
+    /// TCP_DEFER_ACCEPT seconds; 0 = off.
+    pub defer_accept_s: u32,
+    /// SO_RCVBUF for the socket (inherited by accepted sockets); 0 = OS default.
+    pub recv_buffer: usize,
+    /// SO_SNDBUF likewise; 0 = OS default.
+    pub send_buffer: usize,
+}
+
+impl ListenOptions {
+    /// Options for `addr` with every other knob at its default.
+    pub fn new(addr: SocketAddr) -> ListenOptions {
+        ListenOptions {
+            addr,
+            backlog: -1,
+            reuseport: false,
+            defer_accept_s: 0,
+            recv_buffer: 0,
+            send_buffer: 0,
+        }
+    }
+}
+
+/// A failed socket operation on a listening address: says what, where, and the errno.
+#[derive(Debug)]
+pub struct ListenError {
+    /// The operation: "socket", "bind", "listen", "setsockopt", "adopt".
+    pub op: &'static str,
+    /// The address (or, for an adopted fd, `fd=N` is in `op`'s message).
+    pub addr: String,
+    /// The OS error.
+    pub source: io::Error,
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.op, self.addr, self.source)
+    }
+}
+
+impl std::error::Error for ListenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// A bound, listening, non-blocking, close-on-exec TCP socket. Closed exactly once, when
+/// the last owner drops it.
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+    local: SocketAddr,
+    options: ListenOptions,
+}
+
+/// The kernel's accept queue limit, as Go's net.Listen reads it (4096 if unreadable).
+pub fn somaxconn() -> i32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|n: &i32| *n > 0)
+        .unwrap_or(4096)
+}
+
+impl Listener {
+    /// Creates, configures, binds and listens.
+    pub fn bind(options: &ListenOptions) -> Result<Listener, ListenError> {
+        let addr = options.addr;
+        let err = |op, source| ListenError {
+            op,
+            addr: addr.to_string(),
+            source,
+        };
+        let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        // SAFETY: plain syscall; on success we own the returned descriptor.
+        let raw = cvt(unsafe {
+            libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+        })
+        .map_err(|e| err("socket", e))?;
+        // SAFETY: `raw` was just created and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let set = |level, name, v| setsockopt_int(raw, level, name, v).map_err(|e| err("setsockopt", e));
+        set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        if options.reuseport {
+            set(libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        }
+        if addr.is_ipv6() {
+            set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+        }
+        if options.recv_buffer > 0 {
+            set(libc::SOL_SOCKET, libc::SO_RCVBUF, clamp_int(options.recv_buffer))?;
+        }
+        if options.send_buffer > 0 {
+            set(libc::SOL_SOCKET, libc::SO_SNDBUF, clamp_int(options.send_buffer))?;
+        }
+        let (storage, len) = from_socket_addr(&addr);
+        // SAFETY: `storage` holds a valid sockaddr of length `len`.
+        cvt(unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) })
+            .map_err(|e| err("bind", e))?;
+        let backlog = if (1..=65535).contains(&options.backlog) {
+            options.backlog as i32
+        } else {
+            somaxconn()
+        };
+        // SAFETY: plain syscall on a socket we own.
+        cvt(unsafe { libc::listen(raw, backlog) }).map_err(|e| err("listen", e))?;
+        if options.defer_accept_s > 0 {
+            set(libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, clamp_int(options.defer_accept_s as usize))?;
+        }
+        let local = local_addr(raw).map_err(|e| err("getsockname", e))?;
+        Ok(Listener {
+            fd,
+            local,
+            options: options.clone(),
+        })
+    }
+
+    /// Adopts an inherited socket that is already listening (`fd=N` ports, systemd
+    /// socket activation), making it non-blocking and close-on-exec.
+    pub fn adopt(fd: OwnedFd) -> Result<Listener, ListenError> {
+        let raw = fd.as_raw_fd();
+        let err = |op, source| ListenError {
+            op,
+            addr: format!("fd={raw}"),
+            source,
+        };
+        let listening = getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map_err(|e| err("adopt", e))?;
+        if listening != 1 {
+            return Err(err("adopt", io::Error::new(io::ErrorKind::InvalidInput, "not a listening socket")));
+        }
+        // SAFETY: fcntl on a descriptor we own, with valid flag arguments.
+        unsafe {
+            let fl = cvt(libc::fcntl(raw, libc::F_GETFL)).map_err(|e| err("adopt", e))?;
+            cvt(libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK)).map_err(|e| err("adopt", e))?;
+            cvt(libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC)).map_err(|e| err("adopt", e))?;
+        }
+        let local = local_addr(raw).map_err(|e| err("getsockname", e))?;
+        let reuseport = getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT).unwrap_or(0) == 1;
+        let mut options = ListenOptions::new(local);
+        options.reuseport = reuseport;
+        Ok(Listener { fd, local, options })
+    }
+
+    /// Another socket listening on the same address through SO_REUSEPORT (this one must
+    /// have been created with `reuseport`), for one listening socket per event thread.
+    pub fn reuseport_sibling(&self) -> Result<Listener, ListenError> {
+        if !self.options.reuseport {
+            return Err(ListenError {
+                op: "reuseport",
+                addr: self.local.to_string(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "listener was not created with SO_REUSEPORT"),
+            });
+        }
+        let mut opts = self.options.clone();
+        opts.addr = self.local;
+        Listener::bind(&opts)
+    }
+
+    /// A second descriptor for the same listening socket (dup, close-on-exec). epoll
+    /// tells registrations apart by descriptor, so two acceptors overlapping on one
+    /// socket during a reload swap each register their own.
+    pub fn try_clone(&self) -> Result<Listener, ListenError> {
+        // SAFETY: fcntl on a descriptor we own; on success we own the returned one.
+        let raw = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) }).map_err(|source| {
+            ListenError {
+                op: "dup",
+                addr: self.local.to_string(),
+                source,
+            }
+        })?;
+        Ok(Listener {
+            // SAFETY: `raw` was just created by fcntl and is owned by nobody else.
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+            local: self.local,
+            options: self.options.clone(),
+        })
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn clamp_int(v: usize) -> libc::c_int {
+    v.min(libc::c_int::MAX as usize) as libc::c_int
+}
+
+fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` and `len` are live and describe the buffer size.
+    cvt(unsafe { libc::getsockname(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) })?;
+    to_socket_addr(&storage).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+}

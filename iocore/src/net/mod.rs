@@ -1,0 +1,20 @@
+//! Net: listening sockets, the [`NetProcessor`] and its accept modes, connections.
+//!
+//! The accept path, one file per mode, each saying which thread runs which line:
+//! - `accept_threads.rs`: dedicated blocking accept threads (`accept_threads > 0`);
+//! - `accept_event.rs`: the listening socket on every ET_NET thread's epoll;
+//! - `accept_periodic.rs`: `NetAccept` events that try-lock the port's mutex each period;
+//! - `accept.rs`: the step they share: accept4, error classes, throttle, hand-off.
+
+mod accept;
+mod accept_event;
+mod accept_periodic;
+mod accept_threads;
+mod connection;
+mod listener;
+mod processor;
+
+pub use accept::Acceptor;
+pub use connection::NetConnection;
+pub use listener::{somaxconn, ListenError, ListenOptions, Listener};
+pub use processor::{AcceptMode, AcceptOptions, Dispatch, NetProcessor, NetTuning, SockOptions, ThrottleMode};

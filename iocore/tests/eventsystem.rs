@@ -1,0 +1,155 @@
+//! The event system: scheduling, cancellation, try-lock mutexes and I/O registration.
+
+mod util;
+
+use iocore::{Event, EventProcessor, EventProcessorOptions, ProxyMutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use util::wait_until;
+
+fn processor(threads: usize) -> EventProcessor {
+    EventProcessor::start(&EventProcessorOptions {
+        threads,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn schedule_imm_runs_on_the_chosen_thread() {
+    let ep = processor(2);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for t in ep.threads() {
+        let seen = seen.clone();
+        let want = t.id();
+        t.schedule_imm(Event::new(move |et| seen.lock().unwrap().push((want, et.id()))));
+    }
+    assert!(wait_until(Duration::from_secs(5), || seen.lock().unwrap().len() == 2));
+    for (want, got) in seen.lock().unwrap().iter() {
+        assert_eq!(want, got);
+    }
+}
+
+#[test]
+fn schedule_in_waits_at_least_the_delay() {
+    let ep = processor(1);
+    let fired = Arc::new(Mutex::new(None));
+    let f = fired.clone();
+    let start = Instant::now();
+    ep.schedule_in(Event::new(move |_| *f.lock().unwrap() = Some(Instant::now())), Duration::from_millis(30));
+    assert!(wait_until(Duration::from_secs(5), || fired.lock().unwrap().is_some()));
+    let at = fired.lock().unwrap().unwrap();
+    assert!(at - start >= Duration::from_millis(30), "fired after {:?}", at - start);
+}
+
+#[test]
+fn schedule_every_repeats_until_cancelled_from_another_thread() {
+    let ep = processor(1);
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let h = ep.schedule_every(
+        Event::new(move |_| {
+            n2.fetch_add(1, Ordering::SeqCst);
+        }),
+        Duration::from_millis(2),
+    );
+    assert!(wait_until(Duration::from_secs(5), || n.load(Ordering::SeqCst) >= 5));
+    h.cancel();
+    // One run may be in flight when cancel lands; none after that.
+    std::thread::sleep(Duration::from_millis(5));
+    let after = n.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(n.load(Ordering::SeqCst), after);
+}
+
+#[test]
+fn periodic_event_can_cancel_itself_and_its_state_is_dropped() {
+    let ep = processor(1);
+    let n = Arc::new(AtomicUsize::new(0));
+    let owned = Arc::new(());
+    let weak = Arc::downgrade(&owned);
+    let slot: Arc<Mutex<Option<iocore::EventHandle>>> = Arc::default();
+    let (n2, slot2) = (n.clone(), slot.clone());
+    let h = ep.threads()[0].schedule_every(
+        Event::new(move |_| {
+            let _keep = &owned;
+            if n2.fetch_add(1, Ordering::SeqCst) + 1 == 3 {
+                slot2.lock().unwrap().as_ref().unwrap().cancel();
+            }
+        }),
+        Duration::from_millis(1),
+    );
+    *slot.lock().unwrap() = Some(h);
+    assert!(wait_until(Duration::from_secs(5), || weak.upgrade().is_none()));
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn cancel_of_a_long_timer_drops_it_promptly() {
+    let ep = processor(1);
+    let owned = Arc::new(());
+    let weak = Arc::downgrade(&owned);
+    let h = ep.schedule_in(
+        Event::new(move |_| {
+            let _keep = &owned;
+        }),
+        Duration::from_secs(3600),
+    );
+    h.cancel();
+    assert!(wait_until(Duration::from_millis(100), || weak.upgrade().is_none()));
+}
+
+#[test]
+fn busy_mutex_retries_the_event_without_blocking_the_thread() {
+    let ep = processor(1);
+    let m = Arc::new(ProxyMutex::new());
+    let ran = Arc::new(AtomicUsize::new(0));
+    let other = Arc::new(AtomicUsize::new(0));
+    let guard = m.try_lock().unwrap();
+    let r = ran.clone();
+    ep.schedule_imm(Event::new(move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    })
+    .with_mutex(m.clone()));
+    let o = other.clone();
+    ep.schedule_imm(Event::new(move |_| {
+        o.fetch_add(1, Ordering::SeqCst);
+    }));
+    // The unlocked event runs although the locked one cannot.
+    assert!(wait_until(Duration::from_secs(5), || other.load(Ordering::SeqCst) == 1));
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    drop(guard);
+    assert!(wait_until(Duration::from_secs(5), || ran.load(Ordering::SeqCst) == 1));
+}
+
+#[test]
+fn io_handler_sees_readiness_and_remove_closes_its_fd() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let ep = processor(1);
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    let fd = a.as_raw_fd();
+    ep.threads()[0].run(move |t| {
+        let handler = move |_t: &mut iocore::EThread, _tok, r: iocore::Ready| {
+            if r.is_readable() {
+                let mut buf = [0u8; 8];
+                let _ = (&a).read(&mut buf);
+                g.fetch_add(1, Ordering::SeqCst);
+                return iocore::Verdict::Remove;
+            }
+            iocore::Verdict::Keep
+        };
+        t.register(fd, iocore::Interest::READ, Box::new(handler)).unwrap();
+    });
+    b.write_all(b"hi").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || got.load(Ordering::SeqCst) == 1));
+    // The handler owned `a`; once removed, `b` sees EOF.
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(b.read(&mut buf).unwrap(), 0);
+}
