@@ -99,7 +99,8 @@ impl Histogram {
 
     /// Merges the shards: `(p50, p99, max, count)`.
     pub fn summary(&self) -> (u64, u64, u64, u64) {
-        let mut all = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
+        let mut all =
+            hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
         for shard in &self.shards {
             let h = shard.lock().unwrap_or_else(|e| e.into_inner());
             // Both auto-resize, so adding cannot fail for range reasons.
@@ -138,7 +139,12 @@ impl Registry {
     }
 
     fn get_or_insert(&self, name: &str, make: impl FnOnce() -> Metric) -> Metric {
-        if let Some(m) = self.metrics.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some(m) = self
+            .metrics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
             return m.clone();
         }
         let mut map = self.metrics.write().unwrap_or_else(|e| e.into_inner());
@@ -201,14 +207,22 @@ impl Registry {
 
     /// The current value of one metric by its snapshot name, if it exists.
     pub fn value(&self, name: &str) -> Option<i64> {
-        if let Some(m) = self.metrics.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some(m) = self
+            .metrics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
             return match m {
                 Metric::Counter(c) => Some(c.get() as i64),
                 Metric::Gauge(g) => Some(g.get()),
                 Metric::Histogram(_) => None,
             };
         }
-        self.snapshot().into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.snapshot()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 }
 

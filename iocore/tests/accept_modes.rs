@@ -19,12 +19,21 @@ fn every_mode_delivers_connections_to_a_handler_on_an_et_net_thread() {
         assert_eq!(on_et.load(Ordering::SeqCst), 50, "{name}");
         assert_eq!(off_et.load(Ordering::SeqCst), 0, "{name}");
         assert_eq!(rig.metric("proxy.process.tcp.total_accepts"), 50, "{name}");
-        assert_eq!(rig.metric("proxy.process.net.port.test.total_accepts"), 50, "{name}");
-        assert!(
-            wait_until(Duration::from_secs(5), || rig.metric("proxy.process.net.connections_currently_open") == 0),
+        assert_eq!(
+            rig.metric("proxy.process.net.port.test.total_accepts"),
+            50,
             "{name}"
         );
-        assert!(rig.metric("proxy.process.net.accept_queue_delay_us.max") >= rig.metric("proxy.process.net.accept_queue_delay_us.p50"));
+        assert!(
+            wait_until(Duration::from_secs(5), || rig
+                .metric("proxy.process.net.connections_currently_open")
+                == 0),
+            "{name}"
+        );
+        assert!(
+            rig.metric("proxy.process.net.accept_queue_delay_us.max")
+                >= rig.metric("proxy.process.net.accept_queue_delay_us.p50")
+        );
         action.cancel();
         assert!(action.wait_done(Duration::from_secs(1)), "{name}");
     }
@@ -40,15 +49,29 @@ fn accepts_currently_open_counts_accept_loops_per_mode() {
         };
         let (_l, action, _, _) = echo_port(&rig, mode);
         assert!(
-            wait_until(Duration::from_secs(5), || rig.metric("proxy.process.net.accepts_currently_open") == expected),
+            wait_until(Duration::from_secs(5), || rig
+                .metric("proxy.process.net.accepts_currently_open")
+                == expected),
             "{name}: {}",
             rig.metric("proxy.process.net.accepts_currently_open")
         );
-        assert_eq!(rig.metric("proxy.process.net.port.test.accepts_currently_open"), expected, "{name}");
+        assert_eq!(
+            rig.metric("proxy.process.net.port.test.accepts_currently_open"),
+            expected,
+            "{name}"
+        );
         action.cancel();
         assert!(action.wait_done(Duration::from_secs(1)), "{name}");
-        assert_eq!(rig.metric("proxy.process.net.accepts_currently_open"), 0, "{name}");
-        assert_eq!(rig.metric("proxy.process.net.port.test.accepts_currently_open"), 0, "{name}");
+        assert_eq!(
+            rig.metric("proxy.process.net.accepts_currently_open"),
+            0,
+            "{name}"
+        );
+        assert_eq!(
+            rig.metric("proxy.process.net.port.test.accepts_currently_open"),
+            0,
+            "{name}"
+        );
     }
 }
 
@@ -60,14 +83,26 @@ fn cancel_stops_every_mode_within_100ms() {
         echo_roundtrip(l.local_addr()).unwrap();
         let t0 = Instant::now();
         action.cancel();
-        assert!(action.wait_done(Duration::from_millis(100)), "{name}: not stopped after {:?}", t0.elapsed());
-        assert_eq!(rig.metric("proxy.process.net.accepts_currently_open"), 0, "{name}");
+        assert!(
+            action.wait_done(Duration::from_millis(100)),
+            "{name}: not stopped after {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(
+            rig.metric("proxy.process.net.accepts_currently_open"),
+            0,
+            "{name}"
+        );
         // The listening socket is still ours (we hold the Arc) and still listening, but
         // nobody accepts on it any more.
         let before = on_et.load(Ordering::SeqCst);
         let _c = std::net::TcpStream::connect(l.local_addr()).expect("kernel still queues");
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(on_et.load(Ordering::SeqCst), before, "{name}: accepted after cancel");
+        assert_eq!(
+            on_et.load(Ordering::SeqCst),
+            before,
+            "{name}: accepted after cancel"
+        );
     }
 }
 
@@ -81,16 +116,26 @@ fn cancel_then_restart_on_the_same_listener_refuses_no_one() {
     for round in 0..8 {
         let (_, mode) = &modes[round % modes.len()];
         let mode = match mode {
-            AcceptMode::Event { .. } => AcceptMode::Event { listener_per_thread: false },
+            AcceptMode::Event { .. } => AcceptMode::Event {
+                listener_per_thread: false,
+            },
             m => m.clone(),
         };
         let acceptor = |conn: iocore::NetConnection, t: &mut iocore::EThread| {
             let fd = std::os::fd::AsRawFd::as_raw_fd(&conn);
-            let _ = t.register(fd, iocore::Interest::READ, Box::new(util::EchoOnce { conn }));
+            let _ = t.register(
+                fd,
+                iocore::Interest::READ,
+                Box::new(util::EchoOnce { conn }),
+            );
         };
         let next = rig
             .net
-            .main_accept(std::sync::Arc::new(acceptor), l.clone(), &iocore::AcceptOptions::new("swap", mode))
+            .main_accept(
+                std::sync::Arc::new(acceptor),
+                l.clone(),
+                &iocore::AcceptOptions::new("swap", mode),
+            )
             .unwrap();
         if let Some(old) = current.replace(next) {
             old.cancel();
@@ -100,5 +145,7 @@ fn cancel_then_restart_on_the_same_listener_refuses_no_one() {
         }
     }
     current.unwrap().cancel();
-    assert!(wait_until(Duration::from_secs(1), || rig.metric("proxy.process.net.accepts_currently_open") == 0));
+    assert!(wait_until(Duration::from_secs(1), || rig
+        .metric("proxy.process.net.accepts_currently_open")
+        == 0));
 }

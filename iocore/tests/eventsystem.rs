@@ -23,9 +23,15 @@ fn schedule_imm_runs_on_the_chosen_thread() {
     for t in ep.threads() {
         let seen = seen.clone();
         let want = t.id();
-        t.schedule_imm(Event::new(move |et| seen.lock().unwrap().push((want, et.id()))));
+        t.schedule_imm(Event::new(move |et| {
+            seen.lock().unwrap().push((want, et.id()))
+        }));
     }
-    assert!(wait_until(Duration::from_secs(5), || seen.lock().unwrap().len() == 2));
+    assert!(wait_until(Duration::from_secs(5), || seen
+        .lock()
+        .unwrap()
+        .len()
+        == 2));
     for (want, got) in seen.lock().unwrap().iter() {
         assert_eq!(want, got);
     }
@@ -37,10 +43,20 @@ fn schedule_in_waits_at_least_the_delay() {
     let fired = Arc::new(Mutex::new(None));
     let f = fired.clone();
     let start = Instant::now();
-    ep.schedule_in(Event::new(move |_| *f.lock().unwrap() = Some(Instant::now())), Duration::from_millis(30));
-    assert!(wait_until(Duration::from_secs(5), || fired.lock().unwrap().is_some()));
+    ep.schedule_in(
+        Event::new(move |_| *f.lock().unwrap() = Some(Instant::now())),
+        Duration::from_millis(30),
+    );
+    assert!(wait_until(Duration::from_secs(5), || fired
+        .lock()
+        .unwrap()
+        .is_some()));
     let at = fired.lock().unwrap().unwrap();
-    assert!(at - start >= Duration::from_millis(30), "fired after {:?}", at - start);
+    assert!(
+        at - start >= Duration::from_millis(30),
+        "fired after {:?}",
+        at - start
+    );
 }
 
 #[test]
@@ -54,7 +70,9 @@ fn schedule_every_repeats_until_cancelled_from_another_thread() {
         }),
         Duration::from_millis(2),
     );
-    assert!(wait_until(Duration::from_secs(5), || n.load(Ordering::SeqCst) >= 5));
+    assert!(wait_until(Duration::from_secs(5), || n
+        .load(Ordering::SeqCst)
+        >= 5));
     h.cancel();
     // One run may be in flight when cancel lands; none after that.
     std::thread::sleep(Duration::from_millis(5));
@@ -81,7 +99,9 @@ fn periodic_event_can_cancel_itself_and_its_state_is_dropped() {
         Duration::from_millis(1),
     );
     *slot.lock().unwrap() = Some(h);
-    assert!(wait_until(Duration::from_secs(5), || weak.upgrade().is_none()));
+    assert!(wait_until(Duration::from_secs(5), || weak
+        .upgrade()
+        .is_none()));
     assert_eq!(n.load(Ordering::SeqCst), 3);
 }
 
@@ -97,7 +117,9 @@ fn cancel_of_a_long_timer_drops_it_promptly() {
         Duration::from_secs(3600),
     );
     h.cancel();
-    assert!(wait_until(Duration::from_millis(100), || weak.upgrade().is_none()));
+    assert!(wait_until(Duration::from_millis(100), || weak
+        .upgrade()
+        .is_none()));
 }
 
 #[test]
@@ -108,20 +130,26 @@ fn busy_mutex_retries_the_event_without_blocking_the_thread() {
     let other = Arc::new(AtomicUsize::new(0));
     let guard = m.try_lock().unwrap();
     let r = ran.clone();
-    ep.schedule_imm(Event::new(move |_| {
-        r.fetch_add(1, Ordering::SeqCst);
-    })
-    .with_mutex(m.clone()));
+    ep.schedule_imm(
+        Event::new(move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .with_mutex(m.clone()),
+    );
     let o = other.clone();
     ep.schedule_imm(Event::new(move |_| {
         o.fetch_add(1, Ordering::SeqCst);
     }));
     // The unlocked event runs although the locked one cannot.
-    assert!(wait_until(Duration::from_secs(5), || other.load(Ordering::SeqCst) == 1));
+    assert!(wait_until(Duration::from_secs(5), || other
+        .load(Ordering::SeqCst)
+        == 1));
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(ran.load(Ordering::SeqCst), 0);
     drop(guard);
-    assert!(wait_until(Duration::from_secs(5), || ran.load(Ordering::SeqCst) == 1));
+    assert!(wait_until(Duration::from_secs(5), || ran
+        .load(Ordering::SeqCst)
+        == 1));
 }
 
 #[test]
@@ -144,10 +172,13 @@ fn io_handler_sees_readiness_and_remove_closes_its_fd() {
             }
             iocore::Verdict::Keep
         };
-        t.register(fd, iocore::Interest::READ, Box::new(handler)).unwrap();
+        t.register(fd, iocore::Interest::READ, Box::new(handler))
+            .unwrap();
     });
     b.write_all(b"hi").unwrap();
-    assert!(wait_until(Duration::from_secs(5), || got.load(Ordering::SeqCst) == 1));
+    assert!(wait_until(Duration::from_secs(5), || got
+        .load(Ordering::SeqCst)
+        == 1));
     // The handler owned `a`; once removed, `b` sees EOF.
     b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 1];

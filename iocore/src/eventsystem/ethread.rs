@@ -263,7 +263,13 @@ impl EThread {
         // SAFETY: `epfd` was just created and is owned by nobody else.
         let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
         let waker = crate::sys::eventfd()?;
-        epoll_ctl(epfd, libc::EPOLL_CTL_ADD, waker.as_raw_fd(), libc::EPOLLIN as u32, WAKER_TOKEN)?;
+        epoll_ctl(
+            epfd,
+            libc::EPOLL_CTL_ADD,
+            waker.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            WAKER_TOKEN,
+        )?;
         let shared = Arc::new(Shared {
             id,
             inbox: Injector::new(),
@@ -349,11 +355,15 @@ impl EThread {
 
     fn dispatch_io(&mut self, token: Token, ready: Ready) {
         let idx = token.index();
-        let Some(slot) = self.io.get_mut(idx) else { return };
+        let Some(slot) = self.io.get_mut(idx) else {
+            return;
+        };
         if !slot.live || slot.generation != token.generation() {
             return; // stale: deregistered earlier in this batch
         }
-        let Some(mut handler) = slot.handler.take() else { return };
+        let Some(mut handler) = slot.handler.take() else {
+            return;
+        };
         let verdict = handler.ready(self, token, ready);
         let slot = &mut self.io[idx];
         if slot.live && slot.generation == token.generation() {
@@ -470,7 +480,12 @@ impl EThread {
         self.schedule_local(event, Instant::now() + period, Some(period))
     }
 
-    fn schedule_local(&mut self, event: Event, at: Instant, period: Option<Duration>) -> EventHandle {
+    fn schedule_local(
+        &mut self,
+        event: Event,
+        at: Instant,
+        period: Option<Duration>,
+    ) -> EventHandle {
         let (s, handle) = Scheduled::new(event, &self.shared, at, period);
         self.push_timer(s);
         handle
@@ -485,7 +500,12 @@ impl EThread {
     /// Registers `fd` with this thread's epoll; `handler` runs here when it is ready and
     /// is dropped when it returns [`Verdict::Remove`] or is deregistered. The caller keeps
     /// `fd` open at least as long as the handler lives (usually the handler owns it).
-    pub fn register(&mut self, fd: RawFd, interest: Interest, handler: Box<dyn IoHandler>) -> io::Result<Token> {
+    pub fn register(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        handler: Box<dyn IoHandler>,
+    ) -> io::Result<Token> {
         let idx = match self.free.pop() {
             Some(i) => i as usize,
             None => {
@@ -500,7 +520,13 @@ impl EThread {
         };
         let slot = &mut self.io[idx];
         let token = Token::new(idx as u32, slot.generation);
-        if let Err(e) = epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, interest.bits(), token.0) {
+        if let Err(e) = epoll_ctl(
+            self.epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            interest.bits(),
+            token.0,
+        ) {
             self.free.push(idx as u32);
             return Err(e);
         }
@@ -514,9 +540,13 @@ impl EThread {
     /// Changes what a registration waits for (not valid with [`Interest::EXCLUSIVE`]).
     pub fn modify(&mut self, token: Token, interest: Interest) -> io::Result<()> {
         match self.io.get(token.index()) {
-            Some(s) if s.live && s.generation == token.generation() => {
-                epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, s.fd, interest.bits(), token.0)
-            }
+            Some(s) if s.live && s.generation == token.generation() => epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_MOD,
+                s.fd,
+                interest.bits(),
+                token.0,
+            ),
             _ => Err(io::Error::from(io::ErrorKind::NotFound)),
         }
     }

@@ -13,7 +13,9 @@ mod mutex;
 mod processor;
 
 pub use action::{Action, ActionGuard};
-pub use ethread::{current_thread_id, EThread, Interest, IoHandler, Ready, ThreadRef, Token, Verdict};
+pub use ethread::{
+    current_thread_id, EThread, Interest, IoHandler, Ready, ThreadRef, Token, Verdict,
+};
 pub use event::{Event, EventHandle};
 pub use mutex::{ProxyMutex, ProxyMutexGuard};
 pub use processor::{EventProcessor, EventProcessorOptions};

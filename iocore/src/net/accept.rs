@@ -64,9 +64,18 @@ fn accept_one(listen_fd: RawFd) -> Outcome {
         libc::EAGAIN => Outcome::Empty,
         // The connection died in the queue, a signal, or a network-level hiccup that
         // concerns one connection, not the port (the ENETDOWN class, as libevent does).
-        libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::ENETDOWN | libc::ENOPROTOOPT
-        | libc::EHOSTDOWN | libc::ENONET | libc::EHOSTUNREACH | libc::EOPNOTSUPP
-        | libc::ENETUNREACH | libc::EPERM | libc::ETIMEDOUT => Outcome::Retry,
+        libc::ECONNABORTED
+        | libc::EINTR
+        | libc::EPROTO
+        | libc::ENETDOWN
+        | libc::ENOPROTOOPT
+        | libc::EHOSTDOWN
+        | libc::ENONET
+        | libc::EHOSTUNREACH
+        | libc::EOPNOTSUPP
+        | libc::ENETUNREACH
+        | libc::EPERM
+        | libc::ETIMEDOUT => Outcome::Retry,
         libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => Outcome::Resource(e),
         _ => Outcome::Fatal(e),
     }
@@ -127,7 +136,9 @@ impl PortAccept {
         let prefix = format!("proxy.process.net.port.{label}");
         PortAccept {
             total_accepts: net.registry.counter(&format!("{prefix}.total_accepts")),
-            open_acceptors: net.registry.gauge(&format!("{prefix}.accepts_currently_open")),
+            open_acceptors: net
+                .registry
+                .gauge(&format!("{prefix}.accepts_currently_open")),
             label,
             action: Action::new(),
             net,
@@ -153,7 +164,11 @@ impl PortAccept {
     /// Accepts from `listen_fd` until the queue is empty or the batch limit is reached.
     /// `here` is the ET_NET thread running the batch, if it runs on one: connections
     /// accepted there start there, with no hand-off.
-    pub(crate) fn accept_batch(self: &Arc<Self>, listen_fd: RawFd, mut here: Option<&mut EThread>) -> Batch {
+    pub(crate) fn accept_batch(
+        self: &Arc<Self>,
+        listen_fd: RawFd,
+        mut here: Option<&mut EThread>,
+    ) -> Batch {
         let limit = self.net.batch_limit();
         let mut taken = 0;
         while taken < limit {
@@ -174,7 +189,10 @@ impl PortAccept {
                     self.net.stats.accept_errors.inc();
                     self.net.stats.accept_pauses.inc();
                     let delay = self.net.throttle_delay();
-                    self.warn(format_args!("accept: {e}; pausing for {} ms", delay.as_millis()));
+                    self.warn(format_args!(
+                        "accept: {e}; pausing for {} ms",
+                        delay.as_millis()
+                    ));
                     return Batch::Pause(delay);
                 }
                 Outcome::Fatal(e) => {
@@ -216,7 +234,10 @@ impl PortAccept {
     /// Phase two, on the ET_NET thread that owns `conn`.
     fn start(&self, conn: NetConnection, t: &mut EThread) {
         let waited = conn.accepted_at().elapsed();
-        self.net.stats.queue_delay_us.record(waited.as_micros() as u64);
+        self.net
+            .stats
+            .queue_delay_us
+            .record(waited.as_micros() as u64);
         self.acceptor.accept(conn, t);
     }
 
@@ -242,7 +263,10 @@ impl SockOptions {
             let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
         }
         if self.linger0 {
-            let lg = libc::linger { l_onoff: 1, l_linger: 0 };
+            let lg = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
             // SAFETY: `lg` is a live linger struct and the length matches it.
             unsafe {
                 libc::setsockopt(
@@ -255,10 +279,20 @@ impl SockOptions {
             };
         }
         if self.recv_buffer > 0 {
-            let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, self.recv_buffer.min(i32::MAX as usize) as i32);
+            let _ = setsockopt_int(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                self.recv_buffer.min(i32::MAX as usize) as i32,
+            );
         }
         if self.send_buffer > 0 {
-            let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, self.send_buffer.min(i32::MAX as usize) as i32);
+            let _ = setsockopt_int(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                self.send_buffer.min(i32::MAX as usize) as i32,
+            );
         }
     }
 }

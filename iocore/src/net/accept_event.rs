@@ -8,7 +8,9 @@
 
 use super::accept::{Batch, OpenAcceptor, PortAccept};
 use super::listener::Listener;
-use crate::eventsystem::{EThread, Event, EventHandle, Interest, IoHandler, Ready, ThreadRef, Token, Verdict};
+use crate::eventsystem::{
+    EThread, Event, EventHandle, Interest, IoHandler, Ready, ThreadRef, Token, Verdict,
+};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
@@ -41,7 +43,8 @@ pub(crate) fn start(port: &Arc<PortAccept>, listeners: &[Arc<Listener>], threads
         };
         thread.run(move |t| arm(t, accept));
         let thread = thread.clone();
-        port.action.on_cancel(move || thread.run(move |t| disarm(t, &armed)));
+        port.action
+            .on_cancel(move || thread.run(move |t| disarm(t, &armed)));
     }
 }
 
@@ -55,7 +58,10 @@ fn arm(t: &mut EThread, accept: EventAccept) {
     let label = accept.port.label.clone();
     match t.register(fd, Interest::ACCEPT | Interest::EXCLUSIVE, Box::new(accept)) {
         Ok(token) => lock(&armed).token = Some(token),
-        Err(e) => log::warn!("port {label}: cannot watch the listening socket on ET_NET {}: {e}", t.id()),
+        Err(e) => log::warn!(
+            "port {label}: cannot watch the listening socket on ET_NET {}: {e}",
+            t.id()
+        ),
     }
 }
 

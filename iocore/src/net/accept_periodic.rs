@@ -14,7 +14,12 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 /// Schedules one NetAccept event per thread.
-pub(crate) fn start(port: &Arc<PortAccept>, listener: &Arc<Listener>, threads: &[ThreadRef], mutex: Arc<ProxyMutex>) {
+pub(crate) fn start(
+    port: &Arc<PortAccept>,
+    listener: &Arc<Listener>,
+    threads: &[ThreadRef],
+    mutex: Arc<ProxyMutex>,
+) {
     for thread in threads {
         let open = port.open_acceptor();
         let (port_ev, listener) = (port.clone(), listener.clone());

@@ -17,11 +17,17 @@ use std::time::Duration;
 
 /// Spawns `count` accept threads, pinned round-robin to `cores` if any are given.
 /// Runs on the caller's thread.
-pub(crate) fn start(port: &Arc<PortAccept>, listener: &Arc<Listener>, count: usize, cores: &[usize]) -> io::Result<()> {
+pub(crate) fn start(
+    port: &Arc<PortAccept>,
+    listener: &Arc<Listener>,
+    count: usize,
+    cores: &[usize],
+) -> io::Result<()> {
     let cancel = Arc::new(eventfd()?);
     let waker = cancel.clone();
     // The eventfd is never read: once signalled it stays readable for every thread.
-    port.action.on_cancel(move || eventfd_signal(waker.as_raw_fd()));
+    port.action
+        .on_cancel(move || eventfd_signal(waker.as_raw_fd()));
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     for i in 0..count {
         let open = port.open_acceptor();

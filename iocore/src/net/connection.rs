@@ -106,7 +106,13 @@ pub struct NetConnection {
 }
 
 impl NetConnection {
-    pub(crate) fn new(fd: OwnedFd, slot: ConnSlot, peer: SocketAddr, local: SocketAddr, accepted_at: Instant) -> Self {
+    pub(crate) fn new(
+        fd: OwnedFd,
+        slot: ConnSlot,
+        peer: SocketAddr,
+        local: SocketAddr,
+        accepted_at: Instant,
+    ) -> Self {
         NetConnection {
             fd,
             _slot: slot,
@@ -141,7 +147,14 @@ impl NetConnection {
     /// Writes from `buf` without blocking and without raising SIGPIPE.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: `buf` is a live buffer of `buf.len()` bytes.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
         crate::sys::cvt(n).map(|n| n as usize)
     }
 

@@ -87,15 +87,24 @@ impl Listener {
             addr: addr.to_string(),
             source,
         };
-        let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let domain = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
         // SAFETY: plain syscall; on success we own the returned descriptor.
         let raw = cvt(unsafe {
-            libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+            libc::socket(
+                domain,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
         })
         .map_err(|e| err("socket", e))?;
         // SAFETY: `raw` was just created and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let set = |level, name, v| setsockopt_int(raw, level, name, v).map_err(|e| err("setsockopt", e));
+        let set =
+            |level, name, v| setsockopt_int(raw, level, name, v).map_err(|e| err("setsockopt", e));
         set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
         if options.reuseport {
             set(libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
@@ -104,10 +113,18 @@ impl Listener {
             set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
         }
         if options.recv_buffer > 0 {
-            set(libc::SOL_SOCKET, libc::SO_RCVBUF, clamp_int(options.recv_buffer))?;
+            set(
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                clamp_int(options.recv_buffer),
+            )?;
         }
         if options.send_buffer > 0 {
-            set(libc::SOL_SOCKET, libc::SO_SNDBUF, clamp_int(options.send_buffer))?;
+            set(
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                clamp_int(options.send_buffer),
+            )?;
         }
         let (storage, len) = from_socket_addr(&addr);
         // SAFETY: `storage` holds a valid sockaddr of length `len`.
@@ -121,7 +138,11 @@ impl Listener {
         // SAFETY: plain syscall on a socket we own.
         cvt(unsafe { libc::listen(raw, backlog) }).map_err(|e| err("listen", e))?;
         if options.defer_accept_s > 0 {
-            set(libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, clamp_int(options.defer_accept_s as usize))?;
+            set(
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                clamp_int(options.defer_accept_s as usize),
+            )?;
         }
         let local = local_addr(raw).map_err(|e| err("getsockname", e))?;
         Ok(Listener {
@@ -140,14 +161,19 @@ impl Listener {
             addr: format!("fd={raw}"),
             source,
         };
-        let listening = getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map_err(|e| err("adopt", e))?;
+        let listening = getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
+            .map_err(|e| err("adopt", e))?;
         if listening != 1 {
-            return Err(err("adopt", io::Error::new(io::ErrorKind::InvalidInput, "not a listening socket")));
+            return Err(err(
+                "adopt",
+                io::Error::new(io::ErrorKind::InvalidInput, "not a listening socket"),
+            ));
         }
         // SAFETY: fcntl on a descriptor we own, with valid flag arguments.
         unsafe {
             let fl = cvt(libc::fcntl(raw, libc::F_GETFL)).map_err(|e| err("adopt", e))?;
-            cvt(libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK)).map_err(|e| err("adopt", e))?;
+            cvt(libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK))
+                .map_err(|e| err("adopt", e))?;
             cvt(libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC)).map_err(|e| err("adopt", e))?;
         }
         let local = local_addr(raw).map_err(|e| err("getsockname", e))?;
@@ -164,7 +190,10 @@ impl Listener {
             return Err(ListenError {
                 op: "reuseport",
                 addr: self.local.to_string(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "listener was not created with SO_REUSEPORT"),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "listener was not created with SO_REUSEPORT",
+                ),
             });
         }
         let mut opts = self.options.clone();
@@ -177,13 +206,12 @@ impl Listener {
     /// socket during a reload swap each register their own.
     pub fn try_clone(&self) -> Result<Listener, ListenError> {
         // SAFETY: fcntl on a descriptor we own; on success we own the returned one.
-        let raw = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) }).map_err(|source| {
-            ListenError {
+        let raw = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })
+            .map_err(|source| ListenError {
                 op: "dup",
                 addr: self.local.to_string(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Listener {
             // SAFETY: `raw` was just created by fcntl and is owned by nobody else.
             fd: unsafe { OwnedFd::from_raw_fd(raw) },
@@ -219,6 +247,13 @@ fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `storage` and `len` are live and describe the buffer size.
-    cvt(unsafe { libc::getsockname(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) })?;
-    to_socket_addr(&storage).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+    cvt(unsafe {
+        libc::getsockname(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    to_socket_addr(&storage)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
 }

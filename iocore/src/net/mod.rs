@@ -17,4 +17,6 @@ mod processor;
 pub use accept::Acceptor;
 pub use connection::NetConnection;
 pub use listener::{somaxconn, ListenError, ListenOptions, Listener};
-pub use processor::{AcceptMode, AcceptOptions, Dispatch, NetProcessor, NetTuning, SockOptions, ThrottleMode};
+pub use processor::{
+    AcceptMode, AcceptOptions, Dispatch, NetProcessor, NetTuning, SockOptions, ThrottleMode,
+};

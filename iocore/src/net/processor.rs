@@ -190,7 +190,11 @@ impl std::fmt::Debug for NetProcessor {
 
 impl NetProcessor {
     /// A processor accepting onto `events`' threads, counting into `registry`.
-    pub fn new(events: Arc<EventProcessor>, registry: Arc<Registry>, tuning: &NetTuning) -> NetProcessor {
+    pub fn new(
+        events: Arc<EventProcessor>,
+        registry: Arc<Registry>,
+        tuning: &NetTuning,
+    ) -> NetProcessor {
         let r = &registry;
         let stats = NetStats {
             accepts_open: r.gauge("proxy.process.net.accepts_currently_open"),
@@ -200,7 +204,8 @@ impl NetProcessor {
             accept_pauses: r.counter("proxy.process.net.accept_pauses"),
             queue_delay_us: r.histogram("proxy.process.net.accept_queue_delay_us"),
         };
-        r.gauge("proxy.process.exec_thread.count").set(events.threads().len() as i64);
+        r.gauge("proxy.process.exec_thread.count")
+            .set(events.threads().len() as i64);
         let table = Arc::new(Table::new(
             r.gauge("proxy.process.net.connections_currently_open"),
             stats.accept_pauses.clone(),
@@ -274,21 +279,28 @@ impl NetProcessor {
             options.sock.clone(),
             options.dispatch,
         ));
-        let threads_gauge = net
-            .registry
-            .gauge(&format!("proxy.process.net.port.{}.accept_threads", options.label));
+        let threads_gauge = net.registry.gauge(&format!(
+            "proxy.process.net.port.{}.accept_threads",
+            options.label
+        ));
         let threads = net.events.threads();
         match &options.mode {
             AcceptMode::Threads {
                 count,
                 avoid_event_cores,
             } => {
-                let cores = if *avoid_event_cores { self.free_cores() } else { Vec::new() };
-                accept_threads::start(&port, &listener, (*count).max(1), &cores).map_err(|source| ListenError {
-                    op: "spawn accept thread for",
-                    addr: listener.local_addr().to_string(),
-                    source,
-                })?;
+                let cores = if *avoid_event_cores {
+                    self.free_cores()
+                } else {
+                    Vec::new()
+                };
+                accept_threads::start(&port, &listener, (*count).max(1), &cores).map_err(
+                    |source| ListenError {
+                        op: "spawn accept thread for",
+                        addr: listener.local_addr().to_string(),
+                        source,
+                    },
+                )?;
                 threads_gauge.set((*count).max(1) as i64);
             }
             AcceptMode::Event {

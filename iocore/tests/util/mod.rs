@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 use iocore::{
-    AcceptMode, AcceptOptions, Action, EThread, EventProcessor, EventProcessorOptions, Interest, ListenOptions,
-    Listener, NetConnection, NetProcessor, NetTuning, Ready, Registry, Token, Verdict,
+    AcceptMode, AcceptOptions, Action, EThread, EventProcessor, EventProcessorOptions, Interest,
+    ListenOptions, Listener, NetConnection, NetProcessor, NetTuning, Ready, Registry, Token,
+    Verdict,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -43,7 +44,11 @@ impl Rig {
         );
         let registry = Registry::new();
         let net = NetProcessor::new(events.clone(), registry.clone(), &tuning);
-        Rig { events, net, registry }
+        Rig {
+            events,
+            net,
+            registry,
+        }
     }
 
     pub fn metric(&self, name: &str) -> i64 {
@@ -58,7 +63,10 @@ impl Drop for Rig {
 }
 
 pub fn listener() -> Arc<Listener> {
-    Arc::new(Listener::bind(&ListenOptions::new("127.0.0.1:0".parse().unwrap())).expect("bind 127.0.0.1:0"))
+    Arc::new(
+        Listener::bind(&ListenOptions::new("127.0.0.1:0".parse().unwrap()))
+            .expect("bind 127.0.0.1:0"),
+    )
 }
 
 pub fn reuseport_listener() -> Arc<Listener> {
@@ -114,8 +122,16 @@ impl iocore::IoHandler for EchoOnce {
 
 /// Starts `mode` on a fresh listener with an echo-once acceptor that counts connections
 /// started on ET_NET threads (and any started elsewhere, which would be a bug).
-pub fn echo_port(rig: &Rig, mode: AcceptMode) -> (Arc<Listener>, Action, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let l = if matches!(mode, AcceptMode::Event { listener_per_thread: true }) {
+pub fn echo_port(
+    rig: &Rig,
+    mode: AcceptMode,
+) -> (Arc<Listener>, Action, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let l = if matches!(
+        mode,
+        AcceptMode::Event {
+            listener_per_thread: true
+        }
+    ) {
         reuseport_listener()
     } else {
         listener()
@@ -134,7 +150,11 @@ pub fn echo_port(rig: &Rig, mode: AcceptMode) -> (Arc<Listener>, Action, Arc<Ato
     };
     let action = rig
         .net
-        .main_accept(Arc::new(acceptor), l.clone(), &AcceptOptions::new("test", mode))
+        .main_accept(
+            Arc::new(acceptor),
+            l.clone(),
+            &AcceptOptions::new("test", mode),
+        )
         .expect("main_accept");
     (l, action, on_et, off_et)
 }
