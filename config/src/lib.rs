@@ -1,1 +1,41 @@
-//! records.toml parsing (in progress).
+//! records.toml for Turnstile: the schema of every record (SPEC §3), its defaults,
+//! parsing with file-and-line errors (all of them at once), environment overrides, the
+//! effective configuration written back as TOML, and what a reload may change live.
+//!
+//! This crate knows nothing of sockets: it hands the daemon a [`Config`] whose every field
+//! is already checked, and the daemon trusts it.
+//!
+//! # Examples
+//! ```
+//! let cfg = config::parse(config::DEFAULT_RECORDS, config::EMBEDDED_ORIGIN, &|_| None).unwrap();
+//! assert_eq!(cfg, config::Config::default());
+//! assert_eq!(cfg.http.server_ports[0].port, 8080);
+//! ```
+#![deny(missing_docs)]
+
+mod env;
+mod error;
+mod ipnet;
+mod load;
+mod ports;
+mod records;
+mod remap;
+mod render;
+mod schema;
+mod size;
+mod value;
+
+pub use env::env_var_name;
+pub use error::{ConfigError, ConfigErrors};
+pub use ipnet::IpNet;
+pub use load::{load, load_with, parse, DEFAULT_RECORDS};
+pub use ports::{
+    format_server_ports, parse_server_ports, Family, PortKind, PortSpec, MAX_ACCEPT_THREADS,
+};
+pub use records::{record_names, reloadable, MAX_TIMEOUT_S, PORT_ACCEPT_THREADS};
+pub use remap::{RemapRule, RemapUrl};
+pub use schema::{
+    Admin, Affinity, Cache, CacheSpan, Config, ExecThread, Http, Net, SockOptions, Stats, Stop,
+    ThrottleMode, UrlRemap, WaitForCache, EMBEDDED_ORIGIN,
+};
+pub use size::{format_size, parse_size};

@@ -1,0 +1,358 @@
+//! The typed configuration: one field per record of SPEC §3, grouped as the record names
+//! are (`proxy.config.net.accept_period` is `config.net.accept_period_ms`), each holding a
+//! value already checked against its record's range. Defaults here are the documented
+//! ones; `records.toml` must say the same (a test holds them together).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::ipnet::IpNet;
+use crate::ports::PortSpec;
+use crate::remap::RemapRule;
+
+/// Where [`Config::default`] (and a configuration read from [`crate::DEFAULT_RECORDS`])
+/// says it came from.
+pub const EMBEDDED_ORIGIN: &str = "<embedded records.toml>";
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the configuration was read from: a file path, or [`EMBEDDED_ORIGIN`].
+    pub origin: String,
+    /// Records overridden after the file, in the order applied, as `(record, source)`:
+    /// the source is the environment variable name, or the name given to
+    /// [`Config::set`] (such as a command-line flag).
+    pub env_overrides: Vec<(String, String)>,
+    /// `proxy.config.accept_threads`: dedicated blocking accept threads per port;
+    /// 0 = accept on the ET_NET event threads. 0..=256. Reloadable.
+    pub accept_threads: u32,
+    /// `proxy.config.exec_thread.*`: the ET_NET event threads.
+    pub exec_thread: ExecThread,
+    /// `proxy.config.net.*`: accepting and client sockets.
+    pub net: Net,
+    /// `proxy.config.http.*`: ports and HTTP timeouts.
+    pub http: Http,
+    /// `proxy.config.cache.*`.
+    pub cache: Cache,
+    /// `proxy.config.stats.*`: the stats endpoint.
+    pub stats: Stats,
+    /// `proxy.config.admin.*`.
+    pub admin: Admin,
+    /// `proxy.config.stop.*`.
+    pub stop: Stop,
+    /// `proxy.config.url_remap.*`.
+    pub url_remap: UrlRemap,
+    /// `[[remap]]` rules, in file order. Reloadable.
+    pub remap: Vec<RemapRule>,
+}
+
+/// `proxy.config.exec_thread.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecThread {
+    /// `.autoconfig.enabled`: size ET_NET from the CPU count (× `autoconfig_scale`)
+    /// instead of `limit`.
+    pub autoconfig_enabled: bool,
+    /// `.autoconfig.scale`: ET_NET threads per core; > 0 and ≤ 64.
+    pub autoconfig_scale: f64,
+    /// `.limit`: ET_NET threads when autoconfig is off; 1..=1024.
+    pub limit: u32,
+    /// `.affinity`: whether to pin ET_NET threads to cores.
+    pub affinity: Affinity,
+    /// `.listen`: with accept_threads = 0, one SO_REUSEPORT listening socket per ET_NET
+    /// thread instead of one shared socket.
+    pub listen: bool,
+}
+
+impl ExecThread {
+    /// ET_NET threads to start on a machine with `cores` CPUs: `cores × scale` (at least
+    /// one) with autoconfig, else `limit`.
+    pub fn threads(&self, cores: usize) -> usize {
+        if self.autoconfig_enabled {
+            ((cores as f64 * self.autoconfig_scale) as usize).max(1)
+        } else {
+            self.limit as usize
+        }
+    }
+}
+
+/// `proxy.config.exec_thread.affinity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Affinity {
+    /// `"none"`: threads float.
+    #[default]
+    None = 0,
+    /// `"core"`: pin each ET_NET thread to a core; accept threads avoid ET_NET cores
+    /// while a free one exists.
+    Core = 1,
+}
+
+/// `proxy.config.net.throttle_mode`: what to do at `connections_throttle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ThrottleMode {
+    /// `"pause"`: stop accepting at the cap, resume below 90 % of it.
+    #[default]
+    Pause = 0,
+    /// `"close"`: accept and close at once, as ATS does.
+    Close = 1,
+}
+
+macro_rules! named_choices {
+    ($t:ty, [$($v:ident),+], [$($n:literal),+]) => {
+        impl $t {
+            /// Every value, indexed by discriminant.
+            pub const ALL: &'static [$t] = &[$(<$t>::$v),+];
+            /// The record's spelling of each value, indexed by discriminant.
+            pub const NAMES: &'static [&'static str] = &[$($n),+];
+
+            /// The record's spelling of this value.
+            pub fn as_str(self) -> &'static str {
+                Self::NAMES[self as usize]
+            }
+        }
+    };
+}
+
+named_choices!(Affinity, [None, Core], ["none", "core"]);
+named_choices!(ThrottleMode, [Pause, Close], ["pause", "close"]);
+
+/// `proxy.config.net.sock_options_in`: options set on every accepted client socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SockOptions {
+    /// `"nodelay"`: TCP_NODELAY.
+    pub nodelay: bool,
+    /// `"keepalive"`: SO_KEEPALIVE.
+    pub keepalive: bool,
+    /// `"linger0"`: SO_LINGER with a zero timeout (close sends RST).
+    pub linger0: bool,
+}
+
+/// `proxy.config.net.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Net {
+    /// `.accept_period`: period of periodic NetAccept events, ms; 1..=60000. Reloadable.
+    pub accept_period_ms: u64,
+    /// `.additional_accepts`: accepts per wake-up beyond the first; -1 = until EAGAIN.
+    /// Reloadable. See [`Net::max_accepts_per_wakeup`].
+    pub additional_accepts: i64,
+    /// `.throttle_delay`: pause after a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM),
+    /// ms; 1..=60000. Reloadable.
+    pub throttle_delay_ms: u64,
+    /// `.listen_backlog`: listen(2) backlog; outside 1..=65535 means
+    /// /proc/sys/net/core/somaxconn. See [`Net::effective_listen_backlog`].
+    pub listen_backlog: i64,
+    /// `.defer_accept`: TCP_DEFER_ACCEPT, s; 0 = off; 0..=3600.
+    pub defer_accept_s: u32,
+    /// `.connections_throttle`: cap on open client connections; 0 = none. Reloadable.
+    pub connections_throttle: u64,
+    /// `.throttle_mode`. Reloadable.
+    pub throttle_mode: ThrottleMode,
+    /// `.sock_options_in`.
+    pub sock_options_in: SockOptions,
+    /// `.sock_recv_buffer_size_in`: SO_RCVBUF for client sockets, bytes; 0 = OS default;
+    /// ≤ i32::MAX.
+    pub sock_recv_buffer_size_in: u32,
+    /// `.sock_send_buffer_size_in`: SO_SNDBUF for client sockets, bytes; 0 = OS default;
+    /// ≤ i32::MAX.
+    pub sock_send_buffer_size_in: u32,
+    /// `.default_inactivity_timeout`: s; ≥ 1.
+    pub default_inactivity_timeout_s: u64,
+}
+
+impl Net {
+    /// The backlog to pass to listen(2), or `None` to use /proc/sys/net/core/somaxconn.
+    pub fn effective_listen_backlog(&self) -> Option<i32> {
+        (1..=65535)
+            .contains(&self.listen_backlog)
+            .then_some(self.listen_backlog as i32)
+    }
+
+    /// Sockets one wake-up may accept, or `None` for "until EAGAIN".
+    pub fn max_accepts_per_wakeup(&self) -> Option<u64> {
+        u64::try_from(self.additional_accepts)
+            .ok()
+            .map(|n| n.saturating_add(1))
+    }
+}
+
+/// `proxy.config.http.wait_for_cache` (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WaitForCache {
+    /// 0: open ports at once.
+    #[default]
+    No = 0,
+    /// 1: open ports when cache initialisation ends, well or not.
+    Wait = 1,
+    /// 2: as 1, and exit 1 if no span is usable.
+    WaitRequireAny = 2,
+    /// 3: as 1, and exit 1 if any span fails.
+    WaitRequireAll = 3,
+}
+
+impl WaitForCache {
+    /// Every value, indexed by its record number.
+    pub const ALL: &'static [WaitForCache] = &[
+        WaitForCache::No,
+        WaitForCache::Wait,
+        WaitForCache::WaitRequireAny,
+        WaitForCache::WaitRequireAll,
+    ];
+
+    /// The record's number, 0..=3.
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+}
+
+/// `proxy.config.http.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Http {
+    /// `.accept_no_activity_timeout`: a new connection that sends nothing this long is
+    /// closed, s; ≥ 1.
+    pub accept_no_activity_timeout_s: u64,
+    /// `.keep_alive_no_activity_timeout_in`: idle keep-alive client connections, s; ≥ 1.
+    pub keep_alive_no_activity_timeout_in_s: u64,
+    /// `.server_ports`: listening ports (SPEC §3.1); never empty. Only per-port
+    /// `accept_threads` is reloadable.
+    pub server_ports: Vec<PortSpec>,
+    /// `.request_header_max_size`: bytes of request header section, more → 431;
+    /// 1024..=16 MiB.
+    pub request_header_max_size: usize,
+    /// `.connect_attempts_timeout`: origin connect timeout → 502, s; ≥ 1.
+    pub connect_attempts_timeout_s: u64,
+    /// `.transaction_no_activity_timeout_out`: origin silent this long → 504, s; ≥ 1.
+    pub transaction_no_activity_timeout_out_s: u64,
+    /// `.wait_for_cache`.
+    pub wait_for_cache: WaitForCache,
+    /// `.cache.http`: cache HTTP responses.
+    pub cache_http: bool,
+}
+
+/// One cache span of `proxy.config.cache.storage`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheSpan {
+    /// File or directory holding the span.
+    pub path: PathBuf,
+    /// Size, bytes; ≥ 1.
+    pub size: u64,
+}
+
+/// `proxy.config.cache.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cache {
+    /// `.storage`: spans; empty = no disk cache. Paths are distinct.
+    pub storage: Vec<CacheSpan>,
+    /// `.ram_cache.size`: bytes.
+    pub ram_cache_size: u64,
+    /// `.max_doc_size`: larger objects stream through uncached, bytes; 0 = no limit.
+    pub max_doc_size: u64,
+}
+
+/// `proxy.config.stats.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// `.path`: stats endpoint prefix on every HTTP port; starts with `/`.
+    pub path: String,
+    /// `.allow_ip`: client addresses or networks allowed to read stats. Reloadable.
+    pub allow_ip: Vec<IpNet>,
+}
+
+impl Stats {
+    /// Whether a client at `ip` may read stats.
+    pub fn allows(&self, ip: &IpAddr) -> bool {
+        self.allow_ip.iter().any(|net| net.contains(ip))
+    }
+}
+
+/// `proxy.config.admin.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// `.socket`: path of the control Unix socket; not empty.
+    pub socket: PathBuf,
+}
+
+/// `proxy.config.stop.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stop {
+    /// `.shutdown_timeout`: graceful drain limit, s.
+    pub shutdown_timeout_s: u64,
+}
+
+/// `proxy.config.url_remap.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UrlRemap {
+    /// `.remap_required`: false = also act as a forward proxy for absolute-form requests.
+    pub remap_required: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            origin: EMBEDDED_ORIGIN.to_string(),
+            env_overrides: Vec::new(),
+            accept_threads: 1,
+            exec_thread: ExecThread {
+                autoconfig_enabled: true,
+                autoconfig_scale: 1.0,
+                limit: 2,
+                affinity: Affinity::None,
+                listen: false,
+            },
+            net: Net {
+                accept_period_ms: 10,
+                additional_accepts: -1,
+                throttle_delay_ms: 50,
+                listen_backlog: -1,
+                defer_accept_s: 0,
+                connections_throttle: 30_000,
+                throttle_mode: ThrottleMode::Pause,
+                sock_options_in: SockOptions {
+                    nodelay: true,
+                    keepalive: false,
+                    linger0: false,
+                },
+                sock_recv_buffer_size_in: 0,
+                sock_send_buffer_size_in: 0,
+                default_inactivity_timeout_s: 86_400,
+            },
+            http: Http {
+                accept_no_activity_timeout_s: 120,
+                keep_alive_no_activity_timeout_in_s: 120,
+                server_ports: vec![PortSpec::new(8080)],
+                request_header_max_size: 131_072,
+                connect_attempts_timeout_s: 30,
+                transaction_no_activity_timeout_out_s: 30,
+                wait_for_cache: WaitForCache::No,
+                cache_http: true,
+            },
+            cache: Cache {
+                storage: Vec::new(),
+                ram_cache_size: 64 << 20,
+                max_doc_size: 0,
+            },
+            stats: Stats {
+                path: "/_stats".to_string(),
+                allow_ip: vec![
+                    IpNet::host(IpAddr::from([127, 0, 0, 1])),
+                    IpNet::host(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+                ],
+            },
+            admin: Admin {
+                socket: PathBuf::from("turnstile.sock"),
+            },
+            stop: Stop {
+                shutdown_timeout_s: 30,
+            },
+            url_remap: UrlRemap {
+                remap_required: true,
+            },
+            remap: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Accept threads for `port`: its own `accept_threads`, else the global one.
+    pub fn accept_threads_for(&self, port: &PortSpec) -> u32 {
+        port.accept_threads.unwrap_or(self.accept_threads)
+    }
+}

@@ -1,0 +1,306 @@
+//! records.toml parsing: defaults, file errors with lines, several errors at once.
+
+use config::{parse, Config, ConfigErrors, DEFAULT_RECORDS, EMBEDDED_ORIGIN};
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse_file(text: &str) -> Result<Config, ConfigErrors> {
+    parse(text, "records.toml", &no_env)
+}
+
+fn errors(text: &str) -> Vec<String> {
+    parse_file(text)
+        .expect_err("should be refused")
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
+}
+
+#[test]
+fn embedded_default_parses_to_config_default() {
+    let cfg = parse(DEFAULT_RECORDS, EMBEDDED_ORIGIN, &no_env).unwrap();
+    assert_eq!(cfg, Config::default());
+}
+
+#[test]
+fn embedded_default_is_the_workspace_records_toml() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../records.toml");
+    assert_eq!(std::fs::read_to_string(path).unwrap(), DEFAULT_RECORDS);
+}
+
+#[test]
+fn default_file_lists_every_record_with_a_comment_above_it() {
+    let lines: Vec<&str> = DEFAULT_RECORDS.lines().collect();
+    for name in config::record_names().filter(|n| *n != "remap") {
+        let key = name.rsplit('.').next().unwrap();
+        let at = lines
+            .iter()
+            .position(|l| {
+                let l = l.trim_start();
+                l.split('=')
+                    .next()
+                    .map(str::trim)
+                    .is_some_and(|k| k.ends_with(key))
+                    && !l.starts_with('#')
+            })
+            .unwrap_or_else(|| panic!("{name} is missing from records.toml"));
+        assert!(
+            lines[at - 1].starts_with('#'),
+            "{name} has no comment above it"
+        );
+    }
+    assert!(DEFAULT_RECORDS.contains("# [[remap]]"));
+    assert!(DEFAULT_RECORDS.contains("#   { path = "));
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let cfg = parse_file("").unwrap();
+    assert_eq!(
+        Config {
+            origin: EMBEDDED_ORIGIN.into(),
+            ..cfg
+        },
+        Config::default()
+    );
+}
+
+#[test]
+fn values_land_in_their_fields() {
+    let cfg = parse_file(
+        r#"
+[proxy.config]
+accept_threads = 0
+[proxy.config.net]
+accept_period = 25
+sock_options_in = ["keepalive", "linger0"]
+sock_recv_buffer_size_in = "64K"
+[proxy.config.exec_thread.autoconfig]
+scale = 2
+[proxy.config.http]
+server_ports = "0 0:ipv6"
+wait_for_cache = 2
+[proxy.config.cache]
+storage = [{ path = "/tmp/span", size = "1G" }]
+ram_cache.size = 1048576
+[proxy.config.stats]
+allow_ip = ["10.0.0.0/8"]
+[[remap]]
+from = "/"
+to = "http://127.0.0.1:9000/"
+"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.accept_threads, 0);
+    assert_eq!(cfg.net.accept_period_ms, 25);
+    assert!(!cfg.net.sock_options_in.nodelay && cfg.net.sock_options_in.keepalive);
+    assert_eq!(cfg.net.sock_recv_buffer_size_in, 65536);
+    assert_eq!(cfg.exec_thread.autoconfig_scale, 2.0);
+    assert_eq!(cfg.http.server_ports.len(), 2);
+    assert_eq!(
+        cfg.http.wait_for_cache,
+        config::WaitForCache::WaitRequireAny
+    );
+    assert_eq!(cfg.cache.storage[0].size, 1 << 30);
+    assert_eq!(cfg.cache.ram_cache_size, 1 << 20);
+    assert!(cfg.stats.allows(&"10.2.3.4".parse().unwrap()));
+    assert!(!cfg.stats.allows(&"127.0.0.1".parse().unwrap()));
+    assert_eq!(cfg.remap[0].to.port_or_default(), 9000);
+    assert_eq!(cfg.remap[0].from.host, None);
+}
+
+#[test]
+fn unknown_key_names_full_record_and_line() {
+    let errs = errors("# comment\n[proxy.config.net]\naccept_period = 10\naccept_perod = 5\n");
+    assert_eq!(
+        errs,
+        ["records.toml:4: proxy.config.net.accept_perod: unknown record; did you mean proxy.config.net.accept_period?"]
+    );
+}
+
+#[test]
+fn unknown_table_is_one_error() {
+    let errs = errors("[proxy.config.nett]\na = 1\nb = 2\n");
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with("records.toml:1: proxy.config.nett: unknown record"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn wrong_type_names_record_line_and_value() {
+    let errs = errors("[proxy.config.http]\ncache.http = \"yes\"\n");
+    assert_eq!(
+        errs,
+        [r#"records.toml:2: proxy.config.http.cache.http: expected true or false, got "yes""#]
+    );
+    let errs = errors("[proxy.config]\naccept_threads = 1.5\n");
+    assert!(errs[0].contains("proxy.config.accept_threads: expected a whole number of threads from 0 to 256, got 1.5"), "{errs:?}");
+}
+
+#[test]
+fn out_of_range_names_record_line_and_value() {
+    let errs = errors("[proxy.config.net]\n\naccept_period = -5\n");
+    assert_eq!(
+        errs,
+        ["records.toml:3: proxy.config.net.accept_period: expected a whole number of milliseconds from 1 to 60000, got -5"]
+    );
+    for bad in [
+        "[proxy.config]\naccept_threads = 257",
+        "[proxy.config.exec_thread]\nautoconfig.scale = 0.0",
+        "[proxy.config.exec_thread]\nautoconfig.scale = 64.5",
+        "[proxy.config.exec_thread]\nlimit = 0",
+        "[proxy.config.exec_thread]\naffinity = \"all\"",
+        "[proxy.config.net]\nadditional_accepts = -2",
+        "[proxy.config.net]\nthrottle_delay = 60001",
+        "[proxy.config.net]\ndefer_accept = 3601",
+        "[proxy.config.net]\nconnections_throttle = -1",
+        "[proxy.config.net]\nthrottle_mode = \"drop\"",
+        "[proxy.config.net]\nsock_options_in = [\"nodelay\", \"cork\"]",
+        "[proxy.config.net]\nsock_send_buffer_size_in = \"4G\"",
+        "[proxy.config.net]\ndefault_inactivity_timeout = 0",
+        "[proxy.config.http]\nrequest_header_max_size = 1023",
+        "[proxy.config.http]\nrequest_header_max_size = \"17M\"",
+        "[proxy.config.http]\nwait_for_cache = 4",
+        "[proxy.config.http]\nkeep_alive_no_activity_timeout_in = 0",
+        "[proxy.config.http]\nserver_ports = \"\"",
+        "[proxy.config.cache]\nram_cache.size = \"1.5G\"",
+        "[proxy.config.cache]\nstorage = [{ path = \"/a\", size = \"0\" }]",
+        "[proxy.config.cache]\nstorage = [{ path = \"/a\" }]",
+        "[proxy.config.cache]\nstorage = [{ path = \"/a\", size = 1 }, { path = \"/a\", size = 2 }]",
+        "[proxy.config.stats]\npath = \"_stats\"",
+        "[proxy.config.stats]\nallow_ip = [\"10.0.0.0/33\"]",
+        "[proxy.config.admin]\nsocket = \"\"",
+        "[proxy.config.stop]\nshutdown_timeout = -1",
+        "[proxy.config.stop]\nshutdown_timeout = 99999999999",
+        "[[remap]]\nfrom = \"https://a/\"\nto = \"http://b/\"",
+        "[[remap]]\nfrom = \"/\"\nto = \"/\"",
+        "[[remap]]\nfrom = \"/\"",
+        "[[remap]]\nfrom = \"/\"\nto = \"http://b/\"\n[[remap]]\nfrom = \"/\"\nto = \"http://c/\"",
+    ] {
+        let errs = errors(bad);
+        assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+        assert!(errs[0].starts_with("records.toml:"), "{bad}: {errs:?}");
+    }
+}
+
+#[test]
+fn every_error_in_a_file_is_reported() {
+    let errs = errors(
+        "[proxy.config]\naccept_threads = -1\nbogus = 1\n[proxy.config.net]\naccept_period = 0\nthrottle_mode = 3\n[proxy.config.stats]\nallow_ip = [\"x\", \"127.0.0.1\", \"y\"]\n",
+    );
+    let lines: Vec<&str> = errs.iter().map(|e| e.split(": ").next().unwrap()).collect();
+    assert_eq!(
+        lines,
+        [
+            "records.toml:2",
+            "records.toml:3",
+            "records.toml:5",
+            "records.toml:6",
+            "records.toml:8",
+            "records.toml:8"
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn errors_inside_arrays_of_tables_carry_their_own_lines() {
+    let errs = errors(
+        "[[remap]]\nfrom = \"/\"\nto = \"http://a/\"\n\n[[remap]]\nfrom = \"/x\"\nto = \"ftp://a/\"\nextra = 1\n",
+    );
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("records.toml:7: remap: entry 2: to: expected an http:// URL"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("records.toml:8: remap: entry 2: extra: unknown field"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn toml_syntax_error_has_a_line() {
+    let err = parse_file("[proxy.config]\naccept_threads = 1\naccept_threads = = 2\n").unwrap_err();
+    assert_eq!(err.0.len(), 1);
+    assert_eq!(err.0[0].line, Some(3));
+    assert!(
+        err.to_string()
+            .starts_with("records.toml:3: TOML syntax error"),
+        "{err}"
+    );
+    let dup = parse_file("[proxy.config]\naccept_threads = 1\naccept_threads = 2\n").unwrap_err();
+    assert_eq!(dup.0[0].line, Some(3), "{dup}");
+}
+
+#[test]
+fn datetime_value_is_a_wrong_type_error() {
+    let errs = errors("[proxy.config.stop]\nshutdown_timeout = 1979-05-27\n");
+    assert!(
+        errs[0].starts_with("records.toml:2: proxy.config.stop.shutdown_timeout: expected"),
+        "{errs:?}"
+    );
+    assert!(errs[0].contains("date-time"), "{errs:?}");
+}
+
+#[test]
+fn tables_in_place_of_values_and_values_in_place_of_tables_are_errors() {
+    let errs = errors("[proxy.config.net.accept_period]\nx = 1\n");
+    assert!(
+        errs[0].contains("proxy.config.net.accept_period: expected a whole number"),
+        "{errs:?}"
+    );
+    let errs = errors("[proxy]\nconfig = 1\n");
+    assert_eq!(
+        errs,
+        ["records.toml:2: proxy.config: expected a table of records, got 1"]
+    );
+}
+
+#[test]
+fn quoted_dotted_keys_are_not_record_names() {
+    let errs = errors("\"proxy.config.accept_threads\" = 2\n");
+    assert!(
+        errs[0].starts_with("records.toml:1: proxy.config.accept_threads: a quoted key"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn error_fields_are_exposed() {
+    let err = parse(
+        "[proxy.config.net]\naccept_period = 0\n",
+        "/etc/t.toml",
+        &no_env,
+    )
+    .unwrap_err();
+    let e = &err.0[0];
+    assert_eq!(
+        (e.origin.as_str(), e.line, e.record.as_str()),
+        ("/etc/t.toml", Some(2), "proxy.config.net.accept_period")
+    );
+    assert!(e.message.ends_with("got 0"));
+}
+
+#[test]
+fn helpers_interpret_records() {
+    let mut cfg = Config::default();
+    assert_eq!(cfg.net.effective_listen_backlog(), None);
+    cfg.net.listen_backlog = 511;
+    assert_eq!(cfg.net.effective_listen_backlog(), Some(511));
+    cfg.net.listen_backlog = 65536;
+    assert_eq!(cfg.net.effective_listen_backlog(), None);
+    assert_eq!(cfg.net.max_accepts_per_wakeup(), None);
+    cfg.net.additional_accepts = 0;
+    assert_eq!(cfg.net.max_accepts_per_wakeup(), Some(1));
+    assert_eq!(cfg.exec_thread.threads(8), 8);
+    cfg.exec_thread.autoconfig_scale = 0.1;
+    assert_eq!(cfg.exec_thread.threads(4), 1);
+    cfg.exec_thread.autoconfig_enabled = false;
+    assert_eq!(cfg.exec_thread.threads(64), 2);
+}
