@@ -1,1 +1,166 @@
-fn main() {}
+//! The `turnstile` command: run the daemon, check a configuration, or control a running
+//! daemon through its admin socket (SPEC §2).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use turnstile::daemon::{self, ConfigSource};
+
+#[derive(Parser)]
+#[command(
+    name = "turnstile",
+    version,
+    about = "A Traffic Server-style HTTP caching proxy"
+)]
+struct Cli {
+    /// records.toml to read (default: ./records.toml if present, else the embedded default).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Dedicated accept threads per port (proxy.config.accept_threads); 0 = event threads.
+    #[arg(short = 'a', long = "accept-threads")]
+    accept_threads: Option<u32>,
+    /// ET_NET event threads (turns autoconfig off).
+    #[arg(long)]
+    threads: Option<u32>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and print the effective one as TOML.
+    Check,
+    /// Talk to the running daemon through its admin socket.
+    Ctl {
+        #[command(subcommand)]
+        what: Ctl,
+    },
+}
+
+#[derive(Subcommand)]
+enum Ctl {
+    /// Metrics.
+    Metric {
+        #[command(subcommand)]
+        op: MetricOp,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        op: ConfigOp,
+    },
+    /// The server process.
+    Server {
+        #[command(subcommand)]
+        op: ServerOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum MetricOp {
+    /// Print "NAME VALUE" for each metric.
+    Get {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Print every metric whose name matches REGEX.
+    Match { regex: String },
+}
+
+#[derive(Subcommand)]
+enum ConfigOp {
+    /// Re-read the configuration (same as SIGHUP).
+    Reload,
+}
+
+#[derive(Subcommand)]
+enum ServerOp {
+    /// Stop gracefully (same as SIGTERM).
+    Stop,
+}
+
+fn main() -> ExitCode {
+    // Before any thread exists, so every thread inherits the mask.
+    turnstile::signals::block();
+    turnstile::log::init();
+    let cli = Cli::parse();
+    let mut overrides = Vec::new();
+    if let Some(n) = cli.accept_threads {
+        overrides.push((
+            "proxy.config.accept_threads".into(),
+            n.to_string(),
+            "--accept-threads".into(),
+        ));
+    }
+    if let Some(n) = cli.threads {
+        overrides.push((
+            "proxy.config.exec_thread.autoconfig.enabled".into(),
+            "false".into(),
+            "--threads".into(),
+        ));
+        overrides.push((
+            "proxy.config.exec_thread.limit".into(),
+            n.to_string(),
+            "--threads".into(),
+        ));
+    }
+    let source = ConfigSource {
+        path: cli.config.clone(),
+        overrides,
+    };
+    let cfg = match (source.load(), &cli.command) {
+        (Ok(c), _) => c,
+        // ctl needs only the admin socket: reloading a broken file must still reach the
+        // daemon, which refuses it and says why.
+        (Err(_), Some(Command::Ctl { .. })) => {
+            let mut c = config::Config::default();
+            if let Ok(path) = std::env::var(config::env_var_name("proxy.config.admin.socket")) {
+                c.admin.socket = path.into();
+            }
+            c
+        }
+        (Err(e), _) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        None => ExitCode::from(daemon::run(cfg, source) as u8),
+        Some(Command::Check) => {
+            print!("{}", cfg.to_toml());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Ctl { what }) => {
+            let args: Vec<String> = match what {
+                Ctl::Metric {
+                    op: MetricOp::Get { names },
+                } => ["metric", "get"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(names)
+                    .collect(),
+                Ctl::Metric {
+                    op: MetricOp::Match { regex },
+                } => vec!["metric".into(), "match".into(), regex],
+                Ctl::Config {
+                    op: ConfigOp::Reload,
+                } => vec!["config".into(), "reload".into()],
+                Ctl::Server { op: ServerOp::Stop } => vec!["server".into(), "stop".into()],
+            };
+            match turnstile::ctl::call(&cfg.admin.socket, &args) {
+                Ok((code, text)) => {
+                    if code == 0 {
+                        print!("{text}");
+                    } else {
+                        eprint!("{text}");
+                    }
+                    ExitCode::from(code.clamp(0, 255) as u8)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -22,6 +22,6 @@ pub use eventsystem::{
 };
 pub use net::{
     AcceptMode, AcceptOptions, Acceptor, Dispatch, ListenOptions, Listener, NetConnection,
-    NetProcessor, NetTuning, SockOptions, ThrottleMode,
+    NetProcessor, NetTuning, SockOptions, Socket, ThrottleMode,
 };
 pub use stats::Registry;

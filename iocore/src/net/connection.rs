@@ -139,29 +139,17 @@ impl NetConnection {
 
     /// Reads into `buf` without blocking; `Ok(0)` is end of stream.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        crate::sys::cvt(n).map(|n| n as usize)
+        super::socket::recv(self.fd.as_raw_fd(), buf)
     }
 
     /// Writes from `buf` without blocking and without raising SIGPIPE.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is a live buffer of `buf.len()` bytes.
-        let n = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        crate::sys::cvt(n).map(|n| n as usize)
+        super::socket::send(self.fd.as_raw_fd(), buf)
     }
 
     /// Half-closes the write side (sends FIN).
     pub fn shutdown_write(&self) -> io::Result<()> {
-        // SAFETY: plain syscall on a socket we own.
-        crate::sys::cvt(unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+        super::socket::shutdown_write(self.fd.as_raw_fd())
     }
 }
 

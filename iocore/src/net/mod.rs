@@ -13,6 +13,7 @@ mod accept_threads;
 mod connection;
 mod listener;
 mod processor;
+mod socket;
 
 pub use accept::Acceptor;
 pub use connection::NetConnection;
@@ -20,3 +21,4 @@ pub use listener::{somaxconn, ListenError, ListenOptions, Listener};
 pub use processor::{
     AcceptMode, AcceptOptions, Dispatch, NetProcessor, NetTuning, SockOptions, ThrottleMode,
 };
+pub use socket::Socket;

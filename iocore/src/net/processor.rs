@@ -301,7 +301,13 @@ impl NetProcessor {
                         source,
                     },
                 )?;
-                threads_gauge.set((*count).max(1) as i64);
+                // Configured threads of this port's live accepts: dual-stack ports share a
+                // label, and a reload swap briefly runs old and new side by side.
+                let n = (*count).max(1) as i64;
+                threads_gauge.add(n);
+                port.action.on_cancel(move || {
+                    threads_gauge.add(-n);
+                });
             }
             AcceptMode::Event {
                 listener_per_thread,
@@ -313,12 +319,10 @@ impl NetProcessor {
                     }
                 }
                 accept_event::start(&port, &listeners, threads);
-                threads_gauge.set(0);
             }
             AcceptMode::Periodic => {
                 let mutex = options.mutex.clone().unwrap_or_default();
                 accept_periodic::start(&port, &listener, threads, mutex);
-                threads_gauge.set(0);
             }
         }
         Ok(port.action.clone())

@@ -1,0 +1,139 @@
+//! Micro-benches of the event system and the stats primitives on the accept path.
+//!
+//! - `schedule_imm/cross_thread_batch1000`: a non-ET thread schedules events on an ET_NET
+//!   thread through its `ThreadRef` in batches of 1000 and waits until all have run; the
+//!   time reported is per event (queue push, wake-up amortised over the batch, dispatch).
+//! - `schedule_imm/cross_thread_single`: the same with batches of one: the full round
+//!   trip of one event, including the eventfd wake-up of a sleeping thread.
+//! - `schedule_imm/on_thread_chain`: an event that schedules its successor with
+//!   `EThread::schedule_imm` from inside its callback; per link of the chain.
+//! - `stats/*`: `Counter::inc`, `Gauge::add` and `Histogram::record`, uncontended.
+//!
+//! Run with `cargo bench --bench eventsystem`; the whole file takes well under a minute.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use iocore::stats::Registry;
+use iocore::{EThread, Event, EventProcessor, EventProcessorOptions, ThreadRef};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Events per batch in the cross-thread batch bench.
+const BATCH: u64 = 1000;
+
+/// Spins (yielding, since the ET thread may need this core) until `counter` reaches
+/// `target`. Panics after 30 s: a lost event would otherwise hang the bench.
+fn wait_for(counter: &AtomicU64, target: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut spins = 0u32;
+    while counter.load(Ordering::Acquire) < target {
+        spins = spins.wrapping_add(1);
+        if spins & 63 == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "events lost: {} of {target} ran",
+                counter.load(Ordering::Acquire)
+            );
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Schedules `iters` counting events on `thread` in batches of `batch`, waiting for each
+/// batch to run before sending the next. Returns the total time.
+fn cross_thread(thread: &ThreadRef, ran: &Arc<AtomicU64>, iters: u64, batch: u64) -> Duration {
+    let start = Instant::now();
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(batch);
+        let target = ran.load(Ordering::Acquire) + n;
+        for _ in 0..n {
+            let ran = ran.clone();
+            thread.schedule_imm(Event::new(move |_| {
+                ran.fetch_add(1, Ordering::Release);
+            }));
+        }
+        wait_for(ran, target);
+        left -= n;
+    }
+    start.elapsed()
+}
+
+/// One link of a self-rescheduling chain: runs `left` more links on this thread, then
+/// bumps `done`.
+fn chain(t: &mut EThread, left: u64, done: Arc<AtomicU64>) {
+    if left == 0 {
+        done.fetch_add(1, Ordering::Release);
+        return;
+    }
+    t.schedule_imm(Event::new(move |t| chain(t, left - 1, done.clone())));
+}
+
+fn bench_schedule(c: &mut Criterion) {
+    let events = EventProcessor::start(&EventProcessorOptions {
+        threads: 1,
+        pin_cores: false,
+        name: "ET_BENCH".into(),
+    })
+    .expect("start an event thread");
+    let thread = events.threads()[0].clone();
+    let ran = Arc::new(AtomicU64::new(0));
+
+    let mut g = c.benchmark_group("schedule_imm");
+    g.bench_function("cross_thread_batch1000", |b| {
+        b.iter_custom(|iters| cross_thread(&thread, &ran, iters, BATCH))
+    });
+    g.bench_function("cross_thread_single", |b| {
+        b.iter_custom(|iters| cross_thread(&thread, &ran, iters, 1))
+    });
+    g.bench_function("on_thread_chain", |b| {
+        b.iter_custom(|iters| {
+            let done = Arc::new(AtomicU64::new(0));
+            let start = Instant::now();
+            let d = done.clone();
+            // One hop onto the thread, then `iters` on-thread schedules.
+            thread.run(move |t| chain(t, iters, d));
+            wait_for(&done, 1);
+            start.elapsed()
+        })
+    });
+    g.finish();
+    events.shutdown();
+}
+
+fn bench_stats(c: &mut Criterion) {
+    let registry = Registry::new();
+    let counter = registry.counter("bench.counter");
+    let gauge = registry.gauge("bench.gauge");
+    let histogram = registry.histogram("bench.latency_us");
+
+    let mut g = c.benchmark_group("stats");
+    g.bench_function("counter_inc", |b| b.iter(|| counter.inc()));
+    g.bench_function("gauge_add", |b| b.iter(|| gauge.add(black_box(1))));
+    let mut v = 0u64;
+    g.bench_function("histogram_record", |b| {
+        b.iter(|| {
+            // Values spread over 1 µs .. ~4 ms, like accept-queue delays.
+            v = (v + 7919) & 0xfff;
+            histogram.record(black_box(v + 1));
+        })
+    });
+    g.finish();
+    black_box((counter.get(), gauge.get(), histogram.summary()));
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(20)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_schedule, bench_stats
+}
+criterion_main!(benches);

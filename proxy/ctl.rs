@@ -1,0 +1,128 @@
+//! The admin socket: a Unix socket (mode 0600) the `turnstile ctl` client talks to.
+//!
+//! Protocol: the client sends its arguments one per line, then an empty line; the daemon
+//! answers with the exit code on the first line and the text to print after it. The
+//! server runs on its own thread: the control plane never touches an event thread.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Answers one command: (exit code, text).
+pub type Handler = Arc<dyn Fn(&[String]) -> (i32, String) + Send + Sync>;
+
+/// The running admin socket; dropping it stops the thread and removes the socket file.
+pub struct CtlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CtlServer {
+    /// Binds `path` (replacing a stale socket nobody listens on) and serves `handler`.
+    pub fn start(path: &Path, handler: Handler) -> std::io::Result<CtlServer> {
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a running daemon", path.display()),
+                ));
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        // SAFETY: umask only changes this process's file creation mask.
+        let old = unsafe { libc::umask(0o177) };
+        let bound = UnixListener::bind(path);
+        // SAFETY: as above, restoring the previous mask.
+        unsafe { libc::umask(old) };
+        let listener = bound?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("[CTL]".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    if stop2.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if let Ok(s) = stream {
+                        serve(s, &handler);
+                    }
+                }
+            })?;
+        Ok(CtlServer {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for CtlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = UnixStream::connect(&self.path); // wake the accept
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve(stream: UnixStream, handler: &Handler) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(&stream);
+    let mut args = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    break;
+                }
+                args.push(line.to_string());
+            }
+        }
+        if args.len() > 1024 {
+            break;
+        }
+    }
+    let (code, text) = handler(&args);
+    let mut w = &stream;
+    let _ = write!(w, "{code}\n{text}");
+}
+
+/// Sends `args` to the daemon at `path`; returns (exit code, text).
+pub fn call(path: &Path, args: &[String]) -> Result<(i32, String), String> {
+    let mut s = UnixStream::connect(path)
+        .map_err(|e| format!("cannot reach the daemon at {}: {e}", path.display()))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut req = String::new();
+    for a in args {
+        if a.contains('\n') {
+            return Err("arguments cannot contain newlines".into());
+        }
+        req.push_str(a);
+        req.push('\n');
+    }
+    req.push('\n');
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("write to {}: {e}", path.display()))?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)
+        .map_err(|e| format!("read from {}: {e}", path.display()))?;
+    let (code, text) = resp
+        .split_once('\n')
+        .ok_or("the daemon closed the connection without answering")?;
+    let code = code
+        .parse()
+        .map_err(|_| format!("bad reply from the daemon: {code:?}"))?;
+    Ok((code, text.to_string()))
+}

@@ -1,0 +1,454 @@
+//! The daemon's life: the ATS start-up sequence, the control loop (signals and `ctl`),
+//! live reload and graceful stop. Everything here runs on the main thread except what it
+//! hands to the event threads, the `[CTL]` thread and the `[SIGNALS]` thread.
+//!
+//! Start-up: config → ET_NET threads → bind every port (a taken port fails fast, exit 1)
+//! → cache → ports start exactly once, when both start-up and the cache are done
+//! ([`StartGate`]) → `proxy.process.proxy.ports_ready` and one "ports accepting" line.
+
+use crate::ctl::{self, CtlServer};
+use crate::gate::StartGate;
+use crate::http::{
+    remap::RemapTable, HttpAcceptor, HttpSettings, HttpShared, Live, PortRole, Timeouts,
+};
+use crate::ports::{self, AcceptPlan, Port};
+use crate::signals::{self, Control};
+use config::{Config, PortKind};
+use iocore::{
+    Event, EventProcessor, EventProcessorOptions, ListenOptions, NetProcessor, NetTuning, Registry,
+    SockOptions, ThrottleMode,
+};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The server name in `Via` and in stats.
+pub const SERVER: &str = concat!("turnstile/", env!("CARGO_PKG_VERSION"));
+
+/// How often each ET_NET thread checks its sessions' timeouts.
+const SWEEP_PERIOD: Duration = Duration::from_millis(200);
+
+/// Where the configuration came from, so a reload reads the same place.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    /// `--config PATH`, if given.
+    pub path: Option<PathBuf>,
+    /// Command-line record overrides `(record, value, flag)`, applied after the env.
+    pub overrides: Vec<(String, String, String)>,
+}
+
+impl ConfigSource {
+    /// Loads (file or embedded default, then env, then command line).
+    pub fn load(&self) -> Result<Config, String> {
+        let mut cfg = config::load(self.path.as_deref()).map_err(|e| e.to_string())?;
+        for (record, value, flag) in &self.overrides {
+            cfg.set(record, value, flag).map_err(|e| e.to_string())?;
+        }
+        Ok(cfg)
+    }
+}
+
+fn tuning(cfg: &Config) -> NetTuning {
+    NetTuning {
+        accept_period: Duration::from_millis(cfg.net.accept_period_ms),
+        additional_accepts: cfg.net.additional_accepts,
+        throttle_delay: Duration::from_millis(cfg.net.throttle_delay_ms),
+        connections_throttle: cfg.net.connections_throttle,
+        throttle_mode: match cfg.net.throttle_mode {
+            config::ThrottleMode::Pause => ThrottleMode::Pause,
+            config::ThrottleMode::Close => ThrottleMode::Close,
+        },
+    }
+}
+
+fn sock_options(cfg: &Config) -> SockOptions {
+    let o = &cfg.net.sock_options_in;
+    SockOptions {
+        nodelay: o.nodelay,
+        keepalive: o.keepalive,
+        linger0: o.linger0,
+        recv_buffer: cfg.net.sock_recv_buffer_size_in as usize,
+        send_buffer: cfg.net.sock_send_buffer_size_in as usize,
+    }
+}
+
+fn listen_options(cfg: &Config) -> ListenOptions {
+    let mut o = ListenOptions::new("0.0.0.0:0".parse().expect("literal address"));
+    o.backlog = cfg.net.listen_backlog;
+    o.defer_accept_s = cfg.net.defer_accept_s;
+    // exec_thread.listen needs SO_REUSEPORT on every socket, so a reload can move any
+    // port to event mode with one socket per thread.
+    o.reuseport = cfg.exec_thread.listen;
+    o
+}
+
+fn plan(cfg: &Config, spec: &config::PortSpec) -> AcceptPlan {
+    AcceptPlan {
+        threads: cfg.accept_threads_for(spec),
+        periodic: spec.periodic,
+        listener_per_thread: cfg.exec_thread.listen,
+        avoid_event_cores: cfg.exec_thread.affinity == config::Affinity::Core,
+    }
+}
+
+fn settings(cfg: &Config) -> HttpSettings {
+    let s = Duration::from_secs;
+    HttpSettings {
+        stats_path: cfg.stats.path.clone(),
+        max_head: cfg.http.request_header_max_size,
+        remap_required: cfg.url_remap.remap_required,
+        timeouts: Timeouts {
+            accept_no_activity: s(cfg.http.accept_no_activity_timeout_s),
+            keep_alive_in: s(cfg.http.keep_alive_no_activity_timeout_in_s),
+            transaction_no_activity_out: s(cfg.http.transaction_no_activity_timeout_out_s),
+            connect: s(cfg.http.connect_attempts_timeout_s),
+            default_inactivity: s(cfg.net.default_inactivity_timeout_s),
+        },
+        server: SERVER.to_string(),
+    }
+}
+
+fn live(cfg: &Config) -> Result<Live, String> {
+    Ok(Live {
+        remap: Arc::new(RemapTable::build(&cfg.remap)?),
+        allow: Arc::new(cfg.stats.allow_ip.clone()),
+    })
+}
+
+fn role(spec: &config::PortSpec) -> Result<PortRole, String> {
+    match &spec.kind {
+        PortKind::Http => Ok(PortRole::Http),
+        PortKind::Blind { tunnel } => {
+            let (host, port) = crate::http::remap::split_authority(tunnel)
+                .and_then(|(h, p)| Some((h, p?)))
+                .ok_or_else(|| format!("port {spec}: tunnel {tunnel:?} is not HOST:PORT"))?;
+            crate::http::remap::resolve(&host, port)
+                .map(PortRole::Blind)
+                .map_err(|e| format!("port {spec}: {e}"))
+        }
+    }
+}
+
+/// A running daemon's state, owned by the main thread.
+struct Daemon {
+    cfg: Config,
+    source: ConfigSource,
+    events: Arc<EventProcessor>,
+    net: NetProcessor,
+    registry: Arc<Registry>,
+    http: Arc<HttpShared>,
+    ports: Vec<Port>,
+}
+
+/// Runs the daemon until it is stopped; returns the exit code.
+pub fn run(cfg: Config, source: ConfigSource) -> i32 {
+    match start(cfg, source) {
+        Ok((mut d, rx, _ctl)) => d.control_loop(&rx),
+        Err(msg) => {
+            log::error!("{msg}");
+            1
+        }
+    }
+}
+
+fn start(
+    cfg: Config,
+    source: ConfigSource,
+) -> Result<(Daemon, Receiver<Control>, CtlServer), String> {
+    log::info!("{SERVER} starting (configuration: {})", cfg.origin);
+    for (record, by) in &cfg.env_overrides {
+        log::info!("{record} overridden by {by}");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let events = Arc::new(
+        EventProcessor::start(&EventProcessorOptions {
+            threads: cfg.exec_thread.threads(cores),
+            pin_cores: cfg.exec_thread.affinity == config::Affinity::Core,
+            name: "ET_NET".into(),
+        })
+        .map_err(|e| format!("cannot start event threads: {e}"))?,
+    );
+    let registry = Registry::new();
+    let net = NetProcessor::new(events.clone(), registry.clone(), &tuning(&cfg));
+    let http = HttpShared::new(settings(&cfg), live(&cfg)?, registry.clone());
+    // Cache lookups are counted from the first request; they stay 0 without a cache.
+    registry.counter("proxy.process.cache.hits");
+    registry.counter("proxy.process.cache.misses");
+    for t in events.threads() {
+        t.schedule_every(Event::new(crate::http::session::sweep), SWEEP_PERIOD);
+    }
+
+    // Bind every port now, so a taken port fails start-up before anything accepts.
+    let listen = listen_options(&cfg);
+    let mut inherited = ports::systemd_listeners();
+    let mut bound = Vec::new();
+    for spec in &cfg.http.server_ports {
+        let listener = ports::open(spec, &listen, &mut inherited)?;
+        let acceptor = Arc::new(HttpAcceptor {
+            shared: http.clone(),
+            role: role(spec)?,
+        });
+        bound.push(Port::new(
+            spec.clone(),
+            listener,
+            plan(&cfg, spec),
+            acceptor,
+        ));
+    }
+    for l in inherited {
+        log::warn!(
+            "systemd socket {} matches no configured port; closing it",
+            l.local_addr()
+        );
+    }
+
+    let (tx, rx) = mpsc::channel();
+    let ctl = start_ctl(&cfg, registry.clone(), tx.clone())?;
+    signals::spawn(tx).map_err(|e| format!("cannot start the signal thread: {e}"))?;
+
+    let mut d = Daemon {
+        cfg,
+        source,
+        events,
+        net,
+        registry,
+        http,
+        ports: bound,
+    };
+    let gate = StartGate::new();
+    // The cache (SPEC §5) would arrive here; with no spans configured it is ready now.
+    d.registry
+        .gauge("proxy.process.proxy.cache_ready_time")
+        .set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        );
+    let first = gate.cache_ready();
+    if gate.startup_done() || first {
+        d.start_ports()?;
+    }
+    Ok((d, rx, ctl))
+}
+
+fn start_ctl(
+    cfg: &Config,
+    registry: Arc<Registry>,
+    tx: Sender<Control>,
+) -> Result<CtlServer, String> {
+    let tx = std::sync::Mutex::new(tx);
+    let handler: ctl::Handler = Arc::new(move |args: &[String]| {
+        let words: Vec<&str> = args.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["metric", "get", names @ ..] if !names.is_empty() => {
+                let mut out = String::new();
+                let mut code = 0;
+                for n in names {
+                    match registry.value(n) {
+                        Some(v) => out.push_str(&format!("{n} {v}\n")),
+                        None => {
+                            out.push_str(&format!("{n}: no such metric\n"));
+                            code = 1;
+                        }
+                    }
+                }
+                (code, out)
+            }
+            ["metric", "match", pattern] => match regex::Regex::new(pattern) {
+                Ok(re) => {
+                    let out: String = registry
+                        .snapshot()
+                        .into_iter()
+                        .filter(|(n, _)| re.is_match(n))
+                        .map(|(n, v)| format!("{n} {v}\n"))
+                        .collect();
+                    (0, out)
+                }
+                Err(e) => (2, format!("bad regex: {e}\n")),
+            },
+            ["config", "reload"] => {
+                let (rtx, rrx) = mpsc::channel();
+                let sent = tx
+                    .lock()
+                    .map(|t| t.send(Control::Reload(Some(rtx))).is_ok())
+                    .unwrap_or(false);
+                match sent
+                    .then(|| rrx.recv_timeout(Duration::from_secs(60)).ok())
+                    .flatten()
+                {
+                    Some(reply) => reply,
+                    None => (1, "the daemon did not answer\n".into()),
+                }
+            }
+            ["server", "stop"] => {
+                let _ = tx.lock().map(|t| t.send(Control::Stop));
+                (0, "stopping\n".into())
+            }
+            _ => (2, format!("unknown command: {}\n", words.join(" "))),
+        }
+    });
+    CtlServer::start(&cfg.admin.socket, handler)
+        .map_err(|e| format!("admin socket {}: {e}", cfg.admin.socket.display()))
+}
+
+impl Daemon {
+    /// Starts every port's acceptors. Called exactly once, through the start gate.
+    fn start_ports(&mut self) -> Result<(), String> {
+        let sock = sock_options(&self.cfg);
+        let mut described = Vec::new();
+        for p in &mut self.ports {
+            let plan = p.plan.clone();
+            p.start(&self.net, plan, &sock)?;
+            let kind = match &p.spec.kind {
+                PortKind::Http => "http".to_string(),
+                PortKind::Blind { tunnel } => format!("blind→{tunnel}"),
+            };
+            described.push(format!(
+                "{} {} {}={}",
+                kind,
+                p.plan.describe(),
+                p.label,
+                p.addr()
+            ));
+        }
+        self.registry
+            .gauge("proxy.process.proxy.ports_ready")
+            .set(1);
+        log::info!("ports accepting: {}", described.join(", "));
+        Ok(())
+    }
+
+    fn control_loop(&mut self, rx: &Receiver<Control>) -> i32 {
+        loop {
+            match rx.recv() {
+                Ok(Control::Reload(reply)) => {
+                    let (code, text) = self.reload();
+                    if let Some(r) = reply {
+                        let _ = r.send((code, text));
+                    }
+                }
+                Ok(Control::Stop) | Err(_) => return self.stop(rx),
+            }
+        }
+    }
+
+    /// SPEC §7 reload: a bad file changes nothing; (R) records apply live; the rest are
+    /// named as needing a restart.
+    fn reload(&mut self) -> (i32, String) {
+        let new = match self.source.load() {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload refused; the running configuration stays:\n{e}");
+                return (
+                    1,
+                    format!("reload refused; the running configuration stays:\n{e}\n"),
+                );
+            }
+        };
+        let live = match live(&new) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("reload refused: {e}");
+                return (1, format!("reload refused: {e}\n"));
+            }
+        };
+        let restart = self.cfg.restart_required_changes(&new);
+        self.net.set_tuning(&tuning(&new));
+        self.http.set_live(live);
+        let sock = sock_options(&self.cfg);
+        let mut swapped = Vec::new();
+        let mut errors = Vec::new();
+        for p in &mut self.ports {
+            let Some(spec) = new
+                .http
+                .server_ports
+                .iter()
+                .find(|s| s.same_listener(&p.spec))
+            else {
+                continue;
+            };
+            let want = plan(&new, spec);
+            if want != p.plan {
+                match p.start(&self.net, want, &sock) {
+                    Ok(()) => swapped.push(format!("{} {}", p.label, p.plan.describe())),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        // Keep everything that applied; restart-only records stay as they were.
+        let mut applied = self.cfg.clone();
+        applied.accept_threads = new.accept_threads;
+        applied.net.accept_period_ms = new.net.accept_period_ms;
+        applied.net.additional_accepts = new.net.additional_accepts;
+        applied.net.throttle_delay_ms = new.net.throttle_delay_ms;
+        applied.net.connections_throttle = new.net.connections_throttle;
+        applied.net.throttle_mode = new.net.throttle_mode;
+        applied.stats.allow_ip = new.stats.allow_ip.clone();
+        applied.remap = new.remap.clone();
+        for p in &mut applied.http.server_ports {
+            if let Some(s) = new.http.server_ports.iter().find(|s| s.same_listener(p)) {
+                p.accept_threads = s.accept_threads;
+            }
+        }
+        self.cfg = applied;
+        let mut text = String::from("reloaded\n");
+        if !swapped.is_empty() {
+            text.push_str(&format!("acceptors swapped: {}\n", swapped.join(", ")));
+        }
+        if !restart.is_empty() {
+            text.push_str(&format!(
+                "needs a restart to change: {}\n",
+                restart.join(", ")
+            ));
+            log::warn!("reload: needs a restart to change: {}", restart.join(", "));
+        }
+        log::info!(
+            "configuration reloaded{}",
+            if swapped.is_empty() {
+                String::new()
+            } else {
+                format!("; acceptors swapped: {}", swapped.join(", "))
+            }
+        );
+        if errors.is_empty() {
+            (0, text)
+        } else {
+            for e in &errors {
+                log::error!("reload: {e}");
+            }
+            (1, format!("{text}errors:\n{}\n", errors.join("\n")))
+        }
+    }
+
+    /// SPEC §7 stop: stop accepting at once, let transactions finish up to the shutdown
+    /// timeout (a second stop cuts it short), close the rest, exit 0.
+    fn stop(&mut self, rx: &Receiver<Control>) -> i32 {
+        log::info!("stopping: no longer accepting; draining transactions");
+        for p in &mut self.ports {
+            p.stop();
+        }
+        for p in &self.ports {
+            p.wait_stopped(Duration::from_millis(500));
+        }
+        self.http.start_draining();
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.stop.shutdown_timeout_s);
+        loop {
+            let active = self.http.active_transactions();
+            if active <= 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                log::warn!("shutdown timeout: closing {active} transactions still in flight");
+                break;
+            }
+            if let Ok(Control::Stop) = rx.recv_timeout(Duration::from_millis(20)) {
+                log::warn!("second stop: exiting now");
+                break;
+            }
+        }
+        self.events.shutdown();
+        log::info!("stopped");
+        0
+    }
+}

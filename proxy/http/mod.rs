@@ -1,0 +1,27 @@
+//! HTTP/1.1: the wire codec, remap rules, and the session state machine that proxies
+//! requests and relays blind tunnels.
+
+pub mod codec;
+pub mod remap;
+pub mod session;
+pub mod shared;
+
+pub use session::PortRole;
+pub use shared::{HttpSettings, HttpShared, Live, Timeouts};
+
+use iocore::{Acceptor, EThread, NetConnection};
+use std::sync::Arc;
+
+/// The acceptor of an HTTP or blind port: starts a session on the connection's thread.
+pub struct HttpAcceptor {
+    /// Shared settings and metrics.
+    pub shared: Arc<HttpShared>,
+    /// What the port does.
+    pub role: PortRole,
+}
+
+impl Acceptor for HttpAcceptor {
+    fn accept(&self, conn: NetConnection, thread: &mut EThread) {
+        session::start(conn, self.shared.clone(), &self.role, thread);
+    }
+}

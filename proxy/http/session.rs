@@ -1,0 +1,1035 @@
+//! Client sessions: HTTP/1.1 transactions and blind tunnels, as one state machine per
+//! client connection on the ET_NET thread that accepted (or was handed) it.
+//!
+//! Every function here runs on that ET_NET thread. A session is shared by the two I/O
+//! registrations it owns (client and origin) as `Rc<RefCell<Session>>`; a per-thread sweep
+//! event enforces timeouts. Sockets are edge-triggered, so each side remembers whether it
+//! is readable/writable and `drive` moves bytes until nothing can progress. Buffers are
+//! bounded (`BUF_LIMIT` a direction) and released when a connection goes idle.
+
+use super::codec::{
+    self, BodyFraming, ChunkedScanner, ForwardRequest, ForwardResponse, HeadError, RequestHead,
+};
+use super::shared::HttpShared;
+use crate::stats_http::{self, Format};
+use iocore::{EThread, Interest, NetConnection, Ready, Socket, Token, Verdict};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Bytes buffered per direction before the reading side is paused.
+const BUF_LIMIT: usize = 64 * 1024;
+/// Read size.
+const READ_CHUNK: usize = 16 * 1024;
+/// Idle origin connections kept per origin per thread.
+const POOL_PER_ORIGIN: usize = 64;
+/// How long a closing connection is drained so the peer receives our last bytes.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What a port does with a connection.
+#[derive(Clone, Debug)]
+pub enum PortRole {
+    /// HTTP proxying and the stats endpoint.
+    Http,
+    /// Byte relay to a fixed address.
+    Blind(SocketAddr),
+}
+
+thread_local! {
+    static SESSIONS: RefCell<Vec<Weak<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<HashMap<SocketAddr, Vec<Socket>>> = RefCell::new(HashMap::new());
+}
+
+/// Starts a session for `conn`. Runs on the ET_NET thread that owns `conn`.
+pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &mut EThread) {
+    let m = &shared.metrics;
+    m.current_client_connections.inc();
+    m.total_client_connections.inc();
+    let now = Instant::now();
+    let deadline = now + shared.settings.timeouts.accept_no_activity;
+    let session = Rc::new_cyclic(|me| {
+        RefCell::new(Session {
+            me: me.clone(),
+            client: Side::new(),
+            conn,
+            origin: None,
+            inbuf: Vec::new(),
+            out_c: Vec::new(),
+            out_o: Vec::new(),
+            phase: Phase::ReadRequest,
+            tx: None,
+            deadline,
+            dead: false,
+            shut_client: false,
+            shared,
+        })
+    });
+    let fd = session.borrow().conn.as_raw_fd();
+    let handler = SideHandler {
+        session: session.clone(),
+        origin: false,
+    };
+    match t.register(
+        fd,
+        Interest::READ | Interest::WRITE | Interest::EDGE,
+        Box::new(handler),
+    ) {
+        Ok(tok) => session.borrow_mut().client.token = Some(tok),
+        Err(e) => {
+            log::debug!("cannot register client socket: {e}");
+            return;
+        }
+    }
+    SESSIONS.with(|s| s.borrow_mut().push(Rc::downgrade(&session)));
+    let mut s = session.borrow_mut();
+    if let PortRole::Blind(target) = role {
+        s.shared.metrics.tunnels.inc();
+        s.phase = Phase::Tunnel;
+        s.deadline = now + s.shared.settings.timeouts.connect;
+        if let Err(e) = s.connect_origin(t, *target, false) {
+            log::debug!("tunnel to {target}: {e}");
+            s.dead = true;
+        }
+    }
+    s.drive(t);
+    s.finish_if_dead(t);
+}
+
+/// Enforces timeouts on this thread's sessions. Runs on each ET_NET thread periodically.
+pub fn sweep(t: &mut EThread) {
+    let now = Instant::now();
+    let sessions: Vec<Rc<RefCell<Session>>> = SESSIONS.with(|s| {
+        let mut list = s.borrow_mut();
+        list.retain(|w| w.strong_count() > 0);
+        list.iter().filter_map(Weak::upgrade).collect()
+    });
+    for rc in sessions {
+        let mut s = rc.borrow_mut();
+        if s.dead {
+            continue;
+        }
+        let idle_drain = s.shared.draining() && s.is_idle();
+        if now >= s.deadline || idle_drain {
+            s.on_timeout(t, idle_drain);
+            s.drive(t);
+        }
+        s.finish_if_dead(t);
+    }
+    // Drop pooled origin connections the origin closed meanwhile.
+    POOL.with(|p| {
+        for conns in p.borrow_mut().values_mut() {
+            conns.retain(origin_alive);
+        }
+    });
+}
+
+/// Readiness flags of one socket (edge-triggered: remembered until EAGAIN).
+struct Side {
+    token: Option<Token>,
+    readable: bool,
+    writable: bool,
+    eof: bool,
+}
+
+impl Side {
+    fn new() -> Side {
+        Side {
+            token: None,
+            readable: true,
+            writable: true,
+            eof: false,
+        }
+    }
+
+    fn mark(&mut self, r: Ready) {
+        self.readable |= r.is_readable() || r.is_hup() || r.is_error();
+        self.writable |= r.is_writable() || r.is_error();
+    }
+}
+
+struct Origin {
+    sock: Socket,
+    side: Side,
+    addr: SocketAddr,
+    connected: bool,
+    reused: bool,
+    inbuf: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for (the rest of) a request head.
+    ReadRequest,
+    /// A transaction with an origin.
+    Exchange,
+    /// Blind relay.
+    Tunnel,
+    /// Flushing our last bytes, then draining the client until EOF or the linger limit.
+    Closing,
+}
+
+/// How much of a message body is left.
+enum Body {
+    Done,
+    Length(u64),
+    Chunked(Box<ChunkedScanner>),
+    UntilClose,
+}
+
+impl Body {
+    fn from(f: BodyFraming) -> Body {
+        match f {
+            BodyFraming::None | BodyFraming::Length(0) => Body::Done,
+            BodyFraming::Length(n) => Body::Length(n),
+            BodyFraming::Chunked => Body::Chunked(Box::default()),
+            BodyFraming::UntilClose => Body::UntilClose,
+        }
+    }
+
+    fn done(&self) -> bool {
+        matches!(self, Body::Done)
+    }
+
+    /// How many bytes of `input` belong to the body; becomes Done at its end.
+    fn take(&mut self, input: &[u8]) -> Result<usize, HeadError> {
+        let (n, done) = match self {
+            Body::Done => (0, true),
+            Body::Length(left) => {
+                let k = (*left).min(input.len() as u64);
+                *left -= k;
+                (k as usize, *left == 0)
+            }
+            Body::Chunked(s) => {
+                let r = s.scan(input)?;
+                (r.consumed, r.done)
+            }
+            Body::UntilClose => (input.len(), false),
+        };
+        if done {
+            *self = Body::Done;
+        }
+        Ok(n)
+    }
+}
+
+struct Tx {
+    method: String,
+    req_body: Body,
+    resp_body: Option<Body>,
+    client_keep_alive: bool,
+    origin_keep_alive: bool,
+    /// A reused origin connection failed before answering: resend this once on a new one.
+    retry: Option<Vec<u8>>,
+}
+
+/// One client connection.
+pub(crate) struct Session {
+    me: Weak<RefCell<Session>>,
+    shared: Arc<HttpShared>,
+    conn: NetConnection,
+    client: Side,
+    origin: Option<Origin>,
+    /// Client bytes not yet consumed (head being read, body, pipelined requests).
+    inbuf: Vec<u8>,
+    /// Bytes for the client, not yet written.
+    out_c: Vec<u8>,
+    /// Bytes for the origin, not yet written.
+    out_o: Vec<u8>,
+    phase: Phase,
+    tx: Option<Tx>,
+    deadline: Instant,
+    dead: bool,
+    shut_client: bool,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.shared.metrics.active_transactions.dec();
+        }
+        self.shared.metrics.current_client_connections.dec();
+    }
+}
+
+struct SideHandler {
+    session: Rc<RefCell<Session>>,
+    origin: bool,
+}
+
+impl iocore::IoHandler for SideHandler {
+    fn ready(&mut self, t: &mut EThread, _tok: Token, ready: Ready) -> Verdict {
+        let mut s = self.session.borrow_mut();
+        if self.origin {
+            match s.origin.as_mut() {
+                Some(o) => o.side.mark(ready),
+                None => return Verdict::Remove,
+            }
+        } else {
+            s.client.mark(ready);
+        }
+        s.drive(t);
+        s.finish_if_dead(t);
+        Verdict::Keep
+    }
+}
+
+/// Reads from `fd` into `buf`, at most `max` bytes: Some(n) (0 = EOF), None = would block.
+fn read_into(
+    recv: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<usize>> {
+    let len = buf.len();
+    let want = max.clamp(1, READ_CHUNK);
+    buf.resize(len + want, 0);
+    let r = recv(&mut buf[len..]);
+    let n = match &r {
+        Ok(n) => *n,
+        Err(_) => 0,
+    };
+    buf.truncate(len + n);
+    match r {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn origin_alive(s: &Socket) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.recv(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+impl Session {
+    /// Moves bytes until nothing more can happen without new readiness.
+    fn drive(&mut self, t: &mut EThread) {
+        for _ in 0..10_000 {
+            if self.dead {
+                return;
+            }
+            let mut progress = self.flush_client();
+            progress |= self.flush_origin();
+            progress |= match self.phase {
+                Phase::ReadRequest => self.read_request(t),
+                Phase::Exchange => self.exchange(t),
+                Phase::Tunnel => self.tunnel(t),
+                Phase::Closing => self.closing(),
+            };
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    /// Releases both registrations of a dead session (which drops it).
+    fn finish_if_dead(&mut self, t: &mut EThread) {
+        if !self.dead {
+            return;
+        }
+        if let Some(o) = self.origin.take() {
+            if let Some(tok) = o.side.token {
+                drop(t.deregister(tok));
+            }
+        }
+        if let Some(tok) = self.client.token.take() {
+            drop(t.deregister(tok));
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.phase == Phase::ReadRequest && self.inbuf.is_empty() && self.out_c.is_empty()
+    }
+
+    fn flush_client(&mut self) -> bool {
+        let mut wrote = false;
+        while !self.out_c.is_empty() && self.client.writable {
+            match self.conn.send(&self.out_c) {
+                Ok(n) => {
+                    self.out_c.drain(..n);
+                    wrote = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.dead = true;
+                    return true;
+                }
+            }
+        }
+        if self.out_c.is_empty() && self.out_c.capacity() > BUF_LIMIT {
+            self.out_c = Vec::new();
+        }
+        if wrote && self.phase != Phase::Closing {
+            self.deadline = self.deadline.max(
+                Instant::now()
+                    + self
+                        .shared
+                        .settings
+                        .timeouts
+                        .default_inactivity
+                        .min(self.idle_limit()),
+            );
+        }
+        wrote
+    }
+
+    fn flush_origin(&mut self) -> bool {
+        let Some(o) = self.origin.as_mut() else {
+            return false;
+        };
+        if !o.connected {
+            return false;
+        }
+        let mut wrote = false;
+        while !self.out_o.is_empty() && o.side.writable {
+            match o.sock.send(&self.out_o) {
+                Ok(n) => {
+                    self.out_o.drain(..n);
+                    wrote = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => o.side.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // The origin went away; the read side will see it and answer 502.
+                    o.side.eof = true;
+                    self.out_o.clear();
+                    return true;
+                }
+            }
+        }
+        wrote
+    }
+
+    fn idle_limit(&self) -> Duration {
+        self.shared.settings.timeouts.transaction_no_activity_out
+    }
+
+    /// Reads client bytes into `inbuf`: true if anything happened (bytes or EOF).
+    fn read_client(&mut self, max: usize) -> bool {
+        if !self.client.readable || self.client.eof || max == 0 {
+            return false;
+        }
+        let conn = &self.conn;
+        match read_into(|b| conn.recv(b), &mut self.inbuf, max) {
+            Ok(Some(0)) => {
+                self.client.eof = true;
+                true
+            }
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                self.client.readable = false;
+                false
+            }
+            Err(_) => {
+                self.dead = true;
+                true
+            }
+        }
+    }
+
+    fn read_request(&mut self, t: &mut EThread) -> bool {
+        if !self.inbuf.is_empty() {
+            match codec::parse_request(&self.inbuf, self.shared.settings.max_head) {
+                Ok(Some((head, len))) => {
+                    self.inbuf.drain(..len);
+                    self.begin(t, head);
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.shared.metrics.incoming_requests.inc();
+                    self.local_response(e.status(), &e.to_string(), false, &[]);
+                    return true;
+                }
+            }
+        }
+        if self.client.eof {
+            // Closed between requests (or mid-head): nothing to answer.
+            self.dead = self.out_c.is_empty() || !self.client.writable;
+            if !self.dead {
+                self.phase = Phase::Closing;
+            }
+            return true;
+        }
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 && !self.client.readable {
+            self.inbuf = Vec::new(); // idle: hold no buffer
+        }
+        let room =
+            self.shared.settings.max_head + 1 - self.inbuf.len().min(self.shared.settings.max_head);
+        self.read_client(room)
+    }
+
+    /// A local answer (error, stats): queued in order; closes afterwards unless `keep`.
+    fn local_response(&mut self, status: u16, body: &str, keep: bool, headers: &[(&str, &str)]) {
+        let keep = keep && !self.shared.draining();
+        codec::simple_response(status, body, keep, headers, &mut self.out_c);
+        self.shared.metrics.count_status(status);
+        self.shared.metrics.completed_requests.inc();
+        if !keep {
+            self.phase = Phase::Closing;
+            self.deadline = Instant::now() + LINGER;
+        }
+    }
+
+    fn begin(&mut self, t: &mut EThread, head: RequestHead) {
+        let shared = self.shared.clone();
+        let settings = &shared.settings;
+        shared.metrics.incoming_requests.inc();
+        let has_body = !matches!(head.body(), BodyFraming::None | BodyFraming::Length(0));
+        let keep = head.keep_alive() && !has_body;
+        let target = match head.split_target() {
+            Ok(t) => t,
+            Err(e) => return self.local_response(e.status(), &e.to_string(), false, &[]),
+        };
+        let path = target.path_and_query.as_str();
+        if target.scheme.is_none() {
+            if let Some(rest) = path.strip_prefix(settings.stats_path.as_str()) {
+                if let Some(format) = Format::select(rest, head.header("accept")) {
+                    return self.stats(&head, format, keep);
+                }
+            }
+        }
+        let live = shared.live();
+        let host = target.host.as_deref();
+        let (addr, host_header, path) = match live.remap.lookup(host, path) {
+            Some((rule, to_path)) => (rule.to_addr, rule.to_host.clone(), to_path),
+            None if target.scheme.is_some() && !settings.remap_required => {
+                let Some((h, port)) = host.and_then(super::remap::split_authority) else {
+                    return self.local_response(400, "bad request target", false, &[]);
+                };
+                match resolve_cached(&h, port.unwrap_or(80)) {
+                    Some(a) => (
+                        a,
+                        host.unwrap_or_default().to_string(),
+                        target.path_and_query.clone(),
+                    ),
+                    None => return self.local_response(502, "cannot resolve origin", keep, &[]),
+                }
+            }
+            None => return self.local_response(404, "no remap rule for this request", keep, &[]),
+        };
+        let client_keep_alive = head.keep_alive() && !shared.draining();
+        let mut out = Vec::with_capacity(512);
+        codec::write_request_head(
+            &head,
+            &mut out,
+            &ForwardRequest {
+                path_and_query: &path,
+                host: &host_header,
+                via: &settings.server_via(),
+                client_ip: Some(self.conn.peer_addr().ip()),
+                keep_alive: true,
+            },
+        );
+        let req_body = Body::from(head.body());
+        let retry = req_body.done().then(|| out.clone());
+        self.out_o = out;
+        shared.metrics.active_transactions.inc();
+        self.tx = Some(Tx {
+            method: head.method,
+            req_body,
+            resp_body: None,
+            client_keep_alive,
+            origin_keep_alive: true,
+            retry,
+        });
+        self.phase = Phase::Exchange;
+        if let Err(e) = self.connect_origin(t, addr, true) {
+            log::debug!("connect {addr}: {e}");
+            self.fail_tx(502, "cannot connect to origin");
+        }
+    }
+
+    fn stats(&mut self, head: &RequestHead, format: Format, keep: bool) {
+        let peer = self.conn.peer_addr().ip();
+        if !self.shared.live().allow.iter().any(|n| n.contains(&peer)) {
+            return self.local_response(403, "forbidden", keep, &[]);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let metrics = self.shared.registry.snapshot();
+        let body = stats_http::render(format, &metrics, now_ms, &self.shared.settings.server);
+        let body = if head.method == "HEAD" {
+            ""
+        } else {
+            body.as_str()
+        };
+        self.local_response(
+            200,
+            body,
+            keep,
+            &[
+                ("Content-Type", format.content_type()),
+                ("Cache-Control", "no-cache"),
+            ],
+        );
+    }
+
+    /// Connects (or reuses a pooled connection) to `addr` and registers it here.
+    fn connect_origin(
+        &mut self,
+        t: &mut EThread,
+        addr: SocketAddr,
+        pooled: bool,
+    ) -> io::Result<()> {
+        let reused = if pooled {
+            POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                let list = p.get_mut(&addr)?;
+                while let Some(s) = list.pop() {
+                    if origin_alive(&s) {
+                        return Some(s);
+                    }
+                }
+                None
+            })
+        } else {
+            None
+        };
+        let (sock, was_reused) = match reused {
+            Some(s) => {
+                self.shared.metrics.origin_connections_reused.inc();
+                (s, true)
+            }
+            None => {
+                self.shared.metrics.origin_connections_opened.inc();
+                (Socket::connect(addr)?, false)
+            }
+        };
+        let fd = sock.as_raw_fd();
+        let handler = SideHandler {
+            session: self.me.upgrade().expect("a running session is alive"),
+            origin: true,
+        };
+        let token = t.register(
+            fd,
+            Interest::READ | Interest::WRITE | Interest::EDGE,
+            Box::new(handler),
+        )?;
+        let mut side = Side::new();
+        side.token = Some(token);
+        side.writable = was_reused;
+        side.readable = was_reused;
+        self.origin = Some(Origin {
+            sock,
+            side,
+            addr,
+            connected: was_reused,
+            reused: was_reused,
+            inbuf: Vec::new(),
+        });
+        let timeouts = &self.shared.settings.timeouts;
+        self.deadline = Instant::now()
+            + if was_reused {
+                timeouts.transaction_no_activity_out
+            } else {
+                timeouts.connect
+            };
+        Ok(())
+    }
+
+    /// Drops the origin connection: back to the pool when `reuse`.
+    fn release_origin(&mut self, t: &mut EThread, reuse: bool) {
+        let Some(o) = self.origin.take() else { return };
+        if let Some(tok) = o.side.token {
+            drop(t.deregister(tok));
+        }
+        if reuse && o.inbuf.is_empty() && !o.side.eof {
+            POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                let list = p.entry(o.addr).or_default();
+                if list.len() < POOL_PER_ORIGIN {
+                    list.push(o.sock);
+                }
+            });
+        }
+    }
+
+    /// Completes the connect when the socket turns writable. true: progress.
+    fn finish_connect(&mut self) -> Result<bool, ()> {
+        let Some(o) = self.origin.as_mut() else {
+            return Err(());
+        };
+        if o.connected {
+            return Ok(false);
+        }
+        if !o.side.writable {
+            return Ok(false);
+        }
+        match o.sock.take_error() {
+            Ok(None) => {
+                o.connected = true;
+                o.side.readable = true;
+                self.deadline = Instant::now() + self.idle_limit();
+                Ok(true)
+            }
+            _ => Err(()),
+        }
+    }
+
+    fn exchange(&mut self, t: &mut EThread) -> bool {
+        let mut progress = match self.finish_connect() {
+            Ok(p) => p,
+            Err(()) => {
+                self.fail_tx(502, "cannot connect to origin");
+                return true;
+            }
+        };
+        if !self.origin.as_ref().is_some_and(|o| o.connected) {
+            return progress;
+        }
+        progress |= self.pump_request_body();
+        if self.dead || self.phase != Phase::Exchange {
+            return true;
+        }
+        progress |= self.pump_response(t);
+        progress
+    }
+
+    /// Client → origin body bytes, bounded.
+    fn pump_request_body(&mut self) -> bool {
+        let Some(tx) = self.tx.as_mut() else {
+            return false;
+        };
+        if tx.req_body.done() {
+            return false;
+        }
+        let mut progress = false;
+        if !self.inbuf.is_empty() && self.out_o.len() < BUF_LIMIT {
+            match tx.req_body.take(&self.inbuf) {
+                Ok(n) => {
+                    self.out_o.extend_from_slice(&self.inbuf[..n]);
+                    self.inbuf.drain(..n);
+                    progress = n > 0 || tx.req_body.done();
+                }
+                Err(e) => {
+                    self.fail_tx(e.status(), &e.to_string());
+                    return true;
+                }
+            }
+        }
+        if self.inbuf.is_empty() && !tx.req_body.done() && self.out_o.len() < BUF_LIMIT {
+            progress |= self.read_client(BUF_LIMIT);
+            if self.client.eof && self.inbuf.is_empty() {
+                // The client gave up mid-body.
+                self.dead = true;
+                return true;
+            }
+        }
+        progress
+    }
+
+    /// Origin → client: response head, interim responses, body.
+    fn pump_response(&mut self, t: &mut EThread) -> bool {
+        let mut progress = false;
+        let Some(o) = self.origin.as_mut() else {
+            return false;
+        };
+        if self.out_c.len() < BUF_LIMIT && o.side.readable && !o.side.eof {
+            let sock = &o.sock;
+            match read_into(|b| sock.recv(b), &mut o.inbuf, BUF_LIMIT - self.out_c.len()) {
+                Ok(Some(0)) | Err(_) => {
+                    o.side.eof = true;
+                    progress = true;
+                }
+                Ok(Some(_)) => {
+                    progress = true;
+                    self.deadline =
+                        Instant::now() + self.shared.settings.timeouts.transaction_no_activity_out;
+                }
+                Ok(None) => o.side.readable = false,
+            }
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return progress;
+        };
+        let o = self.origin.as_mut().expect("checked above");
+        if tx.resp_body.is_none() {
+            match codec::parse_response(&o.inbuf, self.shared.settings.max_head, &tx.method) {
+                Ok(Some((head, len))) => {
+                    o.inbuf.drain(..len);
+                    tx.retry = None;
+                    if (100..200).contains(&head.status) && head.status != 101 {
+                        // Interim (100 Continue): pass it on, wait for the final one.
+                        codec::write_response_head(
+                            &head,
+                            &mut self.out_c,
+                            &ForwardResponse {
+                                via: &self.shared.settings.server_via(),
+                                keep_alive: true,
+                                framing_override: None,
+                            },
+                        );
+                        return true;
+                    }
+                    let framing = head.body(&tx.method);
+                    tx.origin_keep_alive = head.keep_alive() && framing != BodyFraming::UntilClose;
+                    if framing == BodyFraming::UntilClose {
+                        tx.client_keep_alive = false;
+                    }
+                    self.shared.metrics.count_status(head.status);
+                    codec::write_response_head(
+                        &head,
+                        &mut self.out_c,
+                        &ForwardResponse {
+                            via: &self.shared.settings.server_via(),
+                            keep_alive: tx.client_keep_alive,
+                            framing_override: None,
+                        },
+                    );
+                    tx.resp_body = Some(Body::from(framing));
+                    progress = true;
+                }
+                Ok(None) if o.side.eof => {
+                    if o.reused && o.inbuf.is_empty() {
+                        if let Some(req) = tx.retry.take() {
+                            // A pooled connection the origin had closed: once more, fresh.
+                            let addr = o.addr;
+                            self.release_origin(t, false);
+                            self.out_o = req;
+                            if self.connect_origin(t, addr, false).is_err() {
+                                self.fail_tx(502, "cannot connect to origin");
+                            }
+                            return true;
+                        }
+                    }
+                    self.fail_tx(502, "origin closed the connection without a response");
+                    return true;
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    self.fail_tx(502, "invalid response from origin");
+                    return true;
+                }
+            }
+        }
+        let o = self.origin.as_mut().expect("checked above");
+        if let Some(body) = tx.resp_body.as_mut() {
+            if !o.inbuf.is_empty() && !body.done() {
+                match body.take(&o.inbuf) {
+                    Ok(n) => {
+                        self.out_c.extend_from_slice(&o.inbuf[..n]);
+                        o.inbuf.drain(..n);
+                        progress |= n > 0 || body.done();
+                    }
+                    Err(_) => {
+                        // Broken framing mid-body: the client cannot trust the rest.
+                        tx.client_keep_alive = false;
+                        tx.origin_keep_alive = false;
+                        o.side.eof = true;
+                        o.inbuf.clear();
+                        tx.resp_body = Some(Body::Done);
+                        self.abort_after_flush();
+                        return true;
+                    }
+                }
+            }
+            if o.side.eof && !body.done() {
+                if matches!(body, Body::UntilClose) {
+                    *body = Body::Done;
+                } else {
+                    // Truncated by the origin: pass on what we have, then close.
+                    self.abort_after_flush();
+                    return true;
+                }
+            }
+            if body.done() && tx.req_body.done() && self.out_c.is_empty() {
+                self.finish_tx(t);
+                return true;
+            }
+            if body.done() && !tx.req_body.done() {
+                // The origin answered before reading the whole body: stop here.
+                tx.client_keep_alive = false;
+                tx.origin_keep_alive = false;
+                tx.req_body = Body::Done;
+                return true;
+            }
+        }
+        progress
+    }
+
+    fn finish_tx(&mut self, t: &mut EThread) {
+        let Some(tx) = self.tx.take() else { return };
+        self.shared.metrics.active_transactions.dec();
+        self.shared.metrics.completed_requests.inc();
+        self.release_origin(t, tx.origin_keep_alive);
+        self.out_o = Vec::new();
+        if tx.client_keep_alive && !self.shared.draining() {
+            self.phase = Phase::ReadRequest;
+            self.deadline = Instant::now() + self.shared.settings.timeouts.keep_alive_in;
+        } else {
+            self.phase = Phase::Closing;
+            self.deadline = Instant::now() + LINGER;
+        }
+    }
+
+    /// Ends the transaction with a local error response and closes afterwards.
+    fn fail_tx(&mut self, status: u16, msg: &str) {
+        let head_sent = self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_some());
+        if let Some(o) = self.origin.as_mut() {
+            o.side.eof = true;
+        }
+        self.out_o.clear();
+        if self.tx.take().is_some() {
+            self.shared.metrics.active_transactions.dec();
+        }
+        if head_sent {
+            self.phase = Phase::Closing;
+            self.deadline = Instant::now() + LINGER;
+        } else {
+            self.local_response(status, msg, false, &[]);
+        }
+    }
+
+    /// The response cannot complete properly: send what we have, then close.
+    fn abort_after_flush(&mut self) {
+        if self.tx.take().is_some() {
+            self.shared.metrics.active_transactions.dec();
+        }
+        self.phase = Phase::Closing;
+        self.deadline = Instant::now() + LINGER;
+    }
+
+    fn tunnel(&mut self, _t: &mut EThread) -> bool {
+        let mut progress = match self.finish_connect() {
+            Ok(p) => p,
+            Err(()) => {
+                self.dead = true;
+                return true;
+            }
+        };
+        let Some(o) = self.origin.as_mut() else {
+            self.dead = true;
+            return true;
+        };
+        if !o.connected {
+            return progress;
+        }
+        // Client → origin.
+        if self.out_o.len() < BUF_LIMIT && self.client.readable && !self.client.eof {
+            let (conn, room) = (&self.conn, BUF_LIMIT - self.out_o.len());
+            match read_into(|b| conn.recv(b), &mut self.out_o, room) {
+                Ok(Some(0)) | Err(_) => self.client.eof = true,
+                Ok(Some(_)) => {}
+                Ok(None) => self.client.readable = false,
+            }
+            progress = true;
+        }
+        // Origin → client.
+        if self.out_c.len() < BUF_LIMIT && o.side.readable && !o.side.eof {
+            let (sock, room) = (&o.sock, BUF_LIMIT - self.out_c.len());
+            match read_into(|b| sock.recv(b), &mut self.out_c, room) {
+                Ok(Some(0)) | Err(_) => o.side.eof = true,
+                Ok(Some(_)) => {}
+                Ok(None) => o.side.readable = false,
+            }
+            progress = true;
+        }
+        if progress {
+            self.deadline = Instant::now() + self.shared.settings.timeouts.default_inactivity;
+        }
+        // Half-close: pass each FIN on once the bytes before it are through.
+        let mut o_done = false;
+        if self.client.eof && self.out_o.is_empty() {
+            if o.reused {
+                // `reused` marks "FIN sent" for tunnels.
+            } else {
+                let _ = o.sock.shutdown_write();
+                o.reused = true;
+            }
+            o_done = true;
+        }
+        if o.side.eof && self.out_c.is_empty() && !self.shut_client {
+            let _ = self.conn.shutdown_write();
+            self.shut_client = true;
+        }
+        if o_done && self.shut_client {
+            self.dead = true;
+            return true;
+        }
+        progress
+    }
+
+    fn closing(&mut self) -> bool {
+        if !self.out_c.is_empty() {
+            return false; // flush_client runs first and will bring us back
+        }
+        if !self.shut_client {
+            let _ = self.conn.shutdown_write();
+            self.shut_client = true;
+            return true;
+        }
+        // Drain so a late request byte does not turn our close into a reset.
+        if self.client.eof {
+            self.dead = true;
+            return true;
+        }
+        let mut sink = [0u8; 4096];
+        match self.conn.recv(&mut sink) {
+            Ok(0) => {
+                self.client.eof = true;
+                true
+            }
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.client.readable = false;
+                false
+            }
+            Err(_) => {
+                self.dead = true;
+                true
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, _t: &mut EThread, idle_drain: bool) {
+        match self.phase {
+            Phase::ReadRequest if self.inbuf.is_empty() || idle_drain => self.dead = true,
+            Phase::ReadRequest => self.local_response(408, "request timeout", false, &[]),
+            Phase::Exchange => {
+                let connected = self.origin.as_ref().is_some_and(|o| o.connected);
+                let answered = self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_some());
+                if !connected {
+                    self.fail_tx(502, "origin connect timeout");
+                } else if !answered {
+                    self.fail_tx(504, "origin timeout");
+                } else {
+                    self.dead = true;
+                }
+            }
+            Phase::Tunnel | Phase::Closing => self.dead = true,
+        }
+    }
+}
+
+impl super::shared::HttpSettings {
+    pub(crate) fn server_via(&self) -> String {
+        format!("1.1 {}", self.server)
+    }
+}
+
+fn resolve_cached(host: &str, port: u16) -> Option<SocketAddr> {
+    thread_local! {
+        static CACHE: RefCell<HashMap<(String, u16), (SocketAddr, Instant)>> = RefCell::new(HashMap::new());
+    }
+    const TTL: Duration = Duration::from_secs(60);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((a, at)) = c.get(&(host.to_string(), port)) {
+            if at.elapsed() < TTL {
+                return Some(*a);
+            }
+        }
+        let a = super::remap::resolve(host, port).ok()?;
+        c.insert((host.to_string(), port), (a, Instant::now()));
+        Some(a)
+    })
+}

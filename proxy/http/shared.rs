@@ -1,0 +1,130 @@
+//! What every HTTP session shares: live-reloadable rules, timeouts and metrics.
+
+use super::remap::RemapTable;
+use iocore::stats::{Counter, Gauge};
+use iocore::Registry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Timeouts of SPEC §3, as durations.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// A new connection that sends nothing (or not a whole head) is closed.
+    pub accept_no_activity: Duration,
+    /// Idle keep-alive client connections are closed.
+    pub keep_alive_in: Duration,
+    /// Origin silent this long → 504.
+    pub transaction_no_activity_out: Duration,
+    /// Origin connect limit → 502.
+    pub connect: Duration,
+    /// Any connection idle this long is closed (tunnels, slow bodies).
+    pub default_inactivity: Duration,
+}
+
+/// The settings that a reload may change while sessions run.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    /// Remap rules.
+    pub remap: Arc<RemapTable>,
+    /// Who may read the stats endpoint.
+    pub allow: Arc<Vec<config::IpNet>>,
+}
+
+/// HTTP metrics of SPEC §6.
+pub struct HttpMetrics {
+    pub(crate) current_client_connections: Arc<Gauge>,
+    pub(crate) total_client_connections: Arc<Counter>,
+    pub(crate) incoming_requests: Arc<Counter>,
+    pub(crate) completed_requests: Arc<Counter>,
+    pub(crate) active_transactions: Arc<Gauge>,
+    pub(crate) by_class: [Arc<Counter>; 5],
+    pub(crate) origin_connections_opened: Arc<Counter>,
+    pub(crate) origin_connections_reused: Arc<Counter>,
+    pub(crate) tunnels: Arc<Counter>,
+}
+
+impl HttpMetrics {
+    fn new(r: &Registry) -> HttpMetrics {
+        let p = "proxy.process.http";
+        HttpMetrics {
+            current_client_connections: r.gauge(&format!("{p}.current_client_connections")),
+            total_client_connections: r.counter(&format!("{p}.total_client_connections")),
+            incoming_requests: r.counter(&format!("{p}.incoming_requests")),
+            completed_requests: r.counter(&format!("{p}.completed_requests")),
+            active_transactions: r.gauge(&format!("{p}.current_active_transactions")),
+            by_class: [1, 2, 3, 4, 5].map(|c| r.counter(&format!("{p}.{c}xx_responses"))),
+            origin_connections_opened: r.counter(&format!("{p}.origin_connections_opened")),
+            origin_connections_reused: r.counter(&format!("{p}.origin_connections_reused")),
+            tunnels: r.counter("proxy.process.tunnel.total_connections"),
+        }
+    }
+
+    pub(crate) fn count_status(&self, status: u16) {
+        if let Some(c) = self.by_class.get((status / 100).wrapping_sub(1) as usize) {
+            c.inc();
+        }
+    }
+}
+
+/// Settings fixed for the daemon's life.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Stats endpoint prefix (`/_stats`).
+    pub stats_path: String,
+    /// Request header section limit in bytes (→ 431).
+    pub max_head: usize,
+    /// false: absolute-form requests with no rule are forwarded (forward proxy).
+    pub remap_required: bool,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// `Via` value and `server` in stats.
+    pub server: String,
+}
+
+/// Shared by all sessions of all ports.
+pub struct HttpShared {
+    /// Fixed settings.
+    pub settings: HttpSettings,
+    live: RwLock<Live>,
+    pub(crate) metrics: HttpMetrics,
+    pub(crate) registry: Arc<Registry>,
+    draining: AtomicBool,
+}
+
+impl HttpShared {
+    /// Shared state counting into `registry`.
+    pub fn new(settings: HttpSettings, live: Live, registry: Arc<Registry>) -> Arc<HttpShared> {
+        Arc::new(HttpShared {
+            metrics: HttpMetrics::new(&registry),
+            settings,
+            live: RwLock::new(live),
+            registry,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// The live settings now (cheap: two `Arc` clones).
+    pub fn live(&self) -> Live {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the live settings (reload).
+    pub fn set_live(&self, live: Live) {
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+    }
+
+    /// Shutting down: finish transactions, keep no connection alive.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Transactions in flight (request received, response not yet complete).
+    pub fn active_transactions(&self) -> i64 {
+        self.metrics.active_transactions.get()
+    }
+}

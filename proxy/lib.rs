@@ -1,0 +1,11 @@
+//! The Turnstile daemon: start-up, ports, HTTP proxying, blind tunnels, the stats
+//! endpoint and the control socket, wired onto `iocore` and `config`.
+
+pub mod ctl;
+pub mod daemon;
+pub mod gate;
+pub mod http;
+pub mod log;
+pub mod ports;
+pub mod signals;
+pub mod stats_http;

@@ -1,0 +1,48 @@
+//! Signals become control messages: SIGTERM/SIGINT → stop, SIGHUP → reload.
+//!
+//! `block()` runs first in `main`, before any thread exists, so every thread inherits the
+//! mask and only the `[SIGNALS]` thread receives them (in `sigwait`).
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use std::sync::mpsc::Sender;
+
+/// What the daemon's control loop is asked to do.
+pub enum Control {
+    /// Graceful stop (a second one exits at once).
+    Stop,
+    /// Re-read the configuration; the reply, if wanted, goes to the sender.
+    Reload(Option<Sender<(i32, String)>>),
+}
+
+fn handled() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    set
+}
+
+/// Blocks the handled signals in this thread (and so in every thread it starts) and
+/// ignores SIGPIPE.
+pub fn block() {
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled()), None);
+    // SAFETY: setting SIGPIPE to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Starts the thread that turns signals into `Control` messages.
+pub fn spawn(tx: Sender<Control>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("[SIGNALS]".into())
+        .spawn(move || loop {
+            let Ok(sig) = handled().wait() else { continue };
+            let msg = match sig {
+                Signal::SIGHUP => Control::Reload(None),
+                _ => Control::Stop,
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The daemon as an operator runs it: start-up, `check`, env overrides, ctl, reload with
+//! live accept-thread swaps, graceful stop.
+
+mod util;
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use util::http;
+use util::origin::Origin;
+use util::{run, wait_until, Daemon, TempDir};
+
+fn remap_to(origin: &Origin) -> String {
+    format!(
+        "[[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+        origin.addr
+    )
+}
+
+#[test]
+fn starts_with_no_config_file_and_serves_stats() {
+    let d = Daemon::start();
+    assert!(
+        d.log_text().contains("<embedded records.toml>"),
+        "{}",
+        d.log_text()
+    );
+    let r = http::get(d.addr(), "test", "/_stats").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("{\"global\": {"), "{}", r.text());
+    assert_eq!(d.metric("proxy.process.proxy.ports_ready"), 1);
+}
+
+#[test]
+fn check_names_the_bad_key_and_line_and_exits_2() {
+    let dir = TempDir::new("check");
+    let path = dir.0.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[proxy.config.net]\naccept_period = 10\nthrottle_delay = -5\nnope = 1\n",
+    )
+    .unwrap();
+    let (code, _out, err) = run(&dir.0, &["check", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("bad.toml:3: proxy.config.net.throttle_delay"),
+        "{err}"
+    );
+    assert!(err.contains("bad.toml:4: proxy.config.net.nope"), "{err}");
+}
+
+#[test]
+fn check_prints_the_effective_toml_and_env_overrides_win() {
+    let dir = TempDir::new("check");
+    let path = dir.0.join("records.toml");
+    std::fs::write(&path, "[proxy.config]\naccept_threads = 1\n").unwrap();
+    let (code, out, err) = run(&dir.0, &["check"], &[("PROXY_CONFIG_ACCEPT_THREADS", "3")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("accept_threads = 3"), "{out}");
+    assert!(out.contains("PROXY_CONFIG_ACCEPT_THREADS"), "{out}");
+    // The output is itself a valid configuration.
+    std::fs::write(&path, &out).unwrap();
+    let (code, again, err) = run(&dir.0, &["check"], &[("PROXY_CONFIG_ACCEPT_THREADS", "3")]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        again
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_taken_port_exits_1_naming_the_port_and_errno() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut d = Daemon::builder()
+        .env(
+            "PROXY_CONFIG_HTTP_SERVER_PORTS",
+            &format!("{port}:ip-in=127.0.0.1"),
+        )
+        .no_wait()
+        .start();
+    let status = d.wait_exit(Duration::from_secs(20)).expect("daemon exits");
+    assert_eq!(status.code(), Some(1));
+    let log = d.log_text();
+    assert!(
+        log.contains(&port.to_string()) && log.contains("os error 98"),
+        "{log}"
+    );
+}
+
+#[test]
+fn accepts_currently_open_is_the_sum_of_accept_threads_over_ports() {
+    let d = Daemon::builder()
+        .env(
+            "PROXY_CONFIG_HTTP_SERVER_PORTS",
+            "0:accept_threads=2 0:accept_threads=3",
+        )
+        .start();
+    assert!(wait_until(Duration::from_secs(5), || d
+        .metric("proxy.process.net.accepts_currently_open")
+        == 5));
+    let addrs = d.addrs();
+    assert_eq!(addrs.len(), 2, "{}", d.log_text());
+    let (code, out, _) = d.ctl(&[
+        "metric",
+        "match",
+        r"^proxy\.process\.net\.port\.\d+\.accept_threads$",
+    ]);
+    assert_eq!(code, 0);
+    let mut threads: Vec<i64> = out
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    threads.sort();
+    assert_eq!(threads, vec![2, 3], "{out}");
+    let (code, _, err) = d.ctl(&["metric", "get", "no.such.metric"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such metric"), "{err}");
+}
+
+#[test]
+fn reload_swaps_accept_threads_twenty_times_without_refusing_a_client() {
+    let d = Daemon::builder()
+        .config("[proxy.config]\naccept_threads = 1\n")
+        .start();
+    let addr = d.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let client = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
+                match http::get(addr, "test", "/_stats/csv") {
+                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("client failure: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+    };
+    let et_net = d.metric("proxy.process.exec_thread.count");
+    for threads in [1, 4, 0, 2, 3, 0, 1, 4, 2, 0, 3, 1, 0, 4, 2, 1, 0, 3, 2, 1] {
+        d.write_config(&format!("[proxy.config]\naccept_threads = {threads}\n"));
+        let before = ok.load(Ordering::Relaxed);
+        let (code, out, err) = d.ctl(&["config", "reload"]);
+        assert_eq!(code, 0, "reload: {out}{err}");
+        let want = if threads == 0 { et_net } else { threads };
+        assert!(
+            wait_until(Duration::from_secs(5), || d
+                .metric("proxy.process.net.accepts_currently_open")
+                == want),
+            "accept_threads={threads}: gauge {}",
+            d.metric("proxy.process.net.accepts_currently_open")
+        );
+        // Some requests went through on this configuration.
+        assert!(wait_until(Duration::from_secs(5), || ok
+            .load(Ordering::Relaxed)
+            > before + 5));
+    }
+    stop.store(true, Ordering::Release);
+    client.join().unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "refused or reset during reloads"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 100);
+}
+
+#[test]
+fn a_bad_file_on_reload_is_refused_and_the_daemon_keeps_serving() {
+    let d = Daemon::builder()
+        .config("[proxy.config]\naccept_threads = 2\n")
+        .start();
+    d.write_config("[proxy.config]\naccept_threads = -1\nbogus = 1\n");
+    let (code, out, err) = d.ctl(&["config", "reload"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("proxy.config.accept_threads") && err.contains("proxy.config.bogus"),
+        "{err}"
+    );
+    assert_eq!(d.metric("proxy.process.net.accepts_currently_open"), 2);
+    assert_eq!(http::get(d.addr(), "test", "/_stats").unwrap().status, 200);
+}
+
+#[test]
+fn reload_reports_records_that_need_a_restart() {
+    let d = Daemon::builder()
+        .config("[proxy.config.http]\nrequest_header_max_size = 131072\n")
+        .start();
+    d.write_config("[proxy.config.http]\nrequest_header_max_size = 65536\n");
+    let (code, out, _) = d.ctl(&["config", "reload"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("needs a restart")
+            && out.contains("proxy.config.http.request_header_max_size"),
+        "{out}"
+    );
+}
+
+#[test]
+fn sigterm_lets_a_slow_transaction_finish_and_exits_0() {
+    let origin = Origin::start(|_| {
+        std::thread::sleep(Duration::from_millis(1500));
+        Some(util::origin::ok(b"slow but complete", &[]))
+    });
+    let mut d = Daemon::builder().config(&remap_to(&origin)).start();
+    let addr = d.addr();
+    let client = std::thread::spawn(move || http::get(addr, "test", "/slow"));
+    assert!(wait_until(Duration::from_secs(5), || origin
+        .request_count()
+        == 1));
+    d.signal(libc::SIGTERM);
+    let r = client.join().unwrap().expect("response");
+    assert_eq!((r.status, r.text().as_str()), (200, "slow but complete"));
+    let st = d.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(st.code(), Some(0), "{}", d.log_text());
+    // No longer accepting once the stop began.
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn a_second_sigterm_exits_at_once() {
+    let origin = Origin::start(|_| {
+        std::thread::sleep(Duration::from_secs(30));
+        None
+    });
+    let mut d = Daemon::builder().config(&remap_to(&origin)).start();
+    let addr = d.addr();
+    std::thread::spawn(move || http::get(addr, "test", "/hang"));
+    assert!(wait_until(Duration::from_secs(5), || origin
+        .request_count()
+        == 1));
+    d.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn ctl_server_stop_stops_the_daemon() {
+    let mut d = Daemon::start();
+    let (code, out, _) = d.ctl(&["server", "stop"]);
+    assert_eq!((code, out.trim()), (0, "stopping"));
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+#[test]
+fn admin_socket_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start();
+    let mode = std::fs::metadata(d.dir.0.join("ctl.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn inherited_fd_ports_accept() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let dir = TempDir::new("fd");
+    let log = dir.0.join("log");
+    let raw = l.as_raw_fd();
+    let mut cmd = std::process::Command::new(util::bin());
+    cmd.current_dir(&dir.0)
+        .env(
+            "PROXY_CONFIG_HTTP_SERVER_PORTS",
+            format!("{}:fd=7", addr.port()),
+        )
+        .env("PROXY_CONFIG_ADMIN_SOCKET", dir.0.join("s.sock"))
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: dup2 in the child between fork and exec, on descriptors we own.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(l);
+    let ready = wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ports accepting")
+    });
+    let served = ready && http::get(addr, "t", "/_stats").map(|r| r.status).ok() == Some(200);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        served,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

@@ -1,0 +1,367 @@
+//! HTTP/1.1 proxying through the real binary to a real origin: remap, keep-alive and
+//! pooling, bodies both ways, error statuses, smuggling, blind tunnels.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::Duration;
+use util::http::{self, Conn};
+use util::origin::{ok, Origin};
+use util::{read_all, wait_until, Daemon};
+
+fn proxy_to(origin: &Origin, extra: &str) -> Daemon {
+    Daemon::builder()
+        .config(&format!(
+            "{extra}\n[[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start()
+}
+
+#[test]
+fn remaps_longest_match_and_404s_the_rest() {
+    let a = Origin::start(|r| Some(ok(format!("a{}", r.path).as_bytes(), &[])));
+    let b = Origin::start(|r| Some(ok(format!("b{}", r.path).as_bytes(), &[])));
+    let d = Daemon::builder()
+        .config(&format!(
+            "[[remap]]\nfrom = \"http://www.example.com/\"\nto = \"http://{}/\"\n\
+             [[remap]]\nfrom = \"http://www.example.com/img/\"\nto = \"http://{}/static/\"\n",
+            a.addr, b.addr
+        ))
+        .start();
+    assert_eq!(
+        http::get(d.addr(), "www.example.com", "/x").unwrap().text(),
+        "a/x"
+    );
+    assert_eq!(
+        http::get(d.addr(), "www.example.com", "/img/p.png")
+            .unwrap()
+            .text(),
+        "b/static/p.png"
+    );
+    assert_eq!(
+        http::get(d.addr(), "other.example", "/x").unwrap().status,
+        404
+    );
+}
+
+#[test]
+fn keep_alive_reuses_origin_connections_and_adds_via_and_xff() {
+    let origin = Origin::start(|r| {
+        let via = r.header("via").unwrap_or("").to_string();
+        let xff = r.header("x-forwarded-for").unwrap_or("").to_string();
+        Some(ok(format!("{via}|{xff}").as_bytes(), &[]))
+    });
+    let d = proxy_to(&origin, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    for _ in 0..20 {
+        let r = c.get("test", "/k").unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.text().starts_with("1.1 turnstile/"), "{}", r.text());
+        assert!(r.text().ends_with("|127.0.0.1"), "{}", r.text());
+        assert!(r.header("via").is_some());
+    }
+    assert_eq!(origin.request_count(), 20);
+    assert!(origin.connections.load(std::sync::atomic::Ordering::SeqCst) < 20);
+    assert_eq!(d.metric("proxy.process.http.2xx_responses"), 20);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let origin = Origin::start(|r| Some(ok(r.path.as_bytes(), &[])));
+    let d = proxy_to(&origin, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    let mut raw = String::new();
+    for i in 0..5 {
+        raw.push_str(&format!("GET /{i} HTTP/1.1\r\nHost: t\r\n\r\n"));
+    }
+    c.send(raw.as_bytes()).unwrap();
+    for i in 0..5 {
+        assert_eq!(c.read_response("GET").unwrap().text(), format!("/{i}"));
+    }
+}
+
+#[test]
+fn hop_by_hop_headers_are_removed() {
+    let origin = Origin::start(|r| {
+        let seen: Vec<String> = r
+            .headers
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
+        Some(ok(
+            seen.join(",").as_bytes(),
+            &[("Keep-Alive", "timeout=5"), ("X-End", "1")],
+        ))
+    });
+    let d = proxy_to(&origin, "");
+    let r = http::request(
+        d.addr(),
+        "GET",
+        "/h",
+        &[
+            ("Connection", "X-Secret"),
+            ("X-Secret", "1"),
+            ("Keep-Alive", "1"),
+            ("TE", "trailers"),
+            ("X-Keep", "1"),
+        ],
+        b"",
+    )
+    .unwrap();
+    let seen = r.text();
+    assert!(seen.contains("x-keep"), "{seen}");
+    for gone in ["x-secret", "keep-alive", ",te,", "te,"] {
+        assert!(
+            !seen.contains(gone) || gone == "te," && seen.contains("x-keep"),
+            "{gone} in {seen}"
+        );
+    }
+    assert!(r.header("keep-alive").is_none());
+    assert_eq!(r.header("x-end"), Some("1"));
+}
+
+#[test]
+fn request_and_response_bodies_stream_both_ways_with_content_intact() {
+    let origin = Origin::start(|r| {
+        // Echo the body back, chunked, reversed in blocks to prove it was all seen.
+        let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for chunk in r.body.chunks(100_000) {
+            out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        Some(out)
+    });
+    let d = proxy_to(&origin, "");
+    let body: Vec<u8> = (0..100u32 << 20)
+        .map(|i| (i % 251) as u8)
+        .step_by(1)
+        .take(100 << 20)
+        .collect();
+    let r = http::request(d.addr(), "PUT", "/big", &[], &body).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "body corrupted");
+    // A chunked request body.
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: y\r\n\r\n").unwrap();
+    let r = c.read_response("POST").unwrap();
+    assert_eq!(r.text(), "hello world");
+}
+
+#[test]
+fn head_204_and_304_carry_no_body_and_close_delimited_responses_work() {
+    let origin = Origin::start(|r| match r.path.as_str() {
+        "/204" => Some(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()),
+        "/304" => Some(b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n".to_vec()),
+        "/close" => Some(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end".to_vec()),
+        _ => Some(ok(b"body", &[])),
+    });
+    let d = proxy_to(&origin, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let r = c.read_response("HEAD").unwrap();
+    assert_eq!((r.status, r.header("content-length")), (200, Some("4")));
+    assert_eq!(c.get("t", "/204").unwrap().status, 204);
+    assert_eq!(c.get("t", "/304").unwrap().status, 304);
+    assert_eq!(c.get("t", "/x").unwrap().text(), "body");
+    let r = http::get(d.addr(), "t", "/close").unwrap();
+    assert_eq!(r.text(), "until the end");
+}
+
+#[test]
+fn expect_100_continue_works() {
+    let origin = Origin::start(|r| Some(ok(&r.body, &[])));
+    let d = proxy_to(&origin, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(b"PUT /e HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let interim = c.read_one("PUT").unwrap();
+    assert_eq!(interim.status, 100);
+    c.send(b"hello").unwrap();
+    assert_eq!(c.read_response("PUT").unwrap().text(), "hello");
+}
+
+#[test]
+fn malformed_oversized_and_smuggling_requests_get_4xx_and_close() {
+    let origin = Origin::fixed(b"never");
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nrequest_header_max_size = 2048\n[[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start();
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n folded\r\n\r\n".to_vec(),
+            400,
+        ),
+        (b"GET / HTTP/1.1\nHost: t\n\n".to_vec(), 400),
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(),
+            400,
+        ),
+        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+                "a".repeat(4096)
+            )
+            .into_bytes(),
+            431,
+        ),
+    ];
+    for (raw, want) in cases {
+        let mut s = TcpStream::connect(d.addr()).unwrap();
+        s.write_all(&raw).unwrap();
+        let resp = read_all(&mut s, Duration::from_secs(10));
+        let text = String::from_utf8_lossy(&resp);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {want} ")),
+            "{:?} → {text:?}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
+    assert_eq!(origin.request_count(), 0);
+    assert!(d.metric("proxy.process.http.4xx_responses") >= 8);
+}
+
+#[test]
+fn origin_refused_is_502_and_origin_silent_is_504() {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let silent = Origin::start(|_| {
+        std::thread::sleep(Duration::from_secs(10));
+        None
+    });
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\ntransaction_no_activity_timeout_out = 1\n\
+             [[remap]]\nfrom = \"/dead\"\nto = \"http://{dead_addr}/\"\n\
+             [[remap]]\nfrom = \"/silent\"\nto = \"http://{}/\"\n",
+            silent.addr
+        ))
+        .start();
+    assert_eq!(http::get(d.addr(), "t", "/dead").unwrap().status, 502);
+    assert_eq!(http::get(d.addr(), "t", "/silent").unwrap().status, 504);
+    assert!(d.metric("proxy.process.http.5xx_responses") >= 2);
+}
+
+#[test]
+fn silent_and_slowloris_clients_are_closed_after_the_timeout() {
+    let d = Daemon::builder()
+        .config("[proxy.config.http]\naccept_no_activity_timeout = 1\n")
+        .start();
+    let mut silent = TcpStream::connect(d.addr()).unwrap();
+    let mut slow = TcpStream::connect(d.addr()).unwrap();
+    let t0 = std::time::Instant::now();
+    // The slow client trickles a head that never ends.
+    let slow_writer = {
+        let mut s = slow.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\n");
+            for _ in 0..40 {
+                if s.write_all(b"X: y\r\n").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let _ = read_all(&mut silent, Duration::from_secs(10));
+    let _ = read_all(&mut slow, Duration::from_secs(10));
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        t0.elapsed()
+    );
+    slow_writer.join().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || d
+        .metric("proxy.process.net.connections_currently_open")
+        == 0));
+}
+
+#[test]
+fn forward_proxy_serves_absolute_form_when_remap_is_not_required() {
+    let origin = Origin::start(|r| {
+        Some(ok(
+            format!("fwd {}", r.header("host").unwrap_or("")).as_bytes(),
+            &[],
+        ))
+    });
+    let d = Daemon::builder()
+        .config("[proxy.config.url_remap]\nremap_required = false\n")
+        .start();
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(
+        format!(
+            "GET http://{}/p HTTP/1.1\r\nHost: ignored\r\n\r\n",
+            origin.addr
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let r = c.read_response("GET").unwrap();
+    assert_eq!(r.text(), format!("fwd {}", origin.addr));
+}
+
+#[test]
+fn blind_tunnel_relays_bytes_and_passes_half_close_on() {
+    // An echo server that, after the client's FIN, sends a last word and closes.
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = echo.accept().unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            s.write_all(&buf[..n]).unwrap();
+        }
+        s.write_all(format!("bye after {}", all.len()).as_bytes())
+            .unwrap();
+    });
+    let d = Daemon::builder()
+        .env(
+            "PROXY_CONFIG_HTTP_SERVER_PORTS",
+            &format!("0 0:blind:tunnel=[{echo_addr}]"),
+        )
+        .start();
+    let tunnel = d.addrs()[1];
+    let mut s = TcpStream::connect(tunnel).unwrap();
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 256) as u8).collect();
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        let p = payload.clone();
+        std::thread::spawn(move || {
+            w.write_all(&p).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let got = read_all(&mut s, Duration::from_secs(20));
+    writer.join().unwrap();
+    assert_eq!(&got[..payload.len()], &payload[..]);
+    assert_eq!(
+        &got[payload.len()..],
+        format!("bye after {}", payload.len()).as_bytes()
+    );
+    assert!(d.metric("proxy.process.tunnel.total_connections") >= 1);
+}

@@ -1,0 +1,288 @@
+//! Helpers for tests that run the real `turnstile` binary: start it in a temp dir on
+//! port 0 (the start-up log line says which ports it bound), talk HTTP to it, run a
+//! scriptable origin, and wait on conditions with deadlines.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod origin;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 5 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "turnstile-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_turnstile")
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: TempDir,
+    pub log: PathBuf,
+    pub config: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Builder for a daemon run.
+pub struct DaemonBuilder {
+    env: Vec<(String, String)>,
+    config: Option<String>,
+    args: Vec<String>,
+    wait_ready: bool,
+}
+
+impl DaemonBuilder {
+    /// An environment variable (record overrides: `PROXY_CONFIG_...`).
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    /// records.toml text, written to the temp dir and passed with --config.
+    pub fn config(mut self, text: &str) -> Self {
+        self.config = Some(text.into());
+        self
+    }
+    /// An extra command-line argument.
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    /// Do not wait for "ports accepting" (for tests of start-up failures).
+    pub fn no_wait(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
+    pub fn start(self) -> Daemon {
+        let dir = TempDir::new("daemon");
+        let log = dir.0.join("turnstile.log");
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(&dir.0);
+        let mut env = vec![
+            (
+                "PROXY_CONFIG_HTTP_SERVER_PORTS".to_string(),
+                "0".to_string(),
+            ),
+            (
+                "PROXY_CONFIG_ADMIN_SOCKET".to_string(),
+                dir.0.join("ctl.sock").display().to_string(),
+            ),
+            (
+                "PROXY_CONFIG_EXEC_THREAD_AUTOCONFIG_ENABLED".to_string(),
+                "false".to_string(),
+            ),
+            (
+                "PROXY_CONFIG_EXEC_THREAD_LIMIT".to_string(),
+                "2".to_string(),
+            ),
+        ];
+        for (k, v) in self.env {
+            env.retain(|(ek, _)| *ek != k);
+            env.push((k, v));
+        }
+        let config = self.config.map(|text| {
+            let p = dir.0.join("records.toml");
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        if let Some(p) = &config {
+            cmd.arg("--config").arg(p);
+        }
+        cmd.args(&self.args);
+        cmd.env_remove("TURNSTILE_LOG");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        cmd.stderr(std::fs::File::create(&log).unwrap());
+        let child = cmd.spawn().expect("spawn turnstile");
+        let mut d = Daemon {
+            child: Some(child),
+            dir,
+            log,
+            config,
+            env,
+        };
+        if self.wait_ready {
+            let ok = wait_until(Duration::from_secs(20), || {
+                d.log_text().contains("ports accepting") || d.exited()
+            });
+            assert!(ok && !d.exited(), "daemon did not start:\n{}", d.log_text());
+        }
+        d
+    }
+}
+
+impl Daemon {
+    pub fn builder() -> DaemonBuilder {
+        DaemonBuilder {
+            env: Vec::new(),
+            config: None,
+            args: Vec::new(),
+            wait_ready: true,
+        }
+    }
+
+    pub fn start() -> Daemon {
+        Daemon::builder().start()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The addresses the daemon bound, from its "ports accepting" line, in port order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        let text = self.log_text();
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.contains("ports accepting"))
+            .expect("ready line");
+        line.split_whitespace()
+            .filter_map(|w| {
+                w.trim_end_matches([',', ';'])
+                    .split('=')
+                    .next_back()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs()[0]
+    }
+
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// Waits for exit; kills the process if it outlives `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Runs `turnstile ctl ARGS` against this daemon: (exit code, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(&self.dir.0);
+        if let Some(p) = &self.config {
+            cmd.arg("--config").arg(p);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.arg("ctl").args(args).output().expect("run ctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// One metric through `ctl metric get`.
+    pub fn metric(&self, name: &str) -> i64 {
+        let (code, out, err) = self.ctl(&["metric", "get", name]);
+        assert_eq!(code, 0, "ctl metric get {name}: {err}");
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad metric line: {out}"))
+    }
+
+    /// Rewrites the config file (for reload tests).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config.as_ref().expect("started with a config"), text).unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs the binary with `args` in `dir` to completion: (exit code, stdout, stderr).
+pub fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(dir).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run turnstile");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Reads everything until EOF or `limit`.
+pub fn read_all(s: &mut std::net::TcpStream, limit: Duration) -> Vec<u8> {
+    let _ = s.set_read_timeout(Some(limit));
+    let mut v = Vec::new();
+    let _ = s.read_to_end(&mut v);
+    v
+}
