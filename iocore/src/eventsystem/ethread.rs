@@ -194,6 +194,16 @@ impl ThreadRef {
         self.schedule_at(event, Instant::now() + period, Some(period))
     }
 
+    /// Schedules `event` to run on the thread first after `first`, then every `period`.
+    pub fn schedule_every_from(
+        &self,
+        event: Event,
+        first: Duration,
+        period: Duration,
+    ) -> EventHandle {
+        self.schedule_at(event, Instant::now() + first, Some(period))
+    }
+
     fn schedule_at(&self, event: Event, at: Instant, period: Option<Duration>) -> EventHandle {
         let (s, handle) = Scheduled::new(event, &self.shared, at, period);
         self.shared.push(Job::Timer(s));

@@ -20,7 +20,7 @@ pub(crate) fn start(
     threads: &[ThreadRef],
     mutex: Arc<ProxyMutex>,
 ) {
-    for thread in threads {
+    for (i, thread) in threads.iter().enumerate() {
         let open = port.open_acceptor();
         let (port_ev, listener) = (port.clone(), listener.clone());
         let event = Event::new(move |t| {
@@ -33,7 +33,11 @@ pub(crate) fn start(
             }
         })
         .with_mutex(mutex.clone());
-        let handle = thread.schedule_every(event, port.net.accept_period());
+        // Stagger the threads' ticks across the period: with one shared mutex, ticks
+        // that coincide would leave all but one thread to find it taken.
+        let period = port.net.accept_period();
+        let first = period * (i as u32 + 1) / threads.len() as u32;
+        let handle = thread.schedule_every_from(event, first, period);
         port.action.on_cancel(move || handle.cancel());
     }
 }
