@@ -29,6 +29,9 @@ pub const SERVER: &str = concat!("turnstile/", env!("CARGO_PKG_VERSION"));
 /// How often each ET_NET thread checks its sessions' timeouts.
 const SWEEP_PERIOD: Duration = Duration::from_millis(200);
 
+/// How often a request waiting on another's cache fill checks whether it ended.
+const CACHE_WAIT_POLL: Duration = Duration::from_millis(2);
+
 /// Where the configuration came from, so a reload reads the same place.
 #[derive(Clone, Debug)]
 pub struct ConfigSource {
@@ -106,6 +109,25 @@ fn settings(cfg: &Config) -> HttpSettings {
             default_inactivity: s(cfg.net.default_inactivity_timeout_s),
         },
         server: SERVER.to_string(),
+        cache_http: cfg.http.cache_http,
+        max_doc_size: max_doc_size(cfg),
+    }
+}
+
+/// Objects are buffered whole before they are stored, so even "no limit" (0) is bounded:
+/// by an eighth of the RAM cache or of the smallest span, whichever is smaller.
+fn max_doc_size(cfg: &Config) -> u64 {
+    let smallest_span = cfg
+        .cache
+        .storage
+        .iter()
+        .map(|s| s.size)
+        .min()
+        .unwrap_or(u64::MAX);
+    let bound = (cfg.cache.ram_cache_size.min(smallest_span) / 8).max(1);
+    match cfg.cache.max_doc_size {
+        0 => bound,
+        n => n.min(bound),
     }
 }
 
@@ -172,11 +194,12 @@ fn start(
     let registry = Registry::new();
     let net = NetProcessor::new(events.clone(), registry.clone(), &tuning(&cfg));
     let http = HttpShared::new(settings(&cfg), live(&cfg)?, registry.clone());
-    // Cache lookups are counted from the first request; they stay 0 without a cache.
-    registry.counter("proxy.process.cache.hits");
-    registry.counter("proxy.process.cache.misses");
     for t in events.threads() {
         t.schedule_every(Event::new(crate::http::session::sweep), SWEEP_PERIOD);
+        t.schedule_every(
+            Event::new(crate::http::session::poll_cache_waiters),
+            CACHE_WAIT_POLL,
+        );
     }
 
     // Bind every port now, so a taken port fails start-up before anything accepts.
@@ -204,6 +227,7 @@ fn start(
     }
 
     let (tx, rx) = mpsc::channel();
+    let tx_cache = tx.clone();
     let ctl = start_ctl(&cfg, registry.clone(), tx.clone())?;
     signals::spawn(tx).map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
@@ -216,20 +240,97 @@ fn start(
         http,
         ports: bound,
     };
-    let gate = StartGate::new();
-    // The cache (SPEC §5) would arrive here; with no spans configured it is ready now.
-    d.registry
-        .gauge("proxy.process.proxy.cache_ready_time")
-        .set(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
-        );
-    let first = gate.cache_ready();
-    if gate.startup_done() || first {
+    let gate = Arc::new(StartGate::new());
+    start_cache(&d.cfg, &d.http, &d.registry, &gate, tx_cache)?;
+    if gate.startup_done() {
         d.start_ports()?;
     }
     Ok((d, rx, ctl))
+}
+
+/// SPEC §5: initialise the cache off the main thread. With `wait_for_cache` 0 the ports
+/// do not wait for it; otherwise the cache-ready callback is the gate's other party.
+/// Levels 2 and 3 turn failed spans into a fatal start-up error naming them.
+fn start_cache(
+    cfg: &Config,
+    http: &Arc<HttpShared>,
+    registry: &Arc<Registry>,
+    gate: &Arc<StartGate>,
+    tx: Sender<Control>,
+) -> Result<(), String> {
+    let level = cfg.http.wait_for_cache.level();
+    let spans: Vec<(PathBuf, u64)> = cfg
+        .cache
+        .storage
+        .iter()
+        .map(|s| (s.path.clone(), s.size))
+        .collect();
+    if level == 0 {
+        // Ports open at once; the cache joins when it is ready.
+        let _ = gate.cache_ready();
+    } else if !spans.is_empty() {
+        log::info!(
+            "waiting for cache ({} spans) before opening ports",
+            spans.len()
+        );
+    }
+    let (http, registry, gate) = (http.clone(), registry.clone(), gate.clone());
+    let ram = cfg.cache.ram_cache_size;
+    let done = move |cache: Arc<crate::cache::Cache>, statuses: Vec<crate::cache::SpanStatus>| {
+        let mut failed = Vec::new();
+        for st in &statuses {
+            match &st.result {
+                Ok((objects, bytes)) => log::info!(
+                    "cache span {}: {objects} objects, {bytes} bytes, initialised in {} ms",
+                    st.path.display(),
+                    st.elapsed.as_millis()
+                ),
+                Err(why) => {
+                    log::error!("cache span {} failed: {why}", st.path.display());
+                    failed.push(format!("{}: {why}", st.path.display()));
+                }
+            }
+        }
+        let online = statuses.len() - failed.len();
+        registry
+            .gauge("proxy.process.cache.spans_online")
+            .set(online as i64);
+        registry
+            .gauge("proxy.process.cache.spans_failed")
+            .set(failed.len() as i64);
+        let fatal = match level {
+            2 if !statuses.is_empty() && online == 0 => Some(format!(
+                "wait_for_cache = 2 and no cache span is usable: {}",
+                failed.join("; ")
+            )),
+            3 if !failed.is_empty() => Some(format!(
+                "wait_for_cache = 3 and a cache span failed: {}",
+                failed.join("; ")
+            )),
+            _ => None,
+        };
+        if let Some(msg) = fatal {
+            let _ = tx.send(Control::Fatal(msg));
+            return;
+        }
+        http.install_cache(cache);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        registry
+            .gauge("proxy.process.proxy.cache_ready_time")
+            .set(now);
+        log::info!(
+            "cache ready ({online} spans online, {} failed)",
+            failed.len()
+        );
+        if gate.cache_ready() {
+            let _ = tx.send(Control::StartPorts);
+        }
+    };
+    crate::cache::open_async(spans, ram, done)
+        .map(drop)
+        .map_err(|e| format!("cannot start cache initialisation: {e}"))
 }
 
 fn start_ctl(
@@ -327,6 +428,18 @@ impl Daemon {
                     if let Some(r) = reply {
                         let _ = r.send((code, text));
                     }
+                }
+                Ok(Control::StartPorts) => {
+                    if let Err(e) = self.start_ports() {
+                        log::error!("{e}");
+                        self.stop(rx);
+                        return 1;
+                    }
+                }
+                Ok(Control::Fatal(msg)) => {
+                    log::error!("{msg}");
+                    self.stop(rx);
+                    return 1;
                 }
                 Ok(Control::Stop) | Err(_) => return self.stop(rx),
             }

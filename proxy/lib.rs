@@ -1,6 +1,7 @@
 //! The Turnstile daemon: start-up, ports, HTTP proxying, blind tunnels, the stats
-//! endpoint and the control socket, wired onto `iocore` and `config`.
+//! endpoint, the cache and the control socket, wired onto `iocore` and `config`.
 
+pub mod cache;
 pub mod ctl;
 pub mod daemon;
 pub mod gate;

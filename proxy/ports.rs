@@ -128,7 +128,8 @@ pub fn open(
     let mut o = listen.clone();
     o.addr = addr;
     o.reuseport |= spec.reuseport;
-    Listener::bind(&o).map_err(|e| format!("{name}: {e}"))
+    // Bound now (a taken port fails start-up), listening only when the port starts.
+    Listener::reserve(&o).map_err(|e| format!("{name}: {e}"))
 }
 
 fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
@@ -170,6 +171,12 @@ impl Port {
         plan: AcceptPlan,
         sock: &SockOptions,
     ) -> Result<(), String> {
+        if self.action.is_none() {
+            // First start: the socket was only bound until now.
+            self.listener
+                .listen()
+                .map_err(|e| format!("port {}: {e}", self.spec))?;
+        }
         let mut opts = AcceptOptions::new(self.label.clone(), plan.mode());
         opts.sock = sock.clone();
         let action = net

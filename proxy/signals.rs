@@ -12,6 +12,10 @@ pub enum Control {
     Stop,
     /// Re-read the configuration; the reply, if wanted, goes to the sender.
     Reload(Option<Sender<(i32, String)>>),
+    /// The cache became ready second: start the ports now.
+    StartPorts,
+    /// Start-up cannot go on (e.g. wait_for_cache 2/3 and failed spans): exit 1.
+    Fatal(String),
 }
 
 fn handled() -> SigSet {

@@ -1,6 +1,7 @@
 //! HTTP/1.1: the wire codec, remap rules, and the session state machine that proxies
 //! requests and relays blind tunnels.
 
+pub mod caching;
 pub mod codec;
 pub mod remap;
 pub mod session;

@@ -7,6 +7,7 @@
 //! is readable/writable and `drive` moves bytes until nothing can progress. Buffers are
 //! bounded (`BUF_LIMIT` a direction) and released when a connection goes idle.
 
+use super::caching::{self, Stored};
 use super::codec::{
     self, BodyFraming, ChunkedScanner, ForwardRequest, ForwardResponse, HeadError, RequestHead,
 };
@@ -43,6 +44,33 @@ pub enum PortRole {
 thread_local! {
     static SESSIONS: RefCell<Vec<Weak<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
     static POOL: RefCell<HashMap<SocketAddr, Vec<Socket>>> = RefCell::new(HashMap::new());
+    static WAITERS: RefCell<Vec<Weak<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Resumes this thread's sessions waiting on cache fills that ended. Runs on each ET_NET
+/// thread every few milliseconds; costs nothing when no one waits.
+pub fn poll_cache_waiters(t: &mut EThread) {
+    let waiters: Vec<Rc<RefCell<Session>>> = WAITERS.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.is_empty() {
+            return Vec::new();
+        }
+        let all: Vec<_> = w.drain(..).filter_map(|x| x.upgrade()).collect();
+        all
+    });
+    for rc in waiters {
+        let mut s = rc.borrow_mut();
+        if s.phase != Phase::CacheWait || s.dead {
+            continue;
+        }
+        s.poll_wait(t);
+        if s.phase == Phase::CacheWait {
+            WAITERS.with(|w| w.borrow_mut().push(Rc::downgrade(&rc)));
+        } else {
+            s.drive(t);
+        }
+        s.finish_if_dead(t);
+    }
 }
 
 /// Starts a session for `conn`. Runs on the ET_NET thread that owns `conn`.
@@ -66,6 +94,7 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
             deadline,
             dead: false,
             shut_client: false,
+            waiting: None,
             shared,
         })
     });
@@ -171,6 +200,8 @@ enum Phase {
     Tunnel,
     /// Flushing our last bytes, then draining the client until EOF or the linger limit.
     Closing,
+    /// Waiting for another connection to fill the cache with what this one asked for.
+    CacheWait,
 }
 
 /// How much of a message body is left.
@@ -225,6 +256,70 @@ struct Tx {
     origin_keep_alive: bool,
     /// A reused origin connection failed before answering: resend this once on a new one.
     retry: Option<Vec<u8>>,
+    /// What the cache has to do with this transaction.
+    cache: Option<CacheTx>,
+}
+
+/// A request resolved to its origin, not yet sent.
+struct Pending {
+    head: RequestHead,
+    addr: SocketAddr,
+    host_header: String,
+    path: String,
+}
+
+/// A request parked until another connection's fill of the same key ends.
+struct Waiting {
+    pending: Pending,
+    key: String,
+    revalidate: bool,
+    since: Instant,
+}
+
+/// The cache's part of a transaction.
+struct CacheTx {
+    key: String,
+    /// A stale object being revalidated.
+    stale: Option<Stored>,
+    /// The response being captured for storing.
+    capture: Option<Capture>,
+    /// Held while this transaction fills `key`; others wait for it.
+    _fill: Option<super::shared::Fill>,
+}
+
+impl CacheTx {
+    fn new(key: String, stale: Option<Stored>, fill: Option<super::shared::Fill>) -> CacheTx {
+        CacheTx {
+            key,
+            stale,
+            capture: None,
+            _fill: fill,
+        }
+    }
+}
+
+/// A storable response's payload, gathered as it passes to the client.
+struct Capture {
+    head: codec::ResponseHead,
+    lifetime: u64,
+    body: Vec<u8>,
+    chunked: Option<ChunkedScanner>,
+    limit: u64,
+}
+
+impl Capture {
+    /// Adds framed body bytes; false when the object turns out too large (or broken).
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        match self.chunked.as_mut() {
+            Some(sc) => {
+                if sc.decode(bytes, &mut self.body).is_err() {
+                    return false;
+                }
+            }
+            None => self.body.extend_from_slice(bytes),
+        }
+        self.body.len() as u64 <= self.limit
+    }
 }
 
 /// One client connection.
@@ -245,6 +340,7 @@ pub(crate) struct Session {
     deadline: Instant,
     dead: bool,
     shut_client: bool,
+    waiting: Option<Waiting>,
 }
 
 impl Drop for Session {
@@ -320,6 +416,7 @@ impl Session {
                 Phase::Exchange => self.exchange(t),
                 Phase::Tunnel => self.tunnel(t),
                 Phase::Closing => self.closing(),
+                Phase::CacheWait => false,
             };
             if !progress {
                 return;
@@ -514,6 +611,110 @@ impl Session {
             }
             None => return self.local_response(404, "no remap rule for this request", keep, &[]),
         };
+        let pending = Pending {
+            head,
+            addr,
+            host_header,
+            path,
+        };
+        let policy = caching::request_policy(&pending.head);
+        let Some(cache) = shared.cache().filter(|_| policy.cacheable).cloned() else {
+            return self.forward(t, pending, None);
+        };
+        let key = caching::key(&pending.host_header, &pending.path);
+        self.lookup(t, pending, &cache, key, policy.revalidate, Instant::now());
+    }
+
+    /// Answers from the cache, or forwards with what the cache knows: a stale object to
+    /// revalidate, or the right to fill it. A miss whose fill is already in flight on
+    /// another connection waits for it (`Phase::CacheWait`) instead of fetching again.
+    fn lookup(
+        &mut self,
+        t: &mut EThread,
+        mut pending: Pending,
+        cache: &Arc<crate::cache::Cache>,
+        key: String,
+        revalidate: bool,
+        since: Instant,
+    ) {
+        let m = &self.shared.metrics;
+        let now = caching::now_s();
+        let stored = cache.get(&key).and_then(|b| Stored::decode(&b));
+        match stored {
+            Some(obj) if obj.is_fresh(now) && !revalidate => {
+                m.cache_hits.inc();
+                self.serve_hit(&pending.head, &obj, now);
+            }
+            Some(obj) => {
+                // Stale: ask the origin whether it changed, with our validators in place
+                // of the client's.
+                pending.head.headers.retain(|h| {
+                    !h.name.eq_ignore_ascii_case("if-none-match")
+                        && !h.name.eq_ignore_ascii_case("if-modified-since")
+                });
+                for (name, value) in obj.validators() {
+                    pending.head.headers.push(codec::Header { name, value });
+                }
+                let ctx = CacheTx::new(key, Some(obj), None);
+                self.forward(t, pending, Some(ctx));
+            }
+            None => match self.shared.begin_fill(&key) {
+                Some(fill) => {
+                    m.cache_misses.inc();
+                    let ctx = CacheTx::new(key, None, Some(fill));
+                    self.forward(t, pending, Some(ctx));
+                }
+                None if since.elapsed() < self.shared.settings.timeouts.connect => {
+                    self.waiting = Some(Waiting {
+                        pending,
+                        key,
+                        revalidate,
+                        since,
+                    });
+                    self.phase = Phase::CacheWait;
+                    if let Some(me) = self.me.upgrade() {
+                        WAITERS.with(|w| w.borrow_mut().push(Rc::downgrade(&me)));
+                    }
+                }
+                None => {
+                    // The fill takes too long: fetch without waiting any more.
+                    m.cache_misses.inc();
+                    self.forward(t, pending, None);
+                }
+            },
+        }
+    }
+
+    fn serve_hit(&mut self, head: &RequestHead, obj: &Stored, now: u64) {
+        let keep = head.keep_alive() && !self.shared.draining();
+        obj.write_hit(
+            &mut self.out_c,
+            &self.shared.settings.server_via(),
+            keep,
+            now,
+        );
+        if let Some(r) = obj.response() {
+            self.shared.metrics.count_status(r.status);
+        }
+        self.shared.metrics.completed_requests.inc();
+        if !keep {
+            self.phase = Phase::Closing;
+            self.deadline = Instant::now() + LINGER;
+        } else {
+            self.phase = Phase::ReadRequest;
+            self.deadline = Instant::now() + self.shared.settings.timeouts.keep_alive_in;
+        }
+    }
+
+    /// Sends the request to its origin.
+    fn forward(&mut self, t: &mut EThread, pending: Pending, cache: Option<CacheTx>) {
+        let shared = self.shared.clone();
+        let Pending {
+            head,
+            addr,
+            host_header,
+            path,
+        } = pending;
         let client_keep_alive = head.keep_alive() && !shared.draining();
         let mut out = Vec::with_capacity(512);
         codec::write_request_head(
@@ -522,7 +723,7 @@ impl Session {
             &ForwardRequest {
                 path_and_query: &path,
                 host: &host_header,
-                via: &settings.server_via(),
+                via: &shared.settings.server_via(),
                 client_ip: Some(self.conn.peer_addr().ip()),
                 keep_alive: true,
             },
@@ -538,11 +739,30 @@ impl Session {
             client_keep_alive,
             origin_keep_alive: true,
             retry,
+            cache,
         });
         self.phase = Phase::Exchange;
         if let Err(e) = self.connect_origin(t, addr, true) {
             log::debug!("connect {addr}: {e}");
             self.fail_tx(502, "cannot connect to origin");
+        }
+    }
+
+    /// Called by the per-thread poll while this session waits for another's cache fill.
+    fn poll_wait(&mut self, t: &mut EThread) {
+        let Some(w) = self.waiting.as_ref() else {
+            return;
+        };
+        if self.shared.fill_in_flight(&w.key)
+            && w.since.elapsed() < self.shared.settings.timeouts.connect
+        {
+            return;
+        }
+        let w = self.waiting.take().expect("checked");
+        self.phase = Phase::ReadRequest;
+        match self.shared.cache().cloned() {
+            Some(cache) => self.lookup(t, w.pending, &cache, w.key, w.revalidate, w.since),
+            None => self.forward(t, w.pending, None),
         }
     }
 
@@ -775,6 +995,52 @@ impl Session {
                     if framing == BodyFraming::UntilClose {
                         tx.client_keep_alive = false;
                     }
+                    if let Some(c) = tx.cache.as_mut() {
+                        let now = caching::now_s();
+                        if head.status == 304 && c.stale.is_some() {
+                            // Still valid: refresh it and answer from the cache.
+                            let mut obj = c.stale.take().expect("checked");
+                            let old_lifetime = obj.fresh_until.saturating_sub(obj.stored_at);
+                            let lifetime = caching::freshness(&head, now).unwrap_or(old_lifetime);
+                            obj.stored_at = now;
+                            obj.fresh_until = now.saturating_add(lifetime);
+                            if let Some(cache) = self.shared.cache() {
+                                cache.put(&c.key, &obj.encode());
+                            }
+                            self.shared.metrics.cache_revalidated.inc();
+                            self.shared.metrics.cache_hits.inc();
+                            if let Some(r) = obj.response() {
+                                self.shared.metrics.count_status(r.status);
+                            }
+                            obj.write_hit(
+                                &mut self.out_c,
+                                &self.shared.settings.server_via(),
+                                tx.client_keep_alive,
+                                now,
+                            );
+                            tx.resp_body = Some(Body::from(framing));
+                            return true;
+                        }
+                        let limit = self.shared.settings.max_doc_size;
+                        let fits = !matches!(framing, BodyFraming::Length(n) if n > limit);
+                        c.capture =
+                            caching::freshness(&head, now)
+                                .filter(|_| fits)
+                                .map(|lifetime| Capture {
+                                    head: head.clone(),
+                                    lifetime,
+                                    body: Vec::new(),
+                                    chunked: (framing == BodyFraming::Chunked)
+                                        .then(ChunkedScanner::new),
+                                    limit,
+                                });
+                        if c.capture.is_none() && c.stale.is_some() {
+                            // Replaced by something we may not keep: forget the old one.
+                            if let Some(cache) = self.shared.cache() {
+                                cache.remove(&c.key);
+                            }
+                        }
+                    }
                     self.shared.metrics.count_status(head.status);
                     codec::write_response_head(
                         &head,
@@ -816,6 +1082,14 @@ impl Session {
             if !o.inbuf.is_empty() && !body.done() {
                 match body.take(&o.inbuf) {
                     Ok(n) => {
+                        if let Some(c) = tx.cache.as_mut() {
+                            if c.capture
+                                .as_mut()
+                                .is_some_and(|cap| !cap.feed(&o.inbuf[..n]))
+                            {
+                                c.capture = None; // too large: streams through uncached
+                            }
+                        }
                         self.out_c.extend_from_slice(&o.inbuf[..n]);
                         o.inbuf.drain(..n);
                         progress |= n > 0 || body.done();
@@ -857,7 +1131,14 @@ impl Session {
     }
 
     fn finish_tx(&mut self, t: &mut EThread) {
-        let Some(tx) = self.tx.take() else { return };
+        let Some(mut tx) = self.tx.take() else { return };
+        if let Some(c) = tx.cache.as_mut() {
+            if let (Some(cap), Some(cache)) = (c.capture.take(), self.shared.cache()) {
+                let obj = Stored::new(&cap.head, cap.body, cap.lifetime, caching::now_s());
+                cache.put(&c.key, &obj.encode());
+                self.shared.metrics.cache_writes.inc();
+            }
+        }
         self.shared.metrics.active_transactions.dec();
         self.shared.metrics.completed_requests.inc();
         self.release_origin(t, tx.origin_keep_alive);
@@ -1005,7 +1286,7 @@ impl Session {
                     self.dead = true;
                 }
             }
-            Phase::Tunnel | Phase::Closing => self.dead = true,
+            Phase::Tunnel | Phase::Closing | Phase::CacheWait => self.dead = true,
         }
     }
 }

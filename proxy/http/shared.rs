@@ -42,6 +42,10 @@ pub struct HttpMetrics {
     pub(crate) origin_connections_opened: Arc<Counter>,
     pub(crate) origin_connections_reused: Arc<Counter>,
     pub(crate) tunnels: Arc<Counter>,
+    pub(crate) cache_hits: Arc<Counter>,
+    pub(crate) cache_misses: Arc<Counter>,
+    pub(crate) cache_writes: Arc<Counter>,
+    pub(crate) cache_revalidated: Arc<Counter>,
 }
 
 impl HttpMetrics {
@@ -57,6 +61,10 @@ impl HttpMetrics {
             origin_connections_opened: r.counter(&format!("{p}.origin_connections_opened")),
             origin_connections_reused: r.counter(&format!("{p}.origin_connections_reused")),
             tunnels: r.counter("proxy.process.tunnel.total_connections"),
+            cache_hits: r.counter("proxy.process.cache.hits"),
+            cache_misses: r.counter("proxy.process.cache.misses"),
+            cache_writes: r.counter("proxy.process.cache.writes"),
+            cache_revalidated: r.counter("proxy.process.cache.revalidated"),
         }
     }
 
@@ -80,6 +88,11 @@ pub struct HttpSettings {
     pub timeouts: Timeouts,
     /// `Via` value and `server` in stats.
     pub server: String,
+    /// `proxy.config.http.cache.http`.
+    pub cache_http: bool,
+    /// Largest object stored, bytes (`cache.max_doc_size`, or a bound derived from the
+    /// cache's size when that is 0); larger ones stream through uncached.
+    pub max_doc_size: u64,
 }
 
 /// Shared by all sessions of all ports.
@@ -90,6 +103,24 @@ pub struct HttpShared {
     pub(crate) metrics: HttpMetrics,
     pub(crate) registry: Arc<Registry>,
     draining: AtomicBool,
+    cache: std::sync::OnceLock<Arc<crate::cache::Cache>>,
+    filling: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// The right to fill one cache key: while it lives, other misses for the key wait.
+pub struct Fill {
+    shared: Arc<HttpShared>,
+    key: String,
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        self.shared
+            .filling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl HttpShared {
@@ -101,6 +132,8 @@ impl HttpShared {
             live: RwLock::new(live),
             registry,
             draining: AtomicBool::new(false),
+            cache: std::sync::OnceLock::new(),
+            filling: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -112,6 +145,41 @@ impl HttpShared {
     /// Replaces the live settings (reload).
     pub fn set_live(&self, live: Live) {
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+    }
+
+    /// Makes the cache available to sessions (once, when it is ready).
+    pub fn install_cache(&self, cache: Arc<crate::cache::Cache>) {
+        let _ = self.cache.set(cache);
+    }
+
+    /// The cache, once it is ready (and when HTTP caching is on).
+    pub(crate) fn cache(&self) -> Option<&Arc<crate::cache::Cache>> {
+        if self.settings.cache_http {
+            self.cache.get()
+        } else {
+            None
+        }
+    }
+
+    /// Claims the fill of `key`; None when another transaction is filling it.
+    pub(crate) fn begin_fill(self: &Arc<Self>, key: &str) -> Option<Fill> {
+        let inserted = self
+            .filling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string());
+        inserted.then(|| Fill {
+            shared: self.clone(),
+            key: key.to_string(),
+        })
+    }
+
+    /// Whether some transaction is filling `key` now.
+    pub(crate) fn fill_in_flight(&self, key: &str) -> bool {
+        self.filling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
     }
 
     /// Shutting down: finish transactions, keep no connection alive.

@@ -81,6 +81,14 @@ pub fn somaxconn() -> i32 {
 impl Listener {
     /// Creates, configures, binds and listens.
     pub fn bind(options: &ListenOptions) -> Result<Listener, ListenError> {
+        let l = Listener::reserve(options)?;
+        l.listen()?;
+        Ok(l)
+    }
+
+    /// Creates, configures and binds, without listening: the port is taken (a conflict
+    /// fails now) but connections are refused until [`Listener::listen`].
+    pub fn reserve(options: &ListenOptions) -> Result<Listener, ListenError> {
         let addr = options.addr;
         let err = |op, source| ListenError {
             op,
@@ -130,13 +138,6 @@ impl Listener {
         // SAFETY: `storage` holds a valid sockaddr of length `len`.
         cvt(unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) })
             .map_err(|e| err("bind", e))?;
-        let backlog = if (1..=65535).contains(&options.backlog) {
-            options.backlog as i32
-        } else {
-            somaxconn()
-        };
-        // SAFETY: plain syscall on a socket we own.
-        cvt(unsafe { libc::listen(raw, backlog) }).map_err(|e| err("listen", e))?;
         if options.defer_accept_s > 0 {
             set(
                 libc::IPPROTO_TCP,
@@ -150,6 +151,25 @@ impl Listener {
             local,
             options: options.clone(),
         })
+    }
+
+    /// Starts listening (again: a listening socket only takes the new backlog), with the
+    /// configured backlog, or somaxconn when it is out of 1..=65535.
+    pub fn listen(&self) -> Result<(), ListenError> {
+        let backlog = if (1..=65535).contains(&self.options.backlog) {
+            self.options.backlog as i32
+        } else {
+            somaxconn()
+        };
+        // SAFETY: plain syscall on a socket we own.
+        cvt(unsafe { libc::listen(self.fd.as_raw_fd(), backlog) }).map_err(|source| {
+            ListenError {
+                op: "listen",
+                addr: self.local.to_string(),
+                source,
+            }
+        })?;
+        Ok(())
     }
 
     /// Adopts an inherited socket that is already listening (`fd=N` ports, systemd

@@ -1,0 +1,365 @@
+//! HTTP caching as a shared cache does it for GET (RFC 9111): what may be stored and for
+//! how long, conditional revalidation, and the stored object's format. Pure functions;
+//! the session decides when to call them.
+//!
+//! Choices: only GET is cached; responses with `Vary` are not stored (RFC 9111 allows a
+//! cache not to store what it cannot match); only explicitly fresh responses are stored
+//! (`s-maxage`, `max-age`, or `Expires` with `Date`); `no-cache` responses are stored with
+//! a zero lifetime, so every use revalidates. The key is the remapped origin URL.
+
+use super::codec::{self, RequestHead, ResponseHead};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const MAGIC: &[u8; 4] = b"TSC1";
+const CACHEABLE_STATUS: &[u16] = &[200, 203, 301, 404, 410];
+
+/// Seconds since the Unix epoch.
+pub fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The cache key of a request forwarded to `host` (Host sent to the origin) and `path`.
+pub fn key(host: &str, path: &str) -> String {
+    format!("http://{host}{path}")
+}
+
+fn directives(values: impl Iterator<Item = Vec<u8>>) -> Vec<(String, Option<String>)> {
+    values
+        .flat_map(|v| {
+            String::from_utf8_lossy(&v)
+                .split(',')
+                .map(|d| {
+                    let d = d.trim();
+                    match d.split_once('=') {
+                        Some((k, v)) => (
+                            k.trim().to_ascii_lowercase(),
+                            Some(v.trim().trim_matches('"').to_string()),
+                        ),
+                        None => (d.to_ascii_lowercase(), None),
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+/// What the request allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestPolicy {
+    /// The cache may answer or store this request at all.
+    pub cacheable: bool,
+    /// A stored answer must be revalidated first (`Cache-Control: no-cache`, `Pragma`).
+    pub revalidate: bool,
+}
+
+/// The request's side of cacheability: GET, no Authorization, no `no-store`.
+pub fn request_policy(req: &RequestHead) -> RequestPolicy {
+    let cc = directives(req.headers_all("cache-control").map(<[u8]>::to_vec));
+    let has = |name: &str| cc.iter().any(|(k, _)| k == name);
+    let pragma_no_cache = req
+        .headers_all("pragma")
+        .any(|v| v.eq_ignore_ascii_case(b"no-cache"));
+    RequestPolicy {
+        cacheable: req.method == "GET" && req.header("authorization").is_none() && !has("no-store"),
+        revalidate: has("no-cache")
+            || has("max-age")
+                && cc
+                    .iter()
+                    .any(|(k, v)| k == "max-age" && v.as_deref() == Some("0"))
+            || pragma_no_cache,
+    }
+}
+
+/// How long a response to a cacheable request may be served without revalidation, or
+/// None when it must not be stored.
+pub fn freshness(resp: &ResponseHead, now: u64) -> Option<u64> {
+    if !CACHEABLE_STATUS.contains(&resp.status) || resp.header("vary").is_some() {
+        return None;
+    }
+    let cc = directives(
+        resp.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cache-control"))
+            .map(|h| h.value.clone()),
+    );
+    let get = |name: &str| cc.iter().find(|(k, _)| k == name);
+    if get("no-store").is_some() || get("private").is_some() {
+        return None;
+    }
+    let secs = |name: &str| get(name).and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok());
+    let lifetime = secs("s-maxage").or_else(|| secs("max-age")).or_else(|| {
+        let expires = parse_http_date(resp.header("expires")?)?;
+        let date = resp.header("date").and_then(parse_http_date).unwrap_or(now);
+        Some(expires.saturating_sub(date))
+    })?;
+    Some(if get("no-cache").is_some() {
+        0
+    } else {
+        lifetime
+    })
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds. Other
+/// forms are not accepted (a cache then treats the value as already expired).
+pub fn parse_http_date(v: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(v).ok()?.trim();
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let day: u64 = day.parse().ok()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as u64
+        + 1;
+    let year: i64 = year.parse().ok()?;
+    let hms: Vec<u64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, sec] = hms.as_slice() else {
+        return None;
+    };
+    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *sec > 60 || year < 1970 {
+        return None;
+    }
+    // Days from civil, after Howard Hinnant.
+    let (y, mo) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400) as u64;
+    let doy = (153 * mo + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe as i64 - 719_468;
+    Some(days as u64 * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// A stored response: when it was stored, until when it is fresh, its head (with a
+/// Content-Length framing) and body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Unix seconds when stored or last revalidated.
+    pub stored_at: u64,
+    /// Unix seconds until which it is fresh.
+    pub fresh_until: u64,
+    /// Status line and headers, ending with the blank line.
+    pub head: Vec<u8>,
+    /// The payload.
+    pub body: Vec<u8>,
+}
+
+impl Stored {
+    /// Builds an object from an origin response head and its whole decoded body.
+    pub fn new(resp: &ResponseHead, body: Vec<u8>, lifetime: u64, now: u64) -> Stored {
+        let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason).into_bytes();
+        for h in &resp.headers {
+            let n = h.name.to_ascii_lowercase();
+            if matches!(
+                n.as_str(),
+                "content-length"
+                    | "transfer-encoding"
+                    | "connection"
+                    | "keep-alive"
+                    | "age"
+                    | "via"
+            ) {
+                continue;
+            }
+            head.extend_from_slice(h.name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(&h.value);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        Stored {
+            stored_at: now,
+            fresh_until: now.saturating_add(lifetime),
+            head,
+            body,
+        }
+    }
+
+    /// The bytes written to the cache.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(24 + self.head.len() + self.body.len());
+        v.extend_from_slice(MAGIC);
+        v.extend_from_slice(&self.stored_at.to_le_bytes());
+        v.extend_from_slice(&self.fresh_until.to_le_bytes());
+        v.extend_from_slice(&(self.head.len() as u32).to_le_bytes());
+        v.extend_from_slice(&self.head);
+        v.extend_from_slice(&self.body);
+        v
+    }
+
+    /// Reads what [`encode`](Self::encode) wrote; None if it is not such an object.
+    pub fn decode(b: &[u8]) -> Option<Stored> {
+        if b.len() < 24 || &b[..4] != MAGIC {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let head_len = u32::from_le_bytes(b[20..24].try_into().expect("4 bytes")) as usize;
+        let head = b.get(24..24 + head_len)?.to_vec();
+        Some(Stored {
+            stored_at: u64_at(4),
+            fresh_until: u64_at(12),
+            head,
+            body: b[24 + head_len..].to_vec(),
+        })
+    }
+
+    /// The stored head, parsed.
+    pub fn response(&self) -> Option<ResponseHead> {
+        codec::parse_response(&self.head, self.head.len() + 1, "GET")
+            .ok()
+            .flatten()
+            .map(|(h, _)| h)
+    }
+
+    /// Whether it may be served at `now` without revalidation.
+    pub fn is_fresh(&self, now: u64) -> bool {
+        now < self.fresh_until
+    }
+
+    /// Conditional headers for revalidating it.
+    pub fn validators(&self) -> Vec<(String, Vec<u8>)> {
+        let Some(r) = self.response() else {
+            return Vec::new();
+        };
+        let mut v = Vec::new();
+        if let Some(etag) = r.header("etag") {
+            v.push(("If-None-Match".to_string(), etag.to_vec()));
+        }
+        if let Some(lm) = r.header("last-modified") {
+            v.push(("If-Modified-Since".to_string(), lm.to_vec()));
+        }
+        v
+    }
+
+    /// The response to send a client: stored head plus Age, Via and Connection, then the
+    /// body (none for HEAD).
+    pub fn write_hit(&self, out: &mut Vec<u8>, via: &str, keep_alive: bool, now: u64) {
+        let head_end = self.head.len().saturating_sub(2);
+        out.extend_from_slice(&self.head[..head_end]);
+        out.extend_from_slice(
+            format!(
+                "Age: {}\r\nVia: {via}\r\nConnection: {}\r\n\r\n",
+                now.saturating_sub(self.stored_at),
+                if keep_alive { "keep-alive" } else { "close" }
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(&self.body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(raw: &str) -> ResponseHead {
+        codec::parse_response(raw.as_bytes(), 8192, "GET")
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn http_dates_parse() {
+        assert_eq!(
+            parse_http_date(b"Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date(b"Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), None);
+    }
+
+    #[test]
+    fn freshness_rules() {
+        assert_eq!(
+            freshness(
+                &resp("HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n\r\n"),
+                0
+            ),
+            Some(60)
+        );
+        assert_eq!(
+            freshness(
+                &resp("HTTP/1.1 200 OK\r\nCache-Control: max-age=60, s-maxage=5\r\n\r\n"),
+                0
+            ),
+            Some(5)
+        );
+        assert_eq!(freshness(&resp("HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nExpires: Thu, 01 Jan 1970 00:01:40 GMT\r\n\r\n"), 0), Some(100));
+        assert_eq!(freshness(&resp("HTTP/1.1 200 OK\r\n\r\n"), 0), None);
+        assert_eq!(
+            freshness(
+                &resp("HTTP/1.1 200 OK\r\nCache-Control: no-store, max-age=60\r\n\r\n"),
+                0
+            ),
+            None
+        );
+        assert_eq!(
+            freshness(
+                &resp("HTTP/1.1 200 OK\r\nCache-Control: private, max-age=60\r\n\r\n"),
+                0
+            ),
+            None
+        );
+        assert_eq!(
+            freshness(
+                &resp("HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nVary: Accept\r\n\r\n"),
+                0
+            ),
+            None
+        );
+        assert_eq!(
+            freshness(
+                &resp("HTTP/1.1 500 Oops\r\nCache-Control: max-age=60\r\n\r\n"),
+                0
+            ),
+            None
+        );
+        assert_eq!(
+            freshness(
+                &resp("HTTP/1.1 200 OK\r\nCache-Control: no-cache, max-age=60\r\n\r\n"),
+                0
+            ),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn stored_objects_round_trip() {
+        let r =
+            resp("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nTransfer-Encoding: chunked\r\nX: y\r\n\r\n");
+        let s = Stored::new(&r, b"hello".to_vec(), 10, 1000);
+        let d = Stored::decode(&s.encode()).unwrap();
+        assert_eq!(d, s);
+        assert!(d.is_fresh(1009) && !d.is_fresh(1010));
+        assert_eq!(
+            d.response().unwrap().header("content-length"),
+            Some(&b"5"[..])
+        );
+        assert!(d.response().unwrap().header("transfer-encoding").is_none());
+        assert_eq!(
+            d.validators(),
+            vec![("If-None-Match".to_string(), b"\"v1\"".to_vec())]
+        );
+        let mut out = Vec::new();
+        d.write_hit(&mut out, "1.1 t", true, 1003);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Age: 3\r\n") && text.ends_with("\r\n\r\nhello"),
+            "{text}"
+        );
+        assert!(Stored::decode(b"junk").is_none());
+    }
+}
