@@ -4,7 +4,8 @@
 //!
 //! Choices: only GET is cached; responses with `Vary` are not stored (RFC 9111 allows a
 //! cache not to store what it cannot match); only explicitly fresh responses are stored
-//! (`s-maxage`, `max-age`, or `Expires` with `Date`); `no-cache` responses are stored with
+//! (`s-maxage`, `max-age`, or `Expires` with `Date`); `no-cache` responses carrying a
+//! validator (ETag or Last-Modified) are stored with
 //! a zero lifetime, so every use revalidates. The key is the remapped origin URL.
 
 use super::codec::{self, RequestHead, ResponseHead};
@@ -89,17 +90,18 @@ pub fn freshness(resp: &ResponseHead, now: u64) -> Option<u64> {
     if get("no-store").is_some() || get("private").is_some() {
         return None;
     }
+    if get("no-cache").is_some() {
+        // Storable, but every use revalidates: worth it only with a validator.
+        let validator = resp.header("etag").is_some() || resp.header("last-modified").is_some();
+        return validator.then_some(0);
+    }
     let secs = |name: &str| get(name).and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok());
     let lifetime = secs("s-maxage").or_else(|| secs("max-age")).or_else(|| {
         let expires = parse_http_date(resp.header("expires")?)?;
         let date = resp.header("date").and_then(parse_http_date).unwrap_or(now);
         Some(expires.saturating_sub(date))
     })?;
-    Some(if get("no-cache").is_some() {
-        0
-    } else {
-        lifetime
-    })
+    Some(lifetime)
 }
 
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds. Other
@@ -330,6 +332,13 @@ mod tests {
         assert_eq!(
             freshness(
                 &resp("HTTP/1.1 200 OK\r\nCache-Control: no-cache, max-age=60\r\n\r\n"),
+                0
+            ),
+            None
+        );
+        assert_eq!(
+            freshness(
+                &resp("HTTP/1.1 200 OK\r\nCache-Control: no-cache\r\nETag: \"a\"\r\n\r\n"),
                 0
             ),
             Some(0)

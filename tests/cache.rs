@@ -1,0 +1,321 @@
+//! The cache through the real binary: hits, persistence across restarts, revalidation,
+//! what is not stored, collapsed misses, and ports gated by wait_for_cache (SPEC §5).
+
+mod util;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use util::http::{self, Conn};
+use util::origin::{ok, Origin};
+use util::{wait_until, Daemon, TempDir};
+
+fn config(origin: &Origin, span: &std::path::Path, extra: &str) -> String {
+    // wait_for_cache = 1: the ports open once the span is initialised, so requests do
+    // not race it.
+    format!(
+        "[proxy.config.http]\nwait_for_cache = 1\n{extra}\n[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n\
+         [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+        span.display(),
+        origin.addr
+    )
+}
+
+fn cached_origin() -> Origin {
+    Origin::start(|r| {
+        match r.path.as_str() {
+        "/no-store" => Some(ok(b"secret", &[("Cache-Control", "no-store, max-age=60")])),
+        "/vary" => Some(ok(b"varies", &[("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")])),
+        "/plain" => Some(ok(b"no freshness", &[])),
+        "/revalidate" => {
+            if r.header("if-none-match") == Some("\"v1\"") {
+                Some(b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nCache-Control: no-cache\r\n\r\n".to_vec())
+            } else {
+                Some(ok(b"validated body", &[("ETag", "\"v1\""), ("Cache-Control", "no-cache")]))
+            }
+        }
+        "/chunked" => Some(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n".to_vec()),
+        "/slow" => {
+            std::thread::sleep(Duration::from_millis(300));
+            Some(ok(b"slow and shared", &[("Cache-Control", "max-age=60")]))
+        }
+        p => Some(ok(format!("fresh {p}").as_bytes(), &[("Cache-Control", "max-age=60")])),
+    }
+    })
+}
+
+#[test]
+fn a_fresh_object_is_served_without_the_origin() {
+    let origin = cached_origin();
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let mut c = Conn::open(d.addr()).unwrap();
+    for _ in 0..5 {
+        let r = c.get("t", "/a").unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "fresh /a"));
+    }
+    assert_eq!(origin.request_count(), 1);
+    assert_eq!(d.metric("proxy.process.cache.misses"), 1);
+    assert_eq!(d.metric("proxy.process.cache.hits"), 4);
+    // Chunked responses are stored de-chunked.
+    assert_eq!(c.get("t", "/chunked").unwrap().text(), "abcde");
+    let hit = c.get("t", "/chunked").unwrap();
+    assert_eq!(
+        (hit.text().as_str(), hit.header("content-length")),
+        ("abcde", Some("5"))
+    );
+    assert!(hit.header("age").is_some());
+}
+
+#[test]
+fn a_restart_serves_a_cached_object_without_the_origin() {
+    let dir = TempDir::new("cache");
+    let addr_of_origin;
+    {
+        let origin = cached_origin();
+        addr_of_origin = origin.addr;
+        let mut d = Daemon::builder()
+            .config(&config(&origin, &dir.0, ""))
+            .start();
+        assert_eq!(
+            http::get(d.addr(), "t", "/keep").unwrap().text(),
+            "fresh /keep"
+        );
+        d.signal(libc::SIGTERM);
+        assert_eq!(
+            d.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+            Some(0)
+        );
+    }
+    // The origin is gone; the same remap points at a dead address.
+    let text = format!(
+        "[proxy.config.http]\nwait_for_cache = 1\n[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n[[remap]]\nfrom = \"/\"\nto = \"http://{addr_of_origin}/\"\n",
+        dir.0.display()
+    );
+    let d = Daemon::builder().config(&text).start();
+    let r = http::get(d.addr(), "t", "/keep").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "fresh /keep"));
+    assert_eq!(http::get(d.addr(), "t", "/other").unwrap().status, 502);
+}
+
+#[test]
+fn a_stale_object_is_revalidated_and_served_from_the_cache_on_304() {
+    let origin = cached_origin();
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let mut c = Conn::open(d.addr()).unwrap();
+    assert_eq!(c.get("t", "/revalidate").unwrap().text(), "validated body");
+    let r = c.get("t", "/revalidate").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "validated body"));
+    let reqs = origin.requests.lock().unwrap();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].header("if-none-match"), Some("\"v1\""));
+    drop(reqs);
+    assert_eq!(d.metric("proxy.process.cache.revalidated"), 1);
+}
+
+#[test]
+fn no_store_authorization_vary_and_unfresh_responses_are_not_cached() {
+    let origin = cached_origin();
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    for path in ["/no-store", "/vary", "/plain"] {
+        for _ in 0..2 {
+            assert_eq!(http::get(d.addr(), "t", path).unwrap().status, 200);
+        }
+    }
+    for _ in 0..2 {
+        let r = http::request(
+            d.addr(),
+            "GET",
+            "/auth",
+            &[("Authorization", "Basic eDp5")],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(origin.request_count(), 8);
+    assert_eq!(d.metric("proxy.process.cache.hits"), 0);
+}
+
+#[test]
+fn concurrent_misses_for_one_url_fetch_it_once() {
+    let origin = cached_origin();
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let addr = d.addr();
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            std::thread::spawn(move || http::get(addr, "t", "/slow").map(|r| (r.status, r.text())))
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(
+            c.join().unwrap().unwrap(),
+            (200, "slow and shared".to_string())
+        );
+    }
+    assert_eq!(origin.request_count(), 1, "origin fetches");
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 1);
+}
+
+/// A span with enough objects that initialising it takes a while.
+fn big_span(dir: &std::path::Path) -> String {
+    let origin = Origin::start(|r| {
+        Some(ok(
+            &vec![b'x'; 2000 + r.path.len()],
+            &[("Cache-Control", "max-age=600")],
+        ))
+    });
+    let d = Daemon::builder()
+        .config(&config(&origin, dir, "").replace("\"8M\"", "\"256M\""))
+        .start();
+    let addr = d.addr();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut c = Conn::open(addr).unwrap();
+                for i in 0..5000 {
+                    c.get("t", &format!("/obj/{w}/{i}")).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    format!(
+        "[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"256M\" }}]\n",
+        dir.display()
+    )
+}
+
+#[test]
+fn wait_for_cache_1_refuses_clients_until_the_cache_is_ready() {
+    let dir = TempDir::new("cache");
+    let cache = big_span(&dir.0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut d = Daemon::builder()
+        .config(&format!("[proxy.config.http]\nwait_for_cache = 1\n{cache}"))
+        .env(
+            "PROXY_CONFIG_HTTP_SERVER_PORTS",
+            &format!("{port}:ip-in=127.0.0.1"),
+        )
+        .no_wait()
+        .start();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    assert!(wait_until(Duration::from_secs(20), || d
+        .log_text()
+        .contains("waiting for cache")));
+    let mut refused_before_ready = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !d.log_text().contains("cache ready") {
+        if std::net::TcpStream::connect(addr).is_err() {
+            refused_before_ready = !d.log_text().contains("cache ready");
+            if refused_before_ready {
+                break;
+            }
+        }
+    }
+    assert!(
+        refused_before_ready,
+        "no refused connect before the cache was ready:\n{}",
+        d.log_text()
+    );
+    assert!(wait_until(Duration::from_secs(30), || d
+        .log_text()
+        .contains("ports accepting")));
+    assert_eq!(http::get(addr, "t", "/_stats").unwrap().status, 200);
+    let log = d.log_text();
+    let at = |s: &str| {
+        log.find(s)
+            .unwrap_or_else(|| panic!("{s} not logged:\n{log}"))
+    };
+    assert!(
+        at("waiting for cache") < at("cache ready") && at("cache ready") < at("ports accepting"),
+        "{log}"
+    );
+    assert!(d.metric("proxy.process.proxy.cache_ready_time") > 0);
+    assert!(!d.exited());
+}
+
+#[test]
+fn wait_for_cache_2_and_3_exit_1_naming_the_failed_span() {
+    let dir = TempDir::new("cache");
+    let bad = dir.0.join("not-a-dir-file");
+    std::fs::write(&bad, b"x").unwrap();
+    let bad_span = bad.join("span");
+    let good_span = dir.0.join("good");
+    std::fs::create_dir_all(&good_span).unwrap();
+    let storage = |spans: &[&std::path::Path]| {
+        let items: Vec<String> = spans
+            .iter()
+            .map(|p| format!("{{ path = \"{}\", size = \"4M\" }}", p.display()))
+            .collect();
+        format!("[proxy.config.cache]\nstorage = [{}]\n", items.join(", "))
+    };
+    // 2: no usable span → exit 1.
+    let mut d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 2\n{}",
+            storage(&[&bad_span])
+        ))
+        .no_wait()
+        .start();
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(1)
+    );
+    assert!(
+        d.log_text().contains(&bad_span.display().to_string()),
+        "{}",
+        d.log_text()
+    );
+    // 2 with one good span: runs.
+    let d2 = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 2\n{}",
+            storage(&[&bad_span, &good_span])
+        ))
+        .start();
+    assert_eq!(d2.metric("proxy.process.cache.spans_failed"), 1);
+    drop(d2);
+    // 3: any failed span → exit 1.
+    let mut d3 = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 3\n{}",
+            storage(&[&bad_span, &good_span])
+        ))
+        .no_wait()
+        .start();
+    assert_eq!(
+        d3.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(1)
+    );
+    assert!(
+        d3.log_text().contains("wait_for_cache = 3"),
+        "{}",
+        d3.log_text()
+    );
+}
+
+#[test]
+fn no_spans_means_the_cache_is_ready_at_once() {
+    let d = Daemon::builder()
+        .config("[proxy.config.http]\nwait_for_cache = 3\n")
+        .start();
+    assert!(d.metric("proxy.process.proxy.cache_ready_time") > 0);
+    assert_eq!(d.metric("proxy.process.proxy.ports_ready"), 1);
+}
