@@ -58,6 +58,9 @@ fn a_fresh_object_is_served_without_the_origin() {
     assert_eq!(origin.request_count(), 1);
     assert_eq!(d.metric("proxy.process.cache.misses"), 1);
     assert_eq!(d.metric("proxy.process.cache.hits"), 4);
+    assert_eq!(d.metric("proxy.process.cache.span.0.objects"), 1);
+    assert!(d.metric("proxy.process.cache.span.0.bytes_used") > 0);
+    assert_eq!(d.metric("proxy.process.cache.spans_online"), 1);
     // Chunked responses are stored de-chunked.
     assert_eq!(c.get("t", "/chunked").unwrap().text(), "abcde");
     let hit = c.get("t", "/chunked").unwrap();
@@ -318,4 +321,53 @@ fn no_spans_means_the_cache_is_ready_at_once() {
         .start();
     assert!(d.metric("proxy.process.proxy.cache_ready_time") > 0);
     assert_eq!(d.metric("proxy.process.proxy.ports_ready"), 1);
+}
+
+#[test]
+fn a_corrupted_span_tail_is_skipped_and_earlier_objects_are_served() {
+    let dir = TempDir::new("cache");
+    let origin = cached_origin();
+    {
+        let mut d = Daemon::builder()
+            .config(&config(&origin, &dir.0, ""))
+            .start();
+        for i in 0..10 {
+            assert_eq!(
+                http::get(d.addr(), "t", &format!("/o{i}")).unwrap().status,
+                200
+            );
+        }
+        d.signal(libc::SIGTERM);
+        assert_eq!(
+            d.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+            Some(0)
+        );
+    }
+    // Flip a byte inside the last object's body ("fresh /o9").
+    let span = dir.0.join("turnstile.span");
+    let mut bytes = std::fs::read(&span).unwrap();
+    let at = bytes
+        .windows(9)
+        .rposition(|w| w == b"fresh /o9")
+        .expect("last object on disk");
+    bytes[at] ^= 0xff;
+    std::fs::write(&span, &bytes).unwrap();
+    let before = origin.request_count();
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    for i in 0..9 {
+        assert_eq!(
+            http::get(d.addr(), "t", &format!("/o{i}")).unwrap().text(),
+            format!("fresh /o{i}")
+        );
+    }
+    assert_eq!(
+        origin.request_count(),
+        before,
+        "earlier objects came from the cache"
+    );
+    // The corrupt one is not served from the cache: it is fetched again, intact.
+    assert_eq!(http::get(d.addr(), "t", "/o9").unwrap().text(), "fresh /o9");
+    assert_eq!(origin.request_count(), before + 1);
 }

@@ -1137,6 +1137,7 @@ impl Session {
                 let obj = Stored::new(&cap.head, cap.body, cap.lifetime, caching::now_s());
                 cache.put(&c.key, &obj.encode());
                 self.shared.metrics.cache_writes.inc();
+                self.shared.note_cache_usage();
             }
         }
         self.shared.metrics.active_transactions.dec();

@@ -150,6 +150,31 @@ impl HttpShared {
     /// Makes the cache available to sessions (once, when it is ready).
     pub fn install_cache(&self, cache: Arc<crate::cache::Cache>) {
         let _ = self.cache.set(cache);
+        self.note_cache_usage();
+    }
+
+    /// Refreshes the cache usage gauges: per span (in configured order of the spans
+    /// online), the RAM cache, and the total on disk.
+    pub(crate) fn note_cache_usage(&self) {
+        let Some(cache) = self.cache.get() else {
+            return;
+        };
+        let r = &self.registry;
+        let mut total = 0;
+        for (i, (_, objects, used, capacity)) in cache.span_stats().into_iter().enumerate() {
+            r.gauge(&format!("proxy.process.cache.span.{i}.bytes_used"))
+                .set(used as i64);
+            r.gauge(&format!("proxy.process.cache.span.{i}.objects"))
+                .set(objects as i64);
+            r.gauge(&format!("proxy.process.cache.span.{i}.capacity"))
+                .set(capacity as i64);
+            total += used;
+        }
+        r.gauge("proxy.process.cache.bytes_used").set(total as i64);
+        r.gauge("proxy.process.cache.ram_cache.bytes_used")
+            .set(cache.ram().bytes() as i64);
+        r.gauge("proxy.process.cache.ram_cache.objects")
+            .set(cache.ram().len() as i64);
     }
 
     /// The cache, once it is ready (and when HTTP caching is on).
