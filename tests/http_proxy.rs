@@ -365,3 +365,59 @@ fn blind_tunnel_relays_bytes_and_passes_half_close_on() {
     );
     assert!(d.metric("proxy.process.tunnel.total_connections") >= 1);
 }
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_512_mib_body_streams_through_with_bounded_memory() {
+    const SIZE: usize = 512 << 20;
+    // The origin writes a Content-Length body in 1 MiB pieces as fast as it can.
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin_addr = origin.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = origin.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes())
+            .unwrap();
+        let piece = vec![7u8; 1 << 20];
+        for _ in 0..SIZE >> 20 {
+            if s.write_all(&piece).is_err() {
+                return;
+            }
+        }
+    });
+    let d = Daemon::builder()
+        .config(&format!(
+            "[[remap]]\nfrom = \"/\"\nto = \"http://{origin_addr}/\"\n"
+        ))
+        .start();
+    let pid = d.child.as_ref().unwrap().id();
+    let before = vm_hwm_kib(pid);
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // A client that stalls while the origin pushes: with unbounded buffering the proxy
+    // would read the origin's output into memory meanwhile.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => panic!("read after {total} bytes: {e}"),
+        }
+    }
+    assert!(total > SIZE, "got {total} bytes");
+    let grown = vm_hwm_kib(pid).saturating_sub(before);
+    assert!(
+        grown < 8 * 1024,
+        "peak RSS grew by {grown} KiB while streaming 512 MiB"
+    );
+}
