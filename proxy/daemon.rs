@@ -109,6 +109,7 @@ fn settings(cfg: &Config) -> HttpSettings {
             default_inactivity: s(cfg.net.default_inactivity_timeout_s),
         },
         server: SERVER.to_string(),
+        via: format!("1.1 {SERVER}"),
         cache_http: cfg.http.cache_http,
         max_doc_size: max_doc_size(cfg),
     }

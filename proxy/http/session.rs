@@ -689,7 +689,7 @@ impl Session {
         let keep = head.keep_alive() && !self.shared.draining();
         obj.write_hit(
             &mut self.out_c,
-            &self.shared.settings.server_via(),
+            &self.shared.settings.via,
             keep,
             now,
         );
@@ -723,7 +723,7 @@ impl Session {
             &ForwardRequest {
                 path_and_query: &path,
                 host: &host_header,
-                via: &shared.settings.server_via(),
+                via: &shared.settings.via,
                 client_ip: Some(self.conn.peer_addr().ip()),
                 keep_alive: true,
             },
@@ -983,7 +983,7 @@ impl Session {
                             &head,
                             &mut self.out_c,
                             &ForwardResponse {
-                                via: &self.shared.settings.server_via(),
+                                via: &self.shared.settings.via,
                                 keep_alive: true,
                                 framing_override: None,
                             },
@@ -1014,7 +1014,7 @@ impl Session {
                             }
                             obj.write_hit(
                                 &mut self.out_c,
-                                &self.shared.settings.server_via(),
+                                &self.shared.settings.via,
                                 tx.client_keep_alive,
                                 now,
                             );
@@ -1046,7 +1046,7 @@ impl Session {
                         &head,
                         &mut self.out_c,
                         &ForwardResponse {
-                            via: &self.shared.settings.server_via(),
+                            via: &self.shared.settings.via,
                             keep_alive: tx.client_keep_alive,
                             framing_override: None,
                         },
@@ -1292,11 +1292,6 @@ impl Session {
     }
 }
 
-impl super::shared::HttpSettings {
-    pub(crate) fn server_via(&self) -> String {
-        format!("1.1 {}", self.server)
-    }
-}
 
 fn resolve_cached(host: &str, port: u16) -> Option<SocketAddr> {
     thread_local! {

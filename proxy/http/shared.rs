@@ -86,8 +86,10 @@ pub struct HttpSettings {
     pub remap_required: bool,
     /// Timeouts.
     pub timeouts: Timeouts,
-    /// `Via` value and `server` in stats.
+    /// `server` in stats, e.g. `turnstile/0.1.0`.
     pub server: String,
+    /// This proxy's `Via` entry: `1.1 {server}`.
+    pub via: String,
     /// `proxy.config.http.cache.http`.
     pub cache_http: bool,
     /// Largest object stored, bytes (`cache.max_doc_size`, or a bound derived from the
