@@ -163,6 +163,8 @@ struct Side {
     readable: bool,
     writable: bool,
     eof: bool,
+    /// epoll reported the peer's FIN (RDHUP/HUP): read until EOF.
+    hup: bool,
 }
 
 impl Side {
@@ -172,11 +174,13 @@ impl Side {
             readable: true,
             writable: true,
             eof: false,
+            hup: false,
         }
     }
 
     fn mark(&mut self, r: Ready) {
         self.readable |= r.is_readable() || r.is_hup() || r.is_error();
+        self.hup |= r.is_hup() || r.is_error();
         self.writable |= r.is_writable() || r.is_error();
     }
 }
@@ -375,10 +379,14 @@ impl iocore::IoHandler for SideHandler {
 }
 
 /// Reads from `fd` into `buf`, at most `max` bytes: Some(n) (0 = EOF), None = would block.
+/// Reads once into `buf` (at most `max` bytes) and updates `side`: a read that would
+/// block, or a short one, means the socket is drained (edge-triggered: the next arrival
+/// is a new edge) — unless the peer's FIN was reported, which must still be read as EOF.
 fn read_into(
     recv: impl FnOnce(&mut [u8]) -> io::Result<usize>,
     buf: &mut Vec<u8>,
     max: usize,
+    side: &mut Side,
 ) -> io::Result<Option<usize>> {
     let len = buf.len();
     let want = max.clamp(1, READ_CHUNK);
@@ -390,8 +398,18 @@ fn read_into(
     };
     buf.truncate(len + n);
     match r {
-        Ok(n) => Ok(Some(n)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Ok(n) => {
+            if n == 0 {
+                side.eof = true;
+            } else if n < want && !side.hup {
+                side.readable = false;
+            }
+            Ok(Some(n))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            side.readable = false;
+            Ok(None)
+        }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
         Err(e) => Err(e),
     }
@@ -513,16 +531,9 @@ impl Session {
             return false;
         }
         let conn = &self.conn;
-        match read_into(|b| conn.recv(b), &mut self.inbuf, max) {
-            Ok(Some(0)) => {
-                self.client.eof = true;
-                true
-            }
+        match read_into(|b| conn.recv(b), &mut self.inbuf, max, &mut self.client) {
             Ok(Some(_)) => true,
-            Ok(None) => {
-                self.client.readable = false;
-                false
-            }
+            Ok(None) => false,
             Err(_) => {
                 self.dead = true;
                 true
@@ -687,12 +698,7 @@ impl Session {
 
     fn serve_hit(&mut self, head: &RequestHead, obj: &Stored, now: u64) {
         let keep = head.keep_alive() && !self.shared.draining();
-        obj.write_hit(
-            &mut self.out_c,
-            &self.shared.settings.via,
-            keep,
-            now,
-        );
+        obj.write_hit(&mut self.out_c, &self.shared.settings.via, keep, now);
         if let Some(r) = obj.response() {
             self.shared.metrics.count_status(r.status);
         }
@@ -955,7 +961,8 @@ impl Session {
         };
         if self.out_c.len() < BUF_LIMIT && o.side.readable && !o.side.eof {
             let sock = &o.sock;
-            match read_into(|b| sock.recv(b), &mut o.inbuf, BUF_LIMIT - self.out_c.len()) {
+            let room = BUF_LIMIT - self.out_c.len();
+            match read_into(|b| sock.recv(b), &mut o.inbuf, room, &mut o.side) {
                 Ok(Some(0)) | Err(_) => {
                     o.side.eof = true;
                     progress = true;
@@ -965,7 +972,7 @@ impl Session {
                     self.deadline =
                         Instant::now() + self.shared.settings.timeouts.transaction_no_activity_out;
                 }
-                Ok(None) => o.side.readable = false,
+                Ok(None) => {}
             }
         }
         let Some(tx) = self.tx.as_mut() else {
@@ -1198,20 +1205,18 @@ impl Session {
         // Client → origin.
         if self.out_o.len() < BUF_LIMIT && self.client.readable && !self.client.eof {
             let (conn, room) = (&self.conn, BUF_LIMIT - self.out_o.len());
-            match read_into(|b| conn.recv(b), &mut self.out_o, room) {
+            match read_into(|b| conn.recv(b), &mut self.out_o, room, &mut self.client) {
                 Ok(Some(0)) | Err(_) => self.client.eof = true,
-                Ok(Some(_)) => {}
-                Ok(None) => self.client.readable = false,
+                Ok(Some(_)) | Ok(None) => {}
             }
             progress = true;
         }
         // Origin → client.
         if self.out_c.len() < BUF_LIMIT && o.side.readable && !o.side.eof {
             let (sock, room) = (&o.sock, BUF_LIMIT - self.out_c.len());
-            match read_into(|b| sock.recv(b), &mut self.out_c, room) {
+            match read_into(|b| sock.recv(b), &mut self.out_c, room, &mut o.side) {
                 Ok(Some(0)) | Err(_) => o.side.eof = true,
-                Ok(Some(_)) => {}
-                Ok(None) => o.side.readable = false,
+                Ok(Some(_)) | Ok(None) => {}
             }
             progress = true;
         }
@@ -1291,7 +1296,6 @@ impl Session {
         }
     }
 }
-
 
 fn resolve_cached(host: &str, port: u16) -> Option<SocketAddr> {
     thread_local! {
