@@ -29,6 +29,9 @@ const BUF_LIMIT: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// Idle origin connections kept per origin per thread.
 const POOL_PER_ORIGIN: usize = 64;
+/// How long an idle client keeps its origin connection attached before it goes back to
+/// the thread's pool.
+const ATTACHED_ORIGIN_IDLE: Duration = Duration::from_secs(1);
 /// How long a closing connection is drained so the peer receives our last bytes.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -95,6 +98,8 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
             dead: false,
             shut_client: false,
             waiting: None,
+            idle_since: now,
+            head_searched: 0,
             shared,
         })
     });
@@ -143,6 +148,10 @@ pub fn sweep(t: &mut EThread) {
             continue;
         }
         let idle_drain = s.shared.draining() && s.is_idle();
+        if s.is_idle() && s.origin.is_some() && s.idle_since.elapsed() >= ATTACHED_ORIGIN_IDLE {
+            // An idle client should not pin an origin connection: back to the pool.
+            s.release_origin(t, true);
+        }
         if now >= s.deadline || idle_drain {
             s.on_timeout(t, idle_drain);
             s.drive(t);
@@ -345,6 +354,10 @@ pub(crate) struct Session {
     dead: bool,
     shut_client: bool,
     waiting: Option<Waiting>,
+    /// When the last transaction ended.
+    idle_since: Instant,
+    /// How much of `inbuf` the head parser has already searched for the end of head.
+    head_searched: usize,
 }
 
 impl Drop for Session {
@@ -543,13 +556,18 @@ impl Session {
 
     fn read_request(&mut self, t: &mut EThread) -> bool {
         if !self.inbuf.is_empty() {
-            match codec::parse_request(&self.inbuf, self.shared.settings.max_head) {
+            match codec::parse_request_from(
+                &self.inbuf,
+                self.shared.settings.max_head,
+                self.head_searched,
+            ) {
                 Ok(Some((head, len))) => {
                     self.inbuf.drain(..len);
+                    self.head_searched = 0;
                     self.begin(t, head);
                     return true;
                 }
-                Ok(None) => {}
+                Ok(None) => self.head_searched = self.inbuf.len(),
                 Err(e) => {
                     self.shared.metrics.incoming_requests.inc();
                     self.local_response(e.status(), &e.to_string(), false, &[]);
@@ -748,6 +766,16 @@ impl Session {
             cache,
         });
         self.phase = Phase::Exchange;
+        match self.origin.as_ref() {
+            Some(o) if o.addr == addr && o.connected && !o.side.eof => {
+                shared.metrics.origin_connections_reused.inc();
+                self.deadline =
+                    Instant::now() + shared.settings.timeouts.transaction_no_activity_out;
+                return;
+            }
+            Some(_) => self.release_origin(t, true),
+            None => {}
+        }
         if let Err(e) = self.connect_origin(t, addr, true) {
             log::debug!("connect {addr}: {e}");
             self.fail_tx(502, "cannot connect to origin");
@@ -1149,7 +1177,22 @@ impl Session {
         }
         self.shared.metrics.active_transactions.dec();
         self.shared.metrics.completed_requests.inc();
-        self.release_origin(t, tx.origin_keep_alive);
+        let keep_attached = tx.origin_keep_alive && tx.client_keep_alive && !self.shared.draining();
+        if keep_attached
+            && self
+                .origin
+                .as_ref()
+                .is_some_and(|o| o.inbuf.is_empty() && !o.side.eof)
+        {
+            // Stay attached: the client's next request most likely goes to the same
+            // origin, and then costs no pool round trip (deregister, check, register).
+            if let Some(o) = self.origin.as_mut() {
+                o.reused = true;
+            }
+        } else {
+            self.release_origin(t, tx.origin_keep_alive);
+        }
+        self.idle_since = Instant::now();
         self.out_o = Vec::new();
         if tx.client_keep_alive && !self.shared.draining() {
             self.phase = Phase::ReadRequest;
