@@ -490,7 +490,11 @@ impl Session {
                 }
             }
         }
-        if self.out_c.is_empty() && self.out_c.capacity() > BUF_LIMIT {
+        // Hold no buffer while idle (so an idle keep-alive connection costs little), and
+        // none bigger than the limit ever.
+        if self.out_c.is_empty()
+            && (self.out_c.capacity() > BUF_LIMIT || self.phase == Phase::ReadRequest)
+        {
             self.out_c = Vec::new();
         }
         if wrote && self.phase != Phase::Closing {
@@ -1188,6 +1192,7 @@ impl Session {
             // origin, and then costs no pool round trip (deregister, check, register).
             if let Some(o) = self.origin.as_mut() {
                 o.reused = true;
+                o.inbuf = Vec::new();
             }
         } else {
             self.release_origin(t, tx.origin_keep_alive);
