@@ -273,43 +273,18 @@ fn admin_socket_is_private() {
 
 #[test]
 fn inherited_fd_ports_accept() {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let dir = TempDir::new("fd");
     let log = dir.0.join("log");
-    let raw = l.as_raw_fd();
     let mut cmd = std::process::Command::new(util::bin());
     cmd.current_dir(&dir.0)
         .env(
             "PROXY_CONFIG_HTTP_SERVER_PORTS",
-            format!("{}:fd=7", addr.port()),
+            format!("{}:fd=7", l.local_addr().unwrap().port()),
         )
-        .env("PROXY_CONFIG_ADMIN_SOCKET", dir.0.join("s.sock"))
-        .stderr(std::fs::File::create(&log).unwrap());
-    // SAFETY: dup2 in the child between fork and exec, on descriptors we own.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself keeps close-on-exec: clear it explicitly.
-            if libc::dup2(raw, 7) < 0 || libc::fcntl(7, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    drop(l);
-    let ready = wait_until(Duration::from_secs(20), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("ports accepting")
-    });
-    let served = ready && http::get(addr, "t", "/_stats").map(|r| r.status).ok() == Some(200);
-    let _ = child.kill();
-    let _ = child.wait();
+        .env("PROXY_CONFIG_ADMIN_SOCKET", dir.0.join("s.sock"));
     assert!(
-        served,
+        serves_on_inherited_socket(cmd, l, 7, &log),
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
@@ -317,14 +292,13 @@ fn inherited_fd_ports_accept() {
 
 #[test]
 fn systemd_socket_activation_is_matched_by_bound_address() {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
+    let port = l.local_addr().unwrap().port();
     let dir = TempDir::new("systemd");
     let log = dir.0.join("log");
-    let raw = l.as_raw_fd();
     // `exec` keeps the shell's pid, so LISTEN_PID=$$ names the daemon, as systemd's would.
+    // Had the daemon bound a socket of its own, the port would have been taken
+    // (EADDRINUSE with the inherited socket open in it): serving proves it adopted fd 3.
     let mut cmd = std::process::Command::new("sh");
     cmd.arg("-c")
         .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\"")
@@ -332,35 +306,49 @@ fn systemd_socket_activation_is_matched_by_bound_address() {
         .current_dir(&dir.0)
         .env(
             "PROXY_CONFIG_HTTP_SERVER_PORTS",
-            format!("{}:ip-in=127.0.0.1", addr.port()),
+            format!("{port}:ip-in=127.0.0.1"),
         )
-        .env("PROXY_CONFIG_ADMIN_SOCKET", dir.0.join("s.sock"))
-        .stderr(std::fs::File::create(&log).unwrap());
-    // SAFETY: dup2 in the child between fork and exec, on descriptors we own.
+        .env("PROXY_CONFIG_ADMIN_SOCKET", dir.0.join("s.sock"));
+    assert!(
+        serves_on_inherited_socket(cmd, l, 3, &log),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+/// Spawns `cmd` with `listener` at descriptor `target` in the child (inherited, as systemd
+/// or a supervisor would pass it), logging to `log`; returns whether the daemon came up
+/// and served the stats page on the listener's address.
+fn serves_on_inherited_socket(
+    mut cmd: std::process::Command,
+    listener: TcpListener,
+    target: i32,
+    log: &std::path::Path,
+) -> bool {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let addr = listener.local_addr().unwrap();
+    let raw = listener.as_raw_fd();
+    cmd.stderr(std::fs::File::create(log).unwrap());
+    // SAFETY: dup2/fcntl in the child between fork and exec, on descriptors we own.
     unsafe {
         cmd.pre_exec(move || {
             // dup2 onto itself keeps close-on-exec: clear it explicitly.
-            if libc::dup2(raw, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+            if libc::dup2(raw, target) < 0 || libc::fcntl(target, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
     let mut child = cmd.spawn().unwrap();
-    drop(l);
+    drop(listener);
     let ready = wait_until(Duration::from_secs(20), || {
-        std::fs::read_to_string(&log)
+        std::fs::read_to_string(log)
             .unwrap_or_default()
             .contains("ports accepting")
     });
-    // Had the daemon bound a socket of its own, the port would have been taken (EADDRINUSE
-    // with the inherited socket still open in it): serving proves it adopted fd 3.
     let served = ready && http::get(addr, "t", "/_stats").map(|r| r.status).ok() == Some(200);
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        served,
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    served
 }

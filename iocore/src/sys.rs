@@ -155,3 +155,23 @@ pub(crate) fn eventfd_drain(fd: std::os::fd::RawFd) {
     // SAFETY: reads at most 8 bytes into a live u64.
     unsafe { libc::read(fd, (&mut buf as *mut u64).cast(), 8) };
 }
+
+/// A new non-blocking, close-on-exec TCP socket of `addr`'s family.
+pub(crate) fn tcp_socket(addr: &std::net::SocketAddr) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain syscall; on success we own the returned descriptor.
+    let raw = cvt(unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: `raw` was just created and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+}

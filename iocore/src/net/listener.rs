@@ -1,6 +1,8 @@
 //! Listening sockets: created and bound here, or adopted from an inherited descriptor.
 
-use crate::sys::{cvt, from_socket_addr, getsockopt_int, setsockopt_int, to_socket_addr};
+use crate::sys::{
+    cvt, from_socket_addr, getsockopt_int, setsockopt_int, tcp_socket, to_socket_addr,
+};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -95,22 +97,8 @@ impl Listener {
             addr: addr.to_string(),
             source,
         };
-        let domain = if addr.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
-        // SAFETY: plain syscall; on success we own the returned descriptor.
-        let raw = cvt(unsafe {
-            libc::socket(
-                domain,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        })
-        .map_err(|e| err("socket", e))?;
-        // SAFETY: `raw` was just created and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = tcp_socket(&addr).map_err(|e| err("socket", e))?;
+        let raw = fd.as_raw_fd();
         let set =
             |level, name, v| setsockopt_int(raw, level, name, v).map_err(|e| err("setsockopt", e));
         set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;

@@ -1,10 +1,10 @@
 //! Outbound sockets (origin connections): non-blocking connect, and the recv/send/
 //! shutdown primitives that accepted connections share.
 
-use crate::sys::{cvt, from_socket_addr, getsockopt_int, setsockopt_int};
+use crate::sys::{cvt, from_socket_addr, getsockopt_int, setsockopt_int, tcp_socket};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// A non-blocking, close-on-exec TCP socket opened towards a peer.
 #[derive(Debug)]
@@ -16,23 +16,10 @@ impl Socket {
     /// Starts a non-blocking connect with TCP_NODELAY set. Completion shows as
     /// writability; then [`Socket::take_error`] says whether it failed.
     pub fn connect(addr: SocketAddr) -> io::Result<Socket> {
-        let domain = if addr.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
-        // SAFETY: plain syscall; on success we own the returned descriptor.
-        let raw = cvt(unsafe {
-            libc::socket(
-                domain,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        })?;
-        // SAFETY: `raw` was just created and is owned by nobody else.
         let sock = Socket {
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+            fd: tcp_socket(&addr)?,
         };
+        let raw = sock.fd.as_raw_fd();
         let _ = setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         let (storage, len) = from_socket_addr(&addr);
         // SAFETY: `storage` holds a valid sockaddr of length `len`.
