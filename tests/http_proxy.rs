@@ -421,3 +421,19 @@ fn a_512_mib_body_streams_through_with_bounded_memory() {
         "peak RSS grew by {grown} KiB while streaming 512 MiB"
     );
 }
+
+#[test]
+fn origin_connections_outlive_the_clients_that_used_them() {
+    let origin = Origin::start(|_| Some(ok(b"pooled", &[])));
+    let d = proxy_to(&origin, "[proxy.config]\naccept_threads = 0\n");
+    // Keep-alive clients that each make one request and leave, one after another.
+    for _ in 0..20 {
+        let mut c = Conn::open(d.addr()).unwrap();
+        assert_eq!(c.get("t", "/p").unwrap().text(), "pooled");
+    }
+    assert_eq!(origin.request_count(), 20);
+    // A new client may arrive before the previous one's close is processed (and on the
+    // other event thread), so a few connections are opened; without pooling it is 20.
+    let opened = origin.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened <= 6, "{opened} origin connections for 20 clients");
+}

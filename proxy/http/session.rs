@@ -460,11 +460,12 @@ impl Session {
         if !self.dead {
             return;
         }
-        if let Some(o) = self.origin.take() {
-            if let Some(tok) = o.side.token {
-                drop(t.deregister(tok));
-            }
-        }
+        // An origin connection attached between transactions is healthy and idle: it goes
+        // back to the pool when its client leaves. One mid-transaction is not reusable.
+        let idle_origin = self.tx.is_none()
+            && self.phase != Phase::Tunnel
+            && self.origin.as_ref().is_some_and(|o| o.connected);
+        self.release_origin(t, idle_origin);
         if let Some(tok) = self.client.token.take() {
             drop(t.deregister(tok));
         }

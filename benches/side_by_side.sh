@@ -1,0 +1,530 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP benchmark on loopback (SPEC §8): the origin alone, Turnstile, Apache
+# Traffic Server, nginx and HAProxy as reverse proxies in front of one nginx origin
+# serving a fixed 1 KiB body with `Cache-Control: max-age=3600`, driven by the load tool
+# (benches/load.rs): keep-alive (ka), connection-per-request (close), an accept burst,
+# and idle keep-alive memory; then cache hits through Turnstile and ATS with their caches
+# on. Prints Markdown tables. A benchmark, not a test: it asserts nothing, and the
+# numbers are only comparable within one run on one machine (the client shares the
+# cores with the servers).
+#
+#   bash benches/side_by_side.sh              # defaults: about 3 minutes
+#   SECS=3 bash benches/side_by_side.sh       # quick run
+#
+# Environment:
+#   SECS=10            duration of each ka / close run (seconds)
+#   CONNS=64           client connections of ka / close
+#   BURST=6000         connections of the accept burst
+#   IDLE_CONNS=10000   idle keep-alive connections for the RSS measure (0 = skip)
+#   IDLE_HOLD=3        seconds the idle connections are held
+#   ACCEPT_THREADS=1   Turnstile accept threads; a list ("1 0") runs one row each
+#   NET_THREADS=2      ET_NET threads of Turnstile and ATS
+#   PEERS="origin turnstile ats nginx haproxy"   which rows to run
+#   INSTALL=1          apt-get install missing nginx / haproxy / trafficserver (as root)
+#   KEEP_WORK=0        1 keeps the temporary directory (configs, logs) for inspection
+#
+# Everything listens on 127.0.0.1 only, on free ports the script picks; everything it
+# starts is stopped on exit. Templates: benches/side_by_side/.
+
+set -u -o pipefail
+
+SECS=${SECS:-10}
+CONNS=${CONNS:-64}
+BURST=${BURST:-6000}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+IDLE_HOLD=${IDLE_HOLD:-3}
+ACCEPT_THREADS=${ACCEPT_THREADS:-1}
+NET_THREADS=${NET_THREADS:-2}
+PEERS=${PEERS:-origin turnstile ats nginx haproxy}
+INSTALL=${INSTALL:-1}
+KEEP_WORK=${KEEP_WORK:-0}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TPL=$ROOT/benches/side_by_side
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/side_by_side.XXXXXX") || exit 1
+STARTED=()     # pids of every server started, stopped on exit
+RESULTS=()     # "row|mode|key=value line of the load tool"
+ROWS=()        # table rows, in order
+CACHE_ROWS=()  # cache-hit table rows
+NOTES=()       # skipped peers and other remarks, printed under the tables
+USED_PORTS=" "
+
+log() { printf '[side_by_side %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+note() {
+    NOTES+=("$*")
+    log "$*"
+}
+
+# --- processes ------------------------------------------------------------------------
+
+# Prints the direct children of pid $1.
+children() {
+    local parent=$1 f s d state ppid
+    for f in /proc/[0-9]*/stat; do
+        { s=$(<"$f"); } 2>/dev/null || continue
+        # After the command name: state ppid ...
+        read -r state ppid _ <<<"${s##*) }"
+        if [ "$ppid" = "$parent" ]; then
+            d=${f#/proc/}
+            echo "${d%/stat}"
+        fi
+    done
+}
+
+# Prints pid $1 and all its descendants.
+tree() {
+    local c
+    echo "$1"
+    for c in $(children "$1"); do
+        tree "$c"
+    done
+}
+
+alive() {
+    local s
+    { s=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+    s=${s##*) }
+    [ "${s%% *}" != Z ]
+}
+
+# Stops pid $1 and its descendants: SIGTERM, then SIGKILL after 10 s.
+stop_tree() {
+    local pid=$1 pids p i
+    pids=$(tree "$pid" | sort -u)
+    for p in $pids; do kill -TERM "$p" 2>/dev/null; done
+    for i in $(seq 1 100); do
+        local any=0
+        for p in $pids; do alive "$p" && any=1; done
+        [ "$any" = 0 ] && break
+        sleep 0.1
+    done
+    for p in $pids; do alive "$p" && kill -KILL "$p" 2>/dev/null; done
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+cleanup() {
+    local i
+    trap - EXIT INT TERM
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+        stop_tree "${STARTED[$i]}"
+    done
+    if [ "$KEEP_WORK" = 1 ]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Forgets pid $1 after it was stopped.
+stop_server() {
+    local pid=$1 i
+    stop_tree "$pid"
+    for i in "${!STARTED[@]}"; do
+        [ "${STARTED[$i]}" = "$pid" ] && unset 'STARTED[i]'
+    done
+    STARTED=("${STARTED[@]}")
+}
+
+# --- ports, templates, readiness -------------------------------------------------------
+
+# Sets variable $1 to a free TCP port in 20000..31999 (below the ephemeral range).
+free_port() {
+    local p i hex
+    for i in $(seq 1 500); do
+        p=$((20000 + RANDOM % 12000))
+        case "$USED_PORTS" in *" $p "*) continue ;; esac
+        hex=$(printf ':%04X ' "$p")
+        if ! grep -qi "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+            USED_PORTS+="$p "
+            printf -v "$1" '%s' "$p"
+            return 0
+        fi
+    done
+    log "no free port found"
+    exit 1
+}
+
+# render TEMPLATE OUT KEY=VALUE...: replaces @KEY@ by VALUE.
+render() {
+    local tpl=$1 out=$2 kv k v text
+    shift 2
+    text=$(<"$tpl")
+    for kv in "$@"; do
+        k=${kv%%=*}
+        v=${kv#*=}
+        text=${text//"@$k@"/"$v"}
+    done
+    printf '%s\n' "$text" >"$out"
+}
+
+# wait_ready PORT PID SECONDS: waits for a 200 on GET / (Host: bench) while PID lives.
+wait_ready() {
+    local port=$1 pid=$2 secs=$3 i code
+    for i in $(seq 1 $((secs * 10))); do
+        alive "$pid" || return 1
+        code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' -H 'Host: bench' "http://127.0.0.1:$port/" 2>/dev/null)
+        [ "$code" = 200 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# --- results ---------------------------------------------------------------------------
+
+# run_load ROW MODE PORT PIDS ARGS...: runs the load tool, keeps its key=value line.
+run_load() {
+    local row=$1 mode=$2 port=$3 pids=$4 out kv human limit
+    shift 4
+    limit=$((SECS + IDLE_HOLD + 180))
+    out=$(timeout -k 5 "$limit" "$LOAD" --target "127.0.0.1:$port" --mode "$mode" \
+        --pid "$pids" "$@" 2>&1)
+    kv=$(grep -m1 '^mode=' <<<"$out")
+    human=$(grep -m1 '^# ' <<<"$out")
+    if [ -z "$kv" ]; then
+        note "$row $mode: the load tool failed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+        return 1
+    fi
+    log "$row: ${human#\# }"
+    RESULTS+=("$row|$mode|$kv")
+}
+
+# get ROW MODE KEY: prints the value from that run, or "-".
+get() {
+    local r kv
+    for r in "${RESULTS[@]}"; do
+        if [[ $r == "$1|$2|"* ]]; then
+            kv=" ${r#"$1|$2|"}"
+            if [[ $kv =~ \ $3=([^ ]*) ]]; then
+                printf '%s' "${BASH_REMATCH[1]}"
+                return
+            fi
+        fi
+    done
+    printf -- '-'
+}
+
+ms() { # microseconds to milliseconds
+    case "$1" in -|na) printf -- '-' ;; *) awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }' ;; esac
+}
+
+# bench_peer ROW PORT PIDS [IDLE_CONNS]: idle RSS on the fresh process, then ka, close, burst.
+bench_peer() {
+    local row=$1 port=$2 pids=$3 idle=${4:-$IDLE_CONNS}
+    ROWS+=("$row")
+    if [ "$idle" -gt 0 ]; then
+        run_load "$row" idle "$port" "$pids" --conns "$idle" --hold-secs "$IDLE_HOLD"
+        sleep 1
+    fi
+    run_load "$row" ka "$port" "$pids" --conns "$CONNS" --secs "$SECS"
+    run_load "$row" close "$port" "$pids" --conns "$CONNS" --secs "$SECS"
+    sleep 1
+    run_load "$row" burst "$port" "$pids" --burst "$BURST"
+}
+
+# --- installation and build ------------------------------------------------------------
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+install_missing() {
+    local pkg bin missing=()
+    for pkg in nginx:nginx haproxy:haproxy trafficserver:traffic_server curl:curl; do
+        bin=${pkg#*:}
+        have "$bin" || missing+=("${pkg%%:*}")
+    done
+    [ ${#missing[@]} = 0 ] && return
+    if [ "$INSTALL" != 1 ] || [ "$(id -u)" != 0 ] || ! have apt-get; then
+        log "missing: ${missing[*]} (not installing: INSTALL=$INSTALL, uid $(id -u))"
+        return
+    fi
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    for pkg in "${missing[@]}"; do
+        apt-get install -y "$pkg" >"$WORK/apt-$pkg.log" 2>&1 ||
+            { apt-get update >>"$WORK/apt-$pkg.log" 2>&1 && apt-get install -y "$pkg" >>"$WORK/apt-$pkg.log" 2>&1; } ||
+            log "apt-get install $pkg failed (see the log in $WORK, kept with KEEP_WORK=1)"
+    done
+    # Debian's maintainer scripts may start system instances; ours use their own ports.
+}
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+NOFILE=$(ulimit -n)
+install_missing
+for bin in nginx curl; do
+    have "$bin" || { log "$bin is required (the origin / readiness checks); aborting"; exit 1; }
+done
+
+log "building Turnstile and the load tool (release)"
+(cd "$ROOT" && cargo build --release --bin turnstile) >"$WORK/build.log" 2>&1 ||
+    { tail -n 30 "$WORK/build.log"; log "cargo build failed"; exit 1; }
+TS_BIN=$ROOT/target/release/turnstile
+LOAD=$( (cd "$ROOT" && cargo bench --bench load --no-run) 2>&1 | tee -a "$WORK/build.log" |
+    sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)
+case "$LOAD" in /*) ;; ?*) LOAD=$ROOT/$LOAD ;; esac
+[ -n "$LOAD" ] && [ -x "$LOAD" ] || { tail -n 30 "$WORK/build.log"; log "cannot build benches/load.rs"; exit 1; }
+log "work dir $WORK; fd limit $NOFILE; SECS=$SECS CONNS=$CONNS BURST=$BURST IDLE_CONNS=$IDLE_CONNS"
+
+BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
+
+# --- origin ----------------------------------------------------------------------------
+
+free_port ORIGIN_PORT
+mkdir -p "$WORK/origin.tmp"
+render "$TPL/origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT="$ORIGIN_PORT" BODY="$BODY"
+nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >"$WORK/origin.out" 2>&1 &
+ORIGIN_PID=$!
+STARTED+=("$ORIGIN_PID")
+if ! wait_ready "$ORIGIN_PORT" "$ORIGIN_PID" 10; then
+    cat "$WORK/origin.out" "$WORK/origin.error.log" 2>/dev/null | tail -n 10
+    log "the nginx origin did not start; aborting"
+    exit 1
+fi
+log "origin: nginx pid $ORIGIN_PID on 127.0.0.1:$ORIGIN_PORT"
+
+wanted() { [[ " $PEERS " == *" $1 "* ]]; }
+
+# --- peers -----------------------------------------------------------------------------
+
+run_origin() {
+    bench_peer "origin (nginx, 1 worker)" "$ORIGIN_PORT" "$ORIGIN_PID"
+}
+
+# start_turnstile NAME ACCEPT_THREADS CACHE(true|false): sets TS_PID, TS_PORT.
+start_turnstile() {
+    local name=$1 accept=$2 cache=$3 storage='[]'
+    free_port TS_PORT
+    [ "$cache" = true ] && storage="[{ path = \"$WORK/$name.span\", size = \"256M\" }]"
+    render "$TPL/turnstile.records.toml" "$WORK/$name.toml" PORT="$TS_PORT" \
+        ORIGIN_PORT="$ORIGIN_PORT" WORK="$WORK" NAME="$name" ACCEPT_THREADS="$accept" \
+        NET_THREADS="$NET_THREADS" CACHE_HTTP="$cache" STORAGE="$storage"
+    "$TS_BIN" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+    TS_PID=$!
+    STARTED+=("$TS_PID")
+    if ! wait_ready "$TS_PORT" "$TS_PID" 60; then
+        note "Turnstile ($name) did not become ready: $(tail -n 3 "$WORK/$name.log" | tr '\n' ' ')"
+        stop_server "$TS_PID"
+        return 1
+    fi
+}
+
+ts_metric() { # PORT NAME
+    curl -s -m 5 "http://127.0.0.1:$1/_stats" | grep -o "\"$2\": *[0-9]*" | grep -o '[0-9]*$'
+}
+
+run_turnstile() {
+    local a hits misses
+    for a in $ACCEPT_THREADS; do
+        start_turnstile "turnstile-a$a" "$a" false || continue
+        bench_peer "Turnstile (accept_threads=$a)" "$TS_PORT" "$TS_PID"
+        ts_check_open "Turnstile (accept_threads=$a)" "$TS_PORT"
+        while IFS= read -r l; do
+            note "Turnstile (accept_threads=$a) log: $l"
+        done < <(grep -E 'WARN|ERROR|panic' "$WORK/turnstile-a$a.log" | head -n 5)
+        stop_server "$TS_PID"
+    done
+    a=${ACCEPT_THREADS%% *}
+    start_turnstile "turnstile-cache" "$a" true || return
+    curl -s -o /dev/null -H 'Host: bench' "http://127.0.0.1:$TS_PORT/"
+    run_load "Turnstile (cache on)" ka "$TS_PORT" "$TS_PID" --conns "$CONNS" --secs "$SECS" &&
+        CACHE_ROWS+=("Turnstile (cache on)")
+    hits=$(ts_metric "$TS_PORT" proxy.process.cache.hits)
+    misses=$(ts_metric "$TS_PORT" proxy.process.cache.misses)
+    HITS["Turnstile (cache on)"]="${hits:-?} / $(( ${hits:-0} + ${misses:-0} ))"
+    stop_server "$TS_PID"
+}
+
+# After a row's runs: Turnstile's own count of open client connections should be back to
+# 1 (the stats request itself) once the clients are gone.
+ts_check_open() { # ROW PORT
+    local open i
+    for i in $(seq 1 30); do
+        open=$(ts_metric "$2" proxy.process.net.connections_currently_open)
+        [ "${open:-x}" = 1 ] && return
+        sleep 0.1
+    done
+    note "$1: proxy.process.net.connections_currently_open is ${open:-unreadable} 3 s after the last client left (expected 1, the stats request)"
+}
+
+ATS_BIN=""
+find_ats() {
+    ATS_BIN=$(command -v traffic_server 2>/dev/null)
+    if [ -z "$ATS_BIN" ] && have dpkg; then
+        ATS_BIN=$(dpkg -L trafficserver 2>/dev/null | grep -m1 '/bin/traffic_server$')
+    fi
+    [ -n "$ATS_BIN" ] && [ -x "$ATS_BIN" ]
+}
+
+# start_ats NAME CACHE(0|1): sets ATS_PID, ATS_PORT.
+start_ats() {
+    local name=$1 cache=$2 dir=$WORK/$1 modules libdir
+    free_port ATS_PORT
+    mkdir -p "$dir"/{etc,run,log,cache,var}
+    cp -r /etc/trafficserver/. "$dir/etc/"
+    modules=$(dpkg -L trafficserver 2>/dev/null | grep -m1 '/stats_over_http\.so$')
+    modules=${modules%/*}
+    modules=${modules:-/usr/lib/trafficserver/modules}
+    libdir=${modules%/modules}
+    render "$TPL/ats.runroot.yaml" "$dir/runroot.yaml" WORK="$dir" ATS_MODULES="$modules" ATS_LIBDIR="$libdir"
+    render "$TPL/ats.records.config" "$dir/etc/records.config" PORT="$ATS_PORT" \
+        NET_THREADS="$NET_THREADS" CACHE_HTTP="$cache"
+    render "$TPL/ats.remap.config" "$dir/etc/remap.config" ORIGIN_PORT="$ORIGIN_PORT"
+    render "$TPL/ats.storage.config" "$dir/etc/storage.config" WORK="$dir"
+    # stats_over_http only where the hits are counted (the cache run).
+    if [ "$cache" = 1 ]; then echo "stats_over_http.so _atsstats" >"$dir/etc/plugin.config"; else : >"$dir/etc/plugin.config"; fi
+    "$ATS_BIN" --run-root="$dir/runroot.yaml" >"$dir/traffic_server.out" 2>&1 &
+    ATS_PID=$!
+    STARTED+=("$ATS_PID")
+    if ! wait_ready "$ATS_PORT" "$ATS_PID" 60; then
+        note "ATS ($name) did not become ready: $(cat "$dir/traffic_server.out" "$dir/log/diags.log" 2>/dev/null | grep -E 'ERROR|FATAL|Fatal|WARN' | tail -n 3 | tr '\n' ' ')"
+        stop_server "$ATS_PID"
+        return 1
+    fi
+}
+
+ats_metric() { # PORT NAME
+    curl -s -m 5 -H 'Host: bench' "http://127.0.0.1:$1/_atsstats" | grep -o "\"$2\": *\"[0-9]*\"" | grep -o '[0-9][0-9]*' | tail -n 1
+}
+
+run_ats() {
+    local version hits lookups row i
+    if ! find_ats; then
+        note "ATS skipped: traffic_server not installed (apt-get install trafficserver failed or INSTALL=0)"
+        return
+    fi
+    version=$("$ATS_BIN" -V 2>&1 | sed -n 's/.*Traffic Server \([0-9][0-9.]*\).*/\1/p' | head -n 1)
+    if [ "${version%%.*}" != 9 ]; then
+        note "ATS skipped: version '${version:-unknown}'; the template is ATS 9 records.config (ATS 10 wants records.yaml)"
+        return
+    fi
+    if start_ats ats-proxy 0; then
+        bench_peer "ATS $version" "$ATS_PORT" "$ATS_PID"
+        stop_server "$ATS_PID"
+    fi
+    start_ats ats-cache 1 || return
+    curl -s -o /dev/null -H 'Host: bench' "http://127.0.0.1:$ATS_PORT/"
+    row="ATS $version (cache on)"
+    run_load "$row" ka "$ATS_PORT" "$ATS_PID" --conns "$CONNS" --secs "$SECS" &&
+        CACHE_ROWS+=("$row")
+    # ATS publishes its counters every few seconds: wait until the lookups cover the run.
+    for i in $(seq 1 30); do
+        lookups=$(ats_metric "$ATS_PORT" proxy.process.http.cache_lookups)
+        [ "${lookups:-0}" -ge "$(get "$row" ka ok | tr -d -)" ] 2>/dev/null && break
+        sleep 0.5
+    done
+    hits=$(ats_metric "$ATS_PORT" proxy.process.http.cache_hit_fresh)
+    HITS["$row"]="${hits:-?} / ${lookups:-?}"
+    stop_server "$ATS_PID"
+}
+
+run_nginx() {
+    local port pid pids i version
+    free_port port
+    mkdir -p "$WORK/nginx.tmp"
+    render "$TPL/proxy.nginx.conf" "$WORK/nginx.conf" WORK="$WORK" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT"
+    nginx -e "$WORK/nginx.error.log" -p "$WORK" -c "$WORK/nginx.conf" >"$WORK/nginx.out" 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    if ! wait_ready "$port" "$pid" 20; then
+        note "nginx proxy did not start: $(tail -n 3 "$WORK/nginx.error.log" 2>/dev/null | tr '\n' ' ')"
+        stop_server "$pid"
+        return
+    fi
+    for i in $(seq 1 50); do # the master and its 2 workers
+        pids=$(tree "$pid" | sort -u | paste -sd, -)
+        [ "$(tr ',' '\n' <<<"$pids" | wc -l)" -ge 3 ] && break
+        sleep 0.1
+    done
+    version=$(nginx -v 2>&1 | sed -n 's#.*nginx/\([0-9.]*\).*#\1#p')
+    bench_peer "nginx $version (2 workers)" "$port" "$pids"
+    stop_server "$pid"
+}
+
+run_haproxy() {
+    local port pid maxconn idle version
+    if ! have haproxy; then
+        note "HAProxy skipped: not installed (apt-get install haproxy failed or INSTALL=0)"
+        return
+    fi
+    free_port port
+    # HAProxy refuses to start unless 2 x maxconn fits in the fd limit.
+    maxconn=$(((NOFILE - 200) / 2))
+    idle=$IDLE_CONNS
+    if [ "$idle" -gt $((maxconn - 100)) ]; then
+        idle=$((maxconn - 100))
+        note "HAProxy idle RSS measured with $idle connections (maxconn $maxconn: HAProxy needs 2 fds per connection within the fd limit $NOFILE)"
+    fi
+    render "$TPL/haproxy.cfg" "$WORK/haproxy.cfg" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" MAXCONN="$maxconn"
+    haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    if ! wait_ready "$port" "$pid" 20; then
+        note "HAProxy did not start: $(grep -E 'ALERT' "$WORK/haproxy.out" | tail -n 2 | tr '\n' ' ')"
+        stop_server "$pid"
+        return
+    fi
+    version=$(haproxy -v 2>&1 | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1)
+    bench_peer "HAProxy $version (2 threads)" "$port" "$pid" "$idle"
+    stop_server "$pid"
+}
+
+declare -A HITS=()
+START_TIME=$(date +%s)
+wanted origin && run_origin
+wanted turnstile && run_turnstile
+wanted ats && run_ats
+wanted nginx && run_nginx
+wanted haproxy && run_haproxy
+
+# --- report ----------------------------------------------------------------------------
+
+errs() { # ROW: errors of ka/close/burst
+    printf '%s/%s/%s' "$(get "$1" ka errors)" "$(get "$1" close errors)" "$(get "$1" burst errors)"
+}
+
+echo
+echo "## Side-by-side on 127.0.0.1 ($(nproc) CPUs, $(uname -r); $(date -u +%Y-%m-%dT%H:%MZ))"
+echo
+echo "ka / close: $CONNS connections, ${SECS} s each; burst: $BURST connections at once (connect start -> first response byte); 1 KiB body; CPU = the server's own processes (user+sys) per 10k requests; the origin is an nginx with 1 worker; proxies use $NET_THREADS threads/workers."
+echo
+echo "| server | ka req/s | ka p50 / p99 ms | close req/s | close p50 / p99 ms | burst p50 / p99 / max ms | errors ka/close/burst | CPU s/10k ka | CPU s/10k close | idle KiB/conn |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+for row in "${ROWS[@]}"; do
+    printf '| %s | %s | %s / %s | %s | %s / %s | %s / %s / %s | %s | %s | %s | %s |\n' "$row" \
+        "$(get "$row" ka rps)" "$(ms "$(get "$row" ka p50_us)")" "$(ms "$(get "$row" ka p99_us)")" \
+        "$(get "$row" close rps)" "$(ms "$(get "$row" close p50_us)")" "$(ms "$(get "$row" close p99_us)")" \
+        "$(ms "$(get "$row" burst p50_us)")" "$(ms "$(get "$row" burst p99_us)")" "$(ms "$(get "$row" burst max_us)")" \
+        "$(errs "$row")" "$(get "$row" ka cpu_s_per_10k)" "$(get "$row" close cpu_s_per_10k)" \
+        "$(get "$row" idle rss_kib_per_conn)"
+done
+if [ ${#CACHE_ROWS[@]} -gt 0 ]; then
+    echo
+    echo "Cache hits, keep-alive ($CONNS connections, ${SECS} s, one 1 KiB object):"
+    echo
+    echo "| server | ka req/s | p50 / p99 ms | errors | fresh hits / lookups (whole run) | CPU s/10k |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for row in "${CACHE_ROWS[@]}"; do
+        printf '| %s | %s | %s / %s | %s | %s | %s |\n' "$row" "$(get "$row" ka rps)" \
+            "$(ms "$(get "$row" ka p50_us)")" "$(ms "$(get "$row" ka p99_us)")" "$(get "$row" ka errors)" \
+            "${HITS[$row]:--}" "$(get "$row" ka cpu_s_per_10k)"
+    done
+fi
+if [ "$IDLE_CONNS" -gt 0 ]; then
+    echo
+    for row in "${ROWS[@]}"; do
+        [[ $row == Turnstile* ]] || continue
+        echo "Idle keep-alive RSS, $row: $(get "$row" idle rss_before_kib) KiB -> $(get "$row" idle rss_after_kib) KiB with $(get "$row" idle ok) connections = $(get "$row" idle rss_kib_per_conn) KiB per connection."
+    done
+fi
+if [ ${#NOTES[@]} -gt 0 ]; then
+    echo
+    for n in "${NOTES[@]}"; do echo "- $n"; done
+fi
+echo
+echo "Raw results (load tool key=value lines):"
+echo
+echo '```'
+for r in "${RESULTS[@]}"; do echo "${r%%|*}: ${r#*|*|}"; done
+echo '```'
+log "done in $(($(date +%s) - START_TIME)) s of benchmarking"
