@@ -437,3 +437,26 @@ fn origin_connections_outlive_the_clients_that_used_them() {
     let opened = origin.connections.load(std::sync::atomic::Ordering::SeqCst);
     assert!(opened <= 6, "{opened} origin connections for 20 clients");
 }
+
+#[test]
+fn reloaded_remap_rules_apply_to_new_requests_on_every_thread() {
+    let a = Origin::start(|_| Some(ok(b"a", &[])));
+    let b = Origin::start(|_| Some(ok(b"b", &[])));
+    let rule = |o: &Origin| {
+        format!(
+            "[proxy.config]\naccept_threads = 0\n[[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            o.addr
+        )
+    };
+    let d = Daemon::builder().config(&rule(&a)).start();
+    // Connections land on both event threads.
+    for _ in 0..8 {
+        assert_eq!(http::get(d.addr(), "t", "/").unwrap().text(), "a");
+    }
+    d.write_config(&rule(&b));
+    let (code, out, err) = d.ctl(&["config", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for _ in 0..8 {
+        assert_eq!(http::get(d.addr(), "t", "/").unwrap().text(), "b");
+    }
+}

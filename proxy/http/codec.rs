@@ -790,19 +790,43 @@ pub struct ForwardResponse<'a> {
 
 /// Lower-cased names a forwarded message must not carry: hop-by-hop ones and those its
 /// Connection header lists, except framing headers.
-fn dropped(headers: &[Header]) -> Vec<String> {
-    let mut names: Vec<String> = HOP_BY_HOP.iter().map(|s| s.to_string()).collect();
-    names.extend(
-        tokens(headers, "connection")
-            .into_iter()
-            .filter(|t| !FRAMING.contains(&t.as_str())),
-    );
-    names
+///
+/// Built per forwarded message, so it allocates only for the Connection header's tokens.
+struct Skip {
+    named: Vec<String>,
+    extra: &'static [&'static str],
+    framing: bool,
 }
 
-fn write_fields(headers: &[Header], skip: &[String], out: &mut Vec<u8>) {
+impl Skip {
+    fn new(headers: &[Header], extra: &'static [&'static str]) -> Skip {
+        let named = if headers_all(headers, "connection").next().is_some() {
+            tokens(headers, "connection")
+                .into_iter()
+                .filter(|t| !FRAMING.contains(&t.as_str()) && !HOP_BY_HOP.contains(&t.as_str()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Skip {
+            named,
+            extra,
+            framing: false,
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        let is = |n: &&str| name.eq_ignore_ascii_case(n);
+        HOP_BY_HOP.iter().any(is)
+            || self.extra.iter().any(is)
+            || (self.framing && FRAMING.iter().any(is))
+            || self.named.iter().any(|n| name.eq_ignore_ascii_case(n))
+    }
+}
+
+fn write_fields(headers: &[Header], skip: &Skip, out: &mut Vec<u8>) {
     for h in headers {
-        if skip.iter().any(|s| h.name.eq_ignore_ascii_case(s)) {
+        if skip.contains(&h.name) {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -836,11 +860,12 @@ fn write_connection(keep_alive: bool, out: &mut Vec<u8>) {
 /// end-to-end fields in order (framing ones untouched), then Via, X-Forwarded-For and
 /// Connection.
 pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardRequest<'_>) {
-    let mut skip = dropped(&head.headers);
-    skip.extend(["host", "via"].map(String::from));
-    if opts.client_ip.is_some() {
-        skip.push("x-forwarded-for".into());
-    }
+    let extra: &'static [&'static str] = if opts.client_ip.is_some() {
+        &["host", "via", "x-forwarded-for"]
+    } else {
+        &["host", "via"]
+    };
+    let skip = Skip::new(&head.headers, extra);
     let _ = write!(
         out,
         "{} {} HTTP/1.1\r\nHost: {}\r\n",
@@ -858,16 +883,13 @@ pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardR
 /// Writes the response head to send to the client: always HTTP/1.1, end-to-end fields
 /// in order, Via, and Connection (not on 1xx).
 pub fn write_response_head(head: &ResponseHead, out: &mut Vec<u8>, opts: &ForwardResponse<'_>) {
-    let mut skip = dropped(&head.headers);
-    skip.push("via".into());
+    let mut skip = Skip::new(&head.headers, &["via"]);
     let reframe = match opts.framing_override {
         None | Some(BodyFraming::None) => None,
         Some(BodyFraming::UntilClose) if head.framing == BodyFraming::UntilClose => None,
         Some(f) => Some(f),
     };
-    if reframe.is_some() {
-        skip.extend(FRAMING.iter().map(|s| s.to_string()));
-    }
+    skip.framing = reframe.is_some();
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", head.status, head.reason);
     write_fields(&head.headers, &skip, out);
     match reframe {

@@ -391,25 +391,38 @@ impl iocore::IoHandler for SideHandler {
     }
 }
 
-/// Reads from `fd` into `buf`, at most `max` bytes: Some(n) (0 = EOF), None = would block.
-/// Reads once into `buf` (at most `max` bytes) and updates `side`: a read that would
-/// block, or a short one, means the socket is drained (edge-triggered: the next arrival
-/// is a new edge) — unless the peer's FIN was reported, which must still be read as EOF.
+/// Reads once into `buf` (at most `max` bytes): Some(n) (0 = EOF), None = would block.
+/// Updates `side`: a read that would block, or a short one, means the socket is drained
+/// (edge-triggered: the next arrival is a new edge) — unless the peer's FIN was reported,
+/// which must still be read as EOF. When `buf` has no room, the read goes through the
+/// thread's scratch buffer and `buf` grows by what arrived, not by a whole read size, so
+/// short-lived and idle connections hold only the bytes they have.
 fn read_into(
     recv: impl FnOnce(&mut [u8]) -> io::Result<usize>,
     buf: &mut Vec<u8>,
     max: usize,
     side: &mut Side,
 ) -> io::Result<Option<usize>> {
-    let len = buf.len();
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+    }
     let want = max.clamp(1, READ_CHUNK);
-    buf.resize(len + want, 0);
-    let r = recv(&mut buf[len..]);
-    let n = match &r {
-        Ok(n) => *n,
-        Err(_) => 0,
+    let len = buf.len();
+    let r = if buf.capacity() - len >= want {
+        buf.resize(len + want, 0);
+        let r = recv(&mut buf[len..]);
+        buf.truncate(len + *r.as_ref().unwrap_or(&0));
+        r
+    } else {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let r = recv(&mut scratch[..want]);
+            if let Ok(n) = r {
+                buf.extend_from_slice(&scratch[..n]);
+            }
+            r
+        })
     };
-    buf.truncate(len + n);
     match r {
         Ok(n) => {
             if n == 0 {
@@ -626,10 +639,14 @@ impl Session {
                 }
             }
         }
-        let live = shared.live();
         let host = target.host.as_deref();
-        let (addr, host_header, path) = match live.remap.lookup(host, path) {
-            Some((rule, to_path)) => (rule.to_addr, rule.to_host.clone(), to_path),
+        let remapped = shared.with_live(|live| {
+            live.remap
+                .lookup(host, path)
+                .map(|(rule, to_path)| (rule.to_addr, rule.to_host.clone(), to_path))
+        });
+        let (addr, host_header, path) = match remapped {
+            Some(found) => found,
             None if target.scheme.is_some() && !settings.remap_required => {
                 let Some((h, port)) = host.and_then(super::remap::split_authority) else {
                     return self.local_response(400, "bad request target", false, &[]);
@@ -807,7 +824,10 @@ impl Session {
 
     fn stats(&mut self, head: &RequestHead, format: Format, keep: bool) {
         let peer = self.conn.peer_addr().ip();
-        if !self.shared.live().allow.iter().any(|n| n.contains(&peer)) {
+        if !self
+            .shared
+            .with_live(|live| live.allow.iter().any(|n| n.contains(&peer)))
+        {
             return self.local_response(403, "forbidden", keep, &[]);
         }
         let now_ms = SystemTime::now()

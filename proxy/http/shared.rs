@@ -102,6 +102,8 @@ pub struct HttpShared {
     /// Fixed settings.
     pub settings: HttpSettings,
     live: RwLock<Live>,
+    /// Bumped by every `set_live`, so threads know their copy is out of date.
+    live_generation: std::sync::atomic::AtomicU64,
     pub(crate) metrics: HttpMetrics,
     pub(crate) registry: Arc<Registry>,
     draining: AtomicBool,
@@ -132,6 +134,7 @@ impl HttpShared {
             metrics: HttpMetrics::new(&registry),
             settings,
             live: RwLock::new(live),
+            live_generation: std::sync::atomic::AtomicU64::new(0),
             registry,
             draining: AtomicBool::new(false),
             cache: std::sync::OnceLock::new(),
@@ -144,9 +147,27 @@ impl HttpShared {
         self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Runs `f` with the live settings through this thread's copy, refreshed only when a
+    /// reload changed them: the request path reads one shared atomic and takes no lock.
+    pub fn with_live<R>(&self, f: impl FnOnce(&Live) -> R) -> R {
+        thread_local! {
+            static COPY: std::cell::RefCell<Option<(usize, u64, Live)>> = const { std::cell::RefCell::new(None) };
+        }
+        let me = self as *const HttpShared as usize;
+        let generation = self.live_generation.load(Ordering::Acquire);
+        COPY.with(|c| {
+            let mut c = c.borrow_mut();
+            if !matches!(&*c, Some((who, g, _)) if *who == me && *g == generation) {
+                *c = Some((me, generation, self.live()));
+            }
+            f(&c.as_ref().expect("just filled").2)
+        })
+    }
+
     /// Replaces the live settings (reload).
     pub fn set_live(&self, live: Live) {
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+        self.live_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Makes the cache available to sessions (once, when it is ready).
