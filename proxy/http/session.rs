@@ -100,6 +100,7 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
             waiting: None,
             idle_since: now,
             head_searched: 0,
+            quick_close: false,
             shared,
         })
     });
@@ -358,6 +359,8 @@ pub(crate) struct Session {
     idle_since: Instant,
     /// How much of `inbuf` the head parser has already searched for the end of head.
     head_searched: usize,
+    /// Closing after a complete exchange: no lingering drain needed.
+    quick_close: bool,
 }
 
 impl Drop for Session {
@@ -859,10 +862,17 @@ impl Session {
         addr: SocketAddr,
         pooled: bool,
     ) -> io::Result<()> {
+        let verify = self.tx.as_ref().is_some_and(|tx| tx.retry.is_none());
         let reused = if pooled {
             POOL.with(|p| {
                 let mut p = p.borrow_mut();
                 let list = p.get_mut(&addr)?;
+                // A request without a body that meets a connection the origin closed is
+                // retried once on a fresh one (and the sweep drops dead pooled ones), so
+                // only a request that cannot be retried pays for a health check.
+                if !verify {
+                    return list.pop();
+                }
                 while let Some(s) = list.pop() {
                     if origin_alive(&s) {
                         return Some(s);
@@ -1226,6 +1236,9 @@ impl Session {
         } else {
             self.phase = Phase::Closing;
             self.deadline = Instant::now() + LINGER;
+            // The request was read whole and nothing follows it: close as soon as the
+            // response is out, with no lingering drain.
+            self.quick_close = self.inbuf.is_empty();
         }
     }
 
@@ -1317,6 +1330,10 @@ impl Session {
     fn closing(&mut self) -> bool {
         if !self.out_c.is_empty() {
             return false; // flush_client runs first and will bring us back
+        }
+        if self.quick_close {
+            self.dead = true;
+            return true;
         }
         if !self.shut_client {
             let _ = self.conn.shutdown_write();
