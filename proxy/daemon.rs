@@ -29,9 +29,6 @@ pub const SERVER: &str = concat!("turnstile/", env!("CARGO_PKG_VERSION"));
 /// How often each ET_NET thread checks its sessions' timeouts.
 const SWEEP_PERIOD: Duration = Duration::from_millis(200);
 
-/// How often a request waiting on another's cache fill checks whether it ended.
-const CACHE_WAIT_POLL: Duration = Duration::from_millis(2);
-
 /// Where the configuration came from, so a reload reads the same place.
 #[derive(Clone, Debug)]
 pub struct ConfigSource {
@@ -197,10 +194,6 @@ fn start(
     let http = HttpShared::new(settings(&cfg), live(&cfg)?, registry.clone());
     for t in events.threads() {
         t.schedule_every(Event::new(crate::http::session::sweep), SWEEP_PERIOD);
-        t.schedule_every(
-            Event::new(crate::http::session::poll_cache_waiters),
-            CACHE_WAIT_POLL,
-        );
     }
 
     // Bind every port now, so a taken port fails start-up before anything accepts.

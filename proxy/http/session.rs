@@ -13,7 +13,7 @@ use super::codec::{
 };
 use super::shared::HttpShared;
 use crate::stats_http::{self, Format};
-use iocore::{EThread, Interest, NetConnection, Ready, Socket, Token, Verdict};
+use iocore::{EThread, Event, Interest, NetConnection, Ready, Socket, Token, Verdict};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -50,9 +50,26 @@ thread_local! {
     static WAITERS: RefCell<Vec<Weak<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Resumes this thread's sessions waiting on cache fills that ended. Runs on each ET_NET
-/// thread every few milliseconds; costs nothing when no one waits.
-pub fn poll_cache_waiters(t: &mut EThread) {
+/// How often a request waiting on another's cache fill checks whether it ended.
+const CACHE_WAIT_POLL: Duration = Duration::from_millis(2);
+
+thread_local! {
+    /// Whether this thread's waiter poll is scheduled.
+    static POLLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Parks the session `me` until the fill it waits for ends, starting this thread's poll
+/// if it is not running: the poll runs only while someone waits.
+fn park(t: &mut EThread, me: &Rc<RefCell<Session>>) {
+    WAITERS.with(|w| w.borrow_mut().push(Rc::downgrade(me)));
+    if !POLLING.with(|p| p.replace(true)) {
+        t.schedule_in(Event::new(poll_cache_waiters), CACHE_WAIT_POLL);
+    }
+}
+
+/// Resumes this thread's sessions whose awaited cache fill ended; re-arms itself every
+/// `CACHE_WAIT_POLL` while any remain.
+fn poll_cache_waiters(t: &mut EThread) {
     let waiters: Vec<Rc<RefCell<Session>>> = WAITERS.with(|w| {
         let mut w = w.borrow_mut();
         if w.is_empty() {
@@ -66,13 +83,22 @@ pub fn poll_cache_waiters(t: &mut EThread) {
         if s.phase != Phase::CacheWait || s.dead {
             continue;
         }
+        s.parked = false;
         s.poll_wait(t);
         if s.phase == Phase::CacheWait {
-            WAITERS.with(|w| w.borrow_mut().push(Rc::downgrade(&rc)));
+            if !s.parked {
+                s.parked = true;
+                WAITERS.with(|w| w.borrow_mut().push(Rc::downgrade(&rc)));
+            }
         } else {
             s.drive(t);
         }
         s.finish_if_dead(t);
+    }
+    if WAITERS.with(|w| w.borrow().is_empty()) {
+        POLLING.with(|p| p.set(false));
+    } else {
+        t.set_period(CACHE_WAIT_POLL);
     }
 }
 
@@ -101,6 +127,7 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
             idle_since: now,
             head_searched: 0,
             quick_close: false,
+            parked: false,
             shared,
         })
     });
@@ -361,6 +388,8 @@ pub(crate) struct Session {
     head_searched: usize,
     /// Closing after a complete exchange: no lingering drain needed.
     quick_close: bool,
+    /// In this thread's list of cache waiters (once).
+    parked: bool,
 }
 
 impl Drop for Session {
@@ -726,8 +755,9 @@ impl Session {
                         since,
                     });
                     self.phase = Phase::CacheWait;
-                    if let Some(me) = self.me.upgrade() {
-                        WAITERS.with(|w| w.borrow_mut().push(Rc::downgrade(&me)));
+                    if let Some(me) = self.me.upgrade().filter(|_| !self.parked) {
+                        self.parked = true;
+                        park(t, &me);
                     }
                 }
                 None => {
