@@ -43,13 +43,19 @@ fn cached_origin() -> Origin {
     })
 }
 
-#[test]
-fn a_fresh_object_is_served_without_the_origin() {
+/// The scripted origin, a span directory, and a daemon caching in front of it.
+fn cached_daemon() -> (Origin, TempDir, Daemon) {
     let origin = cached_origin();
     let dir = TempDir::new("cache");
     let d = Daemon::builder()
         .config(&config(&origin, &dir.0, ""))
         .start();
+    (origin, dir, d)
+}
+
+#[test]
+fn a_fresh_object_is_served_without_the_origin() {
+    let (origin, _dir, d) = cached_daemon();
     let mut c = Conn::open(d.addr()).unwrap();
     for _ in 0..5 {
         let r = c.get("t", "/a").unwrap();
@@ -104,11 +110,7 @@ fn a_restart_serves_a_cached_object_without_the_origin() {
 
 #[test]
 fn a_stale_object_is_revalidated_and_served_from_the_cache_on_304() {
-    let origin = cached_origin();
-    let dir = TempDir::new("cache");
-    let d = Daemon::builder()
-        .config(&config(&origin, &dir.0, ""))
-        .start();
+    let (origin, _dir, d) = cached_daemon();
     let mut c = Conn::open(d.addr()).unwrap();
     assert_eq!(c.get("t", "/revalidate").unwrap().text(), "validated body");
     let r = c.get("t", "/revalidate").unwrap();
@@ -122,11 +124,7 @@ fn a_stale_object_is_revalidated_and_served_from_the_cache_on_304() {
 
 #[test]
 fn no_store_authorization_vary_and_unfresh_responses_are_not_cached() {
-    let origin = cached_origin();
-    let dir = TempDir::new("cache");
-    let d = Daemon::builder()
-        .config(&config(&origin, &dir.0, ""))
-        .start();
+    let (origin, _dir, d) = cached_daemon();
     for path in ["/no-store", "/vary", "/plain"] {
         for _ in 0..2 {
             assert_eq!(http::get(d.addr(), "t", path).unwrap().status, 200);
@@ -149,11 +147,7 @@ fn no_store_authorization_vary_and_unfresh_responses_are_not_cached() {
 
 #[test]
 fn concurrent_misses_for_one_url_fetch_it_once() {
-    let origin = cached_origin();
-    let dir = TempDir::new("cache");
-    let d = Daemon::builder()
-        .config(&config(&origin, &dir.0, ""))
-        .start();
+    let (origin, _dir, d) = cached_daemon();
     let addr = d.addr();
     let clients: Vec<_> = (0..200)
         .map(|_| {
