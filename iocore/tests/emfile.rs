@@ -105,6 +105,10 @@ fn emfile_pauses_the_port_without_spinning_and_resumes_when_fds_free() {
             rig.metric("proxy.process.net.accept_pauses") >= 2,
             "{mode:?}: the port did not retry"
         );
+        assert!(
+            during_pause < 3,
+            "{mode:?}: every connection was accepted with no descriptor free"
+        );
 
         drop(filler);
         assert!(
