@@ -460,3 +460,43 @@ fn reloaded_remap_rules_apply_to_new_requests_on_every_thread() {
         assert_eq!(http::get(d.addr(), "t", "/").unwrap().text(), "b");
     }
 }
+
+#[test]
+fn pooled_connections_the_origin_closed_are_never_used() {
+    // An origin that answers as if keep-alive, then closes every connection.
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin_addr = origin.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in origin.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // Read a small body too, if any (the tests send at most 5 bytes).
+                if req.starts_with(b"POST") && !req.ends_with(b"hello") {
+                    let _ = s.read(&mut buf);
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            });
+        }
+    });
+    let d = Daemon::builder()
+        .config(&format!("[proxy.config]\naccept_threads = 0\n[[remap]]\nfrom = \"/\"\nto = \"http://{origin_addr}/\"\n"))
+        .start();
+    for i in 0..20 {
+        let r = if i % 2 == 0 {
+            http::get(d.addr(), "t", "/g").unwrap()
+        } else {
+            // Not retryable: the dead pooled connection must be noticed before use.
+            std::thread::sleep(Duration::from_millis(20));
+            http::request(d.addr(), "POST", "/p", &[], b"hello").unwrap()
+        };
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+    }
+}

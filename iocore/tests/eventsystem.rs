@@ -184,3 +184,62 @@ fn io_handler_sees_readiness_and_remove_closes_its_fd() {
     let mut buf = [0u8; 1];
     assert_eq!(b.read(&mut buf).unwrap(), 0);
 }
+
+#[test]
+fn replace_handler_hands_a_registration_over_even_from_the_running_handler() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let ep = processor(1);
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let fd = a.as_raw_fd();
+    let seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    // Reads whatever is there (edge-triggered registration).
+    fn drain(a: &std::os::unix::net::UnixStream) {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = (&*a).read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let a = Arc::new(a);
+    let (s1, a1) = (seen.clone(), a.clone());
+    ep.threads()[0].run(move |t| {
+        let (s2, a2) = (s1.clone(), a1.clone());
+        let second = move |_t: &mut iocore::EThread, _tok, _r: iocore::Ready| {
+            drain(&a2);
+            s2.lock().unwrap().push("second");
+            iocore::Verdict::Keep
+        };
+        let mut second = Some(second);
+        let first = move |t: &mut iocore::EThread, tok, _r: iocore::Ready| {
+            drain(&a1);
+            s1.lock().unwrap().push("first");
+            // Give the registration away while running.
+            if let Some(h) = second.take() {
+                assert!(t.replace_handler(tok, Box::new(h)));
+            }
+            iocore::Verdict::Keep
+        };
+        t.register(
+            fd,
+            iocore::Interest::READ | iocore::Interest::EDGE,
+            Box::new(first),
+        )
+        .unwrap();
+    });
+    b.write_all(b"1").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || seen
+        .lock()
+        .unwrap()
+        .len()
+        == 1));
+    b.write_all(b"2").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || seen
+        .lock()
+        .unwrap()
+        .len()
+        == 2));
+    assert_eq!(*seen.lock().unwrap(), vec!["first", "second"]);
+}

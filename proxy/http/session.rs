@@ -46,7 +46,7 @@ pub enum PortRole {
 
 thread_local! {
     static SESSIONS: RefCell<Vec<Weak<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
-    static POOL: RefCell<HashMap<SocketAddr, Vec<Socket>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<HashMap<SocketAddr, Vec<Pooled>>> = RefCell::new(HashMap::new());
     static WAITERS: RefCell<Vec<Weak<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -187,11 +187,48 @@ pub fn sweep(t: &mut EThread) {
         s.finish_if_dead(t);
     }
     // Drop pooled origin connections the origin closed meanwhile.
-    POOL.with(|p| {
+    let dead: Vec<Pooled> = POOL.with(|p| {
+        let mut dead = Vec::new();
         for conns in p.borrow_mut().values_mut() {
-            conns.retain(origin_alive);
+            let (keep, gone): (Vec<Pooled>, Vec<Pooled>) =
+                conns.drain(..).partition(|c| !c.dead.get());
+            *conns = keep;
+            dead.extend(gone);
         }
+        dead
     });
+    for c in dead {
+        drop(t.deregister(c.token));
+    }
+    POOL.with(|p| {
+        p.borrow_mut().retain(|_, conns| !conns.is_empty());
+    });
+}
+
+/// An idle origin connection in this thread's pool. It stays registered with the
+/// thread's epoll under a [`PoolWatch`], so taking it costs no epoll_ctl.
+struct Pooled {
+    sock: Socket,
+    token: Token,
+    dead: Rc<std::cell::Cell<bool>>,
+}
+
+/// Watches a pooled connection: anything from the origin while idle (its close, or bytes
+/// nobody asked for) makes it unusable.
+struct PoolWatch {
+    dead: Rc<std::cell::Cell<bool>>,
+}
+
+impl iocore::IoHandler for PoolWatch {
+    fn ready(&mut self, _t: &mut EThread, _tok: Token, _ready: Ready) -> Verdict {
+        self.dead.set(true);
+        Verdict::Keep
+    }
+}
+
+/// Takes the most recently pooled connection to `addr`, if any.
+fn pool_take(addr: SocketAddr) -> Option<Pooled> {
+    POOL.with(|p| p.borrow_mut().get_mut(&addr)?.pop())
 }
 
 /// Readiness flags of one socket (edge-triggered: remembered until EAGAIN).
@@ -885,58 +922,54 @@ impl Session {
         );
     }
 
-    /// Connects (or reuses a pooled connection) to `addr` and registers it here.
+    /// Connects to `addr`, or takes a pooled connection to it (whose epoll registration
+    /// this session's handler takes over), and registers it here.
     fn connect_origin(
         &mut self,
         t: &mut EThread,
         addr: SocketAddr,
         pooled: bool,
     ) -> io::Result<()> {
-        let verify = self.tx.as_ref().is_some_and(|tx| tx.retry.is_none());
-        let reused = if pooled {
-            POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                let list = p.get_mut(&addr)?;
-                // A request without a body that meets a connection the origin closed is
-                // retried once on a fresh one (and the sweep drops dead pooled ones), so
-                // only a request that cannot be retried pays for a health check.
-                if !verify {
-                    return list.pop();
-                }
-                while let Some(s) = list.pop() {
-                    if origin_alive(&s) {
-                        return Some(s);
-                    }
-                }
-                None
-            })
-        } else {
-            None
-        };
-        let (sock, was_reused) = match reused {
-            Some(s) => {
-                self.shared.metrics.origin_connections_reused.inc();
-                (s, true)
-            }
-            None => {
-                self.shared.metrics.origin_connections_opened.inc();
-                (Socket::connect(addr)?, false)
-            }
-        };
-        let fd = sock.as_raw_fd();
-        let handler = SideHandler {
+        let handler = || SideHandler {
             session: self.me.upgrade().expect("a running session is alive"),
             origin: true,
         };
-        let token = t.register(
-            fd,
-            Interest::READ | Interest::WRITE | Interest::EDGE,
-            Box::new(handler),
-        )?;
+        // A connection the origin closed while pooled is marked dead by its pool handler;
+        // one closed just now is caught by the retry of a bodiless request, so only a
+        // request that cannot be retried also pays for a health check.
+        let verify = self.tx.as_ref().is_some_and(|tx| tx.retry.is_none());
+        let mut reused = None;
+        while let Some(p) = pooled.then(|| pool_take(addr)).flatten() {
+            if p.dead.get() || (verify && !origin_alive(&p.sock)) {
+                drop(t.deregister(p.token));
+                continue;
+            }
+            if t.replace_handler(p.token, Box::new(handler())) {
+                reused = Some(p);
+                break;
+            }
+        }
+        let (sock, token, was_reused) = match reused {
+            Some(p) => {
+                self.shared.metrics.origin_connections_reused.inc();
+                (p.sock, p.token, true)
+            }
+            None => {
+                self.shared.metrics.origin_connections_opened.inc();
+                let sock = Socket::connect(addr)?;
+                let token = t.register(
+                    sock.as_raw_fd(),
+                    Interest::READ | Interest::WRITE | Interest::EDGE,
+                    Box::new(handler()),
+                )?;
+                (sock, token, false)
+            }
+        };
         let mut side = Side::new();
         side.token = Some(token);
         side.writable = was_reused;
-        side.readable = was_reused;
+        // Pooled, it had nothing to read (anything arriving marked it dead).
+        side.readable = false;
         self.origin = Some(Origin {
             sock,
             side,
@@ -955,21 +988,27 @@ impl Session {
         Ok(())
     }
 
-    /// Drops the origin connection: back to the pool when `reuse`.
+    /// Lets the origin connection go: into this thread's pool, still registered, when
+    /// `reuse` and it is clean; else deregistered and closed.
     fn release_origin(&mut self, t: &mut EThread, reuse: bool) {
         let Some(o) = self.origin.take() else { return };
-        if let Some(tok) = o.side.token {
-            drop(t.deregister(tok));
+        let Some(token) = o.side.token else { return };
+        let room = POOL.with(|p| p.borrow().get(&o.addr).map_or(0, Vec::len) < POOL_PER_ORIGIN);
+        if reuse && room && o.connected && o.inbuf.is_empty() && !o.side.eof {
+            let dead = Rc::new(std::cell::Cell::new(false));
+            let watcher = PoolWatch { dead: dead.clone() };
+            if t.replace_handler(token, Box::new(watcher)) {
+                POOL.with(|p| {
+                    p.borrow_mut().entry(o.addr).or_default().push(Pooled {
+                        sock: o.sock,
+                        token,
+                        dead,
+                    });
+                });
+                return;
+            }
         }
-        if reuse && o.inbuf.is_empty() && !o.side.eof {
-            POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                let list = p.entry(o.addr).or_default();
-                if list.len() < POOL_PER_ORIGIN {
-                    list.push(o.sock);
-                }
-            });
-        }
+        drop(t.deregister(token));
     }
 
     /// Completes the connect when the socket turns writable. true: progress.

@@ -249,6 +249,8 @@ struct IoSlot {
     live: bool,
     fd: RawFd,
     handler: Option<Box<dyn IoHandler>>,
+    /// Set by `replace_handler` while the current handler runs; installed when it returns.
+    replacement: Option<Box<dyn IoHandler>>,
 }
 
 /// An event thread (ET_NET). Only its own OS thread ever holds `&mut EThread`, so every
@@ -377,6 +379,12 @@ impl EThread {
         let verdict = handler.ready(self, token, ready);
         let slot = &mut self.io[idx];
         if slot.live && slot.generation == token.generation() {
+            if let Some(next) = slot.replacement.take() {
+                // The handler gave its registration away while it ran.
+                slot.handler = Some(next);
+                drop(handler);
+                return;
+            }
             match verdict {
                 Verdict::Keep => slot.handler = Some(handler),
                 Verdict::Remove => {
@@ -524,6 +532,7 @@ impl EThread {
                     live: false,
                     fd: -1,
                     handler: None,
+                    replacement: None,
                 });
                 self.io.len() - 1
             }
@@ -561,6 +570,23 @@ impl EThread {
         }
     }
 
+    /// Hands a live registration to `handler` (the epoll registration stays as it is); the
+    /// old handler is dropped, after it returns if it is the one running now. False (and
+    /// `handler` dropped) when the token is stale.
+    pub fn replace_handler(&mut self, token: Token, handler: Box<dyn IoHandler>) -> bool {
+        match self.io.get_mut(token.index()) {
+            Some(s) if s.live && s.generation == token.generation() => {
+                if s.handler.is_some() {
+                    s.handler = Some(handler);
+                } else {
+                    s.replacement = Some(handler);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Removes a registration and returns its handler (None if the token is stale, or if
     /// the handler is the one running now: it is then dropped when it returns).
     pub fn deregister(&mut self, token: Token) -> Option<Box<dyn IoHandler>> {
@@ -580,6 +606,7 @@ impl EThread {
         let _ = epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, slot.fd, 0, 0);
         slot.live = false;
         slot.fd = -1;
+        slot.replacement = None;
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(token.index() as u32);
         self.shared.load.fetch_sub(1, Ordering::Relaxed);
