@@ -136,7 +136,8 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
         session: session.clone(),
         origin: false,
     };
-    match t.register(
+    // The session holds the client socket's only descriptor.
+    match t.register_sole(
         fd,
         Interest::READ | Interest::WRITE | Interest::EDGE,
         Box::new(handler),

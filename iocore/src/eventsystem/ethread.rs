@@ -251,6 +251,8 @@ struct IoSlot {
     handler: Option<Box<dyn IoHandler>>,
     /// Set by `replace_handler` while the current handler runs; installed when it returns.
     replacement: Option<Box<dyn IoHandler>>,
+    /// Registered with `register_sole`: closing the descriptor removes it from epoll.
+    sole: bool,
 }
 
 /// An event thread (ET_NET). Only its own OS thread ever holds `&mut EThread`, so every
@@ -524,6 +526,30 @@ impl EThread {
         interest: Interest,
         handler: Box<dyn IoHandler>,
     ) -> io::Result<Token> {
+        self.register_with(fd, interest, handler, false)
+    }
+
+    /// As [`register`](Self::register), for a socket whose handler holds its only
+    /// descriptor and closes it when dropped (no dup anywhere): removal then skips
+    /// EPOLL_CTL_DEL, since the close takes it out of epoll — one syscall less per
+    /// connection. Events arriving between removal and close carry a stale token and are
+    /// ignored.
+    pub fn register_sole(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        handler: Box<dyn IoHandler>,
+    ) -> io::Result<Token> {
+        self.register_with(fd, interest, handler, true)
+    }
+
+    fn register_with(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        handler: Box<dyn IoHandler>,
+        sole: bool,
+    ) -> io::Result<Token> {
         let idx = match self.free.pop() {
             Some(i) => i as usize,
             None => {
@@ -533,6 +559,7 @@ impl EThread {
                     fd: -1,
                     handler: None,
                     replacement: None,
+                    sole: false,
                 });
                 self.io.len() - 1
             }
@@ -552,6 +579,7 @@ impl EThread {
         slot.live = true;
         slot.fd = fd;
         slot.handler = Some(handler);
+        slot.sole = sole;
         self.shared.load.fetch_add(1, Ordering::Relaxed);
         Ok(token)
     }
@@ -602,8 +630,11 @@ impl EThread {
 
     fn release(&mut self, token: Token) {
         let slot = &mut self.io[token.index()];
-        // The fd is still open here (its owner is the handler, not yet dropped).
-        let _ = epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, slot.fd, 0, 0);
+        // The fd is still open here (its owner is the handler, not yet dropped). A sole
+        // descriptor leaves epoll when it is closed.
+        if !slot.sole {
+            let _ = epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, slot.fd, 0, 0);
+        }
         slot.live = false;
         slot.fd = -1;
         slot.replacement = None;
