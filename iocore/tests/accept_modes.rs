@@ -149,3 +149,91 @@ fn cancel_then_restart_on_the_same_listener_refuses_no_one() {
         .metric("proxy.process.net.accepts_currently_open")
         == 0));
 }
+
+/// Reads an integer socket option.
+fn sockopt(fd: std::os::fd::RawFd, level: i32, name: i32) -> i32 {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live locals sized for a c_int.
+    let r = unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut i32).cast(), &mut len) };
+    assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    v
+}
+
+#[test]
+fn accepted_sockets_carry_the_sock_options_in_every_mode() {
+    use iocore::{AcceptOptions, EThread, NetConnection, SockOptions};
+    use std::os::fd::AsRawFd;
+    use std::sync::{Arc, Mutex};
+    for (name, mode) in all_modes() {
+        let rig = Rig::new(2, NetTuning::default());
+        let l = if matches!(
+            mode,
+            AcceptMode::Event {
+                listener_per_thread: true
+            }
+        ) {
+            util::reuseport_listener()
+        } else {
+            util::listener()
+        };
+        // (nodelay, keepalive, linger on, linger secs, rcvbuf) of each accepted socket.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let acceptor = move |conn: NetConnection, _t: &mut EThread| {
+            let fd = conn.as_raw_fd();
+            let mut lg = libc::linger {
+                l_onoff: 0,
+                l_linger: -1,
+            };
+            let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+            // SAFETY: `lg` and `len` are live locals sized for a linger struct.
+            unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&mut lg as *mut libc::linger).cast(),
+                    &mut len,
+                )
+            };
+            record.lock().unwrap().push((
+                sockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY),
+                sockopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+                lg.l_onoff,
+                lg.l_linger,
+                sockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF),
+            ));
+        };
+        let mut options = AcceptOptions::new("test", mode);
+        options.sock = SockOptions {
+            nodelay: true,
+            keepalive: true,
+            linger0: true,
+            recv_buffer: 96 * 1024,
+            send_buffer: 0,
+        };
+        let action = rig
+            .net
+            .main_accept(Arc::new(acceptor), l.clone(), &options)
+            .expect("main_accept");
+        // The first connection decides how the port applies them; the later ones follow.
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            clients.push(std::net::TcpStream::connect(l.local_addr()).expect("connect"));
+        }
+        assert!(
+            wait_until(Duration::from_secs(5), || seen.lock().unwrap().len() == 8),
+            "{name}: {} of 8 accepted",
+            seen.lock().unwrap().len()
+        );
+        for &(nodelay, keepalive, on, secs, rcvbuf) in seen.lock().unwrap().iter() {
+            assert_ne!(nodelay, 0, "{name}: TCP_NODELAY");
+            assert_ne!(keepalive, 0, "{name}: SO_KEEPALIVE");
+            assert_eq!((on, secs), (1, 0), "{name}: SO_LINGER 0");
+            assert!(rcvbuf >= 96 * 1024, "{name}: SO_RCVBUF {rcvbuf}");
+        }
+        action.cancel();
+        assert!(action.wait_done(Duration::from_secs(1)), "{name}");
+    }
+}

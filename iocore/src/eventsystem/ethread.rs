@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// How long a one-shot event whose mutex was busy waits before its next try.
 const MUTEX_RETRY: Duration = Duration::from_millis(2);
 /// Inbound jobs handled per loop turn, so a flood of hand-offs cannot starve I/O.
-const INBOX_BATCH: usize = 1024;
+const INBOX_BATCH: usize = 64;
 const WAKER_TOKEN: u64 = u64::MAX;
 const MAX_EVENTS: usize = 256;
 

@@ -1,6 +1,10 @@
 //! The accept step every mode shares: accept4, classify the error, throttle, count,
 //! apply sock options, and hand the connection to the ET_NET thread that starts it.
 //!
+//! Sock options are set once, on the listening socket: Linux clones a listener's socket
+//! and TCP options into every socket it accepts. The first socket a port accepts is
+//! checked; if anything did not carry over, every later one gets the options set itself.
+//!
 //! `PortAccept::accept_batch` runs on whichever thread the mode accepts on (an accept
 //! thread, or an ET_NET thread); `PortAccept::start` always runs on the ET_NET thread
 //! that owns the connection.
@@ -9,10 +13,11 @@ use super::connection::{ConnectionTable, NetConnection};
 use super::processor::{Dispatch, NetShared, SockOptions};
 use crate::eventsystem::{Action, ActionGuard, EThread};
 use crate::stats::{Counter, Gauge};
-use crate::sys::{setsockopt_int, to_socket_addr};
+use crate::sys::{getsockopt_int, setsockopt_int, to_socket_addr};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -115,6 +120,9 @@ pub(crate) struct PortAccept {
     pub(crate) net: Arc<NetShared>,
     acceptor: Arc<dyn Acceptor>,
     sock: SockOptions,
+    /// Whether accepted sockets inherit `sock` from the listener: UNCHECKED until the
+    /// first accept, then INHERITED or APPLY_EACH.
+    sock_inherit: AtomicU8,
     dispatch: Dispatch,
     local: SocketAddr,
     total_accepts: Arc<Counter>,
@@ -123,6 +131,10 @@ pub(crate) struct PortAccept {
 }
 
 const WARN_EVERY: Duration = Duration::from_secs(60);
+
+const UNCHECKED: u8 = 0;
+const INHERITED: u8 = 1;
+const APPLY_EACH: u8 = 2;
 
 impl PortAccept {
     pub(crate) fn new(
@@ -144,6 +156,7 @@ impl PortAccept {
             net,
             acceptor,
             sock,
+            sock_inherit: AtomicU8::new(UNCHECKED),
             dispatch,
             local,
             last_warning: Mutex::new(None),
@@ -216,7 +229,21 @@ impl PortAccept {
             self.net.stats.throttled.inc();
             return;
         };
-        self.sock.apply(&fd);
+        match self.sock_inherit.load(Ordering::Relaxed) {
+            INHERITED => {}
+            APPLY_EACH => self.sock.apply(fd.as_raw_fd()),
+            _ => {
+                // Several accept threads may race here; each checks its own socket and
+                // any verdict is right for the socket it checked.
+                let verdict = if self.sock.present_on(fd.as_raw_fd()) {
+                    INHERITED
+                } else {
+                    self.sock.apply(fd.as_raw_fd());
+                    APPLY_EACH
+                };
+                self.sock_inherit.store(verdict, Ordering::Relaxed);
+            }
+        }
         let conn = NetConnection::new(fd, slot, peer, self.local, accepted_at);
         match here {
             Some(t) => self.start(conn, t),
@@ -251,33 +278,37 @@ impl PortAccept {
 }
 
 impl SockOptions {
-    /// Applies the options to an accepted socket. A failure affects only that socket's
+    /// Sets the options on a socket: the listening socket (whose options accepted
+    /// sockets inherit), or an accepted one when they did not. The flags are set both
+    /// ways, as an adopted listener may come with its own. A failure affects only the
     /// tuning, so it is ignored.
-    fn apply(&self, fd: &OwnedFd) {
-        use std::os::fd::AsRawFd;
-        let raw = fd.as_raw_fd();
-        if self.nodelay {
-            let _ = setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
-        }
-        if self.keepalive {
-            let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-        }
-        if self.linger0 {
-            let lg = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: `lg` is a live linger struct and the length matches it.
-            unsafe {
-                libc::setsockopt(
-                    raw,
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&lg as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
-        }
+    pub(crate) fn apply(&self, raw: RawFd) {
+        let _ = setsockopt_int(
+            raw,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            self.nodelay.into(),
+        );
+        let _ = setsockopt_int(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            self.keepalive.into(),
+        );
+        let lg = libc::linger {
+            l_onoff: self.linger0.into(),
+            l_linger: 0,
+        };
+        // SAFETY: `lg` is a live linger struct and the length matches it.
+        unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&lg as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
         if self.recv_buffer > 0 {
             let _ = setsockopt_int(
                 raw,
@@ -294,6 +325,38 @@ impl SockOptions {
                 self.send_buffer.min(i32::MAX as usize) as i32,
             );
         }
+    }
+}
+
+impl SockOptions {
+    /// Whether `raw` already has every option (buffer sizes at least as asked: the
+    /// kernel doubles them).
+    fn present_on(&self, raw: RawFd) -> bool {
+        let int = |level, name| getsockopt_int(raw, level, name).ok();
+        let mut lg = libc::linger {
+            l_onoff: 0,
+            l_linger: 0,
+        };
+        let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+        // SAFETY: `lg` and `len` are live locals sized for a linger struct.
+        let linger_ok = unsafe {
+            libc::getsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&mut lg as *mut libc::linger).cast(),
+                &mut len,
+            )
+        } == 0;
+        let buffer_ok = |name, want: usize| {
+            want == 0 || int(libc::SOL_SOCKET, name).is_some_and(|v| v as usize >= want)
+        };
+        int(libc::IPPROTO_TCP, libc::TCP_NODELAY).map(|v| v != 0) == Some(self.nodelay)
+            && int(libc::SOL_SOCKET, libc::SO_KEEPALIVE).map(|v| v != 0) == Some(self.keepalive)
+            && linger_ok
+            && (lg.l_onoff != 0 && lg.l_linger == 0) == self.linger0
+            && buffer_ok(libc::SO_RCVBUF, self.recv_buffer)
+            && buffer_ok(libc::SO_SNDBUF, self.send_buffer)
     }
 }
 

@@ -8,6 +8,7 @@ use super::{accept_event, accept_periodic, accept_threads};
 use crate::eventsystem::{Action, EventProcessor, ProxyMutex};
 use crate::stats::{Counter, Gauge, Histogram, Registry};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -284,6 +285,9 @@ impl NetProcessor {
             options.label
         ));
         let threads = net.events.threads();
+        // Accepted sockets inherit these (see accept.rs); reuseport siblings get theirs
+        // below.
+        options.sock.apply(listener.as_raw_fd());
         match &options.mode {
             AcceptMode::Threads {
                 count,
@@ -315,7 +319,9 @@ impl NetProcessor {
                 let mut listeners = vec![Arc::new(listener.try_clone()?)];
                 if *listener_per_thread {
                     for _ in 1..threads.len() {
-                        listeners.push(Arc::new(listener.reuseport_sibling()?));
+                        let sibling = listener.reuseport_sibling()?;
+                        options.sock.apply(sibling.as_raw_fd());
+                        listeners.push(Arc::new(sibling));
                     }
                 }
                 accept_event::start(&port, &listeners, threads);
