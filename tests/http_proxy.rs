@@ -500,3 +500,49 @@ fn pooled_connections_the_origin_closed_are_never_used() {
         assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
     }
 }
+
+#[test]
+fn http10_clients_get_no_chunked_coding_and_no_interim_responses() {
+    let origin = Origin::start(|r| match r.path.as_str() {
+        "/chunked" => Some(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n1;ext=x\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n"
+                .to_vec(),
+        ),
+        "/interim" => Some(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        ),
+        _ => Some(ok(b"plain", &[])),
+    });
+    let d = proxy_to(&origin, "");
+    for keep_alive in ["", "Connection: keep-alive\r\n"] {
+        let mut s = TcpStream::connect(d.addr()).unwrap();
+        write!(s, "GET /chunked HTTP/1.0\r\nHost: t\r\n{keep_alive}\r\n").unwrap();
+        // The body runs to the close: reading to EOF (not a timeout) proves the close.
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .expect("the proxy closes after a close-delimited body");
+        let raw = String::from_utf8(raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a complete head");
+        let lower = head.to_ascii_lowercase();
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        assert!(!lower.contains("transfer-encoding"), "{head}");
+        assert!(!lower.contains("content-length"), "{head}");
+        assert!(lower.contains("connection: close"), "{head}");
+        assert_eq!(body, "hello world", "{keep_alive:?}");
+    }
+    // A 1.1 client still gets the chunks as they came, on a kept-alive connection.
+    let mut c = Conn::open(d.addr()).unwrap();
+    let r = c.get("t", "/chunked").unwrap();
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.text(), "hello world");
+    assert_eq!(c.get("t", "/x").unwrap().text(), "plain");
+    // No 100 Continue for a 1.0 client: the final response comes first.
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    s.write_all(b"GET /interim HTTP/1.0\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let raw = String::from_utf8(read_all(&mut s, Duration::from_secs(10))).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200 "), "{raw}");
+    assert!(raw.ends_with("\r\n\r\nok"), "{raw}");
+}

@@ -333,6 +333,11 @@ struct Tx {
     resp_body: Option<Body>,
     client_keep_alive: bool,
     origin_keep_alive: bool,
+    /// The client spoke HTTP/1.0: it gets no 1xx responses and no chunked coding.
+    client_http10: bool,
+    /// Removes the chunked coding from the response body for an HTTP/1.0 client, which
+    /// then reads the body up to the close.
+    dechunk: Option<ChunkedScanner>,
     /// A reused origin connection failed before answering: resend this once on a new one.
     retry: Option<Vec<u8>>,
     /// What the cache has to do with this transaction.
@@ -855,6 +860,8 @@ impl Session {
             resp_body: None,
             client_keep_alive,
             origin_keep_alive: true,
+            client_http10: head.minor_version == 0,
+            dechunk: None,
             retry,
             cache,
         });
@@ -1118,7 +1125,11 @@ impl Session {
                     o.inbuf.drain(..len);
                     tx.retry = None;
                     if (100..200).contains(&head.status) && head.status != 101 {
-                        // Interim (100 Continue): pass it on, wait for the final one.
+                        // Interim (100 Continue): pass it on, wait for the final one. An
+                        // HTTP/1.0 client must not get one (RFC 9110 §15.2).
+                        if tx.client_http10 {
+                            return true;
+                        }
                         codec::write_response_head(
                             &head,
                             &mut self.out_c,
@@ -1134,6 +1145,11 @@ impl Session {
                     tx.origin_keep_alive = head.keep_alive() && framing != BodyFraming::UntilClose;
                     if framing == BodyFraming::UntilClose {
                         tx.client_keep_alive = false;
+                    }
+                    if framing == BodyFraming::Chunked && tx.client_http10 {
+                        // HTTP/1.0 has no chunked coding: send the payload until close.
+                        tx.client_keep_alive = false;
+                        tx.dechunk = Some(ChunkedScanner::new());
                     }
                     if let Some(c) = tx.cache.as_mut() {
                         let now = caching::now_s();
@@ -1188,7 +1204,10 @@ impl Session {
                         &ForwardResponse {
                             via: &self.shared.settings.via,
                             keep_alive: tx.client_keep_alive,
-                            framing_override: None,
+                            framing_override: tx
+                                .dechunk
+                                .is_some()
+                                .then_some(BodyFraming::UntilClose),
                         },
                     );
                     tx.resp_body = Some(Body::from(framing));
@@ -1230,7 +1249,13 @@ impl Session {
                                 c.capture = None; // too large: streams through uncached
                             }
                         }
-                        self.out_c.extend_from_slice(&o.inbuf[..n]);
+                        match tx.dechunk.as_mut() {
+                            // `take` has checked the framing of these bytes already.
+                            Some(sc) => {
+                                let _ = sc.decode(&o.inbuf[..n], &mut self.out_c);
+                            }
+                            None => self.out_c.extend_from_slice(&o.inbuf[..n]),
+                        }
                         o.inbuf.drain(..n);
                         progress |= n > 0 || body.done();
                     }
