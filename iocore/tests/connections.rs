@@ -83,7 +83,7 @@ fn ten_thousand_connections_closed_by_every_path_leave_zero_open() {
         };
         // Half the sockets are registered as sole descriptors (no EPOLL_CTL_DEL on
         // removal): the count must stay exact either way.
-        let _ = if conn_port % 2 == 0 {
+        let _ = if conn_port.is_multiple_of(2) {
             t.register(fd, Interest::READ, Box::new(handler))
         } else {
             t.register_sole(fd, Interest::READ, Box::new(handler))
