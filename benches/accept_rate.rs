@@ -524,7 +524,9 @@ fn serve(conn: NetConnection, t: &mut EThread, register_failures: &AtomicU64) {
             _ => Verdict::Remove,
         }
     };
-    if t.register_sole(fd, Interest::READ, Box::new(handler)).is_err() {
+    if t.register_sole(fd, Interest::READ, Box::new(handler))
+        .is_err()
+    {
         register_failures.fetch_add(1, Ordering::Relaxed);
     }
 }
