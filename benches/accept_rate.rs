@@ -545,6 +545,8 @@ struct ServerStats {
     open_after_clients: i64,
     /// The action's work all stopped within 5 s of cancel.
     stopped: bool,
+    /// From `cancel()` to every accept loop of the action having stopped.
+    cancel_to_stopped: Duration,
     /// `accepts_currently_open` after the stop.
     acceptors_open_after_stop: i64,
 }
@@ -597,8 +599,10 @@ fn run_iocore(
     // A client has its byte a moment before the server drops the connection.
     wait_until(Duration::from_secs(2), || net.connections_open() == 0);
     let open_after_clients = net.connections_open();
+    let cancelled_at = Instant::now();
     action.cancel();
     let stopped = action.wait_done(Duration::from_secs(5));
+    let cancel_to_stopped = cancelled_at.elapsed();
     let value = |name: &str| registry.value(name);
     let queue_delay_us = match (
         value(&format!("{QUEUE_DELAY}.p50")),
@@ -624,6 +628,7 @@ fn run_iocore(
         register_failures: register_failures.load(Ordering::Relaxed),
         open_after_clients,
         stopped,
+        cancel_to_stopped,
         acceptors_open_after_stop: value("proxy.process.net.accepts_currently_open").unwrap_or(0),
     };
     events.shutdown();
@@ -757,9 +762,9 @@ fn print_report(rows: &[Row], settings: &Settings) {
         "| mode | req/s | vs baseline | errors | accepts \
          | accept-queue delay p50 / p99 / max (µs), registry \
          | same, measured in the acceptor \
-         | client connect→response p50 / p99 (µs) | process CPU s |"
+         | client connect→response p50 / p99 (µs) | cancel → stopped (ms) | process CPU s |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let ratio = reference.map_or("n/a".to_string(), |b| {
             format!("{:.2}", r.clients.rate() / b)
@@ -776,8 +781,11 @@ fn print_report(rows: &[Row], settings: &Settings) {
             }
             None => "–".into(),
         };
+        let cancel = r.server.as_ref().map_or("–".into(), |s| {
+            format!("{:.2}", s.cancel_to_stopped.as_secs_f64() * 1e3)
+        });
         println!(
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} / {} | {:.1} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} / {} | {} | {:.1} |",
             r.label,
             r.clients.rate(),
             ratio,
@@ -787,6 +795,7 @@ fn print_report(rows: &[Row], settings: &Settings) {
             measured,
             r.clients.latency_us.value_at_quantile(0.50),
             r.clients.latency_us.value_at_quantile(0.99),
+            cancel,
             r.cpu_s,
         );
     }

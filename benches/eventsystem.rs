@@ -8,6 +8,12 @@
 //! - `schedule_imm/on_thread_chain`: an event that schedules its successor with
 //!   `EThread::schedule_imm` from inside its callback; per link of the chain.
 //! - `stats/*`: `Counter::inc`, `Gauge::add` and `Histogram::record`, uncontended.
+//! - `handoff/*`: the two hand-off designs the event system could use, queue operations
+//!   only (two consumer threads that poll and yield, no eventfd wake-ups): a
+//!   crossbeam-deque `Injector` per thread, the producer choosing the thread (what
+//!   `ThreadRef` does), against one global `Injector` that consumers take batches from
+//!   into their own `Worker` and steal from each other's. Per job, boxed closures like
+//!   the event system's jobs.
 //!
 //! Run with `cargo bench --bench eventsystem`; the whole file takes well under a minute.
 
@@ -124,6 +130,131 @@ fn bench_stats(c: &mut Criterion) {
     black_box((counter.get(), gauge.get(), histogram.summary()));
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Two consumer threads over one hand-off design; `push` hands one job over.
+struct Handoff {
+    ran: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    push: Box<dyn FnMut(Job)>,
+}
+
+impl Handoff {
+    fn per_thread() -> Handoff {
+        use crossbeam_deque::{Injector, Steal};
+        let queues: Vec<Arc<Injector<Job>>> = (0..2).map(|_| Arc::new(Injector::new())).collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = queues
+            .iter()
+            .map(|q| {
+                let (q, stop) = (q.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match q.steal() {
+                            Steal::Success(job) => job(),
+                            Steal::Retry => {}
+                            Steal::Empty => std::thread::yield_now(),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut next = 0;
+        Handoff {
+            ran: Arc::new(AtomicU64::new(0)),
+            stop,
+            threads,
+            push: Box::new(move |job| {
+                next ^= 1;
+                queues[next].push(job);
+            }),
+        }
+    }
+
+    fn global() -> Handoff {
+        use crossbeam_deque::{Injector, Steal, Worker};
+        let global = Arc::new(Injector::<Job>::new());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers: Vec<Worker<Job>> = (0..2).map(|_| Worker::new_fifo()).collect();
+        let stealers: Arc<Vec<_>> = Arc::new(workers.iter().map(Worker::stealer).collect());
+        let threads = workers
+            .into_iter()
+            .enumerate()
+            .map(|(i, local)| {
+                let (global, stealers, stop) = (global.clone(), stealers.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let job = local.pop().or_else(|| loop {
+                            let s = global
+                                .steal_batch_and_pop(&local)
+                                .or_else(|| stealers[1 - i].steal());
+                            match s {
+                                Steal::Success(j) => break Some(j),
+                                Steal::Retry => {}
+                                Steal::Empty => break None,
+                            }
+                        });
+                        match job {
+                            Some(job) => job(),
+                            None => std::thread::yield_now(),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Handoff {
+            ran: Arc::new(AtomicU64::new(0)),
+            stop,
+            threads,
+            push: Box::new(move |job| global.push(job)),
+        }
+    }
+
+    /// Hands `iters` counting jobs over in batches of `BATCH`; returns the total time.
+    fn run(&mut self, iters: u64) -> Duration {
+        let start = Instant::now();
+        let mut left = iters;
+        while left > 0 {
+            let n = left.min(BATCH);
+            let target = self.ran.load(Ordering::Acquire) + n;
+            for _ in 0..n {
+                let ran = self.ran.clone();
+                (self.push)(Box::new(move || {
+                    ran.fetch_add(1, Ordering::Release);
+                }));
+            }
+            wait_for(&self.ran, target);
+            left -= n;
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn bench_handoff(c: &mut Criterion) {
+    let mut g = c.benchmark_group("handoff");
+    let mut per_thread = Handoff::per_thread();
+    g.bench_function("injector_per_thread", |b| {
+        b.iter_custom(|iters| per_thread.run(iters))
+    });
+    drop(per_thread);
+    let mut global = Handoff::global();
+    g.bench_function("global_injector_stealing", |b| {
+        b.iter_custom(|iters| global.run(iters))
+    });
+    drop(global);
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .measurement_time(Duration::from_secs(3))
@@ -134,6 +265,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_schedule, bench_stats
+    targets = bench_schedule, bench_stats, bench_handoff
 }
 criterion_main!(benches);
