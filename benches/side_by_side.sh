@@ -12,6 +12,8 @@
 #   SECS=3 bash benches/side_by_side.sh       # quick run
 #
 # Environment:
+#   RUNS=1             passes over all peers; each cell is the median of the passes
+#                      (of two: their mean), the raw lines keep every pass
 #   SECS=10            duration of each ka / close run (seconds)
 #   CONNS=64           client connections of ka / close
 #   BURST=6000         connections of the accept burst
@@ -28,6 +30,8 @@
 
 set -u -o pipefail
 
+RUNS=${RUNS:-1}
+RUN=1
 SECS=${SECS:-10}
 CONNS=${CONNS:-64}
 BURST=${BURST:-6000}
@@ -188,22 +192,43 @@ run_load() {
         return 1
     fi
     log "$row: ${human#\# }"
-    RESULTS+=("$row|$mode|$kv")
+    RESULTS+=("$row|$mode|run=$RUN $kv")
 }
 
-# get ROW MODE KEY: prints the value from that run, or "-".
+# get ROW MODE KEY: prints the median of that value over the passes, or "-".
 get() {
-    local r kv
+    local r kv vals=()
     for r in "${RESULTS[@]}"; do
         if [[ $r == "$1|$2|"* ]]; then
             kv=" ${r#"$1|$2|"}"
-            if [[ $kv =~ \ $3=([^ ]*) ]]; then
-                printf '%s' "${BASH_REMATCH[1]}"
-                return
-            fi
+            [[ $kv =~ \ $3=([^ ]*) ]] && vals+=("${BASH_REMATCH[1]}")
         fi
     done
-    printf -- '-'
+    if [ ${#vals[@]} = 0 ]; then
+        printf -- '-'
+    else
+        median "${vals[@]}"
+    fi
+}
+
+# median VALUE...: the middle value (mean of the middle two), with the inputs' decimals;
+# the first value when any is not a number.
+median() {
+    local v
+    for v in "$@"; do
+        [[ $v =~ ^-?[0-9]+(\.[0-9]+)?$ ]] || { printf '%s' "$1"; return; }
+    done
+    printf '%s\n' "$@" | sort -g | awk '
+        { v[NR] = $1; i = index($1, "."); d = i ? length($1) - i : 0; if (d > dec) dec = d }
+        END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.*f", dec, m }'
+}
+
+# add_row ARRAY-NAME ROW: appends ROW once (later passes reuse the first pass's rows).
+add_row() {
+    local -n rows=$1
+    local r
+    for r in "${rows[@]}"; do [ "$r" = "$2" ] && return; done
+    rows+=("$2")
 }
 
 ms() { # microseconds to milliseconds
@@ -213,7 +238,7 @@ ms() { # microseconds to milliseconds
 # bench_peer ROW PORT PIDS [IDLE_CONNS]: idle RSS on the fresh process, then ka, close, burst.
 bench_peer() {
     local row=$1 port=$2 pids=$3 idle=${4:-$IDLE_CONNS}
-    ROWS+=("$row")
+    add_row ROWS "$row"
     if [ "$idle" -gt 0 ]; then
         run_load "$row" idle "$port" "$pids" --conns "$idle" --hold-secs "$IDLE_HOLD"
         sleep 1
@@ -328,7 +353,7 @@ run_turnstile() {
     start_turnstile "turnstile-cache" "$a" true || return
     curl -s -o /dev/null -H 'Host: bench' "http://127.0.0.1:$TS_PORT/"
     run_load "Turnstile (cache on)" ka "$TS_PORT" "$TS_PID" --conns "$CONNS" --secs "$SECS" &&
-        CACHE_ROWS+=("Turnstile (cache on)")
+        add_row CACHE_ROWS "Turnstile (cache on)"
     hits=$(ts_metric "$TS_PORT" proxy.process.cache.hits)
     misses=$(ts_metric "$TS_PORT" proxy.process.cache.misses)
     HITS["Turnstile (cache on)"]="${hits:-?} / $(( ${hits:-0} + ${misses:-0} ))"
@@ -383,6 +408,14 @@ start_ats() {
     fi
 }
 
+last_ok() { # ROW: requests answered in this pass's ka run of ROW
+    local r kv=""
+    for r in "${RESULTS[@]}"; do
+        [[ $r == "$1|ka|run=$RUN "* ]] && kv=" ${r#*|ka|}"
+    done
+    [[ $kv =~ \ ok=([0-9]+) ]] && printf '%s' "${BASH_REMATCH[1]}"
+}
+
 ats_metric() { # PORT NAME
     curl -s -m 5 -H 'Host: bench' "http://127.0.0.1:$1/_atsstats" | grep -o "\"$2\": *\"[0-9]*\"" | grep -o '[0-9][0-9]*' | tail -n 1
 }
@@ -406,11 +439,11 @@ run_ats() {
     curl -s -o /dev/null -H 'Host: bench' "http://127.0.0.1:$ATS_PORT/"
     row="ATS $version (cache on)"
     run_load "$row" ka "$ATS_PORT" "$ATS_PID" --conns "$CONNS" --secs "$SECS" &&
-        CACHE_ROWS+=("$row")
+        add_row CACHE_ROWS "$row"
     # ATS publishes its counters every few seconds: wait until the lookups cover the run.
     for i in $(seq 1 30); do
         lookups=$(ats_metric "$ATS_PORT" proxy.process.http.cache_lookups)
-        [ "${lookups:-0}" -ge "$(get "$row" ka ok | tr -d -)" ] 2>/dev/null && break
+        [ "${lookups:-0}" -ge "$(last_ok "$row")" ] 2>/dev/null && break
         sleep 0.5
     done
     hits=$(ats_metric "$ATS_PORT" proxy.process.http.cache_hit_fresh)
@@ -471,11 +504,14 @@ run_haproxy() {
 
 declare -A HITS=()
 START_TIME=$(date +%s)
-wanted origin && run_origin
-wanted turnstile && run_turnstile
-wanted ats && run_ats
-wanted nginx && run_nginx
-wanted haproxy && run_haproxy
+for RUN in $(seq 1 "$RUNS"); do
+    [ "$RUNS" -gt 1 ] && log "pass $RUN of $RUNS"
+    wanted origin && run_origin
+    wanted turnstile && run_turnstile
+    wanted ats && run_ats
+    wanted nginx && run_nginx
+    wanted haproxy && run_haproxy
+done
 
 # --- report ----------------------------------------------------------------------------
 
@@ -486,6 +522,7 @@ errs() { # ROW: errors of ka/close/burst
 echo
 echo "## Side-by-side on 127.0.0.1 ($(nproc) CPUs, $(uname -r); $(date -u +%Y-%m-%dT%H:%MZ))"
 echo
+[ "$RUNS" -gt 1 ] && echo "Each cell: the median of $RUNS passes over every server (of two passes: their mean)." && echo
 echo "ka / close: $CONNS connections, ${SECS} s each; burst: $BURST connections at once (connect start -> first response byte); 1 KiB body; CPU = the server's own processes (user+sys) per 10k requests; the origin is an nginx with 1 worker; proxies use $NET_THREADS threads/workers."
 echo
 echo "| server | ka req/s | ka p50 / p99 ms | close req/s | close p50 / p99 ms | burst p50 / p99 / max ms | errors ka/close/burst | CPU s/10k ka | CPU s/10k close | idle KiB/conn |"
@@ -502,7 +539,7 @@ if [ ${#CACHE_ROWS[@]} -gt 0 ]; then
     echo
     echo "Cache hits, keep-alive ($CONNS connections, ${SECS} s, one 1 KiB object):"
     echo
-    echo "| server | ka req/s | p50 / p99 ms | errors | fresh hits / lookups (whole run) | CPU s/10k |"
+    echo "| server | ka req/s | p50 / p99 ms | errors | fresh hits / lookups (a whole ka run) | CPU s/10k |"
     echo "|---|---:|---:|---:|---:|---:|"
     for row in "${CACHE_ROWS[@]}"; do
         printf '| %s | %s | %s / %s | %s | %s | %s |\n' "$row" "$(get "$row" ka rps)" \
