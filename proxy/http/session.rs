@@ -307,6 +307,16 @@ impl Body {
 
     /// How many bytes of `input` belong to the body; becomes Done at its end.
     fn take(&mut self, input: &[u8]) -> Result<usize, HeadError> {
+        self.take_into(input, None)
+    }
+
+    /// As [`Body::take`]; with `dechunked`, a chunked body's payload (its coding removed)
+    /// is appended there in the same pass.
+    fn take_into(
+        &mut self,
+        input: &[u8],
+        dechunked: Option<&mut Vec<u8>>,
+    ) -> Result<usize, HeadError> {
         let (n, done) = match self {
             Body::Done => (0, true),
             Body::Length(left) => {
@@ -315,7 +325,10 @@ impl Body {
                 (k as usize, *left == 0)
             }
             Body::Chunked(s) => {
-                let r = s.scan(input)?;
+                let r = match dechunked {
+                    Some(out) => s.decode(input, out)?,
+                    None => s.scan(input)?,
+                };
                 (r.consumed, r.done)
             }
             Body::UntilClose => (input.len(), false),
@@ -335,9 +348,9 @@ struct Tx {
     origin_keep_alive: bool,
     /// The client spoke HTTP/1.0: it gets no 1xx responses and no chunked coding.
     client_http10: bool,
-    /// Removes the chunked coding from the response body for an HTTP/1.0 client, which
-    /// then reads the body up to the close.
-    dechunk: Option<ChunkedScanner>,
+    /// The response body's chunked coding is removed for an HTTP/1.0 client, which then
+    /// reads the body up to the close.
+    dechunk: bool,
     /// A reused origin connection failed before answering: resend this once on a new one.
     retry: Option<Vec<u8>>,
     /// What the cache has to do with this transaction.
@@ -861,7 +874,7 @@ impl Session {
             client_keep_alive,
             origin_keep_alive: true,
             client_http10: head.minor_version == 0,
-            dechunk: None,
+            dechunk: false,
             retry,
             cache,
         });
@@ -1149,7 +1162,7 @@ impl Session {
                     if framing == BodyFraming::Chunked && tx.client_http10 {
                         // HTTP/1.0 has no chunked coding: send the payload until close.
                         tx.client_keep_alive = false;
-                        tx.dechunk = Some(ChunkedScanner::new());
+                        tx.dechunk = true;
                     }
                     if let Some(c) = tx.cache.as_mut() {
                         let now = caching::now_s();
@@ -1204,10 +1217,7 @@ impl Session {
                         &ForwardResponse {
                             via: &self.shared.settings.via,
                             keep_alive: tx.client_keep_alive,
-                            framing_override: tx
-                                .dechunk
-                                .is_some()
-                                .then_some(BodyFraming::UntilClose),
+                            framing_override: tx.dechunk.then_some(BodyFraming::UntilClose),
                         },
                     );
                     tx.resp_body = Some(Body::from(framing));
@@ -1239,7 +1249,9 @@ impl Session {
         let o = self.origin.as_mut().expect("checked above");
         if let Some(body) = tx.resp_body.as_mut() {
             if !o.inbuf.is_empty() && !body.done() {
-                match body.take(&o.inbuf) {
+                // An HTTP/1.0 client gets the payload, decoded in the framing pass.
+                let dechunked = tx.dechunk.then_some(&mut self.out_c);
+                match body.take_into(&o.inbuf, dechunked) {
                     Ok(n) => {
                         if let Some(c) = tx.cache.as_mut() {
                             if c.capture
@@ -1249,12 +1261,8 @@ impl Session {
                                 c.capture = None; // too large: streams through uncached
                             }
                         }
-                        match tx.dechunk.as_mut() {
-                            // `take` has checked the framing of these bytes already.
-                            Some(sc) => {
-                                let _ = sc.decode(&o.inbuf[..n], &mut self.out_c);
-                            }
-                            None => self.out_c.extend_from_slice(&o.inbuf[..n]),
+                        if !tx.dechunk {
+                            self.out_c.extend_from_slice(&o.inbuf[..n]);
                         }
                         o.inbuf.drain(..n);
                         progress |= n > 0 || body.done();
