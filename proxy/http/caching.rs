@@ -26,10 +26,10 @@ pub fn key(host: &str, path: &str) -> String {
     format!("http://{host}{path}")
 }
 
-fn directives(values: impl Iterator<Item = Vec<u8>>) -> Vec<(String, Option<String>)> {
+fn directives<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<(String, Option<String>)> {
     values
         .flat_map(|v| {
-            String::from_utf8_lossy(&v)
+            String::from_utf8_lossy(v)
                 .split(',')
                 .map(|d| {
                     let d = d.trim();
@@ -58,13 +58,15 @@ pub struct RequestPolicy {
 
 /// The request's side of cacheability: GET, no Authorization, no `no-store`.
 pub fn request_policy(req: &RequestHead) -> RequestPolicy {
-    let cc = directives(req.headers_all("cache-control").map(<[u8]>::to_vec));
+    let cc = directives(req.headers_all("cache-control"));
     let has = |name: &str| cc.iter().any(|(k, _)| k == name);
     let pragma_no_cache = req
         .headers_all("pragma")
         .any(|v| v.eq_ignore_ascii_case(b"no-cache"));
     RequestPolicy {
-        cacheable: req.method == "GET" && req.header("authorization").is_none() && !has("no-store"),
+        cacheable: req.method() == "GET"
+            && req.header("authorization").is_none()
+            && !has("no-store"),
         revalidate: has("no-cache")
             || has("max-age")
                 && cc
@@ -80,12 +82,7 @@ pub fn freshness(resp: &ResponseHead, now: u64) -> Option<u64> {
     if !CACHEABLE_STATUS.contains(&resp.status) || resp.header("vary").is_some() {
         return None;
     }
-    let cc = directives(
-        resp.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("cache-control"))
-            .map(|h| h.value.clone()),
-    );
+    let cc = directives(resp.headers_all("cache-control"));
     let get = |name: &str| cc.iter().find(|(k, _)| k == name);
     if get("no-store").is_some() || get("private").is_some() {
         return None;
@@ -161,8 +158,8 @@ pub struct Stored {
 impl Stored {
     /// Builds an object from an origin response head and its whole decoded body.
     pub fn new(resp: &ResponseHead, body: Vec<u8>, lifetime: u64, now: u64) -> Stored {
-        let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason).into_bytes();
-        for h in &resp.headers {
+        let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason()).into_bytes();
+        for h in resp.headers.iter() {
             let n = h.name.to_ascii_lowercase();
             if matches!(
                 n.as_str(),
@@ -177,7 +174,7 @@ impl Stored {
             }
             head.extend_from_slice(h.name.as_bytes());
             head.extend_from_slice(b": ");
-            head.extend_from_slice(&h.value);
+            head.extend_from_slice(h.value);
             head.extend_from_slice(b"\r\n");
         }
         head.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());

@@ -68,14 +68,7 @@ impl fmt::Display for HeadError {
 
 impl std::error::Error for HeadError {}
 
-/// One header field, name case preserved.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header {
-    /// Field name as received.
-    pub name: String,
-    /// Field value, surrounding whitespace removed.
-    pub value: Vec<u8>,
-}
+pub use super::fields::{Field, Fields};
 
 /// How a message body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,14 +86,14 @@ pub enum BodyFraming {
 /// A parsed request line and header section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHead {
-    /// Method, e.g. `GET`.
-    pub method: String,
-    /// Request target as sent.
-    pub target: String,
+    /// Where the method lies in the fields' buffer: see [`RequestHead::method`].
+    method: (usize, usize),
+    /// Where the request target lies: see [`RequestHead::target`].
+    target: (usize, usize),
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     /// Header fields in order.
-    pub headers: Vec<Header>,
+    pub headers: Fields,
     /// Decided at parse time, so headers added later cannot change it.
     framing: BodyFraming,
 }
@@ -112,10 +105,10 @@ pub struct ResponseHead {
     pub minor_version: u8,
     /// Status code, 100 to 999.
     pub status: u16,
-    /// Reason phrase (empty if it held non-ASCII bytes).
-    pub reason: String,
+    /// Where the reason phrase lies: see [`ResponseHead::reason`].
+    reason: (usize, usize),
     /// Header fields in order; a Content-Length beside Transfer-Encoding is removed.
-    pub headers: Vec<Header>,
+    pub headers: Fields,
     /// The framing the headers give, before the request method and status are applied.
     framing: BodyFraming,
 }
@@ -131,46 +124,30 @@ pub struct Target {
     pub path_and_query: String,
 }
 
-fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
+/// Comma-separated tokens of every `name` field, trimmed, empty ones skipped.
+fn tokens<'a>(headers: &'a Fields, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_slice())
-}
-
-fn headers_all<'a>(headers: &'a [Header], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-    headers
-        .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_slice())
-}
-
-/// Comma-separated tokens of every `name` field, trimmed and lower-cased.
-fn tokens(headers: &[Header], name: &str) -> Vec<String> {
-    headers_all(headers, name)
+        .get_all(name)
         .flat_map(|v| v.split(|b| *b == b','))
-        .map(|t| String::from_utf8_lossy(t).trim().to_ascii_lowercase())
+        .map(trim)
         .filter(|t| !t.is_empty())
-        .collect()
 }
 
-fn keep_alive(headers: &[Header], minor: u8) -> bool {
-    let conn = tokens(headers, "connection");
-    if conn.iter().any(|t| t == "close") {
-        false
-    } else {
-        minor == 1 || conn.iter().any(|t| t == "keep-alive")
+fn keep_alive(headers: &Fields, minor: u8) -> bool {
+    let mut asked = false;
+    for t in tokens(headers, "connection") {
+        if t.eq_ignore_ascii_case(b"close") {
+            return false;
+        }
+        asked |= t.eq_ignore_ascii_case(b"keep-alive");
     }
-}
-
-fn has_header(headers: &[Header], name: &str) -> bool {
-    headers.iter().any(|h| h.name.eq_ignore_ascii_case(name))
+    minor == 1 || asked
 }
 
 /// All Content-Length values, which must agree: `Ok(None)` when absent.
-fn content_length(headers: &[Header]) -> Result<Option<u64>, HeadError> {
+fn content_length(headers: &Fields) -> Result<Option<u64>, HeadError> {
     let mut found: Option<u64> = None;
-    for v in headers_all(headers, "content-length") {
+    for v in headers.get_all("content-length") {
         for part in v.split(|b| *b == b',') {
             let part = trim(part);
             if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
@@ -217,12 +194,58 @@ fn scheme_len(target: &str) -> Option<usize> {
     ok.then_some(at)
 }
 
+/// The position of the first byte at or after `from` for which `hit` holds, testing
+/// eight bytes at a time with `any_in_word` (which may report a word that has none, never
+/// miss one that has): heads are scanned for line ends and control bytes on every
+/// request, and a byte-at-a-time loop cost more than the rest of the parse.
+fn find(
+    buf: &[u8],
+    from: usize,
+    any_in_word: impl Fn(u64) -> bool,
+    hit: impl Fn(u8) -> bool,
+) -> Option<usize> {
+    let mut i = from.min(buf.len());
+    while let Some(word) = buf.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        if any_in_word(w) {
+            if let Some(p) = word.iter().position(|b| hit(*b)) {
+                return Some(i + p);
+            }
+        }
+        i += 8;
+    }
+    buf[i..].iter().position(|b| hit(*b)).map(|p| i + p)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether a byte of `w` is below `n` (exact for n ≤ 128; "hasless" of Bit Twiddling
+/// Hacks).
+fn has_below(w: u64, n: u8) -> bool {
+    w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS != 0
+}
+
+/// The first `\n` at or after `from`.
+fn find_lf(buf: &[u8], from: usize) -> Option<usize> {
+    find(
+        buf,
+        from,
+        |w| has_below(w ^ (ONES * u64::from(b'\n')), 1),
+        |b| b == b'\n',
+    )
+}
+
+/// The first byte at or after `from` that is `\r` or below it (NUL, LF among them).
+fn find_control(buf: &[u8], from: usize) -> Option<usize> {
+    find(buf, from, |w| has_below(w, b'\r' + 1), |b| b <= b'\r')
+}
+
 /// The end of the head (just past its blank line), if complete: the first `\n\r\n` or
 /// `\n\n` at or after `from`.
 fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from.min(buf.len());
-    while let Some(p) = buf[i..].iter().position(|b| *b == b'\n') {
-        let at = i + p;
+    while let Some(at) = find_lf(buf, i) {
         match &buf[at + 1..] {
             [b'\n', ..] => return Some(at + 2),
             [b'\r', b'\n', ..] => return Some(at + 3),
@@ -247,8 +270,10 @@ fn locate_head(buf: &[u8], max_head: usize, searched: usize) -> Result<Option<us
 /// Requires CRLF line endings and refuses obs-fold and NUL anywhere in a request head
 /// (httparse tolerates bare LF).
 fn check_request_lines(head: &[u8]) -> Result<(), HeadError> {
-    for (i, b) in head.iter().enumerate() {
-        match *b {
+    let mut from = 0;
+    while let Some(i) = find_control(head, from) {
+        from = i + 1;
+        match head[i] {
             b'\n' if i == 0 || head[i - 1] != b'\r' => {
                 return Err(HeadError::Bad("bare LF in request head"))
             }
@@ -265,21 +290,35 @@ fn check_request_lines(head: &[u8]) -> Result<(), HeadError> {
     Ok(())
 }
 
-/// Copies httparse's fields; an obs-fold (only let through in responses) becomes spaces
-/// (RFC 9112 §5.2).
-fn convert_headers(raw: &[httparse::Header<'_>]) -> Vec<Header> {
-    raw.iter()
-        .map(|h| {
-            let value = trim(h.value)
-                .iter()
-                .map(|b| if matches!(b, b'\r' | b'\n') { b' ' } else { *b })
-                .collect();
-            Header {
-                name: h.name.to_string(),
-                value,
+/// The range of `head` that `part`, a slice httparse returned, covers. httparse may
+/// return an empty part that is not a slice of the head (a static `""`), so every empty
+/// part is the empty range at 0.
+fn range(head: &[u8], part: &[u8]) -> (usize, usize) {
+    if part.is_empty() {
+        return (0, 0);
+    }
+    let at = part.as_ptr() as usize - head.as_ptr() as usize;
+    debug_assert!(at + part.len() <= head.len());
+    (at, at + part.len())
+}
+
+/// Copies the head once and records httparse's fields as ranges of the copy, values
+/// trimmed. With `unfold` (responses: requests refuse obs-fold before this), a value's
+/// obs-fold becomes spaces (RFC 9112 §5.2).
+fn collect_fields(head: &[u8], raw: &[httparse::Header<'_>], unfold: bool) -> Fields {
+    let mut fields = Fields::over(head.to_vec(), raw.len());
+    for h in raw {
+        let value = range(head, trim(h.value));
+        fields.add(range(head, h.name.as_bytes()), value);
+        if unfold && (h.value.contains(&b'\n') || h.value.contains(&b'\r')) {
+            for b in fields.slice_mut(value) {
+                if matches!(b, b'\r' | b'\n') {
+                    *b = b' ';
+                }
             }
-        })
-        .collect()
+        }
+    }
+    fields
 }
 
 /// Parses a request head at the start of `buf`. `Ok(None)`: incomplete, read more.
@@ -326,8 +365,8 @@ pub fn parse_request_from(
         }
         Err(_) => return Err(HeadError::Bad("malformed request head")),
     }
-    let method = req.method.unwrap_or_default().to_string();
-    let target = req.path.unwrap_or_default().to_string();
+    let method = req.method.unwrap_or_default();
+    let target = req.path.unwrap_or_default();
     let minor_version = req.version.unwrap_or(1);
     if method.is_empty() {
         return Err(HeadError::Bad("empty method"));
@@ -335,15 +374,14 @@ pub fn parse_request_from(
     if target.is_empty() || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(HeadError::Bad("invalid request target"));
     }
-    let headers = convert_headers(req.headers);
-    if headers
-        .iter()
-        .any(|h| h.value.iter().any(|b| matches!(b, 0 | b'\r' | b'\n')))
+    let (method, target) = (
+        range(head, method.as_bytes()),
+        range(head, target.as_bytes()),
+    );
+    // No value holds NUL, CR or LF: `check_request_lines` refused them in the head.
+    let headers = collect_fields(head, req.headers, false);
     {
-        return Err(HeadError::Bad("control character in a header value"));
-    }
-    {
-        let mut hosts = headers_all(&headers, "host");
+        let mut hosts = headers.get_all("host");
         match (hosts.next(), hosts.next()) {
             (None, _) if minor_version == 1 => return Err(HeadError::Bad("missing Host header")),
             (Some(_), Some(_)) => return Err(HeadError::Bad("several Host headers")),
@@ -352,15 +390,17 @@ pub fn parse_request_from(
         }
     }
     let length = content_length(&headers)?;
-    let framing = if has_header(&headers, "transfer-encoding") {
+    let framing = if headers.contains("transfer-encoding") {
         if length.is_some() {
             return Err(HeadError::Bad("both Content-Length and Transfer-Encoding"));
         }
         if minor_version == 0 {
             return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request"));
         }
-        if tokens(&headers, "transfer-encoding") != ["chunked"] {
-            return Err(HeadError::Bad("Transfer-Encoding other than chunked"));
+        let mut codings = tokens(&headers, "transfer-encoding");
+        match (codings.next(), codings.next()) {
+            (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => {}
+            _ => return Err(HeadError::Bad("Transfer-Encoding other than chunked")),
         }
         BodyFraming::Chunked
     } else {
@@ -382,14 +422,24 @@ pub fn parse_request_from(
 }
 
 impl RequestHead {
+    /// Method, e.g. `GET`.
+    pub fn method(&self) -> &str {
+        self.headers.str(self.method)
+    }
+
+    /// Request target as sent.
+    pub fn target(&self) -> &str {
+        self.headers.str(self.target)
+    }
+
     /// The first `name` field's value (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        header(&self.headers, name)
+        self.headers.get(name)
     }
 
     /// Every `name` field's value, in order.
     pub fn headers_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        headers_all(&self.headers, name)
+        self.headers.get_all(name)
     }
 
     /// How the request body is delimited (never `UntilClose`).
@@ -410,7 +460,7 @@ impl RequestHead {
 
     /// Whether the target is absolute-form (`scheme://authority/path`).
     pub fn is_absolute_form(&self) -> bool {
-        scheme_len(&self.target).is_some()
+        scheme_len(self.target()).is_some()
     }
 
     /// Where the request goes: the URL's authority for absolute form (it wins over Host,
@@ -423,7 +473,7 @@ impl RequestHead {
                 .map(|h| String::from_utf8_lossy(h).to_ascii_lowercase())
                 .filter(|h| !h.is_empty())
         };
-        let t = self.target.as_str();
+        let t = self.target();
         if t.starts_with('/') {
             return Ok(Target {
                 scheme: None,
@@ -432,7 +482,7 @@ impl RequestHead {
             });
         }
         if t == "*" {
-            if self.method != "OPTIONS" {
+            if self.method() != "OPTIONS" {
                 return Err(HeadError::Bad("asterisk-form is only for OPTIONS"));
             }
             return Ok(Target {
@@ -507,15 +557,16 @@ pub fn parse_response_from(
         return Err(HeadError::Bad("invalid status code"));
     }
     let minor_version = resp.version.unwrap_or(1);
-    let mut headers = convert_headers(resp.headers);
-    let framing = if has_header(&headers, "transfer-encoding") {
+    let head = &buf[..end];
+    let reason = range(head, resp.reason.unwrap_or_default().as_bytes());
+    let mut headers = collect_fields(head, resp.headers, true);
+    let framing = if headers.contains("transfer-encoding") {
         // Transfer-Encoding overrides Content-Length, which must not be passed on
         // (RFC 9112 §6.3 (3)), so a bad one is no ambiguity either.
         headers.retain(|h| !h.name.eq_ignore_ascii_case("content-length"));
         let chunked_last = tokens(&headers, "transfer-encoding")
             .last()
-            .map(String::as_str)
-            == Some("chunked");
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         // HTTP/1.0 has no Transfer-Encoding: its framing is faulty (RFC 9112 §6.1), so
         // read to the close, and do not reuse the connection (see `keep_alive`).
         if chunked_last && minor_version == 1 {
@@ -533,7 +584,7 @@ pub fn parse_response_from(
         ResponseHead {
             minor_version,
             status,
-            reason: resp.reason.unwrap_or_default().to_string(),
+            reason,
             headers,
             framing,
         },
@@ -541,15 +592,32 @@ pub fn parse_response_from(
     )))
 }
 
+/// `method` as far as the framing of its response cares ([`ResponseHead::body`]):
+/// `HEAD`, `CONNECT`, or `GET` standing for every other method.
+pub fn framing_method(method: &str) -> &'static str {
+    if method.eq_ignore_ascii_case("HEAD") {
+        "HEAD"
+    } else if method.eq_ignore_ascii_case("CONNECT") {
+        "CONNECT"
+    } else {
+        "GET"
+    }
+}
+
 impl ResponseHead {
+    /// Reason phrase as received (empty if it held non-ASCII bytes).
+    pub fn reason(&self) -> &str {
+        self.headers.str(self.reason)
+    }
+
     /// The first `name` field's value.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        header(&self.headers, name)
+        self.headers.get(name)
     }
 
     /// Every `name` field's value, in order.
     pub fn headers_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        headers_all(&self.headers, name)
+        self.headers.get_all(name)
     }
 
     /// How the body is delimited, for a response to `request_method` (RFC 9112 §6.3).
@@ -571,7 +639,7 @@ impl ResponseHead {
     /// Whether the origin will keep the connection open (by its headers; a body read
     /// to the close ends it regardless).
     pub fn keep_alive(&self) -> bool {
-        let faulty = self.minor_version == 0 && has_header(&self.headers, "transfer-encoding");
+        let faulty = self.minor_version == 0 && self.headers.contains("transfer-encoding");
         !faulty && keep_alive(&self.headers, self.minor_version)
     }
 }
@@ -788,26 +856,27 @@ pub struct ForwardResponse<'a> {
     pub framing_override: Option<BodyFraming>,
 }
 
-/// Lower-cased names a forwarded message must not carry: hop-by-hop ones and those its
-/// Connection header lists, except framing headers.
+/// Names a forwarded message must not carry: hop-by-hop ones and those its Connection
+/// header lists, except framing headers.
 ///
-/// Built per forwarded message, so it allocates only for the Connection header's tokens.
-struct Skip {
-    named: Vec<String>,
+/// Built per forwarded message; allocates only when the Connection header names fields
+/// beyond the hop-by-hop ones.
+struct Skip<'a> {
+    named: Vec<&'a [u8]>,
     extra: &'static [&'static str],
     framing: bool,
 }
 
-impl Skip {
-    fn new(headers: &[Header], extra: &'static [&'static str]) -> Skip {
-        let named = if headers_all(headers, "connection").next().is_some() {
-            tokens(headers, "connection")
-                .into_iter()
-                .filter(|t| !FRAMING.contains(&t.as_str()) && !HOP_BY_HOP.contains(&t.as_str()))
-                .collect()
-        } else {
-            Vec::new()
-        };
+/// Whether `name` is one of `list` (case-insensitive).
+fn listed(list: &[&str], name: &[u8]) -> bool {
+    list.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+}
+
+impl<'a> Skip<'a> {
+    fn new(headers: &'a Fields, extra: &'static [&'static str]) -> Skip<'a> {
+        let named = tokens(headers, "connection")
+            .filter(|t| !listed(FRAMING, t) && !listed(HOP_BY_HOP, t))
+            .collect();
         Skip {
             named,
             extra,
@@ -815,37 +884,74 @@ impl Skip {
         }
     }
 
-    fn contains(&self, name: &str) -> bool {
-        let is = |n: &&str| name.eq_ignore_ascii_case(n);
-        HOP_BY_HOP.iter().any(is)
-            || self.extra.iter().any(is)
-            || (self.framing && FRAMING.iter().any(is))
+    fn contains(&self, name: &[u8]) -> bool {
+        listed(HOP_BY_HOP, name)
+            || listed(self.extra, name)
+            || (self.framing && listed(FRAMING, name))
             || self.named.iter().any(|n| name.eq_ignore_ascii_case(n))
     }
 }
 
-fn write_fields(headers: &[Header], skip: &Skip, out: &mut Vec<u8>) {
-    for h in headers {
-        if skip.contains(&h.name) {
+fn write_fields(headers: &Fields, skip: &Skip<'_>, out: &mut Vec<u8>) {
+    for (name, value) in headers.raw() {
+        if skip.contains(name) {
             continue;
         }
-        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(&h.value);
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
 }
 
-/// One `name` field: every existing value, then `ours`, comma-joined.
-fn write_appended(headers: &[Header], name: &str, ours: &str, out: &mut Vec<u8>) {
+/// One `name` field: every existing value, then ours (written by `ours`), comma-joined.
+fn write_appended(
+    headers: &Fields,
+    name: &str,
+    out: &mut Vec<u8>,
+    ours: impl FnOnce(&mut Vec<u8>),
+) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    for v in headers_all(headers, name) {
+    for v in headers.get_all(name) {
         out.extend_from_slice(v);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(ours.as_bytes());
+    ours(out);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal. Heads are written with `extend_from_slice` and this rather
+/// than `write!`: the formatting machinery cost more than the rest of a head.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `ip` as text (dotted quad for IPv4 without the formatting machinery).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 fn write_connection(keep_alive: bool, out: &mut Vec<u8>) {
@@ -866,15 +972,19 @@ pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardR
         &["host", "via"]
     };
     let skip = Skip::new(&head.headers, extra);
-    let _ = write!(
-        out,
-        "{} {} HTTP/1.1\r\nHost: {}\r\n",
-        head.method, opts.path_and_query, opts.host
-    );
+    out.reserve(head.headers.byte_len() + opts.path_and_query.len() + opts.via.len() + 96);
+    out.extend_from_slice(head.headers.slice(head.method));
+    out.push(b' ');
+    out.extend_from_slice(opts.path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(opts.host.as_bytes());
+    out.extend_from_slice(b"\r\n");
     write_fields(&head.headers, &skip, out);
-    write_appended(&head.headers, "Via", opts.via, out);
+    write_appended(&head.headers, "Via", out, |o| {
+        o.extend_from_slice(opts.via.as_bytes())
+    });
     if let Some(ip) = opts.client_ip {
-        write_appended(&head.headers, "X-Forwarded-For", &ip.to_string(), out);
+        write_appended(&head.headers, "X-Forwarded-For", out, |o| push_ip(o, ip));
     }
     write_connection(opts.keep_alive, out);
     out.extend_from_slice(b"\r\n");
@@ -890,16 +1000,25 @@ pub fn write_response_head(head: &ResponseHead, out: &mut Vec<u8>, opts: &Forwar
         Some(f) => Some(f),
     };
     skip.framing = reframe.is_some();
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", head.status, head.reason);
+    out.reserve(head.headers.byte_len() + opts.via.len() + 96);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(head.status));
+    out.push(b' ');
+    out.extend_from_slice(head.headers.slice(head.reason));
+    out.extend_from_slice(b"\r\n");
     write_fields(&head.headers, &skip, out);
     match reframe {
         Some(BodyFraming::Length(n)) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         Some(BodyFraming::Chunked) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         _ => {}
     }
-    write_appended(&head.headers, "Via", opts.via, out);
+    write_appended(&head.headers, "Via", out, |o| {
+        o.extend_from_slice(opts.via.as_bytes())
+    });
     if !(100..200).contains(&head.status) {
         let until_close = opts.framing_override == Some(BodyFraming::UntilClose);
         write_connection(opts.keep_alive && !until_close, out);
@@ -1046,10 +1165,10 @@ mod tests {
         let (h, n) = req(raw).unwrap().unwrap();
         assert_eq!(n, raw.len() - 6);
         assert_eq!(
-            (h.method.as_str(), h.target.as_str(), h.minor_version),
+            (h.method(), h.target(), h.minor_version),
             ("POST", "/a?b", 1)
         );
-        let names: Vec<&str> = h.headers.iter().map(|h| h.name.as_str()).collect();
+        let names: Vec<&str> = h.headers.iter().map(|h| h.name).collect();
         assert_eq!(names, ["Host", "X-Case", "x-case", "Content-Length"]);
         assert_eq!(h.header("X-CASE"), Some(&b"One"[..]));
         assert_eq!(
@@ -1193,7 +1312,7 @@ mod tests {
         let (h, n) = req("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!((h.method.as_str(), n), ("GET", 29));
+        assert_eq!((h.method(), n), ("GET", 29));
     }
 
     #[test]
@@ -1535,7 +1654,23 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!((h.status, h.reason.as_str(), n), (100, "Continue", 25));
+        assert_eq!((h.status, h.reason(), n), (100, "Continue", 25));
+        // Empty parts (no reason, a non-ASCII one, an empty value) read back empty,
+        // whether or not httparse returned them as slices of the head.
+        for raw in [
+            "HTTP/1.1 200\r\nX:\r\nY: \r\nZ: z\r\n\r\n",
+            "HTTP/1.1 200 \r\nX:\r\nY: \r\nZ: z\r\n\r\n",
+            "HTTP/1.1 200 Caf\u{e9}\r\nX:\r\nY: \r\nZ: z\r\n\r\n",
+        ] {
+            let h = resp(raw);
+            assert_eq!(h.reason(), "", "{raw:?}");
+            let fields: Vec<_> = h.headers.iter().map(|f| (f.name, f.value)).collect();
+            assert_eq!(
+                fields,
+                [("X", &b""[..]), ("Y", b""), ("Z", b"z")],
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]
@@ -1885,6 +2020,29 @@ mod tests {
             forward_response(length, true, Some(BodyFraming::None)),
             forward_response(length, true, None)
         );
+    }
+
+    #[test]
+    fn word_scans_find_what_byte_scans_find() {
+        // Every byte value at every position of buffers around the word size, over a
+        // background of each byte value, from every start.
+        for len in 0..20 {
+            for background in [b'a', b' ', b'\t', 0x0e, 0x7f, 0x80, 0xff] {
+                for at in 0..len {
+                    for v in 0..=255u8 {
+                        let mut buf = vec![background; len];
+                        buf[at] = v;
+                        for from in 0..=len {
+                            let naive = |hit: &dyn Fn(u8) -> bool| {
+                                buf[from..].iter().position(|b| hit(*b)).map(|p| from + p)
+                            };
+                            assert_eq!(find_lf(&buf, from), naive(&|b| b == b'\n'));
+                            assert_eq!(find_control(&buf, from), naive(&|b| b <= b'\r'));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod caching;
 pub mod codec;
+pub mod fields;
 pub mod remap;
 pub mod session;
 pub mod shared;

@@ -341,7 +341,8 @@ impl Body {
 }
 
 struct Tx {
-    method: String,
+    /// The request's method, as far as response framing cares.
+    method: &'static str,
     req_body: Body,
     resp_body: Option<Body>,
     client_keep_alive: bool,
@@ -792,7 +793,7 @@ impl Session {
                         && !h.name.eq_ignore_ascii_case("if-modified-since")
                 });
                 for (name, value) in obj.validators() {
-                    pending.head.headers.push(codec::Header { name, value });
+                    pending.head.headers.push(&name, &value);
                 }
                 let ctx = CacheTx::new(key, Some(obj), None);
                 self.forward(t, pending, Some(ctx));
@@ -868,7 +869,7 @@ impl Session {
         self.out_o = out;
         shared.metrics.active_transactions.inc();
         self.tx = Some(Tx {
-            method: head.method,
+            method: codec::framing_method(head.method()),
             req_body,
             resp_body: None,
             client_keep_alive,
@@ -927,7 +928,7 @@ impl Session {
             .as_millis();
         let metrics = self.shared.registry.snapshot();
         let body = stats_http::render(format, &metrics, now_ms, &self.shared.settings.server);
-        let body = if head.method == "HEAD" {
+        let body = if head.method() == "HEAD" {
             ""
         } else {
             body.as_str()
@@ -1133,7 +1134,7 @@ impl Session {
         };
         let o = self.origin.as_mut().expect("checked above");
         if tx.resp_body.is_none() {
-            match codec::parse_response(&o.inbuf, self.shared.settings.max_head, &tx.method) {
+            match codec::parse_response(&o.inbuf, self.shared.settings.max_head, tx.method) {
                 Ok(Some((head, len))) => {
                     o.inbuf.drain(..len);
                     tx.retry = None;
@@ -1154,7 +1155,7 @@ impl Session {
                         );
                         return true;
                     }
-                    let framing = head.body(&tx.method);
+                    let framing = head.body(tx.method);
                     tx.origin_keep_alive = head.keep_alive() && framing != BodyFraming::UntilClose;
                     if framing == BodyFraming::UntilClose {
                         tx.client_keep_alive = false;

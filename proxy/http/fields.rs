@@ -1,0 +1,179 @@
+//! Header fields kept in one buffer: a parsed head is a copy of its bytes plus the
+//! offsets of each name and value, so parsing a head costs two allocations however many
+//! fields it carries (a `String` and a `Vec` per field cost 2·n, and were most of the
+//! proxy's allocations per request).
+
+use std::fmt;
+
+/// One field, borrowed from its [`Fields`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field<'a> {
+    /// Name as received (an HTTP token, so ASCII).
+    pub name: &'a str,
+    /// Value, surrounding whitespace removed.
+    pub value: &'a [u8],
+}
+
+/// Where a field's name and value lie in [`Fields::bytes`].
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Header fields in order, names and values stored in one buffer.
+#[derive(Clone, Default)]
+pub struct Fields {
+    /// The head as received (line folds turned to spaces), then any pushed fields.
+    bytes: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+impl Fields {
+    /// Fields over `bytes` (a head as received); add them with [`Fields::add`].
+    pub(crate) fn over(bytes: Vec<u8>, count: usize) -> Fields {
+        Fields {
+            bytes,
+            spans: Vec::with_capacity(count),
+        }
+    }
+
+    /// Records a field whose name and value are the given ranges of the buffer.
+    pub(crate) fn add(&mut self, name: (usize, usize), value: (usize, usize)) {
+        self.spans.push(Span { name, value });
+    }
+
+    /// The buffer's bytes in `range` (a request line piece or reason phrase).
+    pub(crate) fn slice(&self, range: (usize, usize)) -> &[u8] {
+        &self.bytes[range.0..range.1]
+    }
+
+    /// The buffer's bytes in `range`, which the parser found to be UTF-8.
+    pub(crate) fn str(&self, range: (usize, usize)) -> &str {
+        std::str::from_utf8(self.slice(range)).unwrap_or_default()
+    }
+
+    /// Mutable access to the buffer's bytes in `range` (the parser's value fix-ups).
+    pub(crate) fn slice_mut(&mut self, range: (usize, usize)) -> &mut [u8] {
+        &mut self.bytes[range.0..range.1]
+    }
+
+    fn field(&self, s: &Span) -> Field<'_> {
+        Field {
+            name: self.str(s.name),
+            value: self.slice(s.value),
+        }
+    }
+
+    /// Every field, in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Field<'_>> + ExactSizeIterator + '_ {
+        self.spans.iter().map(|s| self.field(s))
+    }
+
+    /// Every field as raw bytes, in order (no UTF-8 check of the names: for writing).
+    pub(crate) fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans
+            .iter()
+            .map(|s| (self.slice(s.name), self.slice(s.value)))
+    }
+
+    /// Size of the buffer: the head as received plus pushed fields.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Every `name` field's value, in order (case-insensitive name).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.spans
+            .iter()
+            .filter(move |s| self.slice(s.name).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|s| self.slice(s.value))
+    }
+
+    /// The first `name` field's value.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        let s = self
+            .spans
+            .iter()
+            .find(|s| self.slice(s.name).eq_ignore_ascii_case(name.as_bytes()))?;
+        Some(self.slice(s.value))
+    }
+
+    /// Whether a `name` field is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Appends a field.
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(name.as_bytes());
+        self.bytes.extend_from_slice(value);
+        let mid = at + name.len();
+        self.add((at, mid), (mid, self.bytes.len()));
+    }
+
+    /// Keeps only the fields `keep` says yes to (their bytes stay in the buffer).
+    pub fn retain(&mut self, mut keep: impl FnMut(Field<'_>) -> bool) {
+        let bytes = &self.bytes;
+        self.spans.retain(|s| {
+            keep(Field {
+                name: std::str::from_utf8(&bytes[s.name.0..s.name.1]).unwrap_or_default(),
+                value: &bytes[s.value.0..s.value.1],
+            })
+        });
+    }
+}
+
+impl PartialEq for Fields {
+    fn eq(&self, other: &Fields) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Fields {}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(
+                self.iter()
+                    .map(|h| (h.name, String::from_utf8_lossy(h.value))),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushed_and_retained_fields_keep_their_order() {
+        let mut f = Fields::default();
+        f.push("A", b"1");
+        f.push("b", b"2");
+        f.push("a", b"3");
+        assert_eq!(f.len(), 3);
+        assert_eq!(f.get("A"), Some(&b"1"[..]));
+        assert_eq!(f.get_all("a").collect::<Vec<_>>(), [&b"1"[..], b"3"]);
+        f.retain(|h| h.name != "A");
+        let names: Vec<&str> = f.iter().map(|h| h.name).collect();
+        assert_eq!(names, ["b", "a"]);
+        assert!(!f.contains("c"));
+        let mut g = Fields::default();
+        g.push("b", b"2");
+        g.push("a", b"3");
+        assert_eq!(f, g);
+    }
+}
