@@ -999,7 +999,13 @@ pub fn write_response_head(head: &ResponseHead, out: &mut Vec<u8>, opts: &Forwar
         Some(BodyFraming::UntilClose) if head.framing == BodyFraming::UntilClose => None,
         Some(f) => Some(f),
     };
-    skip.framing = reframe.is_some();
+    // An HTTP/1.0 origin's chunked Transfer-Encoding is faulty framing (RFC 9112 §6.1):
+    // its body runs to the close, so it must not reach the client as a chunked message.
+    let faulty = head.framing == BodyFraming::UntilClose
+        && tokens(&head.headers, "transfer-encoding")
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+    skip.framing = reframe.is_some() || faulty;
     out.reserve(head.headers.byte_len() + opts.via.len() + 96);
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(head.status));
@@ -2020,6 +2026,27 @@ mod tests {
             forward_response(length, true, Some(BodyFraming::None)),
             forward_response(length, true, None)
         );
+    }
+
+    #[test]
+    fn a_faulty_chunked_framing_is_not_forwarded() {
+        let h = resp("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(h.body("GET"), BodyFraming::UntilClose);
+        let mut out = Vec::new();
+        let opts = ForwardResponse {
+            via: "1.1 t",
+            keep_alive: false,
+            framing_override: None,
+        };
+        write_response_head(&h, &mut out, &opts);
+        let (again, _) = parse_response(&out, 8192, "GET").unwrap().unwrap();
+        assert_eq!(
+            again.body("GET"),
+            BodyFraming::UntilClose,
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(!again.keep_alive());
     }
 
     #[test]
