@@ -96,6 +96,8 @@ pub struct RequestHead {
     pub headers: Fields,
     /// Decided at parse time, so headers added later cannot change it.
     framing: BodyFraming,
+    /// Whether the client wants the connection kept open (decided at parse time).
+    keep_alive: bool,
 }
 
 /// A parsed status line and header section.
@@ -111,6 +113,8 @@ pub struct ResponseHead {
     pub headers: Fields,
     /// The framing the headers give, before the request method and status are applied.
     framing: BodyFraming,
+    /// Whether the origin will keep the connection open (decided at parse time).
+    keep_alive: bool,
 }
 
 /// Where a request goes.
@@ -310,7 +314,7 @@ fn collect_fields(head: &[u8], raw: &[httparse::Header<'_>], unfold: bool) -> Fi
     for h in raw {
         let value = range(head, trim(h.value));
         fields.add(range(head, h.name.as_bytes()), value);
-        if unfold && (h.value.contains(&b'\n') || h.value.contains(&b'\r')) {
+        if unfold && find_control(h.value, 0).is_some() {
             for b in fields.slice_mut(value) {
                 if matches!(b, b'\r' | b'\n') {
                     *b = b' ';
@@ -414,6 +418,7 @@ pub fn parse_request_from(
             method,
             target,
             minor_version,
+            keep_alive: keep_alive(&headers, minor_version),
             headers,
             framing,
         },
@@ -449,7 +454,7 @@ impl RequestHead {
 
     /// Whether the client wants the connection kept open.
     pub fn keep_alive(&self) -> bool {
-        keep_alive(&self.headers, self.minor_version)
+        self.keep_alive
     }
 
     /// `Expect: 100-continue`.
@@ -580,11 +585,14 @@ pub fn parse_response_from(
             None => BodyFraming::UntilClose,
         }
     };
+    // HTTP/1.0 with Transfer-Encoding is faulty framing (RFC 9112 §6.1): never reused.
+    let faulty = minor_version == 0 && headers.contains("transfer-encoding");
     Ok(Some((
         ResponseHead {
             minor_version,
             status,
             reason,
+            keep_alive: !faulty && keep_alive(&headers, minor_version),
             headers,
             framing,
         },
@@ -639,8 +647,7 @@ impl ResponseHead {
     /// Whether the origin will keep the connection open (by its headers; a body read
     /// to the close ends it regardless).
     pub fn keep_alive(&self) -> bool {
-        let faulty = self.minor_version == 0 && self.headers.contains("transfer-encoding");
-        !faulty && keep_alive(&self.headers, self.minor_version)
+        self.keep_alive
     }
 }
 

@@ -757,10 +757,13 @@ impl Session {
             host_header,
             path,
         };
-        let policy = caching::request_policy(&pending.head);
-        let Some(cache) = shared.cache().filter(|_| policy.cacheable).cloned() else {
+        let Some(cache) = shared.cache().cloned() else {
             return self.forward(t, pending, None);
         };
+        let policy = caching::request_policy(&pending.head);
+        if !policy.cacheable {
+            return self.forward(t, pending, None);
+        }
         let key = caching::key(&pending.host_header, &pending.path);
         self.lookup(t, pending, &cache, key, policy.revalidate, Instant::now());
     }

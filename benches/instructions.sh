@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by callgrind: a noise-free figure
+# for work on the request path (wall-clock rates on this shared 2-core machine swing by
+# ±15 % between identical runs; instruction counts repeat within 1 %). Kernel work is not
+# counted: see the side-by-side benchmark for the whole cost.
+#
+#   bash benches/instructions.sh                 # this tree's release build
+#   BIN=/path/to/other/turnstile bash benches/instructions.sh   # compare another build
+#
+# Starts one nginx origin (1 KiB body) and Turnstile under callgrind on free 127.0.0.1
+# ports, warms up with 1 s of keep-alive load, zeroes the counters, runs SECS seconds
+# of keep-alive load (CONNS connections), dumps, and prints instructions per request.
+# Needs nginx, valgrind and curl (INSTALL=1 apt-get installs missing ones as root).
+
+set -u -o pipefail
+
+SECS=${SECS:-3}
+CONNS=${CONNS:-8}
+INSTALL=${INSTALL:-1}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TPL=$ROOT/benches/side_by_side
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/instructions.XXXXXX") || exit 1
+PIDS=()
+
+log() { printf '[instructions %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for pkg in nginx:nginx valgrind:valgrind curl:curl; do
+    command -v "${pkg#*:}" >/dev/null && continue
+    if [ "$INSTALL" = 1 ] && [ "$(id -u)" = 0 ]; then
+        log "installing ${pkg%%:*}"
+        apt-get install -y "${pkg%%:*}" >/dev/null 2>&1 ||
+            { apt-get update >/dev/null 2>&1 && apt-get install -y "${pkg%%:*}" >/dev/null 2>&1; }
+    fi
+    command -v "${pkg#*:}" >/dev/null || { log "${pkg#*:} is required"; exit 1; }
+done
+
+free_port() { # a port in 20000..31999 nothing listens on
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 12000))
+        grep -qi "$(printf ':%04X ' "$p")" /proc/net/tcp /proc/net/tcp6 2>/dev/null || break
+    done
+    echo "$p"
+}
+
+wait_ready() { # PORT: a 200 through it within 60 s
+    local i
+    for i in $(seq 1 600); do
+        [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' -H 'Host: bench' "http://127.0.0.1:$1/")" = 200 ] &&
+            return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+(cd "$ROOT" && cargo build --release --bin turnstile) >"$WORK/build.log" 2>&1 ||
+    { tail -n 20 "$WORK/build.log"; exit 1; }
+LOAD=$( (cd "$ROOT" && cargo bench --bench load --no-run) 2>&1 |
+    sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)
+case "$LOAD" in /*) ;; ?*) LOAD=$ROOT/$LOAD ;; esac
+BIN=${BIN:-$ROOT/target/release/turnstile}
+
+ORIGIN_PORT=$(free_port)
+TS_PORT=$(free_port)
+BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
+mkdir -p "$WORK/origin.tmp"
+sed -e "s|@WORK@|$WORK|g" -e "s|@PORT@|$ORIGIN_PORT|g" -e "s|@BODY@|$BODY|g" \
+    "$TPL/origin.nginx.conf" >"$WORK/origin.conf"
+sed -e "s|@WORK@|$WORK|g" -e "s|@PORT@|$TS_PORT|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" \
+    -e "s|@NAME@|ts|g" -e "s|@ACCEPT_THREADS@|0|g" -e "s|@NET_THREADS@|2|g" \
+    -e "s|@CACHE_HTTP@|false|g" -e "s|@STORAGE@|[]|g" \
+    "$TPL/turnstile.records.toml" >"$WORK/ts.toml"
+nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
+PIDS+=($!)
+valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$BIN" --config "$WORK/ts.toml" \
+    >"$WORK/ts.log" 2>&1 &
+TS_PID=$!
+PIDS+=("$TS_PID")
+wait_ready "$TS_PORT" || { tail -n 20 "$WORK/ts.log"; log "Turnstile did not start"; exit 1; }
+
+"$LOAD" --target "127.0.0.1:$TS_PORT" --mode ka --conns "$CONNS" --secs 1 >/dev/null 2>&1
+callgrind_control -z "$TS_PID" >/dev/null 2>&1
+out=$("$LOAD" --target "127.0.0.1:$TS_PORT" --mode ka --conns "$CONNS" --secs "$SECS" 2>&1)
+callgrind_control -d "$TS_PID" >/dev/null 2>&1
+n=$(sed -n 's/^mode=.* ok=\([0-9]*\).*/\1/p' <<<"$out" | head -n 1)
+[ -z "$n" ] && n=$(sed -n 's/.*(\([0-9]*\) ok.*/\1/p' <<<"$out" | head -n 1)
+ir=$(cat "$WORK"/cg.out.* 2>/dev/null | awk '/^summary:/ { s += $2 } END { print s + 0 }')
+if [ -z "$n" ] || [ "$n" = 0 ] || [ "$ir" = 0 ]; then
+    log "no measurement (requests: ${n:-none}, instructions: $ir)"
+    exit 1
+fi
+echo "$(basename "$BIN"): $n requests, $ir user-space instructions, $((ir / n)) per request"
