@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 /// Most header fields a head may carry; more is [`HeadError::TooLarge`].
-const MAX_HEADERS: usize = 128;
+pub const MAX_HEADERS: usize = 128;
 /// Longest chunk-size line (size and extensions, without its CRLF) the scanner accepts.
 const MAX_CHUNK_LINE: usize = 1024;
 /// Longest trailer line (without its CRLF).

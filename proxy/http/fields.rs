@@ -43,9 +43,10 @@ impl Fields {
         self.spans.push(Span { name, value });
     }
 
-    /// The buffer's bytes in `range` (a request line piece or reason phrase).
+    /// The buffer's bytes in `range` (a request line piece or reason phrase); empty if
+    /// the range is not in the buffer (a head whose fields were replaced wholesale).
     pub(crate) fn slice(&self, range: (usize, usize)) -> &[u8] {
-        &self.bytes[range.0..range.1]
+        self.bytes.get(range.0..range.1).unwrap_or_default()
     }
 
     /// The buffer's bytes in `range`, which the parser found to be UTF-8.
