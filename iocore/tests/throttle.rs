@@ -1,12 +1,8 @@
-//! The connection cap in both policies, and the per-wake-up batch limit (and how a
-//! listen queue near overflow stretches it).
+//! The connection cap in both policies, and the per-wake-up batch limit.
 
 mod util;
 
-use iocore::{
-    AcceptMode, AcceptOptions, EThread, Event, ListenOptions, Listener, NetConnection, NetTuning,
-    ThrottleMode,
-};
+use iocore::{AcceptMode, AcceptOptions, EThread, Event, NetConnection, NetTuning, ThrottleMode};
 use std::io::Read;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,11 +134,6 @@ fn close_mode_accepts_and_closes_at_once_past_the_cap() {
 /// thread (each costing 300 µs of start-up work) with `additional_accepts`, while a 1 ms
 /// timer ticks on the same thread. Returns the timer's tick count seen at each accept.
 fn flood(additional_accepts: i64, clients: usize) -> Vec<usize> {
-    flood_on(listener(), additional_accepts, clients)
-}
-
-/// As [`flood`], on a given listener.
-fn flood_on(l: Arc<Listener>, additional_accepts: i64, clients: usize) -> Vec<usize> {
     let rig = Rig::new(
         1,
         NetTuning {
@@ -150,6 +141,7 @@ fn flood_on(l: Arc<Listener>, additional_accepts: i64, clients: usize) -> Vec<us
             ..Default::default()
         },
     );
+    let l = listener();
     // Every client is queued by the kernel first: one wake-up could take them all if the
     // batch were unbounded.
     let queued: Vec<TcpStream> = (0..clients)
@@ -213,23 +205,5 @@ fn unbounded_batch_takes_the_whole_queue_in_one_wake_up() {
         seen.first(),
         seen.last(),
         "a timer ran inside what should be one batch"
-    );
-}
-
-#[test]
-fn a_listen_queue_over_half_full_is_taken_to_a_quarter_in_one_wake_up() {
-    // Backlog 64 holds 64 handshaken connections; queue 60. One accept per wake-up would
-    // let the 1 ms timer in after each; instead the first wake-up goes on while the queue
-    // is over half full (32) until it is a quarter full (16): 44 accepts, 13 ms of
-    // start-up work, with no tick in between. Without the stretch the timer gets in
-    // every millisecond (every third accept or so); unbounded, all 60 go in one.
-    let mut o = ListenOptions::new("127.0.0.1:0".parse().unwrap());
-    o.backlog = 64;
-    let l = Arc::new(Listener::bind(&o).expect("bind 127.0.0.1:0"));
-    let seen = flood_on(l, 0, 60);
-    let first_wake_up = seen.iter().take_while(|t| **t == seen[0]).count();
-    assert!(
-        (40..=48).contains(&first_wake_up),
-        "{first_wake_up} accepts in the first wake-up: {seen:?}"
     );
 }

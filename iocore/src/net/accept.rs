@@ -43,27 +43,6 @@ enum Outcome {
     Fatal(io::Error),
 }
 
-/// The listen queue of `listen_fd`: connections waiting to be accepted, and how many it
-/// holds (TCP_INFO on a listening socket reports them as `tcpi_unacked` and
-/// `tcpi_sacked`). None if the kernel does not say.
-fn listen_queue(listen_fd: RawFd) -> Option<(u32, u32)> {
-    // SAFETY: tcp_info is plain old data; all-zero is valid.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: `info`/`len` describe a live buffer the kernel fills.
-    let r = unsafe {
-        libc::getsockopt(
-            listen_fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    let listening = info.tcpi_state == 10; // TCP_LISTEN
-    (r == 0 && listening && info.tcpi_sacked > 0).then_some((info.tcpi_unacked, info.tcpi_sacked))
-}
-
 fn accept_one(listen_fd: RawFd) -> Outcome {
     // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -195,8 +174,7 @@ impl PortAccept {
         }
     }
 
-    /// Accepts from `listen_fd` until the queue is empty or the batch limit is reached;
-    /// the limit stretches while the listen queue is over half full (see the end).
+    /// Accepts from `listen_fd` until the queue is empty or the batch limit is reached.
     /// `here` is the ET_NET thread running the batch, if it runs on one: connections
     /// accepted there start there, with no hand-off.
     pub(crate) fn accept_batch(
@@ -204,52 +182,41 @@ impl PortAccept {
         listen_fd: RawFd,
         mut here: Option<&mut EThread>,
     ) -> Batch {
-        let mut limit = self.net.batch_limit();
+        let limit = self.net.batch_limit();
         let mut taken = 0;
-        loop {
-            while taken < limit {
-                if self.action.cancelled() {
+        while taken < limit {
+            if self.action.cancelled() {
+                return Batch::Stop;
+            }
+            if self.net.table.should_pause() {
+                return Batch::Pause(self.net.throttle_delay());
+            }
+            match accept_one(listen_fd) {
+                Outcome::Accepted(fd, peer) => {
+                    taken += 1;
+                    self.take(fd, peer, here.as_deref_mut());
+                }
+                Outcome::Empty => return Batch::Drained,
+                Outcome::Retry => continue,
+                Outcome::Resource(e) => {
+                    self.net.stats.accept_errors.inc();
+                    self.net.stats.accept_pauses.inc();
+                    let delay = self.net.throttle_delay();
+                    self.warn(format_args!(
+                        "accept: {e}; pausing for {} ms",
+                        delay.as_millis()
+                    ));
+                    return Batch::Pause(delay);
+                }
+                Outcome::Fatal(e) => {
+                    self.net.stats.accept_errors.inc();
+                    log::warn!("port {}: accept: {e}; this acceptor stops", self.label);
+                    self.action.cancel();
                     return Batch::Stop;
                 }
-                if self.net.table.should_pause() {
-                    return Batch::Pause(self.net.throttle_delay());
-                }
-                match accept_one(listen_fd) {
-                    Outcome::Accepted(fd, peer) => {
-                        taken += 1;
-                        self.take(fd, peer, here.as_deref_mut());
-                    }
-                    Outcome::Empty => return Batch::Drained,
-                    Outcome::Retry => continue,
-                    Outcome::Resource(e) => {
-                        self.net.stats.accept_errors.inc();
-                        self.net.stats.accept_pauses.inc();
-                        let delay = self.net.throttle_delay();
-                        self.warn(format_args!(
-                            "accept: {e}; pausing for {} ms",
-                            delay.as_millis()
-                        ));
-                        return Batch::Pause(delay);
-                    }
-                    Outcome::Fatal(e) => {
-                        self.net.stats.accept_errors.inc();
-                        log::warn!("port {}: accept: {e}; this acceptor stops", self.label);
-                        self.action.cancel();
-                        return Batch::Stop;
-                    }
-                }
-            }
-            // The batch bound shares the thread between accepting and serving, but it
-            // must not let the listen queue overflow: the kernel then drops handshakes,
-            // and each dropped client waits out a SYN retransmission (1 s or more).
-            // Over half full, go on until a quarter full.
-            match listen_queue(listen_fd) {
-                Some((queued, capacity)) if queued > capacity / 2 => {
-                    limit = taken + (queued - capacity / 4) as usize;
-                }
-                _ => return Batch::Yielded,
             }
         }
+        Batch::Yielded
     }
 
     /// Phase one, on the accepting thread: count, reserve a slot, configure, hand off.
