@@ -13,7 +13,8 @@
 #
 # Environment:
 #   RUNS=1             passes over all peers; each cell is the median of the passes
-#                      (of two: their mean), the raw lines keep every pass
+#                      (of two: their mean), the raw lines keep every pass; each pass
+#                      starts one server further down the list than the one before
 #   SECS=10            duration of each ka / close run (seconds)
 #   CONNS=64           client connections of ka / close
 #   BURST=6000         connections of the accept burst
@@ -504,13 +505,15 @@ run_haproxy() {
 
 declare -A HITS=()
 START_TIME=$(date +%s)
+# Pass k starts k-1 places further down the list, so the machine's drift over a run
+# (other tenants, thermal state) does not always land on the same server.
+ORDER=(origin turnstile ats nginx haproxy)
 for RUN in $(seq 1 "$RUNS"); do
     [ "$RUNS" -gt 1 ] && log "pass $RUN of $RUNS"
-    wanted origin && run_origin
-    wanted turnstile && run_turnstile
-    wanted ats && run_ats
-    wanted nginx && run_nginx
-    wanted haproxy && run_haproxy
+    for ((i = 0; i < ${#ORDER[@]}; i++)); do
+        peer=${ORDER[$(((i + RUN - 1) % ${#ORDER[@]}))]}
+        wanted "$peer" && "run_$peer"
+    done
 done
 
 # --- report ----------------------------------------------------------------------------
