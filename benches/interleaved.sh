@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Turnstile, nginx and HAProxy (and the origin alone) running side by side at once, each
+# measured in short turns that alternate round by round: keep-alive and
+# connection-per-request req/s and CPU per 10k requests, medians over the rounds. On a
+# shared machine whose speed drifts over minutes, alternating short turns compares the
+# servers under the same conditions, where benches/side_by_side.sh (whole blocks per
+# server, plus bursts, memory, ATS and the cache) can hand one server a slow minute.
+# A benchmark, not a test: it asserts nothing.
+#
+#   bash benches/interleaved.sh                  # 6 rounds of 4 s turns: about 4 minutes
+#   ROUNDS=10 SECS=3 bash benches/interleaved.sh
+#
+# Environment: ROUNDS=6, SECS=4 (per turn), CONNS=64, MODES="ka close",
+# ACCEPT_THREADS=0 and NET_THREADS=2 (Turnstile), KEEP_WORK=0. Everything listens on
+# 127.0.0.1 on free ports; everything started is stopped on exit. Needs nginx, haproxy
+# and curl (benches/side_by_side.sh installs them).
+
+set -u -o pipefail
+
+ROUNDS=${ROUNDS:-6}
+SECS=${SECS:-4}
+CONNS=${CONNS:-64}
+MODES=${MODES:-ka close}
+ACCEPT_THREADS=${ACCEPT_THREADS:-0}
+NET_THREADS=${NET_THREADS:-2}
+KEEP_WORK=${KEEP_WORK:-0}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TPL=$ROOT/benches/side_by_side
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/interleaved.XXXXXX") || exit 1
+STARTED=()
+log() { printf '[interleaved %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# shellcheck source=side_by_side/lib.sh
+. "$TPL/lib.sh"
+
+cleanup() {
+    local p
+    trap - EXIT INT TERM
+    for p in "${STARTED[@]}"; do stop_tree "$p"; done
+    if [ "$KEEP_WORK" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for bin in nginx haproxy curl; do
+    have "$bin" || { log "$bin is required (bash benches/side_by_side.sh installs it)"; exit 1; }
+done
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+NOFILE=$(ulimit -n)
+
+log "building Turnstile and the load tool (release)"
+(cd "$ROOT" && cargo build --release --bin turnstile) >"$WORK/build.log" 2>&1 ||
+    { tail -n 30 "$WORK/build.log"; exit 1; }
+LOAD=$( (cd "$ROOT" && cargo bench --bench load --no-run) 2>&1 |
+    sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)
+case "$LOAD" in /*) ;; ?*) LOAD=$ROOT/$LOAD ;; esac
+[ -x "$LOAD" ] || { log "cannot build benches/load.rs"; exit 1; }
+
+NAMES=()        # server names, in table order
+declare -A PORT PIDS
+
+# add NAME PORT PID: waits until it answers, then records its process tree.
+add() {
+    local name=$1 port=$2 pid=$3 i
+    STARTED+=("$pid")
+    wait_ready "$port" "$pid" 60 || { log "$name did not start (see $WORK)"; exit 1; }
+    sleep 0.5 # let nginx fork its workers
+    NAMES+=("$name")
+    PORT[$name]=$port
+    PIDS[$name]=$(tree "$pid" | sort -u | paste -sd, -)
+    log "$name on 127.0.0.1:$port (pids ${PIDS[$name]})"
+}
+
+BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
+free_port ORIGIN_PORT
+mkdir -p "$WORK/origin.tmp" "$WORK/nginx.tmp"
+render "$TPL/origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT="$ORIGIN_PORT" BODY="$BODY"
+nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
+add "origin (nginx, 1 worker)" "$ORIGIN_PORT" $!
+
+free_port port
+render "$TPL/turnstile.records.toml" "$WORK/ts.toml" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" \
+    WORK="$WORK" NAME=ts ACCEPT_THREADS="$ACCEPT_THREADS" NET_THREADS="$NET_THREADS" \
+    CACHE_HTTP=false STORAGE='[]'
+"$ROOT/target/release/turnstile" --config "$WORK/ts.toml" >"$WORK/ts.log" 2>&1 &
+add "Turnstile (accept_threads=$ACCEPT_THREADS)" "$port" $!
+
+free_port port
+render "$TPL/proxy.nginx.conf" "$WORK/nginx.conf" WORK="$WORK" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT"
+nginx -e "$WORK/nginx.error.log" -p "$WORK" -c "$WORK/nginx.conf" >/dev/null 2>&1 &
+add "nginx $(nginx -v 2>&1 | sed -n 's#.*nginx/\([0-9.]*\).*#\1#p') (2 workers)" "$port" $!
+
+free_port port
+render "$TPL/haproxy.cfg" "$WORK/haproxy.cfg" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" \
+    MAXCONN=$(((NOFILE - 200) / 2))
+haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
+add "HAProxy $(haproxy -v 2>&1 | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1) (2 threads)" "$port" $!
+
+declare -A RPS CPU # "name|mode" -> space-separated values, one per round
+for round in $(seq 1 "$ROUNDS"); do
+    log "round $round of $ROUNDS"
+    n=${#NAMES[@]}
+    for ((i = 0; i < n; i++)); do
+        name=${NAMES[$(((i + round - 1) % n))]}
+        for mode in $MODES; do
+            kv=$(timeout -k 5 $((SECS + 60)) "$LOAD" --target "127.0.0.1:${PORT[$name]}" \
+                --mode "$mode" --conns "$CONNS" --secs "$SECS" --pid "${PIDS[$name]}" 2>&1 |
+                grep -m1 '^mode=')
+            [[ $kv =~ \ rps=([0-9]+) ]] && RPS["$name|$mode"]+="${BASH_REMATCH[1]} "
+            [[ $kv =~ \ cpu_s_per_10k=([0-9.]+) ]] && CPU["$name|$mode"]+="${BASH_REMATCH[1]} "
+            log "$name $mode: ${kv:-the load tool failed}"
+        done
+    done
+done
+
+# spread VALUES...: "min–max".
+spread() { printf '%s\n' "$@" | sort -g | sed -n '1p;$p' | paste -sd'-' - | sed 's/-/–/'; }
+
+echo
+echo "## Interleaved on 127.0.0.1 ($(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ))"
+echo
+echo "$ROUNDS rounds; in each, every server gets a $SECS s turn per mode ($CONNS connections," \
+    "1 KiB body), starting one server further down the list each round. Cells: median" \
+    "(min–max) over the rounds; CPU = the server's processes, user+sys, per 10k requests."
+echo
+header="| server |"
+rule="|---|"
+for mode in $MODES; do
+    header+=" $mode req/s | $mode CPU s/10k |"
+    rule+="---:|---:|"
+done
+echo "$header"
+echo "$rule"
+for name in "${NAMES[@]}"; do
+    row="| $name |"
+    for mode in $MODES; do
+        # shellcheck disable=SC2086 # word splitting of the value lists is intended
+        row+=" $(median ${RPS["$name|$mode"]:-0}) ($(spread ${RPS["$name|$mode"]:-0})) |"
+        # shellcheck disable=SC2086
+        row+=" $(median ${CPU["$name|$mode"]:-0}) ($(spread ${CPU["$name|$mode"]:-0})) |"
+    done
+    echo "$row"
+done

@@ -1,0 +1,107 @@
+# Shell helpers shared by benches/side_by_side.sh and benches/interleaved.sh: processes,
+# free ports, templates, readiness, medians. Sourced, not run. The sourcing script
+# defines log().
+
+USED_PORTS=${USED_PORTS:- }
+
+# Prints the direct children of pid $1.
+children() {
+    local parent=$1 f s d state ppid
+    for f in /proc/[0-9]*/stat; do
+        { s=$(<"$f"); } 2>/dev/null || continue
+        # After the command name: state ppid ...
+        read -r state ppid _ <<<"${s##*) }"
+        if [ "$ppid" = "$parent" ]; then
+            d=${f#/proc/}
+            echo "${d%/stat}"
+        fi
+    done
+}
+
+# Prints pid $1 and all its descendants.
+tree() {
+    local c
+    echo "$1"
+    for c in $(children "$1"); do
+        tree "$c"
+    done
+}
+
+alive() {
+    local s
+    { s=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+    s=${s##*) }
+    [ "${s%% *}" != Z ]
+}
+
+# Stops pid $1 and its descendants: SIGTERM, then SIGKILL after 10 s.
+stop_tree() {
+    local pid=$1 pids p i
+    pids=$(tree "$pid" | sort -u)
+    for p in $pids; do kill -TERM "$p" 2>/dev/null; done
+    for i in $(seq 1 100); do
+        local any=0
+        for p in $pids; do alive "$p" && any=1; done
+        [ "$any" = 0 ] && break
+        sleep 0.1
+    done
+    for p in $pids; do alive "$p" && kill -KILL "$p" 2>/dev/null; done
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+# Sets variable $1 to a free TCP port in 20000..31999 (below the ephemeral range).
+free_port() {
+    local p i hex
+    for i in $(seq 1 500); do
+        p=$((20000 + RANDOM % 12000))
+        case "$USED_PORTS" in *" $p "*) continue ;; esac
+        hex=$(printf ':%04X ' "$p")
+        if ! grep -qi "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+            USED_PORTS+="$p "
+            printf -v "$1" '%s' "$p"
+            return 0
+        fi
+    done
+    log "no free port found"
+    exit 1
+}
+
+# render TEMPLATE OUT KEY=VALUE...: replaces @KEY@ by VALUE.
+render() {
+    local tpl=$1 out=$2 kv k v text
+    shift 2
+    text=$(<"$tpl")
+    for kv in "$@"; do
+        k=${kv%%=*}
+        v=${kv#*=}
+        text=${text//"@$k@"/"$v"}
+    done
+    printf '%s\n' "$text" >"$out"
+}
+
+# wait_ready PORT PID SECONDS: waits for a 200 on GET / (Host: bench) while PID lives.
+wait_ready() {
+    local port=$1 pid=$2 secs=$3 i code
+    for i in $(seq 1 $((secs * 10))); do
+        alive "$pid" || return 1
+        code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' -H 'Host: bench' "http://127.0.0.1:$port/" 2>/dev/null)
+        [ "$code" = 200 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# median VALUE...: the middle value (mean of the middle two), with the inputs' decimals;
+# the first value when any is not a number.
+median() {
+    local v
+    for v in "$@"; do
+        [[ $v =~ ^-?[0-9]+(\.[0-9]+)?$ ]] || { printf '%s' "$1"; return; }
+    done
+    printf '%s\n' "$@" | sort -g | awk '
+        { v[NR] = $1; i = index($1, "."); d = i ? length($1) - i : 0; if (d > dec) dec = d }
+        END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.*f", dec, m }'
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
