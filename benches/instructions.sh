@@ -23,69 +23,43 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/instructions.XXXXXX") || exit 1
 PIDS=()
 
 log() { printf '[instructions %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# shellcheck source=side_by_side/lib.sh
+. "$TPL/lib.sh"
 cleanup() {
     local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    sleep 0.5
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do stop_tree "$p"; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 for pkg in nginx:nginx valgrind:valgrind curl:curl; do
-    command -v "${pkg#*:}" >/dev/null && continue
+    have "${pkg#*:}" && continue
     if [ "$INSTALL" = 1 ] && [ "$(id -u)" = 0 ]; then
         log "installing ${pkg%%:*}"
         apt-get install -y "${pkg%%:*}" >/dev/null 2>&1 ||
             { apt-get update >/dev/null 2>&1 && apt-get install -y "${pkg%%:*}" >/dev/null 2>&1; }
     fi
-    command -v "${pkg#*:}" >/dev/null || { log "${pkg#*:} is required"; exit 1; }
+    have "${pkg#*:}" || { log "${pkg#*:} is required"; exit 1; }
 done
 
-free_port() { # a port in 20000..31999 nothing listens on
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 12000))
-        grep -qi "$(printf ':%04X ' "$p")" /proc/net/tcp /proc/net/tcp6 2>/dev/null || break
-    done
-    echo "$p"
-}
+build_bins
+BIN=${BIN:-$TS_BIN}
 
-wait_ready() { # PORT: a 200 through it within 60 s
-    local i
-    for i in $(seq 1 600); do
-        [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' -H 'Host: bench' "http://127.0.0.1:$1/")" = 200 ] &&
-            return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-(cd "$ROOT" && cargo build --release --bin turnstile) >"$WORK/build.log" 2>&1 ||
-    { tail -n 20 "$WORK/build.log"; exit 1; }
-LOAD=$( (cd "$ROOT" && cargo bench --bench load --no-run) 2>&1 |
-    sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)
-case "$LOAD" in /*) ;; ?*) LOAD=$ROOT/$LOAD ;; esac
-BIN=${BIN:-$ROOT/target/release/turnstile}
-
-ORIGIN_PORT=$(free_port)
-TS_PORT=$(free_port)
+free_port ORIGIN_PORT
+free_port TS_PORT
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 mkdir -p "$WORK/origin.tmp"
-sed -e "s|@WORK@|$WORK|g" -e "s|@PORT@|$ORIGIN_PORT|g" -e "s|@BODY@|$BODY|g" \
-    "$TPL/origin.nginx.conf" >"$WORK/origin.conf"
-sed -e "s|@WORK@|$WORK|g" -e "s|@PORT@|$TS_PORT|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" \
-    -e "s|@NAME@|ts|g" -e "s|@ACCEPT_THREADS@|0|g" -e "s|@NET_THREADS@|2|g" \
-    -e "s|@CACHE_HTTP@|false|g" -e "s|@STORAGE@|[]|g" \
-    "$TPL/turnstile.records.toml" >"$WORK/ts.toml"
+render "$TPL/origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT="$ORIGIN_PORT" BODY="$BODY"
+render "$TPL/turnstile.records.toml" "$WORK/ts.toml" PORT="$TS_PORT" ORIGIN_PORT="$ORIGIN_PORT" \
+    WORK="$WORK" NAME=ts ACCEPT_THREADS=0 NET_THREADS=2 CACHE_HTTP=false STORAGE='[]'
 nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
 PIDS+=($!)
 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$BIN" --config "$WORK/ts.toml" \
     >"$WORK/ts.log" 2>&1 &
 TS_PID=$!
 PIDS+=("$TS_PID")
-wait_ready "$TS_PORT" || { tail -n 20 "$WORK/ts.log"; log "Turnstile did not start"; exit 1; }
+wait_ready "$TS_PORT" "$TS_PID" 60 || { tail -n 20 "$WORK/ts.log"; log "Turnstile did not start"; exit 1; }
 
 "$LOAD" --target "127.0.0.1:$TS_PORT" --mode ka --conns "$CONNS" --secs 1 >/dev/null 2>&1
 callgrind_control -z "$TS_PID" >/dev/null 2>&1

@@ -49,12 +49,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null
 NOFILE=$(ulimit -n)
 
 log "building Turnstile and the load tool (release)"
-(cd "$ROOT" && cargo build --release --bin turnstile) >"$WORK/build.log" 2>&1 ||
-    { tail -n 30 "$WORK/build.log"; exit 1; }
-LOAD=$( (cd "$ROOT" && cargo bench --bench load --no-run) 2>&1 |
-    sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)
-case "$LOAD" in /*) ;; ?*) LOAD=$ROOT/$LOAD ;; esac
-[ -x "$LOAD" ] || { log "cannot build benches/load.rs"; exit 1; }
+build_bins
 
 NAMES=()        # server names, in table order
 declare -A PORT PIDS
@@ -82,7 +77,7 @@ free_port port
 render "$TPL/turnstile.records.toml" "$WORK/ts.toml" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" \
     WORK="$WORK" NAME=ts ACCEPT_THREADS="$ACCEPT_THREADS" NET_THREADS="$NET_THREADS" \
     CACHE_HTTP=false STORAGE='[]'
-"$ROOT/target/release/turnstile" --config "$WORK/ts.toml" >"$WORK/ts.log" 2>&1 &
+"$TS_BIN" --config "$WORK/ts.toml" >"$WORK/ts.log" 2>&1 &
 add "Turnstile (accept_threads=$ACCEPT_THREADS)" "$port" $!
 
 free_port port

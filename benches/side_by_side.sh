@@ -181,13 +181,7 @@ for bin in nginx curl; do
 done
 
 log "building Turnstile and the load tool (release)"
-(cd "$ROOT" && cargo build --release --bin turnstile) >"$WORK/build.log" 2>&1 ||
-    { tail -n 30 "$WORK/build.log"; log "cargo build failed"; exit 1; }
-TS_BIN=$ROOT/target/release/turnstile
-LOAD=$( (cd "$ROOT" && cargo bench --bench load --no-run) 2>&1 | tee -a "$WORK/build.log" |
-    sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)
-case "$LOAD" in /*) ;; ?*) LOAD=$ROOT/$LOAD ;; esac
-[ -n "$LOAD" ] && [ -x "$LOAD" ] || { tail -n 30 "$WORK/build.log"; log "cannot build benches/load.rs"; exit 1; }
+build_bins
 log "work dir $WORK; fd limit $NOFILE; SECS=$SECS CONNS=$CONNS BURST=$BURST IDLE_CONNS=$IDLE_CONNS"
 
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')

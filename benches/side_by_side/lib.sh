@@ -1,6 +1,6 @@
-# Shell helpers shared by benches/side_by_side.sh and benches/interleaved.sh: processes,
-# free ports, templates, readiness, medians. Sourced, not run. The sourcing script
-# defines log().
+# Shell helpers shared by the benchmark scripts in benches/: building, processes, free
+# ports, templates, readiness, medians. Sourced, not run. The sourcing script defines
+# log(), ROOT and WORK.
 
 USED_PORTS=${USED_PORTS:- }
 
@@ -105,3 +105,15 @@ median() {
 }
 
 have() { command -v "$1" >/dev/null 2>&1; }
+
+# Builds Turnstile and the load tool (release): sets TS_BIN and LOAD, or exits.
+build_bins() {
+    (cd "$ROOT" && cargo build --release --bin turnstile) >"$WORK/build.log" 2>&1 ||
+        { tail -n 30 "$WORK/build.log"; log "cargo build failed"; exit 1; }
+    TS_BIN=$ROOT/target/release/turnstile
+    LOAD=$( (cd "$ROOT" && cargo bench --bench load --no-run) 2>&1 | tee -a "$WORK/build.log" |
+        sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)
+    case "$LOAD" in /*) ;; ?*) LOAD=$ROOT/$LOAD ;; esac
+    [ -n "$LOAD" ] && [ -x "$LOAD" ] ||
+        { tail -n 30 "$WORK/build.log"; log "cannot build benches/load.rs"; exit 1; }
+}

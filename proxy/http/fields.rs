@@ -94,7 +94,10 @@ impl Fields {
     }
 
     /// Every `name` field's value, in order (case-insensitive name).
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub fn get_all<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
         self.spans
             .iter()
             .filter(move |s| self.slice(s.name).eq_ignore_ascii_case(name.as_bytes()))
@@ -103,11 +106,7 @@ impl Fields {
 
     /// The first `name` field's value.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        let s = self
-            .spans
-            .iter()
-            .find(|s| self.slice(s.name).eq_ignore_ascii_case(name.as_bytes()))?;
-        Some(self.slice(s.value))
+        self.get_all(name).next()
     }
 
     /// Whether a `name` field is present.
