@@ -990,22 +990,26 @@ impl Session {
                 (sock, token, false)
             }
         };
+        // A fresh connect to a near origin has usually completed already: then the
+        // request goes out now rather than a loop turn later, on the writable event.
+        let connected = was_reused || sock.is_established();
         let mut side = Side::new();
         side.token = Some(token);
-        side.writable = was_reused;
-        // Pooled, it had nothing to read (anything arriving marked it dead).
+        side.writable = connected;
+        // Pooled, it had nothing to read (anything arriving marked it dead); fresh,
+        // nothing has been asked yet.
         side.readable = false;
         self.origin = Some(Origin {
             sock,
             side,
             addr,
-            connected: was_reused,
+            connected,
             reused: was_reused,
             inbuf: Vec::new(),
         });
         let timeouts = &self.shared.settings.timeouts;
         self.deadline = Instant::now()
-            + if was_reused {
+            + if connected {
                 timeouts.transaction_no_activity_out
             } else {
                 timeouts.connect

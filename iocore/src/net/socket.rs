@@ -32,6 +32,28 @@ impl Socket {
         }
     }
 
+    /// Whether the connection is established (TCP_INFO). A connect to a loopback or
+    /// otherwise near peer has often completed by the time `connect` returns, so a
+    /// caller that checks can send at once instead of waiting a loop turn for
+    /// writability. False when it cannot tell.
+    pub fn is_established(&self) -> bool {
+        // SAFETY: tcp_info is plain old data; all-zero is valid.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: `info` and `len` describe a live buffer the kernel fills.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        const TCP_ESTABLISHED: u8 = 1; // include/net/tcp_states.h
+        r == 0 && info.tcpi_state == TCP_ESTABLISHED
+    }
+
     /// The pending socket error (SO_ERROR), if any: a failed connect shows here.
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         let v = getsockopt_int(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR)?;
