@@ -10,7 +10,8 @@
 #   bash benches/interleaved.sh                  # 6 rounds of 4 s turns: about 4 minutes
 #   ROUNDS=10 SECS=3 bash benches/interleaved.sh
 #
-# Environment: ROUNDS=6, SECS=4 (per turn), CONNS=64, MODES="ka close",
+# Environment: ROUNDS=6, SECS=4 (per turn), CONNS=64, MODES="ka close" (add "burst"
+# for BURST=6000 connections at once: connect -> first byte p50 and p99),
 # ACCEPT_THREADS=0 and NET_THREADS=2 (Turnstile), KEEP_WORK=0. Everything listens on
 # 127.0.0.1 on free ports; everything started is stopped on exit. Needs nginx, haproxy
 # and curl (benches/side_by_side.sh installs them).
@@ -21,6 +22,7 @@ ROUNDS=${ROUNDS:-6}
 SECS=${SECS:-4}
 CONNS=${CONNS:-64}
 MODES=${MODES:-ka close}
+BURST=${BURST:-6000}
 ACCEPT_THREADS=${ACCEPT_THREADS:-0}
 NET_THREADS=${NET_THREADS:-2}
 KEEP_WORK=${KEEP_WORK:-0}
@@ -91,19 +93,26 @@ render "$TPL/haproxy.cfg" "$WORK/haproxy.cfg" PORT="$port" ORIGIN_PORT="$ORIGIN_
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
 add "HAProxy $(haproxy -v 2>&1 | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1) (2 threads)" "$port" $!
 
-declare -A RPS CPU # "name|mode" -> space-separated values, one per round
+declare -A RPS CPU P50 P99 # "name|mode" -> space-separated values, one per round
 for round in $(seq 1 "$ROUNDS"); do
     log "round $round of $ROUNDS"
     n=${#NAMES[@]}
     for ((i = 0; i < n; i++)); do
         name=${NAMES[$(((i + round - 1) % n))]}
         for mode in $MODES; do
+            if [ "$mode" = burst ]; then
+                args=(--burst "$BURST")
+            else
+                args=(--conns "$CONNS" --secs "$SECS")
+            fi
             kv=$(timeout -k 5 $((SECS + 60)) "$LOAD" --target "127.0.0.1:${PORT[$name]}" \
-                --mode "$mode" --conns "$CONNS" --secs "$SECS" --pid "${PIDS[$name]}" 2>&1 |
-                grep -m1 '^mode=')
+                --mode "$mode" "${args[@]}" --pid "${PIDS[$name]}" 2>&1 | grep -m1 '^mode=')
             [[ $kv =~ \ rps=([0-9]+) ]] && RPS["$name|$mode"]+="${BASH_REMATCH[1]} "
             [[ $kv =~ \ cpu_s_per_10k=([0-9.]+) ]] && CPU["$name|$mode"]+="${BASH_REMATCH[1]} "
+            [[ $kv =~ \ p50_us=([0-9]+) ]] && P50["$name|$mode"]+="${BASH_REMATCH[1]} "
+            [[ $kv =~ \ p99_us=([0-9]+) ]] && P99["$name|$mode"]+="${BASH_REMATCH[1]} "
             log "$name $mode: ${kv:-the load tool failed}"
+            [ "$mode" = burst ] && sleep 1 # let the burst's connections leave TIME_WAIT's way
         done
     done
 done
@@ -121,18 +130,28 @@ echo
 header="| server |"
 rule="|---|"
 for mode in $MODES; do
-    header+=" $mode req/s | $mode CPU s/10k |"
+    if [ "$mode" = burst ]; then
+        header+=" burst p50 ms | burst p99 ms |"
+    else
+        header+=" $mode req/s | $mode CPU s/10k |"
+    fi
     rule+="---:|---:|"
 done
 echo "$header"
 echo "$rule"
+# cell VALUES...: "median (min–max)".
+cell() { printf '%s (%s)' "$(median "$@")" "$(spread "$@")"; }
+# ms VALUES...: microseconds to milliseconds.
+ms() { local v; for v in "$@"; do awk -v u="$v" 'BEGIN { printf "%.1f\n", u / 1000 }'; done; }
 for name in "${NAMES[@]}"; do
     row="| $name |"
     for mode in $MODES; do
         # shellcheck disable=SC2086 # word splitting of the value lists is intended
-        row+=" $(median ${RPS["$name|$mode"]:-0}) ($(spread ${RPS["$name|$mode"]:-0})) |"
-        # shellcheck disable=SC2086
-        row+=" $(median ${CPU["$name|$mode"]:-0}) ($(spread ${CPU["$name|$mode"]:-0})) |"
+        if [ "$mode" = burst ]; then
+            row+=" $(cell $(ms ${P50["$name|$mode"]:-0})) | $(cell $(ms ${P99["$name|$mode"]:-0})) |"
+        else
+            row+=" $(cell ${RPS["$name|$mode"]:-0}) | $(cell ${CPU["$name|$mode"]:-0}) |"
+        fi
     done
     echo "$row"
 done
