@@ -68,6 +68,25 @@ fn keep_alive_reuses_origin_connections_and_adds_via_and_xff() {
 }
 
 #[test]
+fn accept_to_first_byte_covers_the_wait_for_the_origin() {
+    // The origin takes 150 ms to answer: the one connection's time from accept to the
+    // first response byte includes it, and nothing is recorded before that byte.
+    let origin = Origin::start(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        Some(ok(b"late", &[]))
+    });
+    let d = proxy_to(&origin, "");
+    assert_eq!(
+        d.metric("proxy.process.http.accept_to_first_byte_us.max"),
+        0
+    );
+    assert_eq!(http::get(d.addr(), "test", "/slow").unwrap().text(), "late");
+    let max = d.metric("proxy.process.http.accept_to_first_byte_us.max");
+    assert!((150_000..10_000_000).contains(&max), "{max} µs");
+    assert!(d.metric("proxy.process.http.accept_to_first_byte_us.p50") >= 140_000);
+}
+
+#[test]
 fn pipelined_requests_are_answered_in_order() {
     let origin = Origin::start(|r| Some(ok(r.path.as_bytes(), &[])));
     let d = proxy_to(&origin, "");

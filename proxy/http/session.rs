@@ -128,6 +128,7 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
             head_searched: 0,
             quick_close: false,
             parked: false,
+            answered: false,
             shared,
         })
     });
@@ -447,6 +448,8 @@ pub(crate) struct Session {
     quick_close: bool,
     /// In this thread's list of cache waiters (once).
     parked: bool,
+    /// A response byte has been written (accept_to_first_byte_us is recorded once).
+    answered: bool,
 }
 
 impl Drop for Session {
@@ -584,6 +587,11 @@ impl Session {
                 Ok(n) => {
                     self.out_c.drain(..n);
                     wrote = true;
+                    if !self.answered {
+                        self.answered = true;
+                        let us = self.conn.accepted_at().elapsed().as_micros();
+                        self.shared.metrics.first_byte_us.record(us as u64);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

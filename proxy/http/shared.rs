@@ -1,7 +1,7 @@
 //! What every HTTP session shares: live-reloadable rules, timeouts and metrics.
 
 use super::remap::RemapTable;
-use iocore::stats::{Counter, Gauge};
+use iocore::stats::{Counter, Gauge, Histogram};
 use iocore::Registry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -46,6 +46,8 @@ pub struct HttpMetrics {
     pub(crate) cache_misses: Arc<Counter>,
     pub(crate) cache_writes: Arc<Counter>,
     pub(crate) cache_revalidated: Arc<Counter>,
+    /// Accept to the first response byte written, per client connection (µs).
+    pub(crate) first_byte_us: Arc<Histogram>,
 }
 
 impl HttpMetrics {
@@ -63,6 +65,7 @@ impl HttpMetrics {
             tunnels: r.counter("proxy.process.tunnel.total_connections"),
             cache_hits: r.counter("proxy.process.cache.hits"),
             cache_misses: r.counter("proxy.process.cache.misses"),
+            first_byte_us: r.histogram(&format!("{p}.accept_to_first_byte_us")),
             cache_writes: r.counter("proxy.process.cache.writes"),
             cache_revalidated: r.counter("proxy.process.cache.revalidated"),
         }
