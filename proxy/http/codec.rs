@@ -565,16 +565,25 @@ pub fn parse_response_from(
     let head = &buf[..end];
     let reason = range(head, resp.reason.unwrap_or_default().as_bytes());
     let mut headers = collect_fields(head, resp.headers, true);
-    let framing = if headers.contains("transfer-encoding") {
-        // Transfer-Encoding overrides Content-Length, which must not be passed on
-        // (RFC 9112 §6.3 (3)), so a bad one is no ambiguity either.
-        headers.retain(|h| !h.name.eq_ignore_ascii_case("content-length"));
+    let has_te = headers.contains("transfer-encoding");
+    // HTTP/1.0 has no Transfer-Encoding: its framing is faulty (RFC 9112 §6.1), so read
+    // to the close, and do not reuse the connection.
+    let faulty = has_te && minor_version == 0;
+    let framing = if has_te {
         let chunked_last = tokens(&headers, "transfer-encoding")
             .last()
             .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-        // HTTP/1.0 has no Transfer-Encoding: its framing is faulty (RFC 9112 §6.1), so
-        // read to the close, and do not reuse the connection (see `keep_alive`).
-        if chunked_last && minor_version == 1 {
+        // Transfer-Encoding overrides Content-Length, which must not be passed on
+        // (RFC 9112 §6.3 (3)), so a bad one is no ambiguity either. A faulty chunked
+        // coding frames nothing, so it goes too: forwarded, it would make the next hop
+        // frame a close-delimited body as chunked.
+        let drop_te = faulty && chunked_last;
+        headers.retain(|h| {
+            let framing_field = h.name.eq_ignore_ascii_case("content-length")
+                || (drop_te && h.name.eq_ignore_ascii_case("transfer-encoding"));
+            !framing_field
+        });
+        if chunked_last && !faulty {
             BodyFraming::Chunked
         } else {
             BodyFraming::UntilClose
@@ -585,8 +594,6 @@ pub fn parse_response_from(
             None => BodyFraming::UntilClose,
         }
     };
-    // HTTP/1.0 with Transfer-Encoding is faulty framing (RFC 9112 §6.1): never reused.
-    let faulty = minor_version == 0 && headers.contains("transfer-encoding");
     Ok(Some((
         ResponseHead {
             minor_version,
@@ -1006,13 +1013,7 @@ pub fn write_response_head(head: &ResponseHead, out: &mut Vec<u8>, opts: &Forwar
         Some(BodyFraming::UntilClose) if head.framing == BodyFraming::UntilClose => None,
         Some(f) => Some(f),
     };
-    // An HTTP/1.0 origin's chunked Transfer-Encoding is faulty framing (RFC 9112 §6.1):
-    // its body runs to the close, so it must not reach the client as a chunked message.
-    let faulty = head.framing == BodyFraming::UntilClose
-        && tokens(&head.headers, "transfer-encoding")
-            .last()
-            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-    skip.framing = reframe.is_some() || faulty;
+    skip.framing = reframe.is_some();
     out.reserve(head.headers.byte_len() + opts.via.len() + 96);
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(head.status));

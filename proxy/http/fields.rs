@@ -46,12 +46,12 @@ impl Fields {
     /// The buffer's bytes in `range` (a request line piece or reason phrase); empty if
     /// the range is not in the buffer (a head whose fields were replaced wholesale).
     pub(crate) fn slice(&self, range: (usize, usize)) -> &[u8] {
-        self.bytes.get(range.0..range.1).unwrap_or_default()
+        slice_of(&self.bytes, range)
     }
 
     /// The buffer's bytes in `range`, which the parser found to be UTF-8.
     pub(crate) fn str(&self, range: (usize, usize)) -> &str {
-        std::str::from_utf8(self.slice(range)).unwrap_or_default()
+        str_of(&self.bytes, range)
     }
 
     /// Mutable access to the buffer's bytes in `range` (the parser's value fix-ups).
@@ -59,16 +59,9 @@ impl Fields {
         &mut self.bytes[range.0..range.1]
     }
 
-    fn field(&self, s: &Span) -> Field<'_> {
-        Field {
-            name: self.str(s.name),
-            value: self.slice(s.value),
-        }
-    }
-
     /// Every field, in order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = Field<'_>> + ExactSizeIterator + '_ {
-        self.spans.iter().map(|s| self.field(s))
+        self.spans.iter().map(|s| field_of(&self.bytes, s))
     }
 
     /// Every field as raw bytes, in order (no UTF-8 check of the names: for writing).
@@ -126,12 +119,22 @@ impl Fields {
     /// Keeps only the fields `keep` says yes to (their bytes stay in the buffer).
     pub fn retain(&mut self, mut keep: impl FnMut(Field<'_>) -> bool) {
         let bytes = &self.bytes;
-        self.spans.retain(|s| {
-            keep(Field {
-                name: std::str::from_utf8(&bytes[s.name.0..s.name.1]).unwrap_or_default(),
-                value: &bytes[s.value.0..s.value.1],
-            })
-        });
+        self.spans.retain(|s| keep(field_of(bytes, s)));
+    }
+}
+
+fn slice_of(bytes: &[u8], range: (usize, usize)) -> &[u8] {
+    bytes.get(range.0..range.1).unwrap_or_default()
+}
+
+fn str_of(bytes: &[u8], range: (usize, usize)) -> &str {
+    std::str::from_utf8(slice_of(bytes, range)).unwrap_or_default()
+}
+
+fn field_of<'a>(bytes: &'a [u8], s: &Span) -> Field<'a> {
+    Field {
+        name: str_of(bytes, s.name),
+        value: slice_of(bytes, s.value),
     }
 }
 
