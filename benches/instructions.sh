@@ -17,30 +17,13 @@ set -u -o pipefail
 SECS=${SECS:-3}
 CONNS=${CONNS:-8}
 INSTALL=${INSTALL:-1}
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TPL=$ROOT/benches/side_by_side
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/instructions.XXXXXX") || exit 1
-PIDS=()
-
-log() { printf '[instructions %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # shellcheck source=side_by_side/lib.sh
-. "$TPL/lib.sh"
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do stop_tree "$p"; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. "$(dirname "${BASH_SOURCE[0]}")/side_by_side/lib.sh"
+bench_setup instructions
 
-for pkg in nginx:nginx valgrind:valgrind curl:curl; do
-    have "${pkg#*:}" && continue
-    if [ "$INSTALL" = 1 ] && [ "$(id -u)" = 0 ]; then
-        log "installing ${pkg%%:*}"
-        apt-get install -y "${pkg%%:*}" >/dev/null 2>&1 ||
-            { apt-get update >/dev/null 2>&1 && apt-get install -y "${pkg%%:*}" >/dev/null 2>&1; }
-    fi
-    have "${pkg#*:}" || { log "${pkg#*:} is required"; exit 1; }
+install_missing nginx:nginx valgrind:valgrind curl:curl
+for bin in nginx valgrind curl callgrind_control; do
+    have "$bin" || { log "$bin is required"; exit 1; }
 done
 
 build_bins
@@ -54,11 +37,11 @@ render "$TPL/origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT="$ORIGIN_P
 render "$TPL/turnstile.records.toml" "$WORK/ts.toml" PORT="$TS_PORT" ORIGIN_PORT="$ORIGIN_PORT" \
     WORK="$WORK" NAME=ts ACCEPT_THREADS=0 NET_THREADS=2 CACHE_HTTP=false STORAGE='[]'
 nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
-PIDS+=($!)
+STARTED+=($!)
 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$BIN" --config "$WORK/ts.toml" \
     >"$WORK/ts.log" 2>&1 &
 TS_PID=$!
-PIDS+=("$TS_PID")
+STARTED+=("$TS_PID")
 wait_ready "$TS_PORT" "$TS_PID" 60 || { tail -n 20 "$WORK/ts.log"; log "Turnstile did not start"; exit 1; }
 
 "$LOAD" --target "127.0.0.1:$TS_PORT" --mode ka --conns "$CONNS" --secs 1 >/dev/null 2>&1

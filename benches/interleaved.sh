@@ -14,7 +14,7 @@
 # for BURST=6000 connections at once: connect -> first byte p50 and p99),
 # ACCEPT_THREADS=0 and NET_THREADS=2 (Turnstile), KEEP_WORK=0. Everything listens on
 # 127.0.0.1 on free ports; everything started is stopped on exit. Needs nginx, haproxy
-# and curl (benches/side_by_side.sh installs them).
+# and curl (INSTALL=1, the default, apt-get installs missing ones as root).
 
 set -u -o pipefail
 
@@ -27,25 +27,13 @@ ACCEPT_THREADS=${ACCEPT_THREADS:-0}
 NET_THREADS=${NET_THREADS:-2}
 KEEP_WORK=${KEEP_WORK:-0}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TPL=$ROOT/benches/side_by_side
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/interleaved.XXXXXX") || exit 1
-STARTED=()
-log() { printf '[interleaved %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # shellcheck source=side_by_side/lib.sh
-. "$TPL/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/side_by_side/lib.sh"
+bench_setup interleaved
 
-cleanup() {
-    local p
-    trap - EXIT INT TERM
-    for p in "${STARTED[@]}"; do stop_tree "$p"; done
-    if [ "$KEEP_WORK" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
+install_missing nginx:nginx haproxy:haproxy curl:curl
 for bin in nginx haproxy curl; do
-    have "$bin" || { log "$bin is required (bash benches/side_by_side.sh installs it)"; exit 1; }
+    have "$bin" || { log "$bin is required"; exit 1; }
 done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 NOFILE=$(ulimit -n)

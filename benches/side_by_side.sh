@@ -44,40 +44,20 @@ PEERS=${PEERS:-origin turnstile ats nginx haproxy}
 INSTALL=${INSTALL:-1}
 KEEP_WORK=${KEEP_WORK:-0}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TPL=$ROOT/benches/side_by_side
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/side_by_side.XXXXXX") || exit 1
-STARTED=()     # pids of every server started, stopped on exit
+# shellcheck source=side_by_side/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/side_by_side/lib.sh"
+bench_setup side_by_side # WORK, log(), STARTED: pids of every server, stopped on exit
 RESULTS=()     # "row|mode|key=value line of the load tool"
 ROWS=()        # table rows, in order
 CACHE_ROWS=()  # cache-hit table rows
 NOTES=()       # skipped peers and other remarks, printed under the tables
-USED_PORTS=" "
 
-log() { printf '[side_by_side %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-# shellcheck source=side_by_side/lib.sh
-. "$TPL/lib.sh"
 note() {
     NOTES+=("$*")
     log "$*"
 }
 
 # --- processes ------------------------------------------------------------------------
-
-cleanup() {
-    local i
-    trap - EXIT INT TERM
-    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
-        stop_tree "${STARTED[$i]}"
-    done
-    if [ "$KEEP_WORK" = 1 ]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # Forgets pid $1 after it was stopped.
 stop_server() {
@@ -152,30 +132,10 @@ bench_peer() {
 
 # --- installation and build ------------------------------------------------------------
 
-install_missing() {
-    local pkg bin missing=()
-    for pkg in nginx:nginx haproxy:haproxy trafficserver:traffic_server curl:curl; do
-        bin=${pkg#*:}
-        have "$bin" || missing+=("${pkg%%:*}")
-    done
-    [ ${#missing[@]} = 0 ] && return
-    if [ "$INSTALL" != 1 ] || [ "$(id -u)" != 0 ] || ! have apt-get; then
-        log "missing: ${missing[*]} (not installing: INSTALL=$INSTALL, uid $(id -u))"
-        return
-    fi
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    for pkg in "${missing[@]}"; do
-        apt-get install -y "$pkg" >"$WORK/apt-$pkg.log" 2>&1 ||
-            { apt-get update >>"$WORK/apt-$pkg.log" 2>&1 && apt-get install -y "$pkg" >>"$WORK/apt-$pkg.log" 2>&1; } ||
-            log "apt-get install $pkg failed (see the log in $WORK, kept with KEEP_WORK=1)"
-    done
-    # Debian's maintainer scripts may start system instances; ours use their own ports.
-}
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 NOFILE=$(ulimit -n)
-install_missing
+install_missing nginx:nginx haproxy:haproxy trafficserver:traffic_server curl:curl
 for bin in nginx curl; do
     have "$bin" || { log "$bin is required (the origin / readiness checks); aborting"; exit 1; }
 done

@@ -1,8 +1,31 @@
-# Shell helpers shared by the benchmark scripts in benches/: building, processes, free
-# ports, templates, readiness, medians. Sourced, not run. The sourcing script defines
-# log(), ROOT and WORK.
+# Shell helpers shared by the benchmark scripts in benches/: set-up, installing,
+# building, processes, free ports, templates, readiness, medians. Sourced, not run;
+# ROOT and TPL are set on sourcing, WORK, STARTED and log() by bench_setup.
 
 USED_PORTS=${USED_PORTS:- }
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TPL=$ROOT/benches/side_by_side
+
+# bench_setup NAME: log() with NAME as its prefix, WORK (a temporary directory), and an
+# exit trap that stops every pid in STARTED (last started first), then removes WORK
+# unless KEEP_WORK=1.
+bench_setup() {
+    BENCH_NAME=$1
+    log() { printf '[%s %s] %s\n' "$BENCH_NAME" "$(date +%H:%M:%S)" "$*" >&2; }
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/$BENCH_NAME.XXXXXX") || exit 1
+    STARTED=()
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+    local i
+    trap - EXIT INT TERM
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do # the origin, started first, last
+        stop_tree "${STARTED[$i]}"
+    done
+    if [ "${KEEP_WORK:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
 
 # Prints the direct children of pid $1.
 children() {
@@ -116,4 +139,27 @@ build_bins() {
     case "$LOAD" in /*) ;; ?*) LOAD=$ROOT/$LOAD ;; esac
     [ -n "$LOAD" ] && [ -x "$LOAD" ] ||
         { tail -n 30 "$WORK/build.log"; log "cannot build benches/load.rs"; exit 1; }
+}
+
+# install_missing PACKAGE:BINARY...: apt-get installs the packages whose binary is not on
+# PATH, when INSTALL=1 (the default) and running as root.
+install_missing() {
+    local pkg bin missing=()
+    for pkg in "$@"; do
+        bin=${pkg#*:}
+        have "$bin" || missing+=("${pkg%%:*}")
+    done
+    [ ${#missing[@]} = 0 ] && return
+    if [ "${INSTALL:-1}" != 1 ] || [ "$(id -u)" != 0 ] || ! have apt-get; then
+        log "missing: ${missing[*]} (not installing: INSTALL=${INSTALL:-1}, uid $(id -u))"
+        return
+    fi
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    for pkg in "${missing[@]}"; do
+        apt-get install -y "$pkg" >"$WORK/apt-$pkg.log" 2>&1 ||
+            { apt-get update >>"$WORK/apt-$pkg.log" 2>&1 && apt-get install -y "$pkg" >>"$WORK/apt-$pkg.log" 2>&1; } ||
+            log "apt-get install $pkg failed (see the log in $WORK, kept with KEEP_WORK=1)"
+    done
+    # Debian's maintainer scripts may start system instances; ours use their own ports.
 }
