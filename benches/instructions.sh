@@ -36,7 +36,7 @@ mkdir -p "$WORK/origin.tmp"
 render "$TPL/origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT="$ORIGIN_PORT" BODY="$BODY"
 render "$TPL/turnstile.records.toml" "$WORK/ts.toml" PORT="$TS_PORT" ORIGIN_PORT="$ORIGIN_PORT" \
     WORK="$WORK" NAME=ts ACCEPT_THREADS=0 NET_THREADS=2 CACHE_HTTP=false STORAGE='[]'
-nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
+service nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
 STARTED+=($!)
 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$BIN" --config "$WORK/ts.toml" \
     >"$WORK/ts.log" 2>&1 &

@@ -60,25 +60,25 @@ BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 free_port ORIGIN_PORT
 mkdir -p "$WORK/origin.tmp" "$WORK/nginx.tmp"
 render "$TPL/origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT="$ORIGIN_PORT" BODY="$BODY"
-nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
+service nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
 add "origin (nginx, 1 worker)" "$ORIGIN_PORT" $!
 
 free_port port
 render "$TPL/turnstile.records.toml" "$WORK/ts.toml" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" \
     WORK="$WORK" NAME=ts ACCEPT_THREADS="$ACCEPT_THREADS" NET_THREADS="$NET_THREADS" \
     CACHE_HTTP=false STORAGE='[]'
-"$TS_BIN" --config "$WORK/ts.toml" >"$WORK/ts.log" 2>&1 &
+service "$TS_BIN" --config "$WORK/ts.toml" >"$WORK/ts.log" 2>&1 &
 add "Turnstile (accept_threads=$ACCEPT_THREADS)" "$port" $!
 
 free_port port
 render "$TPL/proxy.nginx.conf" "$WORK/nginx.conf" WORK="$WORK" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT"
-nginx -e "$WORK/nginx.error.log" -p "$WORK" -c "$WORK/nginx.conf" >/dev/null 2>&1 &
+service nginx -e "$WORK/nginx.error.log" -p "$WORK" -c "$WORK/nginx.conf" >/dev/null 2>&1 &
 add "nginx $(nginx -v 2>&1 | sed -n 's#.*nginx/\([0-9.]*\).*#\1#p') (2 workers)" "$port" $!
 
 free_port port
 render "$TPL/haproxy.cfg" "$WORK/haproxy.cfg" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" \
     MAXCONN=$(((NOFILE - 200) / 2))
-haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
+service haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
 add "HAProxy $(haproxy -v 2>&1 | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1) (2 threads)" "$port" $!
 
 declare -A RPS CPU P50 P99 # "name|mode" -> space-separated values, one per round

@@ -151,7 +151,7 @@ BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 free_port ORIGIN_PORT
 mkdir -p "$WORK/origin.tmp"
 render "$TPL/origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT="$ORIGIN_PORT" BODY="$BODY"
-nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >"$WORK/origin.out" 2>&1 &
+service nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >"$WORK/origin.out" 2>&1 &
 ORIGIN_PID=$!
 STARTED+=("$ORIGIN_PID")
 if ! wait_ready "$ORIGIN_PORT" "$ORIGIN_PID" 10; then
@@ -177,7 +177,7 @@ start_turnstile() {
     render "$TPL/turnstile.records.toml" "$WORK/$name.toml" PORT="$TS_PORT" \
         ORIGIN_PORT="$ORIGIN_PORT" WORK="$WORK" NAME="$name" ACCEPT_THREADS="$accept" \
         NET_THREADS="$NET_THREADS" CACHE_HTTP="$cache" STORAGE="$storage"
-    "$TS_BIN" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+    service "$TS_BIN" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
     TS_PID=$!
     STARTED+=("$TS_PID")
     if ! wait_ready "$TS_PORT" "$TS_PID" 60; then
@@ -251,7 +251,7 @@ start_ats() {
     render "$TPL/ats.storage.config" "$dir/etc/storage.config" WORK="$dir"
     # stats_over_http only where the hits are counted (the cache run).
     if [ "$cache" = 1 ]; then echo "stats_over_http.so _atsstats" >"$dir/etc/plugin.config"; else : >"$dir/etc/plugin.config"; fi
-    "$ATS_BIN" --run-root="$dir/runroot.yaml" >"$dir/traffic_server.out" 2>&1 &
+    service "$ATS_BIN" --run-root="$dir/runroot.yaml" >"$dir/traffic_server.out" 2>&1 &
     ATS_PID=$!
     STARTED+=("$ATS_PID")
     if ! wait_ready "$ATS_PORT" "$ATS_PID" 60; then
@@ -309,7 +309,7 @@ run_nginx() {
     free_port port
     mkdir -p "$WORK/nginx.tmp"
     render "$TPL/proxy.nginx.conf" "$WORK/nginx.conf" WORK="$WORK" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT"
-    nginx -e "$WORK/nginx.error.log" -p "$WORK" -c "$WORK/nginx.conf" >"$WORK/nginx.out" 2>&1 &
+    service nginx -e "$WORK/nginx.error.log" -p "$WORK" -c "$WORK/nginx.conf" >"$WORK/nginx.out" 2>&1 &
     pid=$!
     STARTED+=("$pid")
     if ! wait_ready "$port" "$pid" 20; then
@@ -342,7 +342,7 @@ run_haproxy() {
         note "HAProxy idle RSS measured with $idle connections (maxconn $maxconn: HAProxy needs 2 fds per connection within the fd limit $NOFILE)"
     fi
     render "$TPL/haproxy.cfg" "$WORK/haproxy.cfg" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" MAXCONN="$maxconn"
-    haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
+    service haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
     pid=$!
     STARTED+=("$pid")
     if ! wait_ready "$port" "$pid" 20; then
