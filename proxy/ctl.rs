@@ -5,7 +5,8 @@
 //! server runs on its own thread: the control plane never touches an event thread.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +16,15 @@ use std::time::Duration;
 /// Answers one command: (exit code, text).
 pub type Handler = Arc<dyn Fn(&[String]) -> (i32, String) + Send + Sync>;
 
-/// The running admin socket; dropping it stops the thread and removes the socket file.
+/// The running admin socket; dropping it stops the thread and removes the socket file
+/// (if the file is still the one it bound).
 pub struct CtlServer {
     path: PathBuf,
+    /// Device and inode of the socket file as bound.
+    file: (u64, u64),
     stop: Arc<AtomicBool>,
+    /// Writing here wakes the thread, whatever became of the socket file.
+    wake: UnixStream,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -41,23 +47,27 @@ impl CtlServer {
         unsafe { libc::umask(old) };
         let listener = bound?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        // Non-blocking: a poll that saw a client is never followed by an accept that
+        // blocks, even if that client went away in between.
+        listener.set_nonblocking(true)?;
+        let meta = std::fs::metadata(path)?;
+        let (wake, woken) = UnixStream::pair()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("[CTL]".into())
             .spawn(move || {
-                for stream in listener.incoming() {
-                    if stop2.load(Ordering::Acquire) {
-                        return;
-                    }
-                    if let Ok(s) = stream {
+                while wait_readable(&listener, &woken) && !stop2.load(Ordering::Acquire) {
+                    if let Ok((s, _)) = listener.accept() {
                         serve(s, &handler);
                     }
                 }
             })?;
         Ok(CtlServer {
             path: path.to_path_buf(),
+            file: (meta.dev(), meta.ino()),
             stop,
+            wake,
             thread: Some(thread),
         })
     }
@@ -66,11 +76,45 @@ impl CtlServer {
 impl Drop for CtlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        let _ = UnixStream::connect(&self.path); // wake the accept
+        // Not a connect to the path: the file may have been removed or replaced (a tmp
+        // cleaner, another daemon), and the stop must not depend on it.
+        let _ = (&self.wake).write_all(b"x");
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.file);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Blocks until a client connects to `listener` or `woken` is written to: true for the
+/// former; false when woken or on a poll error (the thread then ends).
+fn wait_readable(listener: &UnixListener, woken: &UnixStream) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: woken.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a live array of two pollfd structs.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return false;
+        }
+        return fds[1].revents == 0 && fds[0].revents & libc::POLLIN != 0;
     }
 }
 

@@ -261,6 +261,30 @@ fn ctl_server_stop_stops_the_daemon() {
 }
 
 #[test]
+fn sigterm_stops_the_daemon_after_its_admin_socket_file_was_removed() {
+    // A tmp cleaner (or an operator) removing the socket file must not keep the daemon
+    // from stopping: its control thread used to be woken through that path.
+    let mut d = Daemon::start();
+    let sock = d.dir.0.join("ctl.sock");
+    std::fs::remove_file(&sock).unwrap();
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(st.code(), Some(0), "{}", d.log_text());
+}
+
+#[test]
+fn a_stopping_daemon_leaves_a_socket_file_that_is_not_its_own() {
+    let mut d = Daemon::start();
+    let sock = d.dir.0.join("ctl.sock");
+    std::fs::remove_file(&sock).unwrap();
+    std::fs::write(&sock, b"someone else's").unwrap();
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(st.code(), Some(0), "{}", d.log_text());
+    assert_eq!(std::fs::read(&sock).unwrap(), b"someone else's");
+}
+
+#[test]
 fn admin_socket_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let d = Daemon::start();
