@@ -87,6 +87,74 @@ fn accept_to_first_byte_covers_the_wait_for_the_origin() {
 }
 
 #[test]
+fn a_request_in_pieces_and_the_next_one_on_the_same_connection_are_answered() {
+    // The client socket joins the epoll only when the session waits on it: here first
+    // for the rest of a head, then, after the answer, for the next request.
+    let origin = Origin::start(|r| Some(ok(r.path.as_bytes(), &[])));
+    let d = proxy_to(&origin, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(b"GET /first HTTP/1.1\r\nHo").unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // the proxy has read the piece by now
+    c.send(b"st: t\r\n\r\n").unwrap();
+    assert_eq!(c.read_response("GET").unwrap().text(), "/first");
+    std::thread::sleep(Duration::from_millis(100)); // idle between requests
+    assert_eq!(c.get("t", "/second").unwrap().text(), "/second");
+}
+
+#[test]
+fn a_client_gone_while_the_origin_answers_late_leaves_nothing_open() {
+    // While the session waits only for the origin, the client socket is not watched; a
+    // client that leaves meanwhile is found when the answer is written to it.
+    let origin = Origin::start(|_| {
+        std::thread::sleep(Duration::from_millis(300));
+        Some(ok(b"late", &[]))
+    });
+    let d = proxy_to(&origin, "");
+    for close_with_rst in [false, true] {
+        let before = origin.request_count();
+        let mut c = TcpStream::connect(d.addr()).unwrap();
+        if close_with_rst {
+            assert!(set_linger0(&c), "SO_LINGER");
+        }
+        c.write_all(b"GET /gone HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(5), || origin
+            .request_count()
+            > before));
+        drop(c);
+        assert!(
+            wait_until(Duration::from_secs(10), || d
+                .metric("proxy.process.http.current_client_connections")
+                == 0
+                && d.metric("proxy.process.net.connections_currently_open") == 0),
+            "rst={close_with_rst}: {} client connections still open",
+            d.metric("proxy.process.http.current_client_connections")
+        );
+    }
+    // And the port still serves.
+    assert_eq!(http::get(d.addr(), "t", "/after").unwrap().text(), "late");
+}
+
+/// Sets SO_LINGER 0 so that dropping `s` sends a reset.
+fn set_linger0(s: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `l` is a live linger struct; the descriptor is open.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+#[test]
 fn pipelined_requests_are_answered_in_order() {
     let origin = Origin::start(|r| Some(ok(r.path.as_bytes(), &[])));
     let d = proxy_to(&origin, "");

@@ -93,7 +93,7 @@ fn poll_cache_waiters(t: &mut EThread) {
         } else {
             s.drive(t);
         }
-        s.finish_if_dead(t);
+        s.settle(t);
     }
     if WAITERS.with(|w| w.borrow().is_empty()) {
         POLLING.with(|p| p.set(false));
@@ -132,23 +132,9 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
             shared,
         })
     });
-    let fd = session.borrow().conn.as_raw_fd();
-    let handler = SideHandler {
-        session: session.clone(),
-        origin: false,
-    };
-    // The session holds the client socket's only descriptor.
-    match t.register_sole(
-        fd,
-        Interest::READ | Interest::WRITE | Interest::EDGE,
-        Box::new(handler),
-    ) {
-        Ok(tok) => session.borrow_mut().client.token = Some(tok),
-        Err(e) => {
-            log::debug!("cannot register client socket: {e}");
-            return;
-        }
-    }
+    // The client socket joins the epoll only once the session waits on it (`settle`): a
+    // request that is already there is read at once, and a connection answered and
+    // closed without ever waiting on its client costs no epoll_ctl.
     SESSIONS.with(|s| s.borrow_mut().push(Rc::downgrade(&session)));
     let mut s = session.borrow_mut();
     if let PortRole::Blind(target) = role {
@@ -161,7 +147,7 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
         }
     }
     s.drive(t);
-    s.finish_if_dead(t);
+    s.settle(t);
 }
 
 /// Enforces timeouts on this thread's sessions. Runs on each ET_NET thread periodically.
@@ -186,7 +172,7 @@ pub fn sweep(t: &mut EThread) {
             s.on_timeout(t, idle_drain);
             s.drive(t);
         }
-        s.finish_if_dead(t);
+        s.settle(t);
     }
     // Drop pooled origin connections the origin closed meanwhile.
     let dead: Vec<Pooled> = POOL.with(|p| {
@@ -478,7 +464,7 @@ impl iocore::IoHandler for SideHandler {
             s.client.mark(ready);
         }
         s.drive(t);
-        s.finish_if_dead(t);
+        s.settle(t);
         Verdict::Keep
     }
 }
@@ -560,8 +546,13 @@ impl Session {
         }
     }
 
-    /// Releases both registrations of a dead session (which drops it).
-    fn finish_if_dead(&mut self, t: &mut EThread) {
+    /// After the session ran: watches the client socket if the session now waits on it
+    /// and it is not watched yet; releases both registrations of a dead session (which
+    /// drops it).
+    fn settle(&mut self, t: &mut EThread) {
+        if !self.dead && self.client.token.is_none() && self.waits_on_client() {
+            self.watch_client(t);
+        }
         if !self.dead {
             return;
         }
@@ -573,6 +564,44 @@ impl Session {
         self.release_origin(t, idle_origin);
         if let Some(tok) = self.client.token.take() {
             drop(t.deregister(tok));
+        }
+    }
+
+    /// Whether the session needs the client socket's readiness. Not while it waits only
+    /// for the origin (the request sent whole, nothing queued for the client): a client
+    /// that leaves meanwhile is noticed at the first write to it, as before, since the
+    /// exchange reads nothing from it then.
+    fn waits_on_client(&self) -> bool {
+        let origin_only = self.phase == Phase::Exchange
+            && self.origin.is_some()
+            && self.out_c.is_empty()
+            && self.tx.as_ref().is_some_and(|tx| tx.req_body.done());
+        !origin_only
+    }
+
+    /// Adds the client socket to this thread's epoll, edge-triggered. Readiness it already
+    /// has is reported at once (EPOLL_CTL_ADD polls the socket), so nothing that arrived
+    /// before is missed.
+    fn watch_client(&mut self, t: &mut EThread) {
+        let Some(me) = self.me.upgrade() else {
+            self.dead = true;
+            return;
+        };
+        let handler = SideHandler {
+            session: me,
+            origin: false,
+        };
+        // The session holds the client socket's only descriptor.
+        match t.register_sole(
+            self.conn.as_raw_fd(),
+            Interest::READ | Interest::WRITE | Interest::EDGE,
+            Box::new(handler),
+        ) {
+            Ok(tok) => self.client.token = Some(tok),
+            Err(e) => {
+                log::debug!("cannot register client socket: {e}");
+                self.dead = true;
+            }
         }
     }
 
