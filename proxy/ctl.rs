@@ -82,8 +82,8 @@ impl Drop for CtlServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| (m.dev(), m.ino()) == self.file);
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.file);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }

@@ -101,6 +101,7 @@ fn settings(cfg: &Config) -> HttpSettings {
         timeouts: Timeouts {
             accept_no_activity: s(cfg.http.accept_no_activity_timeout_s),
             keep_alive_in: s(cfg.http.keep_alive_no_activity_timeout_in_s),
+            keep_alive_out: s(cfg.http.keep_alive_no_activity_timeout_out_s),
             transaction_no_activity_out: s(cfg.http.transaction_no_activity_timeout_out_s),
             connect: s(cfg.http.connect_attempts_timeout_s),
             default_inactivity: s(cfg.net.default_inactivity_timeout_s),

@@ -526,6 +526,42 @@ fn origin_connections_outlive_the_clients_that_used_them() {
 }
 
 #[test]
+fn pooled_origin_connections_are_closed_after_keep_alive_no_activity_timeout_out() {
+    // A raw origin that answers one keep-alive request, then waits for the proxy to
+    // close the idle connection: it reports how long after its answer that came.
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin_addr = origin.local_addr().unwrap();
+    let idle = std::thread::spawn(move || {
+        let (mut s, _) = origin.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1, "request head");
+            head.push(b[0]);
+        }
+        s.write_all(&ok(b"once", &[])).unwrap();
+        let answered = std::time::Instant::now();
+        let n = s.read(&mut b).expect("closed before the read timeout");
+        (n, answered.elapsed())
+    });
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nkeep_alive_no_activity_timeout_out = 1\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{origin_addr}/\"\n"
+        ))
+        .start();
+    assert_eq!(http::get(d.addr(), "t", "/").unwrap().text(), "once");
+    let (n, after) = idle.join().unwrap();
+    assert_eq!(n, 0, "the proxy sent bytes on an idle connection");
+    // Kept for the timeout (1 s), closed by the next sweep after it (every 200 ms).
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(10)).contains(&after),
+        "closed {after:?} after the answer"
+    );
+}
+
+#[test]
 fn reloaded_remap_rules_apply_to_new_requests_on_every_thread() {
     let a = Origin::start(|_| Some(ok(b"a", &[])));
     let b = Origin::start(|_| Some(ok(b"b", &[])));

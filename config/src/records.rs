@@ -688,6 +688,17 @@ pub(crate) static RECORDS: &[Record] = &[
         },
     },
     Record {
+        name: "proxy.config.http.keep_alive_no_activity_timeout_out",
+        reloadable: false,
+        kind: Kind::Int {
+            min: 1,
+            max: MAX_TIMEOUT_S,
+            unit: SECONDS,
+            get: |c| c.http.keep_alive_no_activity_timeout_out_s as i64,
+            set: |c, v| c.http.keep_alive_no_activity_timeout_out_s = v as u64,
+        },
+    },
+    Record {
         name: "proxy.config.http.request_header_max_size",
         reloadable: false,
         kind: Kind::Size {

@@ -211,6 +211,9 @@ pub struct Http {
     pub accept_no_activity_timeout_s: u64,
     /// `.keep_alive_no_activity_timeout_in`: idle keep-alive client connections, s; ≥ 1.
     pub keep_alive_no_activity_timeout_in_s: u64,
+    /// `.keep_alive_no_activity_timeout_out`: idle pooled origin connections are closed
+    /// after this long, s; ≥ 1.
+    pub keep_alive_no_activity_timeout_out_s: u64,
     /// `.server_ports`: listening ports (SPEC §3.1); never empty. Only per-port
     /// `accept_threads` is reloadable.
     pub server_ports: Vec<PortSpec>,
@@ -317,6 +320,7 @@ impl Default for Config {
             http: Http {
                 accept_no_activity_timeout_s: 120,
                 keep_alive_no_activity_timeout_in_s: 120,
+                keep_alive_no_activity_timeout_out_s: 120,
                 server_ports: vec![PortSpec::new(8080)],
                 request_header_max_size: 131_072,
                 connect_attempts_timeout_s: 30,

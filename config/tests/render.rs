@@ -40,6 +40,7 @@ fn everything_changed() -> Config {
     c.net.default_inactivity_timeout_s = 600;
     c.http.accept_no_activity_timeout_s = 5;
     c.http.keep_alive_no_activity_timeout_in_s = 6;
+    c.http.keep_alive_no_activity_timeout_out_s = 9;
     c.http.server_ports =
         parse_server_ports("0 8080:ipv6:ip-in=[::1]:reuseport 9000:blind:tunnel=[db:5432]:accept_threads=2 8081:periodic:fd=3")
             .unwrap();

@@ -14,6 +14,8 @@ pub struct Timeouts {
     pub accept_no_activity: Duration,
     /// Idle keep-alive client connections are closed.
     pub keep_alive_in: Duration,
+    /// Idle pooled origin connections are closed.
+    pub keep_alive_out: Duration,
     /// Origin silent this long → 504.
     pub transaction_no_activity_out: Duration,
     /// Origin connect limit → 502.
