@@ -556,6 +556,10 @@ impl Daemon {
             }
         }
         self.events.shutdown();
+        // Cache writes are queued on the spans' I/O threads: let them land.
+        if let Err(e) = self.http.flush_cache() {
+            log::warn!("cache: flushing the spans at stop: {e}");
+        }
         log::info!("stopped");
         0
     }

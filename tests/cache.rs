@@ -64,7 +64,10 @@ fn a_fresh_object_is_served_without_the_origin() {
     assert_eq!(origin.request_count(), 1);
     assert_eq!(d.metric("proxy.process.cache.misses"), 1);
     assert_eq!(d.metric("proxy.process.cache.hits"), 4);
-    assert_eq!(d.metric("proxy.process.cache.span.0.objects"), 1);
+    // Written to the span by its I/O thread, after the answer.
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.cache.span.0.objects")
+        == 1));
     assert!(d.metric("proxy.process.cache.span.0.bytes_used") > 0);
     assert_eq!(d.metric("proxy.process.cache.spans_online"), 1);
     // Chunked responses are stored de-chunked.
@@ -105,6 +108,11 @@ fn a_restart_serves_a_cached_object_without_the_origin() {
     let d = Daemon::builder().config(&text).start();
     let r = http::get(d.addr(), "t", "/keep").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "fresh /keep"));
+    // Read from the span by its I/O thread, then kept in RAM.
+    assert_eq!(d.metric("proxy.process.cache.disk_reads"), 1);
+    let r = http::get(d.addr(), "t", "/keep").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "fresh /keep"));
+    assert_eq!(d.metric("proxy.process.cache.disk_reads"), 1);
     assert_eq!(http::get(d.addr(), "t", "/other").unwrap().status, 502);
 }
 

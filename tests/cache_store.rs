@@ -7,7 +7,7 @@
 #[allow(dead_code)]
 mod cache;
 
-use cache::{open_async, Cache, RamCache, Span, SpanError, SpanErrorKind, SpanStatus};
+use cache::{open_async, Cache, Lookup, RamCache, Span, SpanError, SpanErrorKind, SpanStatus};
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -603,6 +603,7 @@ fn cache_with_two_spans_serves_from_ram_and_after_restart_from_disk() {
                 Some(&value(&format!("{i}."), 1000)[..])
             );
         }
+        cache.sync().unwrap(); // the writes are queued on the spans' I/O threads
         let stats = cache.span_stats();
         assert_eq!(stats.iter().map(|s| s.1).sum::<usize>(), 199);
         assert!(stats.iter().all(|s| s.1 > 50), "keys spread: {stats:?}");
@@ -637,6 +638,7 @@ fn cache_reports_a_failed_span_and_runs_on_the_other() {
     assert!(reason.starts_with("cannot open: "), "{reason}");
     assert_eq!(status[1].result, Ok((0, 0)));
     cache.put("k", b"v");
+    cache.sync().unwrap();
     assert_eq!(cache.span_stats()[0].1, 1);
     assert_eq!(cache.get("k").as_deref(), Some(&b"v"[..]));
 }
@@ -667,6 +669,78 @@ fn cache_put_too_large_for_disk_drops_the_older_disk_value() {
     drop(cache);
     let (cache, _) = Cache::open(&config, 8 * MIB);
     assert_eq!(cache.get("k"), None, "the old value must not come back");
+}
+
+#[test]
+fn lookup_answers_from_ram_at_once_and_reads_the_disk_on_the_span_io_thread() {
+    let dir = TempDir::new("lookup");
+    let config = spans(&dir, &["a"]);
+    {
+        let (cache, _) = Cache::open(&config, MIB);
+        cache.put("on-disk", b"from disk");
+        cache.sync().unwrap();
+    }
+    let (cache, _) = Cache::open(&config, MIB);
+    let unused = |_: Option<Arc<[u8]>>| panic!("no callback for an answer from RAM");
+    // A key the span's index does not have, with no write queued: a miss at once.
+    assert!(matches!(cache.lookup("absent", unused), Lookup::Done(None)));
+    let (tx, rx) = mpsc::channel();
+    let done = move |v: Option<Arc<[u8]>>| {
+        let name = std::thread::current().name().map(str::to_string);
+        tx.send((v, name)).unwrap();
+    };
+    assert!(matches!(cache.lookup("on-disk", done), Lookup::Queued));
+    let (value, thread) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(value.as_deref(), Some(&b"from disk"[..]));
+    assert_eq!(thread.as_deref(), Some("[CACHE I/O 0]"));
+    // The disk hit is now in RAM: answered at once, the callback never called.
+    match cache.lookup("on-disk", unused) {
+        Lookup::Done(v) => assert_eq!(v.as_deref(), Some(&b"from disk"[..])),
+        Lookup::Queued => panic!("not promoted to RAM"),
+    }
+    let (ram_only, _) = Cache::open(&[], MIB);
+    assert!(matches!(ram_only.lookup("x", unused), Lookup::Done(None)));
+}
+
+#[test]
+fn reads_queued_after_writes_see_them_when_ram_cannot_hold_the_values() {
+    // RAM of 10 bytes keeps none of these values: every get goes to the disk, through
+    // the span's queue, behind the writes queued before it.
+    let dir = TempDir::new("order");
+    let (cache, _) = Cache::open(&spans(&dir, &["a"]), 10);
+    for round in 0..50 {
+        let v = value(&format!("{round}."), 100);
+        cache.put("k", &v);
+        assert_eq!(cache.get("k").as_deref(), Some(&v[..]), "round {round}");
+        if round % 10 == 9 {
+            cache.remove("k");
+            assert_eq!(cache.get("k"), None, "round {round}");
+        }
+    }
+    assert_eq!(cache.ram().len(), 0);
+}
+
+#[test]
+fn a_put_racing_a_disk_read_of_the_same_key_wins() {
+    let dir = TempDir::new("race");
+    let config = spans(&dir, &["a"]);
+    for round in 0..20 {
+        {
+            let (cache, _) = Cache::open(&config, MIB);
+            cache.put("k", b"old");
+        }
+        let (cache, _) = Cache::open(&config, MIB);
+        let (tx, rx) = mpsc::channel();
+        let queued = cache.lookup("k", move |v| tx.send(v).unwrap());
+        assert!(matches!(queued, Lookup::Queued));
+        cache.put("k", b"new"); // while (or before, or after) the read runs
+        let _ = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            cache.get("k").as_deref(),
+            Some(&b"new"[..]),
+            "round {round}"
+        );
+    }
 }
 
 #[test]

@@ -7,17 +7,23 @@
 //! [`Cache::open`] initialises all spans at once, one thread each (`[CACHE INIT n]`);
 //! [`open_async`] does the whole open on a `[CACHE INIT]` thread for the daemon's
 //! `wait_for_cache` gate. The store knows nothing of HTTP: keys are strings, values bytes.
+//!
+//! Disk I/O runs on one `[CACHE I/O n]` thread per span (`io.rs`), never on the caller's
+//! thread: [`Cache::lookup`] answers from RAM at once or queues the disk read and calls
+//! back, and [`Cache::put`] / [`Cache::remove`] change RAM at once and queue the disk
+//! write. [`Cache::get`] and [`Cache::sync`] wait for the I/O thread, for callers that may
+//! block (tests, start-up, shutdown).
 
 #![deny(missing_docs)]
 
 mod crc;
+mod io;
 pub mod ram;
 pub mod span;
 
 pub use ram::RamCache;
 pub use span::{Span, SpanError, SpanErrorKind};
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -35,19 +41,38 @@ pub struct SpanStatus {
 }
 
 /// RAM cache and disk spans together.
-#[derive(Debug)]
 pub struct Cache {
-    ram: RamCache,
+    ram: Arc<RamCache>,
     spans: Vec<Online>,
+    observer: io::Observer,
 }
 
-/// A span that initialised.
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("ram", &self.ram)
+            .field("spans", &self.spans)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A span that initialised, with its I/O thread.
 #[derive(Debug)]
 struct Online {
     configured: PathBuf,
     /// Hash of the configured path, the span's identity in rendezvous hashing.
     seed: u64,
-    span: Span,
+    span: Arc<Span>,
+    io: io::SpanIo,
+}
+
+/// What [`Cache::lookup`] did.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Answered at once: the value from RAM, or None when no span can hold the key.
+    Done(Option<Arc<[u8]>>),
+    /// The key's span is being read; the callback gets the value on its I/O thread.
+    Queued,
 }
 
 impl Cache {
@@ -80,17 +105,24 @@ impl Cache {
                 .collect()
         });
 
+        let ram = Arc::new(RamCache::new(ram_bytes));
+        let observer = io::Observer::default();
         let mut statuses = Vec::with_capacity(spans.len());
         let mut online = Vec::new();
         for ((path, _), (result, elapsed)) in spans.iter().zip(opened) {
-            let result = result.map(|span| {
+            let result = result.and_then(|span| {
+                let span = Arc::new(span);
                 let stats = (span.len(), span.bytes_used());
+                let io =
+                    io::SpanIo::start(online.len(), span.clone(), ram.clone(), observer.clone())
+                        .map_err(|e| format!("cannot start its I/O thread: {e}"))?;
                 online.push(Online {
                     configured: path.clone(),
                     seed: fnv1a(path.as_os_str().as_encoded_bytes()),
                     span,
+                    io,
                 });
-                stats
+                Ok(stats)
             });
             statuses.push(SpanStatus {
                 path: path.clone(),
@@ -99,51 +131,80 @@ impl Cache {
             });
         }
         let cache = Cache {
-            ram: RamCache::new(ram_bytes),
+            ram,
             spans: online,
+            observer,
         };
         (cache, statuses)
     }
 
-    /// The value under `key`: from RAM, else from the key's span, then kept in RAM.
-    pub fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+    /// The value under `key` from RAM, or else a read of the key's span queued on its
+    /// I/O thread, which keeps the value in RAM and calls `done` with it there. Never
+    /// waits for the disk; `done` is dropped unused when the answer is immediate.
+    pub fn lookup<F>(&self, key: &str, done: F) -> Lookup
+    where
+        F: FnOnce(Option<Arc<[u8]>>) + Send + 'static,
+    {
+        // Taken before RAM is looked at: a put or remove of `key` from now on wins over
+        // what the disk read brings back.
         let seen = self.ram.clock();
         if let Some(v) = self.ram.get(key) {
-            return Some(v);
+            return Lookup::Done(Some(v));
         }
-        let value: Arc<[u8]> = Arc::from(self.span_for(key)?.span.get(key)?);
-        // Not if a put or remove of `key` ran while we read the disk: RAM would then
-        // hold an older value than the disk, or a removed one.
-        self.ram.promote(key, value.clone(), seen);
-        Some(value)
+        match self.span_for(key) {
+            // A miss known without the disk: no change queued, and the index (in memory)
+            // does not have the key.
+            Some(s) if s.io.settled() && !s.span.contains(key) => Lookup::Done(None),
+            Some(s) => {
+                s.io.read(key, seen, Box::new(done));
+                Lookup::Queued
+            }
+            None => Lookup::Done(None),
+        }
     }
 
-    /// Stores `value` under `key` in RAM and on the key's span. A disk failure is logged
-    /// and leaves the object in RAM only; any older value on disk is removed so that it
-    /// cannot come back once RAM lets the new one go.
+    /// The value under `key`, as [`lookup`](Self::lookup), waiting for the disk read if
+    /// there is one: for threads that may block, never an event thread.
+    pub fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        match self.lookup(key, move |v| {
+            let _ = tx.send(v);
+        }) {
+            Lookup::Done(v) => v,
+            Lookup::Queued => rx.recv().ok().flatten(),
+        }
+    }
+
+    /// Stores `value` under `key`: in RAM at once, on the key's span by its I/O thread.
+    /// A disk failure is logged and leaves the object in RAM only; any older value on
+    /// disk is then removed so that it cannot come back once RAM lets the new one go.
     pub fn put(&self, key: &str, value: &[u8]) {
-        // Disk first, then RAM: see `get` for why the RAM change must come last.
+        let value: Arc<[u8]> = Arc::from(value);
+        // RAM first: a read of `key` queued before this is then not promoted (its `seen`
+        // is older), and one queued after runs after the write, in span order.
+        self.ram.put(key, value.clone());
         if let Some(s) = self.span_for(key) {
-            if let Err(e) = s.span.put(key, value) {
-                if e.kind() == io::ErrorKind::InvalidInput {
-                    log::debug!("cache: {key:?} not stored on disk: {e}");
-                }
-                if let Err(e) = s.span.remove(key) {
-                    log::debug!("cache: cannot remove {key:?} after a failed put: {e}");
-                }
-            }
+            s.io.write(key, value);
         }
-        self.ram.put(key, Arc::from(value));
     }
 
-    /// Removes `key` from RAM and disk.
+    /// Removes `key` from RAM at once and from its span by the span's I/O thread.
     pub fn remove(&self, key: &str) {
-        if let Some(s) = self.span_for(key) {
-            if let Err(e) = s.span.remove(key) {
-                log::debug!("cache: tombstone for {key:?} not written: {e}");
-            }
-        }
         self.ram.remove(key);
+        if let Some(s) = self.span_for(key) {
+            s.io.remove(key);
+        }
+    }
+
+    /// Sets `f` to be called after each write or removal has reached its span (on the
+    /// span's I/O thread), e.g. to refresh usage gauges. Only the first call counts.
+    pub fn on_disk_change(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.observer.set(Box::new(f));
+    }
+
+    /// Writes that went to RAM only because their span's queue was full (a slow disk).
+    pub fn writes_shed(&self) -> u64 {
+        self.spans.iter().map(|s| s.io.shed()).sum()
     }
 
     /// Spans in use.
@@ -171,13 +232,13 @@ impl Cache {
         &self.ram
     }
 
-    /// Flushes every span's written records to its device.
+    /// Waits until every write queued so far is on its span's device.
     ///
     /// # Errors
     ///
     /// The first span whose flush fails.
-    pub fn sync(&self) -> io::Result<()> {
-        self.spans.iter().try_for_each(|s| s.span.sync())
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.spans.iter().try_for_each(|s| s.io.sync())
     }
 
     /// The span holding `key`: the one whose seed scores highest with the key.
@@ -197,7 +258,7 @@ pub fn open_async<F>(
     spans: Vec<(PathBuf, u64)>,
     ram_bytes: u64,
     done: F,
-) -> io::Result<thread::JoinHandle<()>>
+) -> std::io::Result<thread::JoinHandle<()>>
 where
     F: FnOnce(Arc<Cache>, Vec<SpanStatus>) + Send + 'static,
 {

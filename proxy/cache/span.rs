@@ -366,6 +366,11 @@ impl Span {
         self.file.sync_data()
     }
 
+    /// Whether the index holds `key` (no disk access).
+    pub fn contains(&self, key: &str) -> bool {
+        lock(&self.index).by_key.contains_key(key)
+    }
+
     /// Objects held.
     pub fn len(&self) -> usize {
         lock(&self.index).by_key.len()

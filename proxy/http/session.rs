@@ -12,6 +12,7 @@ use super::codec::{
     self, BodyFraming, ChunkedScanner, ForwardRequest, ForwardResponse, HeadError, RequestHead,
 };
 use super::shared::HttpShared;
+use crate::cache::Lookup;
 use crate::stats_http::{self, Format};
 use iocore::{EThread, Event, Interest, NetConnection, Ready, Socket, Token, Verdict};
 use std::cell::RefCell;
@@ -51,6 +52,9 @@ thread_local! {
     static SESSIONS: RefCell<Vec<Weak<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
     static POOL: RefCell<HashMap<SocketAddr, Vec<Pooled>>> = RefCell::new(HashMap::new());
     static WAITERS: RefCell<Vec<Weak<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
+    /// Sessions waiting for a cache disk read, by read number.
+    static READS: RefCell<HashMap<u64, Weak<RefCell<Session>>>> = RefCell::new(HashMap::new());
+    static NEXT_READ: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// How often a request waiting on another's cache fill checks whether it ended.
@@ -103,6 +107,25 @@ fn poll_cache_waiters(t: &mut EThread) {
     } else {
         t.set_period(CACHE_WAIT_POLL);
     }
+}
+
+/// Resumes the session that waited for cache disk read `read`, with what it found. Runs
+/// on the session's ET_NET thread, queued there by the span's I/O thread.
+fn cache_read_done(t: &mut EThread, read: u64, value: Option<Arc<[u8]>>) {
+    let waiter = READS.with(|r| r.borrow_mut().remove(&read));
+    let Some(rc) = waiter.and_then(|w| w.upgrade()) else {
+        return; // the session ended meanwhile
+    };
+    let mut s = rc.borrow_mut();
+    if s.dead || s.phase != Phase::CacheRead {
+        return;
+    }
+    let Some(w) = s.waiting.take() else { return };
+    s.phase = Phase::ReadRequest;
+    let stored = value.and_then(|b| Stored::decode(&b));
+    s.resolve(t, w.pending, w.key, w.revalidate, w.since, stored);
+    s.drive(t);
+    s.settle(t);
 }
 
 /// Starts a session for `conn`. Runs on the ET_NET thread that owns `conn`.
@@ -274,6 +297,8 @@ enum Phase {
     Closing,
     /// Waiting for another connection to fill the cache with what this one asked for.
     CacheWait,
+    /// Waiting for the cache's disk read of what this one asked for.
+    CacheRead,
 }
 
 /// How much of a message body is left.
@@ -544,7 +569,7 @@ impl Session {
                 Phase::Exchange => self.exchange(t),
                 Phase::Tunnel => self.tunnel(t),
                 Phase::Closing => self.closing(),
-                Phase::CacheWait => false,
+                Phase::CacheWait | Phase::CacheRead => false,
             };
             if !progress {
                 return;
@@ -811,21 +836,57 @@ impl Session {
         self.lookup(t, pending, &cache, key, policy.revalidate, Instant::now());
     }
 
-    /// Answers from the cache, or forwards with what the cache knows: a stale object to
-    /// revalidate, or the right to fill it. A miss whose fill is already in flight on
-    /// another connection waits for it (`Phase::CacheWait`) instead of fetching again.
+    /// Looks `key` up: in RAM at once, or on disk by the span's I/O thread, the session
+    /// waiting meanwhile (`Phase::CacheRead`) until `cache_read_done` resumes it here.
     fn lookup(
         &mut self,
         t: &mut EThread,
-        mut pending: Pending,
+        pending: Pending,
         cache: &Arc<crate::cache::Cache>,
         key: String,
         revalidate: bool,
         since: Instant,
     ) {
+        let read = NEXT_READ.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        let here = t.handle();
+        // Runs on the span's I/O thread: hands the value back to this ET_NET thread.
+        let done = move |value| here.run(move |t| cache_read_done(t, read, value));
+        match cache.lookup(&key, done) {
+            Lookup::Done(value) => {
+                let stored = value.and_then(|b| Stored::decode(&b));
+                self.resolve(t, pending, key, revalidate, since, stored);
+            }
+            Lookup::Queued => {
+                self.shared.metrics.cache_disk_reads.inc();
+                READS.with(|r| r.borrow_mut().insert(read, self.me.clone()));
+                self.waiting = Some(Waiting {
+                    pending,
+                    key,
+                    revalidate,
+                    since,
+                });
+                self.phase = Phase::CacheRead;
+            }
+        }
+    }
+
+    /// Answers from the cache, or forwards with what the cache knows: a stale object to
+    /// revalidate, or the right to fill it. A miss whose fill is already in flight on
+    /// another connection waits for it (`Phase::CacheWait`) instead of fetching again.
+    fn resolve(
+        &mut self,
+        t: &mut EThread,
+        mut pending: Pending,
+        key: String,
+        revalidate: bool,
+        since: Instant,
+        stored: Option<Stored>,
+    ) {
         let m = &self.shared.metrics;
         let now = caching::now_s();
-        let stored = cache.get(&key).and_then(|b| Stored::decode(&b));
         match stored {
             Some(obj) if obj.is_fresh(now) && !revalidate => {
                 m.cache_hits.inc();
@@ -1533,7 +1594,9 @@ impl Session {
                     self.dead = true;
                 }
             }
-            Phase::Tunnel | Phase::Closing | Phase::CacheWait => self.dead = true,
+            Phase::Tunnel | Phase::Closing | Phase::CacheWait | Phase::CacheRead => {
+                self.dead = true
+            }
         }
     }
 }

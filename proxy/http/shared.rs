@@ -46,6 +46,7 @@ pub struct HttpMetrics {
     pub(crate) tunnels: Arc<Counter>,
     pub(crate) cache_hits: Arc<Counter>,
     pub(crate) cache_misses: Arc<Counter>,
+    pub(crate) cache_disk_reads: Arc<Counter>,
     pub(crate) cache_writes: Arc<Counter>,
     pub(crate) cache_revalidated: Arc<Counter>,
     /// Accept to the first response byte written, per client connection (µs).
@@ -67,6 +68,7 @@ impl HttpMetrics {
             tunnels: r.counter("proxy.process.tunnel.total_connections"),
             cache_hits: r.counter("proxy.process.cache.hits"),
             cache_misses: r.counter("proxy.process.cache.misses"),
+            cache_disk_reads: r.counter("proxy.process.cache.disk_reads"),
             first_byte_us: r.histogram(&format!("{p}.accept_to_first_byte_us")),
             cache_writes: r.counter("proxy.process.cache.writes"),
             cache_revalidated: r.counter("proxy.process.cache.revalidated"),
@@ -176,7 +178,14 @@ impl HttpShared {
     }
 
     /// Makes the cache available to sessions (once, when it is ready).
-    pub fn install_cache(&self, cache: Arc<crate::cache::Cache>) {
+    pub fn install_cache(self: &Arc<Self>, cache: Arc<crate::cache::Cache>) {
+        // Disk writes land on the spans' I/O threads after the put: refresh then too.
+        let me = Arc::downgrade(self);
+        cache.on_disk_change(move || {
+            if let Some(shared) = me.upgrade() {
+                shared.note_cache_usage();
+            }
+        });
         let _ = self.cache.set(cache);
         self.note_cache_usage();
     }
@@ -199,10 +208,21 @@ impl HttpShared {
             total += used;
         }
         r.gauge("proxy.process.cache.bytes_used").set(total as i64);
+        r.gauge("proxy.process.cache.writes_shed")
+            .set(cache.writes_shed() as i64);
         r.gauge("proxy.process.cache.ram_cache.bytes_used")
             .set(cache.ram().bytes() as i64);
         r.gauge("proxy.process.cache.ram_cache.objects")
             .set(cache.ram().len() as i64);
+    }
+
+    /// Waits until every cache write queued so far is on its span's device.
+    ///
+    /// # Errors
+    ///
+    /// The first span whose flush failed.
+    pub fn flush_cache(&self) -> std::io::Result<()> {
+        self.cache.get().map_or(Ok(()), |c| c.sync())
     }
 
     /// The cache, once it is ready (and when HTTP caching is on).

@@ -1,0 +1,214 @@
+//! A span's I/O thread (`[CACHE I/O n]`), so that no event thread ever waits for the
+//! disk, as ATS's AIO threads do for its spans.
+//!
+//! Each span has one thread that runs its jobs in the order they were queued. A read
+//! queued after a write or removal of the same key therefore sees it, which is what
+//! lets [`super::Cache::put`] change RAM at once and leave the disk write for later.
+//! Everything in this file after [`SpanIo::start`] runs on that thread, except the
+//! queueing functions, which run on the caller's thread and never block on I/O.
+
+use super::{lock, RamCache, Span};
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+
+/// Called with the value read (None: not on the span, or unreadable), on the I/O thread.
+pub(super) type ReadDone = Box<dyn FnOnce(Option<Arc<[u8]>>) + Send>;
+
+/// Called on the I/O thread after each write or removal reached the span.
+pub(super) type Observer = Arc<OnceLock<Box<dyn Fn() + Send + Sync>>>;
+
+enum Job {
+    /// Read `key`, promote it into RAM unless it changed since `seen`, call back.
+    Read {
+        key: String,
+        seen: u64,
+        done: ReadDone,
+    },
+    /// Store `value`; on failure, remove any older value so it cannot come back.
+    Write { key: String, value: Arc<[u8]> },
+    /// Append a tombstone for `key`.
+    Remove { key: String },
+    /// Flush everything queued before to the device, then answer.
+    Sync(mpsc::Sender<io::Result<()>>),
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    stop: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    /// Writes and removals queued and not yet done.
+    changes: AtomicUsize,
+    /// Bytes of the values of queued writes.
+    queued_bytes: AtomicUsize,
+    /// Writes turned into removals because the queue held too many bytes.
+    shed: AtomicU64,
+}
+
+/// Value bytes queued for the disk at most; a write beyond it is shed (the object stays
+/// in RAM only, and an older value on disk is removed), so a slow disk costs hit rate,
+/// not memory.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+/// The I/O thread of one span; dropping it runs what is queued, then stops the thread.
+pub(super) struct SpanIo {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SpanIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanIo")
+            .field("queued", &lock(&self.shared.queue).jobs.len())
+            .finish()
+    }
+}
+
+impl SpanIo {
+    /// Starts the I/O thread of `span`, named `[CACHE I/O index]`.
+    pub(super) fn start(
+        index: usize,
+        span: Arc<Span>,
+        ram: Arc<RamCache>,
+        observer: Observer,
+    ) -> io::Result<SpanIo> {
+        let shared: Arc<Shared> = Arc::default();
+        let queue = shared.clone();
+        let thread = thread::Builder::new()
+            .name(format!("[CACHE I/O {index}]"))
+            .spawn(move || run(&queue, &span, &ram, &observer))?;
+        Ok(SpanIo {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    pub(super) fn read(&self, key: &str, seen: u64, done: ReadDone) {
+        self.push(Job::Read {
+            key: key.to_string(),
+            seen,
+            done,
+        });
+    }
+
+    /// Whether no write or removal is queued: the span's index is then up to date.
+    pub(super) fn settled(&self) -> bool {
+        self.shared.changes.load(Ordering::Acquire) == 0
+    }
+
+    pub(super) fn write(&self, key: &str, value: Arc<[u8]>) {
+        let queued = self.shared.queued_bytes.load(Ordering::Acquire);
+        if queued.saturating_add(value.len()) > MAX_QUEUED_BYTES {
+            self.shared.shed.fetch_add(1, Ordering::Relaxed);
+            return self.remove(key);
+        }
+        self.shared
+            .queued_bytes
+            .fetch_add(value.len(), Ordering::AcqRel);
+        self.shared.changes.fetch_add(1, Ordering::AcqRel);
+        self.push(Job::Write {
+            key: key.to_string(),
+            value,
+        });
+    }
+
+    pub(super) fn remove(&self, key: &str) {
+        self.shared.changes.fetch_add(1, Ordering::AcqRel);
+        self.push(Job::Remove {
+            key: key.to_string(),
+        });
+    }
+
+    /// Writes shed so far (see `MAX_QUEUED_BYTES`).
+    pub(super) fn shed(&self) -> u64 {
+        self.shared.shed.load(Ordering::Relaxed)
+    }
+
+    /// Waits until everything queued before is on the device.
+    pub(super) fn sync(&self) -> io::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.push(Job::Sync(tx));
+        rx.recv()
+            .unwrap_or_else(|_| Err(io::Error::other("cache I/O thread ended")))
+    }
+
+    fn push(&self, job: Job) {
+        lock(&self.shared.queue).jobs.push_back(job);
+        self.shared.ready.notify_one();
+    }
+}
+
+impl Drop for SpanIo {
+    fn drop(&mut self) {
+        lock(&self.shared.queue).stop = true;
+        self.shared.ready.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// On the I/O thread: runs jobs in order until stopped and the queue is empty.
+fn run(shared: &Shared, span: &Span, ram: &RamCache, observer: &Observer) {
+    loop {
+        let job = {
+            let mut q = lock(&shared.queue);
+            loop {
+                if let Some(job) = q.jobs.pop_front() {
+                    break job;
+                }
+                if q.stop {
+                    return;
+                }
+                q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        match job {
+            Job::Read { key, seen, done } => {
+                let value: Option<Arc<[u8]>> = span.get(&key).map(Arc::from);
+                if let Some(v) = &value {
+                    // Not if a put or remove of `key` came after the read was queued:
+                    // RAM then holds the newer state already.
+                    ram.promote(&key, v.clone(), seen);
+                }
+                done(value);
+            }
+            Job::Write { key, value } => {
+                if let Err(e) = span.put(&key, &value) {
+                    if e.kind() == io::ErrorKind::InvalidInput {
+                        log::debug!("cache: {key:?} not stored on disk: {e}");
+                    }
+                    if let Err(e) = span.remove(&key) {
+                        log::debug!("cache: cannot remove {key:?} after a failed put: {e}");
+                    }
+                }
+                shared.queued_bytes.fetch_sub(value.len(), Ordering::AcqRel);
+                shared.changes.fetch_sub(1, Ordering::AcqRel);
+                if let Some(f) = observer.get() {
+                    f();
+                }
+            }
+            Job::Remove { key } => {
+                if let Err(e) = span.remove(&key) {
+                    log::debug!("cache: tombstone for {key:?} not written: {e}");
+                }
+                shared.changes.fetch_sub(1, Ordering::AcqRel);
+                if let Some(f) = observer.get() {
+                    f();
+                }
+            }
+            Job::Sync(reply) => {
+                let _ = reply.send(span.sync());
+            }
+        }
+    }
+}
