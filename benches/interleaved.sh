@@ -12,7 +12,8 @@
 #
 # Environment: ROUNDS=6, SECS=4 (per turn), CONNS=64, MODES="ka close" (add "burst"
 # for BURST=6000 connections at once: connect -> first byte p50 and p99),
-# ACCEPT_THREADS=0 and NET_THREADS=2 (Turnstile), KEEP_WORK=0. Everything listens on
+# ACCEPT_THREADS=0 and NET_THREADS=2 (Turnstile), KEEP_WORK=0, SESSIONS=own (each server
+# in a session of its own: see `service` in side_by_side/lib.sh). Everything listens on
 # 127.0.0.1 on free ports; everything started is stopped on exit. Needs nginx, haproxy
 # and curl (INSTALL=1, the default, apt-get installs missing ones as root).
 

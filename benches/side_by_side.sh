@@ -25,6 +25,8 @@
 #   PEERS="origin turnstile ats nginx haproxy"   which rows to run
 #   INSTALL=1          apt-get install missing nginx / haproxy / trafficserver (as root)
 #   KEEP_WORK=0        1 keeps the temporary directory (configs, logs) for inspection
+#   SESSIONS=own       each server in a session of its own (setsid); "shared" keeps them
+#                      in the script's session (see `service` in side_by_side/lib.sh)
 #
 # Everything listens on 127.0.0.1 only, on free ports the script picks; everything it
 # starts is stopped on exit. Templates: benches/side_by_side/.
