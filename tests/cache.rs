@@ -24,7 +24,11 @@ fn cached_origin() -> Origin {
     Origin::start(|r| {
         match r.path.as_str() {
         "/no-store" => Some(ok(b"secret", &[("Cache-Control", "no-store, max-age=60")])),
-        "/vary" => Some(ok(b"varies", &[("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")])),
+        "/vary" => {
+            let lang = r.header("accept-language").unwrap_or("none");
+            Some(ok(format!("in {lang}").as_bytes(), &[("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")]))
+        }
+        "/vary-star" => Some(ok(b"varies", &[("Cache-Control", "max-age=60"), ("Vary", "*")])),
         "/plain" => Some(ok(b"no freshness", &[])),
         "/revalidate" => {
             if r.header("if-none-match") == Some("\"v1\"") {
@@ -131,9 +135,9 @@ fn a_stale_object_is_revalidated_and_served_from_the_cache_on_304() {
 }
 
 #[test]
-fn no_store_authorization_vary_and_unfresh_responses_are_not_cached() {
+fn no_store_authorization_vary_star_and_unfresh_responses_are_not_cached() {
     let (origin, _dir, d) = cached_daemon();
-    for path in ["/no-store", "/vary", "/plain"] {
+    for path in ["/no-store", "/vary-star", "/plain"] {
         for _ in 0..2 {
             assert_eq!(http::get(d.addr(), "t", path).unwrap().status, 200);
         }
@@ -151,6 +155,33 @@ fn no_store_authorization_vary_and_unfresh_responses_are_not_cached() {
     }
     assert_eq!(origin.request_count(), 8);
     assert_eq!(d.metric("proxy.process.cache.hits"), 0);
+}
+
+#[test]
+fn a_varying_response_serves_only_requests_with_the_same_values() {
+    // One variant per URL: a request with other values of the `Vary` fields goes to the
+    // origin, and its response replaces the stored one.
+    let (origin, _dir, d) = cached_daemon();
+    let get = |lang: Option<&str>| {
+        let headers: Vec<(&str, &str)> = lang.map(|l| ("Accept-Language", l)).into_iter().collect();
+        let r = http::request(d.addr(), "GET", "/vary", &headers, b"").unwrap();
+        assert_eq!(r.status, 200);
+        r.text()
+    };
+    let steps = [
+        (Some("en"), "in en", 1),
+        (Some("en"), "in en", 1), // hit
+        (Some("fr"), "in fr", 2), // other variant: fetched, replaces en
+        (Some("fr"), "in fr", 2), // hit
+        (None, "in none", 3),     // no value is a value too
+        (None, "in none", 3),     // hit
+        (Some("en"), "in en", 4),
+    ];
+    for (i, (lang, body, fetched)) in steps.into_iter().enumerate() {
+        assert_eq!(get(lang), body, "step {i}");
+        assert_eq!(origin.request_count(), fetched, "step {i}");
+    }
+    assert_eq!(d.metric("proxy.process.cache.hits"), 3);
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! how long, conditional revalidation, and the stored object's format. Pure functions;
 //! the session decides when to call them.
 //!
-//! Choices: only GET is cached; responses with `Vary` are not stored (RFC 9111 allows a
-//! cache not to store what it cannot match); only explicitly fresh responses are stored
+//! Choices: only GET is cached; one variant per URL: a response with `Vary` is stored
+//! with the request's values of the fields it names, and serves only requests with the
+//! same values (RFC 9111 §4.1); another request's response replaces it; `Vary: *` is
+//! never stored. Only explicitly fresh responses are stored
 //! (`s-maxage`, `max-age`, or `Expires` with `Date`); `no-cache` responses carrying a
 //! validator (ETag or Last-Modified) are stored with
 //! a zero lifetime, so every use revalidates. The key is the remapped origin URL.
@@ -11,7 +13,10 @@
 use super::codec::{self, RequestHead, ResponseHead};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-const MAGIC: &[u8; 4] = b"TSC1";
+/// Objects stored before `Vary` was supported: no variant.
+const MAGIC_V1: &[u8; 4] = b"TSC1";
+/// Objects with the request's side of their `Vary` (possibly empty).
+const MAGIC: &[u8; 4] = b"TSC2";
 const CACHEABLE_STATUS: &[u16] = &[200, 203, 301, 404, 410];
 
 /// Seconds since the Unix epoch.
@@ -79,7 +84,7 @@ pub fn request_policy(req: &RequestHead) -> RequestPolicy {
 /// How long a response to a cacheable request may be served without revalidation, or
 /// None when it must not be stored.
 pub fn freshness(resp: &ResponseHead, now: u64) -> Option<u64> {
-    if !CACHEABLE_STATUS.contains(&resp.status) || resp.header("vary").is_some() {
+    if !CACHEABLE_STATUS.contains(&resp.status) {
         return None;
     }
     let cc = directives(resp.headers_all("cache-control"));
@@ -99,6 +104,39 @@ pub fn freshness(resp: &ResponseHead, now: u64) -> Option<u64> {
         Some(expires.saturating_sub(date))
     })?;
     Some(lifetime)
+}
+
+/// The request's side of the response's `Vary`: for each field name it lists, in its
+/// order, `name:value` and a line feed, the value being the request's field lines of
+/// that name joined by commas (empty when it has none). Empty without `Vary`; None for
+/// `Vary: *`, which no request matches.
+pub fn variant(resp: &ResponseHead, req: &RequestHead) -> Option<Vec<u8>> {
+    variant_of(resp.headers_all("vary"), req)
+}
+
+fn variant_of<'a>(vary: impl Iterator<Item = &'a [u8]>, req: &RequestHead) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for value in vary {
+        for name in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if name.is_empty() {
+                continue;
+            }
+            if name == b"*" {
+                return None;
+            }
+            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+            out.extend_from_slice(name.as_bytes());
+            out.push(b':');
+            for (i, v) in req.headers_all(&name).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(v.trim_ascii());
+            }
+            out.push(b'\n');
+        }
+    }
+    Some(out)
 }
 
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds. Other
@@ -153,11 +191,20 @@ pub struct Stored {
     pub head: Vec<u8>,
     /// The payload.
     pub body: Vec<u8>,
+    /// What [`variant`] gave for the request that fetched it; empty without `Vary`.
+    pub variant: Vec<u8>,
 }
 
 impl Stored {
-    /// Builds an object from an origin response head and its whole decoded body.
-    pub fn new(resp: &ResponseHead, body: Vec<u8>, lifetime: u64, now: u64) -> Stored {
+    /// Builds an object from an origin response head, its whole decoded body, and the
+    /// request's side of its `Vary` ([`variant`]).
+    pub fn new(
+        resp: &ResponseHead,
+        body: Vec<u8>,
+        lifetime: u64,
+        now: u64,
+        variant: Vec<u8>,
+    ) -> Stored {
         let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason()).into_bytes();
         for h in resp.headers.iter() {
             let n = h.name.to_ascii_lowercase();
@@ -183,34 +230,56 @@ impl Stored {
             fresh_until: now.saturating_add(lifetime),
             head,
             body,
+            variant,
         }
+    }
+
+    /// Whether it may answer `req`: always without `Vary`, else when the request has
+    /// the same values of the fields `Vary` names as the one that fetched it.
+    pub fn serves(&self, req: &RequestHead) -> bool {
+        if self.variant.is_empty() {
+            return true;
+        }
+        let Some(resp) = self.response() else {
+            return false;
+        };
+        variant(&resp, req).is_some_and(|v| v == self.variant)
     }
 
     /// The bytes written to the cache.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(24 + self.head.len() + self.body.len());
+        let mut v = Vec::with_capacity(28 + self.head.len() + self.variant.len() + self.body.len());
         v.extend_from_slice(MAGIC);
         v.extend_from_slice(&self.stored_at.to_le_bytes());
         v.extend_from_slice(&self.fresh_until.to_le_bytes());
         v.extend_from_slice(&(self.head.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(self.variant.len() as u32).to_le_bytes());
         v.extend_from_slice(&self.head);
+        v.extend_from_slice(&self.variant);
         v.extend_from_slice(&self.body);
         v
     }
 
     /// Reads what [`encode`](Self::encode) wrote; None if it is not such an object.
     pub fn decode(b: &[u8]) -> Option<Stored> {
-        if b.len() < 24 || &b[..4] != MAGIC {
-            return None;
-        }
-        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        let head_len = u32::from_le_bytes(b[20..24].try_into().expect("4 bytes")) as usize;
-        let head = b.get(24..24 + head_len)?.to_vec();
+        let magic = b.get(..4)?;
+        let u64_at = |i: usize| Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?));
+        let u32_at = |i: usize| Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?));
+        let head_len = u32_at(20)? as usize;
+        let (variant_len, start) = match magic {
+            m if m == MAGIC => (u32_at(24)? as usize, 28usize),
+            m if m == MAGIC_V1 => (0, 24),
+            _ => return None,
+        };
+        let head = b.get(start..start.checked_add(head_len)?)?;
+        let variant_at = start + head_len;
+        let variant = b.get(variant_at..variant_at.checked_add(variant_len)?)?;
         Some(Stored {
-            stored_at: u64_at(4),
-            fresh_until: u64_at(12),
-            head,
-            body: b[24 + head_len..].to_vec(),
+            stored_at: u64_at(4)?,
+            fresh_until: u64_at(12)?,
+            head: head.to_vec(),
+            variant: variant.to_vec(),
+            body: b[variant_at + variant_len..].to_vec(),
         })
     }
 
@@ -317,7 +386,8 @@ mod tests {
                 &resp("HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nVary: Accept\r\n\r\n"),
                 0
             ),
-            None
+            Some(60),
+            "storable; `variant` decides which requests it serves"
         );
         assert_eq!(
             freshness(
@@ -346,9 +416,18 @@ mod tests {
     fn stored_objects_round_trip() {
         let r =
             resp("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nTransfer-Encoding: chunked\r\nX: y\r\n\r\n");
-        let s = Stored::new(&r, b"hello".to_vec(), 10, 1000);
+        let s = Stored::new(&r, b"hello".to_vec(), 10, 1000, Vec::new());
         let d = Stored::decode(&s.encode()).unwrap();
         assert_eq!(d, s);
+        // An object stored before variants were kept reads as one without `Vary`.
+        let mut v1 = b"TSC1".to_vec();
+        v1.extend_from_slice(&s.encode()[4..24]);
+        v1.extend_from_slice(&s.head);
+        v1.extend_from_slice(&s.body);
+        assert_eq!(Stored::decode(&v1).unwrap(), s);
+        for cut in 0..28 {
+            assert!(Stored::decode(&s.encode()[..cut]).is_none(), "cut at {cut}");
+        }
         assert!(d.is_fresh(1009) && !d.is_fresh(1010));
         assert_eq!(
             d.response().unwrap().header("content-length"),
@@ -367,5 +446,43 @@ mod tests {
             "{text}"
         );
         assert!(Stored::decode(b"junk").is_none());
+    }
+
+    fn req(raw: &str) -> RequestHead {
+        codec::parse_request_from(raw.as_bytes(), 1 << 16, 0)
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn a_varying_object_serves_only_requests_with_the_same_values() {
+        let r = resp(
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n\
+             Vary: Accept-Encoding,  accept-language\r\n\r\n",
+        );
+        let gzip_en = req(
+            "GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\nAccept-Language: en\r\n\r\n",
+        );
+        let v = variant(&r, &gzip_en).unwrap();
+        assert_eq!(v, b"accept-encoding:gzip\naccept-language:en\n");
+        let s = Stored::decode(&Stored::new(&r, b"x".to_vec(), 60, 0, v).encode()).unwrap();
+        assert!(s.serves(&gzip_en));
+        // Same values, other spelling of the names, other fields: served.
+        assert!(s.serves(&req(
+            "GET / HTTP/1.1\r\nhost: h\r\naccept-language:  en \r\nX: 1\r\nACCEPT-ENCODING: gzip\r\n\r\n"
+        )));
+        // Another value, or one missing: not served.
+        assert!(!s.serves(&req(
+            "GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: br\r\nAccept-Language: en\r\n\r\n"
+        )));
+        assert!(!s.serves(&req(
+            "GET / HTTP/1.1\r\nHost: h\r\nAccept-Language: en\r\n\r\n"
+        )));
+        // Without `Vary`, every request; with `Vary: *`, nothing is stored.
+        let plain = resp("HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n\r\n");
+        assert_eq!(variant(&plain, &gzip_en), Some(Vec::new()));
+        let star = resp("HTTP/1.1 200 OK\r\nVary: Accept, *\r\n\r\n");
+        assert_eq!(variant(&star, &gzip_en), None);
     }
 }

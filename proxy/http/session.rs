@@ -401,15 +401,23 @@ struct CacheTx {
     capture: Option<Capture>,
     /// Held while this transaction fills `key`; others wait for it.
     _fill: Option<super::shared::Fill>,
+    /// The client's request, for the values of the fields a response's `Vary` names.
+    request: RequestHead,
 }
 
 impl CacheTx {
-    fn new(key: String, stale: Option<Stored>, fill: Option<super::shared::Fill>) -> CacheTx {
+    fn new(
+        key: String,
+        stale: Option<Stored>,
+        fill: Option<super::shared::Fill>,
+        request: &RequestHead,
+    ) -> CacheTx {
         CacheTx {
             key,
             stale,
             capture: None,
             _fill: fill,
+            request: request.clone(),
         }
     }
 }
@@ -417,6 +425,8 @@ impl CacheTx {
 /// A storable response's payload, gathered as it passes to the client.
 struct Capture {
     head: codec::ResponseHead,
+    /// The request's side of the response's `Vary` (`caching::variant`).
+    variant: Vec<u8>,
     lifetime: u64,
     body: Vec<u8>,
     chunked: Option<ChunkedScanner>,
@@ -887,6 +897,8 @@ impl Session {
     ) {
         let m = &self.shared.metrics;
         let now = caching::now_s();
+        // Another variant (`Vary`) is a miss, and this request's response replaces it.
+        let stored = stored.filter(|obj| obj.serves(&pending.head));
         match stored {
             Some(obj) if obj.is_fresh(now) && !revalidate => {
                 m.cache_hits.inc();
@@ -895,20 +907,21 @@ impl Session {
             Some(obj) => {
                 // Stale: ask the origin whether it changed, with our validators in place
                 // of the client's.
+                let validators = obj.validators();
+                let ctx = CacheTx::new(key, Some(obj), None, &pending.head);
                 pending.head.headers.retain(|h| {
                     !h.name.eq_ignore_ascii_case("if-none-match")
                         && !h.name.eq_ignore_ascii_case("if-modified-since")
                 });
-                for (name, value) in obj.validators() {
+                for (name, value) in validators {
                     pending.head.headers.push(&name, &value);
                 }
-                let ctx = CacheTx::new(key, Some(obj), None);
                 self.forward(t, pending, Some(ctx));
             }
             None => match self.shared.begin_fill(&key) {
                 Some(fill) => {
                     m.cache_misses.inc();
-                    let ctx = CacheTx::new(key, None, Some(fill));
+                    let ctx = CacheTx::new(key, None, Some(fill), &pending.head);
                     self.forward(t, pending, Some(ctx));
                 }
                 None if since.elapsed() < self.shared.settings.timeouts.connect => {
@@ -1305,17 +1318,18 @@ impl Session {
                         }
                         let limit = self.shared.settings.max_doc_size;
                         let fits = !matches!(framing, BodyFraming::Length(n) if n > limit);
-                        c.capture =
-                            caching::freshness(&head, now)
-                                .filter(|_| fits)
-                                .map(|lifetime| Capture {
-                                    head: head.clone(),
-                                    lifetime,
-                                    body: Vec::new(),
-                                    chunked: (framing == BodyFraming::Chunked)
-                                        .then(ChunkedScanner::new),
-                                    limit,
-                                });
+                        c.capture = caching::freshness(&head, now)
+                            .filter(|_| fits)
+                            .zip(caching::variant(&head, &c.request))
+                            .map(|(lifetime, variant)| Capture {
+                                head: head.clone(),
+                                variant,
+                                lifetime,
+                                body: Vec::new(),
+                                chunked: (framing == BodyFraming::Chunked)
+                                    .then(ChunkedScanner::new),
+                                limit,
+                            });
                         if c.capture.is_none() && c.stale.is_some() {
                             // Replaced by something we may not keep: forget the old one.
                             if let Some(cache) = self.shared.cache() {
@@ -1420,7 +1434,8 @@ impl Session {
         let Some(mut tx) = self.tx.take() else { return };
         if let Some(c) = tx.cache.as_mut() {
             if let (Some(cap), Some(cache)) = (c.capture.take(), self.shared.cache()) {
-                let obj = Stored::new(&cap.head, cap.body, cap.lifetime, caching::now_s());
+                let now = caching::now_s();
+                let obj = Stored::new(&cap.head, cap.body, cap.lifetime, now, cap.variant);
                 cache.put(&c.key, &obj.encode());
                 self.shared.metrics.cache_writes.inc();
                 self.shared.note_cache_usage();
