@@ -3,7 +3,8 @@
 
 mod util;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use util::http::{self, Conn};
 use util::origin::{ok, Origin};
@@ -182,6 +183,51 @@ fn a_varying_response_serves_only_requests_with_the_same_values() {
         assert_eq!(origin.request_count(), fetched, "step {i}");
     }
     assert_eq!(d.metric("proxy.process.cache.hits"), 3);
+}
+
+#[test]
+fn requests_for_a_url_that_is_never_stored_do_not_queue_behind_each_other() {
+    // The origin answers without freshness (nothing is stored) after 300 ms, and counts
+    // how many requests it holds at once.
+    let held = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (h, m) = (held.clone(), most.clone());
+    let origin = Origin::start(move |_| {
+        let now = h.fetch_add(1, Ordering::SeqCst) + 1;
+        m.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        h.fetch_sub(1, Ordering::SeqCst);
+        Some(ok(b"dynamic", &[]))
+    });
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let addr = d.addr();
+    let wave = |n: usize| {
+        let clients: Vec<_> = (0..n)
+            .map(|_| std::thread::spawn(move || http::get(addr, "t", "/dynamic").unwrap()))
+            .collect();
+        for c in clients {
+            let r = c.join().unwrap();
+            assert_eq!((r.status, r.text().as_str()), (200, "dynamic"));
+        }
+    };
+    // The first wave coalesces behind one fill until its response shows that nothing
+    // will be stored; the waiting requests then go to the origin together, not one
+    // fill after another.
+    wave(6);
+    assert_eq!(origin.request_count(), 6);
+    assert!(
+        most.load(Ordering::SeqCst) >= 2,
+        "the waiters were served one by one"
+    );
+    // The next wave knows the URL is not stored and does not coalesce at all.
+    most.store(0, Ordering::SeqCst);
+    wave(5);
+    assert_eq!(origin.request_count(), 11);
+    assert!(most.load(Ordering::SeqCst) >= 4, "{:?}", most);
+    assert_eq!(d.metric("proxy.process.cache.hits"), 0);
 }
 
 #[test]

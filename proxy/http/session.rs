@@ -400,7 +400,7 @@ struct CacheTx {
     /// The response being captured for storing.
     capture: Option<Capture>,
     /// Held while this transaction fills `key`; others wait for it.
-    _fill: Option<super::shared::Fill>,
+    fill: Option<super::shared::Fill>,
     /// The client's request, for the values of the fields a response's `Vary` names.
     request: RequestHead,
 }
@@ -416,7 +416,7 @@ impl CacheTx {
             key,
             stale,
             capture: None,
-            _fill: fill,
+            fill,
             request: request.clone(),
         }
     }
@@ -918,6 +918,13 @@ impl Session {
                 }
                 self.forward(t, pending, Some(ctx));
             }
+            None if self.shared.recently_unstorable(&key) => {
+                // Not storable last time: fetch alongside the others instead of queueing
+                // behind a fill, and without capturing; the hint expires, then the next
+                // miss tries to fill again.
+                m.cache_misses.inc();
+                self.forward(t, pending, None);
+            }
             None => match self.shared.begin_fill(&key) {
                 Some(fill) => {
                     m.cache_misses.inc();
@@ -1330,6 +1337,11 @@ impl Session {
                                     .then(ChunkedScanner::new),
                                 limit,
                             });
+                        if c.capture.is_none() {
+                            // Nothing to store: let the requests waiting for this fill
+                            // go to the origin now, not after this whole transfer.
+                            c.fill = None;
+                        }
                         if c.capture.is_none() && c.stale.is_some() {
                             // Replaced by something we may not keep: forget the old one.
                             if let Some(cache) = self.shared.cache() {
@@ -1386,6 +1398,7 @@ impl Session {
                                 .is_some_and(|cap| !cap.feed(&o.inbuf[..n]))
                             {
                                 c.capture = None; // too large: streams through uncached
+                                c.fill = None;
                             }
                         }
                         if !tx.dechunk {
@@ -1437,6 +1450,9 @@ impl Session {
                 let now = caching::now_s();
                 let obj = Stored::new(&cap.head, cap.body, cap.lifetime, now, cap.variant);
                 cache.put(&c.key, &obj.encode());
+                if let Some(fill) = c.fill.as_mut() {
+                    fill.stored();
+                }
                 self.shared.metrics.cache_writes.inc();
                 self.shared.note_cache_usage();
             }

@@ -5,7 +5,7 @@ use iocore::stats::{Counter, Gauge, Histogram};
 use iocore::Registry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Timeouts of SPEC §3, as durations.
 #[derive(Clone, Debug)]
@@ -116,12 +116,31 @@ pub struct HttpShared {
     draining: AtomicBool,
     cache: std::sync::OnceLock<Arc<crate::cache::Cache>>,
     filling: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Keys whose last fill brought nothing storable, until when misses for them skip
+    /// the fill (and the wait for it) and go to the origin side by side.
+    unstorable: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
+/// How long a key whose fill brought nothing storable is fetched without coalescing.
+const UNSTORABLE_FOR: Duration = Duration::from_secs(10);
+/// Keys remembered as unstorable at most (expired ones are dropped first).
+const UNSTORABLE_MAX: usize = 10_000;
+
 /// The right to fill one cache key: while it lives, other misses for the key wait.
+/// Dropped without [`Fill::stored`], it marks the key unstorable for a while, so that
+/// requests for a URL that is never cached (no freshness, `no-store`, too big) do not
+/// queue behind each other's fills.
 pub struct Fill {
     shared: Arc<HttpShared>,
     key: String,
+    stored: bool,
+}
+
+impl Fill {
+    /// The object was stored: the fill succeeded.
+    pub fn stored(&mut self) {
+        self.stored = true;
+    }
 }
 
 impl Drop for Fill {
@@ -131,6 +150,23 @@ impl Drop for Fill {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.key);
+        let mut unstorable = self
+            .shared
+            .unstorable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.stored {
+            unstorable.remove(&self.key);
+            return;
+        }
+        let now = Instant::now();
+        if unstorable.len() >= UNSTORABLE_MAX {
+            unstorable.retain(|_, until| *until > now);
+            if unstorable.len() >= UNSTORABLE_MAX {
+                unstorable.clear();
+            }
+        }
+        unstorable.insert(std::mem::take(&mut self.key), now + UNSTORABLE_FOR);
     }
 }
 
@@ -146,6 +182,7 @@ impl HttpShared {
             draining: AtomicBool::new(false),
             cache: std::sync::OnceLock::new(),
             filling: std::sync::Mutex::new(std::collections::HashSet::new()),
+            unstorable: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -244,7 +281,16 @@ impl HttpShared {
         inserted.then(|| Fill {
             shared: self.clone(),
             key: key.to_string(),
+            stored: false,
         })
+    }
+
+    /// Whether the last fill of `key`, not long ago, brought nothing storable.
+    pub(crate) fn recently_unstorable(&self, key: &str) -> bool {
+        let unstorable = self.unstorable.lock().unwrap_or_else(|e| e.into_inner());
+        unstorable
+            .get(key)
+            .is_some_and(|until| *until > Instant::now())
     }
 
     /// Whether some transaction is filling `key` now.
