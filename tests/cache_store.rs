@@ -681,25 +681,26 @@ fn lookup_answers_from_ram_at_once_and_reads_the_disk_on_the_span_io_thread() {
         cache.sync().unwrap();
     }
     let (cache, _) = Cache::open(&config, MIB);
-    let unused = |_: Option<Arc<[u8]>>| panic!("no callback for an answer from RAM");
     // A key the span's index does not have, with no write queued: a miss at once.
-    assert!(matches!(cache.lookup("absent", unused), Lookup::Done(None)));
+    assert!(matches!(cache.lookup("absent"), Lookup::Done(None)));
     let (tx, rx) = mpsc::channel();
-    let done = move |v: Option<Arc<[u8]>>| {
+    let Lookup::Disk(read) = cache.lookup("on-disk") else {
+        panic!("not a disk read");
+    };
+    read.then(move |v| {
         let name = std::thread::current().name().map(str::to_string);
         tx.send((v, name)).unwrap();
-    };
-    assert!(matches!(cache.lookup("on-disk", done), Lookup::Queued));
+    });
     let (value, thread) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(value.as_deref(), Some(&b"from disk"[..]));
     assert_eq!(thread.as_deref(), Some("[CACHE I/O 0]"));
-    // The disk hit is now in RAM: answered at once, the callback never called.
-    match cache.lookup("on-disk", unused) {
+    // The disk hit is now in RAM: answered at once.
+    match cache.lookup("on-disk") {
         Lookup::Done(v) => assert_eq!(v.as_deref(), Some(&b"from disk"[..])),
-        Lookup::Queued => panic!("not promoted to RAM"),
+        Lookup::Disk(_) => panic!("not promoted to RAM"),
     }
     let (ram_only, _) = Cache::open(&[], MIB);
-    assert!(matches!(ram_only.lookup("x", unused), Lookup::Done(None)));
+    assert!(matches!(ram_only.lookup("x"), Lookup::Done(None)));
 }
 
 #[test]
@@ -731,8 +732,10 @@ fn a_put_racing_a_disk_read_of_the_same_key_wins() {
         }
         let (cache, _) = Cache::open(&config, MIB);
         let (tx, rx) = mpsc::channel();
-        let queued = cache.lookup("k", move |v| tx.send(v).unwrap());
-        assert!(matches!(queued, Lookup::Queued));
+        let Lookup::Disk(read) = cache.lookup("k") else {
+            panic!("not a disk read");
+        };
+        read.then(move |v| tx.send(v).unwrap());
         cache.put("k", b"new"); // while (or before, or after) the read runs
         let _ = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(

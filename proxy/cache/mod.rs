@@ -9,8 +9,8 @@
 //! `wait_for_cache` gate. The store knows nothing of HTTP: keys are strings, values bytes.
 //!
 //! Disk I/O runs on one `[CACHE I/O n]` thread per span (`io.rs`), never on the caller's
-//! thread: [`Cache::lookup`] answers from RAM at once or queues the disk read and calls
-//! back, and [`Cache::put`] / [`Cache::remove`] change RAM at once and queue the disk
+//! thread: [`Cache::lookup`] answers from RAM at once or hands back the disk read to
+//! queue ([`DiskRead::then`]), which calls back, and [`Cache::put`] / [`Cache::remove`] change RAM at once and queue the disk
 //! write. [`Cache::get`] and [`Cache::sync`] wait for the I/O thread, for callers that may
 //! block (tests, start-up, shutdown).
 
@@ -66,13 +66,31 @@ struct Online {
     io: io::SpanIo,
 }
 
-/// What [`Cache::lookup`] did.
+/// What [`Cache::lookup`] found.
 #[derive(Debug)]
-pub enum Lookup {
-    /// Answered at once: the value from RAM, or None when no span can hold the key.
+#[must_use]
+pub enum Lookup<'a> {
+    /// Answered at once: the value from RAM, or None when no span holds the key.
     Done(Option<Arc<[u8]>>),
-    /// The key's span is being read; the callback gets the value on its I/O thread.
-    Queued,
+    /// Only the key's span can tell: [`DiskRead::then`] queues the read.
+    Disk(DiskRead<'a>),
+}
+
+/// A read of one key from its span, not queued yet.
+#[derive(Debug)]
+#[must_use]
+pub struct DiskRead<'a> {
+    span: &'a Online,
+    key: &'a str,
+    seen: u64,
+}
+
+impl DiskRead<'_> {
+    /// Queues the read on the span's I/O thread, which keeps the value in RAM (unless
+    /// the key changed since the lookup) and then calls `done` with it, there.
+    pub fn then(self, done: impl FnOnce(Option<Arc<[u8]>>) + Send + 'static) {
+        self.span.io.read(self.key, self.seen, Box::new(done));
+    }
 }
 
 impl Cache {
@@ -138,13 +156,9 @@ impl Cache {
         (cache, statuses)
     }
 
-    /// The value under `key` from RAM, or else a read of the key's span queued on its
-    /// I/O thread, which keeps the value in RAM and calls `done` with it there. Never
-    /// waits for the disk; `done` is dropped unused when the answer is immediate.
-    pub fn lookup<F>(&self, key: &str, done: F) -> Lookup
-    where
-        F: FnOnce(Option<Arc<[u8]>>) + Send + 'static,
-    {
+    /// The value under `key` from RAM, or a miss known from the span's in-memory index,
+    /// or else the disk read to queue. Never waits for the disk.
+    pub fn lookup<'a>(&'a self, key: &'a str) -> Lookup<'a> {
         // Taken before RAM is looked at: a put or remove of `key` from now on wins over
         // what the disk read brings back.
         let seen = self.ram.clock();
@@ -155,10 +169,7 @@ impl Cache {
             // A miss known without the disk: no change queued, and the index (in memory)
             // does not have the key.
             Some(s) if s.io.settled() && !s.span.contains(key) => Lookup::Done(None),
-            Some(s) => {
-                s.io.read(key, seen, Box::new(done));
-                Lookup::Queued
-            }
+            Some(span) => Lookup::Disk(DiskRead { span, key, seen }),
             None => Lookup::Done(None),
         }
     }
@@ -166,12 +177,15 @@ impl Cache {
     /// The value under `key`, as [`lookup`](Self::lookup), waiting for the disk read if
     /// there is one: for threads that may block, never an event thread.
     pub fn get(&self, key: &str) -> Option<Arc<[u8]>> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        match self.lookup(key, move |v| {
-            let _ = tx.send(v);
-        }) {
+        match self.lookup(key) {
             Lookup::Done(v) => v,
-            Lookup::Queued => rx.recv().ok().flatten(),
+            Lookup::Disk(read) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                read.then(move |v| {
+                    let _ = tx.send(v);
+                });
+                rx.recv().ok().flatten()
+            }
         }
     }
 

@@ -857,19 +857,19 @@ impl Session {
         revalidate: bool,
         since: Instant,
     ) {
-        let read = NEXT_READ.with(|n| {
-            n.set(n.get() + 1);
-            n.get()
-        });
-        let here = t.handle();
-        // Runs on the span's I/O thread: hands the value back to this ET_NET thread.
-        let done = move |value| here.run(move |t| cache_read_done(t, read, value));
-        match cache.lookup(&key, done) {
+        match cache.lookup(&key) {
             Lookup::Done(value) => {
                 let stored = value.and_then(|b| Stored::decode(&b));
                 self.resolve(t, pending, key, revalidate, since, stored);
             }
-            Lookup::Queued => {
+            Lookup::Disk(disk) => {
+                let read = NEXT_READ.with(|n| {
+                    n.set(n.get() + 1);
+                    n.get()
+                });
+                let here = t.handle();
+                // Runs on the span's I/O thread: hands the value back to this thread.
+                disk.then(move |value| here.run(move |t| cache_read_done(t, read, value)));
                 self.shared.metrics.cache_disk_reads.inc();
                 READS.with(|r| r.borrow_mut().insert(read, self.me.clone()));
                 self.waiting = Some(Waiting {
