@@ -155,6 +155,41 @@ fn set_linger0(s: &TcpStream) -> bool {
 }
 
 #[test]
+fn a_last_response_leaves_whole_with_the_close() {
+    // The last response of a connection is written with MSG_MORE and its tail leaves
+    // with the FIN; the close must follow at once, for a fresh and a pooled origin
+    // connection, and for a local error.
+    let origin = Origin::fixed(b"last one");
+    let d = proxy_to(&origin, "");
+    for (request, expect) in [
+        (
+            "GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "last one",
+        ),
+        (
+            "GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "last one",
+        ),
+        ("GET /c HTTP/1.0\r\nHost: t\r\n\r\n", "last one"),
+        ("BAD\r\n\r\n", "HTTP/1.1 400"),
+    ] {
+        let mut c = TcpStream::connect(d.addr()).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        let t0 = std::time::Instant::now();
+        // read_all returns at EOF, or at the 10 s limit if the close never came.
+        let got = String::from_utf8_lossy(&read_all(&mut c, Duration::from_secs(10))).to_string();
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{request:?}: no close"
+        );
+        assert!(got.contains(expect), "{request:?}: {got:?}");
+        if expect == "last one" {
+            assert!(got.ends_with("last one"), "{request:?}: {got:?}");
+        }
+    }
+}
+
+#[test]
 fn pipelined_requests_are_answered_in_order() {
     let origin = Origin::start(|r| Some(ok(r.path.as_bytes(), &[])));
     let d = proxy_to(&origin, "");

@@ -147,6 +147,13 @@ impl NetConnection {
         super::socket::send(self.fd.as_raw_fd(), buf)
     }
 
+    /// Writes the last bytes before a close or [`shutdown_write`](Self::shutdown_write)
+    /// that the caller makes next: with MSG_MORE the kernel holds a short tail until
+    /// then, and it leaves in one segment with the FIN instead of two.
+    pub fn send_last(&self, buf: &[u8]) -> io::Result<usize> {
+        super::socket::send_flags(self.fd.as_raw_fd(), buf, libc::MSG_MORE)
+    }
+
     /// Half-closes the write side (sends FIN).
     pub fn shutdown_write(&self) -> io::Result<()> {
         super::socket::shutdown_write(self.fd.as_raw_fd())
