@@ -194,20 +194,24 @@ impl Cache {
     /// disk is then removed so that it cannot come back once RAM lets the new one go.
     pub fn put(&self, key: &str, value: &[u8]) {
         let value: Arc<[u8]> = Arc::from(value);
-        // RAM first: a read of `key` queued before this is then not promoted (its `seen`
-        // is older), and one queued after runs after the write, in span order.
-        self.ram.put(key, value.clone());
+        // The disk write is queued before RAM changes. A read queued before the write
+        // took its `seen` before the RAM change, so what it brings back is not promoted
+        // over it; a read whose `seen` is after the RAM change was queued after the
+        // write, so it reads the new value. (RAM first would let a read slip in between
+        // and promote the old value over a new one too big for RAM.)
         if let Some(s) = self.span_for(key) {
-            s.io.write(key, value);
+            s.io.write(key, value.clone());
         }
+        self.ram.put(key, value);
     }
 
-    /// Removes `key` from RAM at once and from its span by the span's I/O thread.
+    /// Removes `key` from RAM at once and from its span by the span's I/O thread (the
+    /// removal is queued first, as in [`put`](Self::put)).
     pub fn remove(&self, key: &str) {
-        self.ram.remove(key);
         if let Some(s) = self.span_for(key) {
             s.io.remove(key);
         }
+        self.ram.remove(key);
     }
 
     /// Sets `f` to be called after each write or removal has reached its span (on the
