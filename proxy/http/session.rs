@@ -373,7 +373,8 @@ struct Tx {
     /// A reused origin connection failed before answering: resend this once on a new one.
     retry: Option<Vec<u8>>,
     /// What the cache has to do with this transaction.
-    cache: Option<CacheTx>,
+    /// Boxed, as `Session::waiting`: a session holds a `Tx` inline, idle or not.
+    cache: Option<Box<CacheTx>>,
 }
 
 /// A request resolved to its origin, not yet sent.
@@ -466,7 +467,8 @@ pub(crate) struct Session {
     deadline: Instant,
     dead: bool,
     shut_client: bool,
-    waiting: Option<Waiting>,
+    /// Boxed: rare, and large (a whole request), it should not widen every session.
+    waiting: Option<Box<Waiting>>,
     /// When the last transaction ended.
     idle_since: Instant,
     /// How much of `inbuf` the head parser has already searched for the end of head.
@@ -883,12 +885,12 @@ impl Session {
                 disk.then(move |value| here.run(move |t| cache_read_done(t, read, value)));
                 self.shared.metrics.cache_disk_reads.inc();
                 READS.with(|r| r.borrow_mut().insert(read, self.me.clone()));
-                self.waiting = Some(Waiting {
+                self.waiting = Some(Box::new(Waiting {
                     pending,
                     key,
                     revalidate,
                     since,
-                });
+                }));
                 self.phase = Phase::CacheRead;
             }
         }
@@ -943,12 +945,12 @@ impl Session {
                     self.forward(t, pending, Some(ctx));
                 }
                 None if since.elapsed() < self.shared.settings.timeouts.connect => {
-                    self.waiting = Some(Waiting {
+                    self.waiting = Some(Box::new(Waiting {
                         pending,
                         key,
                         revalidate,
                         since,
-                    });
+                    }));
                     self.phase = Phase::CacheWait;
                     if let Some(me) = self.me.upgrade().filter(|_| !self.parked) {
                         self.parked = true;
@@ -1015,7 +1017,7 @@ impl Session {
             client_http10: head.minor_version == 0,
             dechunk: false,
             retry,
-            cache,
+            cache: cache.map(Box::new),
         });
         self.phase = Phase::Exchange;
         match self.origin.as_ref() {
