@@ -1,0 +1,32 @@
+//! A stored cache object read back from a span (bytes a crash or a bad disk may have
+//! mangled, behind the span's checksum) never panics the reader, and what decodes
+//! encodes back to itself. The first byte picks the request its `Vary` is matched with.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use turnstile::http::caching::Stored;
+use turnstile::http::codec::parse_request;
+
+const REQUESTS: [&[u8]; 3] = [
+    b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\nAccept-Language: en\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\naccept-encoding: br, gzip\r\nAccept-Encoding: x\r\n\r\n",
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, bytes)) = data.split_first() else {
+        return;
+    };
+    let Some(obj) = Stored::decode(bytes) else {
+        return;
+    };
+    assert_eq!(Stored::decode(&obj.encode()).as_ref(), Some(&obj));
+    let raw = REQUESTS[pick as usize % REQUESTS.len()];
+    let (req, _) = parse_request(raw, 1 << 16).unwrap().unwrap();
+    let _ = obj.serves(&req);
+    let _ = obj.is_fresh(u64::from(pick));
+    let _ = obj.validators();
+    let mut out = Vec::new();
+    obj.write_hit(&mut out, "1.1 fuzz", pick & 1 == 0, u64::from(pick) << 20);
+    assert!(out.len() >= obj.body.len());
+});
