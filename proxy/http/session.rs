@@ -11,7 +11,7 @@ use super::caching::{self, Stored};
 use super::codec::{
     self, BodyFraming, ChunkedScanner, ForwardRequest, ForwardResponse, HeadError, RequestHead,
 };
-use super::shared::HttpShared;
+use super::shared::{Claim, HttpShared};
 use crate::cache::Lookup;
 use crate::stats_http::{self, Format};
 use iocore::{EThread, Event, Interest, NetConnection, Ready, Socket, Token, Verdict};
@@ -931,20 +931,13 @@ impl Session {
                 }
                 self.forward(t, pending, Some(ctx));
             }
-            None if self.shared.recently_unstorable(&key) => {
-                // Not storable last time: fetch alongside the others instead of queueing
-                // behind a fill, and without capturing; the hint expires, then the next
-                // miss tries to fill again.
-                m.cache_misses.inc();
-                self.forward(t, pending, None);
-            }
-            None => match self.shared.begin_fill(&key) {
-                Some(fill) => {
+            None => match self.shared.claim_fill(&key) {
+                Claim::Fill(fill) => {
                     m.cache_misses.inc();
                     let ctx = CacheTx::new(key, None, Some(fill), &pending.head);
                     self.forward(t, pending, Some(ctx));
                 }
-                None if since.elapsed() < self.shared.settings.timeouts.connect => {
+                Claim::InFlight if since.elapsed() < self.shared.settings.timeouts.connect => {
                     self.waiting = Some(Box::new(Waiting {
                         pending,
                         key,
@@ -957,8 +950,11 @@ impl Session {
                         park(t, &me);
                     }
                 }
-                None => {
-                    // The fill takes too long: fetch without waiting any more.
+                // Not storable last time: fetch alongside the others instead of queueing
+                // behind a fill, and without capturing; the hint expires, then the next
+                // miss tries to fill again. Or the fill takes too long: fetch without
+                // waiting any more.
+                Claim::Unstorable | Claim::InFlight => {
                     m.cache_misses.inc();
                     self.forward(t, pending, None);
                 }

@@ -115,10 +115,27 @@ pub struct HttpShared {
     pub(crate) registry: Arc<Registry>,
     draining: AtomicBool,
     cache: std::sync::OnceLock<Arc<crate::cache::Cache>>,
-    filling: std::sync::Mutex<std::collections::HashSet<String>>,
+    fills: std::sync::Mutex<Fills>,
+}
+
+/// Cache fills in flight, and what the recent ones that stored nothing taught.
+#[derive(Default)]
+struct Fills {
+    /// Keys some transaction is filling now.
+    filling: std::collections::HashSet<String>,
     /// Keys whose last fill brought nothing storable, until when misses for them skip
     /// the fill (and the wait for it) and go to the origin side by side.
-    unstorable: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    unstorable: std::collections::HashMap<String, Instant>,
+}
+
+/// What a cache miss may do about filling its key ([`HttpShared::claim_fill`]).
+pub(crate) enum Claim {
+    /// Fetch and store it; others wait meanwhile.
+    Fill(Fill),
+    /// Another transaction is filling it: wait for that.
+    InFlight,
+    /// Its last fill stored nothing, not long ago: fetch without filling or waiting.
+    Unstorable,
 }
 
 /// How long a key whose fill brought nothing storable is fetched without coalescing.
@@ -145,28 +162,23 @@ impl Fill {
 
 impl Drop for Fill {
     fn drop(&mut self) {
-        self.shared
-            .filling
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
-        let mut unstorable = self
-            .shared
-            .unstorable
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut fills = self.shared.fills();
+        let Some(key) = fills.filling.take(&self.key) else {
+            return;
+        };
         if self.stored {
-            unstorable.remove(&self.key);
+            fills.unstorable.remove(&key);
             return;
         }
         let now = Instant::now();
+        let unstorable = &mut fills.unstorable;
         if unstorable.len() >= UNSTORABLE_MAX {
             unstorable.retain(|_, until| *until > now);
             if unstorable.len() >= UNSTORABLE_MAX {
                 unstorable.clear();
             }
         }
-        unstorable.insert(std::mem::take(&mut self.key), now + UNSTORABLE_FOR);
+        unstorable.insert(key, now + UNSTORABLE_FOR);
     }
 }
 
@@ -181,8 +193,7 @@ impl HttpShared {
             registry,
             draining: AtomicBool::new(false),
             cache: std::sync::OnceLock::new(),
-            filling: std::sync::Mutex::new(std::collections::HashSet::new()),
-            unstorable: std::sync::Mutex::new(std::collections::HashMap::new()),
+            fills: std::sync::Mutex::default(),
         })
     }
 
@@ -271,34 +282,34 @@ impl HttpShared {
         }
     }
 
-    /// Claims the fill of `key`; None when another transaction is filling it.
-    pub(crate) fn begin_fill(self: &Arc<Self>, key: &str) -> Option<Fill> {
-        let inserted = self
-            .filling
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string());
-        inserted.then(|| Fill {
+    fn fills(&self) -> std::sync::MutexGuard<'_, Fills> {
+        self.fills.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What a miss for `key` may do: fill it, wait for the fill in flight, or fetch
+    /// without filling because the last fill, not long ago, stored nothing.
+    pub(crate) fn claim_fill(self: &Arc<Self>, key: &str) -> Claim {
+        let mut fills = self.fills();
+        if fills
+            .unstorable
+            .get(key)
+            .is_some_and(|until| *until > Instant::now())
+        {
+            return Claim::Unstorable;
+        }
+        if !fills.filling.insert(key.to_string()) {
+            return Claim::InFlight;
+        }
+        Claim::Fill(Fill {
             shared: self.clone(),
             key: key.to_string(),
             stored: false,
         })
     }
 
-    /// Whether the last fill of `key`, not long ago, brought nothing storable.
-    pub(crate) fn recently_unstorable(&self, key: &str) -> bool {
-        let unstorable = self.unstorable.lock().unwrap_or_else(|e| e.into_inner());
-        unstorable
-            .get(key)
-            .is_some_and(|until| *until > Instant::now())
-    }
-
     /// Whether some transaction is filling `key` now.
     pub(crate) fn fill_in_flight(&self, key: &str) -> bool {
-        self.filling
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(key)
+        self.fills().filling.contains(key)
     }
 
     /// Shutting down: finish transactions, keep no connection alive.
