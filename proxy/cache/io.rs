@@ -159,6 +159,13 @@ impl Drop for SpanIo {
 
 /// On the I/O thread: runs jobs in order until stopped and the queue is empty.
 fn run(shared: &Shared, span: &Span, ram: &RamCache, observer: &Observer) {
+    // A queued change (write or removal) has reached the span.
+    let changed = || {
+        shared.changes.fetch_sub(1, Ordering::AcqRel);
+        if let Some(f) = observer.get() {
+            f();
+        }
+    };
     loop {
         let job = {
             let mut q = lock(&shared.queue);
@@ -192,19 +199,13 @@ fn run(shared: &Shared, span: &Span, ram: &RamCache, observer: &Observer) {
                     }
                 }
                 shared.queued_bytes.fetch_sub(value.len(), Ordering::AcqRel);
-                shared.changes.fetch_sub(1, Ordering::AcqRel);
-                if let Some(f) = observer.get() {
-                    f();
-                }
+                changed();
             }
             Job::Remove { key } => {
                 if let Err(e) = span.remove(&key) {
                     log::debug!("cache: tombstone for {key:?} not written: {e}");
                 }
-                shared.changes.fetch_sub(1, Ordering::AcqRel);
-                if let Some(f) = observer.get() {
-                    f();
-                }
+                changed();
             }
             Job::Sync(reply) => {
                 let _ = reply.send(span.sync());

@@ -655,11 +655,13 @@ impl Session {
     fn flush_client(&mut self) -> bool {
         let mut wrote = false;
         // The last bytes of the connection: the close or shutdown follows as soon as they
-        // are out, and carries their tail with its FIN.
-        let last = self.phase == Phase::Closing
-            || self.tx.as_ref().is_some_and(|tx| {
-                !tx.client_keep_alive && tx.resp_body.as_ref().is_some_and(Body::done)
-            });
+        // are out, and carries their tail with its FIN. (Only asked when there is
+        // something to write: this runs on every turn of `drive`.)
+        let last = !self.out_c.is_empty()
+            && (self.phase == Phase::Closing
+                || self.tx.as_ref().is_some_and(|tx| {
+                    !tx.client_keep_alive && tx.resp_body.as_ref().is_some_and(Body::done)
+                }));
         while !self.out_c.is_empty() && self.client.writable {
             let sent = if last {
                 self.conn.send_last(&self.out_c)
