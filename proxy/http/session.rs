@@ -402,23 +402,20 @@ struct CacheTx {
     capture: Option<Capture>,
     /// Held while this transaction fills `key`; others wait for it.
     fill: Option<super::shared::Fill>,
-    /// The client's request, for the values of the fields a response's `Vary` names.
-    request: RequestHead,
+    /// The client's request as it came, for the values of the fields a response's
+    /// `Vary` names: the head `forward` sends, moved in there once sent (no copy), or a
+    /// copy made before a revalidation replaces the client's conditional fields.
+    request: Option<RequestHead>,
 }
 
 impl CacheTx {
-    fn new(
-        key: String,
-        stale: Option<Stored>,
-        fill: Option<super::shared::Fill>,
-        request: &RequestHead,
-    ) -> CacheTx {
+    fn new(key: String, stale: Option<Stored>, fill: Option<super::shared::Fill>) -> CacheTx {
         CacheTx {
             key,
             stale,
             capture: None,
             fill,
-            request: request.clone(),
+            request: None,
         }
     }
 }
@@ -923,7 +920,8 @@ impl Session {
                 // Stale: ask the origin whether it changed, with our validators in place
                 // of the client's.
                 let validators = obj.validators();
-                let ctx = CacheTx::new(key, Some(obj), None, &pending.head);
+                let mut ctx = CacheTx::new(key, Some(obj), None);
+                ctx.request = Some(pending.head.clone());
                 pending.head.headers.retain(|h| {
                     !h.name.eq_ignore_ascii_case("if-none-match")
                         && !h.name.eq_ignore_ascii_case("if-modified-since")
@@ -936,7 +934,7 @@ impl Session {
             None => match self.shared.claim_fill(&key) {
                 Claim::Fill(fill) => {
                     m.cache_misses.inc();
-                    let ctx = CacheTx::new(key, None, Some(fill), &pending.head);
+                    let ctx = CacheTx::new(key, None, Some(fill));
                     self.forward(t, pending, Some(ctx));
                 }
                 Claim::InFlight if since.elapsed() < self.shared.settings.timeouts.connect => {
@@ -1006,16 +1004,22 @@ impl Session {
         let retry = req_body.done().then(|| out.clone());
         self.out_o = out;
         shared.metrics.active_transactions.inc();
+        let method = codec::framing_method(head.method());
+        let client_http10 = head.minor_version == 0;
+        let cache = cache.map(|mut c| {
+            c.request.get_or_insert(head);
+            Box::new(c)
+        });
         self.tx = Some(Tx {
-            method: codec::framing_method(head.method()),
+            method,
             req_body,
             resp_body: None,
             client_keep_alive,
             origin_keep_alive: true,
-            client_http10: head.minor_version == 0,
+            client_http10,
             dechunk: false,
             retry,
-            cache: cache.map(Box::new),
+            cache,
         });
         self.phase = Phase::Exchange;
         match self.origin.as_ref() {
@@ -1338,7 +1342,7 @@ impl Session {
                         let fits = !matches!(framing, BodyFraming::Length(n) if n > limit);
                         c.capture = caching::freshness(&head, now)
                             .filter(|_| fits)
-                            .zip(caching::variant(&head, &c.request))
+                            .zip(c.request.as_ref().and_then(|r| caching::variant(&head, r)))
                             .map(|(lifetime, variant)| Capture {
                                 head: head.clone(),
                                 variant,
