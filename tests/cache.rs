@@ -450,3 +450,49 @@ fn a_corrupted_span_tail_is_skipped_and_earlier_objects_are_served() {
     assert_eq!(http::get(d.addr(), "t", "/o9").unwrap().text(), "fresh /o9");
     assert_eq!(origin.request_count(), before + 1);
 }
+
+#[test]
+fn a_request_waiting_for_another_fill_is_in_flight_and_answered_through_a_stop() {
+    // The origin holds its answer until the test lets it go.
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = release.clone();
+    let origin = Origin::start(move |_| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !r.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Some(ok(b"held", &[("Cache-Control", "max-age=60")]))
+    });
+    let dir = TempDir::new("cache");
+    let mut d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    // The first client fills; the second waits for its fill, with nothing at its origin.
+    let mut first = Conn::open(d.addr()).unwrap();
+    first
+        .send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || origin
+        .request_count()
+        == 1));
+    let mut second = Conn::open(d.addr()).unwrap();
+    second
+        .send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // Both are in flight: a stop's drain waits for the parked one too.
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .metric("proxy.process.http.current_active_transactions")
+            == 2),
+        "the parked request is not counted in flight"
+    );
+    d.signal(libc::SIGTERM);
+    release.store(true, Ordering::SeqCst);
+    for c in [&mut first, &mut second] {
+        let r = c.read_response("GET").unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "held"));
+    }
+    assert_eq!(origin.request_count(), 1);
+    let status = d.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+}

@@ -14,6 +14,7 @@ use super::codec::{
 use super::shared::{Claim, HttpShared};
 use crate::cache::Lookup;
 use crate::stats_http::{self, Format};
+use iocore::stats::Gauge;
 use iocore::{EThread, Event, Interest, NetConnection, Ready, Socket, Token, Verdict};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -375,6 +376,28 @@ struct Tx {
     /// What the cache has to do with this transaction.
     /// Boxed, as `Session::waiting`: a session holds a `Tx` inline, idle or not.
     cache: Option<Box<CacheTx>>,
+    /// Counts this transaction in flight until it ends.
+    active: Active,
+}
+
+/// One transaction in `currentactive_transactions` for as long as it lives: from the
+/// moment its request first waits (for the cache) or goes to its origin until the
+/// exchange ends, whichever way. A stop drains until the gauge reaches zero, so a request
+/// parked on a cache read or fill is waited for like one at its origin; the guard moves
+/// from the parked request into its `Tx`, so the count never dips in between.
+struct Active(Arc<Gauge>);
+
+impl Active {
+    fn new(gauge: &Arc<Gauge>) -> Active {
+        gauge.inc();
+        Active(gauge.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// A request resolved to its origin, not yet sent.
@@ -383,6 +406,15 @@ struct Pending {
     addr: SocketAddr,
     host_header: String,
     path: String,
+    /// Set once the request waits: it is in flight from then on.
+    active: Option<Active>,
+}
+
+impl Pending {
+    /// Counts the request in flight (once) before it is parked.
+    fn hold(&mut self, gauge: &Arc<Gauge>) {
+        self.active.get_or_insert_with(|| Active::new(gauge));
+    }
 }
 
 /// A request parked until another connection's fill of the same key ends.
@@ -480,9 +512,6 @@ pub(crate) struct Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if self.tx.is_some() {
-            self.shared.metrics.active_transactions.dec();
-        }
         self.shared.metrics.current_client_connections.dec();
     }
 }
@@ -846,6 +875,7 @@ impl Session {
             addr,
             host_header,
             path,
+            active: None,
         };
         let Some(cache) = shared.cache().cloned() else {
             return self.forward(t, pending, None);
@@ -863,7 +893,7 @@ impl Session {
     fn lookup(
         &mut self,
         t: &mut EThread,
-        pending: Pending,
+        mut pending: Pending,
         cache: &Arc<crate::cache::Cache>,
         key: String,
         revalidate: bool,
@@ -884,6 +914,7 @@ impl Session {
                 disk.then(move |value| here.run(move |t| cache_read_done(t, read, value)));
                 self.shared.metrics.cache_disk_reads.inc();
                 READS.with(|r| r.borrow_mut().insert(read, self.me.clone()));
+                pending.hold(&self.shared.metrics.active_transactions);
                 self.waiting = Some(Box::new(Waiting {
                     pending,
                     key,
@@ -938,6 +969,7 @@ impl Session {
                     self.forward(t, pending, Some(ctx));
                 }
                 Claim::InFlight if since.elapsed() < self.shared.settings.timeouts.connect => {
+                    pending.hold(&m.active_transactions);
                     self.waiting = Some(Box::new(Waiting {
                         pending,
                         key,
@@ -986,6 +1018,7 @@ impl Session {
             addr,
             host_header,
             path,
+            active,
         } = pending;
         let client_keep_alive = head.keep_alive() && !shared.draining();
         let mut out = Vec::with_capacity(512);
@@ -1003,7 +1036,7 @@ impl Session {
         let req_body = Body::from(head.body());
         let retry = req_body.done().then(|| out.clone());
         self.out_o = out;
-        shared.metrics.active_transactions.inc();
+        let active = active.unwrap_or_else(|| Active::new(&shared.metrics.active_transactions));
         let method = codec::framing_method(head.method());
         let client_http10 = head.minor_version == 0;
         let cache = cache.map(|mut c| {
@@ -1020,6 +1053,7 @@ impl Session {
             dechunk: false,
             retry,
             cache,
+            active,
         });
         self.phase = Phase::Exchange;
         match self.origin.as_ref() {
@@ -1472,7 +1506,7 @@ impl Session {
                 self.shared.note_cache_usage();
             }
         }
-        self.shared.metrics.active_transactions.dec();
+        drop(tx.active);
         self.shared.metrics.completed_requests.inc();
         let keep_attached = tx.origin_keep_alive && tx.client_keep_alive && !self.shared.draining();
         if keep_attached
@@ -1511,9 +1545,7 @@ impl Session {
             o.side.eof = true;
         }
         self.out_o.clear();
-        if self.tx.take().is_some() {
-            self.shared.metrics.active_transactions.dec();
-        }
+        self.tx = None;
         if head_sent {
             self.phase = Phase::Closing;
             self.deadline = Instant::now() + LINGER;
@@ -1524,9 +1556,7 @@ impl Session {
 
     /// The response cannot complete properly: send what we have, then close.
     fn abort_after_flush(&mut self) {
-        if self.tx.take().is_some() {
-            self.shared.metrics.active_transactions.dec();
-        }
+        self.tx = None;
         self.phase = Phase::Closing;
         self.deadline = Instant::now() + LINGER;
     }
