@@ -134,6 +134,7 @@ fn live(cfg: &Config) -> Result<Live, String> {
     Ok(Live {
         remap: Arc::new(RemapTable::build(&cfg.remap)?),
         allow: Arc::new(cfg.stats.allow_ip.clone()),
+        origin_max: cfg.http.per_server_connection_max,
     })
 }
 

@@ -704,3 +704,96 @@ fn http10_clients_get_no_chunked_coding_and_no_interim_responses() {
     assert!(raw.starts_with("HTTP/1.1 200 "), "{raw}");
     assert!(raw.ends_with("\r\n\r\nok"), "{raw}");
 }
+
+#[test]
+fn per_server_connection_max_queues_requests_beyond_it() {
+    // The origin takes 150 ms a request and records how many it holds at once.
+    let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (h, m) = (held.clone(), most.clone());
+    let origin = Origin::start(move |r| {
+        use std::sync::atomic::Ordering::SeqCst;
+        m.fetch_max(h.fetch_add(1, SeqCst) + 1, SeqCst);
+        std::thread::sleep(Duration::from_millis(150));
+        h.fetch_sub(1, SeqCst);
+        Some(ok(r.path.as_bytes(), &[]))
+    });
+    let d = proxy_to(
+        &origin,
+        "[proxy.config.http]\nper_server.connection.max = 2\n",
+    );
+    let addr = d.addr();
+    // Distinct URLs: no two of them wait on one cache fill.
+    let clients: Vec<_> = (0..8)
+        .map(|i| std::thread::spawn(move || http::get(addr, "t", &format!("/{i}")).unwrap()))
+        .collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        let r = c.join().unwrap();
+        assert_eq!((r.status, r.text()), (200, format!("/{i}")));
+    }
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= 2, "{most} requests at the origin at once");
+    assert!(d.metric("proxy.process.http.origin_requests_queued") >= 1);
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_origin_queue")
+        == 0
+        && d.metric("proxy.process.http.current_active_transactions")
+            == 0));
+}
+
+#[test]
+fn a_request_queued_past_connect_attempts_timeout_gets_503_and_a_reload_lifts_the_limit() {
+    // The origin holds /hold until the test lets it go.
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = release.clone();
+    let origin = Origin::start(move |req| {
+        if req.path == "/hold" {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !r.load(std::sync::atomic::Ordering::SeqCst)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Some(ok(req.path.as_bytes(), &[]))
+    });
+    let d = proxy_to(
+        &origin,
+        "[proxy.config.http]\nper_server.connection.max = 1\nconnect_attempts_timeout = 1\n",
+    );
+    let mut first = Conn::open(d.addr()).unwrap();
+    first
+        .send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || origin
+        .request_count()
+        == 1));
+    let started = std::time::Instant::now();
+    let r = http::get(d.addr(), "t", "/second").unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(
+        origin.request_count(),
+        1,
+        "the queued request reached the origin"
+    );
+    assert_eq!(d.metric("proxy.process.http.origin_queue_timeouts"), 1);
+    assert_eq!(d.metric("proxy.process.http.5xx_responses"), 1);
+    // The record is reloadable: with the limit lifted, a request passes the held one.
+    d.write_config(&format!(
+        "[proxy.config.http]\nper_server.connection.max = 0\nconnect_attempts_timeout = 1\n\
+         [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+        origin.addr
+    ));
+    let (code, out, err) = d.ctl(&["config", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let r = http::get(d.addr(), "t", "/unlimited").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "/unlimited"));
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = first.read_response("GET").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "/hold"));
+    // The first transaction's place came back: the next request goes straight through.
+    let r = http::get(d.addr(), "t", "/after").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "/after"));
+    assert_eq!(d.metric("proxy.process.http.current_origin_queue"), 0);
+}

@@ -721,6 +721,17 @@ pub(crate) static RECORDS: &[Record] = &[
         },
     },
     Record {
+        name: "proxy.config.http.per_server.connection.max",
+        reloadable: true,
+        kind: Kind::Int {
+            min: 0,
+            max: 1_000_000,
+            unit: "transactions",
+            get: |c| c.http.per_server_connection_max as i64,
+            set: |c, v| c.http.per_server_connection_max = v as usize,
+        },
+    },
+    Record {
         name: "proxy.config.http.transaction_no_activity_timeout_out",
         reloadable: false,
         kind: Kind::Int {
@@ -887,6 +898,7 @@ mod tests {
                 "proxy.config.net.throttle_delay",
                 "proxy.config.net.connections_throttle",
                 "proxy.config.net.throttle_mode",
+                "proxy.config.http.per_server.connection.max",
                 "proxy.config.stats.allow_ip",
                 "remap",
             ]

@@ -220,8 +220,13 @@ pub struct Http {
     /// `.request_header_max_size`: bytes of request header section, more → 431;
     /// 1024..=16 MiB.
     pub request_header_max_size: usize,
-    /// `.connect_attempts_timeout`: origin connect timeout → 502, s; ≥ 1.
+    /// `.connect_attempts_timeout`: origin connect timeout → 502, s; ≥ 1. Also how long
+    /// a request waits for a place under `per_server.connection.max` (then 503).
     pub connect_attempts_timeout_s: u64,
+    /// `.per_server.connection.max`: origin connections in use (each carrying one
+    /// transaction) to one origin address, over all threads; more requests wait for one
+    /// to finish. Idle pooled connections do not count. 0 = no limit. Reloadable.
+    pub per_server_connection_max: usize,
     /// `.transaction_no_activity_timeout_out`: origin silent this long → 504, s; ≥ 1.
     pub transaction_no_activity_timeout_out_s: u64,
     /// `.wait_for_cache`.
@@ -324,6 +329,7 @@ impl Default for Config {
                 server_ports: vec![PortSpec::new(8080)],
                 request_header_max_size: 131_072,
                 connect_attempts_timeout_s: 30,
+                per_server_connection_max: 0,
                 transaction_no_activity_timeout_out_s: 30,
                 wait_for_cache: WaitForCache::No,
                 cache_http: true,

@@ -11,7 +11,7 @@ use super::caching::{self, Stored};
 use super::codec::{
     self, BodyFraming, ChunkedScanner, ForwardRequest, ForwardResponse, HeadError, RequestHead,
 };
-use super::shared::{Claim, HttpShared};
+use super::shared::{self as shared_state, Claim, HttpShared, OriginSlot};
 use crate::cache::Lookup;
 use crate::stats_http::{self, Format};
 use iocore::stats::Gauge;
@@ -107,6 +107,86 @@ fn poll_cache_waiters(t: &mut EThread) {
         POLLING.with(|p| p.set(false));
     } else {
         t.set_period(CACHE_WAIT_POLL);
+    }
+}
+
+thread_local! {
+    /// Requests waiting for a place under `per_server.connection.max`, per origin, in
+    /// arrival order.
+    static ORIGIN_QUEUE: RefCell<HashMap<SocketAddr, std::collections::VecDeque<Weak<RefCell<Session>>>>> =
+        RefCell::new(HashMap::new());
+    /// Whether this thread's queue poll is scheduled.
+    static QUEUE_POLLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Whether an immediate queue wake-up is scheduled.
+    static QUEUE_WAKE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How often queued requests look for a place freed on another thread. A place freed on
+/// their own thread is handed over at once (`wake_origin_queue`).
+const ORIGIN_QUEUE_POLL: Duration = Duration::from_millis(1);
+
+/// Schedules an immediate turn of `resume_queued` if this thread has queued requests: a
+/// place was just given back here. Runs on the ET_NET thread, after a session's turn.
+fn wake_origin_queue(t: &mut EThread) {
+    if ORIGIN_QUEUE.with(|q| q.borrow().is_empty()) || QUEUE_WAKE.with(|w| w.replace(true)) {
+        return;
+    }
+    t.schedule_imm(Event::new(|t| {
+        QUEUE_WAKE.with(|w| w.set(false));
+        resume_queued(t);
+    }));
+}
+
+/// This thread's periodic queue poll: runs every `ORIGIN_QUEUE_POLL` while requests wait.
+fn poll_origin_queue(t: &mut EThread) {
+    resume_queued(t);
+    if ORIGIN_QUEUE.with(|q| q.borrow().is_empty()) {
+        QUEUE_POLLING.with(|p| p.set(false));
+    } else {
+        t.set_period(ORIGIN_QUEUE_POLL);
+    }
+}
+
+/// Gives places under `per_server.connection.max` to this thread's queued requests, first
+/// come first served per origin, and sends them on. Requests that left the queue (timed
+/// out, client gone) are dropped from it on the way.
+fn resume_queued(t: &mut EThread) {
+    let mut ready = Vec::new();
+    ORIGIN_QUEUE.with(|q| {
+        let mut q = q.borrow_mut();
+        for (addr, waiting) in q.iter_mut() {
+            while let Some(front) = waiting.front() {
+                let Some(rc) = front.upgrade() else {
+                    waiting.pop_front();
+                    continue;
+                };
+                let s = rc.borrow();
+                if s.dead || s.phase != Phase::OriginWait {
+                    drop(s);
+                    waiting.pop_front();
+                    continue;
+                }
+                let max = s.shared.with_live(|live| live.origin_max);
+                let Some(slot) = s.shared.take_origin_slot(*addr, max) else {
+                    break;
+                };
+                drop(s);
+                waiting.pop_front();
+                ready.push((rc, *addr, slot));
+            }
+        }
+        q.retain(|_, waiting| !waiting.is_empty());
+    });
+    for (rc, addr, slot) in ready {
+        let mut s = rc.borrow_mut();
+        if let Some(tx) = s.tx.as_mut() {
+            tx.slot = slot;
+            tx.queued = None;
+        }
+        s.phase = Phase::Exchange;
+        s.send_to_origin(t, addr);
+        s.drive(t);
+        s.settle(t);
     }
 }
 
@@ -298,6 +378,8 @@ enum Phase {
     Closing,
     /// Waiting for another connection to fill the cache with what this one asked for.
     CacheWait,
+    /// Waiting for a place under `per_server.connection.max` to its origin.
+    OriginWait,
     /// Waiting for the cache's disk read of what this one asked for.
     CacheRead,
 }
@@ -377,24 +459,30 @@ struct Tx {
     /// Boxed, as `Session::waiting`: a session holds a `Tx` inline, idle or not.
     cache: Option<Box<CacheTx>>,
     /// Counts this transaction in flight until it ends.
-    active: Active,
+    active: Counted,
+    /// Its place under `per_server.connection.max`, once it has one (None: no limit).
+    slot: Option<OriginSlot>,
+    /// Counts it in `current_origin_queue` while it waits for that place.
+    queued: Option<Counted>,
 }
 
-/// One transaction in `currentactive_transactions` for as long as it lives: from the
-/// moment its request first waits (for the cache) or goes to its origin until the
-/// exchange ends, whichever way. A stop drains until the gauge reaches zero, so a request
-/// parked on a cache read or fill is waited for like one at its origin; the guard moves
-/// from the parked request into its `Tx`, so the count never dips in between.
-struct Active(Arc<Gauge>);
+/// One unit of a gauge for as long as it lives.
+///
+/// A transaction holds one of `current_active_transactions` from the moment its request
+/// first waits (for the cache or a place at its origin) or goes to its origin until the
+/// exchange ends, whichever way. A stop drains until that gauge reaches zero, so a
+/// request parked on a cache read or fill is waited for like one at its origin; the
+/// guard moves from the parked request into its `Tx`, so the count never dips in between.
+struct Counted(Arc<Gauge>);
 
-impl Active {
-    fn new(gauge: &Arc<Gauge>) -> Active {
+impl Counted {
+    fn new(gauge: &Arc<Gauge>) -> Counted {
         gauge.inc();
-        Active(gauge.clone())
+        Counted(gauge.clone())
     }
 }
 
-impl Drop for Active {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -407,13 +495,13 @@ struct Pending {
     host_header: String,
     path: String,
     /// Set once the request waits: it is in flight from then on.
-    active: Option<Active>,
+    active: Option<Counted>,
 }
 
 impl Pending {
     /// Counts the request in flight (once) before it is parked.
     fn hold(&mut self, gauge: &Arc<Gauge>) {
-        self.active.get_or_insert_with(|| Active::new(gauge));
+        self.active.get_or_insert_with(|| Counted::new(gauge));
     }
 }
 
@@ -607,7 +695,7 @@ impl Session {
                 Phase::Exchange => self.exchange(t),
                 Phase::Tunnel => self.tunnel(t),
                 Phase::Closing => self.closing(),
-                Phase::CacheWait | Phase::CacheRead => false,
+                Phase::CacheWait | Phase::CacheRead | Phase::OriginWait => false,
             };
             if !progress {
                 return;
@@ -619,6 +707,9 @@ impl Session {
     /// and it is not watched yet; releases both registrations of a dead session (which
     /// drops it).
     fn settle(&mut self, t: &mut EThread) {
+        if shared_state::slot_freed_here() {
+            wake_origin_queue(t);
+        }
         if !self.dead && self.client.token.is_none() && self.waits_on_client() {
             self.watch_client(t);
         }
@@ -1036,7 +1127,7 @@ impl Session {
         let req_body = Body::from(head.body());
         let retry = req_body.done().then(|| out.clone());
         self.out_o = out;
-        let active = active.unwrap_or_else(|| Active::new(&shared.metrics.active_transactions));
+        let active = active.unwrap_or_else(|| Counted::new(&shared.metrics.active_transactions));
         let method = codec::framing_method(head.method());
         let client_http10 = head.minor_version == 0;
         let cache = cache.map(|mut c| {
@@ -1054,13 +1145,52 @@ impl Session {
             retry,
             cache,
             active,
+            slot: None,
+            queued: None,
         });
         self.phase = Phase::Exchange;
+        let max = shared.with_live(|live| live.origin_max);
+        match shared.take_origin_slot(addr, max) {
+            Some(slot) => {
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.slot = slot;
+                }
+                self.send_to_origin(t, addr);
+            }
+            None => self.queue_for_origin(t, addr),
+        }
+    }
+
+    /// Waits for a place under `per_server.connection.max` to `addr`: in this thread's
+    /// queue for it, until `resume_queued` gives it one or the connect timeout ends the
+    /// wait with a 503.
+    fn queue_for_origin(&mut self, t: &mut EThread, addr: SocketAddr) {
+        let m = &self.shared.metrics;
+        m.origin_queued.inc();
+        if let Some(tx) = self.tx.as_mut() {
+            tx.queued = Some(Counted::new(&m.origin_queue));
+        }
+        self.phase = Phase::OriginWait;
+        self.deadline = Instant::now() + self.shared.settings.timeouts.connect;
+        ORIGIN_QUEUE.with(|q| {
+            q.borrow_mut()
+                .entry(addr)
+                .or_default()
+                .push_back(self.me.clone())
+        });
+        if !QUEUE_POLLING.with(|p| p.replace(true)) {
+            t.schedule_in(Event::new(poll_origin_queue), ORIGIN_QUEUE_POLL);
+        }
+    }
+
+    /// Sends the transaction's request on the attached connection to `addr`, a pooled
+    /// one, or a new one.
+    fn send_to_origin(&mut self, t: &mut EThread, addr: SocketAddr) {
         match self.origin.as_ref() {
             Some(o) if o.addr == addr && o.connected && !o.side.eof => {
-                shared.metrics.origin_connections_reused.inc();
+                self.shared.metrics.origin_connections_reused.inc();
                 self.deadline =
-                    Instant::now() + shared.settings.timeouts.transaction_no_activity_out;
+                    Instant::now() + self.shared.settings.timeouts.transaction_no_activity_out;
                 return;
             }
             Some(_) => self.release_origin(t, true),
@@ -1669,6 +1799,10 @@ impl Session {
                 } else {
                     self.dead = true;
                 }
+            }
+            Phase::OriginWait => {
+                self.shared.metrics.origin_queue_timeouts.inc();
+                self.fail_tx(503, "origin busy: per_server.connection.max reached");
             }
             Phase::Tunnel | Phase::Closing | Phase::CacheWait | Phase::CacheRead => {
                 self.dead = true

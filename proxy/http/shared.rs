@@ -31,6 +31,9 @@ pub struct Live {
     pub remap: Arc<RemapTable>,
     /// Who may read the stats endpoint.
     pub allow: Arc<Vec<config::IpNet>>,
+    /// `per_server.connection.max`: transactions in flight to one origin address at
+    /// most, over every thread; more wait for a place. 0: no limit.
+    pub origin_max: usize,
 }
 
 /// HTTP metrics of SPEC §6.
@@ -49,6 +52,12 @@ pub struct HttpMetrics {
     pub(crate) cache_disk_reads: Arc<Counter>,
     pub(crate) cache_writes: Arc<Counter>,
     pub(crate) cache_revalidated: Arc<Counter>,
+    /// Requests that waited for a place under `per_server.connection.max`.
+    pub(crate) origin_queued: Arc<Counter>,
+    /// Requests waiting for one now.
+    pub(crate) origin_queue: Arc<Gauge>,
+    /// Requests that waited `connect_attempts_timeout` for one in vain (503).
+    pub(crate) origin_queue_timeouts: Arc<Counter>,
     /// Accept to the first response byte written, per client connection (µs).
     pub(crate) first_byte_us: Arc<Histogram>,
 }
@@ -72,6 +81,9 @@ impl HttpMetrics {
             first_byte_us: r.histogram(&format!("{p}.accept_to_first_byte_us")),
             cache_writes: r.counter("proxy.process.cache.writes"),
             cache_revalidated: r.counter("proxy.process.cache.revalidated"),
+            origin_queued: r.counter(&format!("{p}.origin_requests_queued")),
+            origin_queue: r.gauge(&format!("{p}.current_origin_queue")),
+            origin_queue_timeouts: r.counter(&format!("{p}.origin_queue_timeouts")),
         }
     }
 
@@ -116,6 +128,37 @@ pub struct HttpShared {
     draining: AtomicBool,
     cache: std::sync::OnceLock<Arc<crate::cache::Cache>>,
     fills: std::sync::Mutex<Fills>,
+    /// Transactions in flight per origin address, for `Live::origin_max`: one entry per
+    /// address ever limited (the remap targets, or a forward proxy's origins).
+    origins: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Arc<OriginLoad>>>,
+}
+
+/// Transactions in flight to one origin address, over every thread.
+#[derive(Default)]
+pub(crate) struct OriginLoad {
+    busy: std::sync::atomic::AtomicUsize,
+}
+
+/// A transaction's place among the `Live::origin_max` in flight to its origin; given
+/// back when dropped.
+pub(crate) struct OriginSlot(Arc<OriginLoad>);
+
+thread_local! {
+    /// An `OriginSlot` was given back on this thread since `slot_freed_here` last asked.
+    static SLOT_FREED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl Drop for OriginSlot {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        SLOT_FREED.with(|f| f.set(true));
+    }
+}
+
+/// Whether an `OriginSlot` was given back on this thread since the last call: requests
+/// queued here can take it at once rather than at their next poll.
+pub(crate) fn slot_freed_here() -> bool {
+    SLOT_FREED.with(|f| f.replace(false))
 }
 
 /// Cache fills in flight, and what the recent ones that stored nothing taught.
@@ -194,6 +237,7 @@ impl HttpShared {
             draining: AtomicBool::new(false),
             cache: std::sync::OnceLock::new(),
             fills: std::sync::Mutex::default(),
+            origins: std::sync::Mutex::default(),
         })
     }
 
@@ -313,6 +357,32 @@ impl HttpShared {
     }
 
     /// Shutting down: finish transactions, keep no connection alive.
+    /// Takes a place for one more transaction to `addr` under the limit `max`:
+    /// Some(None) with no limit (0), None when `max` are in flight already.
+    pub(crate) fn take_origin_slot(
+        &self,
+        addr: std::net::SocketAddr,
+        max: usize,
+    ) -> Option<Option<OriginSlot>> {
+        if max == 0 {
+            return Some(None);
+        }
+        let load = self
+            .origins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr)
+            .or_default()
+            .clone();
+        let taken = load
+            .busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b < max).then_some(b + 1)
+            })
+            .is_ok();
+        taken.then(|| Some(OriginSlot(load)))
+    }
+
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
