@@ -545,6 +545,37 @@ fn a_512_mib_body_streams_through_with_bounded_memory() {
 }
 
 #[test]
+fn while_the_pool_runs_short_an_idle_client_does_not_pin_its_origin_connection() {
+    let origin = Origin::start(|_| Some(ok(b"shared", &[])));
+    // One event thread: both clients' sessions share its pool.
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_EXEC_THREAD_LIMIT", "1")
+        .config(&format!(
+            "[[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start();
+    // The first client's request opens the origin connection; the client stays, idle.
+    let mut first = Conn::open(d.addr()).unwrap();
+    assert_eq!(first.get("t", "/1").unwrap().text(), "shared");
+    // Right after an open the pool counts as short, so that connection went back to the
+    // pool rather than staying attached to the idle client: the next client takes it.
+    let mut second = Conn::open(d.addr()).unwrap();
+    assert_eq!(second.get("t", "/2").unwrap().text(), "shared");
+    assert_eq!(
+        origin.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // Both keep working, one after the other, still on one origin connection.
+    assert_eq!(first.get("t", "/3").unwrap().text(), "shared");
+    assert_eq!(second.get("t", "/4").unwrap().text(), "shared");
+    assert_eq!(
+        origin.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[test]
 fn origin_connections_outlive_the_clients_that_used_them() {
     let origin = Origin::start(|_| Some(ok(b"pooled", &[])));
     let d = proxy_to(&origin, "[proxy.config]\naccept_threads = 0\n");

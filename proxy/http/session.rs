@@ -16,7 +16,7 @@ use crate::cache::Lookup;
 use crate::stats_http::{self, Format};
 use iocore::stats::Gauge;
 use iocore::{EThread, Event, Interest, NetConnection, Ready, Socket, Token, Verdict};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -37,6 +37,8 @@ const POOL_PER_ORIGIN: usize = 1024;
 /// How long an idle client keeps its origin connection attached before it goes back to
 /// the thread's pool.
 const ATTACHED_ORIGIN_IDLE: Duration = Duration::from_secs(1);
+/// How long after opening an origin connection this thread's pool counts as short.
+const POOL_SHORT_FOR: Duration = Duration::from_secs(1);
 /// How long a closing connection is drained so the peer receives our last bytes.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -52,6 +54,12 @@ pub enum PortRole {
 thread_local! {
     static SESSIONS: RefCell<Vec<Weak<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
     static POOL: RefCell<HashMap<SocketAddr, Vec<Pooled>>> = RefCell::new(HashMap::new());
+    /// Until when this thread's pool counts as short: a request opened a new origin
+    /// connection less than `POOL_SHORT_FOR` ago. Meanwhile finished transactions give
+    /// their connection back to the pool instead of keeping it attached to their idle
+    /// client: in a burst, a connection pinned that way made another request open one
+    /// more (638 opened over two 6,000-connection bursts with pinning, 286 without).
+    static POOL_SHORT_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
     static WAITERS: RefCell<Vec<Weak<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
     /// Sessions waiting for a cache disk read, by read number.
     static READS: RefCell<HashMap<u64, Weak<RefCell<Session>>>> = RefCell::new(HashMap::new());
@@ -312,14 +320,18 @@ struct Pooled {
 }
 
 /// Watches a pooled connection: anything from the origin while idle (its close, or bytes
-/// nobody asked for) makes it unusable.
+/// nobody asked for, or an error) makes it unusable.
 struct PoolWatch {
     dead: Rc<std::cell::Cell<bool>>,
 }
 
 impl iocore::IoHandler for PoolWatch {
-    fn ready(&mut self, _t: &mut EThread, _tok: Token, _ready: Ready) -> Verdict {
-        self.dead.set(true);
+    fn ready(&mut self, _t: &mut EThread, _tok: Token, ready: Ready) -> Verdict {
+        // Writability alone is no news: an edge-triggered socket reports it again when
+        // the origin acknowledges the last request, possibly after it was pooled.
+        if ready.is_readable() || ready.is_hup() || ready.is_error() {
+            self.dead.set(true);
+        }
         Verdict::Keep
     }
 }
@@ -1283,6 +1295,7 @@ impl Session {
                 (p.sock, p.token, true)
             }
             None => {
+                POOL_SHORT_UNTIL.with(|p| p.set(Some(Instant::now() + POOL_SHORT_FOR)));
                 self.shared.metrics.origin_connections_opened.inc();
                 let sock = Socket::connect(addr)?;
                 let token = t.register(
@@ -1638,7 +1651,11 @@ impl Session {
         }
         drop(tx.active);
         self.shared.metrics.completed_requests.inc();
-        let keep_attached = tx.origin_keep_alive && tx.client_keep_alive && !self.shared.draining();
+        let now = Instant::now();
+        let keep_attached = tx.origin_keep_alive
+            && tx.client_keep_alive
+            && POOL_SHORT_UNTIL.with(|p| p.get().is_none_or(|until| now >= until))
+            && !self.shared.draining();
         if keep_attached
             && self
                 .origin
@@ -1646,7 +1663,9 @@ impl Session {
                 .is_some_and(|o| o.inbuf.is_empty() && !o.side.eof)
         {
             // Stay attached: the client's next request most likely goes to the same
-            // origin, and then costs no pool round trip (deregister, check, register).
+            // origin, and then costs no pool round trip (two handler swaps, two lookups).
+            // Not while this thread's pool runs dry: then an idle client would pin a
+            // connection that another request opens a new one for instead.
             if let Some(o) = self.origin.as_mut() {
                 o.reused = true;
                 o.inbuf = Vec::new();
@@ -1654,14 +1673,14 @@ impl Session {
         } else {
             self.release_origin(t, tx.origin_keep_alive);
         }
-        self.idle_since = Instant::now();
+        self.idle_since = now;
         self.out_o = Vec::new();
         if tx.client_keep_alive && !self.shared.draining() {
             self.phase = Phase::ReadRequest;
-            self.deadline = Instant::now() + self.shared.settings.timeouts.keep_alive_in;
+            self.deadline = now + self.shared.settings.timeouts.keep_alive_in;
         } else {
             self.phase = Phase::Closing;
-            self.deadline = Instant::now() + LINGER;
+            self.deadline = now + LINGER;
             // The request was read whole and nothing follows it: close as soon as the
             // response is out, with no lingering drain.
             self.quick_close = self.inbuf.is_empty();
