@@ -6,15 +6,17 @@
 #
 #   bash benches/instructions.sh                 # this tree's release build
 #   BIN=/path/to/other/turnstile bash benches/instructions.sh   # compare another build
+#   MODE=close bash benches/instructions.sh      # per connection-per-request client
 #
 # Starts one nginx origin (1 KiB body) and Turnstile under callgrind on free 127.0.0.1
-# ports, warms up with 1 s of keep-alive load, zeroes the counters, runs SECS seconds
-# of keep-alive load (CONNS connections), dumps, and prints instructions per request.
+# ports, warms up with 1 s of MODE load (ka or close), zeroes the counters, runs SECS seconds
+# of it (CONNS connections), dumps, and prints instructions per request.
 # Needs nginx, valgrind and curl (INSTALL=1 apt-get installs missing ones as root).
 
 set -u -o pipefail
 
 SECS=${SECS:-3}
+MODE=${MODE:-ka}
 CONNS=${CONNS:-8}
 INSTALL=${INSTALL:-1}
 # shellcheck source=side_by_side/lib.sh
@@ -44,9 +46,9 @@ TS_PID=$!
 STARTED+=("$TS_PID")
 wait_ready "$TS_PORT" "$TS_PID" 60 || { tail -n 20 "$WORK/ts.log"; log "Turnstile did not start"; exit 1; }
 
-"$LOAD" --target "127.0.0.1:$TS_PORT" --mode ka --conns "$CONNS" --secs 1 >/dev/null 2>&1
+"$LOAD" --target "127.0.0.1:$TS_PORT" --mode "$MODE" --conns "$CONNS" --secs 1 >/dev/null 2>&1
 callgrind_control -z "$TS_PID" >/dev/null 2>&1
-out=$("$LOAD" --target "127.0.0.1:$TS_PORT" --mode ka --conns "$CONNS" --secs "$SECS" 2>&1)
+out=$("$LOAD" --target "127.0.0.1:$TS_PORT" --mode "$MODE" --conns "$CONNS" --secs "$SECS" 2>&1)
 callgrind_control -d "$TS_PID" >/dev/null 2>&1
 n=$(sed -n 's/^mode=.* ok=\([0-9]*\).*/\1/p' <<<"$out" | head -n 1)
 [ -z "$n" ] && n=$(sed -n 's/.*(\([0-9]*\) ok.*/\1/p' <<<"$out" | head -n 1)
@@ -55,4 +57,4 @@ if [ -z "$n" ] || [ "$n" = 0 ] || [ "$ir" = 0 ]; then
     log "no measurement (requests: ${n:-none}, instructions: $ir)"
     exit 1
 fi
-echo "$(basename "$BIN"): $n requests, $ir user-space instructions, $((ir / n)) per request"
+echo "$(basename "$BIN") ($MODE): $n requests, $ir user-space instructions, $((ir / n)) per request"

@@ -159,30 +159,51 @@ fn no_store_authorization_vary_star_and_unfresh_responses_are_not_cached() {
 }
 
 #[test]
-fn a_varying_response_serves_only_requests_with_the_same_values() {
-    // One variant per URL: a request with other values of the `Vary` fields goes to the
-    // origin, and its response replaces the stored one.
-    let (origin, _dir, d) = cached_daemon();
-    let get = |lang: Option<&str>| {
+fn a_varying_response_serves_only_requests_with_the_same_values_and_each_keeps_its_own() {
+    // A request with other values of the `Vary` fields goes to the origin; its response
+    // is kept beside the first, and each serves its own requests, after a restart too.
+    let dir = TempDir::new("cache");
+    let origin = cached_origin();
+    let get = |d: &Daemon, lang: Option<&str>| {
         let headers: Vec<(&str, &str)> = lang.map(|l| ("Accept-Language", l)).into_iter().collect();
         let r = http::request(d.addr(), "GET", "/vary", &headers, b"").unwrap();
         assert_eq!(r.status, 200);
         r.text()
     };
+    let mut d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
     let steps = [
         (Some("en"), "in en", 1),
         (Some("en"), "in en", 1), // hit
-        (Some("fr"), "in fr", 2), // other variant: fetched, replaces en
+        (Some("fr"), "in fr", 2), // other variant: fetched, kept beside en
         (Some("fr"), "in fr", 2), // hit
         (None, "in none", 3),     // no value is a value too
         (None, "in none", 3),     // hit
-        (Some("en"), "in en", 4),
+        (Some("en"), "in en", 3), // hit: en is still there
+        (Some("fr"), "in fr", 3), // hit
     ];
     for (i, (lang, body, fetched)) in steps.into_iter().enumerate() {
-        assert_eq!(get(lang), body, "step {i}");
+        assert_eq!(get(&d, lang), body, "step {i}");
         assert_eq!(origin.request_count(), fetched, "step {i}");
     }
+    assert_eq!(d.metric("proxy.process.cache.hits"), 5);
+    d.signal(libc::SIGTERM);
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+    // From the span: the URL's object (the last variant fetched), then the right one.
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    for lang in [Some("fr"), None, Some("en")] {
+        assert_eq!(get(&d, lang), format!("in {}", lang.unwrap_or("none")));
+    }
+    assert_eq!(origin.request_count(), 3);
     assert_eq!(d.metric("proxy.process.cache.hits"), 3);
+    // fr: the URL's object (none), then fr's own; none: in RAM now; en: its own.
+    assert_eq!(d.metric("proxy.process.cache.disk_reads"), 3);
 }
 
 #[test]

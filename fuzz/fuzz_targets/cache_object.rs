@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use turnstile::http::caching::Stored;
+use turnstile::http::caching::{alternate_key, Stored};
 use turnstile::http::codec::parse_request;
 
 const REQUESTS: [&[u8]; 3] = [
@@ -23,7 +23,16 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(Stored::decode(&obj.encode()).as_ref(), Some(&obj));
     let raw = REQUESTS[pick as usize % REQUESTS.len()];
     let (req, _) = parse_request(raw, 1 << 16).unwrap().unwrap();
-    let _ = obj.serves(&req);
+    // The request's own variant keys apart from every other: an alternate key names it
+    // exactly, and `serves` agrees with it.
+    match obj.request_variant(&req) {
+        Some(own) => {
+            assert_eq!(obj.serves(&req), own == obj.variant);
+            let k = alternate_key("k", &own);
+            assert_eq!(k == alternate_key("k", &obj.variant), own == obj.variant);
+        }
+        None => assert!(obj.variant.is_empty() && obj.serves(&req) || !obj.serves(&req)),
+    }
     let _ = obj.is_fresh(u64::from(pick));
     let _ = obj.validators();
     let mut out = Vec::new();

@@ -2,10 +2,10 @@
 //! how long, conditional revalidation, and the stored object's format. Pure functions;
 //! the session decides when to call them.
 //!
-//! Choices: only GET is cached; one variant per URL: a response with `Vary` is stored
-//! with the request's values of the fields it names, and serves only requests with the
-//! same values (RFC 9111 §4.1); another request's response replaces it; `Vary: *` is
-//! never stored. Only explicitly fresh responses are stored
+//! Choices: only GET is cached; a response with `Vary` is stored with the request's
+//! values of the fields it names, and serves only requests with the same values (RFC
+//! 9111 §4.1); each set of values keeps its own variant ([`alternate_key`]); `Vary: *`
+//! is never stored. Only explicitly fresh responses are stored
 //! (`s-maxage`, `max-age`, or `Expires` with `Date`); `no-cache` responses carrying a
 //! validator (ETag or Last-Modified) are stored with
 //! a zero lifetime, so every use revalidates. The key is the remapped origin URL.
@@ -104,6 +104,24 @@ pub fn freshness(resp: &ResponseHead, now: u64) -> Option<u64> {
         Some(expires.saturating_sub(date))
     })?;
     Some(lifetime)
+}
+
+/// Where the variant `variant` (non-empty, see [`variant`]) of the object at `key` is
+/// kept. An object with `Vary` is stored twice: at its URL's key, where the latest
+/// variant fetched answers lookups first (and tells which fields vary), and at this key,
+/// where a request whose values differ finds the variant made for them.
+pub fn alternate_key(key: &str, variant: &[u8]) -> String {
+    let mut k = String::with_capacity(key.len() + 1 + variant.len());
+    k.push_str(key);
+    k.push('\n');
+    for &b in variant {
+        if (b.is_ascii_graphic() && b != b'%') || b == b' ' || b == b'\n' {
+            k.push(b as char);
+        } else {
+            k.push_str(&format!("%{b:02X}"));
+        }
+    }
+    k
 }
 
 /// The request's side of the response's `Vary`: for each field name it lists, in its
@@ -237,13 +255,15 @@ impl Stored {
     /// Whether it may answer `req`: always without `Vary`, else when the request has
     /// the same values of the fields `Vary` names as the one that fetched it.
     pub fn serves(&self, req: &RequestHead) -> bool {
+        self.variant.is_empty() || self.request_variant(req).is_some_and(|v| v == self.variant)
+    }
+
+    /// `req`'s side of this object's `Vary`; None when it has no `Vary`.
+    pub fn request_variant(&self, req: &RequestHead) -> Option<Vec<u8>> {
         if self.variant.is_empty() {
-            return true;
+            return None;
         }
-        let Some(resp) = self.response() else {
-            return false;
-        };
-        variant(&resp, req).is_some_and(|v| v == self.variant)
+        variant(&self.response()?, req)
     }
 
     /// The bytes written to the cache.
@@ -484,5 +504,16 @@ mod tests {
         assert_eq!(variant(&plain, &gzip_en), Some(Vec::new()));
         let star = resp("HTTP/1.1 200 OK\r\nVary: Accept, *\r\n\r\n");
         assert_eq!(variant(&star, &gzip_en), None);
+    }
+
+    #[test]
+    fn each_variant_has_a_key_of_its_own() {
+        let en = alternate_key("k", b"accept-language:en\n");
+        assert_eq!(en, "k\naccept-language:en\n");
+        assert_ne!(en, alternate_key("k", b"accept-language:fr\n"));
+        assert_ne!(en, alternate_key("k2", b"accept-language:en\n"));
+        // Bytes that are no printable ASCII, and the escape itself, are escaped.
+        assert_eq!(alternate_key("k", b"a:\xff%\t"), "k\na:%FF%25%09");
+        assert_ne!(alternate_key("k", b"a:%FF"), alternate_key("k", b"a:\xff"));
     }
 }

@@ -212,7 +212,7 @@ fn cache_read_done(t: &mut EThread, read: u64, value: Option<Arc<[u8]>>) {
     let Some(w) = s.waiting.take() else { return };
     s.phase = Phase::ReadRequest;
     let stored = value.and_then(|b| Stored::decode(&b));
-    s.resolve(t, w.pending, w.key, w.revalidate, w.since, stored);
+    s.resolve(t, w.pending, w.query, stored);
     s.drive(t);
     s.settle(t);
 }
@@ -520,8 +520,19 @@ impl Pending {
 /// A request parked until another connection's fill of the same key ends.
 struct Waiting {
     pending: Pending,
+    query: CacheQuery,
+}
+
+/// What a request asks the cache.
+struct CacheQuery {
+    /// The URL's key: the object there, its fill, what a response is stored under.
     key: String,
+    /// Set once the object at `key` turned out to be another variant (`Vary`): the key
+    /// of this request's own (`caching::alternate_key`), read next.
+    alternate: Option<String>,
+    /// The client asked to revalidate (`no-cache`).
     revalidate: bool,
+    /// When the request first asked.
     since: Instant,
 }
 
@@ -987,25 +998,29 @@ impl Session {
         if !policy.cacheable {
             return self.forward(t, pending, None);
         }
-        let key = caching::key(&pending.host_header, &pending.path);
-        self.lookup(t, pending, &cache, key, policy.revalidate, Instant::now());
+        let query = CacheQuery {
+            key: caching::key(&pending.host_header, &pending.path),
+            alternate: None,
+            revalidate: policy.revalidate,
+            since: Instant::now(),
+        };
+        self.lookup(t, pending, &cache, query);
     }
 
-    /// Looks `key` up: in RAM at once, or on disk by the span's I/O thread, the session
-    /// waiting meanwhile (`Phase::CacheRead`) until `cache_read_done` resumes it here.
+    /// Looks the query's key (or the alternate one) up: in RAM at once, or on disk by
+    /// the span's I/O thread, the session waiting meanwhile (`Phase::CacheRead`) until
+    /// `cache_read_done` resumes it here.
     fn lookup(
         &mut self,
         t: &mut EThread,
         mut pending: Pending,
         cache: &Arc<crate::cache::Cache>,
-        key: String,
-        revalidate: bool,
-        since: Instant,
+        query: CacheQuery,
     ) {
-        match cache.lookup(&key) {
+        match cache.lookup(query.alternate.as_deref().unwrap_or(&query.key)) {
             Lookup::Done(value) => {
                 let stored = value.and_then(|b| Stored::decode(&b));
-                self.resolve(t, pending, key, revalidate, since, stored);
+                self.resolve(t, pending, query, stored);
             }
             Lookup::Disk(disk) => {
                 let read = NEXT_READ.with(|n| {
@@ -1018,12 +1033,7 @@ impl Session {
                 self.shared.metrics.cache_disk_reads.inc();
                 READS.with(|r| r.borrow_mut().insert(read, self.me.clone()));
                 pending.hold(&self.shared.metrics.active_transactions);
-                self.waiting = Some(Box::new(Waiting {
-                    pending,
-                    key,
-                    revalidate,
-                    since,
-                }));
+                self.waiting = Some(Box::new(Waiting { pending, query }));
                 self.phase = Phase::CacheRead;
             }
         }
@@ -1036,15 +1046,32 @@ impl Session {
         &mut self,
         t: &mut EThread,
         mut pending: Pending,
-        key: String,
-        revalidate: bool,
-        since: Instant,
+        mut query: CacheQuery,
         stored: Option<Stored>,
     ) {
+        // Another variant (`Vary`): look for this request's own, once; not there, it is
+        // a miss, and the response is stored beside the others.
+        let stored = match stored {
+            Some(obj) if !obj.serves(&pending.head) => {
+                let own = obj.request_variant(&pending.head);
+                if let (None, Some(variant), Some(cache)) =
+                    (&query.alternate, own, self.shared.cache().cloned())
+                {
+                    query.alternate = Some(caching::alternate_key(&query.key, &variant));
+                    return self.lookup(t, pending, &cache, query);
+                }
+                None
+            }
+            other => other,
+        };
         let m = &self.shared.metrics;
         let now = caching::now_s();
-        // Another variant (`Vary`) is a miss, and this request's response replaces it.
-        let stored = stored.filter(|obj| obj.serves(&pending.head));
+        let CacheQuery {
+            key,
+            revalidate,
+            since,
+            ..
+        } = query;
         match stored {
             Some(obj) if obj.is_fresh(now) && !revalidate => {
                 m.cache_hits.inc();
@@ -1073,12 +1100,13 @@ impl Session {
                 }
                 Claim::InFlight if since.elapsed() < self.shared.settings.timeouts.connect => {
                     pending.hold(&m.active_transactions);
-                    self.waiting = Some(Box::new(Waiting {
-                        pending,
+                    let query = CacheQuery {
                         key,
+                        alternate: None,
                         revalidate,
                         since,
-                    }));
+                    };
+                    self.waiting = Some(Box::new(Waiting { pending, query }));
                     self.phase = Phase::CacheWait;
                     if let Some(me) = self.me.upgrade().filter(|_| !self.parked) {
                         self.parked = true;
@@ -1219,15 +1247,15 @@ impl Session {
         let Some(w) = self.waiting.as_ref() else {
             return;
         };
-        if self.shared.fill_in_flight(&w.key)
-            && w.since.elapsed() < self.shared.settings.timeouts.connect
+        if self.shared.fill_in_flight(&w.query.key)
+            && w.query.since.elapsed() < self.shared.settings.timeouts.connect
         {
             return;
         }
         let w = self.waiting.take().expect("checked");
         self.phase = Phase::ReadRequest;
         match self.shared.cache().cloned() {
-            Some(cache) => self.lookup(t, w.pending, &cache, w.key, w.revalidate, w.since),
+            Some(cache) => self.lookup(t, w.pending, &cache, w.query),
             None => self.forward(t, w.pending, None),
         }
     }
@@ -1499,7 +1527,7 @@ impl Session {
                             obj.stored_at = now;
                             obj.fresh_until = now.saturating_add(lifetime);
                             if let Some(cache) = self.shared.cache() {
-                                cache.put(&c.key, &obj.encode());
+                                store(cache, &c.key, &obj);
                             }
                             self.shared.metrics.cache_revalidated.inc();
                             self.shared.metrics.cache_hits.inc();
@@ -1536,8 +1564,11 @@ impl Session {
                         }
                         if c.capture.is_none() && c.stale.is_some() {
                             // Replaced by something we may not keep: forget the old one.
-                            if let Some(cache) = self.shared.cache() {
+                            if let (Some(cache), Some(old)) = (self.shared.cache(), &c.stale) {
                                 cache.remove(&c.key);
+                                if !old.variant.is_empty() {
+                                    cache.remove(&caching::alternate_key(&c.key, &old.variant));
+                                }
                             }
                         }
                     }
@@ -1641,7 +1672,7 @@ impl Session {
             if let (Some(cap), Some(cache)) = (c.capture.take(), self.shared.cache()) {
                 let now = caching::now_s();
                 let obj = Stored::new(&cap.head, cap.body, cap.lifetime, now, cap.variant);
-                cache.put(&c.key, &obj.encode());
+                store(cache, &c.key, &obj);
                 if let Some(fill) = c.fill.as_mut() {
                     fill.stored();
                 }
@@ -1828,6 +1859,16 @@ impl Session {
             }
         }
     }
+}
+
+/// Stores `obj` at `key`, and a variant (`Vary`) also at its alternate key, where
+/// requests with its values find it once another variant has taken `key`.
+fn store(cache: &crate::cache::Cache, key: &str, obj: &Stored) {
+    let bytes = obj.encode();
+    if !obj.variant.is_empty() {
+        cache.put(&caching::alternate_key(key, &obj.variant), &bytes);
+    }
+    cache.put(key, &bytes);
 }
 
 fn resolve_cached(host: &str, port: u16) -> Option<SocketAddr> {
