@@ -773,6 +773,59 @@ fn per_server_connection_max_queues_requests_beyond_it() {
 }
 
 #[test]
+fn requests_queued_for_an_origin_go_in_arrival_order() {
+    // The origin holds /hold until the test lets it go, and answers the rest at once.
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = release.clone();
+    let origin = Origin::start(move |req| {
+        while req.path == "/hold" && !r.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Some(ok(req.path.as_bytes(), &[]))
+    });
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_EXEC_THREAD_LIMIT", "1")
+        .config(&format!(
+            "[proxy.config.http]\nper_server.connection.max = 1\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start();
+    let mut first = Conn::open(d.addr()).unwrap();
+    first
+        .send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || origin
+        .request_count()
+        == 1));
+    // Five more queue behind it, one after another.
+    let mut queued = Vec::new();
+    for i in 0..5 {
+        let mut c = Conn::open(d.addr()).unwrap();
+        c.send(format!("GET /q{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(10), || d
+            .metric("proxy.process.http.current_origin_queue")
+            == i + 1));
+        queued.push(c);
+    }
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(first.read_response("GET").unwrap().text(), "/hold");
+    for (i, c) in queued.iter_mut().enumerate() {
+        assert_eq!(c.read_response("GET").unwrap().text(), format!("/q{i}"));
+    }
+    let order: Vec<String> = origin
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(order, ["/hold", "/q0", "/q1", "/q2", "/q3", "/q4"]);
+    assert_eq!(d.metric("proxy.process.http.origin_requests_queued"), 5);
+}
+
+#[test]
 fn a_request_queued_past_connect_attempts_timeout_gets_503_and_a_reload_lifts_the_limit() {
     // The origin holds /hold until the test lets it go.
     let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -11,7 +11,7 @@ use super::caching::{self, Stored};
 use super::codec::{
     self, BodyFraming, ChunkedScanner, ForwardRequest, ForwardResponse, HeadError, RequestHead,
 };
-use super::shared::{self as shared_state, Claim, HttpShared, OriginSlot};
+use super::shared::{self as shared_state, Claim, HttpShared, OriginSlot, OriginWaiter};
 use crate::cache::Lookup;
 use crate::stats_http::{self, Format};
 use iocore::stats::Gauge;
@@ -175,8 +175,14 @@ fn resume_queued(t: &mut EThread) {
                     continue;
                 }
                 let max = s.shared.with_live(|live| live.origin_max);
-                let Some(slot) = s.shared.take_origin_slot(*addr, max) else {
-                    break;
+                let turn = s.tx.as_ref().and_then(|tx| tx.queued.as_ref());
+                // A limit lifted by a reload lets everyone through.
+                let slot = match turn {
+                    Some((waiter, _)) if max > 0 => match waiter.take(max) {
+                        Some(slot) => Some(slot),
+                        None => break,
+                    },
+                    _ => None,
                 };
                 drop(s);
                 waiting.pop_front();
@@ -474,8 +480,8 @@ struct Tx {
     active: Counted,
     /// Its place under `per_server.connection.max`, once it has one (None: no limit).
     slot: Option<OriginSlot>,
-    /// Counts it in `current_origin_queue` while it waits for that place.
-    queued: Option<Counted>,
+    /// While it waits for that place: its turn, and its unit of `current_origin_queue`.
+    queued: Option<(OriginWaiter, Counted)>,
 }
 
 /// One unit of a gauge for as long as it lives.
@@ -1190,25 +1196,25 @@ impl Session {
         });
         self.phase = Phase::Exchange;
         let max = shared.with_live(|live| live.origin_max);
-        match shared.take_origin_slot(addr, max) {
-            Some(slot) => {
+        match shared.origin_slot(addr, max) {
+            Ok(slot) => {
                 if let Some(tx) = self.tx.as_mut() {
                     tx.slot = slot;
                 }
                 self.send_to_origin(t, addr);
             }
-            None => self.queue_for_origin(t, addr),
+            Err(waiter) => self.queue_for_origin(t, addr, waiter),
         }
     }
 
     /// Waits for a place under `per_server.connection.max` to `addr`: in this thread's
     /// queue for it, until `resume_queued` gives it one or the connect timeout ends the
     /// wait with a 503.
-    fn queue_for_origin(&mut self, t: &mut EThread, addr: SocketAddr) {
+    fn queue_for_origin(&mut self, t: &mut EThread, addr: SocketAddr, waiter: OriginWaiter) {
         let m = &self.shared.metrics;
         m.origin_queued.inc();
         if let Some(tx) = self.tx.as_mut() {
-            tx.queued = Some(Counted::new(&m.origin_queue));
+            tx.queued = Some((waiter, Counted::new(&m.origin_queue)));
         }
         self.phase = Phase::OriginWait;
         self.deadline = Instant::now() + self.shared.settings.timeouts.connect;

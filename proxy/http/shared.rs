@@ -133,10 +133,45 @@ pub struct HttpShared {
     origins: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Arc<OriginLoad>>>,
 }
 
-/// Transactions in flight to one origin address, over every thread.
+/// Transactions in flight to one origin address, and requests waiting for a place
+/// among them, over every thread.
 #[derive(Default)]
 pub(crate) struct OriginLoad {
     busy: std::sync::atomic::AtomicUsize,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl OriginLoad {
+    /// A place if fewer than `max` are in flight, and no request waits for one (unless
+    /// `queued`: it is one of those waiting). Newcomers never pass the queue.
+    fn take(self: &Arc<Self>, max: usize, queued: bool) -> Option<OriginSlot> {
+        if !queued && self.waiting.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        self.busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b < max).then_some(b + 1)
+            })
+            .ok()
+            .map(|_| OriginSlot(self.clone()))
+    }
+}
+
+/// A request waiting for a place at its origin; counted in `OriginLoad::waiting` until
+/// dropped.
+pub(crate) struct OriginWaiter(Arc<OriginLoad>);
+
+impl OriginWaiter {
+    /// A place under `max` for this waiting request, if one is free now.
+    pub(crate) fn take(&self, max: usize) -> Option<OriginSlot> {
+        self.0.take(max, true)
+    }
+}
+
+impl Drop for OriginWaiter {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A transaction's place among the `Live::origin_max` in flight to its origin; given
@@ -356,16 +391,16 @@ impl HttpShared {
         self.fills().filling.contains(key)
     }
 
-    /// Shutting down: finish transactions, keep no connection alive.
-    /// Takes a place for one more transaction to `addr` under the limit `max`:
-    /// Some(None) with no limit (0), None when `max` are in flight already.
-    pub(crate) fn take_origin_slot(
+    /// A new request's place among the `max` transactions in flight to `addr` (0: no
+    /// limit): Ok(None) without a limit, Ok(slot) when one is free and nobody waits,
+    /// else Err(waiter): it must wait, counted as waiting from now.
+    pub(crate) fn origin_slot(
         &self,
         addr: std::net::SocketAddr,
         max: usize,
-    ) -> Option<Option<OriginSlot>> {
+    ) -> Result<Option<OriginSlot>, OriginWaiter> {
         if max == 0 {
-            return Some(None);
+            return Ok(None);
         }
         let load = self
             .origins
@@ -374,15 +409,16 @@ impl HttpShared {
             .entry(addr)
             .or_default()
             .clone();
-        let taken = load
-            .busy
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                (b < max).then_some(b + 1)
-            })
-            .is_ok();
-        taken.then(|| Some(OriginSlot(load)))
+        match load.take(max, false) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                load.waiting.fetch_add(1, Ordering::AcqRel);
+                Err(OriginWaiter(load))
+            }
+        }
     }
 
+    /// Shutting down: finish transactions, keep no connection alive.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
