@@ -523,7 +523,8 @@ impl Pending {
     }
 }
 
-/// A request parked until another connection's fill of the same key ends.
+/// A request parked on the cache: for a disk read, or until another connection's fill
+/// of the same key ends.
 struct Waiting {
     pending: Pending,
     query: CacheQuery,
@@ -1072,14 +1073,8 @@ impl Session {
         };
         let m = &self.shared.metrics;
         let now = caching::now_s();
-        let CacheQuery {
-            key,
-            revalidate,
-            since,
-            ..
-        } = query;
         match stored {
-            Some(obj) if obj.is_fresh(now) && !revalidate => {
+            Some(obj) if obj.is_fresh(now) && !query.revalidate => {
                 m.cache_hits.inc();
                 self.serve_hit(&pending.head, &obj, now);
             }
@@ -1087,7 +1082,7 @@ impl Session {
                 // Stale: ask the origin whether it changed, with our validators in place
                 // of the client's.
                 let validators = obj.validators();
-                let mut ctx = CacheTx::new(key, Some(obj), None);
+                let mut ctx = CacheTx::new(query.key, Some(obj), None);
                 ctx.request = Some(pending.head.clone());
                 pending.head.headers.retain(|h| {
                     !h.name.eq_ignore_ascii_case("if-none-match")
@@ -1098,20 +1093,18 @@ impl Session {
                 }
                 self.forward(t, pending, Some(ctx));
             }
-            None => match self.shared.claim_fill(&key) {
+            None => match self.shared.claim_fill(&query.key) {
                 Claim::Fill(fill) => {
                     m.cache_misses.inc();
-                    let ctx = CacheTx::new(key, None, Some(fill));
+                    let ctx = CacheTx::new(query.key, None, Some(fill));
                     self.forward(t, pending, Some(ctx));
                 }
-                Claim::InFlight if since.elapsed() < self.shared.settings.timeouts.connect => {
+                Claim::InFlight
+                    if query.since.elapsed() < self.shared.settings.timeouts.connect =>
+                {
                     pending.hold(&m.active_transactions);
-                    let query = CacheQuery {
-                        key,
-                        alternate: None,
-                        revalidate,
-                        since,
-                    };
+                    // When the fill ends, the lookup starts over from the URL's key.
+                    query.alternate = None;
                     self.waiting = Some(Box::new(Waiting { pending, query }));
                     self.phase = Phase::CacheWait;
                     if let Some(me) = self.me.upgrade().filter(|_| !self.parked) {
