@@ -517,3 +517,64 @@ fn a_request_waiting_for_another_fill_is_in_flight_and_answered_through_a_stop()
     let status = d.wait_exit(Duration::from_secs(20)).expect("exits");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_successful_unsafe_request_invalidates_the_url_and_all_its_variants() {
+    // /doc changes with every PUT; a DELETE is refused (403) and changes nothing.
+    let version = Arc::new(AtomicUsize::new(0));
+    let v = version.clone();
+    let origin = Origin::start(move |r| match (r.method.as_str(), r.path.as_str()) {
+        ("PUT", _) => {
+            v.fetch_add(1, Ordering::SeqCst);
+            Some(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec())
+        }
+        ("DELETE", _) => Some(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        (_, "/vary") => {
+            let lang = r.header("accept-language").unwrap_or("none");
+            let body = format!("{lang} v{}", v.load(Ordering::SeqCst));
+            Some(ok(
+                body.as_bytes(),
+                &[("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")],
+            ))
+        }
+        _ => {
+            let body = format!("v{}", v.load(Ordering::SeqCst));
+            Some(ok(body.as_bytes(), &[("Cache-Control", "max-age=60")]))
+        }
+    });
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let send = |method: &str, path: &str, lang: Option<&str>| {
+        let headers: Vec<(&str, &str)> = lang.map(|l| ("Accept-Language", l)).into_iter().collect();
+        let body: &[u8] = if method == "PUT" { b"new" } else { b"" };
+        let r = http::request(d.addr(), method, path, &headers, body).unwrap();
+        (r.status, r.text())
+    };
+    let get = |path: &str| send("GET", path, None);
+    assert_eq!(get("/doc"), (200, "v0".into()));
+    assert_eq!(get("/doc"), (200, "v0".into())); // hit
+    assert_eq!(origin.request_count(), 1);
+    // A refused change leaves the cached object alone.
+    assert_eq!(send("DELETE", "/doc", None).0, 403);
+    assert_eq!(get("/doc"), (200, "v0".into()));
+    assert_eq!(origin.request_count(), 2);
+    // An accepted one removes it: the next GET sees the new version.
+    assert_eq!(send("PUT", "/doc", None).0, 204);
+    assert_eq!(get("/doc"), (200, "v1".into()));
+    assert_eq!(get("/doc"), (200, "v1".into())); // hit
+    assert_eq!(origin.request_count(), 4);
+    // Every variant goes, not only the one at the URL's key.
+    assert_eq!(send("GET", "/vary", Some("en")), (200, "en v1".into()));
+    assert_eq!(send("GET", "/vary", Some("fr")), (200, "fr v1".into()));
+    assert_eq!(send("GET", "/vary", Some("en")), (200, "en v1".into())); // hit
+    assert_eq!(origin.request_count(), 6);
+    assert_eq!(send("PUT", "/vary", None).0, 204);
+    assert_eq!(send("GET", "/vary", Some("fr")), (200, "fr v2".into()));
+    assert_eq!(send("GET", "/vary", Some("en")), (200, "en v2".into()));
+    assert_eq!(send("GET", "/vary", Some("en")), (200, "en v2".into())); // hit
+    assert_eq!(send("GET", "/vary", Some("fr")), (200, "fr v2".into())); // hit
+    assert_eq!(origin.request_count(), 9);
+    assert_eq!(d.metric("proxy.process.cache.invalidations"), 2);
+}

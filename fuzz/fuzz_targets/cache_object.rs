@@ -28,8 +28,9 @@ fuzz_target!(|data: &[u8]| {
     match obj.request_variant(&req) {
         Some(own) => {
             assert_eq!(obj.serves(&req), own == obj.variant);
-            let k = alternate_key("k", &own);
-            assert_eq!(k == alternate_key("k", &obj.variant), own == obj.variant);
+            let k = alternate_key("k", obj.generation, &own);
+            let stored_at = alternate_key("k", obj.generation, &obj.variant);
+            assert_eq!(k == stored_at, own == obj.variant);
         }
         None => assert!(obj.variant.is_empty() && obj.serves(&req) || !obj.serves(&req)),
     }

@@ -16,7 +16,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Objects stored before `Vary` was supported: no variant.
 const MAGIC_V1: &[u8; 4] = b"TSC1";
 /// Objects with the request's side of their `Vary` (possibly empty).
-const MAGIC: &[u8; 4] = b"TSC2";
+const MAGIC_V2: &[u8; 4] = b"TSC2";
+/// As V2, and the generation of their variants.
+const MAGIC: &[u8; 4] = b"TSC3";
 const CACHEABLE_STATUS: &[u16] = &[200, 203, 301, 404, 410];
 
 /// Seconds since the Unix epoch.
@@ -59,6 +61,30 @@ pub struct RequestPolicy {
     pub cacheable: bool,
     /// A stored answer must be revalidated first (`Cache-Control: no-cache`, `Pragma`).
     pub revalidate: bool,
+}
+
+/// A new generation for a URL's variants: unique per call in this process, and larger
+/// than the ones before it across restarts (nanoseconds since the epoch, kept rising).
+pub fn new_generation() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let prev = LAST
+        .fetch_update(
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+            |last| Some(now.max(last + 1)),
+        )
+        .unwrap_or(0);
+    now.max(prev + 1)
+}
+
+/// Whether a request with `method` may change what its target holds (RFC 9110 §9.2.1:
+/// all but GET, HEAD, OPTIONS and TRACE): a non-error answer to it invalidates what the
+/// cache holds for the target (RFC 9111 §4.4).
+pub fn is_unsafe(method: &str) -> bool {
+    !matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
 }
 
 /// The request's side of cacheability: GET, no Authorization, no `no-store`.
@@ -106,13 +132,18 @@ pub fn freshness(resp: &ResponseHead, now: u64) -> Option<u64> {
     Some(lifetime)
 }
 
-/// Where the variant `variant` (non-empty, see [`variant`]) of the object at `key` is
-/// kept. An object with `Vary` is stored twice: at its URL's key, where the latest
-/// variant fetched answers lookups first (and tells which fields vary), and at this key,
-/// where a request whose values differ finds the variant made for them.
-pub fn alternate_key(key: &str, variant: &[u8]) -> String {
-    let mut k = String::with_capacity(key.len() + 1 + variant.len());
+/// Where the variant `variant` (non-empty, see [`variant`]) of generation `generation`
+/// of the object at `key` is kept. An object with `Vary` is stored twice: at its URL's
+/// key, where the latest variant fetched answers lookups first (and tells which fields
+/// vary and the generation), and at this key, where a request whose values differ
+/// finds the variant made for them. A new generation starts when a variant is stored
+/// while the URL's key holds none (first fetch, eviction, invalidation): the variants of
+/// older generations are then out of reach and age out of the cache.
+pub fn alternate_key(key: &str, generation: u64, variant: &[u8]) -> String {
+    let mut k = String::with_capacity(key.len() + 22 + variant.len());
     k.push_str(key);
+    k.push('\n');
+    k.push_str(&generation.to_string());
     k.push('\n');
     for &b in variant {
         if (b.is_ascii_graphic() && b != b'%') || b == b' ' || b == b'\n' {
@@ -211,6 +242,10 @@ pub struct Stored {
     pub body: Vec<u8>,
     /// What [`variant`] gave for the request that fetched it; empty without `Vary`.
     pub variant: Vec<u8>,
+    /// For a variant: the generation of its URL's variants ([`alternate_key`]), kept
+    /// while the URL's key holds variants and renewed when it held none (new, evicted,
+    /// or invalidated), which leaves the older variants unreachable. 0 without `Vary`.
+    pub generation: u64,
 }
 
 impl Stored {
@@ -249,6 +284,7 @@ impl Stored {
             head,
             body,
             variant,
+            generation: 0,
         }
     }
 
@@ -268,12 +304,13 @@ impl Stored {
 
     /// The bytes written to the cache.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(28 + self.head.len() + self.variant.len() + self.body.len());
+        let mut v = Vec::with_capacity(36 + self.head.len() + self.variant.len() + self.body.len());
         v.extend_from_slice(MAGIC);
         v.extend_from_slice(&self.stored_at.to_le_bytes());
         v.extend_from_slice(&self.fresh_until.to_le_bytes());
         v.extend_from_slice(&(self.head.len() as u32).to_le_bytes());
         v.extend_from_slice(&(self.variant.len() as u32).to_le_bytes());
+        v.extend_from_slice(&self.generation.to_le_bytes());
         v.extend_from_slice(&self.head);
         v.extend_from_slice(&self.variant);
         v.extend_from_slice(&self.body);
@@ -286,9 +323,10 @@ impl Stored {
         let u64_at = |i: usize| Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?));
         let u32_at = |i: usize| Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?));
         let head_len = u32_at(20)? as usize;
-        let (variant_len, start) = match magic {
-            m if m == MAGIC => (u32_at(24)? as usize, 28usize),
-            m if m == MAGIC_V1 => (0, 24),
+        let (variant_len, generation, start) = match magic {
+            m if m == MAGIC => (u32_at(24)? as usize, u64_at(28)?, 36usize),
+            m if m == MAGIC_V2 => (u32_at(24)? as usize, 0, 28),
+            m if m == MAGIC_V1 => (0, 0, 24),
             _ => return None,
         };
         let head = b.get(start..start.checked_add(head_len)?)?;
@@ -300,6 +338,7 @@ impl Stored {
             head: head.to_vec(),
             variant: variant.to_vec(),
             body: b[variant_at + variant_len..].to_vec(),
+            generation,
         })
     }
 
@@ -445,7 +484,16 @@ mod tests {
         v1.extend_from_slice(&s.head);
         v1.extend_from_slice(&s.body);
         assert_eq!(Stored::decode(&v1).unwrap(), s);
-        for cut in 0..28 {
+        // A variant keeps its generation; one stored before generations reads as 0.
+        let mut g = Stored::new(&r, b"hi".to_vec(), 10, 1000, b"a:b\n".to_vec());
+        g.generation = 77;
+        assert_eq!(Stored::decode(&g.encode()).unwrap(), g);
+        let mut v2 = b"TSC2".to_vec();
+        v2.extend_from_slice(&g.encode()[4..28]);
+        v2.extend_from_slice(&g.encode()[36..]);
+        g.generation = 0;
+        assert_eq!(Stored::decode(&v2).unwrap(), g);
+        for cut in 0..36 {
             assert!(Stored::decode(&s.encode()[..cut]).is_none(), "cut at {cut}");
         }
         assert!(d.is_fresh(1009) && !d.is_fresh(1010));
@@ -508,12 +556,18 @@ mod tests {
 
     #[test]
     fn each_variant_has_a_key_of_its_own() {
-        let en = alternate_key("k", b"accept-language:en\n");
-        assert_eq!(en, "k\naccept-language:en\n");
-        assert_ne!(en, alternate_key("k", b"accept-language:fr\n"));
-        assert_ne!(en, alternate_key("k2", b"accept-language:en\n"));
+        let en = alternate_key("k", 7, b"accept-language:en\n");
+        assert_eq!(en, "k\n7\naccept-language:en\n");
+        assert_ne!(en, alternate_key("k", 7, b"accept-language:fr\n"));
+        assert_ne!(en, alternate_key("k2", 7, b"accept-language:en\n"));
+        assert_ne!(en, alternate_key("k", 8, b"accept-language:en\n"));
         // Bytes that are no printable ASCII, and the escape itself, are escaped.
-        assert_eq!(alternate_key("k", b"a:\xff%\t"), "k\na:%FF%25%09");
-        assert_ne!(alternate_key("k", b"a:%FF"), alternate_key("k", b"a:\xff"));
+        assert_eq!(alternate_key("k", 1, b"a:\xff%\t"), "k\n1\na:%FF%25%09");
+        assert_ne!(
+            alternate_key("k", 1, b"a:%FF"),
+            alternate_key("k", 1, b"a:\xff")
+        );
+        let (a, b) = (new_generation(), new_generation());
+        assert!(b > a && a > 0);
     }
 }

@@ -537,6 +537,8 @@ struct CacheQuery {
     /// Set once the object at `key` turned out to be another variant (`Vary`): the key
     /// of this request's own (`caching::alternate_key`), read next.
     alternate: Option<String>,
+    /// The generation of the variants the URL's key holds, when it holds one.
+    generation: Option<u64>,
     /// The client asked to revalidate (`no-cache`).
     revalidate: bool,
     /// When the request first asked.
@@ -556,6 +558,11 @@ struct CacheTx {
     /// `Vary` names: the head `forward` sends, moved in there once sent (no copy), or a
     /// copy made before a revalidation replaces the client's conditional fields.
     request: Option<RequestHead>,
+    /// The generation of the URL's variants a variant stored by this transaction joins;
+    /// None: a new one.
+    generation: Option<u64>,
+    /// An unsafe request: a non-error answer removes the URL's object instead.
+    invalidate: bool,
 }
 
 impl CacheTx {
@@ -566,6 +573,8 @@ impl CacheTx {
             capture: None,
             fill,
             request: None,
+            generation: None,
+            invalidate: false,
         }
     }
 }
@@ -1003,11 +1012,23 @@ impl Session {
         };
         let policy = caching::request_policy(&pending.head);
         if !policy.cacheable {
-            return self.forward(t, pending, None);
+            // A change to the target (PUT, POST, DELETE, …) invalidates what the cache
+            // holds for it once the origin accepts it.
+            let invalidate = caching::is_unsafe(pending.head.method()).then(|| {
+                let mut c = CacheTx::new(
+                    caching::key(&pending.host_header, &pending.path),
+                    None,
+                    None,
+                );
+                c.invalidate = true;
+                c
+            });
+            return self.forward(t, pending, invalidate);
         }
         let query = CacheQuery {
             key: caching::key(&pending.host_header, &pending.path),
             alternate: None,
+            generation: None,
             revalidate: policy.revalidate,
             since: Instant::now(),
         };
@@ -1064,7 +1085,9 @@ impl Session {
                 if let (None, Some(variant), Some(cache)) =
                     (&query.alternate, own, self.shared.cache().cloned())
                 {
-                    query.alternate = Some(caching::alternate_key(&query.key, &variant));
+                    query.generation = Some(obj.generation);
+                    query.alternate =
+                        Some(caching::alternate_key(&query.key, obj.generation, &variant));
                     return self.lookup(t, pending, &cache, query);
                 }
                 None
@@ -1082,7 +1105,11 @@ impl Session {
                 // Stale: ask the origin whether it changed, with our validators in place
                 // of the client's.
                 let validators = obj.validators();
+                let generation = query
+                    .generation
+                    .or((!obj.variant.is_empty()).then_some(obj.generation));
                 let mut ctx = CacheTx::new(query.key, Some(obj), None);
+                ctx.generation = generation;
                 ctx.request = Some(pending.head.clone());
                 pending.head.headers.retain(|h| {
                     !h.name.eq_ignore_ascii_case("if-none-match")
@@ -1096,7 +1123,8 @@ impl Session {
             None => match self.shared.claim_fill(&query.key) {
                 Claim::Fill(fill) => {
                     m.cache_misses.inc();
-                    let ctx = CacheTx::new(query.key, None, Some(fill));
+                    let mut ctx = CacheTx::new(query.key, None, Some(fill));
+                    ctx.generation = query.generation;
                     self.forward(t, pending, Some(ctx));
                 }
                 Claim::InFlight
@@ -1105,6 +1133,7 @@ impl Session {
                     pending.hold(&m.active_transactions);
                     // When the fill ends, the lookup starts over from the URL's key.
                     query.alternate = None;
+                    query.generation = None;
                     self.waiting = Some(Box::new(Waiting { pending, query }));
                     self.phase = Phase::CacheWait;
                     if let Some(me) = self.me.upgrade().filter(|_| !self.parked) {
@@ -1516,6 +1545,17 @@ impl Session {
                         tx.client_keep_alive = false;
                         tx.dechunk = true;
                     }
+                    if tx.cache.as_ref().is_some_and(|c| c.invalidate) {
+                        let c = tx.cache.take().expect("checked");
+                        if let (true, Some(cache)) =
+                            ((200..400).contains(&head.status), self.shared.cache())
+                        {
+                            // Its variants, if any, go with it: the next one stored starts
+                            // a new generation.
+                            cache.remove(&c.key);
+                            self.shared.metrics.cache_invalidations.inc();
+                        }
+                    }
                     if let Some(c) = tx.cache.as_mut() {
                         let now = caching::now_s();
                         if head.status == 304 && c.stale.is_some() {
@@ -1566,7 +1606,11 @@ impl Session {
                             if let (Some(cache), Some(old)) = (self.shared.cache(), &c.stale) {
                                 cache.remove(&c.key);
                                 if !old.variant.is_empty() {
-                                    cache.remove(&caching::alternate_key(&c.key, &old.variant));
+                                    cache.remove(&caching::alternate_key(
+                                        &c.key,
+                                        old.generation,
+                                        &old.variant,
+                                    ));
                                 }
                             }
                         }
@@ -1670,7 +1714,10 @@ impl Session {
         if let Some(c) = tx.cache.as_mut() {
             if let (Some(cap), Some(cache)) = (c.capture.take(), self.shared.cache()) {
                 let now = caching::now_s();
-                let obj = Stored::new(&cap.head, cap.body, cap.lifetime, now, cap.variant);
+                let mut obj = Stored::new(&cap.head, cap.body, cap.lifetime, now, cap.variant);
+                if !obj.variant.is_empty() {
+                    obj.generation = c.generation.unwrap_or_else(caching::new_generation);
+                }
                 store(cache, &c.key, &obj);
                 if let Some(fill) = c.fill.as_mut() {
                     fill.stored();
@@ -1865,7 +1912,10 @@ impl Session {
 fn store(cache: &crate::cache::Cache, key: &str, obj: &Stored) {
     let bytes = obj.encode();
     if !obj.variant.is_empty() {
-        cache.put(&caching::alternate_key(key, &obj.variant), &bytes);
+        cache.put(
+            &caching::alternate_key(key, obj.generation, &obj.variant),
+            &bytes,
+        );
     }
     cache.put(key, &bytes);
 }

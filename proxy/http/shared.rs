@@ -52,6 +52,9 @@ pub struct HttpMetrics {
     pub(crate) cache_disk_reads: Arc<Counter>,
     pub(crate) cache_writes: Arc<Counter>,
     pub(crate) cache_revalidated: Arc<Counter>,
+    /// Objects removed because an unsafe request (PUT, POST, DELETE, …) to their URL
+    /// got a non-error answer.
+    pub(crate) cache_invalidations: Arc<Counter>,
     /// Requests that waited for a place under `per_server.connection.max`.
     pub(crate) origin_queued: Arc<Counter>,
     /// Requests waiting for one now.
@@ -81,6 +84,7 @@ impl HttpMetrics {
             first_byte_us: r.histogram(&format!("{p}.accept_to_first_byte_us")),
             cache_writes: r.counter("proxy.process.cache.writes"),
             cache_revalidated: r.counter("proxy.process.cache.revalidated"),
+            cache_invalidations: r.counter("proxy.process.cache.invalidations"),
             origin_queued: r.counter(&format!("{p}.origin_requests_queued")),
             origin_queue: r.gauge(&format!("{p}.current_origin_queue")),
             origin_queue_timeouts: r.counter(&format!("{p}.origin_queue_timeouts")),
