@@ -578,3 +578,44 @@ fn a_successful_unsafe_request_invalidates_the_url_and_all_its_variants() {
     assert_eq!(origin.request_count(), 9);
     assert_eq!(d.metric("proxy.process.cache.invalidations"), 2);
 }
+
+#[test]
+fn a_fetch_under_way_when_its_url_is_changed_does_not_store_what_it_got() {
+    // The origin answers GET with the version of the moment it is asked, but holds the
+    // answer until the test lets it go; meanwhile a PUT changes the version.
+    let version = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (v, rel) = (version.clone(), release.clone());
+    let origin = Origin::start(move |r| {
+        if r.method == "PUT" {
+            v.fetch_add(1, Ordering::SeqCst);
+            return Some(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec());
+        }
+        let body = format!("v{}", v.load(Ordering::SeqCst));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !rel.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Some(ok(body.as_bytes(), &[("Cache-Control", "max-age=60")]))
+    });
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let mut getter = Conn::open(d.addr()).unwrap();
+    getter
+        .send(b"GET /doc HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || origin
+        .request_count()
+        == 1));
+    let put = http::request(d.addr(), "PUT", "/doc", &[], b"new").unwrap();
+    assert_eq!(put.status, 204);
+    release.store(true, Ordering::SeqCst);
+    // The old version reaches the client that asked before the change ...
+    assert_eq!(getter.read_response("GET").unwrap().text(), "v0");
+    // ... but is not served to anyone after it.
+    assert_eq!(http::get(d.addr(), "t", "/doc").unwrap().text(), "v1");
+    assert_eq!(http::get(d.addr(), "t", "/doc").unwrap().text(), "v1"); // hit
+    assert_eq!(origin.request_count(), 3);
+}

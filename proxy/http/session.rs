@@ -563,6 +563,8 @@ struct CacheTx {
     generation: Option<u64>,
     /// An unsafe request: a non-error answer removes the URL's object instead.
     invalidate: bool,
+    /// When it began: an invalidation of `key` after that keeps it from storing.
+    began: Instant,
 }
 
 impl CacheTx {
@@ -575,6 +577,7 @@ impl CacheTx {
             request: None,
             generation: None,
             invalidate: false,
+            began: Instant::now(),
         }
     }
 }
@@ -1553,6 +1556,7 @@ impl Session {
                             // Its variants, if any, go with it: the next one stored starts
                             // a new generation.
                             cache.remove(&c.key);
+                            self.shared.note_invalidation(&c.key);
                             self.shared.metrics.cache_invalidations.inc();
                         }
                     }
@@ -1566,7 +1570,9 @@ impl Session {
                             obj.stored_at = now;
                             obj.fresh_until = now.saturating_add(lifetime);
                             if let Some(cache) = self.shared.cache() {
-                                store(cache, &c.key, &obj);
+                                if !self.shared.invalidated_since(&c.key, c.began) {
+                                    store(cache, &c.key, &obj);
+                                }
                             }
                             self.shared.metrics.cache_revalidated.inc();
                             self.shared.metrics.cache_hits.inc();
@@ -1718,12 +1724,16 @@ impl Session {
                 if !obj.variant.is_empty() {
                     obj.generation = c.generation.unwrap_or_else(caching::new_generation);
                 }
-                store(cache, &c.key, &obj);
+                // A change to the URL accepted while this was under way may postdate it:
+                // not stored then, but the URL stays storable (the next miss fills it).
                 if let Some(fill) = c.fill.as_mut() {
                     fill.stored();
                 }
-                self.shared.metrics.cache_writes.inc();
-                self.shared.note_cache_usage();
+                if !self.shared.invalidated_since(&c.key, c.began) {
+                    store(cache, &c.key, &obj);
+                    self.shared.metrics.cache_writes.inc();
+                    self.shared.note_cache_usage();
+                }
             }
         }
         drop(tx.active);

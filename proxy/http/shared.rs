@@ -135,7 +135,13 @@ pub struct HttpShared {
     /// Transactions in flight per origin address, for `Live::origin_max`: one entry per
     /// address ever limited (the remap targets, or a forward proxy's origins).
     origins: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Arc<OriginLoad>>>,
+    /// When each recently invalidated key was (`note_invalidation`).
+    invalidated: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
+
+/// How long an invalidation is remembered: a fetch that began before it and ends within
+/// this long after it stores nothing.
+const INVALIDATION_MEMORY: Duration = Duration::from_secs(600);
 
 /// Transactions in flight to one origin address, and requests waiting for a place
 /// among them, over every thread.
@@ -277,6 +283,7 @@ impl HttpShared {
             cache: std::sync::OnceLock::new(),
             fills: std::sync::Mutex::default(),
             origins: std::sync::Mutex::default(),
+            invalidated: std::sync::Mutex::default(),
         })
     }
 
@@ -388,6 +395,23 @@ impl HttpShared {
             key: key.to_string(),
             stored: false,
         })
+    }
+
+    /// Records that `key` was invalidated now: fetches of it already under way must not
+    /// store what they got (it may predate the change).
+    pub(crate) fn note_invalidation(&self, key: &str) {
+        let mut map = self.invalidated.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if map.len() >= 1024 {
+            map.retain(|_, at| now.duration_since(*at) < INVALIDATION_MEMORY);
+        }
+        map.insert(key.to_string(), now);
+    }
+
+    /// Whether `key` was invalidated after `began`.
+    pub(crate) fn invalidated_since(&self, key: &str, began: Instant) -> bool {
+        let map = self.invalidated.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).is_some_and(|at| *at > began)
     }
 
     /// Whether some transaction is filling `key` now.
