@@ -135,13 +135,42 @@ pub struct HttpShared {
     /// Transactions in flight per origin address, for `Live::origin_max`: one entry per
     /// address ever limited (the remap targets, or a forward proxy's origins).
     origins: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Arc<OriginLoad>>>,
-    /// When each recently invalidated key was (`note_invalidation`).
-    invalidated: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// Recent invalidations (`note_invalidation`).
+    invalidated: std::sync::Mutex<Invalidations>,
+}
+
+/// When each recently invalidated key was, within bounds.
+#[derive(Default)]
+struct Invalidations {
+    at: std::collections::HashMap<String, Instant>,
+    /// Set when too many keys were invalidated too recently to remember each: every key
+    /// counts as invalidated then.
+    all: Option<Instant>,
+}
+
+impl Invalidations {
+    fn note(&mut self, key: &str, now: Instant) {
+        if self.at.len() >= INVALIDATIONS_KEPT {
+            self.at
+                .retain(|_, at| now.duration_since(*at) < INVALIDATION_MEMORY);
+            if self.at.len() >= INVALIDATIONS_KEPT {
+                self.at.clear();
+                self.all = Some(now);
+            }
+        }
+        self.at.insert(key.to_string(), now);
+    }
+
+    fn since(&self, key: &str, began: Instant) -> bool {
+        self.all.is_some_and(|at| at > began) || self.at.get(key).is_some_and(|at| *at > began)
+    }
 }
 
 /// How long an invalidation is remembered: a fetch that began before it and ends within
 /// this long after it stores nothing.
 const INVALIDATION_MEMORY: Duration = Duration::from_secs(600);
+/// Keys remembered at most; beyond, the memory collapses into one "everything, now".
+const INVALIDATIONS_KEPT: usize = 8192;
 
 /// Transactions in flight to one origin address, and requests waiting for a place
 /// among them, over every thread.
@@ -399,19 +428,18 @@ impl HttpShared {
 
     /// Records that `key` was invalidated now: fetches of it already under way must not
     /// store what they got (it may predate the change).
+    /// Bounded: a write-heavy load that invalidates more keys than `INVALIDATIONS_KEPT`
+    /// within `INVALIDATION_MEMORY` makes every fetch under way at that moment skip
+    /// storing, rather than growing the memory.
     pub(crate) fn note_invalidation(&self, key: &str) {
-        let mut map = self.invalidated.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if map.len() >= 1024 {
-            map.retain(|_, at| now.duration_since(*at) < INVALIDATION_MEMORY);
-        }
-        map.insert(key.to_string(), now);
+        let mut inv = self.invalidated.lock().unwrap_or_else(|e| e.into_inner());
+        inv.note(key, Instant::now());
     }
 
     /// Whether `key` was invalidated after `began`.
     pub(crate) fn invalidated_since(&self, key: &str, began: Instant) -> bool {
-        let map = self.invalidated.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key).is_some_and(|at| *at > began)
+        let inv = self.invalidated.lock().unwrap_or_else(|e| e.into_inner());
+        inv.since(key, began)
     }
 
     /// Whether some transaction is filling `key` now.
@@ -458,5 +486,29 @@ impl HttpShared {
     /// Transactions in flight (request received, response not yet complete).
     pub fn active_transactions(&self) -> i64 {
         self.metrics.active_transactions.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidations_are_remembered_per_key_within_bounds() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let mut inv = Invalidations::default();
+        inv.note("a", t1);
+        assert!(inv.since("a", t0) && !inv.since("a", t1) && !inv.since("b", t0));
+        // Old entries make room; young ones beyond the bound collapse into "all".
+        let late = t1 + INVALIDATION_MEMORY + Duration::from_secs(1);
+        for i in 0..INVALIDATIONS_KEPT {
+            inv.note(&format!("k{i}"), late);
+        }
+        assert!(inv.at.len() <= INVALIDATIONS_KEPT && !inv.at.contains_key("a"));
+        assert!(inv.all.is_none() && !inv.since("b", t1));
+        inv.note("one more", late);
+        assert!(inv.at.len() <= 1 && inv.all == Some(late));
+        assert!(inv.since("b", t1) && !inv.since("b", late));
     }
 }
