@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use util::http::{self, Conn};
-use util::origin::{ok, Origin};
+use util::origin::{ok, Gate, Origin};
 use util::{wait_until, Daemon, TempDir};
 
 fn config(origin: &Origin, span: &std::path::Path, extra: &str) -> String {
@@ -475,13 +475,10 @@ fn a_corrupted_span_tail_is_skipped_and_earlier_objects_are_served() {
 #[test]
 fn a_request_waiting_for_another_fill_is_in_flight_and_answered_through_a_stop() {
     // The origin holds its answer until the test lets it go.
-    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let r = release.clone();
+    let gate = Gate::default();
+    let held = gate.clone();
     let origin = Origin::start(move |_| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !r.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        held.wait();
         Some(ok(b"held", &[("Cache-Control", "max-age=60")]))
     });
     let dir = TempDir::new("cache");
@@ -489,17 +486,9 @@ fn a_request_waiting_for_another_fill_is_in_flight_and_answered_through_a_stop()
         .config(&config(&origin, &dir.0, ""))
         .start();
     // The first client fills; the second waits for its fill, with nothing at its origin.
-    let mut first = Conn::open(d.addr()).unwrap();
-    first
-        .send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || origin
-        .request_count()
-        == 1));
-    let mut second = Conn::open(d.addr()).unwrap();
-    second
-        .send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    let mut first = http::send_get(d.addr(), "/held");
+    assert!(origin.wait_for_requests(1));
+    let mut second = http::send_get(d.addr(), "/held");
     // Both are in flight: a stop's drain waits for the parked one too.
     assert!(
         wait_until(Duration::from_secs(10), || d
@@ -508,7 +497,7 @@ fn a_request_waiting_for_another_fill_is_in_flight_and_answered_through_a_stop()
         "the parked request is not counted in flight"
     );
     d.signal(libc::SIGTERM);
-    release.store(true, Ordering::SeqCst);
+    gate.open();
     for c in [&mut first, &mut second] {
         let r = c.read_response("GET").unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "held"));
@@ -584,34 +573,26 @@ fn a_fetch_under_way_when_its_url_is_changed_does_not_store_what_it_got() {
     // The origin answers GET with the version of the moment it is asked, but holds the
     // answer until the test lets it go; meanwhile a PUT changes the version.
     let version = Arc::new(AtomicUsize::new(0));
-    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (v, rel) = (version.clone(), release.clone());
+    let gate = Gate::default();
+    let (v, held) = (version.clone(), gate.clone());
     let origin = Origin::start(move |r| {
         if r.method == "PUT" {
             v.fetch_add(1, Ordering::SeqCst);
             return Some(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec());
         }
         let body = format!("v{}", v.load(Ordering::SeqCst));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !rel.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        held.wait();
         Some(ok(body.as_bytes(), &[("Cache-Control", "max-age=60")]))
     });
     let dir = TempDir::new("cache");
     let d = Daemon::builder()
         .config(&config(&origin, &dir.0, ""))
         .start();
-    let mut getter = Conn::open(d.addr()).unwrap();
-    getter
-        .send(b"GET /doc HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || origin
-        .request_count()
-        == 1));
+    let mut getter = http::send_get(d.addr(), "/doc");
+    assert!(origin.wait_for_requests(1));
     let put = http::request(d.addr(), "PUT", "/doc", &[], b"new").unwrap();
     assert_eq!(put.status, 204);
-    release.store(true, Ordering::SeqCst);
+    gate.open();
     // The old version reaches the client that asked before the change ...
     assert_eq!(getter.read_response("GET").unwrap().text(), "v0");
     // ... but is not served to anyone after it.

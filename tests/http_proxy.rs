@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Duration;
 use util::http::{self, Conn};
-use util::origin::{ok, Origin};
+use util::origin::{ok, Gate, Origin};
 use util::{read_all, wait_until, Daemon};
 
 fn proxy_to(origin: &Origin, extra: &str) -> Daemon {
@@ -17,6 +17,31 @@ fn proxy_to(origin: &Origin, extra: &str) -> Daemon {
             origin.addr
         ))
         .start()
+}
+
+/// As `proxy_to`, with one ET_NET thread: every session shares its pool and queues.
+fn proxy_on_one_thread(origin: &Origin, extra: &str) -> Daemon {
+    Daemon::builder()
+        .env("PROXY_CONFIG_EXEC_THREAD_LIMIT", "1")
+        .config(&format!(
+            "{extra}\n[[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start()
+}
+
+/// An origin answering each request with its path, holding answers to `held` until the
+/// returned gate opens.
+fn origin_holding(held: &'static str) -> (Gate, Origin) {
+    let gate = Gate::default();
+    let g = gate.clone();
+    let origin = Origin::start(move |req| {
+        if req.path == held {
+            g.wait();
+        }
+        Some(ok(req.path.as_bytes(), &[]))
+    });
+    (gate, origin)
 }
 
 #[test]
@@ -548,13 +573,7 @@ fn a_512_mib_body_streams_through_with_bounded_memory() {
 fn while_the_pool_runs_short_an_idle_client_does_not_pin_its_origin_connection() {
     let origin = Origin::start(|_| Some(ok(b"shared", &[])));
     // One event thread: both clients' sessions share its pool.
-    let d = Daemon::builder()
-        .env("PROXY_CONFIG_EXEC_THREAD_LIMIT", "1")
-        .config(&format!(
-            "[[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
-            origin.addr
-        ))
-        .start();
+    let d = proxy_on_one_thread(&origin, "");
     // The first client's request opens the origin connection; the client stays, idle.
     let mut first = Conn::open(d.addr()).unwrap();
     assert_eq!(first.get("t", "/1").unwrap().text(), "shared");
@@ -774,42 +793,22 @@ fn per_server_connection_max_queues_requests_beyond_it() {
 
 #[test]
 fn requests_queued_for_an_origin_go_in_arrival_order() {
-    // The origin holds /hold until the test lets it go, and answers the rest at once.
-    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let r = release.clone();
-    let origin = Origin::start(move |req| {
-        while req.path == "/hold" && !r.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Some(ok(req.path.as_bytes(), &[]))
-    });
-    let d = Daemon::builder()
-        .env("PROXY_CONFIG_EXEC_THREAD_LIMIT", "1")
-        .config(&format!(
-            "[proxy.config.http]\nper_server.connection.max = 1\n\
-             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
-            origin.addr
-        ))
-        .start();
-    let mut first = Conn::open(d.addr()).unwrap();
-    first
-        .send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || origin
-        .request_count()
-        == 1));
+    let (gate, origin) = origin_holding("/hold");
+    let d = proxy_on_one_thread(
+        &origin,
+        "[proxy.config.http]\nper_server.connection.max = 1\n",
+    );
+    let mut first = http::send_get(d.addr(), "/hold");
+    assert!(origin.wait_for_requests(1));
     // Five more queue behind it, one after another.
     let mut queued = Vec::new();
     for i in 0..5 {
-        let mut c = Conn::open(d.addr()).unwrap();
-        c.send(format!("GET /q{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-            .unwrap();
+        queued.push(http::send_get(d.addr(), &format!("/q{i}")));
         assert!(wait_until(Duration::from_secs(10), || d
             .metric("proxy.process.http.current_origin_queue")
             == i + 1));
-        queued.push(c);
     }
-    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    gate.open();
     assert_eq!(first.read_response("GET").unwrap().text(), "/hold");
     for (i, c) in queued.iter_mut().enumerate() {
         assert_eq!(c.read_response("GET").unwrap().text(), format!("/q{i}"));
@@ -827,31 +826,13 @@ fn requests_queued_for_an_origin_go_in_arrival_order() {
 
 #[test]
 fn a_request_queued_past_connect_attempts_timeout_gets_503_and_a_reload_lifts_the_limit() {
-    // The origin holds /hold until the test lets it go.
-    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let r = release.clone();
-    let origin = Origin::start(move |req| {
-        if req.path == "/hold" {
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while !r.load(std::sync::atomic::Ordering::SeqCst)
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        Some(ok(req.path.as_bytes(), &[]))
-    });
+    let (gate, origin) = origin_holding("/hold");
     let d = proxy_to(
         &origin,
         "[proxy.config.http]\nper_server.connection.max = 1\nconnect_attempts_timeout = 1\n",
     );
-    let mut first = Conn::open(d.addr()).unwrap();
-    first
-        .send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || origin
-        .request_count()
-        == 1));
+    let mut first = http::send_get(d.addr(), "/hold");
+    assert!(origin.wait_for_requests(1));
     let started = std::time::Instant::now();
     let r = http::get(d.addr(), "t", "/second").unwrap();
     assert_eq!(r.status, 503, "{}", r.text());
@@ -873,7 +854,7 @@ fn a_request_queued_past_connect_attempts_timeout_gets_503_and_a_reload_lifts_th
     assert_eq!(code, 0, "{out}{err}");
     let r = http::get(d.addr(), "t", "/unlimited").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "/unlimited"));
-    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    gate.open();
     let r = first.read_response("GET").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "/hold"));
     // The first transaction's place came back: the next request goes straight through.

@@ -135,6 +135,14 @@ impl Conn {
 }
 
 /// One GET on a fresh connection.
+/// A connection that has sent `GET path` (Host `t`), its answer not read yet.
+pub fn send_get(addr: SocketAddr, path: &str) -> Conn {
+    let mut c = Conn::open(addr).unwrap();
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    c
+}
+
 pub fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<Response> {
     Conn::open(addr)?.get(host, path)
 }

@@ -85,6 +85,31 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// Waits (10 s at most) until the origin has received `n` requests.
+    pub fn wait_for_requests(&self, n: usize) -> bool {
+        super::wait_until(Duration::from_secs(10), || self.request_count() >= n)
+    }
+}
+
+/// Where a script holds its answers until the test opens it (or 20 s pass).
+#[derive(Clone, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    pub fn open(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Blocks the calling (origin) thread until the gate opens.
+    pub fn wait(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !self.0.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 impl Drop for Origin {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
