@@ -825,6 +825,32 @@ fn requests_queued_for_an_origin_go_in_arrival_order() {
 }
 
 #[test]
+fn requests_queued_for_an_origin_are_answered_through_a_stop() {
+    let (gate, origin) = origin_holding("/hold");
+    let mut d = proxy_to(
+        &origin,
+        "[proxy.config.http]\nper_server.connection.max = 1\n",
+    );
+    let mut first = http::send_get(d.addr(), "/hold");
+    assert!(origin.wait_for_requests(1));
+    let mut queued = http::send_get(d.addr(), "/queued");
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_origin_queue")
+        == 1));
+    // Both are in flight for the drain: the queued one is answered once the first ends.
+    assert_eq!(
+        d.metric("proxy.process.http.current_active_transactions"),
+        2
+    );
+    d.signal(libc::SIGTERM);
+    gate.open();
+    assert_eq!(first.read_response("GET").unwrap().text(), "/hold");
+    assert_eq!(queued.read_response("GET").unwrap().text(), "/queued");
+    let status = d.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
 fn a_request_queued_past_connect_attempts_timeout_gets_503_and_a_reload_lifts_the_limit() {
     let (gate, origin) = origin_holding("/hold");
     let d = proxy_to(
