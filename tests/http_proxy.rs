@@ -851,6 +851,39 @@ fn requests_queued_for_an_origin_are_answered_through_a_stop() {
 }
 
 #[test]
+fn a_queued_request_whose_client_leaves_is_dropped_from_the_queue() {
+    let (gate, origin) = origin_holding("/hold");
+    let d = proxy_to(
+        &origin,
+        "[proxy.config.http]\nper_server.connection.max = 1\n",
+    );
+    let mut first = http::send_get(d.addr(), "/hold");
+    assert!(origin.wait_for_requests(1));
+    let gone = http::send_get(d.addr(), "/gone");
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_origin_queue")
+        == 1));
+    drop(gone);
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_origin_queue")
+        == 0
+        && d.metric("proxy.process.http.current_client_connections")
+            == 1));
+    gate.open();
+    assert_eq!(first.read_response("GET").unwrap().text(), "/hold");
+    // The place went to nobody: the next request gets it, the one that left never ran.
+    assert_eq!(http::get(d.addr(), "t", "/next").unwrap().text(), "/next");
+    let paths: Vec<String> = origin
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(paths, ["/hold", "/next"]);
+}
+
+#[test]
 fn a_request_queued_past_connect_attempts_timeout_gets_503_and_a_reload_lifts_the_limit() {
     let (gate, origin) = origin_holding("/hold");
     let d = proxy_to(

@@ -737,7 +737,8 @@ impl Session {
                 Phase::Exchange => self.exchange(t),
                 Phase::Tunnel => self.tunnel(t),
                 Phase::Closing => self.closing(),
-                Phase::CacheWait | Phase::CacheRead | Phase::OriginWait => false,
+                Phase::OriginWait => self.left_queue(),
+                Phase::CacheWait | Phase::CacheRead => false,
             };
             if !progress {
                 return;
@@ -1252,6 +1253,15 @@ impl Session {
         if !QUEUE_POLLING.with(|p| p.replace(true)) {
             t.schedule_in(Event::new(poll_origin_queue), ORIGIN_QUEUE_POLL);
         }
+    }
+
+    /// A queued request whose client closed or reset its connection is dropped: no
+    /// place is spent on it, and the queue moves on. true: it was.
+    fn left_queue(&mut self) -> bool {
+        if self.client.hup {
+            self.dead = true;
+        }
+        self.dead
     }
 
     /// Sends the transaction's request on the attached connection to `addr`, a pooled
