@@ -124,9 +124,9 @@ thread_local! {
     static ORIGIN_QUEUE: RefCell<HashMap<SocketAddr, std::collections::VecDeque<Weak<RefCell<Session>>>>> =
         RefCell::new(HashMap::new());
     /// Whether this thread's queue poll is scheduled.
-    static QUEUE_POLLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static QUEUE_POLLING: Cell<bool> = const { Cell::new(false) };
     /// Whether an immediate queue wake-up is scheduled.
-    static QUEUE_WAKE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static QUEUE_WAKE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// How often queued requests look for a place freed on another thread. A place freed on
