@@ -30,6 +30,29 @@ fn proxy_on_one_thread(origin: &Origin, extra: &str) -> Daemon {
         .start()
 }
 
+/// A daemon with `per_server.connection.max = 1` (and `extra` records of
+/// `[proxy.config.http]`) in front of an origin that holds `/hold`, whose one place a
+/// client's `GET /hold` already takes: the gate, the origin, the daemon, that client.
+fn one_place_taken(one_thread: bool, extra: &str) -> (Gate, Origin, Daemon, Conn) {
+    let (gate, origin) = origin_holding("/hold");
+    let records = format!("[proxy.config.http]\nper_server.connection.max = 1\n{extra}");
+    let d = if one_thread {
+        proxy_on_one_thread(&origin, &records)
+    } else {
+        proxy_to(&origin, &records)
+    };
+    let first = http::send_get(d.addr(), "/hold");
+    assert!(origin.wait_for_requests(1));
+    (gate, origin, d, first)
+}
+
+/// Waits until `n` requests wait in the daemon's origin queue.
+fn queue_holds(d: &Daemon, n: i64) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        d.metric("proxy.process.http.current_origin_queue") == n
+    })
+}
+
 /// An origin answering each request with its path, holding answers to `held` until the
 /// returned gate opens.
 fn origin_holding(held: &'static str) -> (Gate, Origin) {
@@ -793,20 +816,12 @@ fn per_server_connection_max_queues_requests_beyond_it() {
 
 #[test]
 fn requests_queued_for_an_origin_go_in_arrival_order() {
-    let (gate, origin) = origin_holding("/hold");
-    let d = proxy_on_one_thread(
-        &origin,
-        "[proxy.config.http]\nper_server.connection.max = 1\n",
-    );
-    let mut first = http::send_get(d.addr(), "/hold");
-    assert!(origin.wait_for_requests(1));
+    let (gate, origin, d, mut first) = one_place_taken(true, "");
     // Five more queue behind it, one after another.
     let mut queued = Vec::new();
     for i in 0..5 {
         queued.push(http::send_get(d.addr(), &format!("/q{i}")));
-        assert!(wait_until(Duration::from_secs(10), || d
-            .metric("proxy.process.http.current_origin_queue")
-            == i + 1));
+        assert!(queue_holds(&d, i + 1));
     }
     gate.open();
     assert_eq!(first.read_response("GET").unwrap().text(), "/hold");
@@ -826,17 +841,9 @@ fn requests_queued_for_an_origin_go_in_arrival_order() {
 
 #[test]
 fn requests_queued_for_an_origin_are_answered_through_a_stop() {
-    let (gate, origin) = origin_holding("/hold");
-    let mut d = proxy_to(
-        &origin,
-        "[proxy.config.http]\nper_server.connection.max = 1\n",
-    );
-    let mut first = http::send_get(d.addr(), "/hold");
-    assert!(origin.wait_for_requests(1));
+    let (gate, _origin, mut d, mut first) = one_place_taken(false, "");
     let mut queued = http::send_get(d.addr(), "/queued");
-    assert!(wait_until(Duration::from_secs(10), || d
-        .metric("proxy.process.http.current_origin_queue")
-        == 1));
+    assert!(queue_holds(&d, 1));
     // Both are in flight for the drain: the queued one is answered once the first ends.
     assert_eq!(
         d.metric("proxy.process.http.current_active_transactions"),
@@ -852,23 +859,14 @@ fn requests_queued_for_an_origin_are_answered_through_a_stop() {
 
 #[test]
 fn a_queued_request_whose_client_leaves_is_dropped_from_the_queue() {
-    let (gate, origin) = origin_holding("/hold");
-    let d = proxy_to(
-        &origin,
-        "[proxy.config.http]\nper_server.connection.max = 1\n",
-    );
-    let mut first = http::send_get(d.addr(), "/hold");
-    assert!(origin.wait_for_requests(1));
+    let (gate, origin, d, mut first) = one_place_taken(false, "");
     let gone = http::send_get(d.addr(), "/gone");
-    assert!(wait_until(Duration::from_secs(10), || d
-        .metric("proxy.process.http.current_origin_queue")
-        == 1));
+    assert!(queue_holds(&d, 1));
     drop(gone);
+    assert!(queue_holds(&d, 0));
     assert!(wait_until(Duration::from_secs(10), || d
-        .metric("proxy.process.http.current_origin_queue")
-        == 0
-        && d.metric("proxy.process.http.current_client_connections")
-            == 1));
+        .metric("proxy.process.http.current_client_connections")
+        == 1));
     gate.open();
     assert_eq!(first.read_response("GET").unwrap().text(), "/hold");
     // The place went to nobody: the next request gets it, the one that left never ran.
@@ -885,13 +883,7 @@ fn a_queued_request_whose_client_leaves_is_dropped_from_the_queue() {
 
 #[test]
 fn a_request_queued_past_connect_attempts_timeout_gets_503_and_a_reload_lifts_the_limit() {
-    let (gate, origin) = origin_holding("/hold");
-    let d = proxy_to(
-        &origin,
-        "[proxy.config.http]\nper_server.connection.max = 1\nconnect_attempts_timeout = 1\n",
-    );
-    let mut first = http::send_get(d.addr(), "/hold");
-    assert!(origin.wait_for_requests(1));
+    let (gate, origin, d, mut first) = one_place_taken(false, "connect_attempts_timeout = 1\n");
     let started = std::time::Instant::now();
     let r = http::get(d.addr(), "t", "/second").unwrap();
     assert_eq!(r.status, 503, "{}", r.text());
