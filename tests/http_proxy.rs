@@ -828,14 +828,7 @@ fn requests_queued_for_an_origin_go_in_arrival_order() {
     for (i, c) in queued.iter_mut().enumerate() {
         assert_eq!(c.read_response("GET").unwrap().text(), format!("/q{i}"));
     }
-    let order: Vec<String> = origin
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
-    assert_eq!(order, ["/hold", "/q0", "/q1", "/q2", "/q3", "/q4"]);
+    assert_eq!(origin.paths(), ["/hold", "/q0", "/q1", "/q2", "/q3", "/q4"]);
     assert_eq!(d.metric("proxy.process.http.origin_requests_queued"), 5);
 }
 
@@ -871,14 +864,7 @@ fn a_queued_request_whose_client_leaves_is_dropped_from_the_queue() {
     assert_eq!(first.read_response("GET").unwrap().text(), "/hold");
     // The place went to nobody: the next request gets it, the one that left never ran.
     assert_eq!(http::get(d.addr(), "t", "/next").unwrap().text(), "/next");
-    let paths: Vec<String> = origin
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
-    assert_eq!(paths, ["/hold", "/next"]);
+    assert_eq!(origin.paths(), ["/hold", "/next"]);
 }
 
 #[test]

@@ -86,6 +86,12 @@ impl Origin {
 }
 
 impl Origin {
+    /// The paths of the requests received so far, in arrival order.
+    pub fn paths(&self) -> Vec<String> {
+        let requests = self.requests.lock().unwrap();
+        requests.iter().map(|r| r.path.clone()).collect()
+    }
+
     /// Waits (10 s at most) until the origin has received `n` requests.
     pub fn wait_for_requests(&self, n: usize) -> bool {
         super::wait_until(Duration::from_secs(10), || self.request_count() >= n)
