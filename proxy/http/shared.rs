@@ -150,20 +150,37 @@ struct Invalidations {
 
 impl Invalidations {
     fn note(&mut self, key: &str, now: Instant) {
-        if self.at.len() >= INVALIDATIONS_KEPT {
-            self.at
-                .retain(|_, at| now.duration_since(*at) < INVALIDATION_MEMORY);
-            if self.at.len() >= INVALIDATIONS_KEPT {
-                self.at.clear();
-                self.all = Some(now);
-            }
+        let recent = |at: &Instant| now.duration_since(*at) < INVALIDATION_MEMORY;
+        if insert_bounded(&mut self.at, key, now, INVALIDATIONS_KEPT, recent) {
+            self.all = Some(now);
         }
-        self.at.insert(key.to_string(), now);
     }
 
     fn since(&self, key: &str, began: Instant) -> bool {
         self.all.is_some_and(|at| at > began) || self.at.get(key).is_some_and(|at| *at > began)
     }
+}
+
+/// Inserts `key` → `value` into a map kept under `max` entries: when full, the entries
+/// `live` rejects go first, and if that is not enough, all of them (true: it came to
+/// that, and the map now remembers only `key`).
+fn insert_bounded(
+    map: &mut std::collections::HashMap<String, Instant>,
+    key: &str,
+    value: Instant,
+    max: usize,
+    live: impl Fn(&Instant) -> bool,
+) -> bool {
+    let mut cleared = false;
+    if map.len() >= max {
+        map.retain(|_, v| live(v));
+        if map.len() >= max {
+            map.clear();
+            cleared = true;
+        }
+    }
+    map.insert(key.to_string(), value);
+    cleared
 }
 
 /// How long an invalidation is remembered: a fetch that began before it and ends within
@@ -280,22 +297,22 @@ impl Fill {
 impl Drop for Fill {
     fn drop(&mut self) {
         let mut fills = self.shared.fills();
-        let Some(key) = fills.filling.take(&self.key) else {
+        if !fills.filling.remove(&self.key) {
             return;
-        };
+        }
         if self.stored {
-            fills.unstorable.remove(&key);
+            fills.unstorable.remove(&self.key);
             return;
         }
         let now = Instant::now();
-        let unstorable = &mut fills.unstorable;
-        if unstorable.len() >= UNSTORABLE_MAX {
-            unstorable.retain(|_, until| *until > now);
-            if unstorable.len() >= UNSTORABLE_MAX {
-                unstorable.clear();
-            }
-        }
-        unstorable.insert(key, now + UNSTORABLE_FOR);
+        let unexpired = |until: &Instant| *until > now;
+        insert_bounded(
+            &mut fills.unstorable,
+            &self.key,
+            now + UNSTORABLE_FOR,
+            UNSTORABLE_MAX,
+            unexpired,
+        );
     }
 }
 
