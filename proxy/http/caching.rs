@@ -294,6 +294,12 @@ impl Stored {
         self.variant.is_empty() || self.request_variant(req).is_some_and(|v| v == self.variant)
     }
 
+    /// Where this object is also kept as a variant of the URL at `key`
+    /// ([`alternate_key`]); None without `Vary`.
+    pub fn alternate_at(&self, key: &str) -> Option<String> {
+        (!self.variant.is_empty()).then(|| alternate_key(key, self.generation, &self.variant))
+    }
+
     /// `req`'s side of this object's `Vary`; None when it has no `Vary`.
     pub fn request_variant(&self, req: &RequestHead) -> Option<Vec<u8>> {
         if self.variant.is_empty() {

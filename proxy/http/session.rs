@@ -512,6 +512,8 @@ struct Pending {
     addr: SocketAddr,
     host_header: String,
     path: String,
+    /// `per_server.connection.max` when the request came.
+    origin_max: usize,
     /// Set once the request waits: it is in flight from then on.
     active: Option<Counted>,
 }
@@ -982,10 +984,13 @@ impl Session {
             }
         }
         let host = target.host.as_deref();
-        let remapped = shared.with_live(|live| {
-            live.remap
+        // One look at the live settings per request: the rule, and the origin's limit.
+        let (remapped, origin_max) = shared.with_live(|live| {
+            let rule = live
+                .remap
                 .lookup(host, path)
-                .map(|(rule, to_path)| (rule.to_addr, rule.to_host.clone(), to_path))
+                .map(|(rule, to_path)| (rule.to_addr, rule.to_host.clone(), to_path));
+            (rule, live.origin_max)
         });
         let (addr, host_header, path) = match remapped {
             Some(found) => found,
@@ -1009,6 +1014,7 @@ impl Session {
             addr,
             host_header,
             path,
+            origin_max,
             active: None,
         };
         let Some(cache) = shared.cache().cloned() else {
@@ -1181,6 +1187,7 @@ impl Session {
             addr,
             host_header,
             path,
+            origin_max,
             active,
         } = pending;
         let client_keep_alive = head.keep_alive() && !shared.draining();
@@ -1221,8 +1228,7 @@ impl Session {
             queued: None,
         });
         self.phase = Phase::Exchange;
-        let max = shared.with_live(|live| live.origin_max);
-        match shared.origin_slot(addr, max) {
+        match shared.origin_slot(addr, origin_max) {
             Ok(slot) => {
                 if let Some(tx) = self.tx.as_mut() {
                     tx.slot = slot;
@@ -1617,17 +1623,13 @@ impl Session {
                             // go to the origin now, not after this whole transfer.
                             c.fill = None;
                         }
-                        if c.capture.is_none() && c.stale.is_some() {
-                            // Replaced by something we may not keep: forget the old one.
-                            if let (Some(cache), Some(old)) = (self.shared.cache(), &c.stale) {
-                                cache.remove(&c.key);
-                                if !old.variant.is_empty() {
-                                    cache.remove(&caching::alternate_key(
-                                        &c.key,
-                                        old.generation,
-                                        &old.variant,
-                                    ));
-                                }
+                        // Replaced by something we may not keep: forget the old one.
+                        if let (None, Some(old), Some(cache)) =
+                            (&c.capture, &c.stale, self.shared.cache())
+                        {
+                            cache.remove(&c.key);
+                            if let Some(alternate) = old.alternate_at(&c.key) {
+                                cache.remove(&alternate);
                             }
                         }
                     }
@@ -1931,11 +1933,8 @@ impl Session {
 /// requests with its values find it once another variant has taken `key`.
 fn store(cache: &crate::cache::Cache, key: &str, obj: &Stored) {
     let bytes = obj.encode();
-    if !obj.variant.is_empty() {
-        cache.put(
-            &caching::alternate_key(key, obj.generation, &obj.variant),
-            &bytes,
-        );
+    if let Some(alternate) = obj.alternate_at(key) {
+        cache.put(&alternate, &bytes);
     }
     cache.put(key, &bytes);
 }
