@@ -175,7 +175,7 @@ fn resume_queued(t: &mut EThread) {
                     continue;
                 }
                 let max = s.shared.with_live(|live| live.origin_max);
-                let turn = s.tx.as_ref().and_then(|tx| tx.queued.as_ref());
+                let turn = s.tx.as_ref().and_then(|tx| tx.queued.as_deref());
                 // A limit lifted by a reload lets everyone through.
                 let slot = match turn {
                     Some((waiter, _)) if max > 0 => match waiter.take(max) {
@@ -481,7 +481,8 @@ struct Tx {
     /// Its place under `per_server.connection.max`, once it has one (None: no limit).
     slot: Option<OriginSlot>,
     /// While it waits for that place: its turn, and its unit of `current_origin_queue`.
-    queued: Option<(OriginWaiter, Counted)>,
+    /// Boxed: rare, and a `Tx` sits inline in every session.
+    queued: Option<Box<(OriginWaiter, Counted)>>,
 }
 
 /// One unit of a gauge for as long as it lives.
@@ -1246,7 +1247,7 @@ impl Session {
         let m = &self.shared.metrics;
         m.origin_queued.inc();
         if let Some(tx) = self.tx.as_mut() {
-            tx.queued = Some((waiter, Counted::new(&m.origin_queue)));
+            tx.queued = Some(Box::new((waiter, Counted::new(&m.origin_queue))));
         }
         self.phase = Phase::OriginWait;
         self.deadline = Instant::now() + self.shared.settings.timeouts.connect;
