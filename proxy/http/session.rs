@@ -71,15 +71,40 @@ const CACHE_WAIT_POLL: Duration = Duration::from_millis(2);
 
 thread_local! {
     /// Whether this thread's waiter poll is scheduled.
-    static POLLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static POLLING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Parks the session `me` until the fill it waits for ends, starting this thread's poll
 /// if it is not running: the poll runs only while someone waits.
 fn park(t: &mut EThread, me: &Rc<RefCell<Session>>) {
     WAITERS.with(|w| w.borrow_mut().push(Rc::downgrade(me)));
-    if !POLLING.with(|p| p.replace(true)) {
-        t.schedule_in(Event::new(poll_cache_waiters), CACHE_WAIT_POLL);
+    start_poll(t, &POLLING, poll_cache_waiters, CACHE_WAIT_POLL);
+}
+
+/// Schedules this thread's poll `f` every `period`, unless `running` says it is.
+fn start_poll(
+    t: &mut EThread,
+    running: &'static std::thread::LocalKey<Cell<bool>>,
+    f: fn(&mut EThread),
+    period: Duration,
+) {
+    if !running.with(|r| r.replace(true)) {
+        t.schedule_in(Event::new(f), period);
+    }
+}
+
+/// Ends a turn of a poll started by `start_poll`: it runs again after `period` while
+/// `more` is left to poll for, else it stops.
+fn rearm_poll(
+    t: &mut EThread,
+    running: &'static std::thread::LocalKey<Cell<bool>>,
+    more: bool,
+    period: Duration,
+) {
+    if more {
+        t.set_period(period);
+    } else {
+        running.with(|r| r.set(false));
     }
 }
 
@@ -111,11 +136,8 @@ fn poll_cache_waiters(t: &mut EThread) {
         }
         s.settle(t);
     }
-    if WAITERS.with(|w| w.borrow().is_empty()) {
-        POLLING.with(|p| p.set(false));
-    } else {
-        t.set_period(CACHE_WAIT_POLL);
-    }
+    let more = WAITERS.with(|w| !w.borrow().is_empty());
+    rearm_poll(t, &POLLING, more, CACHE_WAIT_POLL);
 }
 
 thread_local! {
@@ -148,11 +170,8 @@ fn wake_origin_queue(t: &mut EThread) {
 /// This thread's periodic queue poll: runs every `ORIGIN_QUEUE_POLL` while requests wait.
 fn poll_origin_queue(t: &mut EThread) {
     resume_queued(t);
-    if ORIGIN_QUEUE.with(|q| q.borrow().is_empty()) {
-        QUEUE_POLLING.with(|p| p.set(false));
-    } else {
-        t.set_period(ORIGIN_QUEUE_POLL);
-    }
+    let more = ORIGIN_QUEUE.with(|q| !q.borrow().is_empty());
+    rearm_poll(t, &QUEUE_POLLING, more, ORIGIN_QUEUE_POLL);
 }
 
 /// Gives places under `per_server.connection.max` to this thread's queued requests, first
@@ -1257,9 +1276,7 @@ impl Session {
                 .or_default()
                 .push_back(self.me.clone())
         });
-        if !QUEUE_POLLING.with(|p| p.replace(true)) {
-            t.schedule_in(Event::new(poll_origin_queue), ORIGIN_QUEUE_POLL);
-        }
+        start_poll(t, &QUEUE_POLLING, poll_origin_queue, ORIGIN_QUEUE_POLL);
     }
 
     /// A queued request whose client closed or reset its connection is dropped: no
