@@ -1388,7 +1388,10 @@ impl Session {
                 (p.sock, p.token, true)
             }
             None => {
-                POOL_SHORT_UNTIL.with(|p| p.set(Some(Instant::now() + POOL_SHORT_FOR)));
+                if pooled {
+                    // The pool had nothing for this request: it runs short.
+                    POOL_SHORT_UNTIL.with(|p| p.set(Some(Instant::now() + POOL_SHORT_FOR)));
+                }
                 self.shared.metrics.origin_connections_opened.inc();
                 let sock = Socket::connect(addr)?;
                 let token = t.register(
