@@ -816,7 +816,18 @@ fn per_server_connection_max_queues_requests_beyond_it() {
 
 #[test]
 fn requests_queued_for_an_origin_go_in_arrival_order() {
-    let (gate, origin, d, mut first) = one_place_taken(true, "");
+    queued_requests_go_in_arrival_order(true);
+}
+
+#[test]
+fn requests_queued_on_two_threads_go_in_arrival_order() {
+    // Clients are spread over both event threads: a place given back on one goes to the
+    // oldest waiting request, whichever thread it is on.
+    queued_requests_go_in_arrival_order(false);
+}
+
+fn queued_requests_go_in_arrival_order(one_thread: bool) {
+    let (gate, origin, d, mut first) = one_place_taken(one_thread, "");
     // Five more queue behind it, one after another.
     let mut queued = Vec::new();
     for i in 0..5 {

@@ -11,7 +11,7 @@ use super::caching::{self, Stored};
 use super::codec::{
     self, BodyFraming, ChunkedScanner, ForwardRequest, ForwardResponse, HeadError, RequestHead,
 };
-use super::shared::{self as shared_state, Claim, HttpShared, OriginSlot, OriginWaiter};
+use super::shared::{Claim, HttpShared, OriginSlot, OriginWaiter};
 use crate::cache::Lookup;
 use crate::stats_http::{self, Format};
 use iocore::stats::Gauge;
@@ -147,25 +147,12 @@ thread_local! {
         RefCell::new(HashMap::new());
     /// Whether this thread's queue poll is scheduled.
     static QUEUE_POLLING: Cell<bool> = const { Cell::new(false) };
-    /// Whether an immediate queue wake-up is scheduled.
-    static QUEUE_WAKE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// How often queued requests look for a place freed on another thread. A place freed on
-/// their own thread is handed over at once (`wake_origin_queue`).
-const ORIGIN_QUEUE_POLL: Duration = Duration::from_millis(1);
-
-/// Schedules an immediate turn of `resume_queued` if this thread has queued requests: a
-/// place was just given back here. Runs on the ET_NET thread, after a session's turn.
-fn wake_origin_queue(t: &mut EThread) {
-    if ORIGIN_QUEUE.with(|q| q.borrow().is_empty()) || QUEUE_WAKE.with(|w| w.replace(true)) {
-        return;
-    }
-    t.schedule_imm(Event::new(|t| {
-        QUEUE_WAKE.with(|w| w.set(false));
-        resume_queued(t);
-    }));
-}
+/// How often queued requests look for places on their own. A place given back (or left
+/// by a waiter) wakes the oldest waiter's thread at once (`OriginLoad::wake_oldest`);
+/// this poll only catches a reload that raised or lifted the limit.
+const ORIGIN_QUEUE_POLL: Duration = Duration::from_millis(10);
 
 /// This thread's periodic queue poll: runs every `ORIGIN_QUEUE_POLL` while requests wait.
 fn poll_origin_queue(t: &mut EThread) {
@@ -772,9 +759,6 @@ impl Session {
     /// and it is not watched yet; releases both registrations of a dead session (which
     /// drops it).
     fn settle(&mut self, t: &mut EThread) {
-        if shared_state::slot_freed_here() {
-            wake_origin_queue(t);
-        }
         if !self.dead && self.client.token.is_none() && self.waits_on_client() {
             self.watch_client(t);
         }
@@ -1248,7 +1232,7 @@ impl Session {
             queued: None,
         });
         self.phase = Phase::Exchange;
-        match shared.origin_slot(addr, origin_max) {
+        match shared.origin_slot(addr, origin_max, t, resume_queued) {
             Ok(slot) => {
                 if let Some(tx) = self.tx.as_mut() {
                     tx.slot = slot;

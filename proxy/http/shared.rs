@@ -1,10 +1,12 @@
 //! What every HTTP session shares: live-reloadable rules, timeouts and metrics.
 
 use super::remap::RemapTable;
+use iocore::eventsystem::{EThread, ThreadRef};
 use iocore::stats::{Counter, Gauge, Histogram};
 use iocore::Registry;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Timeouts of SPEC §3, as durations.
@@ -191,65 +193,98 @@ const INVALIDATIONS_KEPT: usize = 8192;
 
 /// Transactions in flight to one origin address, and requests waiting for a place
 /// among them, over every thread.
-#[derive(Default)]
 pub(crate) struct OriginLoad {
-    busy: std::sync::atomic::AtomicUsize,
-    waiting: std::sync::atomic::AtomicUsize,
+    busy: AtomicUsize,
+    /// Requests waiting: `turns.len()`, readable without the lock.
+    waiting: AtomicUsize,
+    /// The limit as last asked for, to tell whether a place is free.
+    max: AtomicUsize,
+    /// The event thread of each waiting request, oldest first. Each thread serves its own
+    /// waiters in arrival order, so the front names the thread of the oldest request.
+    turns: Mutex<VecDeque<ThreadRef>>,
+    /// Run on a waiter's thread to give places to its queued requests.
+    resume: fn(&mut EThread),
 }
 
 impl OriginLoad {
     /// A place if fewer than `max` are in flight, and no request waits for one (unless
     /// `queued`: it is one of those waiting). Newcomers never pass the queue.
     fn take(self: &Arc<Self>, max: usize, queued: bool) -> Option<OriginSlot> {
-        if !queued && self.waiting.load(Ordering::Acquire) > 0 {
+        self.max.store(max, Ordering::SeqCst);
+        if !queued && self.waiting.load(Ordering::SeqCst) > 0 {
             return None;
         }
         self.busy
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
                 (b < max).then_some(b + 1)
             })
             .ok()
             .map(|_| OriginSlot(self.clone()))
     }
+
+    fn turns(&self) -> std::sync::MutexGuard<'_, VecDeque<ThreadRef>> {
+        self.turns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// If a request waits and a place is free, has the oldest waiter's thread hand it
+    /// over. Runs on any thread, whenever one of the two may have become true: a place
+    /// given back, a waiter gone, a waiter come (which closes the race with a place given
+    /// back just before it was counted).
+    fn wake_oldest(&self) {
+        if self.waiting.load(Ordering::SeqCst) == 0
+            || self.busy.load(Ordering::SeqCst) >= self.max.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        let front = self.turns().front().cloned();
+        if let Some(thread) = front {
+            thread.run(self.resume);
+        }
+    }
 }
 
-/// A request waiting for a place at its origin; counted in `OriginLoad::waiting` until
-/// dropped.
-pub(crate) struct OriginWaiter(Arc<OriginLoad>);
+/// A request waiting for a place at its origin, on the event thread it was counted for;
+/// it leaves the queue when dropped.
+pub(crate) struct OriginWaiter {
+    load: Arc<OriginLoad>,
+    thread: usize,
+}
 
 impl OriginWaiter {
-    /// A place under `max` for this waiting request, if one is free now.
+    /// A place under `max` for this waiting request, if one is free now and the oldest
+    /// waiting request is on this thread (each thread serves its own in order, so that is
+    /// this one when its thread's queue asks for its front).
     pub(crate) fn take(&self, max: usize) -> Option<OriginSlot> {
-        self.0.take(max, true)
+        if self.load.turns().front().map(ThreadRef::id) != Some(self.thread) {
+            return None;
+        }
+        self.load.take(max, true)
     }
 }
 
 impl Drop for OriginWaiter {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        {
+            let mut turns = self.load.turns();
+            if let Some(i) = turns.iter().position(|t| t.id() == self.thread) {
+                turns.remove(i);
+            }
+            self.load.waiting.store(turns.len(), Ordering::SeqCst);
+        }
+        // Served or given up: either way a place may be left for the next.
+        self.load.wake_oldest();
     }
 }
 
 /// A transaction's place among the `Live::origin_max` in flight to its origin; given
-/// back when dropped.
+/// back when dropped, to the oldest waiting request if any.
 pub(crate) struct OriginSlot(Arc<OriginLoad>);
-
-thread_local! {
-    /// An `OriginSlot` was given back on this thread since `slot_freed_here` last asked.
-    static SLOT_FREED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
 
 impl Drop for OriginSlot {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
-        SLOT_FREED.with(|f| f.set(true));
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+        self.0.wake_oldest();
     }
-}
-
-/// Whether an `OriginSlot` was given back on this thread since the last call: requests
-/// queued here can take it at once rather than at their next poll.
-pub(crate) fn slot_freed_here() -> bool {
-    SLOT_FREED.with(|f| f.replace(false))
 }
 
 /// Cache fills in flight, and what the recent ones that stored nothing taught.
@@ -466,11 +501,14 @@ impl HttpShared {
 
     /// A new request's place among the `max` transactions in flight to `addr` (0: no
     /// limit): Ok(None) without a limit, Ok(slot) when one is free and nobody waits,
-    /// else Err(waiter): it must wait, counted as waiting from now.
+    /// else Err(waiter): it must wait on `t`, counted as waiting from now, until `resume`
+    /// (run there when a place may be free) gives it one.
     pub(crate) fn origin_slot(
         &self,
         addr: std::net::SocketAddr,
         max: usize,
+        t: &EThread,
+        resume: fn(&mut EThread),
     ) -> Result<Option<OriginSlot>, OriginWaiter> {
         if max == 0 {
             return Ok(None);
@@ -480,15 +518,29 @@ impl HttpShared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(addr)
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(OriginLoad {
+                    busy: AtomicUsize::new(0),
+                    waiting: AtomicUsize::new(0),
+                    max: AtomicUsize::new(max),
+                    turns: Mutex::new(VecDeque::new()),
+                    resume,
+                })
+            })
             .clone();
-        match load.take(max, false) {
-            Some(slot) => Ok(Some(slot)),
-            None => {
-                load.waiting.fetch_add(1, Ordering::AcqRel);
-                Err(OriginWaiter(load))
-            }
+        if let Some(slot) = load.take(max, false) {
+            return Ok(Some(slot));
         }
+        {
+            let mut turns = load.turns();
+            turns.push_back(t.handle());
+            load.waiting.store(turns.len(), Ordering::SeqCst);
+        }
+        load.wake_oldest();
+        Err(OriginWaiter {
+            load,
+            thread: t.id(),
+        })
     }
 
     /// Shutting down: finish transactions, keep no connection alive.
