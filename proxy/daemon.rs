@@ -110,6 +110,7 @@ fn settings(cfg: &Config) -> HttpSettings {
         via: format!("1.1 {SERVER}"),
         cache_http: cfg.http.cache_http,
         max_doc_size: max_doc_size(cfg),
+        max_alts: cfg.cache.max_alts,
     }
 }
 

@@ -207,6 +207,37 @@ fn a_varying_response_serves_only_requests_with_the_same_values_and_each_keeps_i
 }
 
 #[test]
+fn variants_beyond_max_alts_drop_the_oldest() {
+    let dir = TempDir::new("cache");
+    let origin = cached_origin();
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_CACHE_LIMITS_HTTP_MAX_ALTS", "2")
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let steps = [
+        ("en", 1),
+        ("fr", 2),
+        ("de", 3), // a third: en, the oldest, goes
+        ("fr", 3), // hit
+        ("de", 3), // hit
+        ("en", 4), // fetched again; fr is now the oldest and goes
+        ("de", 4), // hit
+        ("en", 4), // hit
+        ("fr", 5),
+    ];
+    for (i, (lang, fetched)) in steps.into_iter().enumerate() {
+        let r = http::request(d.addr(), "GET", "/vary", &[("Accept-Language", lang)], b"").unwrap();
+        assert_eq!(
+            (r.status, r.text()),
+            (200, format!("in {lang}")),
+            "step {i}"
+        );
+        assert_eq!(origin.request_count(), fetched, "step {i}");
+    }
+    assert_eq!(d.metric("proxy.process.cache.hits"), 4);
+}
+
+#[test]
 fn requests_for_a_url_that_is_never_stored_do_not_queue_behind_each_other() {
     // The origin answers without freshness (nothing is stored) after 300 ms, and counts
     // how many requests it holds at once.

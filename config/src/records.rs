@@ -793,6 +793,17 @@ pub(crate) static RECORDS: &[Record] = &[
         },
     },
     Record {
+        name: "proxy.config.cache.limits.http.max_alts",
+        reloadable: false,
+        kind: Kind::Int {
+            min: 0,
+            max: 65_535,
+            unit: "variants",
+            get: |c| c.cache.max_alts as i64,
+            set: |c, v| c.cache.max_alts = v as usize,
+        },
+    },
+    Record {
         name: "proxy.config.stats.path",
         reloadable: false,
         kind: Kind::Custom {

@@ -253,6 +253,9 @@ pub struct Cache {
     pub ram_cache_size: u64,
     /// `.max_doc_size`: larger objects stream through uncached, bytes; 0 = no limit.
     pub max_doc_size: u64,
+    /// `.limits.http.max_alts`: variants (`Vary`) kept per URL, the oldest dropped
+    /// beyond it; 0 = no limit.
+    pub max_alts: usize,
 }
 
 /// `proxy.config.stats.*`.
@@ -338,6 +341,7 @@ impl Default for Config {
                 storage: Vec::new(),
                 ram_cache_size: 64 << 20,
                 max_doc_size: 0,
+                max_alts: 5,
             },
             stats: Stats {
                 path: "/_stats".to_string(),

@@ -34,6 +34,21 @@ fuzz_target!(|data: &[u8]| {
         }
         None => assert!(obj.variant.is_empty() && obj.serves(&req) || !obj.serves(&req)),
     }
+    // Joining its URL's variants keeps at most the limit, itself newest, and hands back
+    // exactly the rest.
+    let (mut joined, max) = (obj.clone(), usize::from(pick % 4));
+    let before = obj.alternates();
+    let dropped = joined.join(&before, max);
+    if obj.variant.is_empty() {
+        assert!(dropped.is_empty());
+    } else {
+        assert!(max == 0 || joined.alternates.len() <= max);
+        assert_eq!(joined.alternates.last(), Some(&obj.variant));
+        let mut all = dropped.clone();
+        all.extend(joined.alternates.iter().cloned());
+        assert!(all.iter().all(|v| before.contains(v) || *v == obj.variant));
+        assert_eq!(Stored::decode(&joined.encode()).as_ref(), Some(&joined));
+    }
     let _ = obj.is_fresh(u64::from(pick));
     let _ = obj.validators();
     let mut out = Vec::new();

@@ -18,7 +18,9 @@ const MAGIC_V1: &[u8; 4] = b"TSC1";
 /// Objects with the request's side of their `Vary` (possibly empty).
 const MAGIC_V2: &[u8; 4] = b"TSC2";
 /// As V2, and the generation of their variants.
-const MAGIC: &[u8; 4] = b"TSC3";
+const MAGIC_V3: &[u8; 4] = b"TSC3";
+/// As V3, and the variants of the generation stored so far.
+const MAGIC: &[u8; 4] = b"TSC4";
 const CACHEABLE_STATUS: &[u16] = &[200, 203, 301, 404, 410];
 
 /// Seconds since the Unix epoch.
@@ -246,6 +248,9 @@ pub struct Stored {
     /// while the URL's key holds variants and renewed when it held none (new, evicted,
     /// or invalidated), which leaves the older variants unreachable. 0 without `Vary`.
     pub generation: u64,
+    /// For a variant at its URL's key: the variants of its generation kept so far, oldest
+    /// first, its own last ([`Stored::join`]). Empty without `Vary`.
+    pub alternates: Vec<Vec<u8>>,
 }
 
 impl Stored {
@@ -285,6 +290,7 @@ impl Stored {
             body,
             variant,
             generation: 0,
+            alternates: Vec::new(),
         }
     }
 
@@ -300,6 +306,37 @@ impl Stored {
         (!self.variant.is_empty()).then(|| alternate_key(key, self.generation, &self.variant))
     }
 
+    /// The variants of this object's generation known to be kept: its list, or just
+    /// itself for an object stored before lists were kept. Empty without `Vary`.
+    pub fn alternates(&self) -> Vec<Vec<u8>> {
+        if self.alternates.is_empty() && !self.variant.is_empty() {
+            return vec![self.variant.clone()];
+        }
+        self.alternates.clone()
+    }
+
+    /// Makes this variant the newest of `kept` (the variants of its generation kept so
+    /// far, oldest first) and keeps at most `max` of them (0: no limit): returns the
+    /// ones that no longer fit, oldest first, for the caller to drop from the cache.
+    pub fn join(&mut self, kept: &[Vec<u8>], max: usize) -> Vec<Vec<u8>> {
+        if self.variant.is_empty() {
+            return Vec::new();
+        }
+        let mut all: Vec<Vec<u8>> = kept
+            .iter()
+            .filter(|v| **v != self.variant)
+            .cloned()
+            .collect();
+        all.push(self.variant.clone());
+        let over = if max == 0 {
+            0
+        } else {
+            all.len().saturating_sub(max)
+        };
+        self.alternates = all.split_off(over);
+        all
+    }
+
     /// `req`'s side of this object's `Vary`; None when it has no `Vary`.
     pub fn request_variant(&self, req: &RequestHead) -> Option<Vec<u8>> {
         if self.variant.is_empty() {
@@ -310,15 +347,23 @@ impl Stored {
 
     /// The bytes written to the cache.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(36 + self.head.len() + self.variant.len() + self.body.len());
+        let alternates: usize = self.alternates.iter().map(|a| 4 + a.len()).sum();
+        let mut v = Vec::with_capacity(
+            40 + self.head.len() + self.variant.len() + alternates + self.body.len(),
+        );
         v.extend_from_slice(MAGIC);
         v.extend_from_slice(&self.stored_at.to_le_bytes());
         v.extend_from_slice(&self.fresh_until.to_le_bytes());
         v.extend_from_slice(&(self.head.len() as u32).to_le_bytes());
         v.extend_from_slice(&(self.variant.len() as u32).to_le_bytes());
         v.extend_from_slice(&self.generation.to_le_bytes());
+        v.extend_from_slice(&(self.alternates.len() as u32).to_le_bytes());
         v.extend_from_slice(&self.head);
         v.extend_from_slice(&self.variant);
+        for a in &self.alternates {
+            v.extend_from_slice(&(a.len() as u32).to_le_bytes());
+            v.extend_from_slice(a);
+        }
         v.extend_from_slice(&self.body);
         v
     }
@@ -329,22 +374,31 @@ impl Stored {
         let u64_at = |i: usize| Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?));
         let u32_at = |i: usize| Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?));
         let head_len = u32_at(20)? as usize;
-        let (variant_len, generation, start) = match magic {
-            m if m == MAGIC => (u32_at(24)? as usize, u64_at(28)?, 36usize),
-            m if m == MAGIC_V2 => (u32_at(24)? as usize, 0, 28),
-            m if m == MAGIC_V1 => (0, 0, 24),
+        let (variant_len, generation, alternates, start) = match magic {
+            m if m == MAGIC => (u32_at(24)? as usize, u64_at(28)?, u32_at(36)?, 40usize),
+            m if m == MAGIC_V3 => (u32_at(24)? as usize, u64_at(28)?, 0, 36),
+            m if m == MAGIC_V2 => (u32_at(24)? as usize, 0, 0, 28),
+            m if m == MAGIC_V1 => (0, 0, 0, 24),
             _ => return None,
         };
         let head = b.get(start..start.checked_add(head_len)?)?;
         let variant_at = start + head_len;
         let variant = b.get(variant_at..variant_at.checked_add(variant_len)?)?;
+        let mut at = variant_at + variant_len;
+        let mut list = Vec::new();
+        for _ in 0..alternates {
+            let len = u32_at(at)? as usize;
+            list.push(b.get(at + 4..(at + 4).checked_add(len)?)?.to_vec());
+            at += 4 + len;
+        }
         Some(Stored {
             stored_at: u64_at(4)?,
             fresh_until: u64_at(12)?,
             head: head.to_vec(),
             variant: variant.to_vec(),
-            body: b[variant_at + variant_len..].to_vec(),
+            body: b[at..].to_vec(),
             generation,
+            alternates: list,
         })
     }
 
@@ -494,12 +548,25 @@ mod tests {
         let mut g = Stored::new(&r, b"hi".to_vec(), 10, 1000, b"a:b\n".to_vec());
         g.generation = 77;
         assert_eq!(Stored::decode(&g.encode()).unwrap(), g);
+        // One stored before the variant list reads with an empty one.
+        let mut v3 = b"TSC3".to_vec();
+        v3.extend_from_slice(&g.encode()[4..36]);
+        v3.extend_from_slice(&g.encode()[40..]);
+        assert_eq!(Stored::decode(&v3).unwrap(), g);
         let mut v2 = b"TSC2".to_vec();
         v2.extend_from_slice(&g.encode()[4..28]);
-        v2.extend_from_slice(&g.encode()[36..]);
+        v2.extend_from_slice(&g.encode()[40..]);
         g.generation = 0;
         assert_eq!(Stored::decode(&v2).unwrap(), g);
-        for cut in 0..36 {
+        // The list of variants round-trips; a cut anywhere in it is no object.
+        g.alternates = vec![b"a:c\n".to_vec(), Vec::new(), b"a:b\n".to_vec()];
+        let e = g.encode();
+        assert_eq!(Stored::decode(&e).unwrap(), g);
+        let body_at = e.len() - g.body.len();
+        for cut in 40..body_at {
+            assert!(Stored::decode(&e[..cut]).is_none(), "cut at {cut}");
+        }
+        for cut in 0..40 {
             assert!(Stored::decode(&s.encode()[..cut]).is_none(), "cut at {cut}");
         }
         assert!(d.is_fresh(1009) && !d.is_fresh(1010));
@@ -575,5 +642,28 @@ mod tests {
         );
         let (a, b) = (new_generation(), new_generation());
         assert!(b > a && a > 0);
+    }
+
+    #[test]
+    fn a_variant_joins_the_list_and_the_oldest_go_beyond_max() {
+        let r = resp("HTTP/1.1 200 OK\r\nVary: A\r\n\r\n");
+        let v = |x: &str| format!("a:{x}\n").into_bytes();
+        let mut o = Stored::new(&r, Vec::new(), 10, 0, v("c"));
+        // Old objects know only themselves.
+        assert_eq!(o.alternates(), vec![v("c")]);
+        assert!(o.join(&[v("a"), v("b")], 3).is_empty());
+        assert_eq!(o.alternates, [v("a"), v("b"), v("c")]);
+        // Stored again, it becomes the newest, not a second entry.
+        assert!(o.join(&[v("c"), v("a"), v("b")], 3).is_empty());
+        assert_eq!(o.alternates, [v("a"), v("b"), v("c")]);
+        // Beyond max, the oldest go, oldest first.
+        assert_eq!(o.join(&[v("a"), v("b"), v("d")], 2), [v("a"), v("b")]);
+        assert_eq!(o.alternates, [v("d"), v("c")]);
+        // 0: no limit; a response without Vary has no list.
+        assert!(o.join(&[v("a"), v("b"), v("d")], 0).is_empty());
+        assert_eq!(o.alternates.len(), 4);
+        let mut plain = Stored::new(&r, Vec::new(), 10, 0, Vec::new());
+        assert!(plain.join(&[v("a")], 1).is_empty());
+        assert!(plain.alternates.is_empty() && plain.alternates().is_empty());
     }
 }

@@ -546,8 +546,8 @@ struct CacheQuery {
     /// Set once the object at `key` turned out to be another variant (`Vary`): the key
     /// of this request's own (`caching::alternate_key`), read next.
     alternate: Option<String>,
-    /// The generation of the variants the URL's key holds, when it holds one.
-    generation: Option<u64>,
+    /// The variants the URL's key holds, when it holds one.
+    variants: Option<UrlVariants>,
     /// The client asked to revalidate (`no-cache`).
     revalidate: bool,
     /// When the request first asked.
@@ -567,9 +567,9 @@ struct CacheTx {
     /// `Vary` names: the head `forward` sends, moved in there once sent (no copy), or a
     /// copy made before a revalidation replaces the client's conditional fields.
     request: Option<RequestHead>,
-    /// The generation of the URL's variants a variant stored by this transaction joins;
-    /// None: a new one.
-    generation: Option<u64>,
+    /// The URL's variants a variant stored by this transaction joins; None: a new
+    /// generation of them.
+    variants: Option<UrlVariants>,
     /// An unsafe request: a non-error answer removes the URL's object instead.
     invalidate: bool,
     /// When it began: an invalidation of `key` after that keeps it from storing.
@@ -584,9 +584,26 @@ impl CacheTx {
             capture: None,
             fill,
             request: None,
-            generation: None,
+            variants: None,
             invalidate: false,
             began: Instant::now(),
+        }
+    }
+}
+
+/// The variants (`Vary`) of a URL, as its key's object tells: their generation, and
+/// which are kept (oldest first), for the limit on them (`cache.limits.http.max_alts`).
+struct UrlVariants {
+    generation: u64,
+    kept: Vec<Vec<u8>>,
+}
+
+impl UrlVariants {
+    /// What `obj`, a variant at its URL's key, tells.
+    fn of(obj: &Stored) -> UrlVariants {
+        UrlVariants {
+            generation: obj.generation,
+            kept: obj.alternates(),
         }
     }
 }
@@ -1042,7 +1059,7 @@ impl Session {
         let query = CacheQuery {
             key: caching::key(&pending.host_header, &pending.path),
             alternate: None,
-            generation: None,
+            variants: None,
             revalidate: policy.revalidate,
             since: Instant::now(),
         };
@@ -1099,7 +1116,7 @@ impl Session {
                 if let (None, Some(variant), Some(cache)) =
                     (&query.alternate, own, self.shared.cache().cloned())
                 {
-                    query.generation = Some(obj.generation);
+                    query.variants = Some(UrlVariants::of(&obj));
                     query.alternate =
                         Some(caching::alternate_key(&query.key, obj.generation, &variant));
                     return self.lookup(t, pending, &cache, query);
@@ -1119,11 +1136,12 @@ impl Session {
                 // Stale: ask the origin whether it changed, with our validators in place
                 // of the client's.
                 let validators = obj.validators();
-                let generation = query
-                    .generation
-                    .or((!obj.variant.is_empty()).then_some(obj.generation));
+                let variants = query
+                    .variants
+                    .take()
+                    .or_else(|| (!obj.variant.is_empty()).then(|| UrlVariants::of(&obj)));
                 let mut ctx = CacheTx::new(query.key, Some(obj), None);
-                ctx.generation = generation;
+                ctx.variants = variants;
                 ctx.request = Some(pending.head.clone());
                 pending.head.headers.retain(|h| {
                     !h.name.eq_ignore_ascii_case("if-none-match")
@@ -1138,7 +1156,7 @@ impl Session {
                 Claim::Fill(fill) => {
                     m.cache_misses.inc();
                     let mut ctx = CacheTx::new(query.key, None, Some(fill));
-                    ctx.generation = query.generation;
+                    ctx.variants = query.variants;
                     self.forward(t, pending, Some(ctx));
                 }
                 Claim::InFlight
@@ -1147,7 +1165,7 @@ impl Session {
                     pending.hold(&m.active_transactions);
                     // When the fill ends, the lookup starts over from the URL's key.
                     query.alternate = None;
-                    query.generation = None;
+                    query.variants = None;
                     self.waiting = Some(Box::new(Waiting { pending, query }));
                     self.phase = Phase::CacheWait;
                     if let Some(me) = self.me.upgrade().filter(|_| !self.parked) {
@@ -1592,7 +1610,10 @@ impl Session {
                             obj.fresh_until = now.saturating_add(lifetime);
                             if let Some(cache) = self.shared.cache() {
                                 if !self.shared.invalidated_since(&c.key, c.began) {
-                                    store(cache, &c.key, &obj);
+                                    let kept = c.variants.as_ref().map(|v| v.kept.clone());
+                                    let kept = kept.unwrap_or_else(|| obj.alternates());
+                                    let max = self.shared.settings.max_alts;
+                                    store(cache, &c.key, &mut obj, &kept, max);
                                 }
                             }
                             self.shared.metrics.cache_revalidated.inc();
@@ -1738,16 +1759,24 @@ impl Session {
             if let (Some(cap), Some(cache)) = (c.capture.take(), self.shared.cache()) {
                 let now = caching::now_s();
                 let mut obj = Stored::new(&cap.head, cap.body, cap.lifetime, now, cap.variant);
-                if !obj.variant.is_empty() {
-                    obj.generation = c.generation.unwrap_or_else(caching::new_generation);
-                }
+                let kept = match (&c.variants, obj.variant.is_empty()) {
+                    (_, true) => &[][..],
+                    (Some(v), false) => {
+                        obj.generation = v.generation;
+                        &v.kept[..]
+                    }
+                    (None, false) => {
+                        obj.generation = caching::new_generation();
+                        &[][..]
+                    }
+                };
                 // A change to the URL accepted while this was under way may postdate it:
                 // not stored then, but the URL stays storable (the next miss fills it).
                 if let Some(fill) = c.fill.as_mut() {
                     fill.stored();
                 }
                 if !self.shared.invalidated_since(&c.key, c.began) {
-                    store(cache, &c.key, &obj);
+                    store(cache, &c.key, &mut obj, kept, self.shared.settings.max_alts);
                     self.shared.metrics.cache_writes.inc();
                     self.shared.note_cache_usage();
                 }
@@ -1935,8 +1964,19 @@ impl Session {
 }
 
 /// Stores `obj` at `key`, and a variant (`Vary`) also at its alternate key, where
-/// requests with its values find it once another variant has taken `key`.
-fn store(cache: &crate::cache::Cache, key: &str, obj: &Stored) {
+/// requests with its values find it once another variant has taken `key`. A variant
+/// joins `kept`, its URL's variants so far; those beyond `max_alts` (0: no limit), the
+/// oldest, are dropped.
+fn store(
+    cache: &crate::cache::Cache,
+    key: &str,
+    obj: &mut Stored,
+    kept: &[Vec<u8>],
+    max_alts: usize,
+) {
+    for old in obj.join(kept, max_alts) {
+        cache.remove(&caching::alternate_key(key, obj.generation, &old));
+    }
     let bytes = obj.encode();
     if let Some(alternate) = obj.alternate_at(key) {
         cache.put(&alternate, &bytes);

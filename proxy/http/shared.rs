@@ -120,6 +120,8 @@ pub struct HttpSettings {
     /// Largest object stored, bytes (`cache.max_doc_size`, or a bound derived from the
     /// cache's size when that is 0); larger ones stream through uncached.
     pub max_doc_size: u64,
+    /// Variants kept per URL (`cache.limits.http.max_alts`); 0 = no limit.
+    pub max_alts: usize,
 }
 
 /// Shared by all sessions of all ports.
