@@ -316,10 +316,12 @@ impl Stored {
     }
 
     /// Makes this variant the newest of `kept` (the variants of its generation kept so
-    /// far, oldest first) and keeps at most `max` of them (0: no limit): returns the
-    /// ones that no longer fit, oldest first, for the caller to drop from the cache.
+    /// far, oldest first) and keeps at most `max` of them: returns the ones that no
+    /// longer fit, oldest first, for the caller to drop from the cache. With `max` 0 (no
+    /// limit) no list is kept: it would only grow.
     pub fn join(&mut self, kept: &[Vec<u8>], max: usize) -> Vec<Vec<u8>> {
-        if self.variant.is_empty() {
+        self.alternates.clear();
+        if self.variant.is_empty() || max == 0 {
             return Vec::new();
         }
         let mut all: Vec<Vec<u8>> = kept
@@ -328,12 +330,7 @@ impl Stored {
             .cloned()
             .collect();
         all.push(self.variant.clone());
-        let over = if max == 0 {
-            0
-        } else {
-            all.len().saturating_sub(max)
-        };
-        self.alternates = all.split_off(over);
+        self.alternates = all.split_off(all.len().saturating_sub(max));
         all
     }
 
@@ -659,9 +656,10 @@ mod tests {
         // Beyond max, the oldest go, oldest first.
         assert_eq!(o.join(&[v("a"), v("b"), v("d")], 2), [v("a"), v("b")]);
         assert_eq!(o.alternates, [v("d"), v("c")]);
-        // 0: no limit; a response without Vary has no list.
+        // 0: no limit, and no list; a response without Vary has none either.
         assert!(o.join(&[v("a"), v("b"), v("d")], 0).is_empty());
-        assert_eq!(o.alternates.len(), 4);
+        assert!(o.alternates.is_empty());
+        assert_eq!(o.alternates(), vec![v("c")]);
         let mut plain = Stored::new(&r, Vec::new(), 10, 0, Vec::new());
         assert!(plain.join(&[v("a")], 1).is_empty());
         assert!(plain.alternates.is_empty() && plain.alternates().is_empty());
