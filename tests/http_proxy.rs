@@ -834,6 +834,8 @@ fn queued_requests_go_in_arrival_order(one_thread: bool) {
         queued.push(http::send_get(d.addr(), &format!("/q{i}")));
         assert!(queue_holds(&d, i + 1));
     }
+    // Not synchronisation: a wait of known length for the histogram to show.
+    std::thread::sleep(Duration::from_millis(50));
     gate.open();
     assert_eq!(first.read_response("GET").unwrap().text(), "/hold");
     for (i, c) in queued.iter_mut().enumerate() {
@@ -841,6 +843,8 @@ fn queued_requests_go_in_arrival_order(one_thread: bool) {
     }
     assert_eq!(origin.paths(), ["/hold", "/q0", "/q1", "/q2", "/q3", "/q4"]);
     assert_eq!(d.metric("proxy.process.http.origin_requests_queued"), 5);
+    // Each waited at least the 50 ms the gate stayed shut after the last one queued.
+    assert!(d.metric("proxy.process.http.origin_queue_wait_us.p50") >= 50_000);
 }
 
 #[test]
@@ -892,6 +896,8 @@ fn a_request_queued_past_connect_attempts_timeout_gets_503_and_a_reload_lifts_th
     );
     assert_eq!(d.metric("proxy.process.http.origin_queue_timeouts"), 1);
     assert_eq!(d.metric("proxy.process.http.5xx_responses"), 1);
+    // It waited the whole timeout, and the histogram says so.
+    assert!(d.metric("proxy.process.http.origin_queue_wait_us.max") >= 900_000);
     // The record is reloadable: with the limit lifted, a request passes the held one.
     d.write_config(&format!(
         "[proxy.config.http]\nper_server.connection.max = 0\nconnect_attempts_timeout = 1\n\

@@ -184,7 +184,7 @@ fn resume_queued(t: &mut EThread) {
                 let turn = s.tx.as_ref().and_then(|tx| tx.queued.as_deref());
                 // A limit lifted by a reload lets everyone through.
                 let slot = match turn {
-                    Some((waiter, _)) if max > 0 => match waiter.take(max) {
+                    Some((waiter, ..)) if max > 0 => match waiter.take(max) {
                         Some(slot) => Some(slot),
                         None => break,
                     },
@@ -201,7 +201,10 @@ fn resume_queued(t: &mut EThread) {
         let mut s = rc.borrow_mut();
         if let Some(tx) = s.tx.as_mut() {
             tx.slot = slot;
-            tx.queued = None;
+            if let Some(turn) = tx.queued.take() {
+                let waited = turn.2.elapsed().as_micros() as u64;
+                s.shared.metrics.origin_queue_wait_us.record(waited);
+            }
         }
         s.phase = Phase::Exchange;
         s.send_to_origin(t, addr);
@@ -486,9 +489,9 @@ struct Tx {
     active: Counted,
     /// Its place under `per_server.connection.max`, once it has one (None: no limit).
     slot: Option<OriginSlot>,
-    /// While it waits for that place: its turn, and its unit of `current_origin_queue`.
-    /// Boxed: rare, and a `Tx` sits inline in every session.
-    queued: Option<Box<(OriginWaiter, Counted)>>,
+    /// While it waits for that place: its turn, its unit of `current_origin_queue`, and
+    /// since when. Boxed: rare, and a `Tx` sits inline in every session.
+    queued: Option<Box<(OriginWaiter, Counted, Instant)>>,
 }
 
 /// One unit of a gauge for as long as it lives.
@@ -1268,7 +1271,8 @@ impl Session {
         let m = &self.shared.metrics;
         m.origin_queued.inc();
         if let Some(tx) = self.tx.as_mut() {
-            tx.queued = Some(Box::new((waiter, Counted::new(&m.origin_queue))));
+            let turn = (waiter, Counted::new(&m.origin_queue), Instant::now());
+            tx.queued = Some(Box::new(turn));
         }
         self.phase = Phase::OriginWait;
         self.deadline = Instant::now() + self.shared.settings.timeouts.connect;
@@ -1953,7 +1957,12 @@ impl Session {
                 }
             }
             Phase::OriginWait => {
-                self.shared.metrics.origin_queue_timeouts.inc();
+                let m = &self.shared.metrics;
+                m.origin_queue_timeouts.inc();
+                if let Some(turn) = self.tx.as_ref().and_then(|tx| tx.queued.as_deref()) {
+                    m.origin_queue_wait_us
+                        .record(turn.2.elapsed().as_micros() as u64);
+                }
                 self.fail_tx(503, "origin busy: per_server.connection.max reached");
             }
             Phase::Tunnel | Phase::Closing | Phase::CacheWait | Phase::CacheRead => {

@@ -63,6 +63,8 @@ pub struct HttpMetrics {
     pub(crate) origin_queue: Arc<Gauge>,
     /// Requests that waited `connect_attempts_timeout` for one in vain (503).
     pub(crate) origin_queue_timeouts: Arc<Counter>,
+    /// How long each queued request waited: until it got a place, or gave up (µs).
+    pub(crate) origin_queue_wait_us: Arc<Histogram>,
     /// Accept to the first response byte written, per client connection (µs).
     pub(crate) first_byte_us: Arc<Histogram>,
 }
@@ -90,6 +92,7 @@ impl HttpMetrics {
             origin_queued: r.counter(&format!("{p}.origin_requests_queued")),
             origin_queue: r.gauge(&format!("{p}.current_origin_queue")),
             origin_queue_timeouts: r.counter(&format!("{p}.origin_queue_timeouts")),
+            origin_queue_wait_us: r.histogram(&format!("{p}.origin_queue_wait_us")),
         }
     }
 
