@@ -136,6 +136,7 @@ fn live(cfg: &Config) -> Result<Live, String> {
         remap: Arc::new(RemapTable::build(&cfg.remap)?),
         allow: Arc::new(cfg.stats.allow_ip.clone()),
         origin_max: cfg.http.per_server_connection_max,
+        connect_ports: Arc::new(cfg.http.connect_ports.clone()),
     })
 }
 

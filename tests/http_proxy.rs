@@ -489,9 +489,9 @@ fn forward_proxy_serves_absolute_form_when_remap_is_not_required() {
     assert_eq!(r.text(), format!("fwd {}", origin.addr));
 }
 
-#[test]
-fn blind_tunnel_relays_bytes_and_passes_half_close_on() {
-    // An echo server that, after the client's FIN, sends a last word and closes.
+/// An echo server for one connection that, after the client's FIN, sends
+/// `bye after N` (N: bytes echoed) and closes.
+fn echo_then_bye() -> std::net::SocketAddr {
     let echo = TcpListener::bind("127.0.0.1:0").unwrap();
     let echo_addr = echo.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -509,6 +509,12 @@ fn blind_tunnel_relays_bytes_and_passes_half_close_on() {
         s.write_all(format!("bye after {}", all.len()).as_bytes())
             .unwrap();
     });
+    echo_addr
+}
+
+#[test]
+fn blind_tunnel_relays_bytes_and_passes_half_close_on() {
+    let echo_addr = echo_then_bye();
     let d = Daemon::builder()
         .env(
             "PROXY_CONFIG_HTTP_SERVER_PORTS",
@@ -534,6 +540,92 @@ fn blind_tunnel_relays_bytes_and_passes_half_close_on() {
         format!("bye after {}", payload.len()).as_bytes()
     );
     assert!(d.metric("proxy.process.tunnel.total_connections") >= 1);
+}
+
+/// A forward proxy allowing CONNECT to `ports`.
+fn forward_proxy(ports: &str) -> Daemon {
+    Daemon::builder()
+        .config(&format!(
+            "[proxy.config.url_remap]\nremap_required = false\n\
+             [proxy.config.http]\nconnect_ports = \"{ports}\"\n"
+        ))
+        .start()
+}
+
+#[test]
+fn connect_opens_a_tunnel_that_relays_both_ways_and_passes_half_close_on() {
+    let echo_addr = echo_then_bye();
+    let d = forward_proxy(&format!("443 {}", echo_addr.port()));
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    // The first tunnel bytes ride with the request, as a TLS client's hello may.
+    s.write_all(
+        format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\nearly ").as_bytes(),
+    )
+    .unwrap();
+    let established = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+    let mut head = vec![0; established.len()];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&head),
+        String::from_utf8_lossy(established)
+    );
+    s.write_all(b"late").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let rest = read_all(&mut s, Duration::from_secs(10));
+    assert_eq!(String::from_utf8_lossy(&rest), "early latebye after 10");
+    assert_eq!(d.metric("proxy.process.http.connect_tunnels"), 1);
+    assert_eq!(d.metric("proxy.process.http.2xx_responses"), 1);
+}
+
+#[test]
+fn connect_is_refused_off_the_allowed_ports_and_without_forward_proxying() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let down = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let connect = |d: &Daemon, target: &str| {
+        let r = http::request(d.addr(), "CONNECT", target, &[], b"").unwrap();
+        (r.status, r.text())
+    };
+    // A reverse proxy serves no CONNECT.
+    let reverse = Daemon::builder().start();
+    assert_eq!(connect(&reverse, &target).0, 403);
+    // A forward proxy only to connect_ports (443 by default; here `down`'s port).
+    let d = forward_proxy(&down.port().to_string());
+    let (status, text) = connect(&d, &target);
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("connect_ports"), "{text}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a refused CONNECT reached its target"
+    );
+    // Allowed, but nothing listens there: 502. No port, or a body: 400.
+    assert_eq!(connect(&d, &down.to_string()).0, 502);
+    assert_eq!(connect(&d, "127.0.0.1").0, 400);
+    let r = http::request(d.addr(), "CONNECT", &down.to_string(), &[], b"body").unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(d.metric("proxy.process.http.connect_tunnels"), 0);
+    // The record is reloadable: allowed now, the tunnel opens.
+    d.write_config(&format!(
+        "[proxy.config.url_remap]\nremap_required = false\n\
+         [proxy.config.http]\nconnect_ports = \"*\"\n"
+    ));
+    let (code, out, err) = d.ctl(&["config", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut head = [0u8; 12];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert!(wait_until(Duration::from_secs(10), || listener
+        .accept()
+        .is_ok()));
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {

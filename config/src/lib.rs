@@ -13,6 +13,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod connect_ports;
 mod env;
 mod error;
 mod ipnet;
@@ -25,6 +26,7 @@ mod schema;
 mod size;
 mod value;
 
+pub use connect_ports::ConnectPorts;
 pub use env::env_var_name;
 pub use error::{ConfigError, ConfigErrors};
 pub use ipnet::IpNet;

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::connect_ports::ConnectPorts;
 use crate::env::EnvForm;
 use crate::error::Problem;
 use crate::ipnet::IpNet;
@@ -428,6 +429,13 @@ fn get_storage(cfg: &Config) -> Value {
     )
 }
 
+fn apply_connect_ports(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
+    let one = |m: String| vec![Problem::new(m)];
+    let s = expect_str(value, "ports and ranges, as \"443 8000-8100\" or \"*\"").map_err(one)?;
+    cfg.http.connect_ports = ConnectPorts::parse(s).map_err(one)?;
+    Ok(())
+}
+
 fn apply_stats_path(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
     let one = |m: String| vec![Problem::new(m)];
     let path = expect_str(value, "a path starting with \"/\"").map_err(one)?;
@@ -732,6 +740,15 @@ pub(crate) static RECORDS: &[Record] = &[
         },
     },
     Record {
+        name: "proxy.config.http.connect_ports",
+        reloadable: true,
+        kind: Kind::Custom {
+            env: Some(EnvForm::Str),
+            get: |c| Value::Str(c.http.connect_ports.to_string()),
+            apply: apply_connect_ports,
+        },
+    },
+    Record {
         name: "proxy.config.http.transaction_no_activity_timeout_out",
         reloadable: false,
         kind: Kind::Int {
@@ -910,6 +927,7 @@ mod tests {
                 "proxy.config.net.connections_throttle",
                 "proxy.config.net.throttle_mode",
                 "proxy.config.http.per_server.connection.max",
+                "proxy.config.http.connect_ports",
                 "proxy.config.stats.allow_ip",
                 "remap",
             ]

@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::connect_ports::ConnectPorts;
 use crate::ipnet::IpNet;
 use crate::ports::PortSpec;
 use crate::remap::RemapRule;
@@ -229,6 +230,9 @@ pub struct Http {
     pub per_server_connection_max: usize,
     /// `.transaction_no_activity_timeout_out`: origin silent this long → 504, s; ≥ 1.
     pub transaction_no_activity_timeout_out_s: u64,
+    /// `.connect_ports`: origin ports a CONNECT may tunnel to (forward proxying only).
+    /// Reloadable.
+    pub connect_ports: ConnectPorts,
     /// `.wait_for_cache`.
     pub wait_for_cache: WaitForCache,
     /// `.cache.http`: cache HTTP responses.
@@ -333,6 +337,7 @@ impl Default for Config {
                 request_header_max_size: 131_072,
                 connect_attempts_timeout_s: 30,
                 per_server_connection_max: 0,
+                connect_ports: ConnectPorts::default(),
                 transaction_no_activity_timeout_out_s: 30,
                 wait_for_cache: WaitForCache::No,
                 cache_http: true,

@@ -168,6 +168,9 @@ fn out_of_range_names_record_line_and_value() {
         "[proxy.config.http]\nwait_for_cache = 4",
         "[proxy.config.http]\nkeep_alive_no_activity_timeout_in = 0",
         "[proxy.config.http]\nserver_ports = \"\"",
+        "[proxy.config.http]\nconnect_ports = \"443 https\"",
+        "[proxy.config.http]\nconnect_ports = 443",
+        "[proxy.config.cache]\nlimits.http.max_alts = -1",
         "[proxy.config.cache]\nram_cache.size = \"1.5G\"",
         "[proxy.config.cache]\nstorage = [{ path = \"/a\", size = \"0\" }]",
         "[proxy.config.cache]\nstorage = [{ path = \"/a\" }]",
@@ -186,6 +189,15 @@ fn out_of_range_names_record_line_and_value() {
         assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
         assert!(errs[0].starts_with("records.toml:"), "{bad}: {errs:?}");
     }
+}
+
+#[test]
+fn connect_ports_errors_name_the_record_and_the_item() {
+    let errs = errors("[proxy.config.http]\nconnect_ports = \"443 8000-70000\"\n");
+    assert_eq!(
+        errs,
+        ["records.toml:2: proxy.config.http.connect_ports: \"70000\" is not a port (0..=65535)"]
+    );
 }
 
 #[test]

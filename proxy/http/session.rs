@@ -259,6 +259,7 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
             quick_close: false,
             parked: false,
             answered: false,
+            connect_reply: false,
             shared,
         })
     });
@@ -667,6 +668,9 @@ pub(crate) struct Session {
     parked: bool,
     /// A response byte has been written (accept_to_first_byte_us is recorded once).
     answered: bool,
+    /// A CONNECT tunnel whose origin connection is not established yet: its client gets
+    /// 200 once it is, 502 if it fails.
+    connect_reply: bool,
 }
 
 impl Drop for Session {
@@ -995,6 +999,9 @@ impl Session {
         shared.metrics.incoming_requests.inc();
         let has_body = !matches!(head.body(), BodyFraming::None | BodyFraming::Length(0));
         let keep = head.keep_alive() && !has_body;
+        if head.method() == "CONNECT" {
+            return self.open_connect(t, &head, has_body);
+        }
         let target = match head.split_target() {
             Ok(t) => t,
             Err(e) => return self.local_response(e.status(), &e.to_string(), false, &[]),
@@ -1067,6 +1074,38 @@ impl Session {
             since: Instant::now(),
         };
         self.lookup(t, pending, &cache, query);
+    }
+
+    /// CONNECT host:port: with forward proxying, to a port `connect_ports` allows, a
+    /// tunnel (`Phase::Tunnel`) to the origin, answered 200 once its connection is
+    /// established and 502 if it cannot be; bytes the client sent after the head go
+    /// through it first. Refused (and the connection closed) otherwise.
+    fn open_connect(&mut self, t: &mut EThread, head: &RequestHead, has_body: bool) {
+        let shared = self.shared.clone();
+        if shared.settings.remap_required {
+            let msg =
+                "CONNECT is served only by a forward proxy (url_remap.remap_required = false)";
+            return self.local_response(403, msg, false, &[]);
+        }
+        let authority = super::remap::split_authority(head.target());
+        let Some((host, Some(port))) = authority.filter(|_| !has_body) else {
+            return self.local_response(400, "CONNECT needs host:port and no body", false, &[]);
+        };
+        if !shared.with_live(|live| live.connect_ports.allows(port)) {
+            let msg = "CONNECT to this port is not allowed (connect_ports)";
+            return self.local_response(403, msg, false, &[]);
+        }
+        let Some(addr) = resolve_cached(&host, port) else {
+            return self.local_response(502, "cannot resolve origin", false, &[]);
+        };
+        if let Err(e) = self.connect_origin(t, addr, false) {
+            log::debug!("CONNECT {addr}: {e}");
+            return self.local_response(502, "cannot connect to origin", false, &[]);
+        }
+        self.out_o = std::mem::take(&mut self.inbuf);
+        self.phase = Phase::Tunnel;
+        self.connect_reply = true;
+        self.deadline = Instant::now() + shared.settings.timeouts.connect;
     }
 
     /// Looks the query's key (or the alternate one) up: in RAM at once, or on disk by
@@ -1850,6 +1889,11 @@ impl Session {
     fn tunnel(&mut self, _t: &mut EThread) -> bool {
         let mut progress = match self.finish_connect() {
             Ok(p) => p,
+            Err(()) if self.connect_reply => {
+                self.connect_reply = false;
+                self.fail_tx(502, "cannot connect to origin");
+                return true;
+            }
             Err(()) => {
                 self.dead = true;
                 return true;
@@ -1861,6 +1905,16 @@ impl Session {
         };
         if !o.connected {
             return progress;
+        }
+        if self.connect_reply {
+            self.connect_reply = false;
+            self.out_c
+                .extend_from_slice(b"HTTP/1.1 200 Connection Established\r\n\r\n");
+            let m = &self.shared.metrics;
+            m.connect_tunnels.inc();
+            m.count_status(200);
+            m.completed_requests.inc();
+            progress = true;
         }
         // Client → origin.
         if self.out_o.len() < BUF_LIMIT && self.client.readable && !self.client.eof {
@@ -1964,6 +2018,10 @@ impl Session {
                         .record(turn.2.elapsed().as_micros() as u64);
                 }
                 self.fail_tx(503, "origin busy: per_server.connection.max reached");
+            }
+            Phase::Tunnel if self.connect_reply => {
+                self.connect_reply = false;
+                self.fail_tx(502, "origin connect timeout");
             }
             Phase::Tunnel | Phase::Closing | Phase::CacheWait | Phase::CacheRead => {
                 self.dead = true

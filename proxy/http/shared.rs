@@ -36,6 +36,8 @@ pub struct Live {
     /// `per_server.connection.max`: transactions in flight to one origin address at
     /// most, over every thread; more wait for a place. 0: no limit.
     pub origin_max: usize,
+    /// `connect_ports`: where a CONNECT may open a tunnel.
+    pub connect_ports: Arc<config::ConnectPorts>,
 }
 
 /// HTTP metrics of SPEC §6.
@@ -65,6 +67,8 @@ pub struct HttpMetrics {
     pub(crate) origin_queue_timeouts: Arc<Counter>,
     /// How long each queued request waited: until it got a place, or gave up (µs).
     pub(crate) origin_queue_wait_us: Arc<Histogram>,
+    /// CONNECT tunnels established (answered 200).
+    pub(crate) connect_tunnels: Arc<Counter>,
     /// Accept to the first response byte written, per client connection (µs).
     pub(crate) first_byte_us: Arc<Histogram>,
 }
@@ -93,6 +97,7 @@ impl HttpMetrics {
             origin_queue: r.gauge(&format!("{p}.current_origin_queue")),
             origin_queue_timeouts: r.counter(&format!("{p}.origin_queue_timeouts")),
             origin_queue_wait_us: r.histogram(&format!("{p}.origin_queue_wait_us")),
+            connect_tunnels: r.counter(&format!("{p}.connect_tunnels")),
         }
     }
 
