@@ -610,10 +610,10 @@ fn connect_is_refused_off_the_allowed_ports_and_without_forward_proxying() {
     assert_eq!(r.status, 400);
     assert_eq!(d.metric("proxy.process.http.connect_tunnels"), 0);
     // The record is reloadable: allowed now, the tunnel opens.
-    d.write_config(&format!(
+    d.write_config(
         "[proxy.config.url_remap]\nremap_required = false\n\
-         [proxy.config.http]\nconnect_ports = \"*\"\n"
-    ));
+         [proxy.config.http]\nconnect_ports = \"*\"\n",
+    );
     let (code, out, err) = d.ctl(&["config", "reload"]);
     assert_eq!(code, 0, "{out}{err}");
     let mut s = TcpStream::connect(d.addr()).unwrap();
