@@ -513,6 +513,72 @@ fn echo_then_bye() -> std::net::SocketAddr {
 }
 
 #[test]
+fn a_forward_proxy_resolves_origin_names() {
+    // Names go to the resolver threads (whose own tests show a slow name holding up
+    // nothing) and the request resumes with the answer. An origin at the first address
+    // `localhost` resolves to, answering one request:
+    let ip = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 0))
+        .unwrap()
+        .next()
+        .unwrap()
+        .ip();
+    let origin = TcpListener::bind((ip, 0)).unwrap();
+    let port = origin.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut s, _) = origin.accept().unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before a whole head");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&got).to_string();
+        let body = head.lines().next().unwrap_or_default().to_string();
+        write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    });
+    let echo = echo_then_bye();
+    let d = forward_proxy("*");
+    let r = http::get(
+        d.addr(),
+        "ignored",
+        &format!("http://localhost:{port}/by-name"),
+    )
+    .unwrap();
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "GET /by-name HTTP/1.1".to_string())
+    );
+    // CONNECT by name too.
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    let target = format!("localhost:{}", echo.port());
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .unwrap();
+    if echo.ip() == ip {
+        let established = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+        let mut head = vec![0; established.len()];
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&head),
+            String::from_utf8_lossy(established)
+        );
+        s.shutdown(Shutdown::Write).unwrap();
+        let rest = read_all(&mut s, Duration::from_secs(10));
+        assert_eq!(String::from_utf8_lossy(&rest), "bye after 0");
+    }
+    assert_eq!(
+        d.metric("proxy.process.http.current_active_transactions"),
+        0
+    );
+}
+
+#[test]
 fn blind_tunnel_relays_bytes_and_passes_half_close_on() {
     let echo_addr = echo_then_bye();
     let d = Daemon::builder()

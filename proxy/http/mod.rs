@@ -5,6 +5,7 @@ pub mod caching;
 pub mod codec;
 pub mod fields;
 pub mod remap;
+pub mod resolve;
 pub mod session;
 pub mod shared;
 

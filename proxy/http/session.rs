@@ -64,6 +64,9 @@ thread_local! {
     /// Sessions waiting for a cache disk read, by read number.
     static READS: RefCell<HashMap<u64, Weak<RefCell<Session>>>> = RefCell::new(HashMap::new());
     static NEXT_READ: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Sessions waiting for a name lookup, by lookup number.
+    static LOOKUPS: RefCell<HashMap<u64, Weak<RefCell<Session>>>> = RefCell::new(HashMap::new());
+    static NEXT_LOOKUP: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// How often a request waiting on another's cache fill checks whether it ended.
@@ -213,6 +216,35 @@ fn resume_queued(t: &mut EThread) {
     }
 }
 
+/// Routes again the request that waited for lookup `id` of `host:port`, with its answer.
+/// Runs on the session's ET_NET thread, queued there by a resolver thread.
+fn name_resolved(
+    t: &mut EThread,
+    id: u64,
+    host: String,
+    port: u16,
+    answer: super::resolve::Answer,
+) {
+    let waiter = LOOKUPS.with(|l| l.borrow_mut().remove(&id));
+    let Some(rc) = waiter.and_then(|w| w.upgrade()) else {
+        return;
+    };
+    let mut s = rc.borrow_mut();
+    if s.dead || s.phase != Phase::Resolve {
+        return; // timed out or gone meanwhile
+    }
+    let Some(parked) = s.resolving.take() else {
+        return;
+    };
+    let (head, active) = *parked;
+    s.phase = Phase::ReadRequest;
+    s.resolved = Some((host, port, Box::new(answer)));
+    s.route(t, head, Some(active));
+    s.resolved = None;
+    s.drive(t);
+    s.settle(t);
+}
+
 /// Resumes the session that waited for cache disk read `read`, with what it found. Runs
 /// on the session's ET_NET thread, queued there by the span's I/O thread.
 fn cache_read_done(t: &mut EThread, read: u64, value: Option<Arc<[u8]>>) {
@@ -260,6 +292,8 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
             parked: false,
             answered: false,
             connect_reply: false,
+            resolving: None,
+            resolved: None,
             shared,
         })
     });
@@ -410,6 +444,8 @@ enum Phase {
     OriginWait,
     /// Waiting for the cache's disk read of what this one asked for.
     CacheRead,
+    /// Waiting for a resolver thread to look its origin's name up.
+    Resolve,
 }
 
 /// How much of a message body is left.
@@ -671,6 +707,11 @@ pub(crate) struct Session {
     /// A CONNECT tunnel whose origin connection is not established yet: its client gets
     /// 200 once it is, 502 if it fails.
     connect_reply: bool,
+    /// A request waiting for its origin's name (`Phase::Resolve`), counted in flight.
+    /// Boxed: rare, and large.
+    resolving: Option<Box<(RequestHead, Counted)>>,
+    /// The answer for the request being routed again after its lookup.
+    resolved: Option<(String, u16, Box<super::resolve::Answer>)>,
 }
 
 impl Drop for Session {
@@ -770,7 +811,7 @@ impl Session {
                 Phase::Exchange => self.exchange(t),
                 Phase::Tunnel => self.tunnel(t),
                 Phase::Closing => self.closing(),
-                Phase::OriginWait => self.left_queue(),
+                Phase::OriginWait | Phase::Resolve => self.left_queue(),
                 Phase::CacheWait | Phase::CacheRead => false,
             };
             if !progress {
@@ -994,13 +1035,20 @@ impl Session {
     }
 
     fn begin(&mut self, t: &mut EThread, head: RequestHead) {
+        self.shared.metrics.incoming_requests.inc();
+        self.route(t, head, None);
+    }
+
+    /// Where a request goes: the stats endpoint, a remap rule's origin, a forward
+    /// proxy's (once its name is resolved), a CONNECT tunnel, or a local error. `active`:
+    /// the request is already counted in flight (it waited for a name).
+    fn route(&mut self, t: &mut EThread, head: RequestHead, active: Option<Counted>) {
         let shared = self.shared.clone();
         let settings = &shared.settings;
-        shared.metrics.incoming_requests.inc();
         let has_body = !matches!(head.body(), BodyFraming::None | BodyFraming::Length(0));
         let keep = head.keep_alive() && !has_body;
         if head.method() == "CONNECT" {
-            return self.open_connect(t, &head, has_body);
+            return self.open_connect(t, head, has_body);
         }
         let target = match head.split_target() {
             Ok(t) => t,
@@ -1029,13 +1077,16 @@ impl Session {
                 let Some((h, port)) = host.and_then(super::remap::split_authority) else {
                     return self.local_response(400, "bad request target", false, &[]);
                 };
-                match resolve_cached(&h, port.unwrap_or(80)) {
-                    Some(a) => (
+                match self.address_of(&h, port.unwrap_or(80)) {
+                    Some(Ok(a)) => (
                         a,
                         host.unwrap_or_default().to_string(),
                         target.path_and_query.clone(),
                     ),
-                    None => return self.local_response(502, "cannot resolve origin", keep, &[]),
+                    Some(Err(_)) => {
+                        return self.local_response(502, "cannot resolve origin", keep, &[])
+                    }
+                    None => return self.wait_for_name(t, h, port.unwrap_or(80), head),
                 }
             }
             None => return self.local_response(404, "no remap rule for this request", keep, &[]),
@@ -1046,7 +1097,7 @@ impl Session {
             host_header,
             path,
             origin_max,
-            active: None,
+            active,
         };
         let Some(cache) = shared.cache().cloned() else {
             return self.forward(t, pending, None);
@@ -1080,7 +1131,7 @@ impl Session {
     /// tunnel (`Phase::Tunnel`) to the origin, answered 200 once its connection is
     /// established and 502 if it cannot be; bytes the client sent after the head go
     /// through it first. Refused (and the connection closed) otherwise.
-    fn open_connect(&mut self, t: &mut EThread, head: &RequestHead, has_body: bool) {
+    fn open_connect(&mut self, t: &mut EThread, head: RequestHead, has_body: bool) {
         let shared = self.shared.clone();
         if shared.settings.remap_required {
             let msg =
@@ -1095,8 +1146,10 @@ impl Session {
             let msg = "CONNECT to this port is not allowed (connect_ports)";
             return self.local_response(403, msg, false, &[]);
         }
-        let Some(addr) = resolve_cached(&host, port) else {
-            return self.local_response(502, "cannot resolve origin", false, &[]);
+        let addr = match self.address_of(&host, port) {
+            Some(Ok(a)) => a,
+            Some(Err(_)) => return self.local_response(502, "cannot resolve origin", false, &[]),
+            None => return self.wait_for_name(t, host, port, head),
         };
         if let Err(e) = self.connect_origin(t, addr, false) {
             log::debug!("CONNECT {addr}: {e}");
@@ -1106,6 +1159,37 @@ impl Session {
         self.phase = Phase::Tunnel;
         self.connect_reply = true;
         self.deadline = Instant::now() + shared.settings.timeouts.connect;
+    }
+
+    /// The address of `host:port` if known without waiting: an IP literal, a cached
+    /// answer, or the one just looked up for this request. None: look it up.
+    fn address_of(&mut self, host: &str, port: u16) -> Option<super::resolve::Answer> {
+        if let Some((h, p, answer)) = self.resolved.take() {
+            if h == host && p == port {
+                return Some(*answer);
+            }
+        }
+        self.shared.resolver().cached(host, port).map(Ok)
+    }
+
+    /// Parks the request until a resolver thread has looked `host:port` up
+    /// (`Phase::Resolve`, at most the connect timeout); `name_resolved` then routes it
+    /// again, here.
+    fn wait_for_name(&mut self, t: &mut EThread, host: String, port: u16, head: RequestHead) {
+        let id = NEXT_LOOKUP.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        LOOKUPS.with(|l| l.borrow_mut().insert(id, self.me.clone()));
+        let active = Counted::new(&self.shared.metrics.active_transactions);
+        self.resolving = Some(Box::new((head, active)));
+        self.phase = Phase::Resolve;
+        self.deadline = Instant::now() + self.shared.settings.timeouts.connect;
+        let here = t.handle();
+        let name = host.clone();
+        // Runs on a resolver thread: hands the answer back to this thread.
+        let done = move |answer| here.run(move |t| name_resolved(t, id, name, port, answer));
+        self.shared.resolver().resolve(&host, port, Box::new(done));
     }
 
     /// Looks the query's key (or the alternate one) up: in RAM at once, or on disk by
@@ -1324,8 +1408,9 @@ impl Session {
         start_poll(t, &QUEUE_POLLING, poll_origin_queue, ORIGIN_QUEUE_POLL);
     }
 
-    /// A queued request whose client closed or reset its connection is dropped: no
-    /// place is spent on it, and the queue moves on. true: it was.
+    /// A request waiting for an origin place or a name lookup whose client closed or
+    /// reset its connection is dropped: no place is spent on it, and a queue moves on.
+    /// true: it was.
     fn left_queue(&mut self) -> bool {
         if self.client.hup {
             self.dead = true;
@@ -2019,6 +2104,10 @@ impl Session {
                 }
                 self.fail_tx(503, "origin busy: per_server.connection.max reached");
             }
+            Phase::Resolve => {
+                self.resolving = None;
+                self.local_response(502, "cannot resolve origin in time", false, &[]);
+            }
             Phase::Tunnel if self.connect_reply => {
                 self.connect_reply = false;
                 self.fail_tx(502, "origin connect timeout");
@@ -2049,22 +2138,4 @@ fn store(
         cache.put(&alternate, &bytes);
     }
     cache.put(key, &bytes);
-}
-
-fn resolve_cached(host: &str, port: u16) -> Option<SocketAddr> {
-    thread_local! {
-        static CACHE: RefCell<HashMap<(String, u16), (SocketAddr, Instant)>> = RefCell::new(HashMap::new());
-    }
-    const TTL: Duration = Duration::from_secs(60);
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if let Some((a, at)) = c.get(&(host.to_string(), port)) {
-            if at.elapsed() < TTL {
-                return Some(*a);
-            }
-        }
-        let a = super::remap::resolve(host, port).ok()?;
-        c.insert((host.to_string(), port), (a, Instant::now()));
-        Some(a)
-    })
 }

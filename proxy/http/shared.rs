@@ -149,6 +149,8 @@ pub struct HttpShared {
     origins: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Arc<OriginLoad>>>,
     /// Recent invalidations (`note_invalidation`).
     invalidated: std::sync::Mutex<Invalidations>,
+    /// Looks up a forward proxy's origin names; started on first use.
+    resolver: std::sync::OnceLock<super::resolve::Resolver>,
 }
 
 /// When each recently invalidated key was, within bounds.
@@ -375,7 +377,15 @@ impl HttpShared {
             fills: std::sync::Mutex::default(),
             origins: std::sync::Mutex::default(),
             invalidated: std::sync::Mutex::default(),
+            resolver: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The resolver threads (two: a slow name does not hold up the others), started the
+    /// first time a name needs looking up.
+    pub(crate) fn resolver(&self) -> &super::resolve::Resolver {
+        self.resolver
+            .get_or_init(|| super::resolve::Resolver::new(2, super::remap::resolve))
     }
 
     /// The live settings now (cheap: two `Arc` clones).
