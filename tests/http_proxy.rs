@@ -544,6 +544,7 @@ fn a_forward_proxy_resolves_origin_names() {
     });
     let echo = echo_then_bye();
     let d = forward_proxy("*");
+    assert_eq!(d.metric("proxy.process.hostdb.total_lookups"), 0);
     let r = http::get(
         d.addr(),
         "ignored",
@@ -554,6 +555,7 @@ fn a_forward_proxy_resolves_origin_names() {
         (r.status, r.text()),
         (200, "GET /by-name HTTP/1.1".to_string())
     );
+    assert_eq!(d.metric("proxy.process.hostdb.total_lookups"), 1);
     // CONNECT by name too.
     let mut s = TcpStream::connect(d.addr()).unwrap();
     let target = format!("localhost:{}", echo.port());
@@ -571,7 +573,10 @@ fn a_forward_proxy_resolves_origin_names() {
         s.shutdown(Shutdown::Write).unwrap();
         let rest = read_all(&mut s, Duration::from_secs(10));
         assert_eq!(String::from_utf8_lossy(&rest), "bye after 0");
+        // The answer was kept: no second lookup.
+        assert_eq!(d.metric("proxy.process.hostdb.total_lookups"), 1);
     }
+    assert_eq!(d.metric("proxy.process.hostdb.lookup_failures"), 0);
     assert_eq!(
         d.metric("proxy.process.http.current_active_transactions"),
         0

@@ -4,10 +4,11 @@
 //! threads, and the answer goes back to the asking thread as an event.
 //!
 //! Threads: [`Resolver::resolve`] runs on the asking (ET_NET) thread and never blocks;
-//! the lookup and its callback run on a resolver thread. Answers are cached for
-//! [`TTL`]; failures are not (the next request asks again). Concurrent lookups of one
-//! name share one `getaddrinfo`.
+//! the lookup and its callback run on a resolver thread. Answers (a name's address,
+//! whatever the port) are cached for [`TTL`]; failures are not (the next request asks
+//! again). Concurrent lookups of one name share one `getaddrinfo`.
 
+use iocore::stats::Counter;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc;
@@ -21,38 +22,44 @@ pub const TTL: Duration = Duration::from_secs(60);
 pub type Answer = Result<SocketAddr, String>;
 /// Where an answer goes: runs on a resolver thread.
 pub type Done = Box<dyn FnOnce(Answer) + Send>;
-/// The blocking lookup the resolver threads run.
+/// The blocking lookup the resolver threads run (asked with port 0).
 pub type Lookup = fn(&str, u16) -> Answer;
-
-type Key = (String, u16);
 
 #[derive(Default)]
 struct State {
-    answers: HashMap<Key, (SocketAddr, Instant)>,
-    /// Names being looked up, with everyone waiting for them.
-    pending: HashMap<Key, Vec<Done>>,
+    answers: HashMap<String, (IpAddr, Instant)>,
+    /// Names being looked up, with everyone waiting for them and the port each wants.
+    pending: HashMap<String, Vec<(u16, Done)>>,
 }
 
 /// A pool of resolver threads with a shared answer cache.
 pub struct Resolver {
-    jobs: Mutex<mpsc::Sender<Key>>,
+    jobs: Mutex<mpsc::Sender<String>>,
     state: Arc<Mutex<State>>,
+}
+
+/// What the resolver counts: lookups made (one per name, however many wait for it),
+/// and those that failed.
+#[derive(Clone, Default)]
+pub struct ResolverStats {
+    pub lookups: Arc<Counter>,
+    pub failures: Arc<Counter>,
 }
 
 /// Answers kept at most; beyond, the stale ones go, then all.
 const ANSWERS_KEPT: usize = 4096;
 
 impl Resolver {
-    /// Starts `threads` resolver threads running `lookup`.
-    pub fn new(threads: usize, lookup: Lookup) -> Resolver {
-        let (tx, rx) = mpsc::channel::<Key>();
+    /// Starts `threads` resolver threads running `lookup`, counting into `stats`.
+    pub fn new(threads: usize, lookup: Lookup, stats: ResolverStats) -> Resolver {
+        let (tx, rx) = mpsc::channel::<String>();
         let rx = Arc::new(Mutex::new(rx));
         let state = Arc::new(Mutex::new(State::default()));
         for i in 0..threads.max(1) {
-            let (rx, state) = (rx.clone(), state.clone());
+            let (rx, state, stats) = (rx.clone(), state.clone(), stats.clone());
             std::thread::Builder::new()
                 .name(format!("resolver-{i}"))
-                .spawn(move || run(&rx, &state, lookup))
+                .spawn(move || run(&rx, &state, lookup, &stats))
                 .expect("spawn a resolver thread");
         }
         Resolver {
@@ -69,27 +76,26 @@ impl Resolver {
             return Some(SocketAddr::new(ip, port));
         }
         let state = lock(&self.state);
-        let (addr, at) = state.answers.get(&(host.to_string(), port))?;
-        (at.elapsed() < TTL).then_some(*addr)
+        let (ip, at) = state.answers.get(host)?;
+        (at.elapsed() < TTL).then_some(SocketAddr::new(*ip, port))
     }
 
     /// Looks `host:port` up on a resolver thread; `done` runs there with the answer.
     /// Never blocks the caller.
     pub fn resolve(&self, host: &str, port: u16, done: Done) {
-        let key = (host.to_string(), port);
         {
             let mut state = lock(&self.state);
-            if let Some(waiting) = state.pending.get_mut(&key) {
-                waiting.push(done);
+            if let Some(waiting) = state.pending.get_mut(host) {
+                waiting.push((port, done));
                 return;
             }
-            state.pending.insert(key.clone(), vec![done]);
+            state.pending.insert(host.to_string(), vec![(port, done)]);
         }
-        let sent = lock(&self.jobs).send(key.clone());
+        let sent = lock(&self.jobs).send(host.to_string());
         if sent.is_err() {
             // No resolver thread left (cannot happen while the pool lives): fail fast.
-            let waiting = lock(&self.state).pending.remove(&key).unwrap_or_default();
-            for done in waiting {
+            let waiting = lock(&self.state).pending.remove(host).unwrap_or_default();
+            for (_, done) in waiting {
                 done(Err("no resolver thread".to_string()));
             }
         }
@@ -101,25 +107,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A resolver thread: looks names up one after another, until the pool is dropped.
-fn run(rx: &Mutex<mpsc::Receiver<Key>>, state: &Mutex<State>, lookup: Lookup) {
+fn run(
+    rx: &Mutex<mpsc::Receiver<String>>,
+    state: &Mutex<State>,
+    lookup: Lookup,
+    stats: &ResolverStats,
+) {
     loop {
-        let Ok(key) = lock(rx).recv() else { return };
-        let answer = lookup(&key.0, key.1);
+        let Ok(host) = lock(rx).recv() else { return };
+        stats.lookups.inc();
+        let answer = lookup(&host, 0).map(|a| a.ip());
+        if answer.is_err() {
+            stats.failures.inc();
+        }
         let waiting = {
             let mut state = lock(state);
-            if let Ok(addr) = answer {
+            if let Ok(ip) = answer {
                 if state.answers.len() >= ANSWERS_KEPT {
                     state.answers.retain(|_, (_, at)| at.elapsed() < TTL);
                     if state.answers.len() >= ANSWERS_KEPT {
                         state.answers.clear();
                     }
                 }
-                state.answers.insert(key.clone(), (addr, Instant::now()));
+                state.answers.insert(host.clone(), (ip, Instant::now()));
             }
-            state.pending.remove(&key).unwrap_or_default()
+            state.pending.remove(&host).unwrap_or_default()
         };
-        for done in waiting {
-            done(answer.clone());
+        for (port, done) in waiting {
+            done(answer.clone().map(|ip| SocketAddr::new(ip, port)));
         }
     }
 }
@@ -154,7 +169,8 @@ mod tests {
 
     #[test]
     fn a_slow_name_does_not_hold_up_others_and_answers_are_cached() {
-        let r = Resolver::new(2, scripted);
+        let stats = ResolverStats::default();
+        let r = Resolver::new(2, scripted, stats.clone());
         let (tx, rx) = mpsc::channel();
         let started = Instant::now();
         ask(&r, "slow", &tx);
@@ -172,7 +188,12 @@ mod tests {
             r.cached("fast", 80),
             Some(SocketAddr::from(([10, 0, 0, 1], 80)))
         );
-        assert_eq!(r.cached("fast", 81), None);
+        // The name's address serves every port.
+        assert_eq!(
+            r.cached("fast", 81),
+            Some(SocketAddr::from(([10, 0, 0, 1], 81)))
+        );
+        assert_eq!(r.cached("other", 80), None);
         // IP literals need no lookup.
         assert_eq!(r.cached("[::1]", 8), Some("[::1]:8".parse().unwrap()));
         assert_eq!(
@@ -183,11 +204,12 @@ mod tests {
         ask(&r, "bad", &tx);
         assert!(rx.recv_timeout(limit).unwrap().1.is_err());
         assert_eq!(r.cached("bad", 80), None);
+        assert_eq!((stats.lookups.get(), stats.failures.get()), (3, 1));
     }
 
     #[test]
     fn concurrent_lookups_of_one_name_share_one() {
-        let r = Resolver::new(2, scripted);
+        let r = Resolver::new(2, scripted, ResolverStats::default());
         let (tx, rx) = mpsc::channel();
         for _ in 0..5 {
             ask(&r, "shared", &tx);

@@ -69,6 +69,8 @@ pub struct HttpMetrics {
     pub(crate) origin_queue_wait_us: Arc<Histogram>,
     /// CONNECT tunnels established (answered 200).
     pub(crate) connect_tunnels: Arc<Counter>,
+    /// Origin names looked up, and lookups failed.
+    pub(crate) hostdb: super::resolve::ResolverStats,
     /// Accept to the first response byte written, per client connection (µs).
     pub(crate) first_byte_us: Arc<Histogram>,
 }
@@ -98,6 +100,10 @@ impl HttpMetrics {
             origin_queue_timeouts: r.counter(&format!("{p}.origin_queue_timeouts")),
             origin_queue_wait_us: r.histogram(&format!("{p}.origin_queue_wait_us")),
             connect_tunnels: r.counter(&format!("{p}.connect_tunnels")),
+            hostdb: super::resolve::ResolverStats {
+                lookups: r.counter("proxy.process.hostdb.total_lookups"),
+                failures: r.counter("proxy.process.hostdb.lookup_failures"),
+            },
         }
     }
 
@@ -384,8 +390,9 @@ impl HttpShared {
     /// The resolver threads (two: a slow name does not hold up the others), started the
     /// first time a name needs looking up.
     pub(crate) fn resolver(&self) -> &super::resolve::Resolver {
-        self.resolver
-            .get_or_init(|| super::resolve::Resolver::new(2, super::remap::resolve))
+        self.resolver.get_or_init(|| {
+            super::resolve::Resolver::new(2, super::remap::resolve, self.metrics.hostdb.clone())
+        })
     }
 
     /// The live settings now (cheap: two `Arc` clones).
