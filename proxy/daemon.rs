@@ -196,6 +196,10 @@ fn start(
     let registry = Registry::new();
     let net = NetProcessor::new(events.clone(), registry.clone(), &tuning(&cfg));
     let http = HttpShared::new(settings(&cfg), live(&cfg)?, registry.clone());
+    if !cfg.log.access_log.as_os_str().is_empty() {
+        http.open_access_log(&cfg.log.access_log)
+            .map_err(|e| format!("proxy.config.log.access_log: cannot open {e}"))?;
+    }
     for t in events.threads() {
         t.schedule_every(Event::new(crate::http::session::sweep), SWEEP_PERIOD);
     }
@@ -467,6 +471,7 @@ impl Daemon {
         let restart = self.cfg.restart_required_changes(&new);
         self.net.set_tuning(&tuning(&new));
         self.http.set_live(live);
+        self.http.reopen_access_log();
         let sock = sock_options(&self.cfg);
         let mut swapped = Vec::new();
         let mut errors = Vec::new();

@@ -1,6 +1,7 @@
 //! The Turnstile daemon: start-up, ports, HTTP proxying, blind tunnels, the stats
 //! endpoint, the cache and the control socket, wired onto `iocore` and `config`.
 
+pub mod access_log;
 pub mod cache;
 pub mod ctl;
 pub mod daemon;

@@ -136,6 +136,43 @@ fn a_stale_object_is_revalidated_and_served_from_the_cache_on_304() {
 }
 
 #[test]
+fn the_access_log_tells_misses_hits_and_refreshes_apart() {
+    let origin = cached_origin();
+    let dir = TempDir::new("cache");
+    let log = dir.0.join("access.log");
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_LOG_ACCESS_LOG", &log.display().to_string())
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let mut c = Conn::open(d.addr()).unwrap();
+    for path in ["/a", "/a", "/revalidate", "/revalidate"] {
+        assert_eq!(c.get("t", path).unwrap().status, 200);
+    }
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(wait_until(Duration::from_secs(10), || read()
+        .lines()
+        .count()
+        == 4));
+    let results: Vec<(String, String)> = read()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[3].to_string(), f[8].to_string())
+        })
+        .collect();
+    let direct = format!("DIRECT/{}", origin.addr);
+    let expect = [
+        ("TCP_MISS/200", direct.as_str()),
+        ("TCP_HIT/200", "NONE/-"),
+        ("TCP_MISS/200", direct.as_str()),
+        ("TCP_REFRESH_HIT/200", direct.as_str()),
+    ];
+    for (got, want) in results.iter().zip(expect) {
+        assert_eq!((got.0.as_str(), got.1.as_str()), want, "{results:?}");
+    }
+}
+
+#[test]
 fn no_store_authorization_vary_star_and_unfresh_responses_are_not_cached() {
     let (origin, _dir, d) = cached_daemon();
     for path in ["/no-store", "/vary-star", "/plain"] {

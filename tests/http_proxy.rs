@@ -8,7 +8,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Duration;
 use util::http::{self, Conn};
 use util::origin::{ok, Gate, Origin};
-use util::{read_all, wait_until, Daemon};
+use util::{read_all, wait_until, Daemon, TempDir};
 
 fn proxy_to(origin: &Origin, extra: &str) -> Daemon {
     Daemon::builder()
@@ -626,7 +626,16 @@ fn forward_proxy(ports: &str) -> Daemon {
 #[test]
 fn connect_opens_a_tunnel_that_relays_both_ways_and_passes_half_close_on() {
     let echo_addr = echo_then_bye();
-    let d = forward_proxy(&format!("443 {}", echo_addr.port()));
+    let dir = TempDir::new("connect");
+    let log = dir.0.join("access.log");
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_LOG_ACCESS_LOG", &log.display().to_string())
+        .config(&format!(
+            "[proxy.config.url_remap]\nremap_required = false\n\
+             [proxy.config.http]\nconnect_ports = \"443 {}\"\n",
+            echo_addr.port()
+        ))
+        .start();
     let mut s = TcpStream::connect(d.addr()).unwrap();
     // The first tunnel bytes ride with the request, as a TLS client's hello may.
     s.write_all(
@@ -647,6 +656,19 @@ fn connect_opens_a_tunnel_that_relays_both_ways_and_passes_half_close_on() {
     assert_eq!(String::from_utf8_lossy(&rest), "early latebye after 10");
     assert_eq!(d.metric("proxy.process.http.connect_tunnels"), 1);
     assert_eq!(d.metric("proxy.process.http.2xx_responses"), 1);
+    // Logged once the tunnel ended, with what went through it to the client.
+    let lines = log_lines(&log, 1);
+    let f: Vec<&str> = lines[0].split_whitespace().collect();
+    let sent = established.len() + "early latebye after 10".len();
+    assert_eq!(
+        (f[3], f[4], f[5], f[6]),
+        (
+            "TCP_TUNNEL/200",
+            sent.to_string().as_str(),
+            "CONNECT",
+            echo_addr.to_string().as_str()
+        )
+    );
 }
 
 #[test]
@@ -697,6 +719,119 @@ fn connect_is_refused_off_the_allowed_ports_and_without_forward_proxying() {
     assert!(wait_until(Duration::from_secs(10), || listener
         .accept()
         .is_ok()));
+}
+
+/// The access log's lines once it has `n` (or what it has after 10 s).
+fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let read = || {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    wait_until(Duration::from_secs(10), || read().len() >= n);
+    read()
+}
+
+#[test]
+fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
+    let origin = Origin::start(|r| {
+        if r.path == "/slow" {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Some(ok(r.path.as_bytes(), &[]))
+    });
+    let dir = TempDir::new("access");
+    let log = dir.0.join("access.log");
+    let config = format!(
+        "[proxy.config.log]\naccess_log = \"{}\"\n\
+         [[remap]]\nfrom = \"http://proxied/\"\nto = \"http://{}/\"\n",
+        log.display(),
+        origin.addr
+    );
+    let d = Daemon::builder().config(&config).start();
+    let whole = r_len(&d, "proxied", "/a%20b?q");
+    let r = http::get(d.addr(), "proxied", "/a%20b?q").unwrap();
+    assert_eq!((r.status, r.text()), (200, "/a%20b?q".to_string()));
+    let r = http::get(d.addr(), "elsewhere", "/nope").unwrap();
+    assert_eq!(r.status, 404);
+    // A client that resets its connection before its answer is logged as aborted.
+    let mut c = TcpStream::connect(d.addr()).unwrap();
+    c.write_all(b"GET /slow HTTP/1.1\r\nHost: proxied\r\n\r\n")
+        .unwrap();
+    assert!(set_linger0(&c), "SO_LINGER");
+    drop(c);
+    let lines = log_lines(&log, 4);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let fields: Vec<Vec<&str>> = lines
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for f in &fields {
+        assert_eq!(f.len(), 10, "{f:?}");
+        assert!(f[0].contains('.') && f[0].parse::<f64>().is_ok(), "{f:?}");
+        assert!(f[1].parse::<u64>().is_ok(), "{f:?}");
+        assert_eq!((f[2], f[5], f[7], f[9]), ("127.0.0.1", "GET", "-", "-"));
+    }
+    let origin_field = format!("DIRECT/{}", origin.addr);
+    // The close-delimited fetch, its bytes as the client counted them.
+    assert_eq!(fields[0][4].parse::<usize>().unwrap(), whole);
+    assert_eq!(
+        (fields[1][3], fields[1][6], fields[1][8]),
+        (
+            "TCP_MISS/200",
+            "http://proxied/a%20b?q",
+            origin_field.as_str()
+        )
+    );
+    assert_eq!(
+        (fields[2][3], fields[2][6], fields[2][8]),
+        ("NONE/404", "http://elsewhere/nope", "NONE/-")
+    );
+    assert_eq!(
+        (fields[3][3], fields[3][6], fields[3][8]),
+        (
+            "TCP_MISS_ABORTED/200",
+            "http://proxied/slow",
+            origin_field.as_str()
+        )
+    );
+    assert!(
+        fields[3][1].parse::<u64>().unwrap() >= 250,
+        "{:?}",
+        fields[3]
+    );
+    // Rotation: rename, reload, and the next line goes to a new file.
+    let rotated = dir.0.join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let (code, out, err) = d.ctl(&["config", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(wait_until(Duration::from_secs(10), || log.exists()));
+    let r = http::get(d.addr(), "proxied", "/after").unwrap();
+    assert_eq!(r.status, 200);
+    let lines = log_lines(&log, 1);
+    assert!(
+        lines.len() == 1 && lines[0].contains(" http://proxied/after "),
+        "{lines:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().lines().count(),
+        4
+    );
+    assert_eq!(d.metric("proxy.process.log.access_dropped"), 0);
+}
+
+/// The bytes of a whole response to `GET path` through `d` (head and body), as the
+/// access log should count them.
+fn r_len(d: &Daemon, host: &str, path: &str) -> usize {
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    read_all(&mut s, Duration::from_secs(10)).len()
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {

@@ -37,7 +37,7 @@ pub use ports::{
 pub use records::{record_names, reloadable, MAX_TIMEOUT_S, PORT_ACCEPT_THREADS};
 pub use remap::{RemapRule, RemapUrl};
 pub use schema::{
-    Admin, Affinity, Cache, CacheSpan, Config, ExecThread, Http, Net, SockOptions, Stats, Stop,
-    ThrottleMode, UrlRemap, WaitForCache, EMBEDDED_ORIGIN,
+    Admin, Affinity, Cache, CacheSpan, Config, ExecThread, Http, Log, Net, SockOptions, Stats,
+    Stop, ThrottleMode, UrlRemap, WaitForCache, EMBEDDED_ORIGIN,
 };
 pub use size::{format_size, parse_size};

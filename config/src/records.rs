@@ -452,6 +452,17 @@ fn apply_stats_path(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>>
     Ok(())
 }
 
+fn apply_access_log(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
+    let one = |m: String| vec![Problem::new(m)];
+    match expect_str(value, "a file path, or \"\" for none").map_err(one)? {
+        p if p.contains('\0') => Err(one("a file path cannot contain NUL".to_string())),
+        p => {
+            cfg.log.access_log = PathBuf::from(p);
+            Ok(())
+        }
+    }
+}
+
 fn apply_admin_socket(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
     let one = |m: String| vec![Problem::new(m)];
     match expect_str(value, "a socket path").map_err(one)? {
@@ -856,6 +867,15 @@ pub(crate) static RECORDS: &[Record] = &[
             unit: SECONDS,
             get: |c| c.stop.shutdown_timeout_s as i64,
             set: |c, v| c.stop.shutdown_timeout_s = v as u64,
+        },
+    },
+    Record {
+        name: "proxy.config.log.access_log",
+        reloadable: false,
+        kind: Kind::Custom {
+            env: Some(EnvForm::Str),
+            get: |c| Value::Str(c.log.access_log.to_string_lossy().into_owned()),
+            apply: apply_access_log,
         },
     },
     Record {

@@ -41,6 +41,8 @@ pub struct Config {
     pub admin: Admin,
     /// `proxy.config.stop.*`.
     pub stop: Stop,
+    /// `proxy.config.log.*`.
+    pub log: Log,
     /// `proxy.config.url_remap.*`.
     pub url_remap: UrlRemap,
     /// `[[remap]]` rules, in file order. Reloadable.
@@ -292,6 +294,14 @@ pub struct Stop {
     pub shutdown_timeout_s: u64,
 }
 
+/// `proxy.config.log.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    /// `.access_log`: file the access log is appended to, one line per request; empty =
+    /// no access log. Reopened on reload (for log rotation).
+    pub access_log: PathBuf,
+}
+
 /// `proxy.config.url_remap.*`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UrlRemap {
@@ -360,6 +370,9 @@ impl Default for Config {
             },
             stop: Stop {
                 shutdown_timeout_s: 30,
+            },
+            log: Log {
+                access_log: PathBuf::new(),
             },
             url_remap: UrlRemap {
                 remap_required: true,

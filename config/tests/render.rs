@@ -71,6 +71,7 @@ fn everything_changed() -> Config {
     ];
     c.admin.socket = PathBuf::from("/run/turnstile.sock");
     c.stop.shutdown_timeout_s = 0;
+    c.log.access_log = PathBuf::from("/var/log/turnstile/access.log");
     c.url_remap.remap_required = false;
     c.remap = vec![
         RemapRule {

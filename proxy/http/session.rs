@@ -294,6 +294,8 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
             connect_reply: false,
             resolving: None,
             resolved: None,
+            sent_c: 0,
+            log_req: None,
             shared,
         })
     });
@@ -712,10 +714,36 @@ pub(crate) struct Session {
     resolving: Option<Box<(RequestHead, Counted)>>,
     /// The answer for the request being routed again after its lookup.
     resolved: Option<(String, u16, Box<super::resolve::Answer>)>,
+    /// Bytes written to the client so far.
+    sent_c: u64,
+    /// The request in progress, for the access log (only with one).
+    log_req: Option<Box<LogReq>>,
+}
+
+/// What the access log needs of the request in progress.
+struct LogReq {
+    started: std::time::SystemTime,
+    at: Instant,
+    /// `sent_c + out_c.len()` when it began: its bytes are what the client got beyond.
+    mark: u64,
+    method: String,
+    url: String,
+    /// The response status sent, once sent (0 before).
+    status: u16,
+    result: &'static str,
+    origin: Option<SocketAddr>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // A request that never finished (client or origin gone, a tunnel's end).
+        if let Some(l) = self.log_req.as_deref() {
+            let result = match l.result {
+                "TCP_TUNNEL" => l.result.to_string(),
+                r => format!("{r}_ABORTED"),
+            };
+            self.write_log(&result, l.status, l.origin);
+        }
         self.shared.metrics.current_client_connections.dec();
     }
 }
@@ -902,6 +930,7 @@ impl Session {
             match sent {
                 Ok(n) => {
                     self.out_c.drain(..n);
+                    self.sent_c += n as u64;
                     wrote = true;
                     if !self.answered {
                         self.answered = true;
@@ -1028,6 +1057,8 @@ impl Session {
         codec::simple_response(status, body, keep, headers, &mut self.out_c);
         self.shared.metrics.count_status(status);
         self.shared.metrics.completed_requests.inc();
+        let went = self.log_req.as_ref().is_some_and(|l| l.origin.is_some());
+        self.log_end(status, if went { "TCP_MISS" } else { "NONE" });
         if !keep {
             self.phase = Phase::Closing;
             self.deadline = Instant::now() + LINGER;
@@ -1036,7 +1067,64 @@ impl Session {
 
     fn begin(&mut self, t: &mut EThread, head: RequestHead) {
         self.shared.metrics.incoming_requests.inc();
+        if self.shared.access_log().is_some() {
+            self.log_begin(&head);
+        }
         self.route(t, head, None);
+    }
+
+    /// Notes what the access log will need of `head`'s request.
+    fn log_begin(&mut self, head: &RequestHead) {
+        let target = head.target();
+        let url = if head.is_absolute_form() || head.method() == "CONNECT" {
+            target.to_string()
+        } else {
+            let host = head.header("host").map(String::from_utf8_lossy);
+            format!("http://{}{target}", host.as_deref().unwrap_or("-"))
+        };
+        self.log_req = Some(Box::new(LogReq {
+            started: std::time::SystemTime::now(),
+            at: Instant::now(),
+            mark: self.sent_c + self.out_c.len() as u64,
+            method: head.method().to_string(),
+            url,
+            status: 0,
+            result: "TCP_MISS",
+            origin: None,
+        }));
+    }
+
+    /// Writes the access log line of the request in progress (or of a bare answer
+    /// to no request, as a 400 for a head that did not parse), now that it ended.
+    fn log_end(&mut self, status: u16, result: &'static str) {
+        if self.shared.access_log().is_none() {
+            return;
+        }
+        let origin = self.log_req.as_ref().and_then(|l| l.origin);
+        self.write_log(result, status, origin);
+        self.log_req = None;
+    }
+
+    fn write_log(&self, result: &str, status: u16, origin: Option<SocketAddr>) {
+        let Some(log) = self.shared.access_log() else {
+            return;
+        };
+        let l = self.log_req.as_deref();
+        let (started, elapsed, mark) = match l {
+            Some(l) => (l.started, l.at.elapsed(), l.mark),
+            None => (std::time::SystemTime::now(), Duration::ZERO, self.sent_c),
+        };
+        log.write(&crate::access_log::Entry {
+            started,
+            elapsed,
+            client: self.conn.peer_addr().ip(),
+            result,
+            status,
+            bytes: (self.sent_c + self.out_c.len() as u64).saturating_sub(mark),
+            method: l.map_or("", |l| &l.method),
+            url: l.map_or("", |l| &l.url),
+            origin,
+        });
     }
 
     /// Where a request goes: the stats endpoint, a remap rule's origin, a forward
@@ -1314,10 +1402,12 @@ impl Session {
     fn serve_hit(&mut self, head: &RequestHead, obj: &Stored, now: u64) {
         let keep = head.keep_alive() && !self.shared.draining();
         obj.write_hit(&mut self.out_c, &self.shared.settings.via, keep, now);
-        if let Some(r) = obj.response() {
-            self.shared.metrics.count_status(r.status);
+        let status = obj.response().map_or(0, |r| r.status);
+        if status != 0 {
+            self.shared.metrics.count_status(status);
         }
         self.shared.metrics.completed_requests.inc();
+        self.log_end(status, "TCP_HIT");
         if !keep {
             self.phase = Phase::Closing;
             self.deadline = Instant::now() + LINGER;
@@ -1376,6 +1466,9 @@ impl Session {
             queued: None,
         });
         self.phase = Phase::Exchange;
+        if let Some(l) = self.log_req.as_mut() {
+            l.origin = Some(addr);
+        }
         match shared.origin_slot(addr, origin_max, t, resume_queued) {
             Ok(slot) => {
                 if let Some(tx) = self.tx.as_mut() {
@@ -1748,6 +1841,9 @@ impl Session {
                             self.shared.metrics.cache_hits.inc();
                             if let Some(r) = obj.response() {
                                 self.shared.metrics.count_status(r.status);
+                                if let Some(l) = self.log_req.as_mut() {
+                                    (l.status, l.result) = (r.status, "TCP_REFRESH_HIT");
+                                }
                             }
                             obj.write_hit(
                                 &mut self.out_c,
@@ -1788,6 +1884,9 @@ impl Session {
                         }
                     }
                     self.shared.metrics.count_status(head.status);
+                    if let Some(l) = self.log_req.as_mut() {
+                        l.status = head.status;
+                    }
                     codec::write_response_head(
                         &head,
                         &mut self.out_c,
@@ -1912,6 +2011,10 @@ impl Session {
         }
         drop(tx.active);
         self.shared.metrics.completed_requests.inc();
+        if let Some(l) = self.log_req.as_deref() {
+            let (status, result) = (l.status, l.result);
+            self.log_end(status, result);
+        }
         let now = Instant::now();
         let keep_attached = tx.origin_keep_alive
             && tx.client_keep_alive
@@ -1999,6 +2102,10 @@ impl Session {
             m.connect_tunnels.inc();
             m.count_status(200);
             m.completed_requests.inc();
+            // Logged when the tunnel ends, with what went through it.
+            if let Some(l) = self.log_req.as_mut() {
+                (l.status, l.result, l.origin) = (200, "TCP_TUNNEL", Some(o.addr));
+            }
             progress = true;
         }
         // Client → origin.

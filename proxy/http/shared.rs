@@ -71,6 +71,8 @@ pub struct HttpMetrics {
     pub(crate) connect_tunnels: Arc<Counter>,
     /// Origin names looked up, and lookups failed.
     pub(crate) hostdb: super::resolve::ResolverStats,
+    /// Access log lines dropped because the writer fell behind.
+    pub(crate) access_dropped: Arc<Counter>,
     /// Accept to the first response byte written, per client connection (µs).
     pub(crate) first_byte_us: Arc<Histogram>,
 }
@@ -104,6 +106,7 @@ impl HttpMetrics {
                 lookups: r.counter("proxy.process.hostdb.total_lookups"),
                 failures: r.counter("proxy.process.hostdb.lookup_failures"),
             },
+            access_dropped: r.counter("proxy.process.log.access_dropped"),
         }
     }
 
@@ -157,6 +160,8 @@ pub struct HttpShared {
     invalidated: std::sync::Mutex<Invalidations>,
     /// Looks up a forward proxy's origin names; started on first use.
     resolver: std::sync::OnceLock<super::resolve::Resolver>,
+    /// The access log, when configured.
+    access_log: std::sync::OnceLock<crate::access_log::AccessLog>,
 }
 
 /// When each recently invalidated key was, within bounds.
@@ -384,7 +389,28 @@ impl HttpShared {
             origins: std::sync::Mutex::default(),
             invalidated: std::sync::Mutex::default(),
             resolver: std::sync::OnceLock::new(),
+            access_log: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Starts the access log at `path` (`proxy.config.log.access_log`); the error names
+    /// the file.
+    pub fn open_access_log(&self, path: &std::path::Path) -> Result<(), String> {
+        let log = crate::access_log::AccessLog::open(path, self.metrics.access_dropped.clone())?;
+        let _ = self.access_log.set(log);
+        Ok(())
+    }
+
+    /// The access log, if there is one.
+    pub(crate) fn access_log(&self) -> Option<&crate::access_log::AccessLog> {
+        self.access_log.get()
+    }
+
+    /// Reopens the access log file (after it was renamed, for rotation).
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = self.access_log.get() {
+            log.reopen();
+        }
     }
 
     /// The resolver threads (two: a slow name does not hold up the others), started the

@@ -1,0 +1,206 @@
+//! The access log (`proxy.config.log.access_log`): one line per request, in squid's
+//! native format, which ATS, squid and most log tools read:
+//!
+//! ```text
+//! 1763900000.123     45 127.0.0.1 TCP_MISS/200 1224 GET http://h/p - DIRECT/127.0.0.1:9000 -
+//! time (s.ms)   elapsed ms  client  result/status bytes method URL user  hierarchy/origin type
+//! ```
+//!
+//! Threads: ET_NET threads format a line and hand it over without blocking
+//! ([`AccessLog::write`]); one writer thread appends lines to the file in batches. When
+//! the writer falls behind by [`QUEUE`] lines, new lines are dropped and counted
+//! (`proxy.process.log.access_dropped`) rather than stalling requests. A reload reopens
+//! the file ([`AccessLog::reopen`]), so rotation is a rename and a reload.
+
+use iocore::stats::Counter;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Lines waiting for the writer at most.
+pub const QUEUE: usize = 65_536;
+/// How long written lines may sit in the writer's buffer.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// One request's line, as the session knows it when the request ends.
+pub struct Entry<'a> {
+    /// When the request began (its head was read).
+    pub started: SystemTime,
+    pub elapsed: Duration,
+    pub client: std::net::IpAddr,
+    /// How it was answered: `TCP_HIT`, `TCP_MISS`, `TCP_REFRESH_HIT`, `TCP_TUNNEL`,
+    /// `NONE` (answered by the proxy itself), with `_ABORTED` when it did not finish.
+    pub result: &'a str,
+    /// 0 when no status was sent.
+    pub status: u16,
+    /// Bytes sent to the client for it.
+    pub bytes: u64,
+    pub method: &'a str,
+    pub url: &'a str,
+    /// The origin it went to, if any.
+    pub origin: Option<std::net::SocketAddr>,
+}
+
+impl Entry<'_> {
+    /// The line, with its newline. Fields that could hold spaces, control or non-ASCII
+    /// bytes (the method and URL come from the client) have them percent-encoded, so a
+    /// line always splits into the same fields.
+    pub fn format(&self) -> String {
+        let t = self.started.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let origin = match self.origin {
+            Some(a) => format!("DIRECT/{a}"),
+            None => "NONE/-".to_string(),
+        };
+        format!(
+            "{}.{:03} {:6} {} {}/{:03} {} {} {} - {} -\n",
+            t.as_secs(),
+            t.subsec_millis(),
+            self.elapsed.as_millis(),
+            self.client,
+            self.result,
+            self.status,
+            self.bytes,
+            field(self.method),
+            field(self.url),
+            origin
+        )
+    }
+}
+
+/// `s` with spaces, controls and non-ASCII bytes percent-encoded; `-` when empty.
+fn field(s: &str) -> String {
+    if s.is_empty() {
+        return "-".to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_graphic() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The handle sessions write through.
+pub struct AccessLog {
+    lines: SyncSender<String>,
+    reopen: Arc<AtomicBool>,
+    dropped: Arc<Counter>,
+}
+
+impl AccessLog {
+    /// Opens (creates, appends to) `path` and starts the writer thread. The error names
+    /// the file.
+    pub fn open(path: &Path, dropped: Arc<Counter>) -> Result<AccessLog, String> {
+        let file = open_append(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (lines, rx) = mpsc::sync_channel(QUEUE);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let (path, flag) = (path.to_path_buf(), reopen.clone());
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(rx, path, file, &flag))
+            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
+        Ok(AccessLog {
+            lines,
+            reopen,
+            dropped,
+        })
+    }
+
+    /// Queues `entry`'s line; drops and counts it if the writer is `QUEUE` lines behind.
+    pub fn write(&self, entry: &Entry<'_>) {
+        match self.lines.try_send(entry.format()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+
+    /// Has the writer reopen the file (after a rename, for rotation) before its next
+    /// batch.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+        // Wake the writer so an idle log is reopened now, not at the next request.
+        let _ = self.lines.try_send(String::new());
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The writer thread: appends what arrives, flushes when the queue runs dry or every
+/// `FLUSH_EVERY`, reopens when asked; ends when the daemon drops its handle.
+fn writer(rx: Receiver<String>, path: PathBuf, file: File, reopen: &AtomicBool) {
+    let mut out = BufWriter::with_capacity(64 << 10, file);
+    loop {
+        let line = match rx.recv_timeout(FLUSH_EVERY) {
+            Ok(line) => Some(line),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        if reopen.swap(false, Ordering::AcqRel) {
+            let _ = out.flush();
+            match open_append(&path) {
+                Ok(f) => out = BufWriter::with_capacity(64 << 10, f),
+                Err(e) => log::warn!("access log {}: cannot reopen: {e}", path.display()),
+            }
+        }
+        match line {
+            Some(line) => {
+                if let Err(e) = out.write_all(line.as_bytes()) {
+                    log::warn!("access log {}: {e}", path.display());
+                }
+                // Take what else is queued, then flush once for the batch.
+                while let Ok(more) = rx.try_recv() {
+                    let _ = out.write_all(more.as_bytes());
+                }
+                let _ = out.flush();
+            }
+            None => {
+                let _ = out.flush();
+            }
+        }
+    }
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_have_squid_fields_and_client_bytes_cannot_add_any() {
+        let e = Entry {
+            started: UNIX_EPOCH + Duration::from_millis(1_763_900_000_123),
+            elapsed: Duration::from_millis(45),
+            client: "127.0.0.1".parse().unwrap(),
+            result: "TCP_MISS",
+            status: 200,
+            bytes: 1224,
+            method: "GET",
+            url: "http://h/a b\n%41",
+            origin: Some("127.0.0.1:9000".parse().unwrap()),
+        };
+        assert_eq!(
+            e.format(),
+            "1763900000.123     45 127.0.0.1 TCP_MISS/200 1224 GET http://h/a%20b%0A%41 - DIRECT/127.0.0.1:9000 -\n"
+        );
+        let local = Entry {
+            result: "NONE",
+            status: 0,
+            method: "",
+            url: "",
+            origin: None,
+            ..e
+        };
+        let line = local.format();
+        assert!(line.ends_with(" NONE/000 1224 - - - NONE/- -\n"), "{line}");
+        assert_eq!(line.split_whitespace().count(), 10);
+    }
+}
