@@ -18,13 +18,15 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Lines waiting for the writer at most.
 pub const QUEUE: usize = 65_536;
-/// How long written lines may sit in the writer's buffer.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How often the writer takes what was queued and writes it. The writer polls rather
+/// than waits on the queue, so that queueing a line never has to wake it: a wake-up per
+/// line (a futex call and a context switch) cost more than the request it logs.
+const WRITE_EVERY: Duration = Duration::from_millis(50);
 
 /// One request's line, as the session knows it when the request ends.
 pub struct Entry<'a> {
@@ -92,6 +94,8 @@ pub struct AccessLog {
     lines: SyncSender<String>,
     reopen: Arc<AtomicBool>,
     dropped: Arc<Counter>,
+    /// Writing rounds the writer has finished, for [`AccessLog::flush`].
+    rounds: Arc<(Mutex<u64>, Condvar)>,
 }
 
 impl AccessLog {
@@ -101,15 +105,17 @@ impl AccessLog {
         let file = open_append(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let (lines, rx) = mpsc::sync_channel(QUEUE);
         let reopen = Arc::new(AtomicBool::new(false));
-        let (path, flag) = (path.to_path_buf(), reopen.clone());
+        let rounds = Arc::new((Mutex::new(0), Condvar::new()));
+        let (path, flag, done) = (path.to_path_buf(), reopen.clone(), rounds.clone());
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(rx, path, file, &flag))
+            .spawn(move || writer(rx, path, file, &flag, &done))
             .map_err(|e| format!("cannot start the access log writer: {e}"))?;
         Ok(AccessLog {
             lines,
             reopen,
             dropped,
+            rounds,
         })
     }
 
@@ -122,11 +128,30 @@ impl AccessLog {
     }
 
     /// Has the writer reopen the file (after a rename, for rotation) before its next
-    /// batch.
+    /// batch, within `WRITE_EVERY`.
     pub fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
-        // Wake the writer so an idle log is reopened now, not at the next request.
-        let _ = self.lines.try_send(String::new());
+    }
+
+    /// Waits (at most `limit`) until every line queued before the call is in the file:
+    /// for a stop, whose last lines would otherwise die with the process.
+    pub fn flush(&self, limit: Duration) {
+        let (lock, cv) = &*self.rounds;
+        let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
+        // The round under way may have drained the queue before our lines came: wait
+        // for the one after it.
+        let want = *done + 2;
+        let deadline = std::time::Instant::now() + limit;
+        while *done < want {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            done = cv
+                .wait_timeout(done, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 }
 
@@ -134,16 +159,18 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// The writer thread: appends what arrives, flushes when the queue runs dry or every
-/// `FLUSH_EVERY`, reopens when asked; ends when the daemon drops its handle.
-fn writer(rx: Receiver<String>, path: PathBuf, file: File, reopen: &AtomicBool) {
+/// The writer thread: every `WRITE_EVERY`, reopens the file if asked, appends what was
+/// queued and flushes; ends when the daemon drops its handle.
+fn writer(
+    rx: Receiver<String>,
+    path: PathBuf,
+    file: File,
+    reopen: &AtomicBool,
+    rounds: &(Mutex<u64>, Condvar),
+) {
     let mut out = BufWriter::with_capacity(64 << 10, file);
     loop {
-        let line = match rx.recv_timeout(FLUSH_EVERY) {
-            Ok(line) => Some(line),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
+        std::thread::sleep(WRITE_EVERY);
         if reopen.swap(false, Ordering::AcqRel) {
             let _ = out.flush();
             match open_append(&path) {
@@ -151,23 +178,28 @@ fn writer(rx: Receiver<String>, path: PathBuf, file: File, reopen: &AtomicBool) 
                 Err(e) => log::warn!("access log {}: cannot reopen: {e}", path.display()),
             }
         }
-        match line {
-            Some(line) => {
-                if let Err(e) = out.write_all(line.as_bytes()) {
-                    log::warn!("access log {}: {e}", path.display());
+        let mut gone = false;
+        loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    if let Err(e) = out.write_all(line.as_bytes()) {
+                        log::warn!("access log {}: {e}", path.display());
+                    }
                 }
-                // Take what else is queued, then flush once for the batch.
-                while let Ok(more) = rx.try_recv() {
-                    let _ = out.write_all(more.as_bytes());
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    gone = true;
+                    break;
                 }
-                let _ = out.flush();
-            }
-            None => {
-                let _ = out.flush();
             }
         }
+        let _ = out.flush();
+        *rounds.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        rounds.1.notify_all();
+        if gone {
+            return;
+        }
     }
-    let _ = out.flush();
 }
 
 #[cfg(test)]

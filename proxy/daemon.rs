@@ -568,6 +568,7 @@ impl Daemon {
         if let Err(e) = self.http.flush_cache() {
             log::warn!("cache: flushing the spans at stop: {e}");
         }
+        self.http.flush_access_log();
         log::info!("stopped");
         0
     }

@@ -820,6 +820,22 @@ fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
         4
     );
     assert_eq!(d.metric("proxy.process.log.access_dropped"), 0);
+    // A request just before a stop is in the file once the daemon has exited.
+    let mut d = d;
+    assert_eq!(http::get(d.addr(), "proxied", "/last").unwrap().status, 200);
+    d.signal(libc::SIGTERM);
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .contains(" http://proxied/last "),
+        "{text}"
+    );
 }
 
 /// The bytes of a whole response to `GET path` through `d` (head and body), as the

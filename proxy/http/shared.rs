@@ -406,6 +406,13 @@ impl HttpShared {
         self.access_log.get()
     }
 
+    /// Writes out what the access log has queued (at a stop), waiting at most 2 s.
+    pub fn flush_access_log(&self) {
+        if let Some(log) = self.access_log.get() {
+            log.flush(Duration::from_secs(2));
+        }
+    }
+
     /// Reopens the access log file (after it was renamed, for rotation).
     pub fn reopen_access_log(&self) {
         if let Some(log) = self.access_log.get() {
