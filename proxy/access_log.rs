@@ -52,13 +52,12 @@ impl Entry<'_> {
     /// bytes (the method and URL come from the client) have them percent-encoded, so a
     /// line always splits into the same fields.
     pub fn format(&self) -> String {
+        use std::fmt::Write as _;
         let t = self.started.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let origin = match self.origin {
-            Some(a) => format!("DIRECT/{a}"),
-            None => "NONE/-".to_string(),
-        };
-        format!(
-            "{}.{:03} {:6} {} {}/{:03} {} {} {} - {} -\n",
+        let mut line = String::with_capacity(96 + self.url.len());
+        let _ = write!(
+            line,
+            "{}.{:03} {:6} {} {}/{:03} {} ",
             t.as_secs(),
             t.subsec_millis(),
             self.elapsed.as_millis(),
@@ -66,27 +65,37 @@ impl Entry<'_> {
             self.result,
             self.status,
             self.bytes,
-            field(self.method),
-            field(self.url),
-            origin
-        )
+        );
+        push_field(&mut line, self.method);
+        line.push(' ');
+        push_field(&mut line, self.url);
+        match self.origin {
+            Some(a) => {
+                let _ = writeln!(line, " - DIRECT/{a} -");
+            }
+            None => line.push_str(" - NONE/- -\n"),
+        }
+        line
     }
 }
 
-/// `s` with spaces, controls and non-ASCII bytes percent-encoded; `-` when empty.
-fn field(s: &str) -> String {
+/// Appends `s` with spaces, controls and non-ASCII bytes percent-encoded; `-` when
+/// empty.
+fn push_field(out: &mut String, s: &str) {
     if s.is_empty() {
-        return "-".to_string();
+        out.push('-');
+        return;
     }
-    let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_graphic() {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
         }
     }
-    out
 }
 
 /// The handle sessions write through.
