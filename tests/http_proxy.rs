@@ -557,19 +557,8 @@ fn a_forward_proxy_resolves_origin_names() {
     );
     assert_eq!(d.metric("proxy.process.hostdb.total_lookups"), 1);
     // CONNECT by name too.
-    let mut s = TcpStream::connect(d.addr()).unwrap();
-    let target = format!("localhost:{}", echo.port());
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .unwrap();
     if echo.ip() == ip {
-        let established = b"HTTP/1.1 200 Connection Established\r\n\r\n";
-        let mut head = vec![0; established.len()];
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.read_exact(&mut head).unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&head),
-            String::from_utf8_lossy(established)
-        );
+        let mut s = connect_through(&d, &format!("localhost:{}", echo.port()), b"");
         s.shutdown(Shutdown::Write).unwrap();
         let rest = read_all(&mut s, Duration::from_secs(10));
         assert_eq!(String::from_utf8_lossy(&rest), "bye after 0");
@@ -613,6 +602,25 @@ fn blind_tunnel_relays_bytes_and_passes_half_close_on() {
     assert!(d.metric("proxy.process.tunnel.total_connections") >= 1);
 }
 
+const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+
+/// A tunnel through `d` to `target` by CONNECT, `early` bytes sent with the request:
+/// the stream once the 200 is read.
+fn connect_through(d: &Daemon, target: &str, early: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").into_bytes();
+    request.extend_from_slice(early);
+    s.write_all(&request).unwrap();
+    let mut head = vec![0; ESTABLISHED.len()];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&head),
+        String::from_utf8_lossy(ESTABLISHED)
+    );
+    s
+}
+
 /// A forward proxy allowing CONNECT to `ports`.
 fn forward_proxy(ports: &str) -> Daemon {
     Daemon::builder()
@@ -636,20 +644,8 @@ fn connect_opens_a_tunnel_that_relays_both_ways_and_passes_half_close_on() {
             echo_addr.port()
         ))
         .start();
-    let mut s = TcpStream::connect(d.addr()).unwrap();
     // The first tunnel bytes ride with the request, as a TLS client's hello may.
-    s.write_all(
-        format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\nearly ").as_bytes(),
-    )
-    .unwrap();
-    let established = b"HTTP/1.1 200 Connection Established\r\n\r\n";
-    let mut head = vec![0; established.len()];
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.read_exact(&mut head).unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&head),
-        String::from_utf8_lossy(established)
-    );
+    let mut s = connect_through(&d, &echo_addr.to_string(), b"early ");
     s.write_all(b"late").unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     let rest = read_all(&mut s, Duration::from_secs(10));
@@ -659,7 +655,7 @@ fn connect_opens_a_tunnel_that_relays_both_ways_and_passes_half_close_on() {
     // Logged once the tunnel ended, with what went through it to the client.
     let lines = log_lines(&log, 1);
     let f: Vec<&str> = lines[0].split_whitespace().collect();
-    let sent = established.len() + "early latebye after 10".len();
+    let sent = ESTABLISHED.len() + "early latebye after 10".len();
     assert_eq!(
         (f[3], f[4], f[5], f[6]),
         (
@@ -709,13 +705,7 @@ fn connect_is_refused_off_the_allowed_ports_and_without_forward_proxying() {
     );
     let (code, out, err) = d.ctl(&["config", "reload"]);
     assert_eq!(code, 0, "{out}{err}");
-    let mut s = TcpStream::connect(d.addr()).unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut head = [0u8; 12];
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.read_exact(&mut head).unwrap();
-    assert_eq!(&head, b"HTTP/1.1 200");
+    connect_through(&d, &target, b"");
     assert!(wait_until(Duration::from_secs(10), || listener
         .accept()
         .is_ok()));

@@ -61,12 +61,35 @@ thread_local! {
     /// more (638 opened over two 6,000-connection bursts with pinning, 286 without).
     static POOL_SHORT_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
     static WAITERS: RefCell<Vec<Weak<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
-    /// Sessions waiting for a cache disk read, by read number.
-    static READS: RefCell<HashMap<u64, Weak<RefCell<Session>>>> = RefCell::new(HashMap::new());
-    static NEXT_READ: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    /// Sessions waiting for a name lookup, by lookup number.
-    static LOOKUPS: RefCell<HashMap<u64, Weak<RefCell<Session>>>> = RefCell::new(HashMap::new());
-    static NEXT_LOOKUP: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Sessions waiting for another thread's answer (a cache disk read, a name
+    /// lookup), by ticket (`await_answer`).
+    static AWAITING: RefCell<Awaiting> = RefCell::new(Awaiting::default());
+}
+
+/// The last ticket given, and the sessions holding one.
+#[derive(Default)]
+struct Awaiting(u64, HashMap<u64, Weak<RefCell<Session>>>);
+
+/// A ticket for `me`, about to wait for another thread's answer; the answer, run on
+/// this thread, finds the session again with `answered`.
+fn await_answer(me: &Weak<RefCell<Session>>) -> u64 {
+    AWAITING.with(|a| {
+        let Awaiting(next, waiting) = &mut *a.borrow_mut();
+        *next += 1;
+        waiting.insert(*next, me.clone());
+        *next
+    })
+}
+
+/// The session that waited with `ticket`, if it is still alive and in `phase`.
+fn answered(ticket: u64, phase: Phase) -> Option<Rc<RefCell<Session>>> {
+    let waiter = AWAITING.with(|a| a.borrow_mut().1.remove(&ticket))?;
+    let rc = waiter.upgrade()?; // the session ended meanwhile
+    let alive = {
+        let s = rc.borrow();
+        !s.dead && s.phase == phase
+    };
+    alive.then_some(rc) // else it timed out or moved on
 }
 
 /// How often a request waiting on another's cache fill checks whether it ended.
@@ -225,14 +248,10 @@ fn name_resolved(
     port: u16,
     answer: super::resolve::Answer,
 ) {
-    let waiter = LOOKUPS.with(|l| l.borrow_mut().remove(&id));
-    let Some(rc) = waiter.and_then(|w| w.upgrade()) else {
+    let Some(rc) = answered(id, Phase::Resolve) else {
         return;
     };
     let mut s = rc.borrow_mut();
-    if s.dead || s.phase != Phase::Resolve {
-        return; // timed out or gone meanwhile
-    }
     let Some(parked) = s.resolving.take() else {
         return;
     };
@@ -248,14 +267,10 @@ fn name_resolved(
 /// Resumes the session that waited for cache disk read `read`, with what it found. Runs
 /// on the session's ET_NET thread, queued there by the span's I/O thread.
 fn cache_read_done(t: &mut EThread, read: u64, value: Option<Arc<[u8]>>) {
-    let waiter = READS.with(|r| r.borrow_mut().remove(&read));
-    let Some(rc) = waiter.and_then(|w| w.upgrade()) else {
-        return; // the session ended meanwhile
+    let Some(rc) = answered(read, Phase::CacheRead) else {
+        return;
     };
     let mut s = rc.borrow_mut();
-    if s.dead || s.phase != Phase::CacheRead {
-        return;
-    }
     let Some(w) = s.waiting.take() else { return };
     s.phase = Phase::ReadRequest;
     let stored = value.and_then(|b| Stored::decode(&b));
@@ -1264,11 +1279,7 @@ impl Session {
     /// (`Phase::Resolve`, at most the connect timeout); `name_resolved` then routes it
     /// again, here.
     fn wait_for_name(&mut self, t: &mut EThread, host: String, port: u16, head: RequestHead) {
-        let id = NEXT_LOOKUP.with(|n| {
-            n.set(n.get() + 1);
-            n.get()
-        });
-        LOOKUPS.with(|l| l.borrow_mut().insert(id, self.me.clone()));
+        let id = await_answer(&self.me);
         let active = Counted::new(&self.shared.metrics.active_transactions);
         self.resolving = Some(Box::new((head, active)));
         self.phase = Phase::Resolve;
@@ -1296,15 +1307,11 @@ impl Session {
                 self.resolve(t, pending, query, stored);
             }
             Lookup::Disk(disk) => {
-                let read = NEXT_READ.with(|n| {
-                    n.set(n.get() + 1);
-                    n.get()
-                });
+                let read = await_answer(&self.me);
                 let here = t.handle();
                 // Runs on the span's I/O thread: hands the value back to this thread.
                 disk.then(move |value| here.run(move |t| cache_read_done(t, read, value)));
                 self.shared.metrics.cache_disk_reads.inc();
-                READS.with(|r| r.borrow_mut().insert(read, self.me.clone()));
                 pending.hold(&self.shared.metrics.active_transactions);
                 self.waiting = Some(Box::new(Waiting { pending, query }));
                 self.phase = Phase::CacheRead;
