@@ -515,13 +515,13 @@ fn echo_then_bye() -> std::net::SocketAddr {
 #[test]
 fn a_forward_proxy_resolves_origin_names() {
     // Names go to the resolver threads (whose own tests show a slow name holding up
-    // nothing) and the request resumes with the answer. An origin at the first address
+    // nothing) and the request resumes with the answer. An origin at the address
     // `localhost` resolves to, answering one request:
-    let ip = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 0))
+    // (IPv4 preferred, as the daemon does.)
+    let all: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 0))
         .unwrap()
-        .next()
-        .unwrap()
-        .ip();
+        .collect();
+    let ip = all.iter().find(|a| a.is_ipv4()).unwrap_or(&all[0]).ip();
     let origin = TcpListener::bind((ip, 0)).unwrap();
     let port = origin.local_addr().unwrap().port();
     std::thread::spawn(move || {

@@ -54,15 +54,26 @@ pub fn split_authority(a: &str) -> Option<(String, Option<u16>)> {
     Some((host.to_ascii_lowercase(), port))
 }
 
-/// Resolves `host:port` (blocking; used at table build time and, cached, by the forward
-/// proxy).
+/// Resolves `host:port` (blocking; used at table build time and, on the resolver
+/// threads, by the forward proxy), preferring an IPv4 address as ATS does by default
+/// (`hostdb.ip_resolve = "ipv4;ipv6"`): a name such as `localhost` that has both then
+/// reaches an origin listening on IPv4 only.
 pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    (bare, port)
+    let addrs: Vec<SocketAddr> = (bare, port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {host}: no address"))
+        .collect();
+    prefer_ipv4(&addrs).ok_or_else(|| format!("cannot resolve {host}: no address"))
+}
+
+/// The first IPv4 address of `addrs`, else the first.
+fn prefer_ipv4(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
 }
 
 impl RemapTable {
@@ -141,6 +152,16 @@ impl RemapTable {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ipv4_is_preferred_when_a_name_has_both() {
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let v4b: SocketAddr = "127.0.0.2:80".parse().unwrap();
+        assert_eq!(prefer_ipv4(&[v6, v4, v4b]), Some(v4));
+        assert_eq!(prefer_ipv4(&[v6]), Some(v6));
+        assert_eq!(prefer_ipv4(&[]), None);
+    }
     use super::*;
 
     fn table(pairs: &[(&str, &str)]) -> RemapTable {
