@@ -23,9 +23,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Lines waiting for the writer at most.
 pub const QUEUE: usize = 65_536;
-/// How often the writer takes what was queued and writes it. The writer polls rather
-/// than waits on the queue, so that queueing a line never has to wake it: a wake-up per
-/// line (a futex call and a context switch) cost more than the request it logs.
+/// How often a busy writer takes what was queued and writes it. While lines come, the
+/// writer polls rather than waits on the queue, so that queueing a line never has to
+/// wake it: a wake-up per line (a futex call and a context switch) cost more than the
+/// request it logs. A round that found nothing puts it to sleep on the queue until the
+/// next line (one wake-up), so an idle daemon's writer does not tick.
 const WRITE_EVERY: Duration = Duration::from_millis(50);
 
 /// One request's line, as the session knows it when the request ends.
@@ -98,13 +100,23 @@ fn push_field(out: &mut String, s: &str) {
     }
 }
 
+/// What the writer is sent.
+enum Msg {
+    Line(String),
+    /// Nothing to write: wakes an idle writer (to reopen the file).
+    Wake,
+    /// Report, once everything sent before is in the file, with this number.
+    Flush(u64),
+}
+
 /// The handle sessions write through.
 pub struct AccessLog {
-    lines: SyncSender<String>,
+    queue: SyncSender<Msg>,
     reopen: Arc<AtomicBool>,
     dropped: Arc<Counter>,
-    /// Writing rounds the writer has finished, for [`AccessLog::flush`].
-    rounds: Arc<(Mutex<u64>, Condvar)>,
+    /// Flush requests made, and (with its condition) the last one the writer finished.
+    flushes: std::sync::atomic::AtomicU64,
+    flushed: Arc<(Mutex<u64>, Condvar)>,
 }
 
 impl AccessLog {
@@ -112,46 +124,50 @@ impl AccessLog {
     /// the file.
     pub fn open(path: &Path, dropped: Arc<Counter>) -> Result<AccessLog, String> {
         let file = open_append(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let (lines, rx) = mpsc::sync_channel(QUEUE);
+        let (queue, rx) = mpsc::sync_channel(QUEUE);
         let reopen = Arc::new(AtomicBool::new(false));
-        let rounds = Arc::new((Mutex::new(0), Condvar::new()));
-        let (path, flag, done) = (path.to_path_buf(), reopen.clone(), rounds.clone());
+        let flushed = Arc::new((Mutex::new(0), Condvar::new()));
+        let (path, flag, done) = (path.to_path_buf(), reopen.clone(), flushed.clone());
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer(rx, path, file, &flag, &done))
             .map_err(|e| format!("cannot start the access log writer: {e}"))?;
         Ok(AccessLog {
-            lines,
+            queue,
             reopen,
             dropped,
-            rounds,
+            flushes: std::sync::atomic::AtomicU64::new(0),
+            flushed,
         })
     }
 
     /// Queues `entry`'s line; drops and counts it if the writer is `QUEUE` lines behind.
     pub fn write(&self, entry: &Entry<'_>) {
-        match self.lines.try_send(entry.format()) {
+        match self.queue.try_send(Msg::Line(entry.format())) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
         }
     }
 
-    /// Has the writer reopen the file (after a rename, for rotation) before its next
-    /// batch, within `WRITE_EVERY`.
+    /// Has the writer reopen the file (after a rename, for rotation) before it writes
+    /// again.
     pub fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
+        let _ = self.queue.try_send(Msg::Wake);
     }
 
     /// Waits (at most `limit`) until every line queued before the call is in the file:
-    /// for a stop, whose last lines would otherwise die with the process.
+    /// for a stop, whose last lines would otherwise die with the process. Runs on the
+    /// control thread; may wait for room in the queue.
     pub fn flush(&self, limit: Duration) {
-        let (lock, cv) = &*self.rounds;
-        let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
-        // The round under way may have drained the queue before our lines came: wait
-        // for the one after it.
-        let want = *done + 2;
+        let n = self.flushes.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.queue.send(Msg::Flush(n)).is_err() {
+            return;
+        }
+        let (lock, cv) = &*self.flushed;
         let deadline = std::time::Instant::now() + limit;
-        while *done < want {
+        let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while *done < n {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return;
@@ -168,33 +184,33 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// The writer thread: every `WRITE_EVERY`, reopens the file if asked, appends what was
-/// queued and flushes; ends when the daemon drops its handle.
+/// The writer thread: in rounds, reopens the file if asked, appends what was queued and
+/// flushes, then reports finished flush requests; every `WRITE_EVERY` while lines come,
+/// else asleep on the queue until the next message. Ends when the daemon drops its
+/// handle.
 fn writer(
-    rx: Receiver<String>,
+    rx: Receiver<Msg>,
     path: PathBuf,
     file: File,
     reopen: &AtomicBool,
-    rounds: &(Mutex<u64>, Condvar),
+    flushed: &(Mutex<u64>, Condvar),
 ) {
     let mut out = BufWriter::with_capacity(64 << 10, file);
+    let mut idle = true;
     loop {
-        std::thread::sleep(WRITE_EVERY);
-        if reopen.swap(false, Ordering::AcqRel) {
-            let _ = out.flush();
-            match open_append(&path) {
-                Ok(f) => out = BufWriter::with_capacity(64 << 10, f),
-                Err(e) => log::warn!("access log {}: cannot reopen: {e}", path.display()),
+        let mut batch = Vec::new();
+        if idle {
+            match rx.recv() {
+                Ok(msg) => batch.push(msg),
+                Err(mpsc::RecvError) => return,
             }
+        } else {
+            std::thread::sleep(WRITE_EVERY);
         }
         let mut gone = false;
         loop {
             match rx.try_recv() {
-                Ok(line) => {
-                    if let Err(e) = out.write_all(line.as_bytes()) {
-                        log::warn!("access log {}: {e}", path.display());
-                    }
-                }
+                Ok(msg) => batch.push(msg),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     gone = true;
@@ -202,12 +218,36 @@ fn writer(
                 }
             }
         }
+        if reopen.swap(false, Ordering::AcqRel) {
+            let _ = out.flush();
+            match open_append(&path) {
+                Ok(f) => out = BufWriter::with_capacity(64 << 10, f),
+                Err(e) => log::warn!("access log {}: cannot reopen: {e}", path.display()),
+            }
+        }
+        let (mut lines, mut flush) = (0, None);
+        for msg in batch {
+            match msg {
+                Msg::Line(line) => {
+                    lines += 1;
+                    if let Err(e) = out.write_all(line.as_bytes()) {
+                        log::warn!("access log {}: {e}", path.display());
+                    }
+                }
+                Msg::Wake => {}
+                Msg::Flush(n) => flush = Some(n),
+            }
+        }
         let _ = out.flush();
-        *rounds.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        rounds.1.notify_all();
+        if let Some(n) = flush {
+            *flushed.0.lock().unwrap_or_else(|e| e.into_inner()) = n;
+            flushed.1.notify_all();
+        }
         if gone {
             return;
         }
+        // Polling while rounds find lines; asleep on the queue after one that found none.
+        idle = lines == 0;
     }
 }
 
@@ -243,5 +283,44 @@ mod tests {
         let line = local.format();
         assert!(line.ends_with(" NONE/000 1224 - - - NONE/- -\n"), "{line}");
         assert_eq!(line.split_whitespace().count(), 10);
+    }
+
+    #[test]
+    fn flush_writes_out_what_was_queued_and_reopen_follows_a_rename() {
+        let dir = std::env::temp_dir().join(format!("turnstile-access-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.log");
+        let log = AccessLog::open(&path, Arc::default()).unwrap();
+        let entry = |url| Entry {
+            started: SystemTime::now(),
+            elapsed: Duration::ZERO,
+            client: "::1".parse().unwrap(),
+            result: "NONE",
+            status: 404,
+            bytes: 0,
+            method: "GET",
+            url,
+            origin: None,
+        };
+        let count = |p: &Path| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        for _ in 0..1000 {
+            log.write(&entry("http://h/one"));
+        }
+        log.flush(Duration::from_secs(10));
+        assert_eq!(count(&path), 1000);
+        // Idle now; a rename and a reopen move the next lines to a new file.
+        let old = dir.join("a.log.1");
+        std::fs::rename(&path, &old).unwrap();
+        log.reopen();
+        log.write(&entry("http://h/two"));
+        log.flush(Duration::from_secs(10));
+        assert_eq!((count(&old), count(&path)), (1000, 1));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
