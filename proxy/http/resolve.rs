@@ -34,7 +34,7 @@ struct State {
 
 /// A pool of resolver threads with a shared answer cache.
 pub struct Resolver {
-    jobs: Mutex<mpsc::Sender<String>>,
+    jobs: mpsc::Sender<String>,
     state: Arc<Mutex<State>>,
 }
 
@@ -62,10 +62,7 @@ impl Resolver {
                 .spawn(move || run(&rx, &state, lookup, &stats))
                 .expect("spawn a resolver thread");
         }
-        Resolver {
-            jobs: Mutex::new(tx),
-            state,
-        }
+        Resolver { jobs: tx, state }
     }
 
     /// The answer for `host:port` without waiting: an IP literal, or a cached address.
@@ -91,7 +88,7 @@ impl Resolver {
             }
             state.pending.insert(host.to_string(), vec![(port, done)]);
         }
-        let sent = lock(&self.jobs).send(host.to_string());
+        let sent = self.jobs.send(host.to_string());
         if sent.is_err() {
             // No resolver thread left (cannot happen while the pool lives): fail fast.
             let waiting = lock(&self.state).pending.remove(host).unwrap_or_default();
