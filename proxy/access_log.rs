@@ -16,7 +16,7 @@ use iocore::stats::Counter;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -100,11 +100,11 @@ fn push_field(out: &mut String, s: &str) {
     }
 }
 
-/// What the writer is sent.
+/// What the writer is sent, in order.
 enum Msg {
     Line(String),
-    /// Nothing to write: wakes an idle writer (to reopen the file).
-    Wake,
+    /// Reopen the file: lines sent before go to the old one, lines after to the new.
+    Reopen,
     /// Report, once everything sent before is in the file, with this number.
     Flush(u64),
 }
@@ -112,10 +112,9 @@ enum Msg {
 /// The handle sessions write through.
 pub struct AccessLog {
     queue: SyncSender<Msg>,
-    reopen: Arc<AtomicBool>,
     dropped: Arc<Counter>,
     /// Flush requests made, and (with its condition) the last one the writer finished.
-    flushes: std::sync::atomic::AtomicU64,
+    flushes: AtomicU64,
     flushed: Arc<(Mutex<u64>, Condvar)>,
 }
 
@@ -125,18 +124,16 @@ impl AccessLog {
     pub fn open(path: &Path, dropped: Arc<Counter>) -> Result<AccessLog, String> {
         let file = open_append(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let (queue, rx) = mpsc::sync_channel(QUEUE);
-        let reopen = Arc::new(AtomicBool::new(false));
         let flushed = Arc::new((Mutex::new(0), Condvar::new()));
-        let (path, flag, done) = (path.to_path_buf(), reopen.clone(), flushed.clone());
+        let (path, done) = (path.to_path_buf(), flushed.clone());
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(rx, path, file, &flag, &done))
+            .spawn(move || writer(rx, path, file, &done))
             .map_err(|e| format!("cannot start the access log writer: {e}"))?;
         Ok(AccessLog {
             queue,
-            reopen,
             dropped,
-            flushes: std::sync::atomic::AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
             flushed,
         })
     }
@@ -149,11 +146,11 @@ impl AccessLog {
         }
     }
 
-    /// Has the writer reopen the file (after a rename, for rotation) before it writes
-    /// again.
+    /// Has the writer reopen the file (after a rename, for rotation) before the lines
+    /// queued after this. Runs on the control thread (a reload); may wait for room in
+    /// the queue.
     pub fn reopen(&self) {
-        self.reopen.store(true, Ordering::Release);
-        let _ = self.queue.try_send(Msg::Wake);
+        let _ = self.queue.send(Msg::Reopen);
     }
 
     /// Waits (at most `limit`) until every line queued before the call is in the file:
@@ -184,17 +181,11 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// The writer thread: in rounds, reopens the file if asked, appends what was queued and
-/// flushes, then reports finished flush requests; every `WRITE_EVERY` while lines come,
-/// else asleep on the queue until the next message. Ends when the daemon drops its
-/// handle.
-fn writer(
-    rx: Receiver<Msg>,
-    path: PathBuf,
-    file: File,
-    reopen: &AtomicBool,
-    flushed: &(Mutex<u64>, Condvar),
-) {
+/// The writer thread: in rounds, carries out what was queued in order (appending lines,
+/// reopening the file), flushes, then reports finished flush requests; every
+/// `WRITE_EVERY` while lines come, else asleep on the queue until the next message. Ends
+/// when the daemon drops its handle.
+fn writer(rx: Receiver<Msg>, path: PathBuf, file: File, flushed: &(Mutex<u64>, Condvar)) {
     let mut out = BufWriter::with_capacity(64 << 10, file);
     let mut idle = true;
     loop {
@@ -218,13 +209,6 @@ fn writer(
                 }
             }
         }
-        if reopen.swap(false, Ordering::AcqRel) {
-            let _ = out.flush();
-            match open_append(&path) {
-                Ok(f) => out = BufWriter::with_capacity(64 << 10, f),
-                Err(e) => log::warn!("access log {}: cannot reopen: {e}", path.display()),
-            }
-        }
         let (mut lines, mut flush) = (0, None);
         for msg in batch {
             match msg {
@@ -234,7 +218,13 @@ fn writer(
                         log::warn!("access log {}: {e}", path.display());
                     }
                 }
-                Msg::Wake => {}
+                Msg::Reopen => {
+                    let _ = out.flush();
+                    match open_append(&path) {
+                        Ok(f) => out = BufWriter::with_capacity(64 << 10, f),
+                        Err(e) => log::warn!("access log {}: cannot reopen: {e}", path.display()),
+                    }
+                }
                 Msg::Flush(n) => flush = Some(n),
             }
         }
