@@ -757,7 +757,7 @@ impl Drop for Session {
                 "TCP_TUNNEL" => l.result.to_string(),
                 r => format!("{r}_ABORTED"),
             };
-            self.write_log(&result, l.status, l.origin);
+            self.write_log(&result, l.status);
         }
         self.shared.metrics.current_client_connections.dec();
     }
@@ -854,7 +854,7 @@ impl Session {
                 Phase::Exchange => self.exchange(t),
                 Phase::Tunnel => self.tunnel(t),
                 Phase::Closing => self.closing(),
-                Phase::OriginWait | Phase::Resolve => self.left_queue(),
+                Phase::OriginWait | Phase::Resolve => self.client_left(),
                 Phase::CacheWait | Phase::CacheRead => false,
             };
             if !progress {
@@ -1112,15 +1112,13 @@ impl Session {
     /// Writes the access log line of the request in progress (or of a bare answer
     /// to no request, as a 400 for a head that did not parse), now that it ended.
     fn log_end(&mut self, status: u16, result: &'static str) {
-        if self.shared.access_log().is_none() {
-            return;
-        }
-        let origin = self.log_req.as_ref().and_then(|l| l.origin);
-        self.write_log(result, status, origin);
+        self.write_log(result, status);
         self.log_req = None;
     }
 
-    fn write_log(&self, result: &str, status: u16, origin: Option<SocketAddr>) {
+    /// Queues the access log line of the request in progress (if any) with `result` and
+    /// `status`; nothing without an access log.
+    fn write_log(&self, result: &str, status: u16) {
         let Some(log) = self.shared.access_log() else {
             return;
         };
@@ -1138,7 +1136,7 @@ impl Session {
             bytes: (self.sent_c + self.out_c.len() as u64).saturating_sub(mark),
             method: l.map_or("", |l| &l.method),
             url: l.map_or("", |l| &l.url),
-            origin,
+            origin: l.and_then(|l| l.origin),
         });
     }
 
@@ -1511,7 +1509,7 @@ impl Session {
     /// A request waiting for an origin place or a name lookup whose client closed or
     /// reset its connection is dropped: no place is spent on it, and a queue moves on.
     /// true: it was.
-    fn left_queue(&mut self) -> bool {
+    fn client_left(&mut self) -> bool {
         if self.client.hup {
             self.dead = true;
         }
