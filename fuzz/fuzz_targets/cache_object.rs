@@ -21,6 +21,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(Stored::decode(&obj.encode()).as_ref(), Some(&obj));
+    assert_eq!(
+        Stored::decode_variants(bytes),
+        Some((obj.generation, obj.alternates()))
+    );
     let raw = REQUESTS[pick as usize % REQUESTS.len()];
     let (req, _) = parse_request(raw, 1 << 16).unwrap().unwrap();
     // The request's own variant keys apart from every other: an alternate key names it

@@ -253,6 +253,53 @@ pub struct Stored {
     pub alternates: Vec<Vec<u8>>,
 }
 
+/// A stored object's fields, borrowed from its bytes (any format version).
+struct Parts<'a> {
+    stored_at: u64,
+    fresh_until: u64,
+    head: &'a [u8],
+    variant: &'a [u8],
+    generation: u64,
+    alternates: Vec<&'a [u8]>,
+    body: &'a [u8],
+}
+
+impl<'a> Parts<'a> {
+    /// None if `b` is not such an object.
+    fn of(b: &'a [u8]) -> Option<Parts<'a>> {
+        let magic = b.get(..4)?;
+        let u64_at = |i: usize| Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?));
+        let u32_at = |i: usize| Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?));
+        let head_len = u32_at(20)? as usize;
+        let (variant_len, generation, alternates, start) = match magic {
+            m if m == MAGIC => (u32_at(24)? as usize, u64_at(28)?, u32_at(36)?, 40usize),
+            m if m == MAGIC_V3 => (u32_at(24)? as usize, u64_at(28)?, 0, 36),
+            m if m == MAGIC_V2 => (u32_at(24)? as usize, 0, 0, 28),
+            m if m == MAGIC_V1 => (0, 0, 0, 24),
+            _ => return None,
+        };
+        let head = b.get(start..start.checked_add(head_len)?)?;
+        let variant_at = start + head_len;
+        let variant = b.get(variant_at..variant_at.checked_add(variant_len)?)?;
+        let mut at = variant_at + variant_len;
+        let mut list = Vec::new();
+        for _ in 0..alternates {
+            let len = u32_at(at)? as usize;
+            list.push(b.get(at + 4..(at + 4).checked_add(len)?)?);
+            at += 4 + len;
+        }
+        Some(Parts {
+            stored_at: u64_at(4)?,
+            fresh_until: u64_at(12)?,
+            head,
+            variant,
+            generation,
+            alternates: list,
+            body: &b[at..],
+        })
+    }
+}
+
 impl Stored {
     /// Builds an object from an origin response head, its whole decoded body, and the
     /// request's side of its `Vary` ([`variant`]).
@@ -367,36 +414,29 @@ impl Stored {
 
     /// Reads what [`encode`](Self::encode) wrote; None if it is not such an object.
     pub fn decode(b: &[u8]) -> Option<Stored> {
-        let magic = b.get(..4)?;
-        let u64_at = |i: usize| Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?));
-        let u32_at = |i: usize| Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?));
-        let head_len = u32_at(20)? as usize;
-        let (variant_len, generation, alternates, start) = match magic {
-            m if m == MAGIC => (u32_at(24)? as usize, u64_at(28)?, u32_at(36)?, 40usize),
-            m if m == MAGIC_V3 => (u32_at(24)? as usize, u64_at(28)?, 0, 36),
-            m if m == MAGIC_V2 => (u32_at(24)? as usize, 0, 0, 28),
-            m if m == MAGIC_V1 => (0, 0, 0, 24),
-            _ => return None,
-        };
-        let head = b.get(start..start.checked_add(head_len)?)?;
-        let variant_at = start + head_len;
-        let variant = b.get(variant_at..variant_at.checked_add(variant_len)?)?;
-        let mut at = variant_at + variant_len;
-        let mut list = Vec::new();
-        for _ in 0..alternates {
-            let len = u32_at(at)? as usize;
-            list.push(b.get(at + 4..(at + 4).checked_add(len)?)?.to_vec());
-            at += 4 + len;
-        }
+        let p = Parts::of(b)?;
         Some(Stored {
-            stored_at: u64_at(4)?,
-            fresh_until: u64_at(12)?,
-            head: head.to_vec(),
-            variant: variant.to_vec(),
-            body: b[at..].to_vec(),
-            generation,
-            alternates: list,
+            stored_at: p.stored_at,
+            fresh_until: p.fresh_until,
+            head: p.head.to_vec(),
+            variant: p.variant.to_vec(),
+            body: p.body.to_vec(),
+            generation: p.generation,
+            alternates: p.alternates.iter().map(|a| a.to_vec()).collect(),
         })
+    }
+
+    /// What [`decode`](Self::decode) then [`alternates`](Self::alternates) would give,
+    /// with the generation, without copying the head and body: for a store that needs
+    /// only the URL object's variant list.
+    pub fn decode_variants(b: &[u8]) -> Option<(u64, Vec<Vec<u8>>)> {
+        let p = Parts::of(b)?;
+        let list = if p.alternates.is_empty() && !p.variant.is_empty() {
+            vec![p.variant.to_vec()]
+        } else {
+            p.alternates.iter().map(|a| a.to_vec()).collect()
+        };
+        Some((p.generation, list))
     }
 
     /// The stored head, parsed.

@@ -2233,16 +2233,27 @@ impl Session {
 
 /// Stores `obj` at `key`, and a variant (`Vary`) also at its alternate key, where
 /// requests with its values find it once another variant has taken `key`. A variant
-/// joins `kept`, its URL's variants so far; those beyond `max_alts` (0: no limit), the
-/// oldest, are dropped.
+/// joins its URL's variants so far; those beyond `max_alts` (0: no limit), the oldest,
+/// are dropped. The list is the one `key` holds now when it is in RAM: stores of one URL
+/// are serialized by its fill, but a request read the list at its lookup, which may
+/// precede the previous fill's store (the variant stored then would be missing from
+/// the list, and never dropped). `seen` is that earlier list, for when `key` is not in
+/// RAM.
 fn store(
     cache: &crate::cache::Cache,
     key: &str,
     obj: &mut Stored,
-    kept: &[Vec<u8>],
+    seen: &[Vec<u8>],
     max_alts: usize,
 ) {
-    for old in obj.join(kept, max_alts) {
+    let varies = !obj.variant.is_empty() && max_alts > 0;
+    let now = match varies.then(|| cache.lookup(key)) {
+        Some(Lookup::Done(Some(bytes))) => Stored::decode_variants(&bytes)
+            .filter(|(generation, _)| *generation == obj.generation)
+            .map(|(_, list)| list),
+        _ => None,
+    };
+    for old in obj.join(now.as_deref().unwrap_or(seen), max_alts) {
         cache.remove(&caching::alternate_key(key, obj.generation, &old));
     }
     let bytes = obj.encode();
