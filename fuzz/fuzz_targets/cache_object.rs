@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(Stored::decode(&obj.encode()).as_ref(), Some(&obj));
     assert_eq!(
         Stored::decode_variants(bytes),
-        Some((obj.generation, obj.alternates()))
+        Some((obj.generation, obj.kept_variants()))
     );
     let raw = REQUESTS[pick as usize % REQUESTS.len()];
     let (req, _) = parse_request(raw, 1 << 16).unwrap().unwrap();
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     // Joining its URL's variants keeps at most the limit, itself newest, and hands back
     // exactly the rest.
     let (mut joined, max) = (obj.clone(), usize::from(pick % 4));
-    let before = obj.alternates();
+    let before = obj.kept_variants();
     let dropped = joined.join(&before, max);
     if obj.variant.is_empty() || max == 0 {
         assert!(dropped.is_empty() && joined.alternates.is_empty());

@@ -355,7 +355,7 @@ impl Stored {
 
     /// The variants of this object's generation known to be kept: its list, or just
     /// itself for an object stored before lists were kept. Empty without `Vary`.
-    pub fn alternates(&self) -> Vec<Vec<u8>> {
+    pub fn kept_variants(&self) -> Vec<Vec<u8>> {
         if self.alternates.is_empty() && !self.variant.is_empty() {
             return vec![self.variant.clone()];
         }
@@ -426,7 +426,7 @@ impl Stored {
         })
     }
 
-    /// What [`decode`](Self::decode) then [`alternates`](Self::alternates) would give,
+    /// What [`decode`](Self::decode) then [`kept_variants`](Self::kept_variants) would give,
     /// with the generation, without copying the head and body: for a store that needs
     /// only the URL object's variant list.
     pub fn decode_variants(b: &[u8]) -> Option<(u64, Vec<Vec<u8>>)> {
@@ -687,7 +687,7 @@ mod tests {
         let v = |x: &str| format!("a:{x}\n").into_bytes();
         let mut o = Stored::new(&r, Vec::new(), 10, 0, v("c"));
         // Old objects know only themselves.
-        assert_eq!(o.alternates(), vec![v("c")]);
+        assert_eq!(o.kept_variants(), vec![v("c")]);
         assert!(o.join(&[v("a"), v("b")], 3).is_empty());
         assert_eq!(o.alternates, [v("a"), v("b"), v("c")]);
         // Stored again, it becomes the newest, not a second entry.
@@ -699,9 +699,9 @@ mod tests {
         // 0: no limit, and no list; a response without Vary has none either.
         assert!(o.join(&[v("a"), v("b"), v("d")], 0).is_empty());
         assert!(o.alternates.is_empty());
-        assert_eq!(o.alternates(), vec![v("c")]);
+        assert_eq!(o.kept_variants(), vec![v("c")]);
         let mut plain = Stored::new(&r, Vec::new(), 10, 0, Vec::new());
         assert!(plain.join(&[v("a")], 1).is_empty());
-        assert!(plain.alternates.is_empty() && plain.alternates().is_empty());
+        assert!(plain.alternates.is_empty() && plain.kept_variants().is_empty());
     }
 }

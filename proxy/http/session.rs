@@ -660,7 +660,7 @@ impl UrlVariants {
     fn of(obj: &Stored) -> UrlVariants {
         UrlVariants {
             generation: obj.generation,
-            kept: obj.alternates(),
+            kept: obj.kept_variants(),
         }
     }
 }
@@ -1837,7 +1837,7 @@ impl Session {
                             if let Some(cache) = self.shared.cache() {
                                 if !self.shared.invalidated_since(&c.key, c.began) {
                                     let kept = c.variants.as_ref().map(|v| v.kept.clone());
-                                    let kept = kept.unwrap_or_else(|| obj.alternates());
+                                    let kept = kept.unwrap_or_else(|| obj.kept_variants());
                                     let max = self.shared.settings.max_alts;
                                     store(cache, &c.key, &mut obj, &kept, max);
                                 }
