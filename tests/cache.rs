@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use util::http::{self, Conn};
 use util::origin::{ok, Gate, Origin};
-use util::{wait_until, Daemon, TempDir};
+use util::{log_lines, wait_until, Daemon, TempDir};
 
 fn config(origin: &Origin, span: &std::path::Path, extra: &str) -> String {
     // wait_for_cache = 1: the ports open once the span is initialised, so requests do
@@ -148,16 +148,13 @@ fn the_access_log_tells_misses_hits_and_refreshes_apart() {
     for path in ["/a", "/a", "/revalidate", "/revalidate"] {
         assert_eq!(c.get("t", path).unwrap().status, 200);
     }
-    let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(wait_until(Duration::from_secs(10), || read()
-        .lines()
-        .count()
-        == 4));
-    let results: Vec<(String, String)> = read()
-        .lines()
+    let lines = log_lines(&log, 4);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let results: Vec<(&str, &str)> = lines
+        .iter()
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f[3].to_string(), f[8].to_string())
+            (f[3], f[8])
         })
         .collect();
     let direct = format!("DIRECT/{}", origin.addr);
@@ -168,7 +165,7 @@ fn the_access_log_tells_misses_hits_and_refreshes_apart() {
         ("TCP_REFRESH_HIT/200", direct.as_str()),
     ];
     for (got, want) in results.iter().zip(expect) {
-        assert_eq!((got.0.as_str(), got.1.as_str()), want, "{results:?}");
+        assert_eq!(*got, want, "{results:?}");
     }
 }
 

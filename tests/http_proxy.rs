@@ -8,7 +8,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Duration;
 use util::http::{self, Conn};
 use util::origin::{ok, Gate, Origin};
-use util::{read_all, wait_until, Daemon, TempDir};
+use util::{log_lines, read_all, wait_until, Daemon, TempDir};
 
 fn proxy_to(origin: &Origin, extra: &str) -> Daemon {
     Daemon::builder()
@@ -623,12 +623,15 @@ fn connect_through(d: &Daemon, target: &str, early: &[u8]) -> TcpStream {
 
 /// A forward proxy allowing CONNECT to `ports`.
 fn forward_proxy(ports: &str) -> Daemon {
-    Daemon::builder()
-        .config(&format!(
-            "[proxy.config.url_remap]\nremap_required = false\n\
-             [proxy.config.http]\nconnect_ports = \"{ports}\"\n"
-        ))
-        .start()
+    forward_proxy_builder(ports).start()
+}
+
+/// As `forward_proxy`, not started yet.
+fn forward_proxy_builder(ports: &str) -> util::DaemonBuilder {
+    Daemon::builder().config(&format!(
+        "[proxy.config.url_remap]\nremap_required = false\n\
+         [proxy.config.http]\nconnect_ports = \"{ports}\"\n"
+    ))
 }
 
 #[test]
@@ -636,13 +639,8 @@ fn connect_opens_a_tunnel_that_relays_both_ways_and_passes_half_close_on() {
     let echo_addr = echo_then_bye();
     let dir = TempDir::new("connect");
     let log = dir.0.join("access.log");
-    let d = Daemon::builder()
+    let d = forward_proxy_builder(&format!("443 {}", echo_addr.port()))
         .env("PROXY_CONFIG_LOG_ACCESS_LOG", &log.display().to_string())
-        .config(&format!(
-            "[proxy.config.url_remap]\nremap_required = false\n\
-             [proxy.config.http]\nconnect_ports = \"443 {}\"\n",
-            echo_addr.port()
-        ))
         .start();
     // The first tunnel bytes ride with the request, as a TLS client's hello may.
     let mut s = connect_through(&d, &echo_addr.to_string(), b"early ");
@@ -709,19 +707,6 @@ fn connect_is_refused_off_the_allowed_ports_and_without_forward_proxying() {
     assert!(wait_until(Duration::from_secs(10), || listener
         .accept()
         .is_ok()));
-}
-
-/// The access log's lines once it has `n` (or what it has after 10 s).
-fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
-    let read = || {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect::<Vec<_>>()
-    };
-    wait_until(Duration::from_secs(10), || read().len() >= n);
-    read()
 }
 
 #[test]

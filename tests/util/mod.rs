@@ -286,3 +286,17 @@ pub fn read_all(s: &mut std::net::TcpStream, limit: Duration) -> Vec<u8> {
     let _ = s.read_to_end(&mut v);
     v
 }
+
+/// The lines of the file at `path` once it has `n` (or what it has after 10 s): an
+/// access log, written by a thread of its own.
+pub fn log_lines(path: &Path, n: usize) -> Vec<String> {
+    let read = || {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    wait_until(Duration::from_secs(10), || read().len() >= n);
+    read()
+}
