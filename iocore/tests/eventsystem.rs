@@ -243,3 +243,48 @@ fn replace_handler_hands_a_registration_over_even_from_the_running_handler() {
         == 2));
     assert_eq!(*seen.lock().unwrap(), vec!["first", "second"]);
 }
+
+#[test]
+fn after_io_hook_runs_once_the_whole_batch_was_dispatched() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    // A hook is a plain fn: what it sees goes through a static.
+    static ORDER: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    fn hook(_t: &mut iocore::EThread) {
+        ORDER.lock().unwrap().push("hook");
+    }
+    let ep = processor(1);
+    let (a, mut a_peer) = UnixStream::pair().unwrap();
+    let (b, mut b_peer) = UnixStream::pair().unwrap();
+    // Both readable before they are registered: one epoll_wait reports both.
+    a_peer.write_all(b"a").unwrap();
+    b_peer.write_all(b"b").unwrap();
+    ep.threads()[0].run(move |t| {
+        for (sock, name) in [(a, "a"), (b, "b")] {
+            sock.set_nonblocking(true).unwrap();
+            let fd = sock.as_raw_fd();
+            let handler = move |t: &mut iocore::EThread, _tok, _r: iocore::Ready| {
+                let mut buf = [0u8; 8];
+                let _ = (&sock).read(&mut buf);
+                ORDER.lock().unwrap().push(name);
+                t.after_io(hook);
+                iocore::Verdict::Remove
+            };
+            t.register(fd, iocore::Interest::READ, Box::new(handler))
+                .unwrap();
+        }
+    });
+    assert!(wait_until(Duration::from_secs(5), || ORDER
+        .lock()
+        .unwrap()
+        .len()
+        == 4));
+    let order = ORDER.lock().unwrap().clone();
+    // Asked by both handlers, it ran twice, and only after both had run.
+    assert_eq!(&order[2..], ["hook", "hook"], "{order:?}");
+    assert!(
+        order[..2].contains(&"a") && order[..2].contains(&"b"),
+        "{order:?}"
+    );
+}

@@ -64,6 +64,53 @@ thread_local! {
     /// Sessions waiting for another thread's answer (a cache disk read, a name
     /// lookup), by ticket (`await_answer`).
     static AWAITING: RefCell<Awaiting> = RefCell::new(Awaiting::default());
+    /// Sessions whose request bytes for their origin wait for the end of the thread's
+    /// current batch of events (`drive_batched`).
+    static ORIGIN_FLUSH: RefCell<Vec<Rc<RefCell<Session>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs a session after readiness (or a new connection) inside the thread's batch of
+/// events, holding what it has for its origin until the batch has been dispatched
+/// (`flush_origins`). The requests of a batch then reach their origins back to back, and
+/// an origin that was asleep finds several at once instead of waking for each: behind
+/// Turnstile, nginx as origin woke (epoll_wait) once every 2 requests and spent 40 %
+/// more CPU per request than behind HAProxy, which sends after polling too; held, it
+/// wakes once every 4-6 and spends what it does behind HAProxy. Client writes are not
+/// held: holding them too was slower (the client waits for its answer for nothing).
+fn drive_batched(t: &mut EThread, rc: &Rc<RefCell<Session>>) {
+    let mut s = rc.borrow_mut();
+    s.hold_origin = true;
+    s.drive(t);
+    s.hold_origin = false;
+    if s.flush_queued {
+        return; // already held in this batch: settled after its flush
+    }
+    if s.dead || !s.origin_writable() {
+        s.settle(t);
+        return;
+    }
+    s.flush_queued = true;
+    drop(s);
+    let first = ORIGIN_FLUSH.with(|q| {
+        let mut q = q.borrow_mut();
+        q.push(rc.clone());
+        q.len() == 1
+    });
+    if first {
+        t.after_io(flush_origins);
+    }
+}
+
+/// Sends what the batch's sessions held for their origins, in the order they were held,
+/// and lets each go on from there.
+fn flush_origins(t: &mut EThread) {
+    let queued = ORIGIN_FLUSH.with(|q| std::mem::take(&mut *q.borrow_mut()));
+    for rc in queued {
+        let mut s = rc.borrow_mut();
+        s.flush_queued = false;
+        s.drive(t);
+        s.settle(t);
+    }
 }
 
 /// The last ticket given, and the sessions holding one.
@@ -311,6 +358,8 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
             resolved: None,
             sent_c: 0,
             log_req: None,
+            hold_origin: false,
+            flush_queued: false,
             shared,
         })
     });
@@ -318,8 +367,8 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
     // request that is already there is read at once, and a connection answered and
     // closed without ever waiting on its client costs no epoll_ctl.
     SESSIONS.with(|s| s.borrow_mut().push(Rc::downgrade(&session)));
-    let mut s = session.borrow_mut();
     if let PortRole::Blind(target) = role {
+        let mut s = session.borrow_mut();
         s.shared.metrics.tunnels.inc();
         s.phase = Phase::Tunnel;
         s.deadline = now + s.shared.settings.timeouts.connect;
@@ -328,8 +377,7 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
             s.dead = true;
         }
     }
-    s.drive(t);
-    s.settle(t);
+    drive_batched(t, &session);
 }
 
 /// Enforces timeouts on this thread's sessions. Runs on each ET_NET thread periodically.
@@ -733,6 +781,10 @@ pub(crate) struct Session {
     sent_c: u64,
     /// The request in progress, for the access log (only with one).
     log_req: Option<Box<LogReq>>,
+    /// Bytes for the origin wait for the end of the batch (`drive_batched`).
+    hold_origin: bool,
+    /// In this thread's `ORIGIN_FLUSH` queue.
+    flush_queued: bool,
 }
 
 /// What the access log needs of the request in progress.
@@ -779,8 +831,8 @@ impl iocore::IoHandler for SideHandler {
         } else {
             s.client.mark(ready);
         }
-        s.drive(t);
-        s.settle(t);
+        drop(s);
+        drive_batched(t, &self.session);
         Verdict::Keep
     }
 }
@@ -926,6 +978,15 @@ impl Session {
         self.phase == Phase::ReadRequest && self.inbuf.is_empty() && self.out_c.is_empty()
     }
 
+    /// Bytes for the origin that a flush could send now.
+    fn origin_writable(&self) -> bool {
+        !self.out_o.is_empty()
+            && self
+                .origin
+                .as_ref()
+                .is_some_and(|o| o.connected && o.side.writable)
+    }
+
     fn flush_client(&mut self) -> bool {
         let mut wrote = false;
         // The last bytes of the connection: the close or shutdown follows as soon as they
@@ -986,7 +1047,7 @@ impl Session {
         let Some(o) = self.origin.as_mut() else {
             return false;
         };
-        if !o.connected {
+        if !o.connected || self.hold_origin {
             return false;
         }
         let mut wrote = false;

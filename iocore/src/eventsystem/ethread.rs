@@ -265,6 +265,8 @@ pub struct EThread {
     io: Vec<IoSlot>,
     free: Vec<u32>,
     rearm: Option<Duration>,
+    /// Hooks asked for with `after_io`, run once the current batch has been dispatched.
+    after_io: Vec<fn(&mut EThread)>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -307,6 +309,7 @@ impl EThread {
             io: Vec::new(),
             free: Vec::new(),
             rearm: None,
+            after_io: Vec::new(),
             _not_send: PhantomData,
         };
         CURRENT.with(|c| c.set(Some(t.shared.id)));
@@ -322,8 +325,11 @@ impl EThread {
                     t.dispatch_io(Token(data), Ready(bits));
                 }
             }
+            t.run_after_io();
             t.run_due_timers();
+            t.run_after_io();
             t.drain_inbox();
+            t.run_after_io();
         }
         t.shutdown();
     }
@@ -396,6 +402,12 @@ impl EThread {
             }
         }
         // else: the handler deregistered itself while running; it is dropped here.
+    }
+
+    fn run_after_io(&mut self) {
+        while let Some(hook) = self.after_io.pop() {
+            hook(self);
+        }
     }
 
     fn run_due_timers(&mut self) {
@@ -509,6 +521,13 @@ impl EThread {
         let (s, handle) = Scheduled::new(event, &self.shared, at, period);
         self.push_timer(s);
         handle
+    }
+
+    /// Runs `hook` on this thread once the handlers of the current batch of readiness
+    /// (or of due timers, or of queued jobs) have all run, before the thread waits again.
+    /// Asking twice in one batch runs it twice: callers keep their own "asked" flag.
+    pub fn after_io(&mut self, hook: fn(&mut EThread)) {
+        self.after_io.push(hook);
     }
 
     /// From inside a running event: run it again `period` after this run (changing a
