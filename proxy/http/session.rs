@@ -70,13 +70,14 @@ thread_local! {
 }
 
 /// Runs a session after readiness (or a new connection) inside the thread's batch of
-/// events, holding what it has for its origin until the batch has been dispatched
-/// (`flush_origins`). The requests of a batch then reach their origins back to back, and
-/// an origin that was asleep finds several at once instead of waking for each: behind
-/// Turnstile, nginx as origin woke (epoll_wait) once every 2 requests and spent 40 %
-/// more CPU per request than behind HAProxy, which sends after polling too; held, it
-/// wakes once every 4-6 and spends what it does behind HAProxy. Client writes are not
-/// held: holding them too was slower (the client waits for its answer for nothing).
+/// events, holding what it has for its origin until the whole batch has been dispatched
+/// (`flush_origins`, an `after_io` hook). The requests of a batch then reach their
+/// origins back to back, and an origin that was asleep finds several at once instead of
+/// waking for each (HAProxy gets the same effect from running its streams after the
+/// poll's I/O callbacks). Sending at once, nginx as origin woke once every 2 requests
+/// and spent 40 % more CPU per request behind Turnstile than behind HAProxy; held, it
+/// wakes once every 4-6 and spends the same. Client writes are not held: holding them
+/// too was slower (the client waits longer for its answer and wakes just as often).
 fn drive_batched(t: &mut EThread, rc: &Rc<RefCell<Session>>) {
     let mut s = rc.borrow_mut();
     s.hold_origin = true;
