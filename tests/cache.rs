@@ -86,6 +86,32 @@ fn a_fresh_object_is_served_without_the_origin() {
 }
 
 #[test]
+fn a_hit_for_a_get_with_a_body_closes_and_never_reads_the_body_as_a_request() {
+    use std::io::Read;
+    let (origin, _dir, d) = cached_daemon();
+    assert_eq!(http::get(d.addr(), "t", "/b").unwrap().status, 200); // stored
+    let mut c = Conn::open(d.addr()).unwrap();
+    let inner = "GET /inner HTTP/1.1\r\nHost: t\r\n\r\n";
+    c.send(
+        format!(
+            "GET /b HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{inner}",
+            inner.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let r = c.read_response("GET").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "fresh /b"));
+    assert_eq!(d.metric("proxy.process.cache.hits"), 1);
+    assert_eq!(r.header("connection"), Some("close"));
+    // The body was a body: no second response follows, and /inner went nowhere.
+    let mut rest = Vec::new();
+    c.reader.read_to_end(&mut rest).unwrap();
+    assert_eq!(String::from_utf8_lossy(&rest), "");
+    assert_eq!(origin.paths(), ["/b"]);
+}
+
+#[test]
 fn a_restart_serves_a_cached_object_without_the_origin() {
     let dir = TempDir::new("cache");
     let addr_of_origin;

@@ -452,6 +452,11 @@ impl RequestHead {
         self.framing
     }
 
+    /// Whether body bytes follow the head.
+    pub fn has_body(&self) -> bool {
+        !matches!(self.framing, BodyFraming::None | BodyFraming::Length(0))
+    }
+
     /// Whether the client wants the connection kept open.
     pub fn keep_alive(&self) -> bool {
         self.keep_alive
