@@ -4,7 +4,7 @@
 # serving a fixed 1 KiB body with `Cache-Control: max-age=3600`, driven by the load tool
 # (benches/load.rs): keep-alive (ka), connection-per-request (close), an accept burst,
 # and idle keep-alive memory; then cache hits through Turnstile and ATS with their caches
-# on. Prints Markdown tables. A benchmark, not a test: it asserts nothing, and the
+# on, keep-alive and connection-per-request. Prints Markdown tables. A benchmark, not a test: it asserts nothing, and the
 # numbers are only comparable within one run on one machine (the client shares the
 # cores with the servers).
 #
@@ -20,7 +20,8 @@
 #   BURST=6000         connections of the accept burst
 #   IDLE_CONNS=10000   idle keep-alive connections for the RSS measure (0 = skip)
 #   IDLE_HOLD=3        seconds the idle connections are held
-#   ACCEPT_THREADS=1   Turnstile accept threads; a list ("1 0") runs one row each
+#   ACCEPT_THREADS="0 1"  Turnstile accept threads, a row each; the first is also the
+#                      cache run's (0: on the event threads, the cheaper mode on 2 cores)
 #   NET_THREADS=2      ET_NET threads of Turnstile and ATS
 #   PEERS="origin turnstile ats nginx haproxy"   which rows to run
 #   INSTALL=1          apt-get install missing nginx / haproxy / trafficserver (as root)
@@ -40,7 +41,7 @@ CONNS=${CONNS:-64}
 BURST=${BURST:-6000}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-3}
-ACCEPT_THREADS=${ACCEPT_THREADS:-1}
+ACCEPT_THREADS=${ACCEPT_THREADS:-0 1}
 NET_THREADS=${NET_THREADS:-2}
 PEERS=${PEERS:-origin turnstile ats nginx haproxy}
 INSTALL=${INSTALL:-1}
@@ -212,6 +213,7 @@ run_turnstile() {
     hits=$(ts_metric "$TS_PORT" proxy.process.cache.hits)
     misses=$(ts_metric "$TS_PORT" proxy.process.cache.misses)
     HITS["Turnstile (cache on)"]="${hits:-?} / $(( ${hits:-0} + ${misses:-0} ))"
+    run_load "Turnstile (cache on)" close "$TS_PORT" "$TS_PID" --conns "$CONNS" --secs "$SECS"
     stop_server "$TS_PID"
 }
 
@@ -303,6 +305,7 @@ run_ats() {
     done
     hits=$(ats_metric "$ATS_PORT" proxy.process.http.cache_hit_fresh)
     HITS["$row"]="${hits:-?} / ${lookups:-?}"
+    run_load "$row" close "$ATS_PORT" "$ATS_PID" --conns "$CONNS" --secs "$SECS"
     stop_server "$ATS_PID"
 }
 
@@ -394,14 +397,19 @@ for row in "${ROWS[@]}"; do
 done
 if [ ${#CACHE_ROWS[@]} -gt 0 ]; then
     echo
-    echo "Cache hits, keep-alive ($CONNS connections, ${SECS} s, one 1 KiB object):"
+    echo "Cache hits ($CONNS connections, ${SECS} s each mode, one 1 KiB object); close/origin:" \
+        "the connection-per-request rate over the origin's own (origin-direct) in this run:"
     echo
-    echo "| server | ka req/s | p50 / p99 ms | errors | fresh hits / lookups (a whole ka run) | CPU s/10k |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| server | ka req/s | p50 / p99 ms | errors | fresh hits / lookups (a whole ka run) | CPU s/10k ka | close req/s | close/origin | CPU s/10k close |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    origin_close=$(get "origin (nginx, 1 worker)" close rps)
     for row in "${CACHE_ROWS[@]}"; do
-        printf '| %s | %s | %s / %s | %s | %s | %s |\n' "$row" "$(get "$row" ka rps)" \
+        close=$(get "$row" close rps)
+        ratio=$(awk -v c="$close" -v o="$origin_close" 'BEGIN { if (c + 0 > 0 && o + 0 > 0) printf "%.2f", c / o; else printf "-" }')
+        printf '| %s | %s | %s / %s | %s | %s | %s | %s | %s | %s |\n' "$row" "$(get "$row" ka rps)" \
             "$(ms "$(get "$row" ka p50_us)")" "$(ms "$(get "$row" ka p99_us)")" "$(get "$row" ka errors)" \
-            "${HITS[$row]:--}" "$(get "$row" ka cpu_s_per_10k)"
+            "${HITS[$row]:--}" "$(get "$row" ka cpu_s_per_10k)" "$close" "$ratio" \
+            "$(get "$row" close cpu_s_per_10k)"
     done
 fi
 if [ "$IDLE_CONNS" -gt 0 ]; then
