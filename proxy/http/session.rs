@@ -1477,16 +1477,22 @@ impl Session {
         }
         self.shared.metrics.completed_requests.inc();
         self.log_end(status, "TCP_HIT");
-        if !keep {
-            self.phase = Phase::Closing;
-            self.deadline = Instant::now() + LINGER;
-            // Read whole with nothing after it: close once the answer is out, with no
-            // lingering drain (as `finish_tx` does): 4 recvfrom, a shutdown and an
-            // epoll_ctl fewer per connection-per-request client.
-            self.quick_close = !head.has_body() && self.inbuf.is_empty();
-        } else {
+        // An unread body is drained by the lingering close.
+        self.after_answer(keep, !head.has_body(), Instant::now());
+    }
+
+    /// What follows a request answered whole: the next request on a kept connection, or
+    /// the close. With the request `read_whole` and nothing after it, the close comes as
+    /// soon as the answer is out, with no lingering drain (4 recvfrom, a shutdown and an
+    /// epoll_ctl fewer per connection-per-request client).
+    fn after_answer(&mut self, keep: bool, read_whole: bool, now: Instant) {
+        if keep {
             self.phase = Phase::ReadRequest;
-            self.deadline = Instant::now() + self.shared.settings.timeouts.keep_alive_in;
+            self.deadline = now + self.shared.settings.timeouts.keep_alive_in;
+        } else {
+            self.phase = Phase::Closing;
+            self.deadline = now + LINGER;
+            self.quick_close = read_whole && self.inbuf.is_empty();
         }
     }
 
@@ -2112,16 +2118,8 @@ impl Session {
         }
         self.idle_since = now;
         self.out_o = Vec::new();
-        if tx.client_keep_alive && !self.shared.draining() {
-            self.phase = Phase::ReadRequest;
-            self.deadline = now + self.shared.settings.timeouts.keep_alive_in;
-        } else {
-            self.phase = Phase::Closing;
-            self.deadline = now + LINGER;
-            // The request was read whole and nothing follows it: close as soon as the
-            // response is out, with no lingering drain.
-            self.quick_close = self.inbuf.is_empty();
-        }
+        // The request body, if any, went to the origin whole.
+        self.after_answer(tx.client_keep_alive && !self.shared.draining(), true, now);
     }
 
     /// Ends the transaction with a local error response and closes afterwards.
