@@ -979,7 +979,7 @@ impl Session {
         self.phase == Phase::ReadRequest && self.inbuf.is_empty() && self.out_c.is_empty()
     }
 
-    /// Bytes for the origin that a flush could send now.
+    /// Bytes for the origin that `flush_origin` would send now (were they not held).
     fn origin_writable(&self) -> bool {
         !self.out_o.is_empty()
             && self
@@ -1045,14 +1045,14 @@ impl Session {
     }
 
     fn flush_origin(&mut self) -> bool {
-        let Some(o) = self.origin.as_mut() else {
-            return false;
-        };
-        if !o.connected || self.hold_origin {
+        if self.hold_origin {
             return false;
         }
         let mut wrote = false;
-        while !self.out_o.is_empty() && o.side.writable {
+        while self.origin_writable() {
+            let Some(o) = self.origin.as_mut() else {
+                break;
+            };
             match o.sock.send(&self.out_o) {
                 Ok(n) => {
                     self.out_o.drain(..n);
