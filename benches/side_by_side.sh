@@ -4,9 +4,9 @@
 # serving a fixed 1 KiB body with `Cache-Control: max-age=3600`, driven by the load tool
 # (benches/load.rs): keep-alive (ka), connection-per-request (close), an accept burst,
 # and idle keep-alive memory; then cache hits through Turnstile and ATS with their caches
-# on, keep-alive and connection-per-request. Prints Markdown tables. A benchmark, not a test: it asserts nothing, and the
-# numbers are only comparable within one run on one machine (the client shares the
-# cores with the servers).
+# on, keep-alive and connection-per-request. Prints Markdown tables. A benchmark, not a
+# test: it asserts nothing, and the numbers are only comparable within one run on one
+# machine (the client shares the cores with the servers).
 #
 #   bash benches/side_by_side.sh              # defaults: about 3 minutes
 #   SECS=3 bash benches/side_by_side.sh       # quick run
