@@ -771,6 +771,25 @@ pub(crate) static RECORDS: &[Record] = &[
         },
     },
     Record {
+        name: "proxy.config.http.transaction_no_activity_timeout_in",
+        reloadable: false,
+        kind: Kind::Int {
+            min: 1,
+            max: MAX_TIMEOUT_S,
+            unit: SECONDS,
+            get: |c| c.http.transaction_no_activity_timeout_in_s as i64,
+            set: |c, v| c.http.transaction_no_activity_timeout_in_s = v as u64,
+        },
+    },
+    Record {
+        name: "proxy.config.http.underscores_in_headers",
+        reloadable: false,
+        kind: Kind::Bool {
+            get: |c| c.http.underscores_in_headers,
+            set: |c, v| c.http.underscores_in_headers = v,
+        },
+    },
+    Record {
         name: "proxy.config.http.wait_for_cache",
         reloadable: false,
         kind: Kind::Int {

@@ -232,6 +232,12 @@ pub struct Http {
     pub per_server_connection_max: usize,
     /// `.transaction_no_activity_timeout_out`: origin silent this long → 504, s; ≥ 1.
     pub transaction_no_activity_timeout_out_s: u64,
+    /// `.transaction_no_activity_timeout_in`: a client silent this long in the middle
+    /// of sending a request body → 408, s; ≥ 1.
+    pub transaction_no_activity_timeout_in_s: u64,
+    /// `.underscores_in_headers`: forward request fields whose name holds `_` (nginx's
+    /// `underscores_in_headers`); false drops them.
+    pub underscores_in_headers: bool,
     /// `.connect_ports`: origin ports a CONNECT may tunnel to (forward proxying only).
     /// Reloadable.
     pub connect_ports: ConnectPorts,
@@ -349,6 +355,8 @@ impl Default for Config {
                 per_server_connection_max: 0,
                 connect_ports: ConnectPorts::default(),
                 transaction_no_activity_timeout_out_s: 30,
+                transaction_no_activity_timeout_in_s: 30,
+                underscores_in_headers: false,
                 wait_for_cache: WaitForCache::No,
                 cache_http: true,
             },

@@ -49,6 +49,8 @@ fn everything_changed() -> Config {
     c.http.request_header_max_size = 4096;
     c.http.connect_attempts_timeout_s = 7;
     c.http.transaction_no_activity_timeout_out_s = 8;
+    c.http.transaction_no_activity_timeout_in_s = 4;
+    c.http.underscores_in_headers = true;
     c.http.wait_for_cache = WaitForCache::WaitRequireAll;
     c.http.cache_http = false;
     c.cache.storage = vec![

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
                     via: "1.1 fuzz",
                     client_ip: Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))),
                     keep_alive: true,
+                    underscores: data.len() % 2 == 0,
                 },
             );
             let (again, n) = parse_request(&out, 1 << 20)

@@ -347,6 +347,34 @@ pub fn parse_request_from(
     };
     let head = &buf[..end];
     check_request_lines(head)?;
+    match parse_request_head(head) {
+        // A later HTTP/1 minor version is processed as 1.1, the highest this proxy
+        // speaks (RFC 9110 §2.5): the request line is read again with that version.
+        Err(_) if later_minor(head).is_some() => {
+            let mut patched = head.to_vec();
+            if let Some(at) = later_minor(head) {
+                patched[at] = b'1';
+            }
+            parse_request_head(&patched).map(|h| Some((h, end)))
+        }
+        other => other.map(|h| Some((h, end))),
+    }
+}
+
+/// Where the minor digit of an `HTTP/1.x` version with x > 1 lies in `head`'s request
+/// line, if that is its version.
+fn later_minor(head: &[u8]) -> Option<usize> {
+    // httparse skips empty lines before the request line (RFC 9112 §2.2).
+    let start = head.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    let line_end = start + head[start..].iter().position(|b| *b == b'\r')?;
+    match head[start..line_end].rsplit(|b| *b == b' ').next()? {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] => Some(line_end - 1),
+        _ => None,
+    }
+}
+
+/// Parses one whole request head (its lines already checked).
+fn parse_request_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut raw);
     match req.parse(head) {
@@ -355,7 +383,11 @@ pub fn parse_request_from(
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(httparse::Error::Version) => {
             // "HTTP/2.0" is an unsupported version; "GET /a b HTTP/1.1" a malformed line.
-            let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+            let line = head
+                .split(|b| *b == b'\r')
+                .find(|l| !l.is_empty() && *l != b"\n")
+                .unwrap_or_default();
+            let line = line.strip_prefix(b"\n").unwrap_or(line);
             let parts: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
             return match parts.as_slice() {
                 [_, _, v] if v.starts_with(b"HTTP/") => Err(HeadError::Version),
@@ -413,17 +445,14 @@ pub fn parse_request_from(
             None => BodyFraming::None,
         }
     };
-    Ok(Some((
-        RequestHead {
-            method,
-            target,
-            minor_version,
-            keep_alive: keep_alive(&headers, minor_version),
-            headers,
-            framing,
-        },
-        end,
-    )))
+    Ok(RequestHead {
+        method,
+        target,
+        minor_version,
+        keep_alive: keep_alive(&headers, minor_version),
+        headers,
+        framing,
+    })
 }
 
 impl RequestHead {
@@ -855,6 +884,10 @@ pub struct ForwardRequest<'a> {
     pub client_ip: Option<IpAddr>,
     /// Ask the origin to keep the connection open.
     pub keep_alive: bool,
+    /// Forward fields whose name holds `_` (`http.underscores_in_headers`); dropped
+    /// otherwise, as nginx does: a `Transfer_Encoding` may mean `Transfer-Encoding` to
+    /// a server that maps `_` to `-`.
+    pub underscores: bool,
 }
 
 /// How to forward a response.
@@ -884,6 +917,7 @@ struct Skip<'a> {
     named: Vec<&'a [u8]>,
     extra: &'static [&'static str],
     framing: bool,
+    underscored: bool,
 }
 
 /// Whether `name` is one of `list` (case-insensitive).
@@ -900,6 +934,7 @@ impl<'a> Skip<'a> {
             named,
             extra,
             framing: false,
+            underscored: false,
         }
     }
 
@@ -907,6 +942,7 @@ impl<'a> Skip<'a> {
         listed(HOP_BY_HOP, name)
             || listed(self.extra, name)
             || (self.framing && listed(FRAMING, name))
+            || (self.underscored && name.contains(&b'_'))
             || self.named.iter().any(|n| name.eq_ignore_ascii_case(n))
     }
 }
@@ -982,7 +1018,9 @@ fn write_connection(keep_alive: bool, out: &mut Vec<u8>) {
 }
 
 /// Writes the request head to send to the origin: always HTTP/1.1, the given Host,
-/// end-to-end fields in order (framing ones untouched), then Via, X-Forwarded-For and
+/// end-to-end fields in order, the framing the proxy read as one field of its own
+/// (`Content-Length: 5, 5` or two equal fields become one `Content-Length: 5`, RFC 9110
+/// §8.6: the next hop cannot read a list differently), then Via, X-Forwarded-For and
 /// Connection.
 pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardRequest<'_>) {
     let extra: &'static [&'static str] = if opts.client_ip.is_some() {
@@ -990,7 +1028,9 @@ pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardR
     } else {
         &["host", "via"]
     };
-    let skip = Skip::new(&head.headers, extra);
+    let mut skip = Skip::new(&head.headers, extra);
+    skip.framing = true;
+    skip.underscored = !opts.underscores;
     out.reserve(head.headers.byte_len() + opts.path_and_query.len() + opts.via.len() + 96);
     out.extend_from_slice(head.headers.slice(head.method));
     out.push(b' ');
@@ -999,6 +1039,15 @@ pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardR
     out.extend_from_slice(opts.host.as_bytes());
     out.extend_from_slice(b"\r\n");
     write_fields(&head.headers, &skip, out);
+    match head.framing {
+        BodyFraming::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyFraming::None | BodyFraming::UntilClose => {}
+    }
     write_appended(&head.headers, "Via", out, |o| {
         o.extend_from_slice(opts.via.as_bytes())
     });
@@ -1375,13 +1424,32 @@ mod tests {
     fn only_http_1_0_and_1_1_are_spoken() {
         for raw in [
             "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
-            "GET / HTTP/1.2\r\nHost: x\r\n\r\n",
             "GET / HTTP/3\r\nHost: x\r\n\r\n",
+            "GET / HTTP/0.9\r\nHost: x\r\n\r\n",
         ] {
             assert_eq!(req(raw), Err(HeadError::Version), "{raw:?}");
         }
         assert_eq!(HeadError::Version.status(), 505);
         assert_eq!(head("GET / HTTP/1.0\r\n\r\n").minor_version, 0);
+    }
+
+    #[test]
+    fn later_http_1_minor_versions_are_processed_as_1_1() {
+        // RFC 9110 §2.5: a recipient processes a higher minor version as the highest
+        // it speaks.
+        for raw in [
+            "GET /a HTTP/1.2\r\nHost: x\r\n\r\n",
+            "\r\nGET /a HTTP/1.9\r\nHost: x\r\n\r\n",
+        ] {
+            let (h, len) = req(raw).unwrap().unwrap();
+            assert_eq!((h.minor_version, h.target(), len), (1, "/a", raw.len()));
+            assert!(h.keep_alive());
+        }
+        // Still a 1.1 request: Host is required.
+        assert_eq!(
+            req("GET / HTTP/1.5\r\n\r\n"),
+            Err(HeadError::Bad("missing Host header"))
+        );
     }
 
     #[test]
@@ -1890,9 +1958,57 @@ mod tests {
                 via: "1.1 t",
                 client_ip,
                 keep_alive,
+                underscores: false,
             },
         );
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_content_length_list_of_one_value_is_forwarded_as_one_field() {
+        for raw in [
+            "POST /x HTTP/1.1\r\nHost: c\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST /x HTTP/1.1\r\nHost: c\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n",
+            "POST /x HTTP/1.1\r\nHost: c\r\nContent-Length:  005 \r\n\r\n",
+        ] {
+            let s = forward(raw, None, true);
+            assert_eq!(s.matches("Content-Length").count(), 1, "{s}");
+            assert!(s.contains("\r\nContent-Length: 5\r\n"), "{s}");
+        }
+        let s = forward(
+            "POST /x HTTP/1.1\r\nHost: c\r\nTransfer-Encoding:  Chunked\r\n\r\n",
+            None,
+            true,
+        );
+        assert!(s.contains("\r\nTransfer-Encoding: chunked\r\n"), "{s}");
+        assert_eq!(s.matches("ransfer-").count(), 1, "{s}");
+    }
+
+    #[test]
+    fn fields_with_an_underscore_are_dropped_unless_allowed() {
+        let raw =
+            "GET /x HTTP/1.1\r\nHost: c\r\nTransfer_Encoding: chunked\r\nX_A: 1\r\nX-B: 2\r\n\r\n";
+        let s = forward(raw, None, true);
+        assert!(!s.contains('_'), "{s}");
+        assert!(s.contains("\r\nX-B: 2\r\n"), "{s}");
+        let mut out = Vec::new();
+        write_request_head(
+            &head(raw),
+            &mut out,
+            &ForwardRequest {
+                path_and_query: "/x",
+                host: "c",
+                via: "v",
+                client_ip: None,
+                keep_alive: true,
+                underscores: true,
+            },
+        );
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            s.contains("\r\nX_A: 1\r\n") && s.contains("Transfer_Encoding"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -2170,6 +2286,7 @@ mod tests {
                     via: "v",
                     client_ip: None,
                     keep_alive: true,
+                    underscores: rng.below(2) == 0,
                 };
                 write_request_head(&h, &mut out, &opts);
                 let (again, _) = parse_request(&out, 1 << 16).unwrap().unwrap();

@@ -585,6 +585,8 @@ struct Tx {
     dechunk: bool,
     /// A reused origin connection failed before answering: resend this once on a new one.
     retry: Option<Vec<u8>>,
+    /// The request has a body to stream (`Session::charge_upload` keeps its timers).
+    uploads: bool,
     /// What the cache has to do with this transaction.
     /// Boxed, as `Session::waiting`: a session holds a `Tx` inline, idle or not.
     cache: Option<Box<CacheTx>>,
@@ -1057,6 +1059,9 @@ impl Session {
                 Ok(n) => {
                     self.out_o.drain(..n);
                     wrote = true;
+                    if self.tx.as_ref().is_some_and(|tx| tx.uploads) {
+                        self.charge_upload();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => o.side.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1092,6 +1097,13 @@ impl Session {
     }
 
     fn read_request(&mut self, t: &mut EThread) -> bool {
+        if !self.out_c.is_empty() {
+            // One answer at a time: the next (pipelined) request is read once the
+            // answer before it is in the socket. A client that sends and never reads
+            // then costs one answer here; its other requests wait unread in the kernel,
+            // as they do behind an origin's answer.
+            return false;
+        }
         if !self.inbuf.is_empty() {
             match codec::parse_request_from(
                 &self.inbuf,
@@ -1134,8 +1146,11 @@ impl Session {
         codec::simple_response(status, body, keep, headers, &mut self.out_c);
         self.shared.metrics.count_status(status);
         self.shared.metrics.completed_requests.inc();
-        let went = self.log_req.as_ref().is_some_and(|l| l.origin.is_some());
-        self.log_end(status, if went { "TCP_MISS" } else { "NONE" });
+        let result = match self.log_req.as_deref() {
+            Some(l) if l.origin.is_some() => l.result,
+            _ => "NONE",
+        };
+        self.log_end(status, result);
         if !keep {
             self.phase = Phase::Closing;
             self.deadline = Instant::now() + LINGER;
@@ -1518,10 +1533,12 @@ impl Session {
                 via: &shared.settings.via,
                 client_ip: Some(self.conn.peer_addr().ip()),
                 keep_alive: true,
+                underscores: shared.settings.underscores,
             },
         );
         let req_body = Body::from(head.body());
         let retry = req_body.done().then(|| out.clone());
+        let uploads = !req_body.done();
         self.out_o = out;
         let active = active.unwrap_or_else(|| Counted::new(&shared.metrics.active_transactions));
         let method = codec::framing_method(head.method());
@@ -1539,6 +1556,7 @@ impl Session {
             client_http10,
             dechunk: false,
             retry,
+            uploads,
             cache,
             active,
             slot: None,
@@ -1806,9 +1824,27 @@ impl Session {
         }
         let mut progress = false;
         if !self.inbuf.is_empty() && self.out_o.len() < BUF_LIMIT {
-            match tx.req_body.take(&self.inbuf) {
+            let taken = match &mut tx.req_body {
+                // A chunked body goes on in chunks of our own: its payload, then a last
+                // chunk without trailers. Chunk extensions and trailer fields (where a
+                // framing field could hide) never reach the origin.
+                Body::Chunked(_) => {
+                    let mut payload = Vec::new();
+                    tx.req_body
+                        .take_into(&self.inbuf, Some(&mut payload))
+                        .inspect(|_| {
+                            codec::encode_chunk(&payload, &mut self.out_o);
+                            if tx.req_body.done() {
+                                self.out_o.extend_from_slice(codec::LAST_CHUNK);
+                            }
+                        })
+                }
+                _ => tx.req_body.take(&self.inbuf).inspect(|n| {
+                    self.out_o.extend_from_slice(&self.inbuf[..*n]);
+                }),
+            };
+            match taken {
                 Ok(n) => {
-                    self.out_o.extend_from_slice(&self.inbuf[..n]);
                     self.inbuf.drain(..n);
                     progress = n > 0 || tx.req_body.done();
                 }
@@ -1826,7 +1862,31 @@ impl Session {
                 return true;
             }
         }
+        if progress {
+            self.charge_upload();
+        }
         progress
+    }
+
+    /// While a request body streams to the origin, the inactivity timer belongs to
+    /// the side the session waits for: the client while everything it sent has gone on
+    /// (`transaction_no_activity_timeout_in`, then 408), else the origin
+    /// (`transaction_no_activity_timeout_out`, then 504). Restarted whenever body bytes
+    /// move, so a slow upload is never blamed on the origin.
+    fn charge_upload(&mut self) {
+        let timeouts = &self.shared.settings.timeouts;
+        let limit = if self.waits_for_body() {
+            timeouts.transaction_no_activity_in
+        } else {
+            timeouts.transaction_no_activity_out
+        };
+        self.deadline = Instant::now() + limit;
+    }
+
+    /// The exchange waits for the client's request body: all of it that came has gone
+    /// to the origin.
+    fn waits_for_body(&self) -> bool {
+        self.out_o.is_empty() && self.tx.as_ref().is_some_and(|tx| !tx.req_body.done())
     }
 
     /// Origin → client: response head, interim responses, body.
@@ -2267,6 +2327,17 @@ impl Session {
                 let answered = self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_some());
                 if !connected {
                     self.fail_tx(502, "origin connect timeout");
+                } else if self.waits_for_body() {
+                    // The client went silent mid-body: its fault, not the origin's. (An
+                    // answered one is logged as aborted when the session ends.)
+                    if answered {
+                        self.dead = true;
+                    } else {
+                        if let Some(l) = self.log_req.as_mut() {
+                            l.result = "TCP_MISS_ABORTED";
+                        }
+                        self.fail_tx(408, "request body timeout");
+                    }
                 } else if !answered {
                     self.fail_tx(504, "origin timeout");
                 } else {

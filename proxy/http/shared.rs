@@ -20,6 +20,8 @@ pub struct Timeouts {
     pub keep_alive_out: Duration,
     /// Origin silent this long → 504.
     pub transaction_no_activity_out: Duration,
+    /// Client silent this long mid-body → 408.
+    pub transaction_no_activity_in: Duration,
     /// Origin connect limit → 502.
     pub connect: Duration,
     /// Any connection idle this long is closed (tunnels, slow bodies).
@@ -132,6 +134,8 @@ pub struct HttpSettings {
     pub server: String,
     /// This proxy's `Via` entry: `1.1 {server}`.
     pub via: String,
+    /// Forward request fields with `_` in their name (`http.underscores_in_headers`).
+    pub underscores: bool,
     /// `proxy.config.http.cache.http`.
     pub cache_http: bool,
     /// Largest object stored, bytes (`cache.max_doc_size`, or a bound derived from the

@@ -1,0 +1,353 @@
+//! What an outside probe found, pinned through the real binary: a client that pipelines
+//! cache hits and never reads holds one answer, not all of them; a slow upload is the
+//! client's time, not the origin's; framing lists, trailers, underscore fields and later
+//! HTTP/1 minor versions reach the origin in one meaning only.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::FromRawFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use util::http::{self, Conn};
+use util::origin::{ok, Origin};
+use util::{log_lines, read_all, wait_until, Daemon, TempDir};
+
+/// Peak resident memory of `pid`, KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A connection to `addr` whose receive buffer is `rcvbuf` bytes, set before the
+/// handshake so the window it offers stays small.
+fn small_window_conn(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("test daemons listen on IPv4")
+    };
+    // SAFETY: a fresh socket descriptor, owned by the TcpStream made from it below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0);
+    // SAFETY: the option value is a live i32 of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcvbuf as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*v4.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sa` is a valid sockaddr_in of the size passed.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a connected socket nothing else owns.
+    unsafe { TcpStream::from_raw_fd(fd) }
+}
+
+#[test]
+fn pipelined_hits_to_a_client_that_never_reads_hold_one_answer_per_connection() {
+    const OBJECT: usize = 1 << 20;
+    const CONNS: usize = 4;
+    const PIPELINED: usize = 2_000;
+    let body: &'static [u8] = Box::leak(vec![b'x'; OBJECT].into_boxed_slice());
+    let origin = Origin::start(move |_| Some(ok(body, &[("Cache-Control", "max-age=600")])));
+    let span = TempDir::new("pipelined-hits");
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 1\n[proxy.config.cache]\n\
+             storage = [{{ path = \"{}\", size = \"32M\" }}]\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            span.0.display(),
+            origin.addr
+        ))
+        .start();
+    // Cached, and a hit once.
+    for _ in 0..2 {
+        let r = http::get(d.addr(), "t", "/big").unwrap();
+        assert_eq!((r.status, r.body.len()), (200, OBJECT));
+    }
+    assert_eq!(origin.request_count(), 1);
+    let pid = d.child.as_ref().unwrap().id();
+    let before = vm_hwm_kib(pid);
+    let hits_before = d.metric("proxy.process.cache.hits");
+    let request = b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n";
+    let all: Vec<u8> = request
+        .iter()
+        .copied()
+        .cycle()
+        .take(request.len() * PIPELINED)
+        .collect();
+    let mut conns = Vec::new();
+    for _ in 0..CONNS {
+        let s = small_window_conn(d.addr(), 1024);
+        // The kernel takes what fits; a writer thread pushes the rest as the daemon
+        // reads, and stops when it no longer does.
+        let mut w = s.try_clone().unwrap();
+        w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+        let all = all.clone();
+        std::thread::spawn(move || {
+            let _ = w.write_all(&all);
+        });
+        conns.push(s);
+    }
+    // Every connection gets its first answer under way; then the daemon has as much as
+    // the unread clients let it have: watch until the hits stop moving (3 s at most).
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.cache.hits")
+        >= hits_before + CONNS as i64));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last = d.metric("proxy.process.cache.hits");
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = d.metric("proxy.process.cache.hits");
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let grown_kib = vm_hwm_kib(pid).saturating_sub(before);
+    assert!(
+        grown_kib < 48 * 1024,
+        "peak RSS grew by {grown_kib} KiB for {CONNS} unread clients"
+    );
+    // Far fewer answers than requests were made: the rest wait unread.
+    let answered = d.metric("proxy.process.cache.hits") - hits_before;
+    assert!(answered < (CONNS * PIPELINED) as i64 / 4, "{answered} hits");
+    // Everyone else is served meanwhile.
+    let t = Instant::now();
+    let r = http::get(d.addr(), "t", "/big").unwrap();
+    assert_eq!((r.status, r.body.len()), (200, OBJECT));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // A client that reads again gets its pipelined answers, whole and in order.
+    let mut c = Conn {
+        reader: std::io::BufReader::new(conns.pop().unwrap()),
+    };
+    c.stream()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    for _ in 0..3 {
+        let r = c.read_response("GET").unwrap();
+        assert_eq!((r.status, r.body.len()), (200, OBJECT));
+    }
+}
+
+/// A daemon in front of `origin` with extra records.
+fn proxy_to(origin: SocketAddr, records: &str) -> Daemon {
+    Daemon::builder()
+        .config(&format!(
+            "{records}\n[[remap]]\nfrom = \"/\"\nto = \"http://{origin}/\"\n"
+        ))
+        .start()
+}
+
+#[test]
+fn a_slow_upload_under_a_short_origin_timeout_is_delivered_whole() {
+    let origin = Origin::start(|r| Some(ok(format!("got {}", r.body.len()).as_bytes(), &[])));
+    // The origin may be silent 2 s; the upload takes 3.6 s, a piece every 0.6 s.
+    let d = proxy_to(
+        origin.addr,
+        "[proxy.config.http]\ntransaction_no_activity_timeout_out = 2",
+    );
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 6000\r\n\r\n")
+        .unwrap();
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(600));
+        c.send(&[b'u'; 1000]).unwrap();
+    }
+    let r = c.read_response("POST").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "got 6000"));
+}
+
+#[test]
+fn a_client_silent_mid_body_gets_408_and_is_logged_as_aborted() {
+    let origin = Origin::start(|r| Some(ok(format!("got {}", r.body.len()).as_bytes(), &[])));
+    let dir = TempDir::new("mid-body");
+    let log = dir.0.join("access.log");
+    let d = proxy_to(
+        origin.addr,
+        &format!(
+            "[proxy.config.http]\ntransaction_no_activity_timeout_in = 1\n\
+             transaction_no_activity_timeout_out = 30\n\
+             [proxy.config.log]\naccess_log = \"{}\"",
+            log.display()
+        ),
+    );
+    let mut c = Conn::open(d.addr()).unwrap();
+    let started = Instant::now();
+    c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nhalf")
+        .unwrap();
+    let r = c.read_response("POST").unwrap();
+    assert_eq!(r.status, 408);
+    assert_eq!(r.header("connection"), Some("close"));
+    // After the client's timeout, long before the origin's.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let lines = log_lines(&log, 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("TCP_MISS_ABORTED/408") && l.contains(" POST ")),
+        "{lines:?}"
+    );
+    assert_eq!(d.metric("proxy.process.http.5xx_responses"), 0);
+}
+
+/// An origin that records each request's raw bytes (head and body) up to the end of
+/// its body, and answers 200 with a close.
+fn raw_origin() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let seen = keep.clone();
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !complete(&raw) {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.lock().unwrap().push(raw);
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Whether `raw` holds a whole request: a head, then its Content-Length body or a
+/// chunked body up to its last chunk and blank line.
+fn complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let head = text[..end].to_ascii_lowercase();
+    let body = &text[end + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with("0\r\n\r\n");
+    }
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.split(',').next()?.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+/// The payload of a chunked body whose chunk-size lines carry no extensions, checking
+/// that nothing follows its last chunk but the blank line.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk-size line");
+        let n = usize::from_str_radix(size, 16).expect("a bare hex size");
+        if n == 0 {
+            assert_eq!(rest, "\r\n", "trailers forwarded");
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        assert_eq!(&rest[n..n + 2], "\r\n");
+        body = &rest[n + 2..];
+    }
+}
+
+/// Sends `raw` through `d` on a fresh connection and returns the status.
+fn send_raw(d: &Daemon, raw: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    s.write_all(raw).unwrap();
+    let got = read_all(&mut s, Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&got);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_content_length_list_reaches_the_origin_as_one_value() {
+    let (addr, seen) = raw_origin();
+    let d = proxy_to(addr, "");
+    for raw in [
+        &b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\nConnection: close\r\n\r\nhello"[..],
+        b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    ] {
+        assert_eq!(send_raw(&d, raw), 200);
+    }
+    // Lists that disagree are refused, as before: nothing reaches the origin.
+    let refused = b"POST /c HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 6\r\n\r\nhello";
+    assert_eq!(send_raw(&d, refused), 400);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    for raw in seen.iter() {
+        let text = String::from_utf8_lossy(raw);
+        let lengths: Vec<&str> = text
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-length"))
+            .collect();
+        assert_eq!(lengths, ["Content-Length: 5"], "{text}");
+        assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+    }
+}
+
+#[test]
+fn chunked_trailers_underscore_fields_and_http_1_2_are_normalised() {
+    let (addr, seen) = raw_origin();
+    let d = proxy_to(addr, "");
+    // Trailers (one without a colon, framing fields among them) and chunk extensions
+    // never reach the origin; the payload does, in chunks of the proxy's own.
+    let chunked = b"POST /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+        3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nContent-Length: 99\r\nTransfer-Encoding: x\r\nnocolon\r\n\r\n";
+    assert_eq!(send_raw(&d, chunked), 200);
+    let underscore = b"GET /u HTTP/1.1\r\nHost: t\r\nTransfer_Encoding: chunked\r\nX_Y: 1\r\nConnection: close\r\n\r\n";
+    assert_eq!(send_raw(&d, underscore), 200);
+    // RFC 9110 §2.5: processed as HTTP/1.1, not refused with 505.
+    let later = b"GET /v HTTP/1.2\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_eq!(send_raw(&d, later), 200);
+    let seen = seen.lock().unwrap();
+    let texts: Vec<String> = seen
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    let find = |path: &str| {
+        texts
+            .iter()
+            .find(|t| t.contains(&format!(" {path} HTTP/1.1\r\n")))
+            .unwrap_or_else(|| panic!("{path} not forwarded: {texts:?}"))
+    };
+    let t = find("/t");
+    let body = &t[t.find("\r\n\r\n").unwrap() + 4..];
+    assert_eq!(dechunk(body), "abcde", "{t}");
+    assert!(body.ends_with("\r\n0\r\n\r\n"), "{t}");
+    assert!(!t.contains("ext=") && !t.contains("99") && !t.contains("nocolon"));
+    let u = find("/u");
+    assert!(!u.contains('_'), "{u}");
+    assert!(!u.to_ascii_lowercase().contains("transfer"), "{u}");
+    find("/v");
+}
