@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod cache;
 pub mod ctl;
 pub mod daemon;
+pub mod error;
 pub mod gate;
 pub mod http;
 pub mod log;

@@ -1,13 +1,13 @@
 //! HTTP/1.1: the wire codec, remap rules, and the session state machine that proxies
 //! requests and relays blind tunnels.
 
-pub mod caching;
+pub(crate) mod caching;
 pub mod codec;
 pub mod fields;
 pub mod remap;
-pub mod resolve;
-pub mod session;
-pub mod shared;
+pub(crate) mod resolve;
+pub(crate) mod session;
+pub(crate) mod shared;
 
 pub use session::PortRole;
 pub use shared::{HttpSettings, HttpShared, Live, Timeouts};

@@ -1,0 +1,108 @@
+//! The end of requests and connections: what follows an answer (the next request, or
+//! the close), the lingering close (`Phase::Closing`), and what each phase does when its
+//! deadline passes. Runs on the session's ET_NET thread.
+
+use super::{Phase, Session, LINGER};
+use crate::error::{Error, ErrorKind};
+use iocore::EThread;
+use std::io;
+use std::time::Instant;
+
+impl Session {
+    /// What follows a request answered whole: the next request on a kept connection, or
+    /// the close. With the request `read_whole` and nothing after it, the close comes as
+    /// soon as the answer is out, with no lingering drain (4 recvfrom, a shutdown and an
+    /// epoll_ctl fewer per connection-per-request client).
+    pub(super) fn after_answer(&mut self, keep: bool, read_whole: bool, now: Instant) {
+        if keep {
+            self.phase = Phase::ReadRequest;
+            self.deadline = now + self.shared.settings.timeouts.keep_alive_in;
+        } else {
+            self.phase = Phase::closing(read_whole && self.inbuf.is_empty());
+            self.deadline = now + LINGER;
+        }
+    }
+
+    /// Flushes our last bytes, then half-closes and drains what the client still sends
+    /// (so a late request byte does not turn our close into a reset), until its EOF.
+    pub(super) fn closing(&mut self) -> bool {
+        if !self.out_c.is_empty() {
+            return false; // flush_client runs first and will bring us back
+        }
+        let Phase::Closing { quick, shut } = &mut self.phase else {
+            return false;
+        };
+        if *quick {
+            self.dead = true;
+            return true;
+        }
+        if !*shut {
+            self.client.shutdown_write();
+            *shut = true;
+            return true;
+        }
+        if self.client.eof {
+            self.dead = true;
+            return true;
+        }
+        let mut sink = [0u8; 4096];
+        match self.client.wire().recv(&mut sink) {
+            Ok(0) => {
+                self.client.eof = true;
+                true
+            }
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.client.readable = false;
+                false
+            }
+            Err(_) => {
+                self.dead = true;
+                true
+            }
+        }
+    }
+
+    /// The deadline passed: each phase blames the side it waits for. `idle_drain`: a
+    /// stop closes idle connections.
+    pub(super) fn on_timeout(&mut self, t: &mut EThread, idle_drain: bool) {
+        match self.phase {
+            Phase::ReadRequest if self.inbuf.is_empty() || idle_drain => self.dead = true,
+            Phase::ReadRequest => self.answer_error(Error::new(ErrorKind::RequestTimeout), false),
+            Phase::Exchange => {
+                let connected = self.origin.as_ref().is_some_and(|o| o.connected);
+                let answered = self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_some());
+                if !connected {
+                    self.fail_tx(Error::new(ErrorKind::ConnectTimeout));
+                } else if self.waits_for_body() {
+                    // The client went silent mid-body: its fault, not the origin's (an
+                    // answered one is logged as aborted when the session ends).
+                    if answered {
+                        self.dead = true;
+                    } else {
+                        self.fail_tx(Error::new(ErrorKind::BodyTimeout));
+                    }
+                } else if !answered {
+                    self.fail_tx(Error::new(ErrorKind::OriginTimeout));
+                } else {
+                    self.dead = true;
+                }
+            }
+            Phase::OriginWait => {
+                self.shared.metrics.origin_queue_timeouts.inc();
+                self.note_queue_wait();
+                self.fail_tx(Error::new(ErrorKind::OriginBusy));
+            }
+            Phase::Resolve(_) => {
+                self.phase = Phase::ReadRequest;
+                self.answer_error(Error::new(ErrorKind::ResolveTimeout), false);
+            }
+            Phase::Tunnel(ref p) if p.reply_pending => {
+                self.fail_tx(Error::new(ErrorKind::ConnectTimeout));
+            }
+            // Waited for a fill as long as a connect may take: fetch without it.
+            Phase::CacheWait(_) => self.fill_wait_over(t),
+            Phase::Tunnel(_) | Phase::Closing { .. } | Phase::CacheRead(_) => self.dead = true,
+        }
+    }
+}

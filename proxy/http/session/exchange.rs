@@ -1,0 +1,689 @@
+//! A transaction with an origin (`Phase::Exchange`): the request sent, its body pumped
+//! to the origin, the response head read and decided on ([`on_response_head`], a pure
+//! function), the body relayed to the client, and the end, whole or failed. Runs on the
+//! session's ET_NET thread.
+
+use super::super::codec::{
+    self, BodyFraming, ChunkedScanner, ForwardRequest, ForwardResponse, HeadError, RequestHead,
+    ResponseHead,
+};
+use super::super::shared::{OriginSlot, OriginWaiter};
+use super::cache::CacheTx;
+use super::log::LogResult;
+use super::{Phase, Session, BUF_LIMIT, LINGER};
+use crate::error::{Error, ErrorKind, Retry};
+use iocore::stats::Gauge;
+use iocore::EThread;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How much of a message body is left.
+pub(super) enum Body {
+    Done,
+    Length(u64),
+    Chunked(Box<ChunkedScanner>),
+    UntilClose,
+}
+
+impl Body {
+    pub(super) fn from(f: BodyFraming) -> Body {
+        match f {
+            BodyFraming::None | BodyFraming::Length(0) => Body::Done,
+            BodyFraming::Length(n) => Body::Length(n),
+            BodyFraming::Chunked => Body::Chunked(Box::default()),
+            BodyFraming::UntilClose => Body::UntilClose,
+        }
+    }
+
+    pub(super) fn done(&self) -> bool {
+        matches!(self, Body::Done)
+    }
+
+    /// How many bytes of `input` belong to the body; becomes Done at its end.
+    fn take(&mut self, input: &[u8]) -> Result<usize, HeadError> {
+        self.take_into(input, None)
+    }
+
+    /// As [`Body::take`]; with `dechunked`, a chunked body's payload (its coding removed)
+    /// is appended there in the same pass.
+    fn take_into(
+        &mut self,
+        input: &[u8],
+        dechunked: Option<&mut Vec<u8>>,
+    ) -> Result<usize, HeadError> {
+        let (n, done) = match self {
+            Body::Done => (0, true),
+            Body::Length(left) => {
+                let k = (*left).min(input.len() as u64);
+                *left -= k;
+                (k as usize, *left == 0)
+            }
+            Body::Chunked(s) => {
+                let r = match dechunked {
+                    Some(out) => s.decode(input, out)?,
+                    None => s.scan(input)?,
+                };
+                (r.consumed, r.done)
+            }
+            Body::UntilClose => (input.len(), false),
+        };
+        if done {
+            *self = Body::Done;
+        }
+        Ok(n)
+    }
+}
+
+/// One unit of a gauge for as long as it lives.
+///
+/// A transaction holds one of `current_active_transactions` from the moment its request
+/// first waits (for the cache or a place at its origin) or goes to its origin until the
+/// exchange ends, whichever way. A stop drains until that gauge reaches zero, so a
+/// request parked on a cache read or fill is waited for like one at its origin; the
+/// guard moves from the parked request into its `Tx`, so the count never dips in between.
+pub(super) struct Counted(Arc<Gauge>);
+
+impl Counted {
+    pub(super) fn new(gauge: &Arc<Gauge>) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A request resolved to its origin, not yet sent.
+pub(super) struct Pending {
+    pub(super) head: RequestHead,
+    pub(super) addr: SocketAddr,
+    pub(super) host_header: String,
+    pub(super) path: String,
+    /// `per_server.connection.max` when the request came.
+    pub(super) origin_max: usize,
+    /// Set once the request waits: it is in flight from then on.
+    pub(super) active: Option<Counted>,
+}
+
+impl Pending {
+    /// Counts the request in flight (once) before it is parked.
+    pub(super) fn hold(&mut self, gauge: &Arc<Gauge>) {
+        self.active.get_or_insert_with(|| Counted::new(gauge));
+    }
+}
+
+/// The transaction with an origin.
+pub(super) struct Tx {
+    /// The request's method, as far as response framing cares.
+    pub(super) method: &'static str,
+    pub(super) req_body: Body,
+    pub(super) resp_body: Option<Body>,
+    pub(super) client_keep_alive: bool,
+    pub(super) origin_keep_alive: bool,
+    /// The client spoke HTTP/1.0: it gets no 1xx responses and no chunked coding.
+    client_http10: bool,
+    /// The response body's chunked coding is removed for an HTTP/1.0 client, which then
+    /// reads the body up to the close.
+    dechunk: bool,
+    /// A reused origin connection failed before answering: resend this once on a new one.
+    pub(super) retry: Option<Vec<u8>>,
+    /// The request has a body to stream (`Session::charge_upload` keeps its timers).
+    pub(super) uploads: bool,
+    /// What the cache has to do with this transaction.
+    /// Boxed: a `Tx` sits inline in every session, idle or not.
+    pub(super) cache: Option<Box<CacheTx>>,
+    /// Counts this transaction in flight until it ends.
+    active: Counted,
+    /// Its place under `per_server.connection.max`, once it has one (None: no limit).
+    pub(super) slot: Option<OriginSlot>,
+    /// While it waits for that place: its turn, its unit of `current_origin_queue`, and
+    /// since when. Boxed: rare, and a `Tx` sits inline in every session.
+    pub(super) queued: Option<Box<(OriginWaiter, Counted, Instant)>>,
+}
+
+impl Tx {
+    /// A transaction for `head`, about to be sent; `active` counts it in flight.
+    fn new(head: &RequestHead, client_keep_alive: bool, active: Counted) -> Tx {
+        let req_body = Body::from(head.body());
+        Tx {
+            method: codec::framing_method(head.method()),
+            uploads: !req_body.done(),
+            req_body,
+            resp_body: None,
+            client_keep_alive,
+            origin_keep_alive: true,
+            client_http10: head.minor_version == 0,
+            dechunk: false,
+            retry: None,
+            cache: None,
+            active,
+            slot: None,
+            queued: None,
+        }
+    }
+}
+
+/// What a response head means for its transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum HeadAction {
+    /// An interim (1xx) response an HTTP/1.0 client must not get (RFC 9110 §15.2).
+    DropInterim,
+    /// An interim response to pass on; the final one follows.
+    RelayInterim,
+    /// The final response.
+    Final(FinalHead),
+}
+
+/// How a final response head is relayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FinalHead {
+    /// How its body is delimited, given the request's method.
+    pub(super) framing: BodyFraming,
+    /// The origin connection can carry another request after this one.
+    pub(super) origin_keep_alive: bool,
+    /// The client connection stays open after it.
+    pub(super) client_keep_alive: bool,
+    /// Its chunked coding is removed for an HTTP/1.0 client, which reads to the close.
+    pub(super) dechunk: bool,
+    /// A success answering an unsafe request: the URL's cached object goes.
+    pub(super) invalidates: bool,
+    /// A 304 answering the cache's own revalidation: the stored object is fresh again
+    /// and answers the client.
+    pub(super) refreshes: bool,
+}
+
+/// Decides what a response head means for `tx`: whether an interim response is passed
+/// on, and how a final one is framed, kept alive and used by the cache. Pure.
+pub(super) fn on_response_head(tx: &Tx, head: &ResponseHead) -> HeadAction {
+    if (100..200).contains(&head.status) && head.status != 101 {
+        return if tx.client_http10 {
+            HeadAction::DropInterim
+        } else {
+            HeadAction::RelayInterim
+        };
+    }
+    let framing = head.body(tx.method);
+    let until_close = framing == BodyFraming::UntilClose;
+    // HTTP/1.0 has no chunked coding: it gets the payload until the close.
+    let dechunk = framing == BodyFraming::Chunked && tx.client_http10;
+    let cache = tx.cache.as_deref();
+    HeadAction::Final(FinalHead {
+        framing,
+        origin_keep_alive: head.keep_alive() && !until_close,
+        client_keep_alive: tx.client_keep_alive && !until_close && !dechunk,
+        dechunk,
+        invalidates: cache.is_some_and(|c| c.invalidate) && (200..400).contains(&head.status),
+        refreshes: head.status == 304 && cache.is_some_and(|c| c.stale.is_some()),
+    })
+}
+
+impl Session {
+    /// Sends the request to its origin, through the origin's queue when it has a limit.
+    pub(super) fn forward(&mut self, t: &mut EThread, pending: Pending, cache: Option<CacheTx>) {
+        let shared = self.shared.clone();
+        let Pending {
+            head,
+            addr,
+            host_header,
+            path,
+            origin_max,
+            active,
+        } = pending;
+        let mut out = Vec::with_capacity(512);
+        codec::write_request_head(
+            &head,
+            &mut out,
+            &ForwardRequest {
+                path_and_query: &path,
+                host: &host_header,
+                via: &shared.settings.via,
+                client_ip: Some(self.peer().ip()),
+                keep_alive: true,
+                underscores: shared.settings.underscores,
+            },
+        );
+        let client_keep_alive = head.keep_alive() && !shared.draining();
+        let mut tx = Tx::new(&head, client_keep_alive, self.in_flight(active));
+        tx.retry = tx.req_body.done().then(|| out.clone());
+        tx.cache = cache.map(|mut c| {
+            c.request.get_or_insert(head);
+            Box::new(c)
+        });
+        self.out_o = out;
+        self.tx = Some(tx);
+        self.phase = Phase::Exchange;
+        if let Some(l) = self.log_req.as_mut() {
+            l.origin = Some(addr);
+        }
+        self.admit(t, addr, origin_max);
+    }
+
+    /// The transaction's step: the connect, the request body, the response.
+    pub(super) fn exchange(&mut self, t: &mut EThread) -> bool {
+        let mut progress = match self.finish_connect() {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail_tx(e);
+                return true;
+            }
+        };
+        if !self.origin.as_ref().is_some_and(|o| o.connected) {
+            return progress;
+        }
+        progress |= self.pump_request_body();
+        if self.dead || !matches!(self.phase, Phase::Exchange) {
+            return true;
+        }
+        progress |= self.pump_response(t);
+        progress
+    }
+
+    /// Client → origin body bytes, bounded.
+    fn pump_request_body(&mut self) -> bool {
+        let Some(tx) = self.tx.as_mut() else {
+            return false;
+        };
+        if tx.req_body.done() {
+            return false;
+        }
+        let mut progress = false;
+        if !self.inbuf.is_empty() && self.out_o.len() < BUF_LIMIT {
+            let taken = match &mut tx.req_body {
+                // A chunked body goes on in chunks of our own: its payload, then a last
+                // chunk without trailers. Chunk extensions and trailer fields (where a
+                // framing field could hide) never reach the origin.
+                Body::Chunked(_) => {
+                    let mut payload = Vec::new();
+                    tx.req_body
+                        .take_into(&self.inbuf, Some(&mut payload))
+                        .inspect(|_| {
+                            codec::encode_chunk(&payload, &mut self.out_o);
+                            if tx.req_body.done() {
+                                self.out_o.extend_from_slice(codec::LAST_CHUNK);
+                            }
+                        })
+                }
+                _ => tx.req_body.take(&self.inbuf).inspect(|n| {
+                    self.out_o.extend_from_slice(&self.inbuf[..*n]);
+                }),
+            };
+            match taken {
+                Ok(n) => {
+                    self.inbuf.drain(..n);
+                    progress = n > 0 || tx.req_body.done();
+                }
+                Err(e) => {
+                    self.fail_tx(Error::from(e));
+                    return true;
+                }
+            }
+        }
+        if self.inbuf.is_empty() && !tx.req_body.done() && self.out_o.len() < BUF_LIMIT {
+            progress |= self.read_client(BUF_LIMIT);
+            if self.client.eof && self.inbuf.is_empty() {
+                // The client gave up mid-body.
+                self.dead = true;
+                return true;
+            }
+        }
+        if progress {
+            self.charge_upload();
+        }
+        progress
+    }
+
+    /// While a request body streams to the origin, the inactivity timer belongs to
+    /// the side the session waits for: the client while everything it sent has gone on
+    /// (`transaction_no_activity_timeout_in`, then 408), else the origin
+    /// (`transaction_no_activity_timeout_out`, then 504). Restarted whenever body bytes
+    /// move, so a slow upload is never blamed on the origin.
+    pub(super) fn charge_upload(&mut self) {
+        let timeouts = &self.shared.settings.timeouts;
+        let limit = if self.waits_for_body() {
+            timeouts.transaction_no_activity_in
+        } else {
+            timeouts.transaction_no_activity_out
+        };
+        self.deadline = Instant::now() + limit;
+    }
+
+    /// The exchange waits for the client's request body: all of it that came has gone
+    /// to the origin.
+    pub(super) fn waits_for_body(&self) -> bool {
+        self.out_o.is_empty() && self.tx.as_ref().is_some_and(|tx| !tx.req_body.done())
+    }
+
+    /// Origin → client: response head, interim responses, body.
+    fn pump_response(&mut self, t: &mut EThread) -> bool {
+        let mut progress = self.read_origin();
+        let Some(tx) = self.tx.as_ref() else {
+            return progress;
+        };
+        if tx.resp_body.is_none() {
+            match self.take_response_head(t) {
+                Some(p) => progress |= p,
+                None => return true,
+            }
+        }
+        progress | self.relay_response_body(t)
+    }
+
+    /// Reads origin bytes while the client's buffer has room: true if any (or EOF) came.
+    fn read_origin(&mut self) -> bool {
+        let room = BUF_LIMIT.saturating_sub(self.out_c.len());
+        let Some(o) = self.origin.as_mut() else {
+            return false;
+        };
+        if room == 0 || !o.wire.readable || o.wire.eof {
+            return false;
+        }
+        match o.wire.read_into(&mut o.inbuf, room) {
+            Ok(Some(0)) | Err(_) => {
+                o.wire.eof = true;
+                true
+            }
+            Ok(Some(_)) => {
+                self.deadline =
+                    Instant::now() + self.shared.settings.timeouts.transaction_no_activity_out;
+                true
+            }
+            Ok(None) => false,
+        }
+    }
+
+    /// Parses and acts on the response head, once it is whole. Some(progress); None:
+    /// the transaction took another turn (answered, failed, retried): stop this pass.
+    fn take_response_head(&mut self, t: &mut EThread) -> Option<bool> {
+        let max_head = self.shared.settings.max_head;
+        let (tx, o) = (self.tx.as_mut()?, self.origin.as_mut()?);
+        let head = match codec::parse_response(&o.inbuf, max_head, tx.method) {
+            Ok(Some((head, len))) => {
+                o.inbuf.drain(..len);
+                tx.retry = None;
+                head
+            }
+            Ok(None) if o.wire.eof => {
+                let retry = if o.reused && o.inbuf.is_empty() {
+                    Retry::ReusedOnly
+                } else {
+                    Retry::Never
+                };
+                self.origin_failed(t, Error::new(ErrorKind::OriginClosed).retry(retry));
+                return None;
+            }
+            Ok(None) => return Some(false),
+            Err(_) => {
+                self.fail_tx(Error::new(ErrorKind::BadResponse));
+                return None;
+            }
+        };
+        let via = &self.shared.settings.via;
+        match on_response_head(tx, &head) {
+            HeadAction::DropInterim => Some(true),
+            HeadAction::RelayInterim => {
+                let opts = ForwardResponse {
+                    via,
+                    keep_alive: true,
+                    framing_override: None,
+                };
+                codec::write_response_head(&head, &mut self.out_c, &opts);
+                Some(true)
+            }
+            HeadAction::Final(d) => {
+                tx.origin_keep_alive = d.origin_keep_alive;
+                tx.client_keep_alive = d.client_keep_alive;
+                tx.dechunk = d.dechunk;
+                tx.resp_body = Some(Body::from(d.framing));
+                if self.cache_response_head(&head, &d) {
+                    return None; // answered from the cache
+                }
+                self.shared.metrics.count_status(head.status);
+                if let Some(l) = self.log_req.as_mut() {
+                    l.status = head.status;
+                }
+                let opts = ForwardResponse {
+                    via: &self.shared.settings.via,
+                    keep_alive: d.client_keep_alive,
+                    framing_override: d.dechunk.then_some(BodyFraming::UntilClose),
+                };
+                codec::write_response_head(&head, &mut self.out_c, &opts);
+                Some(true)
+            }
+        }
+    }
+
+    /// Relays response body bytes to the client (and the cache's capture), and ends the
+    /// transaction with its body.
+    fn relay_response_body(&mut self, t: &mut EThread) -> bool {
+        let (Some(tx), Some(o)) = (self.tx.as_mut(), self.origin.as_mut()) else {
+            return false;
+        };
+        let Some(body) = tx.resp_body.as_mut() else {
+            return false;
+        };
+        let mut progress = false;
+        if !o.inbuf.is_empty() && !body.done() {
+            // An HTTP/1.0 client gets the payload, decoded in the framing pass.
+            let dechunked = tx.dechunk.then_some(&mut self.out_c);
+            match body.take_into(&o.inbuf, dechunked) {
+                Ok(n) => {
+                    if let Some(c) = tx.cache.as_deref_mut() {
+                        c.feed(&o.inbuf[..n]);
+                    }
+                    if !tx.dechunk {
+                        self.out_c.extend_from_slice(&o.inbuf[..n]);
+                    }
+                    o.inbuf.drain(..n);
+                    progress |= n > 0 || body.done();
+                }
+                Err(_) => {
+                    // Broken framing mid-body: the client cannot trust the rest.
+                    tx.client_keep_alive = false;
+                    tx.origin_keep_alive = false;
+                    o.wire.eof = true;
+                    o.inbuf.clear();
+                    tx.resp_body = Some(Body::Done);
+                    self.abort_after_flush();
+                    return true;
+                }
+            }
+        }
+        if o.wire.eof && !body.done() {
+            if matches!(body, Body::UntilClose) {
+                *body = Body::Done;
+            } else {
+                // Truncated by the origin: pass on what we have, then close.
+                self.abort_after_flush();
+                return true;
+            }
+        }
+        if body.done() && tx.req_body.done() && self.out_c.is_empty() {
+            self.finish_tx(t);
+            return true;
+        }
+        if body.done() && !tx.req_body.done() {
+            // The origin answered before reading the whole body: stop here.
+            tx.client_keep_alive = false;
+            tx.origin_keep_alive = false;
+            tx.req_body = Body::Done;
+            return true;
+        }
+        progress
+    }
+
+    /// The transaction ended whole: the cache stores what it captured, the origin
+    /// connection stays attached or goes back to the pool, the next request may come.
+    fn finish_tx(&mut self, t: &mut EThread) {
+        let Some(mut tx) = self.tx.take() else { return };
+        if let Some(c) = tx.cache.as_deref_mut() {
+            self.store_capture(c);
+        }
+        drop(tx.active);
+        self.shared.metrics.completed_requests.inc();
+        if let Some(l) = self.log_req.as_deref() {
+            let (status, result) = (l.status, l.result);
+            self.log_end(status, result);
+        }
+        let now = Instant::now();
+        let keep_attached = tx.origin_keep_alive && tx.client_keep_alive && !self.shared.draining();
+        self.end_with_origin(t, keep_attached, tx.origin_keep_alive, now);
+        self.idle_since = now;
+        self.out_o = Vec::new();
+        // The request body, if any, went to the origin whole.
+        self.after_answer(tx.client_keep_alive && !self.shared.draining(), true, now);
+    }
+
+    /// The origin side failed with `err`: a bodiless request on a reused connection
+    /// the origin had closed goes once more on a fresh one (`Retry::ReusedOnly`), else
+    /// the transaction fails.
+    fn origin_failed(&mut self, t: &mut EThread, err: Error) {
+        let resend = match (err.retry, self.tx.as_mut()) {
+            (Retry::ReusedOnly, Some(tx)) => tx.retry.take(),
+            _ => None,
+        };
+        let (Some(req), Some(addr)) = (resend, self.origin.as_ref().map(|o| o.addr)) else {
+            return self.fail_tx(err);
+        };
+        self.release_origin(t, false);
+        self.out_o = req;
+        if let Err(e) = self.connect_origin(t, addr, false) {
+            self.fail_tx(e);
+        }
+    }
+
+    /// Ends the transaction with `err`'s answer (or, when a response head already went,
+    /// by closing after what was sent).
+    pub(super) fn fail_tx(&mut self, err: Error) {
+        log::debug!("{}: {err}", self.peer());
+        let head_sent = self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_some());
+        if let Some(o) = self.origin.as_mut() {
+            o.wire.eof = true;
+        }
+        self.out_o.clear();
+        self.tx = None;
+        if head_sent {
+            self.phase = Phase::closing(false);
+            self.deadline = Instant::now() + LINGER;
+        } else {
+            self.answer_error(err, false);
+        }
+    }
+
+    /// The response cannot complete properly: send what we have, then close.
+    fn abort_after_flush(&mut self) {
+        self.tx = None;
+        self.phase = Phase::closing(false);
+        self.deadline = Instant::now() + LINGER;
+    }
+
+    /// Notes a response answered by the cache in the middle of an exchange.
+    pub(super) fn log_refresh_hit(&mut self, status: u16) {
+        self.log_note(status, LogResult::RefreshHit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iocore::Registry;
+
+    fn tx(request: &str) -> Tx {
+        let (head, _) = codec::parse_request(request.as_bytes(), 8192)
+            .unwrap()
+            .unwrap();
+        let gauge = Registry::new().gauge("t");
+        Tx::new(&head, head.keep_alive(), Counted::new(&gauge))
+    }
+
+    fn response(raw: &str) -> ResponseHead {
+        codec::parse_response(raw.as_bytes(), 8192, "GET")
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    fn final_head(tx: &Tx, raw: &str) -> FinalHead {
+        match on_response_head(tx, &response(raw)) {
+            HeadAction::Final(f) => f,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn interim_responses_reach_http_1_1_clients_only() {
+        let r = "HTTP/1.1 100 Continue\r\n\r\n";
+        let t11 = tx("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n");
+        let t10 = tx("POST / HTTP/1.0\r\nContent-Length: 1\r\n\r\n");
+        assert_eq!(
+            on_response_head(&t11, &response(r)),
+            HeadAction::RelayInterim
+        );
+        assert_eq!(
+            on_response_head(&t10, &response(r)),
+            HeadAction::DropInterim
+        );
+        // 101 is final.
+        let up = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        assert!(matches!(
+            on_response_head(&t11, &response(up)),
+            HeadAction::Final(_)
+        ));
+    }
+
+    #[test]
+    fn a_close_delimited_body_ends_both_connections() {
+        let t = tx("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let f = final_head(&t, "HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(f.framing, BodyFraming::UntilClose);
+        assert!(!f.origin_keep_alive && !f.client_keep_alive && !f.dechunk);
+        let f = final_head(&t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        assert!(f.origin_keep_alive && f.client_keep_alive);
+        let f = final_head(
+            &t,
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n",
+        );
+        assert!(!f.origin_keep_alive && f.client_keep_alive);
+    }
+
+    #[test]
+    fn http_1_0_clients_get_chunked_bodies_decoded_until_the_close() {
+        let t = tx("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let f = final_head(&t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(f.dechunk && !f.client_keep_alive && f.origin_keep_alive);
+        let t = tx("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let f = final_head(&t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(!f.dechunk && f.client_keep_alive);
+    }
+
+    #[test]
+    fn a_head_request_frames_no_body() {
+        let t = tx("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let f = final_head(&t, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
+        assert_eq!(f.framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn only_successes_to_unsafe_requests_invalidate_and_only_304s_to_revalidations_refresh() {
+        let mut t = tx("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        assert!(
+            !final_head(&t, ok).invalidates,
+            "no cache part, no invalidation"
+        );
+        let mut c = CacheTx::new("k".into(), None, None);
+        c.invalidate = true;
+        t.cache = Some(Box::new(c));
+        assert!(final_head(&t, ok).invalidates);
+        let error = "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n";
+        assert!(!final_head(&t, error).invalidates);
+        let not_modified = "HTTP/1.1 304 Not Modified\r\n\r\n";
+        assert!(
+            !final_head(&t, not_modified).refreshes,
+            "nothing stale to refresh"
+        );
+    }
+}

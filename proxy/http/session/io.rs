@@ -1,0 +1,360 @@
+//! The two sides of a session: each a [`Transport`] (a connection and its readiness),
+//! the reads into the session's buffers, the flushes out of them, and the handler that
+//! epoll readiness runs. Runs on the session's ET_NET thread.
+//!
+//! Every read and write of a session goes through `Transport`, over a [`Wire`]: the
+//! plain socket today, so that a TLS layer slots in under it without the phases
+//! knowing.
+
+use super::batch::{drive_batched, with_state};
+use super::{Phase, Session, BUF_LIMIT};
+use iocore::{EThread, Interest, NetConnection, Ready, Socket, Token, Verdict};
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Read size.
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+
+/// A byte stream a session reads and writes without blocking.
+pub(super) trait Wire: AsRawFd {
+    /// Reads into `buf`; `Ok(0)` is end of stream.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes from `buf`.
+    fn send(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Writes the last bytes before a close or half-close.
+    fn send_last(&self, buf: &[u8]) -> io::Result<usize> {
+        self.send(buf)
+    }
+    /// Half-closes the write side.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Wire for NetConnection {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        NetConnection::recv(self, buf)
+    }
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        NetConnection::send(self, buf)
+    }
+    fn send_last(&self, buf: &[u8]) -> io::Result<usize> {
+        NetConnection::send_last(self, buf)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        NetConnection::shutdown_write(self)
+    }
+}
+
+impl Wire for Socket {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Socket::recv(self, buf)
+    }
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        Socket::send(self, buf)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        Socket::shutdown_write(self)
+    }
+}
+
+/// What a write did.
+pub(super) enum Sent {
+    /// This many bytes went out.
+    Bytes(usize),
+    /// Nothing now: the socket is full (or the call was interrupted).
+    Later,
+}
+
+/// One side of a session: the connection, its epoll registration, and its readiness
+/// (edge-triggered: remembered until a call says otherwise).
+pub(super) struct Transport<W> {
+    wire: W,
+    token: Option<Token>,
+    pub(super) readable: bool,
+    pub(super) writable: bool,
+    pub(super) eof: bool,
+    /// epoll reported the peer's FIN (RDHUP/HUP): read until EOF.
+    pub(super) hup: bool,
+}
+
+impl<W: Wire> Transport<W> {
+    /// A side assumed readable and writable until a call says otherwise.
+    pub(super) fn new(wire: W) -> Transport<W> {
+        Transport {
+            wire,
+            token: None,
+            readable: true,
+            writable: true,
+            eof: false,
+            hup: false,
+        }
+    }
+
+    /// The connection.
+    pub(super) fn wire(&self) -> &W {
+        &self.wire
+    }
+
+    /// The connection, handed back (the origin pool keeps it).
+    pub(super) fn into_wire(self) -> (W, Option<Token>) {
+        (self.wire, self.token)
+    }
+
+    /// Registered with this thread's epoll as `token`.
+    pub(super) fn set_token(&mut self, token: Token) {
+        self.token = Some(token);
+    }
+
+    /// Whether epoll watches it.
+    pub(super) fn watched(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Leaves this thread's epoll.
+    pub(super) fn unwatch(&mut self, t: &mut EThread) {
+        if let Some(tok) = self.token.take() {
+            drop(t.deregister(tok));
+        }
+    }
+
+    /// Takes in what epoll reported.
+    pub(super) fn mark(&mut self, r: Ready) {
+        self.readable |= r.is_readable() || r.is_hup() || r.is_error();
+        self.hup |= r.is_hup() || r.is_error();
+        self.writable |= r.is_writable() || r.is_error();
+    }
+
+    /// Reads once into `buf` (at most `max` bytes): Some(n) (0 = EOF), None = would
+    /// block. A read that would block, or a short one, means the socket is drained
+    /// (edge-triggered: the next arrival is a new edge), unless the peer's FIN was
+    /// reported, which must still be read as EOF. When `buf` has no room, the read goes
+    /// through the thread's scratch buffer and `buf` grows by what arrived, not by a
+    /// whole read size, so short-lived and idle connections hold only the bytes they
+    /// have.
+    pub(super) fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+        let want = max.clamp(1, READ_CHUNK);
+        let len = buf.len();
+        let r = if buf.capacity() - len >= want {
+            buf.resize(len + want, 0);
+            let r = self.wire.recv(&mut buf[len..]);
+            buf.truncate(len + *r.as_ref().unwrap_or(&0));
+            r
+        } else {
+            with_state(|st| {
+                let scratch = &mut st.scratch[..want];
+                let r = self.wire.recv(scratch);
+                if let Ok(n) = r {
+                    buf.extend_from_slice(&scratch[..n]);
+                }
+                r
+            })
+        };
+        match r {
+            Ok(n) => {
+                if n == 0 {
+                    self.eof = true;
+                } else if n < want && !self.hup {
+                    self.readable = false;
+                }
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Ok(None)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes from `buf` (`last`: the close or half-close follows these bytes).
+    pub(super) fn send(&mut self, buf: &[u8], last: bool) -> io::Result<Sent> {
+        let r = if last {
+            self.wire.send_last(buf)
+        } else {
+            self.wire.send(buf)
+        };
+        match r {
+            Ok(n) => Ok(Sent::Bytes(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.writable = false;
+                Ok(Sent::Later)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Sent::Later),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Half-closes the write side.
+    pub(super) fn shutdown_write(&self) {
+        // A peer that already left needs no FIN: nothing to do about a failure.
+        let _ = self.wire.shutdown_write();
+    }
+}
+
+/// Runs a session when one of its sockets is ready.
+pub(super) struct SideHandler {
+    pub(super) session: Rc<RefCell<Session>>,
+    pub(super) origin: bool,
+}
+
+impl iocore::IoHandler for SideHandler {
+    fn ready(&mut self, t: &mut EThread, _tok: Token, ready: Ready) -> Verdict {
+        let mut s = self.session.borrow_mut();
+        if self.origin {
+            match s.origin.as_mut() {
+                Some(o) => o.wire.mark(ready),
+                None => return Verdict::Remove,
+            }
+        } else {
+            s.client.mark(ready);
+        }
+        drop(s);
+        drive_batched(t, &self.session);
+        Verdict::Keep
+    }
+}
+
+impl Session {
+    /// Whether the session needs the client socket's readiness. Not while it waits only
+    /// for the origin (the request sent whole, nothing queued for the client): a client
+    /// that leaves meanwhile is noticed at the first write to it, as before, since the
+    /// exchange reads nothing from it then.
+    pub(super) fn waits_on_client(&self) -> bool {
+        let origin_only = matches!(self.phase, Phase::Exchange)
+            && self.origin.is_some()
+            && self.out_c.is_empty()
+            && self.tx.as_ref().is_some_and(|tx| tx.req_body.done());
+        !origin_only
+    }
+
+    /// Adds the client socket to this thread's epoll, edge-triggered. Readiness it already
+    /// has is reported at once (EPOLL_CTL_ADD polls the socket), so nothing that arrived
+    /// before is missed.
+    pub(super) fn watch_client(&mut self, t: &mut EThread) {
+        let Some(me) = self.me.upgrade() else {
+            self.dead = true;
+            return;
+        };
+        let handler = SideHandler {
+            session: me,
+            origin: false,
+        };
+        // The session holds the client socket's only descriptor.
+        match t.register_sole(
+            self.client.wire().as_raw_fd(),
+            Interest::READ | Interest::WRITE | Interest::EDGE,
+            Box::new(handler),
+        ) {
+            Ok(tok) => self.client.set_token(tok),
+            Err(e) => {
+                log::debug!("cannot register client socket: {e}");
+                self.dead = true;
+            }
+        }
+    }
+
+    /// Bytes for the origin that `flush_origin` would send now (were they not held).
+    pub(super) fn origin_writable(&self) -> bool {
+        !self.out_o.is_empty()
+            && self
+                .origin
+                .as_ref()
+                .is_some_and(|o| o.connected && o.wire.writable)
+    }
+
+    /// Writes what is queued for the client while it takes it: true if anything went.
+    pub(super) fn flush_client(&mut self) -> bool {
+        let mut wrote = false;
+        // The last bytes of the connection: the close or shutdown follows as soon as they
+        // are out, and carries their tail with its FIN. (Only asked when there is
+        // something to write: this runs on every turn of `drive`.)
+        let last = !self.out_c.is_empty()
+            && (matches!(self.phase, Phase::Closing { .. })
+                || self.tx.as_ref().is_some_and(|tx| {
+                    !tx.client_keep_alive && tx.resp_body.as_ref().is_some_and(|b| b.done())
+                }));
+        while !self.out_c.is_empty() && self.client.writable {
+            match self.client.send(&self.out_c, last) {
+                Ok(Sent::Bytes(n)) => {
+                    self.out_c.drain(..n);
+                    self.sent_c += n as u64;
+                    wrote = true;
+                    if !self.first_byte_sent {
+                        self.first_byte_sent = true;
+                        let us = self.client.wire().accepted_at().elapsed().as_micros();
+                        self.shared.metrics.first_byte_us.record(us as u64);
+                    }
+                }
+                Ok(Sent::Later) => {}
+                Err(_) => {
+                    self.dead = true;
+                    return true;
+                }
+            }
+        }
+        // Hold no buffer while idle (so an idle keep-alive connection costs little), and
+        // none bigger than the limit ever.
+        if self.out_c.is_empty()
+            && (self.out_c.capacity() > BUF_LIMIT || matches!(self.phase, Phase::ReadRequest))
+        {
+            self.out_c = Vec::new();
+        }
+        if wrote && !matches!(self.phase, Phase::Closing { .. }) {
+            let timeouts = &self.shared.settings.timeouts;
+            let limit = timeouts
+                .default_inactivity
+                .min(timeouts.transaction_no_activity_out);
+            self.deadline = self.deadline.max(Instant::now() + limit);
+        }
+        wrote
+    }
+
+    /// Writes what is queued for the origin while it takes it, unless held for the end
+    /// of the batch: true if anything went.
+    pub(super) fn flush_origin(&mut self) -> bool {
+        if self.batch.hold_origin {
+            return false;
+        }
+        let mut wrote = false;
+        while self.origin_writable() {
+            let Some(o) = self.origin.as_mut() else {
+                break;
+            };
+            match o.wire.send(&self.out_o, false) {
+                Ok(Sent::Bytes(n)) => {
+                    self.out_o.drain(..n);
+                    wrote = true;
+                    if self.tx.as_ref().is_some_and(|tx| tx.uploads) {
+                        self.charge_upload();
+                    }
+                }
+                Ok(Sent::Later) => {}
+                Err(_) => {
+                    // The origin went away; the read side will see it and answer 502.
+                    o.wire.eof = true;
+                    self.out_o.clear();
+                    return true;
+                }
+            }
+        }
+        wrote
+    }
+
+    /// Reads client bytes into `inbuf`: true if anything happened (bytes or EOF).
+    pub(super) fn read_client(&mut self, max: usize) -> bool {
+        if !self.client.readable || self.client.eof || max == 0 {
+            return false;
+        }
+        match self.client.read_into(&mut self.inbuf, max) {
+            Ok(Some(_)) => true,
+            Ok(None) => false,
+            Err(_) => {
+                self.dead = true;
+                true
+            }
+        }
+    }
+}

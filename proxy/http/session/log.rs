@@ -1,0 +1,144 @@
+//! The access log's view of a session: what it notes when a request begins, and the
+//! line written when it ends (or when the session ends first). Runs on the session's
+//! ET_NET thread; the line goes to the log's own writer thread.
+
+use super::super::codec::RequestHead;
+use super::Session;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How a request was served, as squid's native log format names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogResult {
+    /// Went to the origin.
+    Miss,
+    /// Answered from the cache.
+    Hit,
+    /// Revalidated with the origin, which answered 304.
+    RefreshHit,
+    /// A CONNECT tunnel, logged when it ends.
+    Tunnel,
+    /// Answered by Turnstile itself (errors, stats).
+    None,
+}
+
+impl LogResult {
+    /// The log's word for it; `aborted` when the client or origin went away first.
+    pub(crate) fn word(self, aborted: bool) -> &'static str {
+        match (self, aborted) {
+            (LogResult::Miss, false) => "TCP_MISS",
+            (LogResult::Miss, true) => "TCP_MISS_ABORTED",
+            (LogResult::Hit, false) => "TCP_HIT",
+            (LogResult::Hit, true) => "TCP_HIT_ABORTED",
+            (LogResult::RefreshHit, false) => "TCP_REFRESH_HIT",
+            (LogResult::RefreshHit, true) => "TCP_REFRESH_HIT_ABORTED",
+            // A tunnel ends when either side closes: that is how tunnels end.
+            (LogResult::Tunnel, _) => "TCP_TUNNEL",
+            (LogResult::None, false) => "NONE",
+            (LogResult::None, true) => "NONE_ABORTED",
+        }
+    }
+}
+
+/// What the access log needs of the request in progress.
+pub(super) struct LogReq {
+    started: SystemTime,
+    at: Instant,
+    /// `sent_c + out_c.len()` when it began: its bytes are what the client got beyond.
+    mark: u64,
+    method: String,
+    url: String,
+    /// The response status sent, once sent (0 before).
+    pub(super) status: u16,
+    pub(super) result: LogResult,
+    /// The client fell silent or left: logged as aborted even when answered.
+    pub(super) aborted: bool,
+    pub(super) origin: Option<SocketAddr>,
+}
+
+impl Session {
+    /// Notes what the access log will need of `head`'s request.
+    pub(super) fn log_begin(&mut self, head: &RequestHead) {
+        let target = head.target();
+        let url = if head.is_absolute_form() || head.method() == "CONNECT" {
+            target.to_string()
+        } else {
+            let host = head.header("host").map(String::from_utf8_lossy);
+            format!("http://{}{target}", host.as_deref().unwrap_or("-"))
+        };
+        self.log_req = Some(Box::new(LogReq {
+            started: SystemTime::now(),
+            at: Instant::now(),
+            mark: self.sent_c + self.out_c.len() as u64,
+            method: head.method().to_string(),
+            url,
+            status: 0,
+            result: LogResult::Miss,
+            aborted: false,
+            origin: None,
+        }));
+    }
+
+    /// Notes how the request in progress is being answered.
+    pub(super) fn log_note(&mut self, status: u16, result: LogResult) {
+        if let Some(l) = self.log_req.as_mut() {
+            (l.status, l.result) = (status, result);
+        }
+    }
+
+    /// Writes the access log line of the request in progress (or of a bare answer
+    /// to no request, as a 400 for a head that did not parse), now that it ended.
+    pub(super) fn log_end(&mut self, status: u16, result: LogResult) {
+        let aborted = self.log_req.as_ref().is_some_and(|l| l.aborted);
+        self.write_log(result.word(aborted), status);
+        self.log_req = None;
+    }
+
+    /// Queues the access log line of the request in progress (if any) with `result` and
+    /// `status`; nothing without an access log.
+    fn write_log(&self, result: &str, status: u16) {
+        let Some(log) = self.shared.access_log() else {
+            return;
+        };
+        let l = self.log_req.as_deref();
+        let (started, elapsed, mark) = match l {
+            Some(l) => (l.started, l.at.elapsed(), l.mark),
+            None => (SystemTime::now(), Duration::ZERO, self.sent_c),
+        };
+        log.write(&crate::access_log::Entry {
+            started,
+            elapsed,
+            client: self.client.wire().peer_addr().ip(),
+            result,
+            status,
+            bytes: (self.sent_c + self.out_c.len() as u64).saturating_sub(mark),
+            method: l.map_or("", |l| &l.method),
+            url: l.map_or("", |l| &l.url),
+            origin: l.and_then(|l| l.origin),
+        });
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A request that never finished (client or origin gone, a tunnel's end).
+        if let Some(l) = self.log_req.as_deref() {
+            self.write_log(l.result.word(true), l.status);
+        }
+        self.shared.metrics.current_client_connections.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_read_as_squid_writes_them() {
+        assert_eq!(LogResult::Miss.word(false), "TCP_MISS");
+        assert_eq!(LogResult::Miss.word(true), "TCP_MISS_ABORTED");
+        assert_eq!(LogResult::RefreshHit.word(false), "TCP_REFRESH_HIT");
+        assert_eq!(LogResult::Tunnel.word(true), "TCP_TUNNEL");
+        assert_eq!(LogResult::None.word(false), "NONE");
+    }
+}

@@ -1,0 +1,262 @@
+//! Client sessions: HTTP/1.1 transactions and blind tunnels, as one state machine per
+//! client connection on the ET_NET thread that accepted (or was handed) it.
+//!
+//! Every function in this module and its files runs on that ET_NET thread: each takes
+//! `&mut EThread` or is called from one that does. Work that runs elsewhere (a cache
+//! disk read, a name lookup) is handed back to this thread with [`iocore::ThreadRef`]
+//! and finds its session again by ticket (`batch.rs`). A session is shared by the I/O
+//! registrations it owns (client and origin) as `Rc<RefCell<Session>>`; a per-thread
+//! sweep event enforces timeouts. Sockets are edge-triggered, so each side remembers
+//! whether it is readable/writable and [`Session::drive`] moves bytes until nothing can
+//! progress. Buffers are bounded (`BUF_LIMIT` a direction) and released when a
+//! connection goes idle.
+//!
+//! The phases, one file each for what happens in them:
+//!
+//! ```text
+//!            ┌─────────────────── next request on a kept connection ◄─────────────┐
+//!            ▼                                                                      │
+//! start ─► ReadRequest ─► route ─┬─► Resolve ─ answer ─► route          (dns.rs)    │
+//! (mod.rs)  (request.rs)         ├─► stats, local answers ──────────────────────────┤
+//!            │                   ├─► lookup ─┬─ fresh hit ──────────────────────────┤
+//!            │                   │ (cache.rs)├─► CacheRead ─ value ─► decide        │
+//!            │                   │           ├─► CacheWait ─ fill ends ─► lookup    │
+//!            │                   │           └─ miss / stale ─┐                     │
+//!            │                   └─► forward ─┬─► OriginWait ─┤ (queue.rs)          │
+//!            │                   (exchange.rs)└───────────────┴─► Exchange ─────────┤
+//!            │                                                    (origin.rs: the   │
+//!            │                                                     connection)      │
+//!            ├─► Tunnel: CONNECT, and blind ports from the start (tunnel.rs)        │
+//!            └────────────────────────────────────► Closing (close.rs) ◄────────────┘
+//! ```
+//!
+//! `io.rs` moves the bytes of both sides, `log.rs` writes the access log line of each
+//! request, `batch.rs` holds the thread's state and sends the requests of one batch of
+//! events to their origins together.
+
+mod batch;
+mod cache;
+mod close;
+mod dns;
+mod exchange;
+mod io;
+mod log;
+mod origin;
+mod queue;
+mod request;
+mod tunnel;
+
+use self::batch::{drive_batched, with_state};
+use self::cache::Waiting;
+use self::dns::Resolving;
+use self::exchange::Tx;
+use self::io::Transport;
+use self::log::LogReq;
+use self::origin::Origin;
+use self::tunnel::Pipe;
+use super::shared::HttpShared;
+use iocore::{EThread, NetConnection};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bytes buffered per direction before the reading side is paused.
+const BUF_LIMIT: usize = 64 * 1024;
+/// How long a closing connection is drained so the peer receives our last bytes.
+const LINGER: Duration = Duration::from_secs(2);
+/// Turns of [`Session::drive`] before it gives up on a session that keeps reporting
+/// progress (a bug, never a client's doing): logged and counted, the session closed.
+const DRIVE_TURNS: usize = 10_000;
+
+/// What a port does with a connection.
+#[derive(Clone, Debug)]
+pub enum PortRole {
+    /// HTTP proxying and the stats endpoint.
+    Http,
+    /// Byte relay to a fixed address.
+    Blind(SocketAddr),
+}
+
+/// Where a session is, with what only that phase needs.
+enum Phase {
+    /// Waiting for (the rest of) a request head.
+    ReadRequest,
+    /// A transaction with an origin (`Session::tx`).
+    Exchange,
+    /// Waiting for a place under `per_server.connection.max` to its origin.
+    OriginWait,
+    /// Waiting for a resolver thread to look its origin's name up.
+    Resolve(Box<Resolving>),
+    /// Waiting for the cache's disk read of what this one asked for.
+    CacheRead(Box<Waiting>),
+    /// Waiting for another connection to fill the cache with what this one asked for.
+    CacheWait(Box<Waiting>),
+    /// A byte relay: a CONNECT tunnel or a blind port.
+    Tunnel(Pipe),
+    /// Flushing our last bytes, then (unless `quick`) half-closing and draining the
+    /// client until EOF or the linger limit; `shut` once our FIN is sent.
+    Closing { quick: bool, shut: bool },
+}
+
+impl Phase {
+    /// Closing, not yet half-closed.
+    fn closing(quick: bool) -> Phase {
+        Phase::Closing { quick, shut: false }
+    }
+}
+
+/// One client connection.
+pub(crate) struct Session {
+    me: Weak<RefCell<Session>>,
+    shared: Arc<HttpShared>,
+    /// The client connection and its readiness.
+    client: Transport<NetConnection>,
+    /// The origin connection, while one is attached.
+    origin: Option<Origin>,
+    /// Client bytes not yet consumed (head being read, body, pipelined requests).
+    inbuf: Vec<u8>,
+    /// Bytes for the client, not yet written.
+    out_c: Vec<u8>,
+    /// Bytes for the origin, not yet written.
+    out_o: Vec<u8>,
+    phase: Phase,
+    /// The transaction with an origin, from `forward` until it ends.
+    tx: Option<Tx>,
+    deadline: Instant,
+    dead: bool,
+    /// When the last transaction ended.
+    idle_since: Instant,
+    /// How much of `inbuf` the head parser has already searched for the end of head.
+    head_searched: usize,
+    /// A response byte has been written (accept_to_first_byte_us is recorded once).
+    first_byte_sent: bool,
+    /// Bytes written to the client so far.
+    sent_c: u64,
+    /// The request in progress, for the access log (only with one).
+    log_req: Option<Box<LogReq>>,
+    /// Where the session is in its thread's batch of events (`batch.rs`).
+    batch: batch::Batch,
+}
+
+/// Starts a session for `conn`. Runs on the ET_NET thread that owns `conn`.
+pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &mut EThread) {
+    let m = &shared.metrics;
+    m.current_client_connections.inc();
+    m.total_client_connections.inc();
+    let now = Instant::now();
+    let deadline = now + shared.settings.timeouts.accept_no_activity;
+    let session = Rc::new_cyclic(|me| {
+        RefCell::new(Session {
+            me: me.clone(),
+            client: Transport::new(conn),
+            origin: None,
+            inbuf: Vec::new(),
+            out_c: Vec::new(),
+            out_o: Vec::new(),
+            phase: Phase::ReadRequest,
+            tx: None,
+            deadline,
+            dead: false,
+            idle_since: now,
+            head_searched: 0,
+            first_byte_sent: false,
+            sent_c: 0,
+            log_req: None,
+            batch: batch::Batch::default(),
+            shared,
+        })
+    });
+    // The client socket joins the epoll only once the session waits on it (`settle`): a
+    // request that is already there is read at once, and a connection answered and
+    // closed without ever waiting on its client costs no epoll_ctl.
+    with_state(|st| st.sessions.push(Rc::downgrade(&session)));
+    if let PortRole::Blind(target) = role {
+        session.borrow_mut().open_blind(t, *target, now);
+    }
+    drive_batched(t, &session);
+}
+
+/// Enforces timeouts on this thread's sessions and drops what its origin pool should
+/// no longer hold. Runs on each ET_NET thread periodically.
+pub fn sweep(t: &mut EThread) {
+    let now = Instant::now();
+    let sessions: Vec<Rc<RefCell<Session>>> = with_state(|st| {
+        st.sessions.retain(|w| w.strong_count() > 0);
+        st.sessions.iter().filter_map(Weak::upgrade).collect()
+    });
+    for rc in sessions {
+        let mut s = rc.borrow_mut();
+        if s.dead {
+            continue;
+        }
+        let idle_drain = s.shared.draining() && s.is_idle();
+        if s.is_idle() && s.origin.is_some() && s.idle_since.elapsed() >= origin::ATTACHED_IDLE {
+            // An idle client should not pin an origin connection: back to the pool.
+            s.release_origin(t, true);
+        }
+        if now >= s.deadline || idle_drain {
+            s.on_timeout(t, idle_drain);
+            s.drive(t);
+        }
+        s.settle(t);
+    }
+    origin::sweep_pool(t, now);
+}
+
+impl Session {
+    /// Moves bytes until nothing more can happen without new readiness.
+    fn drive(&mut self, t: &mut EThread) {
+        for _ in 0..DRIVE_TURNS {
+            if self.dead {
+                return;
+            }
+            let mut progress = self.flush_client();
+            progress |= self.flush_origin();
+            progress |= match self.phase {
+                Phase::ReadRequest => self.read_request(t),
+                Phase::Exchange => self.exchange(t),
+                Phase::Tunnel(_) => self.tunnel(),
+                Phase::Closing { .. } => self.closing(),
+                Phase::OriginWait | Phase::Resolve(_) => self.client_left(),
+                Phase::CacheWait(_) | Phase::CacheRead(_) => false,
+            };
+            if !progress {
+                return;
+            }
+        }
+        // Every turn made progress, 10,000 times: a loop that should not be. Close the
+        // session rather than hold the thread.
+        ::log::warn!(
+            "session from {} still progressing after {DRIVE_TURNS} turns: closed",
+            self.client.wire().peer_addr()
+        );
+        self.shared.metrics.drive_overruns.inc();
+        self.dead = true;
+    }
+
+    /// After the session ran: watches the client socket if the session now waits on it
+    /// and it is not watched yet; releases both registrations of a dead session (which
+    /// drops it).
+    fn settle(&mut self, t: &mut EThread) {
+        if !self.dead && !self.client.watched() && self.waits_on_client() {
+            self.watch_client(t);
+        }
+        if !self.dead {
+            return;
+        }
+        // An origin connection attached between transactions is healthy and idle: it goes
+        // back to the pool when its client leaves. One mid-transaction is not reusable.
+        let idle_origin = self.tx.is_none()
+            && !matches!(self.phase, Phase::Tunnel(_))
+            && self.origin.as_ref().is_some_and(|o| o.connected);
+        self.release_origin(t, idle_origin);
+        self.client.unwatch(t);
+    }
+
+    /// Between requests, with nothing buffered either way.
+    fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::ReadRequest) && self.inbuf.is_empty() && self.out_c.is_empty()
+    }
+}

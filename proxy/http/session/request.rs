@@ -1,0 +1,207 @@
+//! A request's first steps: reading its head, routing it (the stats endpoint, a remap
+//! rule's origin, a forward proxy's origin, a CONNECT tunnel), and the answers
+//! Turnstile gives itself (errors, stats). Runs on the session's ET_NET thread.
+
+use super::super::codec::{self, RequestHead};
+use super::super::remap::split_authority;
+use super::dns::Resumed;
+use super::exchange::{Counted, Pending};
+use super::log::LogResult;
+use super::{Phase, Session, LINGER};
+use crate::error::{Error, ErrorKind};
+use crate::stats_http::{self, Format};
+use iocore::EThread;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+impl Session {
+    /// Reads and parses the next request head; a whole one begins its transaction.
+    pub(super) fn read_request(&mut self, t: &mut EThread) -> bool {
+        if !self.out_c.is_empty() {
+            // One answer at a time: the next (pipelined) request is read once the
+            // answer before it is in the socket. A client that sends and never reads
+            // then costs one answer here; its other requests wait unread in the kernel,
+            // as they do behind an origin's answer.
+            return false;
+        }
+        let max_head = self.shared.settings.max_head;
+        if !self.inbuf.is_empty() {
+            match codec::parse_request_from(&self.inbuf, max_head, self.head_searched) {
+                Ok(Some((head, len))) => {
+                    self.inbuf.drain(..len);
+                    self.head_searched = 0;
+                    self.begin(t, head);
+                    return true;
+                }
+                Ok(None) => self.head_searched = self.inbuf.len(),
+                Err(e) => {
+                    self.shared.metrics.incoming_requests.inc();
+                    self.answer_error(Error::from(e), false);
+                    return true;
+                }
+            }
+        }
+        if self.client.eof {
+            // Closed between requests (or mid-head): nothing to answer.
+            self.dead = self.out_c.is_empty() || !self.client.writable;
+            if !self.dead {
+                self.phase = Phase::closing(false);
+            }
+            return true;
+        }
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 && !self.client.readable {
+            self.inbuf = Vec::new(); // idle: hold no buffer
+        }
+        let room = max_head + 1 - self.inbuf.len().min(max_head);
+        self.read_client(room)
+    }
+
+    fn begin(&mut self, t: &mut EThread, head: RequestHead) {
+        self.shared.metrics.incoming_requests.inc();
+        if self.shared.access_log().is_some() {
+            self.log_begin(&head);
+        }
+        self.route(t, head, None);
+    }
+
+    /// Where a request goes: the stats endpoint, a remap rule's origin, a forward
+    /// proxy's (once its name is resolved), a CONNECT tunnel, or a local error.
+    /// `resumed`: the request waited for its origin's name, which came.
+    pub(super) fn route(&mut self, t: &mut EThread, head: RequestHead, resumed: Option<Resumed>) {
+        let shared = self.shared.clone();
+        let settings = &shared.settings;
+        let has_body = head.has_body();
+        let keep = head.keep_alive() && !has_body;
+        let (mut answer, active) = match resumed {
+            Some(r) => (Some(r.answer), Some(r.active)),
+            None => (None, None),
+        };
+        if head.method() == "CONNECT" {
+            return self.open_connect(t, head, answer);
+        }
+        let target = match head.split_target() {
+            Ok(t) => t,
+            Err(e) => return self.answer_error(Error::from(e), false),
+        };
+        let path = target.path_and_query.as_str();
+        if target.scheme.is_none() {
+            if let Some(rest) = path.strip_prefix(settings.stats_path.as_str()) {
+                if let Some(format) = Format::select(rest, head.header("accept")) {
+                    return self.stats(&head, format, keep);
+                }
+            }
+        }
+        let host = target.host.as_deref();
+        // One look at the live settings per request: the rule, and the origin's limit.
+        let (remapped, origin_max) = shared.with_live(|live| {
+            let rule = live
+                .remap
+                .lookup(host, path)
+                .map(|(rule, to_path)| (rule.to_addr, rule.to_host.clone(), to_path));
+            (rule, live.origin_max)
+        });
+        let (addr, host_header, path) = match remapped {
+            Some(found) => found,
+            None if target.scheme.is_some() && !settings.remap_required => {
+                let Some((h, port)) = host.and_then(split_authority) else {
+                    return self.answer_error(Error::new(ErrorKind::BadTarget), false);
+                };
+                let port = port.unwrap_or(80);
+                match self.address_of(&h, port, &mut answer) {
+                    Some(Ok(a)) => (
+                        a,
+                        host.unwrap_or_default().to_string(),
+                        target.path_and_query.clone(),
+                    ),
+                    Some(Err(_)) => {
+                        return self.answer_error(Error::new(ErrorKind::ResolveFailed), keep)
+                    }
+                    None => return self.wait_for_name(t, h, port, head),
+                }
+            }
+            None => return self.answer_error(Error::new(ErrorKind::NoRemap), keep),
+        };
+        let pending = Pending {
+            head,
+            addr,
+            host_header,
+            path,
+            origin_max,
+            active,
+        };
+        self.consult_cache(t, pending);
+    }
+
+    /// Answers the request in progress (or a head that did not parse) with `err`'s
+    /// status and message, closing afterwards unless `keep`.
+    pub(super) fn answer_error(&mut self, err: Error, keep: bool) {
+        if let Some(l) = self.log_req.as_mut() {
+            l.aborted |= err.client_aborted();
+        }
+        self.local_response(err.status(), &err.message(), keep, &[]);
+    }
+
+    /// A local answer (error, stats): queued in order; closes afterwards unless `keep`.
+    pub(super) fn local_response(
+        &mut self,
+        status: u16,
+        body: &str,
+        keep: bool,
+        headers: &[(&str, &str)],
+    ) {
+        let keep = keep && !self.shared.draining();
+        codec::simple_response(status, body, keep, headers, &mut self.out_c);
+        self.shared.metrics.count_status(status);
+        self.shared.metrics.completed_requests.inc();
+        let result = match self.log_req.as_deref() {
+            Some(l) if l.origin.is_some() => l.result,
+            _ => LogResult::None,
+        };
+        self.log_end(status, result);
+        if !keep {
+            self.phase = Phase::closing(false);
+            self.deadline = Instant::now() + LINGER;
+        }
+    }
+
+    /// The stats endpoint (SPEC §6), for clients `stats.allow_ip` lets in.
+    fn stats(&mut self, head: &RequestHead, format: Format, keep: bool) {
+        let peer = self.peer().ip();
+        if !self
+            .shared
+            .with_live(|live| live.allow.iter().any(|n| n.contains(&peer)))
+        {
+            return self.answer_error(Error::new(ErrorKind::Forbidden), keep);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let metrics = self.shared.registry.snapshot();
+        let body = stats_http::render(format, &metrics, now_ms, &self.shared.settings.server);
+        let body = if head.method() == "HEAD" {
+            ""
+        } else {
+            body.as_str()
+        };
+        self.local_response(
+            200,
+            body,
+            keep,
+            &[
+                ("Content-Type", format.content_type()),
+                ("Cache-Control", "no-cache"),
+            ],
+        );
+    }
+
+    /// The client's address.
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.client.wire().peer_addr()
+    }
+
+    /// Counts the request in flight from now, unless it already is.
+    pub(super) fn in_flight(&self, active: Option<Counted>) -> Counted {
+        active.unwrap_or_else(|| Counted::new(&self.shared.metrics.active_transactions))
+    }
+}

@@ -1,0 +1,252 @@
+//! The cache's bookkeeping across threads: which keys a transaction is filling now (the
+//! misses for them wait, and are woken when the fill ends), which recent fills stored
+//! nothing (misses for those skip the wait), and which keys were invalidated while a
+//! fetch was under way (it must not store what it got). Any thread; short locks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long a key whose fill brought nothing storable is fetched without coalescing.
+const UNSTORABLE_FOR: Duration = Duration::from_secs(10);
+/// Keys remembered as unstorable at most (expired ones are dropped first).
+const UNSTORABLE_MAX: usize = 10_000;
+/// How long an invalidation is remembered: a fetch that began before it and ends within
+/// this long after it stores nothing.
+const INVALIDATION_MEMORY: Duration = Duration::from_secs(600);
+/// Keys remembered at most; beyond, the memory collapses into one "everything, now".
+const INVALIDATIONS_KEPT: usize = 8192;
+
+/// Run (on the thread that ends a fill) to wake one request waiting for it.
+pub(crate) type Wake = Box<dyn FnOnce() + Send>;
+
+/// Fills in flight and what recent ones taught, and recent invalidations.
+#[derive(Default)]
+pub(crate) struct FillTable {
+    fills: Mutex<Fills>,
+    invalidated: Mutex<Invalidations>,
+}
+
+#[derive(Default)]
+struct Fills {
+    /// Keys some transaction is filling now, each with the requests waiting for it.
+    filling: HashMap<String, Vec<Wake>>,
+    /// Keys whose last fill brought nothing storable, until when misses for them skip
+    /// the fill (and the wait for it) and go to the origin side by side.
+    unstorable: HashMap<String, Instant>,
+}
+
+/// What a cache miss may do about filling its key ([`FillTable::claim`]).
+pub(crate) enum Claim {
+    /// Fetch and store it; others wait meanwhile.
+    Fill(Fill),
+    /// Another transaction is filling it: wait for that.
+    InFlight,
+    /// Its last fill stored nothing, not long ago: fetch without filling or waiting.
+    Unstorable,
+}
+
+/// The right to fill one cache key: while it lives, other misses for the key wait; when
+/// it ends, they are woken. Dropped without [`Fill::stored`], it marks the key
+/// unstorable for a while, so that requests for a URL that is never cached (no
+/// freshness, `no-store`, too big) do not queue behind each other's fills.
+pub(crate) struct Fill {
+    table: Arc<FillTable>,
+    key: String,
+    stored: bool,
+}
+
+impl Fill {
+    /// The object was stored: the fill succeeded.
+    pub(crate) fn stored(&mut self) {
+        self.stored = true;
+    }
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        let waiting = {
+            let mut fills = self.table.fills();
+            let Some(waiting) = fills.filling.remove(&self.key) else {
+                return;
+            };
+            if self.stored {
+                fills.unstorable.remove(&self.key);
+            } else {
+                let now = Instant::now();
+                let unexpired = |until: &Instant| *until > now;
+                insert_bounded(
+                    &mut fills.unstorable,
+                    &self.key,
+                    now + UNSTORABLE_FOR,
+                    UNSTORABLE_MAX,
+                    unexpired,
+                );
+            }
+            waiting
+        };
+        // Outside the lock: each wakes a session on its own thread.
+        for wake in waiting {
+            wake();
+        }
+    }
+}
+
+impl FillTable {
+    fn fills(&self) -> MutexGuard<'_, Fills> {
+        self.fills.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What a miss for `key` may do: fill it, wait for the fill in flight, or fetch
+    /// without filling because the last fill, not long ago, stored nothing.
+    pub(crate) fn claim(self: &Arc<Self>, key: &str) -> Claim {
+        let mut fills = self.fills();
+        if fills
+            .unstorable
+            .get(key)
+            .is_some_and(|until| *until > Instant::now())
+        {
+            return Claim::Unstorable;
+        }
+        if fills.filling.contains_key(key) {
+            return Claim::InFlight;
+        }
+        fills.filling.insert(key.to_string(), Vec::new());
+        Claim::Fill(Fill {
+            table: self.clone(),
+            key: key.to_string(),
+            stored: false,
+        })
+    }
+
+    /// Has `wake` run when the fill of `key` ends. False (and `wake` dropped unrun): no
+    /// fill of it is in flight any more.
+    pub(crate) fn wait(&self, key: &str, wake: Wake) -> bool {
+        match self.fills().filling.get_mut(key) {
+            Some(waiting) => {
+                waiting.push(wake);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records that `key` was invalidated now: fetches of it already under way must not
+    /// store what they got (it may predate the change). Bounded: a write-heavy load that
+    /// invalidates more keys than `INVALIDATIONS_KEPT` within `INVALIDATION_MEMORY`
+    /// makes every fetch under way at that moment skip storing, rather than growing the
+    /// memory.
+    pub(crate) fn note_invalidation(&self, key: &str) {
+        let mut inv = self.invalidated.lock().unwrap_or_else(|e| e.into_inner());
+        inv.note(key, Instant::now());
+    }
+
+    /// Whether `key` was invalidated after `began`.
+    pub(crate) fn invalidated_since(&self, key: &str, began: Instant) -> bool {
+        let inv = self.invalidated.lock().unwrap_or_else(|e| e.into_inner());
+        inv.since(key, began)
+    }
+}
+
+/// When each recently invalidated key was, within bounds.
+#[derive(Default)]
+struct Invalidations {
+    at: HashMap<String, Instant>,
+    /// Set when too many keys were invalidated too recently to remember each: every key
+    /// counts as invalidated then.
+    all: Option<Instant>,
+}
+
+impl Invalidations {
+    fn note(&mut self, key: &str, now: Instant) {
+        let recent = |at: &Instant| now.duration_since(*at) < INVALIDATION_MEMORY;
+        if insert_bounded(&mut self.at, key, now, INVALIDATIONS_KEPT, recent) {
+            self.all = Some(now);
+        }
+    }
+
+    fn since(&self, key: &str, began: Instant) -> bool {
+        self.all.is_some_and(|at| at > began) || self.at.get(key).is_some_and(|at| *at > began)
+    }
+}
+
+/// Inserts `key` → `value` into a map kept under `max` entries: when full, the entries
+/// `live` rejects go first, and if that is not enough, all of them (true: it came to
+/// that, and the map now remembers only `key`).
+fn insert_bounded(
+    map: &mut HashMap<String, Instant>,
+    key: &str,
+    value: Instant,
+    max: usize,
+    live: impl Fn(&Instant) -> bool,
+) -> bool {
+    let mut cleared = false;
+    if map.len() >= max {
+        map.retain(|_, v| live(v));
+        if map.len() >= max {
+            map.clear();
+            cleared = true;
+        }
+    }
+    map.insert(key.to_string(), value);
+    cleared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn invalidations_are_remembered_per_key_within_bounds() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let mut inv = Invalidations::default();
+        inv.note("a", t1);
+        assert!(inv.since("a", t0) && !inv.since("a", t1) && !inv.since("b", t0));
+        // Old entries make room; young ones beyond the bound collapse into "all".
+        let late = t1 + INVALIDATION_MEMORY + Duration::from_secs(1);
+        for i in 0..INVALIDATIONS_KEPT {
+            inv.note(&format!("k{i}"), late);
+        }
+        assert!(inv.at.len() <= INVALIDATIONS_KEPT && !inv.at.contains_key("a"));
+        assert!(inv.all.is_none() && !inv.since("b", t1));
+        inv.note("one more", late);
+        assert!(inv.at.len() <= 1 && inv.all == Some(late));
+        assert!(inv.since("b", t1) && !inv.since("b", late));
+    }
+
+    #[test]
+    fn a_fill_wakes_each_waiter_once_when_it_ends() {
+        let table = Arc::new(FillTable::default());
+        let woken = Arc::new(AtomicUsize::new(0));
+        let wake = || {
+            let w = woken.clone();
+            Box::new(move || {
+                w.fetch_add(1, Ordering::SeqCst);
+            }) as Wake
+        };
+        assert!(!table.wait("k", wake()), "nothing in flight to wait for");
+        let Claim::Fill(mut fill) = table.claim("k") else {
+            panic!("the first miss fills")
+        };
+        assert!(matches!(table.claim("k"), Claim::InFlight));
+        assert!(table.wait("k", wake()) && table.wait("k", wake()));
+        assert_eq!(woken.load(Ordering::SeqCst), 0);
+        fill.stored();
+        drop(fill);
+        assert_eq!(woken.load(Ordering::SeqCst), 2);
+        assert!(!table.wait("k", wake()));
+        assert!(matches!(table.claim("k"), Claim::Fill(_)));
+    }
+
+    #[test]
+    fn a_fill_that_stored_nothing_lets_misses_skip_the_wait_for_a_while() {
+        let table = Arc::new(FillTable::default());
+        let Claim::Fill(fill) = table.claim("k") else {
+            panic!()
+        };
+        drop(fill);
+        assert!(matches!(table.claim("k"), Claim::Unstorable));
+    }
+}

@@ -1,0 +1,87 @@
+//! The HTTP metrics of SPEC §6 (and more), registered once; every thread counts into
+//! them.
+
+use iocore::stats::{Counter, Gauge, Histogram};
+use iocore::Registry;
+use std::sync::Arc;
+
+/// HTTP metrics of SPEC §6.
+pub(crate) struct HttpMetrics {
+    pub(crate) current_client_connections: Arc<Gauge>,
+    pub(crate) total_client_connections: Arc<Counter>,
+    pub(crate) incoming_requests: Arc<Counter>,
+    pub(crate) completed_requests: Arc<Counter>,
+    pub(crate) active_transactions: Arc<Gauge>,
+    pub(crate) by_class: [Arc<Counter>; 5],
+    pub(crate) origin_connections_opened: Arc<Counter>,
+    pub(crate) origin_connections_reused: Arc<Counter>,
+    pub(crate) tunnels: Arc<Counter>,
+    pub(crate) cache_hits: Arc<Counter>,
+    pub(crate) cache_misses: Arc<Counter>,
+    pub(crate) cache_disk_reads: Arc<Counter>,
+    pub(crate) cache_writes: Arc<Counter>,
+    pub(crate) cache_revalidated: Arc<Counter>,
+    /// Objects removed because an unsafe request (PUT, POST, DELETE, …) to their URL
+    /// got a non-error answer.
+    pub(crate) cache_invalidations: Arc<Counter>,
+    /// Requests that waited for a place under `per_server.connection.max`.
+    pub(crate) origin_queued: Arc<Counter>,
+    /// Requests waiting for one now.
+    pub(crate) origin_queue: Arc<Gauge>,
+    /// Requests that waited `connect_attempts_timeout` for one in vain (503).
+    pub(crate) origin_queue_timeouts: Arc<Counter>,
+    /// How long each queued request waited: until it got a place, or gave up (µs).
+    pub(crate) origin_queue_wait_us: Arc<Histogram>,
+    /// CONNECT tunnels established (answered 200).
+    pub(crate) connect_tunnels: Arc<Counter>,
+    /// Origin names looked up, and lookups failed.
+    pub(crate) hostdb: super::super::resolve::ResolverStats,
+    /// Access log lines dropped because the writer fell behind.
+    pub(crate) access_dropped: Arc<Counter>,
+    /// Accept to the first response byte written, per client connection (µs).
+    pub(crate) first_byte_us: Arc<Histogram>,
+    /// Sessions closed because they kept reporting progress past the drive loop's
+    /// bound (a bug, never a client's doing; see `session::DRIVE_TURNS`).
+    pub(crate) drive_overruns: Arc<Counter>,
+}
+
+impl HttpMetrics {
+    pub(crate) fn new(r: &Registry) -> HttpMetrics {
+        let p = "proxy.process.http";
+        HttpMetrics {
+            current_client_connections: r.gauge(&format!("{p}.current_client_connections")),
+            total_client_connections: r.counter(&format!("{p}.total_client_connections")),
+            incoming_requests: r.counter(&format!("{p}.incoming_requests")),
+            completed_requests: r.counter(&format!("{p}.completed_requests")),
+            active_transactions: r.gauge(&format!("{p}.current_active_transactions")),
+            by_class: [1, 2, 3, 4, 5].map(|c| r.counter(&format!("{p}.{c}xx_responses"))),
+            origin_connections_opened: r.counter(&format!("{p}.origin_connections_opened")),
+            origin_connections_reused: r.counter(&format!("{p}.origin_connections_reused")),
+            tunnels: r.counter("proxy.process.tunnel.total_connections"),
+            cache_hits: r.counter("proxy.process.cache.hits"),
+            cache_misses: r.counter("proxy.process.cache.misses"),
+            cache_disk_reads: r.counter("proxy.process.cache.disk_reads"),
+            first_byte_us: r.histogram(&format!("{p}.accept_to_first_byte_us")),
+            cache_writes: r.counter("proxy.process.cache.writes"),
+            cache_revalidated: r.counter("proxy.process.cache.revalidated"),
+            cache_invalidations: r.counter("proxy.process.cache.invalidations"),
+            origin_queued: r.counter(&format!("{p}.origin_requests_queued")),
+            origin_queue: r.gauge(&format!("{p}.current_origin_queue")),
+            origin_queue_timeouts: r.counter(&format!("{p}.origin_queue_timeouts")),
+            origin_queue_wait_us: r.histogram(&format!("{p}.origin_queue_wait_us")),
+            connect_tunnels: r.counter(&format!("{p}.connect_tunnels")),
+            drive_overruns: r.counter(&format!("{p}.session_drive_overruns")),
+            hostdb: super::super::resolve::ResolverStats {
+                lookups: r.counter("proxy.process.hostdb.total_lookups"),
+                failures: r.counter("proxy.process.hostdb.lookup_failures"),
+            },
+            access_dropped: r.counter("proxy.process.log.access_dropped"),
+        }
+    }
+
+    pub(crate) fn count_status(&self, status: u16) {
+        if let Some(c) = self.by_class.get((status / 100).wrapping_sub(1) as usize) {
+            c.inc();
+        }
+    }
+}

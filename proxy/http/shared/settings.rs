@@ -1,0 +1,65 @@
+//! The settings every HTTP session reads: fixed ones ([`HttpSettings`], with the
+//! [`Timeouts`]) and those a reload swaps ([`Live`]). Plain data: any thread reads them.
+
+use super::super::remap::RemapTable;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Timeouts of SPEC §3, as durations.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// A new connection that sends nothing (or not a whole head) is closed.
+    pub accept_no_activity: Duration,
+    /// Idle keep-alive client connections are closed.
+    pub keep_alive_in: Duration,
+    /// Idle pooled origin connections are closed.
+    pub keep_alive_out: Duration,
+    /// Origin silent this long → 504.
+    pub transaction_no_activity_out: Duration,
+    /// Client silent this long mid-body → 408.
+    pub transaction_no_activity_in: Duration,
+    /// Origin connect limit → 502.
+    pub connect: Duration,
+    /// Any connection idle this long is closed (tunnels, slow bodies).
+    pub default_inactivity: Duration,
+}
+
+/// The settings that a reload may change while sessions run.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    /// Remap rules.
+    pub remap: Arc<RemapTable>,
+    /// Who may read the stats endpoint.
+    pub allow: Arc<Vec<config::IpNet>>,
+    /// `per_server.connection.max`: transactions in flight to one origin address at
+    /// most, over every thread; more wait for a place. 0: no limit.
+    pub origin_max: usize,
+    /// `connect_ports`: where a CONNECT may open a tunnel.
+    pub connect_ports: Arc<config::ConnectPorts>,
+}
+
+/// Settings fixed for the daemon's life.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Stats endpoint prefix (`/_stats`).
+    pub stats_path: String,
+    /// Request header section limit in bytes (→ 431).
+    pub max_head: usize,
+    /// false: absolute-form requests with no rule are forwarded (forward proxy).
+    pub remap_required: bool,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// `server` in stats, e.g. `turnstile/0.1.0`.
+    pub server: String,
+    /// This proxy's `Via` entry: `1.1 {server}`.
+    pub via: String,
+    /// Forward request fields with `_` in their name (`http.underscores_in_headers`).
+    pub underscores: bool,
+    /// `proxy.config.http.cache.http`.
+    pub cache_http: bool,
+    /// Largest object stored, bytes (`cache.max_doc_size`, or a bound derived from the
+    /// cache's size when that is 0); larger ones stream through uncached.
+    pub max_doc_size: u64,
+    /// Variants kept per URL (`cache.limits.http.max_alts`); 0 = no limit.
+    pub max_alts: usize,
+}
