@@ -34,7 +34,9 @@ const WRITE_EVERY: Duration = Duration::from_millis(50);
 pub struct Entry<'a> {
     /// When the request began (its head was read).
     pub started: SystemTime,
+    /// How long it took, to its last byte or its end.
     pub elapsed: Duration,
+    /// The client's address.
     pub client: std::net::IpAddr,
     /// How it was answered: `TCP_HIT`, `TCP_MISS`, `TCP_REFRESH_HIT`, `TCP_TUNNEL`,
     /// `NONE` (answered by the proxy itself), with `_ABORTED` when it did not finish.
@@ -43,7 +45,9 @@ pub struct Entry<'a> {
     pub status: u16,
     /// Bytes sent to the client for it.
     pub bytes: u64,
+    /// The request's method, as sent.
     pub method: &'a str,
+    /// The URL: the absolute-form target, or `http://` + Host + target.
     pub url: &'a str,
     /// The origin it went to, if any.
     pub origin: Option<std::net::SocketAddr>,

@@ -1,6 +1,8 @@
 //! The Turnstile daemon: start-up, ports, HTTP proxying, blind tunnels, the stats
 //! endpoint, the cache and the control socket, wired onto `iocore` and `config`.
 
+#![deny(missing_docs, unreachable_pub)]
+
 pub mod access_log;
 pub mod cache;
 pub mod ctl;

@@ -1,6 +1,12 @@
 //! HTTP/1.1: the wire codec, remap rules, and the session state machine that proxies
 //! requests and relays blind tunnels.
 
+/// HTTP caching rules and the stored object. Public only to the fuzz targets (built
+/// with the `fuzzing` feature); the daemon's own code is its only other user.
+#[cfg(feature = "fuzzing")]
+pub mod caching;
+#[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub)] // its `pub` items are for the fuzz targets
 pub(crate) mod caching;
 pub mod codec;
 pub mod fields;

@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long an answer is used before the name is looked up again.
-pub const TTL: Duration = Duration::from_secs(60);
+pub(crate) const TTL: Duration = Duration::from_secs(60);
 
 /// What a lookup gives: an address, or why not.
-pub type Answer = Result<SocketAddr, String>;
+pub(crate) type Answer = Result<SocketAddr, String>;
 /// Where an answer goes: runs on a resolver thread.
-pub type Done = Box<dyn FnOnce(Answer) + Send>;
+pub(crate) type Done = Box<dyn FnOnce(Answer) + Send>;
 /// The blocking lookup the resolver threads run (asked with port 0).
-pub type Lookup = fn(&str, u16) -> Answer;
+pub(crate) type Lookup = fn(&str, u16) -> Answer;
 
 #[derive(Default)]
 struct State {
@@ -33,7 +33,7 @@ struct State {
 }
 
 /// A pool of resolver threads with a shared answer cache.
-pub struct Resolver {
+pub(crate) struct Resolver {
     jobs: mpsc::Sender<String>,
     state: Arc<Mutex<State>>,
 }
@@ -41,9 +41,9 @@ pub struct Resolver {
 /// What the resolver counts: lookups made (one per name, however many wait for it),
 /// and those that failed.
 #[derive(Clone, Default)]
-pub struct ResolverStats {
-    pub lookups: Arc<Counter>,
-    pub failures: Arc<Counter>,
+pub(crate) struct ResolverStats {
+    pub(crate) lookups: Arc<Counter>,
+    pub(crate) failures: Arc<Counter>,
 }
 
 /// Answers kept at most; beyond, the stale ones go, then all.
@@ -51,7 +51,7 @@ const ANSWERS_KEPT: usize = 4096;
 
 impl Resolver {
     /// Starts `threads` resolver threads running `lookup`, counting into `stats`.
-    pub fn new(threads: usize, lookup: Lookup, stats: ResolverStats) -> Resolver {
+    pub(crate) fn new(threads: usize, lookup: Lookup, stats: ResolverStats) -> Resolver {
         let (tx, rx) = mpsc::channel::<String>();
         let rx = Arc::new(Mutex::new(rx));
         let state = Arc::new(Mutex::new(State::default()));
@@ -67,7 +67,7 @@ impl Resolver {
 
     /// The answer for `host:port` without waiting: an IP literal, or a cached address.
     /// None: it must be looked up ([`resolve`](Self::resolve)).
-    pub fn cached(&self, host: &str, port: u16) -> Option<SocketAddr> {
+    pub(crate) fn cached(&self, host: &str, port: u16) -> Option<SocketAddr> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Some(SocketAddr::new(ip, port));
@@ -79,7 +79,7 @@ impl Resolver {
 
     /// Looks `host:port` up on a resolver thread; `done` runs there with the answer.
     /// Never blocks the caller.
-    pub fn resolve(&self, host: &str, port: u16, done: Done) {
+    pub(crate) fn resolve(&self, host: &str, port: u16, done: Done) {
         {
             let mut state = lock(&self.state);
             if let Some(waiting) = state.pending.get_mut(host) {

@@ -141,7 +141,7 @@ pub(crate) struct Session {
 }
 
 /// Starts a session for `conn`. Runs on the ET_NET thread that owns `conn`.
-pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &mut EThread) {
+pub(crate) fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &mut EThread) {
     let m = &shared.metrics;
     m.current_client_connections.inc();
     m.total_client_connections.inc();
@@ -180,7 +180,7 @@ pub fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &
 
 /// Enforces timeouts on this thread's sessions and drops what its origin pool should
 /// no longer hold. Runs on each ET_NET thread periodically.
-pub fn sweep(t: &mut EThread) {
+pub(crate) fn sweep(t: &mut EThread) {
     let now = Instant::now();
     let sessions: Vec<Rc<RefCell<Session>>> = with_state(|st| {
         st.sessions.retain(|w| w.strong_count() > 0);
