@@ -573,7 +573,7 @@ impl Body {
 
 struct Tx {
     /// The request's method, as far as response framing cares.
-    method: &'static str,
+    method: codec::Method,
     req_body: Body,
     resp_body: Option<Body>,
     client_keep_alive: bool,
@@ -1916,7 +1916,7 @@ impl Session {
         };
         let o = self.origin.as_mut().expect("checked above");
         if tx.resp_body.is_none() {
-            match codec::parse_response(&o.inbuf, self.shared.settings.max_head, tx.method) {
+            match codec::parse_response(&o.inbuf, self.shared.settings.max_head) {
                 Ok(Some((head, len))) => {
                     o.inbuf.drain(..len);
                     tx.retry = None;
