@@ -441,7 +441,7 @@ impl Stored {
 
     /// The stored head, parsed.
     pub fn response(&self) -> Option<ResponseHead> {
-        codec::parse_response(&self.head, self.head.len() + 1, "GET")
+        codec::parse_response(&self.head, self.head.len() + 1)
             .ok()
             .flatten()
             .map(|(h, _)| h)
@@ -489,7 +489,7 @@ mod tests {
     use super::*;
 
     fn resp(raw: &str) -> ResponseHead {
-        codec::parse_response(raw.as_bytes(), 8192, "GET")
+        codec::parse_response(raw.as_bytes(), 8192)
             .unwrap()
             .unwrap()
             .0

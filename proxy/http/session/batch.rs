@@ -34,6 +34,8 @@ pub(super) struct ThreadState {
     pub(super) origin_queue: HashMap<SocketAddr, VecDeque<Weak<RefCell<Session>>>>,
     /// Whether the queue's poll is scheduled.
     pub(super) queue_polling: bool,
+    /// Sessions that yielded with work left, driven again on the next loop turn.
+    drive_later: Vec<Weak<RefCell<Session>>>,
     /// Where reads land when the session's buffer has no room (`io.rs`).
     pub(super) scratch: Box<[u8]>,
 }
@@ -48,6 +50,7 @@ thread_local! {
         origin_flush: Vec::new(),
         origin_queue: HashMap::new(),
         queue_polling: false,
+        drive_later: Vec::new(),
         scratch: vec![0; super::io::READ_CHUNK].into_boxed_slice(),
     });
 }
@@ -109,6 +112,24 @@ fn flush_origins(t: &mut EThread) {
         s.batch.queued = false;
         s.drive(t);
         s.settle(t);
+    }
+}
+
+/// Drives `me` again on the thread's next loop turn, after the events waiting now.
+pub(super) fn drive_later(t: &mut EThread, me: &Weak<RefCell<Session>>) {
+    let first = with_state(|st| {
+        st.drive_later.push(me.clone());
+        st.drive_later.len() == 1
+    });
+    if first {
+        t.schedule_imm(Event::new(drive_deferred));
+    }
+}
+
+fn drive_deferred(t: &mut EThread) {
+    let later = with_state(|st| std::mem::take(&mut st.drive_later));
+    for rc in later.iter().filter_map(Weak::upgrade) {
+        drive_batched(t, &rc);
     }
 }
 

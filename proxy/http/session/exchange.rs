@@ -4,8 +4,8 @@
 //! session's ET_NET thread.
 
 use super::super::codec::{
-    self, BodyFraming, ChunkedScanner, ForwardRequest, ForwardResponse, HeadError, RequestHead,
-    ResponseHead,
+    self, BodyFraming, ChunkedScanner, ForwardRequest, ForwardResponse, HeadError, Method,
+    RequestHead, ResponseHead,
 };
 use super::super::shared::{OriginSlot, OriginWaiter};
 use super::cache::CacheTx;
@@ -119,7 +119,7 @@ impl Pending {
 /// The transaction with an origin.
 pub(super) struct Tx {
     /// The request's method, as far as response framing cares.
-    pub(super) method: &'static str,
+    pub(super) method: Method,
     pub(super) req_body: Body,
     pub(super) resp_body: Option<Body>,
     pub(super) client_keep_alive: bool,
@@ -400,9 +400,10 @@ impl Session {
     fn take_response_head(&mut self, t: &mut EThread) -> Option<bool> {
         let max_head = self.shared.settings.max_head;
         let (tx, o) = (self.tx.as_mut()?, self.origin.as_mut()?);
-        let head = match codec::parse_response(&o.inbuf, max_head, tx.method) {
+        let head = match codec::parse_response_from(&o.inbuf, max_head, o.head_searched) {
             Ok(Some((head, len))) => {
                 o.inbuf.drain(..len);
+                o.head_searched = 0;
                 tx.retry = None;
                 head
             }
@@ -415,7 +416,10 @@ impl Session {
                 self.origin_failed(t, Error::new(ErrorKind::OriginClosed).retry(retry));
                 return None;
             }
-            Ok(None) => return Some(false),
+            Ok(None) => {
+                o.head_searched = o.inbuf.len();
+                return Some(false);
+            }
             Err(_) => {
                 self.fail_tx(Error::new(ErrorKind::BadResponse));
                 return None;
@@ -600,7 +604,7 @@ mod tests {
     }
 
     fn response(raw: &str) -> ResponseHead {
-        codec::parse_response(raw.as_bytes(), 8192, "GET")
+        codec::parse_response(raw.as_bytes(), 8192)
             .unwrap()
             .unwrap()
             .0

@@ -66,8 +66,9 @@ use std::time::{Duration, Instant};
 const BUF_LIMIT: usize = 64 * 1024;
 /// How long a closing connection is drained so the peer receives our last bytes.
 const LINGER: Duration = Duration::from_secs(2);
-/// Turns of [`Session::drive`] before it gives up on a session that keeps reporting
-/// progress (a bug, never a client's doing): logged and counted, the session closed.
+/// Turns of [`Session::drive`] in one go. A session that still makes progress after
+/// them (a large body streaming both ways at full speed) yields to the thread's other
+/// events and is driven again on the next loop turn; each yield is counted.
 const DRIVE_TURNS: usize = 10_000;
 
 /// What a port does with a connection.
@@ -141,7 +142,12 @@ pub(crate) struct Session {
 }
 
 /// Starts a session for `conn`. Runs on the ET_NET thread that owns `conn`.
-pub(crate) fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &mut EThread) {
+pub(crate) fn start(
+    conn: NetConnection,
+    shared: Arc<HttpShared>,
+    role: &PortRole,
+    t: &mut EThread,
+) {
     let m = &shared.metrics;
     m.current_client_connections.inc();
     m.total_client_connections.inc();
@@ -226,14 +232,13 @@ impl Session {
                 return;
             }
         }
-        // Every turn made progress, 10,000 times: a loop that should not be. Close the
-        // session rather than hold the thread.
-        ::log::warn!(
-            "session from {} still progressing after {DRIVE_TURNS} turns: closed",
+        // Every turn made progress: let the thread's other sessions run, then go on.
+        ::log::debug!(
+            "session from {} yields after {DRIVE_TURNS} turns",
             self.client.wire().peer_addr()
         );
-        self.shared.metrics.drive_overruns.inc();
-        self.dead = true;
+        self.shared.metrics.drive_yields.inc();
+        batch::drive_later(t, &self.me);
     }
 
     /// After the session ran: watches the client socket if the session now waits on it

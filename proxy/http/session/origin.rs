@@ -36,6 +36,8 @@ pub(super) struct Origin {
     pub(super) reused: bool,
     /// Origin bytes not yet consumed.
     pub(super) inbuf: Vec<u8>,
+    /// How much of `inbuf` the response head parser has searched for the head's end.
+    pub(super) head_searched: usize,
 }
 
 /// An idle origin connection in this thread's pool. It stays registered with the
@@ -183,6 +185,7 @@ impl Session {
             connected,
             reused: was_reused,
             inbuf: Vec::new(),
+            head_searched: 0,
         });
         let timeouts = &self.shared.settings.timeouts;
         self.deadline = Instant::now()
@@ -267,6 +270,7 @@ impl Session {
             if let Some(o) = self.origin.as_mut() {
                 o.reused = true;
                 o.inbuf = Vec::new();
+                o.head_searched = 0;
             }
         } else {
             self.release_origin(t, reuse);

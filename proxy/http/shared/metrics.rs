@@ -40,9 +40,9 @@ pub(crate) struct HttpMetrics {
     pub(crate) access_dropped: Arc<Counter>,
     /// Accept to the first response byte written, per client connection (µs).
     pub(crate) first_byte_us: Arc<Histogram>,
-    /// Sessions closed because they kept reporting progress past the drive loop's
-    /// bound (a bug, never a client's doing; see `session::DRIVE_TURNS`).
-    pub(crate) drive_overruns: Arc<Counter>,
+    /// Times a session still making progress after the drive loop's bound yielded to
+    /// the other events of its thread (see `session::DRIVE_TURNS`).
+    pub(crate) drive_yields: Arc<Counter>,
 }
 
 impl HttpMetrics {
@@ -70,7 +70,7 @@ impl HttpMetrics {
             origin_queue_timeouts: r.counter(&format!("{p}.origin_queue_timeouts")),
             origin_queue_wait_us: r.histogram(&format!("{p}.origin_queue_wait_us")),
             connect_tunnels: r.counter(&format!("{p}.connect_tunnels")),
-            drive_overruns: r.counter(&format!("{p}.session_drive_overruns")),
+            drive_yields: r.counter(&format!("{p}.session_drive_yields")),
             hostdb: super::super::resolve::ResolverStats {
                 lookups: r.counter("proxy.process.hostdb.total_lookups"),
                 failures: r.counter("proxy.process.hostdb.lookup_failures"),
