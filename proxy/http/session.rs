@@ -1639,8 +1639,12 @@ impl Session {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        let metrics = self.shared.registry.snapshot();
-        let body = stats_http::render(format, &metrics, now_ms, &self.shared.settings.server);
+        let body = stats_http::render(
+            format,
+            &self.shared.registry,
+            now_ms,
+            &self.shared.settings.server,
+        );
         let body = if head.method() == "HEAD" {
             ""
         } else {
