@@ -1,6 +1,13 @@
-//! The stats endpoint's formats: JSON (`{"global": {...}}`), CSV and Prometheus text 0.0.4.
+//! The stats endpoint's formats: JSON (`{"global": {...}}`) and CSV with the ATS names,
+//! and the Prometheus text format 0.0.4 ([`prometheus`]).
 
+mod prometheus;
+
+use iocore::stats::Registry;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 use std::fmt::Write;
+use std::io;
 
 /// A response body format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,82 +55,84 @@ impl Format {
     }
 }
 
-/// Renders `metrics` (name, value) in `format`. `now_ms` and `server` are the JSON extras.
-pub fn render(format: Format, metrics: &[(String, i64)], now_ms: u128, server: &str) -> String {
-    let mut out = String::with_capacity(64 * metrics.len() + 128);
+/// Renders every metric of `registry` in `format`. `now_ms` and `server` are the JSON
+/// extras.
+pub fn render(format: Format, registry: &Registry, now_ms: u128, server: &str) -> String {
     match format {
-        Format::Json => {
-            out.push_str("{\"global\": {");
-            for (name, value) in metrics {
-                let _ = write!(out, "\"{}\": {value}, ", json_escape(name));
-            }
-            let _ = writeln!(
-                out,
-                "\"current_time_epoch_ms\": {now_ms}, \"server\": \"{}\"}}}}",
-                json_escape(server)
-            );
-        }
-        Format::Csv => {
-            for (name, value) in metrics {
-                let _ = writeln!(out, "{name},{value}");
-            }
-        }
-        Format::Prometheus => {
-            for (name, value) in metrics {
-                let n = prometheus_name(name);
-                let kind = if is_counter(name) { "counter" } else { "gauge" };
-                let _ = writeln!(out, "# TYPE {n} {kind}\n{n} {value}");
-            }
-        }
+        Format::Json => render_json(&registry.snapshot(), now_ms, server),
+        Format::Csv => render_csv(&registry.snapshot()),
+        Format::Prometheus => prometheus::render(registry),
+    }
+}
+
+/// `name,value` lines.
+fn render_csv(metrics: &[(String, i64)]) -> String {
+    let mut out = String::with_capacity(64 * metrics.len());
+    for (name, value) in metrics {
+        let _ = writeln!(out, "{name},{value}");
     }
     out
 }
 
-/// Counters are the cumulative `total_*`, `*_requests`, `*_responses`, hits, misses and
-/// error/pause counts; everything else is a gauge.
-fn is_counter(name: &str) -> bool {
-    let last = name.rsplit('.').next().unwrap_or(name);
-    last.starts_with("total_")
-        || last.ends_with("_requests")
-        || last.ends_with("_responses")
-        || matches!(
-            last,
-            "hits" | "misses" | "accept_errors" | "accept_pauses" | "connections_throttled_in"
-        )
-}
-
-/// Prometheus metric names allow `[a-zA-Z_:][a-zA-Z0-9_:]*`: dots and anything else
-/// become underscores, and a leading digit gets an underscore in front.
-pub fn prometheus_name(name: &str) -> String {
-    let mut n: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if n.starts_with(|c: char| c.is_ascii_digit()) {
-        n.insert(0, '_');
+/// `{"global": {"NAME": VALUE, ..., "current_time_epoch_ms": N, "server": "..."}}` and a
+/// line feed. The extras sit inside `global`, where ATS's stats_over_http puts them.
+fn render_json(metrics: &[(String, i64)], now_ms: u128, server: &str) -> String {
+    struct Global<'a> {
+        metrics: &'a [(String, i64)],
+        now_ms: u128,
+        server: &'a str,
     }
-    n
-}
-
-fn json_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
+    impl Serialize for Global<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(self.metrics.len() + 2))?;
+            for (name, value) in self.metrics {
+                map.serialize_entry(name, value)?;
             }
-            c => o.push(c),
+            map.serialize_entry("current_time_epoch_ms", &self.now_ms)?;
+            map.serialize_entry("server", self.server)?;
+            map.end()
         }
     }
-    o
+    #[derive(Serialize)]
+    struct Body<'a> {
+        global: Global<'a>,
+    }
+
+    let body = Body {
+        global: Global {
+            metrics,
+            now_ms,
+            server,
+        },
+    };
+    let mut out = Vec::with_capacity(64 * metrics.len() + 128);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, SpacedFormatter);
+    body.serialize(&mut ser)
+        .expect("serialising numbers and strings to memory cannot fail");
+    out.push(b'\n');
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Compact JSON with a space after each `:` and `,` between members, as ATS's
+/// stats_over_http writes it and this endpoint always has: `{"global": {"NAME": 1, ...}}`.
+struct SpacedFormatter;
+
+impl serde_json::ser::Formatter for SpacedFormatter {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
 }
 
 #[cfg(test)]
@@ -147,16 +156,69 @@ mod tests {
     }
 
     #[test]
-    fn prometheus_lines_have_types_and_clean_names() {
-        let m = vec![("proxy.process.net.port.8080.total_accepts".to_string(), 3)];
-        let out = render(Format::Prometheus, &m, 0, "x");
-        assert_eq!(out, "# TYPE proxy_process_net_port_8080_total_accepts counter\nproxy_process_net_port_8080_total_accepts 3\n");
+    fn prometheus_lines_have_help_types_and_clean_names() {
+        let r = Registry::default();
+        r.counter("proxy.process.net.port.8080.total_accepts")
+            .add(3);
+        let out = render(Format::Prometheus, &r, 0, "x");
+        assert_eq!(
+            out,
+            "# HELP proxy_process_net_port_total_accepts_total Connections accepted on the port \
+             (proxy.process.net.port.<port>.total_accepts)\n\
+             # TYPE proxy_process_net_port_total_accepts_total counter\n\
+             proxy_process_net_port_total_accepts_total{port=\"8080\"} 3\n"
+        );
+    }
+
+    #[test]
+    fn json_and_csv_keep_the_ats_names() {
+        let r = Registry::default();
+        r.counter("proxy.process.net.port.8080.total_accepts")
+            .add(3);
+        r.histogram("proxy.process.net.accept_queue_delay_us")
+            .record(7);
+        assert_eq!(
+            render(Format::Csv, &r, 0, "x"),
+            "proxy.process.net.accept_queue_delay_us.max,7\n\
+             proxy.process.net.accept_queue_delay_us.p50,7\n\
+             proxy.process.net.accept_queue_delay_us.p99,7\n\
+             proxy.process.net.port.8080.total_accepts,3\n"
+        );
+        assert_eq!(
+            render(Format::Json, &r, 5, "turnstile/0.1"),
+            "{\"global\": {\"proxy.process.net.accept_queue_delay_us.max\": 7, \
+             \"proxy.process.net.accept_queue_delay_us.p50\": 7, \
+             \"proxy.process.net.accept_queue_delay_us.p99\": 7, \
+             \"proxy.process.net.port.8080.total_accepts\": 3, \
+             \"current_time_epoch_ms\": 5, \"server\": \"turnstile/0.1\"}}\n"
+        );
     }
 
     #[test]
     fn json_has_global_time_and_server() {
         let m = vec![("a.b".to_string(), -1)];
-        let out = render(Format::Json, &m, 5, "turnstile/0.1");
+        let out = render_json(&m, 5, "turnstile/0.1");
         assert_eq!(out, "{\"global\": {\"a.b\": -1, \"current_time_epoch_ms\": 5, \"server\": \"turnstile/0.1\"}}\n");
+    }
+
+    #[test]
+    fn json_escapes_what_it_must_and_parses_back() {
+        let m = vec![
+            ("proxy.process.a".to_string(), i64::MIN),
+            ("we\"ird\\name\n\u{1}".to_string(), i64::MAX),
+        ];
+        let out = render_json(&m, u128::from(u64::MAX) + 1, "turnstile \"x\"");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let global = v["global"].as_object().unwrap();
+        assert_eq!(global.len(), 4);
+        assert_eq!(global["proxy.process.a"], i64::MIN);
+        assert_eq!(global["we\"ird\\name\n\u{1}"], i64::MAX);
+        assert_eq!(global["server"], "turnstile \"x\"");
+        assert!(out.contains("\"current_time_epoch_ms\": 18446744073709551616, "));
+        let empty = render_json(&[], 0, "s");
+        assert_eq!(
+            empty,
+            "{\"global\": {\"current_time_epoch_ms\": 0, \"server\": \"s\"}}\n"
+        );
     }
 }

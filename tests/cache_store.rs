@@ -789,4 +789,57 @@ fn span_init_time_for_100k_small_objects() {
         size / MIB,
         elapsed
     );
+    // Each hit reads its record and checks the CRC before returning it.
+    let t = Instant::now();
+    for i in 0..n {
+        let v = span.get(&format!("http://www.example.com/objects/{i}"));
+        assert_eq!(v.map(|v| v.len()), Some(200));
+    }
+    let elapsed = t.elapsed();
+    eprintln!(
+        "span hits: {n} gets of 200-byte objects: {elapsed:?} ({:?} each)",
+        elapsed / n as u32
+    );
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture to see the time"]
+fn span_init_and_hits_for_1mib_objects() {
+    let dir = TempDir::new("bench-large");
+    let path = dir.join("s");
+    let size = 80 * MIB;
+    let n = 64;
+    let body = value("0123456789abcdef", MIB as usize);
+    {
+        let span = Span::open(&path, size).unwrap();
+        for i in 0..n {
+            span.put(&format!("http://www.example.com/large/{i}"), &body)
+                .unwrap();
+        }
+        span.sync().unwrap();
+    }
+    let t = Instant::now();
+    let span = Span::open(&path, size).unwrap();
+    let elapsed = t.elapsed();
+    assert_eq!(span.len(), n);
+    eprintln!(
+        "span init: {n} objects of 1 MiB in a {} MiB span: {elapsed:?}",
+        size / MIB
+    );
+    // The file is in the page cache by now, so this is mostly the CRC and one copy.
+    let rounds = 10;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for i in 0..n {
+            let v = span.get(&format!("http://www.example.com/large/{i}"));
+            assert_eq!(v.map(|v| v.len()), Some(MIB as usize));
+        }
+    }
+    let elapsed = t.elapsed();
+    let gets = (rounds * n) as u32;
+    eprintln!(
+        "span hits: {gets} gets of 1 MiB objects: {elapsed:?} ({:?} each, {:.0} MiB/s)",
+        elapsed / gets,
+        gets as f64 / elapsed.as_secs_f64()
+    );
 }

@@ -1,4 +1,8 @@
 //! Address rules for `proxy.config.stats.allow_ip`: a single address or a CIDR block.
+//!
+//! The prefix arithmetic is the `ipnet` crate's; this wrapper adds what the records
+//! need on top: a bare address as a single host, error messages that say what was
+//! expected, and IPv4 clients seen through dual-stack sockets as IPv4-mapped IPv6.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -16,33 +20,27 @@ use std::str::FromStr;
 /// assert!(net.contains(&"::ffff:10.1.2.3".parse::<IpAddr>().unwrap()));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix_len: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl IpNet {
     /// A network; `None` if `prefix_len` exceeds 32 (IPv4) or 128 (IPv6).
     pub fn new(addr: IpAddr, prefix_len: u8) -> Option<IpNet> {
-        (prefix_len <= max_prefix(&addr)).then_some(IpNet { addr, prefix_len })
+        ipnet::IpNet::new(addr, prefix_len).ok().map(IpNet)
     }
 
     /// The single address `addr` (a /32 or /128).
     pub fn host(addr: IpAddr) -> IpNet {
-        IpNet {
-            addr,
-            prefix_len: max_prefix(&addr),
-        }
+        IpNet(ipnet::IpNet::from(addr))
     }
 
     /// The address as written.
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.addr()
     }
 
     /// The prefix length in bits.
     pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
+        self.0.prefix_len()
     }
 
     /// Whether `ip` lies in this network. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`)
@@ -53,33 +51,10 @@ impl IpNet {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
             IpAddr::V4(_) => *ip,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(a)) => same_prefix_v6(net, a, self.prefix_len),
-            (IpAddr::V6(net), IpAddr::V4(a)) => {
-                same_prefix_v6(net, a.to_ipv6_mapped(), self.prefix_len)
-            }
-            (IpAddr::V4(_), IpAddr::V6(_)) => false,
+        match (&self.0, ip) {
+            (ipnet::IpNet::V6(net), IpAddr::V4(a)) => net.contains(&a.to_ipv6_mapped()),
+            (net, ip) => net.contains(&ip),
         }
-    }
-}
-
-fn same_prefix_v6(net: Ipv6Addr, a: Ipv6Addr, prefix_len: u8) -> bool {
-    let mask = u128::MAX
-        .checked_shl(128 - u32::from(prefix_len))
-        .unwrap_or(0);
-    u128::from(net) & mask == u128::from(a) & mask
-}
-
-fn max_prefix(addr: &IpAddr) -> u8 {
-    match addr {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
     }
 }
 
@@ -111,10 +86,10 @@ impl FromStr for IpNet {
 impl fmt::Display for IpNet {
     /// The address alone for a single host, else `ADDR/PREFIX`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.prefix_len == max_prefix(&self.addr) {
-            write!(f, "{}", self.addr)
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            write!(f, "{}", self.0.addr())
         } else {
-            write!(f, "{}/{}", self.addr, self.prefix_len)
+            write!(f, "{}", self.0)
         }
     }
 }
@@ -210,5 +185,28 @@ mod tests {
             assert_eq!(net(&net(s).to_string()), net(s));
         }
         assert_eq!(net("127.0.0.1/32").to_string(), "127.0.0.1");
+    }
+
+    #[test]
+    fn host_bits_are_kept_and_ignored_when_matching() {
+        let n = net("10.1.2.3/8");
+        assert_eq!(n.addr(), ip("10.1.2.3"));
+        assert_eq!(n.prefix_len(), 8);
+        assert!(n.contains(&ip("10.200.0.1")));
+        assert_eq!(net("::1").prefix_len(), 128);
+        assert_eq!(IpNet::new(ip("10.0.0.0"), 33), None);
+        assert_eq!(IpNet::new(ip("::"), 129), None);
+    }
+
+    #[test]
+    fn errors_say_what_was_expected() {
+        assert_eq!(
+            "10.0.0.0/33".parse::<IpNet>(),
+            Err("prefix /33 is longer than the address in \"10.0.0.0/33\"".to_string())
+        );
+        assert_eq!(
+            "x".parse::<IpNet>(),
+            Err("expected an IPv4 or IPv6 address or CIDR block (\"10.0.0.0/8\", \"::1\"), got \"x\"".to_string())
+        );
     }
 }

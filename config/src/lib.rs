@@ -11,7 +11,7 @@
 //! assert_eq!(cfg, config::Config::default());
 //! assert_eq!(cfg.http.server_ports[0].port, 8080);
 //! ```
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 mod connect_ports;
 mod env;

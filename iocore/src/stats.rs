@@ -217,6 +217,13 @@ impl Registry {
         out
     }
 
+    /// Every metric with its name, sorted by name, for exporters that need each one's
+    /// kind: a histogram is one entry here, not its `.p50`, `.p99` and `.max`.
+    pub fn metrics(&self) -> Vec<(String, Metric)> {
+        let map = self.metrics.read().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(n, m)| (n.clone(), m.clone())).collect()
+    }
+
     /// The current value of one metric by its snapshot name, if it exists.
     pub fn value(&self, name: &str) -> Option<i64> {
         if let Some(m) = self

@@ -850,3 +850,22 @@ impl<'a> Window<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checksums of records and of a header as the table-driven CRC-32C of the first
+    /// format wrote them: spans written before the switch to the `crc32c` crate still open.
+    #[test]
+    fn record_and_header_checksums_are_those_of_format_1() {
+        let salt = 0x0123_4567_89AB_CDEF;
+        let r = encode_record(salt, 7, "http://example.com/", Some(b"hello"));
+        assert_eq!(le32(&r[36..40]), 0x902D_42B6);
+        assert_eq!(record_crc(&r[..36], &r[REC_HEADER..]), 0x902D_42B6);
+        let t = encode_record(salt, 8, "http://example.com/", None);
+        assert_eq!(le32(&t[36..40]), 0x8E19_9D30);
+        let h = encode_header(64 << 20, salt);
+        assert_eq!(le32(&h[40..44]), 0xFB10_5D44);
+    }
+}

@@ -190,44 +190,15 @@ fn variant_of<'a>(vary: impl Iterator<Item = &'a [u8]>, req: &RequestHead) -> Op
     Some(out)
 }
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds. Other
-/// forms are not accepted (a cache then treats the value as already expired).
+/// Parses an HTTP date (RFC 9110 §5.6.7) into Unix seconds: the IMF-fixdate
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, or either obsolete form recipients must accept, RFC
+/// 850 `Sunday, 06-Nov-94 08:49:37 GMT` (a two-digit year below 70 is 20xx) and asctime
+/// `Sun Nov  6 08:49:37 1994`. Surrounding whitespace is ignored. Anything else is None,
+/// including a date that does not exist or whose weekday is not its own (a cache then
+/// treats an `Expires` as already expired, RFC 9111 §5.3).
 pub fn parse_http_date(v: &[u8]) -> Option<u64> {
-    let s = std::str::from_utf8(v).ok()?.trim();
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let day: u64 = day.parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == month)? as u64
-        + 1;
-    let year: i64 = year.parse().ok()?;
-    let hms: Vec<u64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, sec] = hms.as_slice() else {
-        return None;
-    };
-    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *sec > 60 || year < 1970 {
-        return None;
-    }
-    // Days from civil, after Howard Hinnant.
-    let (y, mo) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400) as u64;
-    let doy = (153 * mo + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe as i64 - 719_468;
-    Some(days as u64 * 86_400 + h * 3600 + m * 60 + sec)
+    let t = httpdate::parse_http_date(std::str::from_utf8(v).ok()?).ok()?;
+    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
 
 /// A stored response: when it was stored, until when it is fresh, its head (with a
@@ -502,7 +473,46 @@ mod tests {
             Some(784_111_777)
         );
         assert_eq!(parse_http_date(b"Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(
+            parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date(b"Sun Nov  6 08:49:37 1994"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date(b" Sun, 06 Nov 1994 08:49:37 GMT "),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date(b"Tuesday, 01-Jan-30 00:00:00 GMT"),
+            Some(1_893_456_000),
+            "a two-digit year below 70 is in this century"
+        );
+    }
+
+    #[test]
+    fn malformed_http_dates_are_refused() {
+        for bad in [
+            &b""[..],
+            b"0",
+            b"-1",
+            b"Sun, 06 Nov 1994 08:49:37",
+            b"Sun, 06 Nov 1994 08:49:37 UTC",
+            b"Sun, 06 Nov 1994 24:00:00 GMT",
+            b"Sun, 31 Nov 1994 08:49:37 GMT",
+            b"Mon, 06 Nov 1994 08:49:37 GMT",
+            b"Wed, 31 Dec 1969 23:59:59 GMT",
+            b"Sun, 06 Nov 1994 08:49:37 GMT\xff",
+        ] {
+            assert_eq!(
+                parse_http_date(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

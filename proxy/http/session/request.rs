@@ -177,8 +177,8 @@ impl Session {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        let metrics = self.shared.registry.snapshot();
-        let body = stats_http::render(format, &metrics, now_ms, &self.shared.settings.server);
+        let server = &self.shared.settings.server;
+        let body = stats_http::render(format, &self.shared.registry, now_ms, server);
         let body = if head.method() == "HEAD" {
             ""
         } else {
