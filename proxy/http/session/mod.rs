@@ -141,7 +141,12 @@ pub(crate) struct Session {
 }
 
 /// Starts a session for `conn`. Runs on the ET_NET thread that owns `conn`.
-pub(crate) fn start(conn: NetConnection, shared: Arc<HttpShared>, role: &PortRole, t: &mut EThread) {
+pub(crate) fn start(
+    conn: NetConnection,
+    shared: Arc<HttpShared>,
+    role: &PortRole,
+    t: &mut EThread,
+) {
     let m = &shared.metrics;
     m.current_client_connections.inc();
     m.total_client_connections.inc();
