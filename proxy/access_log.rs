@@ -12,6 +12,7 @@
 //! (`proxy.process.log.access_dropped`) rather than stalling requests. A reload reopens
 //! the file ([`AccessLog::reopen`]), so rotation is a rename and a reload.
 
+use crate::error::{Error, Result};
 use iocore::stats::Counter;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -123,17 +124,18 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Opens (creates, appends to) `path` and starts the writer thread. The error names
-    /// the file.
-    pub fn open(path: &Path, dropped: Arc<Counter>) -> Result<AccessLog, String> {
-        let file = open_append(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    /// Opens (creates, appends to) `path` and starts the writer thread. The error
+    /// ([`ErrorKind::Io`](crate::error::ErrorKind::Io)) names the file.
+    pub fn open(path: &Path, dropped: Arc<Counter>) -> Result<AccessLog> {
+        let file = open_append(path)
+            .map_err(|e| Error::io(format_args!("cannot open {}", path.display()), &e))?;
         let (queue, rx) = mpsc::sync_channel(QUEUE);
         let flushed = Arc::new((Mutex::new(0), Condvar::new()));
         let (path, done) = (path.to_path_buf(), flushed.clone());
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer(rx, path, file, &done))
-            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
+            .map_err(|e| Error::io("cannot start the access log writer", &e))?;
         Ok(AccessLog {
             queue,
             dropped,

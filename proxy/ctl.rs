@@ -4,6 +4,7 @@
 //! answers with the exit code on the first line and the text to print after it. The
 //! server runs on its own thread: the control plane never touches an event thread.
 
+use crate::error::{Error, ErrorKind, Result};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -144,29 +145,45 @@ fn serve(stream: UnixStream, handler: &Handler) {
 }
 
 /// Sends `args` to the daemon at `path`; returns (exit code, text).
-pub fn call(path: &Path, args: &[String]) -> Result<(i32, String), String> {
-    let mut s = UnixStream::connect(path)
-        .map_err(|e| format!("cannot reach the daemon at {}: {e}", path.display()))?;
+///
+/// # Errors
+///
+/// An argument with a newline ([`ErrorKind::Config`]); a daemon that cannot be reached
+/// or does not answer properly ([`ErrorKind::Io`]).
+pub fn call(path: &Path, args: &[String]) -> Result<(i32, String)> {
+    let mut s = UnixStream::connect(path).map_err(|e| {
+        Error::io(
+            format_args!("cannot reach the daemon at {}", path.display()),
+            &e,
+        )
+    })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
     let mut req = String::new();
     for a in args {
         if a.contains('\n') {
-            return Err("arguments cannot contain newlines".into());
+            return Err(Error::config("arguments cannot contain newlines"));
         }
         req.push_str(a);
         req.push('\n');
     }
     req.push('\n');
     s.write_all(req.as_bytes())
-        .map_err(|e| format!("write to {}: {e}", path.display()))?;
+        .map_err(|e| Error::io(format_args!("write to {}", path.display()), &e))?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)
-        .map_err(|e| format!("read from {}: {e}", path.display()))?;
-    let (code, text) = resp
-        .split_once('\n')
-        .ok_or("the daemon closed the connection without answering")?;
-    let code = code
-        .parse()
-        .map_err(|_| format!("bad reply from the daemon: {code:?}"))?;
+        .map_err(|e| Error::io(format_args!("read from {}", path.display()), &e))?;
+    let bad_reply = |kind, what: String| Error::new(ErrorKind::Io(kind)).context(what);
+    let (code, text) = resp.split_once('\n').ok_or_else(|| {
+        bad_reply(
+            std::io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection without answering".into(),
+        )
+    })?;
+    let code = code.parse().map_err(|_| {
+        bad_reply(
+            std::io::ErrorKind::InvalidData,
+            format!("bad reply from the daemon: {code:?}"),
+        )
+    })?;
     Ok((code, text.to_string()))
 }

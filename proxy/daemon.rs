@@ -7,6 +7,7 @@
 //! ([`StartGate`]) → `proxy.process.proxy.ports_ready` and one "ports accepting" line.
 
 use crate::ctl::{self, CtlServer};
+use crate::error::{Error, Result};
 use crate::gate::StartGate;
 use crate::http::{
     remap::RemapTable, HttpAcceptor, HttpSettings, HttpShared, Live, PortRole, Timeouts,
@@ -40,10 +41,12 @@ pub struct ConfigSource {
 
 impl ConfigSource {
     /// Loads (file or embedded default, then env, then command line).
-    pub fn load(&self) -> Result<Config, String> {
-        let mut cfg = config::load(self.path.as_deref()).map_err(|e| e.to_string())?;
+    pub fn load(&self) -> Result<Config> {
+        let mut cfg =
+            config::load(self.path.as_deref()).map_err(|e| Error::config(e.to_string()))?;
         for (record, value, flag) in &self.overrides {
-            cfg.set(record, value, flag).map_err(|e| e.to_string())?;
+            cfg.set(record, value, flag)
+                .map_err(|e| Error::config(e.to_string()))?;
         }
         Ok(cfg)
     }
@@ -133,7 +136,7 @@ fn max_doc_size(cfg: &Config) -> u64 {
     }
 }
 
-fn live(cfg: &Config) -> Result<Live, String> {
+fn live(cfg: &Config) -> Result<Live> {
     Ok(Live {
         remap: Arc::new(RemapTable::build(&cfg.remap)?),
         allow: Arc::new(cfg.stats.allow_ip.clone()),
@@ -142,16 +145,18 @@ fn live(cfg: &Config) -> Result<Live, String> {
     })
 }
 
-fn role(spec: &config::PortSpec) -> Result<PortRole, String> {
+fn role(spec: &config::PortSpec) -> Result<PortRole> {
     match &spec.kind {
         PortKind::Http => Ok(PortRole::Http),
         PortKind::Blind { tunnel } => {
             let (host, port) = crate::http::remap::split_authority(tunnel)
                 .and_then(|(h, p)| Some((h, p?)))
-                .ok_or_else(|| format!("port {spec}: tunnel {tunnel:?} is not HOST:PORT"))?;
+                .ok_or_else(|| {
+                    Error::config(format!("port {spec}: tunnel {tunnel:?} is not HOST:PORT"))
+                })?;
             crate::http::remap::resolve(&host, port)
                 .map(PortRole::Blind)
-                .map_err(|e| format!("port {spec}: {e}"))
+                .map_err(|e| e.into_config(format_args!("port {spec}")))
         }
     }
 }
@@ -171,17 +176,14 @@ struct Daemon {
 pub fn run(cfg: Config, source: ConfigSource) -> i32 {
     match start(cfg, source) {
         Ok((mut d, rx, _ctl)) => d.control_loop(&rx),
-        Err(msg) => {
-            log::error!("{msg}");
+        Err(e) => {
+            log::error!("{e}");
             1
         }
     }
 }
 
-fn start(
-    cfg: Config,
-    source: ConfigSource,
-) -> Result<(Daemon, Receiver<Control>, CtlServer), String> {
+fn start(cfg: Config, source: ConfigSource) -> Result<(Daemon, Receiver<Control>, CtlServer)> {
     log::info!("{SERVER} starting (configuration: {})", cfg.origin);
     for (record, by) in &cfg.env_overrides {
         log::info!("{record} overridden by {by}");
@@ -193,14 +195,14 @@ fn start(
             pin_cores: cfg.exec_thread.affinity == config::Affinity::Core,
             name: "ET_NET".into(),
         })
-        .map_err(|e| format!("cannot start event threads: {e}"))?,
+        .map_err(|e| Error::io("cannot start event threads", &e))?,
     );
     let registry = Registry::new();
     let net = NetProcessor::new(events.clone(), registry.clone(), &tuning(&cfg));
     let http = HttpShared::new(settings(&cfg), live(&cfg)?, registry.clone());
     if !cfg.log.access_log.as_os_str().is_empty() {
         http.open_access_log(&cfg.log.access_log)
-            .map_err(|e| format!("proxy.config.log.access_log: cannot open {e}"))?;
+            .map_err(|e| e.within("proxy.config.log.access_log"))?;
     }
     for t in events.threads() {
         t.schedule_every(Event::new(crate::http::session::sweep), SWEEP_PERIOD);
@@ -233,7 +235,7 @@ fn start(
     let (tx, rx) = mpsc::channel();
     let tx_cache = tx.clone();
     let ctl = start_ctl(&cfg, registry.clone(), tx.clone())?;
-    signals::spawn(tx).map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    signals::spawn(tx).map_err(|e| Error::io("cannot start the signal thread", &e))?;
 
     let mut d = Daemon {
         cfg,
@@ -261,7 +263,7 @@ fn start_cache(
     registry: &Arc<Registry>,
     gate: &Arc<StartGate>,
     tx: Sender<Control>,
-) -> Result<(), String> {
+) -> Result<()> {
     let level = cfg.http.wait_for_cache.level();
     let spans: Vec<(PathBuf, u64)> = cfg
         .cache
@@ -303,18 +305,18 @@ fn start_cache(
             .gauge("proxy.process.cache.spans_failed")
             .set(failed.len() as i64);
         let fatal = match level {
-            2 if !statuses.is_empty() && online == 0 => Some(format!(
+            2 if !statuses.is_empty() && online == 0 => Some(Error::config(format!(
                 "wait_for_cache = 2 and no cache span is usable: {}",
                 failed.join("; ")
-            )),
-            3 if !failed.is_empty() => Some(format!(
+            ))),
+            3 if !failed.is_empty() => Some(Error::config(format!(
                 "wait_for_cache = 3 and a cache span failed: {}",
                 failed.join("; ")
-            )),
+            ))),
             _ => None,
         };
-        if let Some(msg) = fatal {
-            let _ = tx.send(Control::Fatal(msg));
+        if let Some(e) = fatal {
+            let _ = tx.send(Control::Fatal(e));
             return;
         }
         http.install_cache(cache);
@@ -334,14 +336,10 @@ fn start_cache(
     };
     crate::cache::open_async(spans, ram, done)
         .map(drop)
-        .map_err(|e| format!("cannot start cache initialisation: {e}"))
+        .map_err(|e| Error::io("cannot start cache initialisation", &e))
 }
 
-fn start_ctl(
-    cfg: &Config,
-    registry: Arc<Registry>,
-    tx: Sender<Control>,
-) -> Result<CtlServer, String> {
+fn start_ctl(cfg: &Config, registry: Arc<Registry>, tx: Sender<Control>) -> Result<CtlServer> {
     let tx = std::sync::Mutex::new(tx);
     let handler: ctl::Handler = Arc::new(move |args: &[String]| {
         let words: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -393,13 +391,17 @@ fn start_ctl(
             _ => (2, format!("unknown command: {}\n", words.join(" "))),
         }
     });
-    CtlServer::start(&cfg.admin.socket, handler)
-        .map_err(|e| format!("admin socket {}: {e}", cfg.admin.socket.display()))
+    CtlServer::start(&cfg.admin.socket, handler).map_err(|e| {
+        Error::io(
+            format_args!("admin socket {}", cfg.admin.socket.display()),
+            &e,
+        )
+    })
 }
 
 impl Daemon {
     /// Starts every port's acceptors. Called exactly once, through the start gate.
-    fn start_ports(&mut self) -> Result<(), String> {
+    fn start_ports(&mut self) -> Result<()> {
         let sock = sock_options(&self.cfg);
         let mut described = Vec::new();
         for p in &mut self.ports {
@@ -440,8 +442,8 @@ impl Daemon {
                         return 1;
                     }
                 }
-                Ok(Control::Fatal(msg)) => {
-                    log::error!("{msg}");
+                Ok(Control::Fatal(e)) => {
+                    log::error!("{e}");
                     self.stop(rx);
                     return 1;
                 }
@@ -535,6 +537,7 @@ impl Daemon {
             for e in &errors {
                 log::error!("reload: {e}");
             }
+            let errors: Vec<String> = errors.iter().map(Error::to_string).collect();
             (1, format!("{text}errors:\n{}\n", errors.join("\n")))
         }
     }

@@ -136,6 +136,30 @@ impl Error {
         self
     }
 
+    /// The same failure as a part of the larger step `what`, named first: "port 8080"
+    /// before "bind 0.0.0.0:8080: …" (it displays as `"{what}: {self}"`). Kind, side and
+    /// retry rule stay.
+    pub fn within(mut self, what: impl fmt::Display) -> Error {
+        self.context = Some(match (self.context.take(), &self.kind) {
+            (Some(c), _) => format!("{what}: {c}"),
+            // Display shows these kinds' context alone: keep the message in it.
+            (None, ErrorKind::Config | ErrorKind::Io(_)) => format!("{what}: {}", self.message()),
+            (None, _) => what.to_string(),
+        });
+        self
+    }
+
+    /// The failure as a configuration error of the step `what`, followed by what this
+    /// one's context (else its message) says: a remap rule whose origin name does not
+    /// resolve when the configuration is applied.
+    pub fn into_config(self, what: impl fmt::Display) -> Error {
+        let detail = match self.context {
+            Some(c) => c,
+            None => self.message(),
+        };
+        Error::config(format!("{what}: {detail}"))
+    }
+
     /// With a retry rule.
     pub fn retry(mut self, retry: Retry) -> Error {
         self.retry = retry;
@@ -204,6 +228,14 @@ impl From<HeadError> for Error {
     }
 }
 
+/// A socket operation of Turnstile's own: its I/O kind, and the operation, address and
+/// errno as iocore says them ("bind 0.0.0.0:8080: Address already in use (os error 98)").
+impl From<iocore::net::ListenError> for Error {
+    fn from(e: iocore::net::ListenError) -> Error {
+        Error::new(ErrorKind::Io(e.source.kind())).context(e.to_string())
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.context, &self.kind) {
@@ -248,6 +280,29 @@ mod tests {
         assert_eq!(e.side, Side::Internal);
         assert!(e.to_string().starts_with("open /x: "), "{e}");
         assert_eq!(Error::config("bad span").to_string(), "bad span");
+    }
+
+    #[test]
+    fn within_names_the_larger_step_first_and_keeps_the_kind() {
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let e = Error::io("bind 0.0.0.0:8080", &io).within("port 8080");
+        assert_eq!(e.kind, ErrorKind::Io(std::io::ErrorKind::AddrInUse));
+        assert_eq!(e.to_string(), format!("port 8080: bind 0.0.0.0:8080: {io}"));
+        for e in [
+            Error::new(ErrorKind::OriginBusy),
+            Error::new(ErrorKind::ConnectFailed).context("connect 127.0.0.1:9"),
+            Error::new(ErrorKind::Config),
+        ] {
+            assert_eq!(e.clone().within("pool").to_string(), format!("pool: {e}"));
+        }
+    }
+
+    #[test]
+    fn into_config_keeps_the_context_and_drops_the_client_message() {
+        let e = Error::new(ErrorKind::ResolveFailed).context("cannot resolve x: gone");
+        let c = e.into_config("remap / → http://x/");
+        assert_eq!((&c.kind, c.side), (&ErrorKind::Config, Side::Internal));
+        assert_eq!(c.to_string(), "remap / → http://x/: cannot resolve x: gone");
     }
 
     #[test]

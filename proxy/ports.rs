@@ -3,6 +3,7 @@
 //!
 //! Runs on the daemon's main thread; the acceptors it starts run where their mode says.
 
+use crate::error::{Error, Result};
 use crate::http::HttpAcceptor;
 use config::PortSpec;
 use iocore::{
@@ -98,14 +99,15 @@ pub fn systemd_listeners() -> Vec<Listener> {
 }
 
 /// Adopts inherited descriptor `fd` as a listening socket.
-fn inherit(fd: i32) -> Result<Listener, String> {
+fn inherit(fd: i32) -> Result<Listener> {
     // SAFETY: F_GETFD only queries whether `fd` is open.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(format!("fd={fd} is not open"));
+        // Named by `fd=N` in the port's descriptor, or by systemd's LISTEN_FDS.
+        return Err(Error::config(format!("fd={fd} is not open")));
     }
     // SAFETY: `fd` is open, was inherited for us, and nothing else in the process owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    Listener::adopt(owned).map_err(|e| e.to_string())
+    Ok(Listener::adopt(owned)?)
 }
 
 /// Binds, adopts or takes from systemd the socket of `spec`. The error names the port.
@@ -113,10 +115,10 @@ pub fn open(
     spec: &PortSpec,
     listen: &ListenOptions,
     inherited: &mut Vec<Listener>,
-) -> Result<Listener, String> {
+) -> Result<Listener> {
     let name = format!("port {}", spec);
     if let Some(fd) = spec.fd {
-        return inherit(fd).map_err(|e| format!("{name}: {e}"));
+        return inherit(fd).map_err(|e| e.within(&name));
     }
     let addr = spec.bind_addr();
     if let Some(i) = inherited
@@ -129,7 +131,7 @@ pub fn open(
     o.addr = addr;
     o.reuseport |= spec.reuseport;
     // Bound now (a taken port fails start-up), listening only when the port starts.
-    Listener::reserve(&o).map_err(|e| format!("{name}: {e}"))
+    Listener::reserve(&o).map_err(|e| Error::from(e).within(&name))
 }
 
 fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
@@ -170,18 +172,19 @@ impl Port {
         net: &NetProcessor,
         plan: AcceptPlan,
         sock: &SockOptions,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
+        let name = || format!("port {}", self.spec);
         if self.action.is_none() {
             // First start: the socket was only bound until now.
             self.listener
                 .listen()
-                .map_err(|e| format!("port {}: {e}", self.spec))?;
+                .map_err(|e| Error::from(e).within(name()))?;
         }
         let mut opts = AcceptOptions::new(self.label.clone(), plan.mode());
         opts.sock = sock.clone();
         let action = net
             .main_accept(self.acceptor.clone(), self.listener.clone(), &opts)
-            .map_err(|e| format!("port {}: {e}", self.spec))?;
+            .map_err(|e| Error::from(e).within(name()))?;
         if let Some(old) = self.action.replace(action) {
             old.cancel();
             if !old.wait_done(Duration::from_secs(1)) {

@@ -15,7 +15,7 @@ pub enum Control {
     /// The cache became ready second: start the ports now.
     StartPorts,
     /// Start-up cannot go on (e.g. wait_for_cache 2/3 and failed spans): exit 1.
-    Fatal(String),
+    Fatal(crate::error::Error),
 }
 
 fn handled() -> SigSet {

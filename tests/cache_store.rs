@@ -1,13 +1,6 @@
 //! The cache store (proxy/cache): spans as circular logs that survive restarts, torn
 //! writes and flipped bytes; the byte-bounded RAM LRU; the multi-span `Cache`.
 
-// Compiled straight from its source, so these tests run before `turnstile` exports the
-// module; once proxy/lib.rs has `pub mod cache;`, `use turnstile::cache;` can replace this.
-#[path = "../proxy/cache/mod.rs"]
-#[allow(dead_code)]
-mod cache;
-
-use cache::{open_async, Cache, Lookup, RamCache, Span, SpanError, SpanErrorKind, SpanStatus};
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -15,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+use turnstile::cache::{
+    open_async, Cache, Lookup, RamCache, Span, SpanError, SpanErrorKind, SpanStatus,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -634,7 +630,7 @@ fn cache_reports_a_failed_span_and_runs_on_the_other() {
     assert_eq!(cache.spans_online(), 1);
     assert_eq!(status.len(), 2);
     assert_eq!(status[0].path, dir.join("plain/span"));
-    let reason = status[0].result.as_ref().unwrap_err();
+    let reason = status[0].result.as_ref().unwrap_err().to_string();
     assert!(reason.starts_with("cannot open: "), "{reason}");
     assert_eq!(status[1].result, Ok((0, 0)));
     cache.put("k", b"v");

@@ -24,6 +24,7 @@ pub mod span;
 pub use ram::RamCache;
 pub use span::{Span, SpanError, SpanErrorKind};
 
+use crate::error::{Error, ErrorKind, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -34,8 +35,9 @@ use std::time::{Duration, Instant};
 pub struct SpanStatus {
     /// The path as configured.
     pub path: PathBuf,
-    /// Objects and bytes found on it, or why it failed (it is then left out of the cache).
-    pub result: Result<(usize, u64), String>,
+    /// Objects and bytes found on it, or why it failed (it is then left out of the cache):
+    /// the reason alone, without the path.
+    pub result: Result<(usize, u64)>,
     /// How long initialisation took.
     pub elapsed: Duration,
 }
@@ -98,7 +100,7 @@ impl Cache {
     /// and returns the cache of those that opened, with one status per configured span in
     /// the same order. With no spans, the cache holds objects in RAM only.
     pub fn open(spans: &[(PathBuf, u64)], ram_bytes: u64) -> (Cache, Vec<SpanStatus>) {
-        let opened: Vec<(Result<Span, String>, Duration)> = thread::scope(|s| {
+        let opened: Vec<(Result<Span>, Duration)> = thread::scope(|s| {
             let handles: Vec<_> = spans
                 .iter()
                 .enumerate()
@@ -114,7 +116,7 @@ impl Cache {
                 .zip(spans)
                 .map(|(handle, (path, size))| match handle {
                     Some(h) => h.join().unwrap_or_else(|_| {
-                        let e = "initialisation panicked".to_string();
+                        let e = Error::config("initialisation panicked");
                         (Err(e), Duration::ZERO)
                     }),
                     // No thread to be had: open it here, slower but still correct.
@@ -133,7 +135,7 @@ impl Cache {
                 let stats = (span.len(), span.bytes_used());
                 let io =
                     io::SpanIo::start(online.len(), span.clone(), ram.clone(), observer.clone())
-                        .map_err(|e| format!("cannot start its I/O thread: {e}"))?;
+                        .map_err(|e| Error::io("cannot start its I/O thread", &e))?;
                 online.push(Online {
                     configured: path.clone(),
                     seed: fnv1a(path.as_os_str().as_encoded_bytes()),
@@ -288,10 +290,20 @@ where
         })
 }
 
-fn timed_open(path: &Path, size: u64) -> (Result<Span, String>, Duration) {
+fn timed_open(path: &Path, size: u64) -> (Result<Span>, Duration) {
     let t = Instant::now();
-    let r = Span::open(path, size).map_err(|e| e.reason());
+    let r = Span::open(path, size).map_err(|e| span_failure(&e));
     (r, t.elapsed())
+}
+
+/// Why a span did not open, without its path (the status names it): an I/O error of
+/// the span file, or a span that is not usable as configured.
+fn span_failure(e: &SpanError) -> Error {
+    let kind = match e.kind() {
+        SpanErrorKind::Open(io) | SpanErrorKind::Io(io) => ErrorKind::Io(io.kind()),
+        _ => ErrorKind::Config,
+    };
+    Error::new(kind).context(e.reason())
 }
 
 /// Locks `m`, going on with the data of a holder that panicked: every structure here

@@ -2,6 +2,7 @@
 //! wins; a `from` without a host matches any host. Built at start-up and on reload, so
 //! origin names are resolved here, off the request path.
 
+use crate::error::{Error, ErrorKind, Result};
 use std::net::{SocketAddr, ToSocketAddrs};
 
 /// One resolved rule.
@@ -58,13 +59,20 @@ pub fn split_authority(a: &str) -> Option<(String, Option<u16>)> {
 /// threads, by the forward proxy), preferring an IPv4 address as ATS does by default
 /// (`hostdb.ip_resolve = "ipv4;ipv6"`): a name such as `localhost` that has both then
 /// reaches an origin listening on IPv4 only.
-pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+///
+/// # Errors
+///
+/// [`ErrorKind::ResolveFailed`], its context "cannot resolve HOST: why".
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
+    let failed = |why: &dyn std::fmt::Display| {
+        Error::new(ErrorKind::ResolveFailed).context(format!("cannot resolve {host}: {why}"))
+    };
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = (bare, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .map_err(|e| failed(&e))?
         .collect();
-    prefer_ipv4(&addrs).ok_or_else(|| format!("cannot resolve {host}: no address"))
+    prefer_ipv4(&addrs).ok_or_else(|| failed(&"no address"))
 }
 
 /// The first IPv4 address of `addrs`, else the first.
@@ -78,8 +86,8 @@ fn prefer_ipv4(addrs: &[SocketAddr]) -> Option<SocketAddr> {
 
 impl RemapTable {
     /// Builds the table from the configured rules, resolving each origin; an error
-    /// names the rule.
-    pub fn build(config_rules: &[config::RemapRule]) -> Result<RemapTable, String> {
+    /// ([`ErrorKind::Config`]) names the rule.
+    pub fn build(config_rules: &[config::RemapRule]) -> Result<RemapTable> {
         let mut rules = Vec::with_capacity(config_rules.len());
         for r in config_rules {
             let with_port = |host: &str, port: Option<u16>| {
@@ -96,7 +104,7 @@ impl RemapTable {
             let from_host = r.from.host.as_deref().map(|h| with_port(h, r.from.port));
             let to_name = r.to.host.as_deref().unwrap_or("localhost");
             let to_addr = resolve(to_name, r.to.port_or_default())
-                .map_err(|e| format!("remap {} → {}: {e}", r.from, r.to))?;
+                .map_err(|e| e.into_config(format_args!("remap {} → {}", r.from, r.to)))?;
             rules.push(Rule {
                 from_host,
                 from_path: r.from.path.clone(),

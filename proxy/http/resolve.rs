@@ -8,6 +8,7 @@
 //! whatever the port) are cached for [`TTL`]; failures are not (the next request asks
 //! again). Concurrent lookups of one name share one `getaddrinfo`.
 
+use crate::error::{Error, ErrorKind};
 use iocore::stats::Counter;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,8 +19,8 @@ use std::time::{Duration, Instant};
 /// How long an answer is used before the name is looked up again.
 pub(crate) const TTL: Duration = Duration::from_secs(60);
 
-/// What a lookup gives: an address, or why not.
-pub(crate) type Answer = Result<SocketAddr, String>;
+/// What a lookup gives: an address, or why not ([`ErrorKind::ResolveFailed`]).
+pub(crate) type Answer = crate::error::Result<SocketAddr>;
 /// Where an answer goes: runs on a resolver thread.
 pub(crate) type Done = Box<dyn FnOnce(Answer) + Send>;
 /// The blocking lookup the resolver threads run (asked with port 0).
@@ -93,7 +94,9 @@ impl Resolver {
             // No resolver thread left (cannot happen while the pool lives): fail fast.
             let waiting = lock(&self.state).pending.remove(host).unwrap_or_default();
             for (_, done) in waiting {
-                done(Err("no resolver thread".to_string()));
+                done(Err(
+                    Error::new(ErrorKind::ResolveFailed).context("no resolver thread")
+                ));
             }
         }
     }
@@ -154,7 +157,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(300));
                 Ok(SocketAddr::from(([10, 0, 0, 2], port)))
             }
-            "bad" => Err("cannot resolve bad".to_string()),
+            "bad" => Err(Error::new(ErrorKind::ResolveFailed).context("cannot resolve bad")),
             _ => Ok(SocketAddr::from(([10, 0, 0, 1], port))),
         }
     }

@@ -113,9 +113,8 @@ impl Session {
                         host.unwrap_or_default().to_string(),
                         target.path_and_query.clone(),
                     ),
-                    Some(Err(_)) => {
-                        return self.answer_error(Error::new(ErrorKind::ResolveFailed), keep)
-                    }
+                    // The resolver's ResolveFailed: 502.
+                    Some(Err(e)) => return self.answer_error(e, keep),
                     None => return self.wait_for_name(t, h, port, head),
                 }
             }

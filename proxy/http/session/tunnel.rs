@@ -69,7 +69,8 @@ impl Session {
         }
         let addr = match self.address_of(&host, port, &mut answer) {
             Some(Ok(a)) => a,
-            Some(Err(_)) => return self.answer_error(Error::new(ErrorKind::ResolveFailed), false),
+            // The resolver's ResolveFailed: 502.
+            Some(Err(e)) => return self.answer_error(e, false),
             None => return self.wait_for_name(t, host, port, head),
         };
         if let Err(e) = self.connect_origin(t, addr, false) {

@@ -70,7 +70,7 @@ impl HttpShared {
 
     /// Starts the access log at `path` (`proxy.config.log.access_log`); the error names
     /// the file.
-    pub fn open_access_log(&self, path: &std::path::Path) -> Result<(), String> {
+    pub fn open_access_log(&self, path: &std::path::Path) -> crate::error::Result<()> {
         let log = crate::access_log::AccessLog::open(path, self.metrics.access_dropped.clone())?;
         let _ = self.access_log.set(log);
         Ok(())
