@@ -92,6 +92,7 @@ struct Scheduled {
 }
 
 impl Scheduled {
+    #[inline]
     fn new(
         event: Event,
         thread: &Arc<Shared<Job>>,
@@ -170,6 +171,7 @@ impl ThreadRef {
         self.schedule_at(event, Instant::now() + first, Some(period))
     }
 
+    #[inline]
     fn schedule_at(&self, event: Event, at: Instant, period: Option<Duration>) -> EventHandle {
         let (s, handle) = Scheduled::new(event, &self.shared, at, period);
         self.shared.push(Job::Timer(s));
@@ -381,6 +383,7 @@ impl EThread {
         self.schedule_local(event, Instant::now() + period, Some(period))
     }
 
+    #[inline]
     fn schedule_local(
         &mut self,
         event: Event,

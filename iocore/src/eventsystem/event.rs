@@ -21,6 +21,7 @@ pub(crate) struct CancelState {
 
 impl CancelState {
     /// A live event's state, scheduled on `thread`.
+    #[inline]
     pub(crate) fn new(thread: Weak<dyn Purge>) -> CancelState {
         CancelState {
             cancelled: AtomicBool::new(false),
@@ -29,6 +30,7 @@ impl CancelState {
     }
 
     /// Whether the event was cancelled.
+    #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
     }
@@ -50,6 +52,7 @@ impl std::fmt::Debug for EventHandle {
 
 impl EventHandle {
     /// The handle of the event whose timer entry holds `state`.
+    #[inline]
     pub(crate) fn new(state: Arc<CancelState>) -> EventHandle {
         EventHandle(state)
     }

@@ -102,6 +102,7 @@ pub(crate) fn watch_waker(epoll: &Epoll, waker: RawFd) -> io::Result<()> {
 }
 
 /// The events of the last [`IoTable::wait`].
+#[inline]
 pub(crate) fn reported(events: &Events) -> impl Iterator<Item = Reported> + '_ {
     events.iter().map(|(data, bits)| {
         if data == Token::WAKER.0 {

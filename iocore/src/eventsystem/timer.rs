@@ -56,6 +56,7 @@ impl<T: Deadline> Timers<T> {
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, item: T) {
         self.seq += 1;
         self.heap.push(Entry {
@@ -65,11 +66,13 @@ impl<T: Deadline> Timers<T> {
     }
 
     /// The deadline of the earliest entry.
+    #[inline]
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.heap.peek().map(|e| e.item.deadline())
     }
 
     /// Removes and returns the earliest entry if it is due at `now`.
+    #[inline]
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<T> {
         if self.next_deadline()? <= now {
             self.heap.pop().map(|e| e.item)
@@ -80,6 +83,7 @@ impl<T: Deadline> Timers<T> {
 
     /// Drops entries from the front while `dead` says so, so the next deadline is a live
     /// entry's.
+    #[inline]
     pub(crate) fn drop_front_while(&mut self, mut dead: impl FnMut(&T) -> bool) {
         while self.heap.peek().is_some_and(|e| dead(&e.item)) {
             self.heap.pop();

@@ -67,6 +67,7 @@ impl Epoll {
 
     /// Waits up to `timeout_ms` (-1: no limit, 0: do not block) for events and puts them in
     /// `events`. On an error (EINTR included) `events` is left empty.
+    #[inline]
     pub(crate) fn wait(&self, events: &mut Events, timeout_ms: i32) -> io::Result<()> {
         events.len = 0;
         let max = events.buf.len().min(i32::MAX as usize) as i32;
@@ -100,6 +101,7 @@ impl Events {
     }
 
     /// The events of the last wait, as `(data, events)`.
+    #[inline]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
         // Copies the fields out: `epoll_event` is packed on x86-64.
         self.buf[..self.len].iter().map(|ev| (ev.u64, ev.events))

@@ -24,6 +24,7 @@ impl EventFd {
 
     /// Adds one to the counter, making the descriptor readable. EINTR is retried. A full
     /// counter (EAGAIN) is already readable, which is all a signal is for: not an error.
+    #[inline]
     pub(crate) fn signal(&self) -> io::Result<()> {
         let one: u64 = 1;
         settle(|| {
@@ -35,6 +36,7 @@ impl EventFd {
     /// Resets the counter to zero, so the descriptor is no longer readable. EINTR is
     /// retried. A counter already at zero (EAGAIN: a spurious wake-up) leaves nothing to
     /// do: not an error.
+    #[inline]
     pub(crate) fn drain(&self) -> io::Result<()> {
         let mut count: u64 = 0;
         settle(|| {
@@ -50,6 +52,7 @@ impl EventFd {
 
 /// Runs one eventfd read or write until a signal does not interrupt it. EAGAIN means the
 /// counter is already where the caller wants it (see `signal` and `drain`).
+#[inline]
 fn settle(mut op: impl FnMut() -> io::Result<isize>) -> io::Result<()> {
     loop {
         match op() {
