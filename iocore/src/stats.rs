@@ -2,7 +2,8 @@
 //!
 //! The hot path holds an `Arc` to its metric and touches one cache-padded atomic; names
 //! are looked up only when a metric is created or when a snapshot is read. Histograms are
-//! sharded per thread so recording never contends, and merged on read.
+//! sharded per thread so recording never contends, and merged on read. Every method runs
+//! on its caller's thread, whichever it is.
 
 use crossbeam_utils::CachePadded;
 use std::collections::BTreeMap;
@@ -194,6 +195,16 @@ impl Registry {
             Metric::Histogram(h) => h,
             other => panic!("metric {name} is not a histogram: {other:?}"),
         }
+    }
+
+    /// Registers `counter`, made elsewhere, as `name` (replacing whatever had that name):
+    /// for a count that starts before there is a registry to hand it, such as the event
+    /// threads' failed waits.
+    pub(crate) fn adopt_counter(&self, name: &str, counter: Arc<Counter>) {
+        self.metrics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), Metric::Counter(counter));
     }
 
     /// Every metric's current value, sorted by name. A histogram `NAME` appears as

@@ -288,3 +288,12 @@ fn after_io_hook_runs_once_the_whole_batch_was_dispatched() {
         "{order:?}"
     );
 }
+
+#[test]
+fn failed_waits_are_a_metric_registered_with_the_net_metrics() {
+    let rig = util::Rig::new(1, iocore::NetTuning::default());
+    assert_eq!(
+        rig.registry.value("proxy.process.eventsystem.poll_errors"),
+        Some(0)
+    );
+}

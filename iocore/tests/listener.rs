@@ -11,10 +11,8 @@ fn sockopt(fd: i32, level: i32, name: i32) -> i32 {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `v`/`len` are live and sized for a c_int.
-    assert_eq!(
-        unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut i32).cast(), &mut len) },
-        0
-    );
+    let r = unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut i32).cast(), &mut len) };
+    assert_eq!(r, 0);
     v
 }
 

@@ -100,6 +100,10 @@ const HELP: &[(&str, &str)] = &[
         "proxy.process.cache.writes_shed",
         "Cache writes kept in RAM only because too many disk writes were queued",
     ),
+    (
+        "proxy.process.eventsystem.poll_errors",
+        "Failed epoll waits and eventfd reads or writes (each thread logs its first)",
+    ),
     ("proxy.process.exec_thread.count", "ET_NET event threads"),
     (
         "proxy.process.hostdb.lookup_failures",

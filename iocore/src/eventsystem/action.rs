@@ -3,6 +3,8 @@
 //! The starter and the work share one `Action`. Cancelling runs the registered wake-up
 //! hooks once (so blocked work notices at once) and the work, which holds
 //! [`ActionGuard`]s while it runs, lets [`Action::wait_done`] observe that it has stopped.
+//! Every method runs on its caller's thread, whichever it is; cancel hooks run on the
+//! thread that cancels.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};

@@ -1,105 +1,36 @@
-//! `EThread`: one event loop on one OS thread.
+//! `EThread`: one event loop on one OS thread, and the work it runs.
 //!
-//! Everything in `impl EThread` runs on that thread (the type is `!Send`); everything in
+//! Each turn of the loop waits in epoll_wait (bounded by the next timer), runs the I/O
+//! handlers epoll reported, runs due timers, then runs a batch of the inbound queue (work
+//! other threads sent). Everything in `impl EThread` runs on that thread: the type is
+//! `!Send`, so only its own OS thread ever holds `&mut EThread`, and any function taking
+//! `&mut EThread` says by its signature that it runs there. Everything in
 //! `impl ThreadRef` may run on any thread and only queues work for it.
+//!
+//! This file ties the event system together. The I/O table (`io.rs`), the timer heap
+//! (`timer.rs`), the cross-thread half (`remote.rs`) and the cancel handle (`event.rs`)
+//! know nothing of `EThread`; the types whose callbacks take `&mut EThread` —
+//! [`IoHandler`], [`Event`] and the inbound jobs — are defined here, with it.
 
-use super::event::{Event, EventHandle, Scheduled};
-use crate::sys::{cvt, eventfd_drain, eventfd_signal};
-use crossbeam_deque::{Injector, Steal};
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::BinaryHeap;
-use std::io;
+use super::event::{CancelState, EventHandle};
+use super::io::{self, Interest, IoTable, Ready, Reported, Token, Verdict};
+use super::mutex::ProxyMutex;
+use super::poll_errors::{PollErrors, BACKOFF};
+use super::remote::{Purge, Shared};
+use super::timer::{next_tick, Deadline, Timers};
+use crate::sys::epoll::{Epoll, Events};
+use crossbeam_deque::Steal;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// How long a one-shot event whose mutex was busy waits before its next try.
 const MUTEX_RETRY: Duration = Duration::from_millis(2);
 /// Inbound jobs handled per loop turn, so a flood of hand-offs cannot starve I/O.
 const INBOX_BATCH: usize = 64;
-const WAKER_TOKEN: u64 = u64::MAX;
+/// Events taken from epoll per wait.
 const MAX_EVENTS: usize = 256;
-
-/// Readiness a handler asks epoll for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Interest(u32);
-
-impl Interest {
-    /// Readable, including the peer's half-close.
-    pub const READ: Interest = Interest((libc::EPOLLIN | libc::EPOLLRDHUP) as u32);
-    /// Readable, nothing else: for listening sockets, the only read interest
-    /// EPOLLEXCLUSIVE accepts.
-    pub const ACCEPT: Interest = Interest(libc::EPOLLIN as u32);
-    /// Writable.
-    pub const WRITE: Interest = Interest(libc::EPOLLOUT as u32);
-    /// Edge-triggered: reported once per change, the handler must drain to EAGAIN.
-    pub const EDGE: Interest = Interest(libc::EPOLLET as u32);
-    /// EPOLLEXCLUSIVE: of the threads waiting on one fd, wake only one (or a few).
-    pub const EXCLUSIVE: Interest = Interest(libc::EPOLLEXCLUSIVE as u32);
-
-    fn bits(self) -> u32 {
-        self.0
-    }
-}
-
-impl std::ops::BitOr for Interest {
-    type Output = Interest;
-    fn bitor(self, rhs: Interest) -> Interest {
-        Interest(self.0 | rhs.0)
-    }
-}
-
-/// What epoll reported for a registration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ready(u32);
-
-impl Ready {
-    /// Readable (or at EOF).
-    pub fn is_readable(self) -> bool {
-        self.0 & (libc::EPOLLIN as u32) != 0
-    }
-    /// Writable.
-    pub fn is_writable(self) -> bool {
-        self.0 & (libc::EPOLLOUT as u32) != 0
-    }
-    /// The peer closed its side (or both sides are closed).
-    pub fn is_hup(self) -> bool {
-        self.0 & ((libc::EPOLLRDHUP | libc::EPOLLHUP) as u32) != 0
-    }
-    /// An error is pending on the socket.
-    pub fn is_error(self) -> bool {
-        self.0 & (libc::EPOLLERR as u32) != 0
-    }
-    /// All readiness: what a handler assumes when it is first started.
-    pub const ALL: Ready = Ready((libc::EPOLLIN | libc::EPOLLOUT) as u32);
-}
-
-/// Names one I/O registration on one thread; stale tokens never reach a new handler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Token(u64);
-
-impl Token {
-    fn new(index: u32, generation: u32) -> Token {
-        Token(((generation as u64) << 32) | index as u64)
-    }
-    fn index(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
-    }
-    fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
-}
-
-/// What an I/O handler wants after handling readiness.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Stay registered.
-    Keep,
-    /// Deregister and drop the handler (closing whatever descriptors it owns).
-    Remove,
-}
 
 /// Code run on an event thread when a registered descriptor is ready.
 pub trait IoHandler {
@@ -113,65 +44,101 @@ impl<F: FnMut(&mut EThread, Token, Ready) -> Verdict> IoHandler for F {
     }
 }
 
+/// Work for an event thread: a callback, run on the thread it is scheduled on, optionally
+/// under a [`ProxyMutex`] that the thread try-locks first.
+pub struct Event {
+    callback: Box<dyn FnMut(&mut EThread) + Send>,
+    mutex: Option<Arc<ProxyMutex>>,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("mutex", &self.mutex.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Event {
+    /// An event that runs `f` on the thread it is scheduled on.
+    pub fn new(f: impl FnMut(&mut EThread) + Send + 'static) -> Event {
+        Event {
+            callback: Box::new(f),
+            mutex: None,
+        }
+    }
+
+    /// Runs the callback only while holding `mutex`. When the thread cannot take it at
+    /// once, the event is retried later on the same thread (a periodic event at its next
+    /// tick), and the loop goes on with other work: it never blocks on the lock.
+    pub fn with_mutex(mut self, mutex: Arc<ProxyMutex>) -> Event {
+        self.mutex = Some(mutex);
+        self
+    }
+}
+
 /// Work sent to a thread from elsewhere.
-pub(crate) enum Job {
+enum Job {
     Timer(Scheduled),
     Run(Box<dyn FnOnce(&mut EThread) + Send>),
 }
 
-/// The part of a thread other threads can touch.
-pub(crate) struct Shared {
-    id: usize,
-    inbox: Injector<Job>,
-    waker: OwnedFd,
-    sleeping: AtomicBool,
-    purge: AtomicBool,
-    stop: AtomicBool,
-    load: AtomicUsize,
+/// An event placed on a thread's timer heap or inbound queue.
+struct Scheduled {
+    event: Event,
+    state: Arc<CancelState>,
+    at: Instant,
+    period: Option<Duration>,
 }
 
-impl Shared {
-    fn push(&self, job: Job) {
-        self.inbox.push(job);
-        self.wake();
+impl Scheduled {
+    #[inline]
+    fn new(
+        event: Event,
+        thread: &Arc<Shared<Job>>,
+        at: Instant,
+        period: Option<Duration>,
+    ) -> (Scheduled, EventHandle) {
+        let thread: Weak<Shared<Job>> = Arc::downgrade(thread);
+        let thread: Weak<dyn Purge> = thread;
+        let state = Arc::new(CancelState::new(thread));
+        let handle = EventHandle::new(state.clone());
+        let s = Scheduled {
+            event,
+            state,
+            at,
+            period,
+        };
+        (s, handle)
     }
 
-    /// Wakes the thread if it is (about to be) blocked in epoll_wait. Pairs with the
-    /// fence in `EThread::wait`: either the thread sees our job, or we see it sleeping.
-    fn wake(&self) {
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
-            eventfd_signal(self.waker.as_raw_fd());
-        }
+    fn is_cancelled(&self) -> bool {
+        self.state.is_cancelled()
     }
+}
 
-    pub(crate) fn request_purge(&self) {
-        self.purge.store(true, Ordering::Release);
-        self.wake();
+impl Deadline for Scheduled {
+    fn deadline(&self) -> Instant {
+        self.at
     }
 }
 
 /// A handle to an event thread, usable from any thread: it can only queue work there.
 #[derive(Clone)]
 pub struct ThreadRef {
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared<Job>>,
 }
 
 impl std::fmt::Debug for ThreadRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ThreadRef({})", self.shared.id)
+        write!(f, "ThreadRef({})", self.shared.id())
     }
 }
 
 impl ThreadRef {
     /// The thread's index in its [`EventProcessor`](super::EventProcessor).
     pub fn id(&self) -> usize {
-        self.shared.id
-    }
-
-    /// How many I/O registrations the thread holds: its load, for least-loaded dispatch.
-    pub fn load(&self) -> usize {
-        self.shared.load.load(Ordering::Relaxed)
+        self.shared.id()
     }
 
     /// Runs `f` once on the thread, as soon as it gets to its inbound queue.
@@ -204,66 +171,25 @@ impl ThreadRef {
         self.schedule_at(event, Instant::now() + first, Some(period))
     }
 
+    #[inline]
     fn schedule_at(&self, event: Event, at: Instant, period: Option<Duration>) -> EventHandle {
         let (s, handle) = Scheduled::new(event, &self.shared, at, period);
         self.shared.push(Job::Timer(s));
         handle
     }
 
+    /// Asks the thread to leave its loop after the current turn.
     pub(crate) fn stop(&self) {
-        self.shared.stop.store(true, Ordering::Release);
-        fence(Ordering::SeqCst);
-        eventfd_signal(self.shared.waker.as_raw_fd());
+        self.shared.request_stop();
     }
-}
-
-struct TimerEntry {
-    seq: u64,
-    s: Scheduled,
-}
-
-impl PartialEq for TimerEntry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == CmpOrdering::Equal
-    }
-}
-impl Eq for TimerEntry {}
-impl PartialOrd for TimerEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for TimerEntry {
-    // BinaryHeap is a max-heap: the earliest deadline (then the oldest) must be greatest.
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        other
-            .s
-            .at
-            .cmp(&self.s.at)
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
-struct IoSlot {
-    generation: u32,
-    live: bool,
-    fd: RawFd,
-    handler: Option<Box<dyn IoHandler>>,
-    /// Set by `replace_handler` while the current handler runs; installed when it returns.
-    replacement: Option<Box<dyn IoHandler>>,
-    /// Registered with `register_sole`: closing the descriptor removes it from epoll.
-    sole: bool,
 }
 
 /// An event thread (ET_NET). Only its own OS thread ever holds `&mut EThread`, so every
 /// method here runs on that thread.
 pub struct EThread {
-    shared: Arc<Shared>,
-    epoll: OwnedFd,
-    timers: BinaryHeap<TimerEntry>,
-    seq: u64,
-    io: Vec<IoSlot>,
-    free: Vec<u32>,
+    shared: Arc<Shared<Job>>,
+    io: IoTable<dyn IoHandler>,
+    timers: Timers<Scheduled>,
     rearm: Option<Duration>,
     /// Hooks asked for with `after_io`, run once the current batch has been dispatched.
     after_io: Vec<fn(&mut EThread)>,
@@ -271,58 +197,34 @@ pub struct EThread {
 }
 
 impl EThread {
-    /// Creates the thread's epoll set and shared half; the loop starts with [`EThread::run`].
-    pub(crate) fn create(id: usize) -> io::Result<(OwnedFd, ThreadRef)> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: plain syscall; on success we own the returned descriptor.
-        let epfd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: `epfd` was just created and is owned by nobody else.
-        let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
-        let waker = crate::sys::eventfd()?;
-        epoll_ctl(
-            epfd,
-            libc::EPOLL_CTL_ADD,
-            waker.as_raw_fd(),
-            libc::EPOLLIN as u32,
-            WAKER_TOKEN,
-        )?;
-        let shared = Arc::new(Shared {
-            id,
-            inbox: Injector::new(),
-            waker,
-            sleeping: AtomicBool::new(false),
-            purge: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            load: AtomicUsize::new(0),
-        });
+    /// Creates thread `id`'s epoll set and shared half, counting failed waits and
+    /// wake-ups in `errors`; the loop starts with [`EThread::run`] on the new thread.
+    pub(crate) fn create(id: usize, errors: PollErrors) -> std::io::Result<(Epoll, ThreadRef)> {
+        let shared = Arc::new(Shared::new(id, errors)?);
+        let epoll = Epoll::new()?;
+        io::watch_waker(&epoll, shared.waker_fd())?;
         Ok((epoll, ThreadRef { shared }))
     }
 
     /// Runs the loop until the processor stops the thread, then drops every handler,
     /// timer and queued job (closing what they own) on this thread.
-    pub(crate) fn run(epoll: OwnedFd, thread: ThreadRef) {
+    pub(crate) fn run(epoll: Epoll, thread: ThreadRef) {
         let mut t = EThread {
             shared: thread.shared,
-            epoll,
-            timers: BinaryHeap::new(),
-            seq: 0,
-            io: Vec::new(),
-            free: Vec::new(),
+            io: IoTable::new(epoll),
+            timers: Timers::new(),
             rearm: None,
             after_io: Vec::new(),
             _not_send: PhantomData,
         };
-        CURRENT.with(|c| c.set(Some(t.shared.id)));
-        let mut events: Vec<libc::epoll_event> =
-            vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
-        while !t.shared.stop.load(Ordering::Acquire) {
-            let n = t.wait(&mut events);
-            for ev in &events[..n] {
-                let (bits, data) = (ev.events, ev.u64);
-                if data == WAKER_TOKEN {
-                    eventfd_drain(t.shared.waker.as_raw_fd());
-                } else {
-                    t.dispatch_io(Token(data), Ready(bits));
+        CURRENT.with(|c| c.set(Some(t.shared.id())));
+        let mut events = Events::with_capacity(MAX_EVENTS);
+        while !t.shared.stopping() {
+            t.wait(&mut events);
+            for reported in io::reported(&events) {
+                match reported {
+                    Reported::Waker => t.drain_waker(),
+                    Reported::Io(token, ready) => t.dispatch_io(token, ready),
                 }
             }
             t.run_after_io();
@@ -335,73 +237,53 @@ impl EThread {
     }
 
     /// Blocks in epoll_wait until I/O, the next timer, or a wake-up from another thread.
-    fn wait(&mut self, events: &mut [libc::epoll_event]) -> usize {
-        if self.shared.purge.swap(false, Ordering::AcqRel) {
-            self.timers.retain(|e| !e.s.is_cancelled());
+    fn wait(&mut self, events: &mut Events) {
+        if self.shared.take_purge() {
+            self.timers.retain(|s| !s.is_cancelled());
         }
-        while self.timers.peek().is_some_and(|e| e.s.is_cancelled()) {
-            self.timers.pop();
-        }
-        let mut timeout = match self.timers.peek() {
+        self.timers.drop_front_while(Scheduled::is_cancelled);
+        let mut timeout = match self.timers.next_deadline() {
             None => -1,
-            Some(e) => {
-                let d = e.s.at.saturating_duration_since(Instant::now());
+            Some(at) => {
+                let d = at.saturating_duration_since(Instant::now());
                 // Round up: waking a little late is fine, waking early spins.
                 d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
             }
         };
-        if timeout != 0 {
-            self.shared.sleeping.store(true, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            if !self.shared.inbox.is_empty()
-                || self.shared.purge.load(Ordering::Relaxed)
-                || self.shared.stop.load(Ordering::Relaxed)
-            {
-                timeout = 0;
+        if timeout != 0 && !self.shared.prepare_sleep() {
+            timeout = 0;
+        }
+        let waited = self.io.wait(events, timeout);
+        self.shared.awake();
+        match waited {
+            Ok(()) => {}
+            // A signal cut the wait short: the turn goes on as if it had timed out.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                self.shared.wait_failed("epoll_wait", &e);
+                // Waiting again at once would fail again at once. Sleep what the wait
+                // would have (so timers still run on time), up to the back-off.
+                let backoff = u64::try_from(timeout)
+                    .map_or(BACKOFF, |ms| BACKOFF.min(Duration::from_millis(ms)));
+                std::thread::sleep(backoff);
             }
         }
-        // SAFETY: `events` is a live buffer of `events.len()` epoll_event structs.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                timeout,
-            )
-        };
-        self.shared.sleeping.store(false, Ordering::Relaxed);
-        n.max(0) as usize
+    }
+
+    fn drain_waker(&mut self) {
+        if let Err(e) = self.shared.drain_waker() {
+            self.shared.wait_failed("eventfd read", &e);
+            // The eventfd stays readable, so every wait would return at once.
+            std::thread::sleep(BACKOFF);
+        }
     }
 
     fn dispatch_io(&mut self, token: Token, ready: Ready) {
-        let idx = token.index();
-        let Some(slot) = self.io.get_mut(idx) else {
-            return;
-        };
-        if !slot.live || slot.generation != token.generation() {
+        let Some(mut handler) = self.io.lend(token) else {
             return; // stale: deregistered earlier in this batch
-        }
-        let Some(mut handler) = slot.handler.take() else {
-            return;
         };
         let verdict = handler.ready(self, token, ready);
-        let slot = &mut self.io[idx];
-        if slot.live && slot.generation == token.generation() {
-            if let Some(next) = slot.replacement.take() {
-                // The handler gave its registration away while it ran.
-                slot.handler = Some(next);
-                drop(handler);
-                return;
-            }
-            match verdict {
-                Verdict::Keep => slot.handler = Some(handler),
-                Verdict::Remove => {
-                    self.release(token);
-                    drop(handler);
-                }
-            }
-        }
-        // else: the handler deregistered itself while running; it is dropped here.
+        self.io.restore(token, handler, verdict);
     }
 
     fn run_after_io(&mut self) {
@@ -413,21 +295,20 @@ impl EThread {
     fn run_due_timers(&mut self) {
         let now = Instant::now();
         // Events scheduled while we run get later deadlines, so this loop ends.
-        while self.timers.peek().is_some_and(|e| e.s.at <= now) {
-            let entry = self.timers.pop().expect("peeked");
-            self.fire(entry.s, now);
+        while let Some(s) = self.timers.pop_due(now) {
+            self.fire(s, now);
         }
     }
 
     fn drain_inbox(&mut self) {
         for _ in 0..INBOX_BATCH {
-            match self.shared.inbox.steal() {
+            match self.shared.steal() {
                 Steal::Success(Job::Run(f)) => f(self),
                 Steal::Success(Job::Timer(s)) => {
                     if s.at <= Instant::now() {
                         self.fire(s, Instant::now());
                     } else {
-                        self.push_timer(s);
+                        self.timers.push(s);
                     }
                 }
                 Steal::Retry => continue,
@@ -450,7 +331,7 @@ impl EThread {
                         Some(p) => next_tick(s.at, p, now),
                         None => now + MUTEX_RETRY,
                     };
-                    self.push_timer(s);
+                    self.timers.push(s);
                     return;
                 }
             },
@@ -463,31 +344,21 @@ impl EThread {
             if !s.is_cancelled() {
                 s.period = Some(p);
                 s.at = next_tick(s.at, p, Instant::now());
-                self.push_timer(s);
+                self.timers.push(s);
             }
         }
-    }
-
-    fn push_timer(&mut self, s: Scheduled) {
-        self.seq += 1;
-        self.timers.push(TimerEntry { seq: self.seq, s });
     }
 
     fn shutdown(&mut self) {
-        for slot in &mut self.io {
-            if slot.live {
-                slot.live = false;
-                slot.handler = None;
-            }
-        }
+        self.io.clear();
         self.timers.clear();
-        while let Steal::Success(_) | Steal::Retry = self.shared.inbox.steal() {}
+        while let Steal::Success(_) | Steal::Retry = self.shared.steal() {}
         CURRENT.with(|c| c.set(None));
     }
 
     /// This thread's index in its processor.
     pub fn id(&self) -> usize {
-        self.shared.id
+        self.shared.id()
     }
 
     /// A handle other threads can use to send work here.
@@ -512,6 +383,7 @@ impl EThread {
         self.schedule_local(event, Instant::now() + period, Some(period))
     }
 
+    #[inline]
     fn schedule_local(
         &mut self,
         event: Event,
@@ -519,7 +391,7 @@ impl EThread {
         period: Option<Duration>,
     ) -> EventHandle {
         let (s, handle) = Scheduled::new(event, &self.shared, at, period);
-        self.push_timer(s);
+        self.timers.push(s);
         handle
     }
 
@@ -544,8 +416,8 @@ impl EThread {
         fd: RawFd,
         interest: Interest,
         handler: Box<dyn IoHandler>,
-    ) -> io::Result<Token> {
-        self.register_with(fd, interest, handler, false)
+    ) -> std::io::Result<Token> {
+        self.io.register(fd, interest, handler, false)
     }
 
     /// As [`register`](Self::register), for a socket whose handler holds its only
@@ -558,113 +430,21 @@ impl EThread {
         fd: RawFd,
         interest: Interest,
         handler: Box<dyn IoHandler>,
-    ) -> io::Result<Token> {
-        self.register_with(fd, interest, handler, true)
-    }
-
-    fn register_with(
-        &mut self,
-        fd: RawFd,
-        interest: Interest,
-        handler: Box<dyn IoHandler>,
-        sole: bool,
-    ) -> io::Result<Token> {
-        let idx = match self.free.pop() {
-            Some(i) => i as usize,
-            None => {
-                self.io.push(IoSlot {
-                    generation: 0,
-                    live: false,
-                    fd: -1,
-                    handler: None,
-                    replacement: None,
-                    sole: false,
-                });
-                self.io.len() - 1
-            }
-        };
-        let slot = &mut self.io[idx];
-        let token = Token::new(idx as u32, slot.generation);
-        if let Err(e) = epoll_ctl(
-            self.epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            fd,
-            interest.bits(),
-            token.0,
-        ) {
-            self.free.push(idx as u32);
-            return Err(e);
-        }
-        slot.live = true;
-        slot.fd = fd;
-        slot.handler = Some(handler);
-        slot.sole = sole;
-        self.shared.load.fetch_add(1, Ordering::Relaxed);
-        Ok(token)
-    }
-
-    /// Changes what a registration waits for (not valid with [`Interest::EXCLUSIVE`]).
-    pub fn modify(&mut self, token: Token, interest: Interest) -> io::Result<()> {
-        match self.io.get(token.index()) {
-            Some(s) if s.live && s.generation == token.generation() => epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_MOD,
-                s.fd,
-                interest.bits(),
-                token.0,
-            ),
-            _ => Err(io::Error::from(io::ErrorKind::NotFound)),
-        }
+    ) -> std::io::Result<Token> {
+        self.io.register(fd, interest, handler, true)
     }
 
     /// Hands a live registration to `handler` (the epoll registration stays as it is); the
     /// old handler is dropped, after it returns if it is the one running now. False (and
     /// `handler` dropped) when the token is stale.
     pub fn replace_handler(&mut self, token: Token, handler: Box<dyn IoHandler>) -> bool {
-        match self.io.get_mut(token.index()) {
-            Some(s) if s.live && s.generation == token.generation() => {
-                if s.handler.is_some() {
-                    s.handler = Some(handler);
-                } else {
-                    s.replacement = Some(handler);
-                }
-                true
-            }
-            _ => false,
-        }
+        self.io.replace(token, handler)
     }
 
     /// Removes a registration and returns its handler (None if the token is stale, or if
     /// the handler is the one running now: it is then dropped when it returns).
     pub fn deregister(&mut self, token: Token) -> Option<Box<dyn IoHandler>> {
-        match self.io.get_mut(token.index()) {
-            Some(s) if s.live && s.generation == token.generation() => {
-                let handler = s.handler.take();
-                self.release(token);
-                handler
-            }
-            _ => None,
-        }
-    }
-
-    fn release(&mut self, token: Token) {
-        let slot = &mut self.io[token.index()];
-        // The fd is still open here (its owner is the handler, not yet dropped). A sole
-        // descriptor leaves epoll when it is closed.
-        if !slot.sole {
-            let _ = epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, slot.fd, 0, 0);
-        }
-        slot.live = false;
-        slot.fd = -1;
-        slot.replacement = None;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(token.index() as u32);
-        self.shared.load.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// How many I/O registrations this thread holds.
-    pub fn registrations(&self) -> usize {
-        self.shared.load.load(Ordering::Relaxed)
+        self.io.deregister(token)
     }
 }
 
@@ -677,18 +457,38 @@ pub fn current_thread_id() -> Option<usize> {
     CURRENT.with(|c| c.get())
 }
 
-fn next_tick(prev: Instant, period: Duration, now: Instant) -> Instant {
-    let next = prev + period;
-    // A late tick does not trigger a burst of catch-up runs.
-    if next <= now {
-        now + period
-    } else {
-        next
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
 
-fn epoll_ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events, u64: data };
-    // SAFETY: `ev` is a live epoll_event; the kernel copies it.
-    cvt(unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) }).map(drop)
+    #[test]
+    fn a_failing_epoll_wait_is_counted_and_backs_off_instead_of_spinning() {
+        let errors = PollErrors::default();
+        let (_, thread) = EThread::create(0, errors.clone()).unwrap();
+        let broken = Epoll::not_an_epoll_set();
+        let on_thread = thread.clone();
+        let join = std::thread::spawn(move || EThread::run(broken, on_thread));
+
+        // Inbound work still runs: the loop goes on, one back-off per turn.
+        let (tx, rx) = mpsc::channel();
+        thread.run(move |_| tx.send(()).unwrap());
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("a job ran on the thread whose epoll_wait fails");
+        assert!(errors.counter().get() >= 1, "the failure was not counted");
+
+        // A spinning loop would fail millions of times in this window; one that backs
+        // off fails about once per BACKOFF.
+        let (before, start) = (errors.counter().get(), Instant::now());
+        std::thread::sleep(Duration::from_millis(200));
+        let failed = errors.counter().get() - before;
+        let turns = (start.elapsed().as_millis() / BACKOFF.as_millis()) as u64;
+        assert!(
+            failed <= turns + 2,
+            "{failed} failed waits in {turns} back-offs"
+        );
+
+        thread.stop();
+        join.join().unwrap();
+    }
 }

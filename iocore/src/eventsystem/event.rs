@@ -1,56 +1,46 @@
-//! Events: a callback, an optional [`ProxyMutex`] it runs under, and a cancellable handle.
+//! `EventHandle`: what any thread may do to a scheduled event, which is to cancel it.
+//!
+//! The handle and the timer entry share a [`CancelState`]. Cancelling sets its flag,
+//! which the owning thread checks before every run, and asks that thread (through
+//! [`Purge`], its cross-thread half) to drop its cancelled timers, so a long timer's
+//! callback and what it owns are dropped promptly, on their own thread. Everything here
+//! runs on any thread.
+//!
+//! The `Event` itself is a callback over `&mut EThread`, so it is defined with `EThread`
+//! in `ethread.rs`; this file needs only `remote.rs`.
 
-use super::ethread::{EThread, Shared};
-use super::mutex::ProxyMutex;
+use super::remote::Purge;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
 
-pub(crate) type Callback = Box<dyn FnMut(&mut EThread) + Send>;
-
-/// Work for an event thread: a callback, run on the thread it is scheduled on, optionally
-/// under a [`ProxyMutex`] that the thread try-locks first.
-pub struct Event {
-    pub(crate) callback: Callback,
-    pub(crate) mutex: Option<Arc<ProxyMutex>>,
+/// The cancel flag of one scheduled event, and the thread to tell about a cancel.
+pub(crate) struct CancelState {
+    cancelled: AtomicBool,
+    thread: Weak<dyn Purge>,
 }
 
-impl std::fmt::Debug for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Event")
-            .field("mutex", &self.mutex.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Event {
-    /// An event that runs `f` on the thread it is scheduled on.
-    pub fn new(f: impl FnMut(&mut EThread) + Send + 'static) -> Event {
-        Event {
-            callback: Box::new(f),
-            mutex: None,
+impl CancelState {
+    /// A live event's state, scheduled on `thread`.
+    #[inline]
+    pub(crate) fn new(thread: Weak<dyn Purge>) -> CancelState {
+        CancelState {
+            cancelled: AtomicBool::new(false),
+            thread,
         }
     }
 
-    /// Runs the callback only while holding `mutex`. When the thread cannot take it at
-    /// once, the event is retried later on the same thread (a periodic event at its next
-    /// tick), and the loop goes on with other work: it never blocks on the lock.
-    pub fn with_mutex(mut self, mutex: Arc<ProxyMutex>) -> Event {
-        self.mutex = Some(mutex);
-        self
+    /// Whether the event was cancelled.
+    #[inline]
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
     }
-}
-
-pub(crate) struct EventState {
-    cancelled: AtomicBool,
-    thread: Weak<Shared>,
 }
 
 /// The handle to a scheduled event. Cancelling it is safe from any thread, including from
 /// inside the event's own callback; a cancelled event never runs again and its callback
 /// (with whatever it owns) is dropped on its thread shortly after.
 #[derive(Clone)]
-pub struct EventHandle(Arc<EventState>);
+pub struct EventHandle(Arc<CancelState>);
 
 impl std::fmt::Debug for EventHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,53 +51,23 @@ impl std::fmt::Debug for EventHandle {
 }
 
 impl EventHandle {
+    /// The handle of the event whose timer entry holds `state`.
+    #[inline]
+    pub(crate) fn new(state: Arc<CancelState>) -> EventHandle {
+        EventHandle(state)
+    }
+
     /// Stops the event. Idempotent.
     pub fn cancel(&self) {
         if !self.0.cancelled.swap(true, Ordering::AcqRel) {
-            if let Some(shared) = self.0.thread.upgrade() {
-                shared.request_purge();
+            if let Some(thread) = self.0.thread.upgrade() {
+                thread.request_purge();
             }
         }
     }
 
     /// Whether [`cancel`](EventHandle::cancel) has been called.
     pub fn is_cancelled(&self) -> bool {
-        self.0.cancelled.load(Ordering::Acquire)
-    }
-}
-
-/// An event placed on a thread's timer heap or inbound queue.
-pub(crate) struct Scheduled {
-    pub(crate) event: Event,
-    pub(crate) state: Arc<EventState>,
-    pub(crate) at: Instant,
-    pub(crate) period: Option<Duration>,
-}
-
-impl Scheduled {
-    pub(crate) fn new(
-        event: Event,
-        thread: &Arc<Shared>,
-        at: Instant,
-        period: Option<Duration>,
-    ) -> (Scheduled, EventHandle) {
-        let state = Arc::new(EventState {
-            cancelled: AtomicBool::new(false),
-            thread: Arc::downgrade(thread),
-        });
-        let handle = EventHandle(state.clone());
-        (
-            Scheduled {
-                event,
-                state,
-                at,
-                period,
-            },
-            handle,
-        )
-    }
-
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.state.cancelled.load(Ordering::Acquire)
+        self.0.is_cancelled()
     }
 }

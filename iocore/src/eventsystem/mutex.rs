@@ -48,11 +48,6 @@ impl ProxyMutex {
             }
         }
     }
-
-    /// Whether some thread holds the lock right now.
-    pub fn is_locked(&self) -> bool {
-        self.locked.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for ProxyMutexGuard<'_> {

@@ -1,7 +1,11 @@
 //! `EventProcessor`: starts, hands out and stops the ET_NET threads.
+//!
+//! Its methods run on the caller's thread (the main thread, a control thread, an accept
+//! thread); each spawned ET_NET thread runs only [`EThread::run`].
 
-use super::ethread::{EThread, ThreadRef};
-use super::event::{Event, EventHandle};
+use super::ethread::{EThread, Event, ThreadRef};
+use super::event::EventHandle;
+use super::poll_errors::PollErrors;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -36,6 +40,7 @@ pub struct EventProcessor {
     joins: Mutex<Vec<JoinHandle<()>>>,
     next: AtomicUsize,
     pinned: Vec<usize>,
+    errors: PollErrors,
 }
 
 impl EventProcessor {
@@ -50,8 +55,9 @@ impl EventProcessor {
         let mut threads = Vec::with_capacity(n);
         let mut joins = Vec::with_capacity(n);
         let mut pinned = Vec::new();
+        let errors = PollErrors::default();
         for id in 0..n {
-            let (epoll, tref) = EThread::create(id)?;
+            let (epoll, tref) = EThread::create(id, errors.clone())?;
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             if let Some(c) = core {
                 pinned.push(c.id);
@@ -73,6 +79,7 @@ impl EventProcessor {
             joins: Mutex::new(joins),
             next: AtomicUsize::new(0),
             pinned,
+            errors,
         })
     }
 
@@ -92,12 +99,10 @@ impl EventProcessor {
         &self.threads[i % self.threads.len()]
     }
 
-    /// The thread with the fewest I/O registrations (ties: the lowest index).
-    pub fn least_loaded(&self) -> &ThreadRef {
-        self.threads
-            .iter()
-            .min_by_key(|t| t.load())
-            .expect("at least one thread")
+    /// Where the threads count failed waits and wake-ups (for the metrics registry, and
+    /// for accept threads, which wait too).
+    pub(crate) fn poll_errors(&self) -> &PollErrors {
+        &self.errors
     }
 
     /// Schedules `event` as soon as possible on the next round-robin thread.

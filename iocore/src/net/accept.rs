@@ -9,14 +9,15 @@
 //! thread, or an ET_NET thread); `PortAccept::start` always runs on the ET_NET thread
 //! that owns the connection.
 
-use super::connection::{ConnectionTable, NetConnection};
-use super::processor::{Dispatch, NetShared, SockOptions};
+use super::connection::NetConnection;
+use super::options::{Dispatch, SockOptions};
+use super::shared::NetShared;
 use crate::eventsystem::{Action, ActionGuard, EThread};
 use crate::stats::{Counter, Gauge};
-use crate::sys::{getsockopt_int, setsockopt_int, to_socket_addr};
+use crate::sys::socket;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,27 +45,11 @@ enum Outcome {
 }
 
 fn accept_one(listen_fd: RawFd) -> Outcome {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: `storage`/`len` describe a live buffer the kernel fills with the peer.
-    let fd = unsafe {
-        libc::accept4(
-            listen_fd,
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        )
+    let e = match socket::accept(listen_fd) {
+        Ok((fd, Some(peer))) => return Outcome::Accepted(fd, peer),
+        Ok((_, None)) => return Outcome::Retry, // not an IP peer: drop it
+        Err(e) => e,
     };
-    if fd >= 0 {
-        // SAFETY: accept4 returned a new descriptor that nobody else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        return match to_socket_addr(&storage) {
-            Some(peer) => Outcome::Accepted(owned, peer),
-            None => Outcome::Retry, // not an IP peer: drop it
-        };
-    }
-    let e = io::Error::last_os_error();
     match e.raw_os_error().unwrap_or(0) {
         libc::EAGAIN => Outcome::Empty,
         // The connection died in the queue, a signal, or a network-level hiccup that
@@ -250,7 +235,6 @@ impl PortAccept {
             None => {
                 let target = match self.dispatch {
                     Dispatch::RoundRobin => self.net.events.assign(),
-                    Dispatch::LeastLoaded => self.net.events.least_loaded(),
                 };
                 let port = self.clone();
                 target.run(move |t| port.start(conn, t));
@@ -276,89 +260,3 @@ impl PortAccept {
         }
     }
 }
-
-impl SockOptions {
-    /// Sets the options on a socket: the listening socket (whose options accepted
-    /// sockets inherit), or an accepted one when they did not. The flags are set both
-    /// ways, as an adopted listener may come with its own. A failure affects only the
-    /// tuning, so it is ignored.
-    pub(crate) fn apply(&self, raw: RawFd) {
-        let _ = setsockopt_int(
-            raw,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            self.nodelay.into(),
-        );
-        let _ = setsockopt_int(
-            raw,
-            libc::SOL_SOCKET,
-            libc::SO_KEEPALIVE,
-            self.keepalive.into(),
-        );
-        let lg = libc::linger {
-            l_onoff: self.linger0.into(),
-            l_linger: 0,
-        };
-        // SAFETY: `lg` is a live linger struct and the length matches it.
-        unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&lg as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        if self.recv_buffer > 0 {
-            let _ = setsockopt_int(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                self.recv_buffer.min(i32::MAX as usize) as i32,
-            );
-        }
-        if self.send_buffer > 0 {
-            let _ = setsockopt_int(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                self.send_buffer.min(i32::MAX as usize) as i32,
-            );
-        }
-    }
-}
-
-impl SockOptions {
-    /// Whether `raw` already has every option (buffer sizes at least as asked: the
-    /// kernel doubles them).
-    fn present_on(&self, raw: RawFd) -> bool {
-        let int = |level, name| getsockopt_int(raw, level, name).ok();
-        let mut lg = libc::linger {
-            l_onoff: 0,
-            l_linger: 0,
-        };
-        let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
-        // SAFETY: `lg` and `len` are live locals sized for a linger struct.
-        let linger_ok = unsafe {
-            libc::getsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&mut lg as *mut libc::linger).cast(),
-                &mut len,
-            )
-        } == 0;
-        let buffer_ok = |name, want: usize| {
-            want == 0 || int(libc::SOL_SOCKET, name).is_some_and(|v| v as usize >= want)
-        };
-        int(libc::IPPROTO_TCP, libc::TCP_NODELAY).map(|v| v != 0) == Some(self.nodelay)
-            && int(libc::SOL_SOCKET, libc::SO_KEEPALIVE).map(|v| v != 0) == Some(self.keepalive)
-            && linger_ok
-            && (lg.l_onoff != 0 && lg.l_linger == 0) == self.linger0
-            && buffer_ok(libc::SO_RCVBUF, self.recv_buffer)
-            && buffer_ok(libc::SO_SNDBUF, self.send_buffer)
-    }
-}
-
-// The table lives in NetShared; re-export the type for the processor.
-pub(crate) type Table = ConnectionTable;

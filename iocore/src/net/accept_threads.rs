@@ -2,18 +2,34 @@
 //! the kernel until a connection (or cancellation) arrives, then accepting a batch and
 //! handing each connection to an ET_NET thread.
 //!
-//! Every line of `run` executes on a `[ACCEPT port:i]` thread. The listening socket stays
-//! non-blocking (another mode may share it during a reload swap), so "blocked" is poll(2)
-//! on the socket and the acceptor's cancel eventfd: no timeout, no periodic wake-ups, and
-//! cancellation wakes every thread at once.
+//! Every line of `run` and `Cancel::wait` executes on a `[ACCEPT port:i]` thread; `start`
+//! and the cancel hook run on the caller's thread. The listening socket stays non-blocking
+//! (another mode may share it during a reload swap), so "blocked" is poll(2) on the socket
+//! and the acceptor's cancel eventfd: no timeout, no periodic wake-ups, and cancellation
+//! wakes every thread at once.
 
 use super::accept::{Batch, OpenAcceptor, PortAccept};
 use super::listener::Listener;
-use crate::sys::{eventfd, eventfd_signal};
+use crate::eventsystem::poll_errors::{PollErrors, BACKOFF};
+use crate::sys::eventfd::EventFd;
+use crate::sys::fd::poll_readable;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What a port's accept threads block on besides the listening socket, and where they
+/// count failures to block.
+struct Cancel {
+    /// Signalled once when the port's action is cancelled, and never read: it then stays
+    /// readable for every thread.
+    fd: EventFd,
+    errors: PollErrors,
+    /// Whether a failed poll or signal of this port was logged.
+    logged: AtomicBool,
+    label: String,
+}
 
 /// Spawns `count` accept threads, pinned round-robin to `cores` if any are given.
 /// Runs on the caller's thread.
@@ -23,11 +39,19 @@ pub(crate) fn start(
     count: usize,
     cores: &[usize],
 ) -> io::Result<()> {
-    let cancel = Arc::new(eventfd()?);
+    let cancel = Arc::new(Cancel {
+        fd: EventFd::new()?,
+        errors: port.net.events.poll_errors().clone(),
+        logged: AtomicBool::new(false),
+        label: port.label.clone(),
+    });
     let waker = cancel.clone();
-    // The eventfd is never read: once signalled it stays readable for every thread.
-    port.action
-        .on_cancel(move || eventfd_signal(waker.as_raw_fd()));
+    port.action.on_cancel(move || {
+        if let Err(e) = waker.fd.signal() {
+            // The accept threads now wait for their next connection before they stop.
+            waker.failed("eventfd wake-up", &e);
+        }
+    });
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     for i in 0..count {
         let open = port.open_acceptor();
@@ -52,14 +76,15 @@ pub(crate) fn start(
 }
 
 /// The accept loop of one dedicated thread.
-fn run(port: &Arc<PortAccept>, listener: &Listener, cancel: &OwnedFd, _open: OpenAcceptor) {
+fn run(port: &Arc<PortAccept>, listener: &Listener, cancel: &Cancel, _open: OpenAcceptor) {
     let fd = listener.as_raw_fd();
+    let cancel_fd = cancel.fd.as_raw_fd();
     loop {
         match port.accept_batch(fd, None) {
             Batch::Stop => return,
             Batch::Yielded => continue,
-            Batch::Drained => wait(&[fd, cancel.as_raw_fd()], None),
-            Batch::Pause(d) => wait(&[cancel.as_raw_fd()], Some(d)),
+            Batch::Drained => cancel.wait([fd, cancel_fd], None),
+            Batch::Pause(d) => cancel.wait([cancel_fd], Some(d)),
         }
         if port.action.cancelled() {
             return;
@@ -67,17 +92,26 @@ fn run(port: &Arc<PortAccept>, listener: &Listener, cancel: &OwnedFd, _open: Ope
     }
 }
 
-/// Blocks until one of `fds` is readable or `timeout` passes.
-fn wait(fds: &[RawFd], timeout: Option<Duration>) {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let ms = timeout.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32);
-    // SAFETY: `pfds` is a live array of `pfds.len()` pollfd structs.
-    unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+impl Cancel {
+    /// Blocks until one of `fds` is readable or `timeout` passes.
+    fn wait<const N: usize>(&self, fds: [RawFd; N], timeout: Option<Duration>) {
+        match poll_readable(fds, timeout) {
+            Ok(_) => {}
+            // A signal: the loop looks at the socket and the cancel flag again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                self.failed("poll", &e);
+                // Polling again at once would fail again at once.
+                std::thread::sleep(BACKOFF);
+            }
+        }
+    }
+
+    fn failed(&self, what: &str, e: &io::Error) {
+        self.errors.record(
+            &self.logged,
+            format_args!("port {} accept threads: {what}", self.label),
+            e,
+        );
+    }
 }

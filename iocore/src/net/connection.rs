@@ -6,8 +6,14 @@
 //! The socket is an `OwnedFd` and the slot an RAII guard, so whichever path drops the
 //! connection closes the socket once and `connections_currently_open` follows by
 //! construction.
+//!
+//! The table is shared by every accepting thread (slots are reserved there); a
+//! `NetConnection`'s methods run on the ET_NET thread that owns it, and its drop, which
+//! releases the slot, on whichever thread drops it.
 
+use super::options::ThrottleMode;
 use crate::stats::{Counter, Gauge};
+use crate::sys::socket;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -15,15 +21,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What to do when the table is at its cap.
-pub(crate) const MODE_PAUSE: u8 = 0;
-pub(crate) const MODE_CLOSE: u8 = 1;
-
 /// The count of open client connections, against an optional cap.
 #[derive(Debug)]
 pub(crate) struct ConnectionTable {
     open: Arc<Gauge>,
     cap: AtomicU64,
+    /// A [`ThrottleMode`], as [`ThrottleMode::to_u8`] stores it.
     mode: AtomicU8,
     paused: AtomicBool,
     pauses: Arc<Counter>,
@@ -34,22 +37,27 @@ impl ConnectionTable {
         ConnectionTable {
             open,
             cap: AtomicU64::new(0),
-            mode: AtomicU8::new(MODE_PAUSE),
+            mode: AtomicU8::new(ThrottleMode::Pause.to_u8()),
             paused: AtomicBool::new(false),
             pauses,
         }
     }
 
-    pub(crate) fn set_limit(&self, cap: u64, mode: u8) {
+    /// Sets the cap (0: none) and what happens at it.
+    pub(crate) fn set_limit(&self, cap: u64, mode: ThrottleMode) {
         self.cap.store(cap, Ordering::Relaxed);
-        self.mode.store(mode, Ordering::Relaxed);
+        self.mode.store(mode.to_u8(), Ordering::Relaxed);
+    }
+
+    fn mode(&self) -> ThrottleMode {
+        ThrottleMode::from_u8(self.mode.load(Ordering::Relaxed))
     }
 
     /// In pause mode: whether acceptors should hold off. Pauses at the cap and resumes
     /// below 90 % of it, so the port does not flap at the boundary.
     pub(crate) fn should_pause(&self) -> bool {
         let cap = self.cap.load(Ordering::Relaxed);
-        if cap == 0 || self.mode.load(Ordering::Relaxed) != MODE_PAUSE {
+        if cap == 0 || self.mode() != ThrottleMode::Pause {
             return false;
         }
         let open = self.open.get().max(0) as u64;
@@ -139,24 +147,24 @@ impl NetConnection {
 
     /// Reads into `buf` without blocking; `Ok(0)` is end of stream.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        super::socket::recv(self.fd.as_raw_fd(), buf)
+        socket::recv(self.fd.as_raw_fd(), buf)
     }
 
     /// Writes from `buf` without blocking and without raising SIGPIPE.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        super::socket::send(self.fd.as_raw_fd(), buf)
+        socket::send(self.fd.as_raw_fd(), buf, false)
     }
 
     /// Writes the last bytes before a close or [`shutdown_write`](Self::shutdown_write)
     /// that the caller makes next: with MSG_MORE the kernel holds a short tail until
     /// then, and it leaves in one segment with the FIN instead of two.
     pub fn send_last(&self, buf: &[u8]) -> io::Result<usize> {
-        super::socket::send_flags(self.fd.as_raw_fd(), buf, libc::MSG_MORE)
+        socket::send(self.fd.as_raw_fd(), buf, true)
     }
 
     /// Half-closes the write side (sends FIN).
     pub fn shutdown_write(&self) -> io::Result<()> {
-        super::socket::shutdown_write(self.fd.as_raw_fd())
+        socket::shutdown_write(self.fd.as_raw_fd())
     }
 }
 

@@ -1,12 +1,14 @@
 //! Listening sockets: created and bound here, or adopted from an inherited descriptor.
+//!
+//! Everything here runs on the caller's thread: the thread that starts (or reloads) the
+//! ports. Accepting threads only read a `Listener`'s descriptor.
 
-use crate::sys::{
-    cvt, from_socket_addr, getsockopt_int, setsockopt_int, tcp_socket, to_socket_addr,
-};
+use crate::sys::fd::{dup_cloexec, set_nonblocking_cloexec};
+use crate::sys::socket::{self, getsockopt_int, setsockopt_int, tcp_socket};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// How to create a listening socket.
 #[derive(Clone, Debug)]
@@ -122,10 +124,7 @@ impl Listener {
                 clamp_int(options.send_buffer),
             )?;
         }
-        let (storage, len) = from_socket_addr(&addr);
-        // SAFETY: `storage` holds a valid sockaddr of length `len`.
-        cvt(unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) })
-            .map_err(|e| err("bind", e))?;
+        socket::bind(raw, &addr).map_err(|e| err("bind", e))?;
         if options.defer_accept_s > 0 {
             set(
                 libc::IPPROTO_TCP,
@@ -133,7 +132,7 @@ impl Listener {
                 clamp_int(options.defer_accept_s as usize),
             )?;
         }
-        let local = local_addr(raw).map_err(|e| err("getsockname", e))?;
+        let local = socket::local_addr(raw).map_err(|e| err("getsockname", e))?;
         Ok(Listener {
             fd,
             local,
@@ -149,15 +148,11 @@ impl Listener {
         } else {
             somaxconn()
         };
-        // SAFETY: plain syscall on a socket we own.
-        cvt(unsafe { libc::listen(self.fd.as_raw_fd(), backlog) }).map_err(|source| {
-            ListenError {
-                op: "listen",
-                addr: self.local.to_string(),
-                source,
-            }
-        })?;
-        Ok(())
+        socket::listen(self.fd.as_raw_fd(), backlog).map_err(|source| ListenError {
+            op: "listen",
+            addr: self.local.to_string(),
+            source,
+        })
     }
 
     /// Adopts an inherited socket that is already listening (`fd=N` ports, systemd
@@ -177,14 +172,8 @@ impl Listener {
                 io::Error::new(io::ErrorKind::InvalidInput, "not a listening socket"),
             ));
         }
-        // SAFETY: fcntl on a descriptor we own, with valid flag arguments.
-        unsafe {
-            let fl = cvt(libc::fcntl(raw, libc::F_GETFL)).map_err(|e| err("adopt", e))?;
-            cvt(libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK))
-                .map_err(|e| err("adopt", e))?;
-            cvt(libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC)).map_err(|e| err("adopt", e))?;
-        }
-        let local = local_addr(raw).map_err(|e| err("getsockname", e))?;
+        set_nonblocking_cloexec(raw).map_err(|e| err("adopt", e))?;
+        let local = socket::local_addr(raw).map_err(|e| err("getsockname", e))?;
         let reuseport = getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT).unwrap_or(0) == 1;
         let mut options = ListenOptions::new(local);
         options.reuseport = reuseport;
@@ -213,16 +202,13 @@ impl Listener {
     /// tells registrations apart by descriptor, so two acceptors overlapping on one
     /// socket during a reload swap each register their own.
     pub fn try_clone(&self) -> Result<Listener, ListenError> {
-        // SAFETY: fcntl on a descriptor we own; on success we own the returned one.
-        let raw = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })
-            .map_err(|source| ListenError {
-                op: "dup",
-                addr: self.local.to_string(),
-                source,
-            })?;
+        let fd = dup_cloexec(self.fd.as_raw_fd()).map_err(|source| ListenError {
+            op: "dup",
+            addr: self.local.to_string(),
+            source,
+        })?;
         Ok(Listener {
-            // SAFETY: `raw` was just created by fcntl and is owned by nobody else.
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+            fd,
             local: self.local,
             options: self.options.clone(),
         })
@@ -250,18 +236,12 @@ fn clamp_int(v: usize) -> libc::c_int {
     v.min(libc::c_int::MAX as usize) as libc::c_int
 }
 
-fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: `storage` and `len` are live and describe the buffer size.
-    cvt(unsafe {
-        libc::getsockname(
-            fd,
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    })?;
-    to_socket_addr(&storage)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+impl From<io::Error> for ListenError {
+    fn from(source: io::Error) -> Self {
+        ListenError {
+            op: "accept",
+            addr: String::new(),
+            source,
+        }
+    }
 }

@@ -5,6 +5,11 @@
 //! - `accept_event.rs`: the listening socket on every ET_NET thread's epoll;
 //! - `accept_periodic.rs`: `NetAccept` events that try-lock the port's mutex each period;
 //! - `accept.rs`: the step they share: accept4, error classes, throttle, hand-off.
+//!
+//! Files depend on each other one way: `options.rs`, `listener.rs` and `socket.rs` need
+//! nothing else here; `connection.rs` needs `options.rs`; `shared.rs` (what every port's
+//! accept loops share) needs those; `accept.rs` needs `shared.rs`; the three modes need
+//! `accept.rs`; and `processor.rs`, on top, needs them all while nothing needs it.
 
 mod accept;
 mod accept_event;
@@ -12,13 +17,14 @@ mod accept_periodic;
 mod accept_threads;
 mod connection;
 mod listener;
+mod options;
 mod processor;
+mod shared;
 mod socket;
 
 pub use accept::Acceptor;
 pub use connection::NetConnection;
 pub use listener::{somaxconn, ListenError, ListenOptions, Listener};
-pub use processor::{
-    AcceptMode, AcceptOptions, Dispatch, NetProcessor, NetTuning, SockOptions, ThrottleMode,
-};
+pub use options::{AcceptMode, AcceptOptions, Dispatch, NetTuning, SockOptions, ThrottleMode};
+pub use processor::NetProcessor;
 pub use socket::Socket;

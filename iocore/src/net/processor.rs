@@ -1,181 +1,20 @@
 //! `NetProcessor`: the accept subsystem's front door. `main_accept` starts a port's
 //! accepting in the mode its options name and returns the [`Action`] that stops it.
+//!
+//! This file sits on top of `net/`: it imports the rest and nothing imports it (but
+//! `mod.rs`, to re-export it). Its methods run on the caller's thread (the thread that
+//! starts, reloads or stops ports); each mode's file says where its accept loop runs.
 
-use super::accept::{Acceptor, PortAccept, Table};
-use super::connection::{MODE_CLOSE, MODE_PAUSE};
+use super::accept::{Acceptor, PortAccept};
+use super::connection::ConnectionTable;
 use super::listener::{ListenError, Listener};
+use super::options::{AcceptMode, AcceptOptions, NetTuning};
+use super::shared::{NetShared, NetStats};
 use super::{accept_event, accept_periodic, accept_threads};
-use crate::eventsystem::{Action, EventProcessor, ProxyMutex};
-use crate::stats::{Counter, Gauge, Histogram, Registry};
-use std::io;
+use crate::eventsystem::{poll_errors, Action, EventProcessor};
+use crate::stats::Registry;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How a port accepts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AcceptMode {
-    /// `count` dedicated accept threads blocking on the socket. With `avoid_event_cores`,
-    /// they are pinned to cores no ET_NET thread is pinned to, when such cores exist.
-    Threads {
-        /// Number of threads (at least 1).
-        count: usize,
-        /// Pin accept threads away from the ET_NET threads' cores.
-        avoid_event_cores: bool,
-    },
-    /// The socket on every ET_NET thread's epoll (EPOLLEXCLUSIVE); with
-    /// `listener_per_thread`, one SO_REUSEPORT socket per thread instead.
-    Event {
-        /// One SO_REUSEPORT listening socket per ET_NET thread (`exec_thread.listen`).
-        listener_per_thread: bool,
-    },
-    /// A NetAccept event every `accept_period` on each ET_NET thread, under a try-lock.
-    Periodic,
-}
-
-/// Which ET_NET thread gets a connection accepted on a dedicated accept thread.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Dispatch {
-    /// The next thread in turn.
-    #[default]
-    RoundRobin,
-    /// The thread with the fewest registrations.
-    LeastLoaded,
-}
-
-/// Options set on every accepted socket.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SockOptions {
-    /// TCP_NODELAY.
-    pub nodelay: bool,
-    /// SO_KEEPALIVE.
-    pub keepalive: bool,
-    /// SO_LINGER with a zero timeout: close sends RST.
-    pub linger0: bool,
-    /// SO_RCVBUF bytes; 0 = OS default.
-    pub recv_buffer: usize,
-    /// SO_SNDBUF bytes; 0 = OS default.
-    pub send_buffer: usize,
-}
-
-impl Default for SockOptions {
-    fn default() -> Self {
-        SockOptions {
-            nodelay: true,
-            keepalive: false,
-            linger0: false,
-            recv_buffer: 0,
-            send_buffer: 0,
-        }
-    }
-}
-
-/// Options of one `main_accept` call.
-#[derive(Clone, Debug)]
-pub struct AcceptOptions {
-    /// The port's name in per-port metrics (`proxy.process.net.port.<label>.…`), usually
-    /// the configured port number.
-    pub label: String,
-    /// How to accept.
-    pub mode: AcceptMode,
-    /// Options for accepted sockets.
-    pub sock: SockOptions,
-    /// Hand-off policy for connections accepted off the ET_NET threads.
-    pub dispatch: Dispatch,
-    /// The acceptor's mutex, which periodic NetAccept events try-lock before accepting
-    /// (a new one when None). Other modes do not take it.
-    pub mutex: Option<Arc<ProxyMutex>>,
-}
-
-impl AcceptOptions {
-    /// Options for `label` in `mode`, with default sock options and dispatch.
-    pub fn new(label: impl Into<String>, mode: AcceptMode) -> AcceptOptions {
-        AcceptOptions {
-            label: label.into(),
-            mode,
-            sock: SockOptions::default(),
-            dispatch: Dispatch::default(),
-            mutex: None,
-        }
-    }
-}
-
-/// What to do at the connection cap.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ThrottleMode {
-    /// Stop accepting at the cap, resume below 90 % of it.
-    #[default]
-    Pause,
-    /// Accept and close at once (ATS's behaviour).
-    Close,
-}
-
-/// Process-wide accept tuning; every field can change at run time (reload).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetTuning {
-    /// Period of periodic NetAccept events.
-    pub accept_period: Duration,
-    /// Accepts per wake-up beyond the first; -1 = until EAGAIN.
-    pub additional_accepts: i64,
-    /// Pause after a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM) or at the cap.
-    pub throttle_delay: Duration,
-    /// Cap on open client connections; 0 = none.
-    pub connections_throttle: u64,
-    /// What to do at the cap.
-    pub throttle_mode: ThrottleMode,
-}
-
-impl Default for NetTuning {
-    fn default() -> Self {
-        NetTuning {
-            accept_period: Duration::from_millis(10),
-            additional_accepts: -1,
-            throttle_delay: Duration::from_millis(50),
-            connections_throttle: 30000,
-            throttle_mode: ThrottleMode::Pause,
-        }
-    }
-}
-
-/// The accept metrics of SPEC §6 that are not per port.
-pub(crate) struct NetStats {
-    pub(crate) accepts_open: Arc<Gauge>,
-    pub(crate) total_accepts: Arc<Counter>,
-    pub(crate) throttled: Arc<Counter>,
-    pub(crate) accept_errors: Arc<Counter>,
-    pub(crate) accept_pauses: Arc<Counter>,
-    pub(crate) queue_delay_us: Arc<Histogram>,
-}
-
-/// State every port's accept loops share.
-pub(crate) struct NetShared {
-    pub(crate) events: Arc<EventProcessor>,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) stats: NetStats,
-    pub(crate) table: Arc<Table>,
-    accept_period_us: AtomicU64,
-    additional_accepts: AtomicI64,
-    throttle_delay_us: AtomicU64,
-}
-
-impl NetShared {
-    /// Accepts per wake-up: `additional_accepts + 1`, unbounded for -1.
-    pub(crate) fn batch_limit(&self) -> usize {
-        match self.additional_accepts.load(Ordering::Relaxed) {
-            n if n < 0 => usize::MAX,
-            n => (n as usize).saturating_add(1),
-        }
-    }
-
-    pub(crate) fn throttle_delay(&self) -> Duration {
-        Duration::from_micros(self.throttle_delay_us.load(Ordering::Relaxed).max(1000))
-    }
-
-    pub(crate) fn accept_period(&self) -> Duration {
-        Duration::from_micros(self.accept_period_us.load(Ordering::Relaxed).max(1000))
-    }
-}
 
 /// The accept subsystem.
 #[derive(Clone)]
@@ -207,38 +46,21 @@ impl NetProcessor {
         };
         r.gauge("proxy.process.exec_thread.count")
             .set(events.threads().len() as i64);
-        let table = Arc::new(Table::new(
+        // Counted by the event threads since they started; shown from now on.
+        r.adopt_counter(poll_errors::METRIC, events.poll_errors().counter().clone());
+        let table = Arc::new(ConnectionTable::new(
             r.gauge("proxy.process.net.connections_currently_open"),
             stats.accept_pauses.clone(),
         ));
-        let shared = Arc::new(NetShared {
-            events,
-            registry,
-            stats,
-            table,
-            accept_period_us: AtomicU64::new(0),
-            additional_accepts: AtomicI64::new(-1),
-            throttle_delay_us: AtomicU64::new(0),
-        });
-        let np = NetProcessor { shared };
-        np.set_tuning(tuning);
-        np
+        let shared = NetShared::new(events, registry, stats, table, tuning);
+        NetProcessor {
+            shared: Arc::new(shared),
+        }
     }
 
     /// Applies new tuning to every port at once, live.
     pub fn set_tuning(&self, tuning: &NetTuning) {
-        let s = &self.shared;
-        s.accept_period_us
-            .store(tuning.accept_period.as_micros() as u64, Ordering::Relaxed);
-        s.additional_accepts
-            .store(tuning.additional_accepts, Ordering::Relaxed);
-        s.throttle_delay_us
-            .store(tuning.throttle_delay.as_micros() as u64, Ordering::Relaxed);
-        let mode = match tuning.throttle_mode {
-            ThrottleMode::Pause => MODE_PAUSE,
-            ThrottleMode::Close => MODE_CLOSE,
-        };
-        s.table.set_limit(tuning.connections_throttle, mode);
+        self.shared.set_tuning(tuning);
     }
 
     /// The event threads connections are handed to.
@@ -346,15 +168,5 @@ impl NetProcessor {
             .map(|c| c.id)
             .filter(|c| !pinned.contains(c))
             .collect()
-    }
-}
-
-impl From<io::Error> for ListenError {
-    fn from(source: io::Error) -> Self {
-        ListenError {
-            op: "accept",
-            addr: String::new(),
-            source,
-        }
     }
 }

@@ -1,7 +1,9 @@
-//! Outbound sockets (origin connections): non-blocking connect, and the recv/send/
-//! shutdown primitives that accepted connections share.
+//! Outbound sockets (origin connections): a non-blocking connect, then recv/send/shutdown.
+//!
+//! A `Socket` runs on its caller's thread: in the proxy, the ET_NET thread that owns the
+//! origin connection.
 
-use crate::sys::{cvt, from_socket_addr, getsockopt_int, setsockopt_int, tcp_socket};
+use crate::sys::socket::{self, getsockopt_int, setsockopt_int, tcp_socket};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -21,12 +23,8 @@ impl Socket {
         };
         let raw = sock.fd.as_raw_fd();
         let _ = setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
-        let (storage, len) = from_socket_addr(&addr);
-        // SAFETY: `storage` holds a valid sockaddr of length `len`.
-        match cvt(unsafe {
-            libc::connect(raw, (&storage as *const libc::sockaddr_storage).cast(), len)
-        }) {
-            Ok(_) => Ok(sock),
+        match socket::connect(raw, &addr) {
+            Ok(()) => Ok(sock),
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(sock),
             Err(e) => Err(e),
         }
@@ -37,21 +35,8 @@ impl Socket {
     /// caller that checks can send at once instead of waiting a loop turn for
     /// writability. False when it cannot tell.
     pub fn is_established(&self) -> bool {
-        // SAFETY: tcp_info is plain old data; all-zero is valid.
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        // SAFETY: `info` and `len` describe a live buffer the kernel fills.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                (&mut info as *mut libc::tcp_info).cast(),
-                &mut len,
-            )
-        };
         const TCP_ESTABLISHED: u8 = 1; // include/net/tcp_states.h
-        r == 0 && info.tcpi_state == TCP_ESTABLISHED
+        socket::tcp_state(self.fd.as_raw_fd()).is_ok_and(|s| s == TCP_ESTABLISHED)
     }
 
     /// The pending socket error (SO_ERROR), if any: a failed connect shows here.
@@ -62,17 +47,17 @@ impl Socket {
 
     /// Reads without blocking; `Ok(0)` is end of stream.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        recv(self.fd.as_raw_fd(), buf)
+        socket::recv(self.fd.as_raw_fd(), buf)
     }
 
     /// Writes without blocking and without raising SIGPIPE.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        send(self.fd.as_raw_fd(), buf)
+        socket::send(self.fd.as_raw_fd(), buf, false)
     }
 
     /// Half-closes the write side (sends FIN).
     pub fn shutdown_write(&self) -> io::Result<()> {
-        shutdown_write(self.fd.as_raw_fd())
+        socket::shutdown_write(self.fd.as_raw_fd())
     }
 }
 
@@ -86,32 +71,4 @@ impl AsFd for Socket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
-}
-
-pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    cvt(n).map(|n| n as usize)
-}
-
-pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    send_flags(fd, buf, 0)
-}
-
-pub(crate) fn send_flags(fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: `buf` is a live buffer of `buf.len()` bytes.
-    let n = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_NOSIGNAL | flags,
-        )
-    };
-    cvt(n).map(|n| n as usize)
-}
-
-pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
-    // SAFETY: plain syscall on a socket the caller owns.
-    cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) }).map(drop)
 }

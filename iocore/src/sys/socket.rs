@@ -1,0 +1,265 @@
+//! TCP sockets: creating, binding, listening, accepting and connecting, socket options,
+//! and the non-blocking recv/send/shutdown that connections use.
+//!
+//! Each function runs on its caller's thread: listening sockets are set up on the thread
+//! that starts a port, `accept` runs on whichever thread accepts (a dedicated accept
+//! thread or an ET_NET thread), and I/O on the ET_NET thread that owns the connection.
+
+use std::io;
+use std::mem::size_of;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// A new non-blocking, close-on-exec TCP socket of `addr`'s family.
+pub(crate) fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: no pointers are passed.
+    let raw = syscall!(socket(domain, kind, 0))?;
+    // SAFETY: `raw` is a descriptor socket just created; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Binds `fd` to `addr`.
+pub(crate) fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+    let (storage, len) = from_socket_addr(addr);
+    // SAFETY: `storage` is a live sockaddr of `len` bytes; the kernel only reads it.
+    syscall!(bind(
+        fd,
+        (&storage as *const libc::sockaddr_storage).cast(),
+        len
+    ))
+    .map(drop)
+}
+
+/// Starts listening on `fd` (or, on a listening socket, takes the new backlog).
+pub(crate) fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: no pointers are passed.
+    syscall!(listen(fd, backlog)).map(drop)
+}
+
+/// Starts connecting `fd` to `addr`. On a non-blocking socket the usual answer is an
+/// EINPROGRESS error, left to the caller.
+pub(crate) fn connect(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+    let (storage, len) = from_socket_addr(addr);
+    // SAFETY: `storage` is a live sockaddr of `len` bytes; the kernel only reads it.
+    syscall!(connect(
+        fd,
+        (&storage as *const libc::sockaddr_storage).cast(),
+        len
+    ))
+    .map(drop)
+}
+
+/// Accepts one connection from the listening socket `fd`, non-blocking and close-on-exec,
+/// with its peer's address (None when the peer is not an IP socket).
+pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+    let mut storage = zeroed_storage();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` and `len` describe a live, writable buffer of `len` bytes that
+    // the kernel fills with the peer's address.
+    let raw = syscall!(accept4(
+        fd,
+        (&mut storage as *mut libc::sockaddr_storage).cast(),
+        &mut len,
+        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+    ))?;
+    // SAFETY: `raw` is a descriptor accept4 just created; nothing else owns it.
+    let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok((conn, to_socket_addr(&storage)))
+}
+
+/// The address `fd` is bound to.
+pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    let mut storage = zeroed_storage();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` and `len` describe a live, writable buffer of `len` bytes.
+    syscall!(getsockname(
+        fd,
+        (&mut storage as *mut libc::sockaddr_storage).cast(),
+        &mut len,
+    ))?;
+    to_socket_addr(&storage)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+}
+
+/// Sets an integer socket option.
+pub(crate) fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and the length passed is its size.
+    syscall!(setsockopt(
+        fd,
+        level,
+        name,
+        (&value as *const libc::c_int).cast(),
+        size_of::<libc::c_int>() as libc::socklen_t,
+    ))
+    .map(drop)
+}
+
+/// Reads an integer socket option.
+pub(crate) fn getsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live locals describing a writable c_int.
+    syscall!(getsockopt(
+        fd,
+        level,
+        name,
+        (&mut value as *mut libc::c_int).cast(),
+        &mut len,
+    ))?;
+    Ok(value)
+}
+
+/// Sets SO_LINGER: `on` with `seconds`, or off.
+pub(crate) fn set_linger(fd: RawFd, on: bool, seconds: i32) -> io::Result<()> {
+    let lg = libc::linger {
+        l_onoff: on.into(),
+        l_linger: seconds,
+    };
+    // SAFETY: `lg` is a live linger struct and the length passed is its size.
+    syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        (&lg as *const libc::linger).cast(),
+        size_of::<libc::linger>() as libc::socklen_t,
+    ))
+    .map(drop)
+}
+
+/// Reads SO_LINGER: whether it is on, and its timeout in seconds.
+pub(crate) fn linger(fd: RawFd) -> io::Result<(bool, i32)> {
+    let mut lg = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    let mut len = size_of::<libc::linger>() as libc::socklen_t;
+    // SAFETY: `lg` and `len` are live locals describing a writable linger struct.
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        (&mut lg as *mut libc::linger).cast(),
+        &mut len,
+    ))?;
+    Ok((lg.l_onoff != 0, lg.l_linger))
+}
+
+/// The TCP state of `fd` (TCP_INFO's `tcpi_state`, as in include/net/tcp_states.h).
+pub(crate) fn tcp_state(fd: RawFd) -> io::Result<u8> {
+    // SAFETY: tcp_info is plain old data, for which all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are live locals describing a writable tcp_info.
+    syscall!(getsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_INFO,
+        (&mut info as *mut libc::tcp_info).cast(),
+        &mut len,
+    ))?;
+    Ok(info.tcpi_state)
+}
+
+/// Reads into `buf` without blocking (on a non-blocking socket); `Ok(0)` is end of stream.
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes.
+    let n = syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0))?;
+    Ok(n as usize)
+}
+
+/// Writes from `buf` without raising SIGPIPE; with `more` (MSG_MORE) the kernel may hold
+/// a short write back to join it with what follows.
+pub(crate) fn send(fd: RawFd, buf: &[u8], more: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    // SAFETY: `buf` is a live buffer of `buf.len()` bytes; the kernel only reads it.
+    let n = syscall!(send(fd, buf.as_ptr().cast(), buf.len(), flags))?;
+    Ok(n as usize)
+}
+
+/// Shuts down the writing side of `fd` (sends FIN).
+pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: no pointers are passed.
+    syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
+}
+
+fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain old data, for which all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Converts a `sockaddr_storage` filled by the kernel into a `SocketAddr`.
+fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large
+            // and aligned enough for.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which it is large
+            // and aligned enough for.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Converts a `SocketAddr` into a `sockaddr_storage` and its length.
+fn from_socket_addr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    let mut storage = zeroed_storage();
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
