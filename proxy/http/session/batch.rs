@@ -1,65 +1,14 @@
-//! What an ET_NET thread keeps for its sessions ([`ThreadState`]: one thread-local),
-//! and the end-of-batch send of origin requests. Runs on that thread.
+//! When sessions run within their thread's batch of events: the end-of-batch send of
+//! origin requests, the yield of a session with work left, the tickets that find a
+//! session again when another thread answers it, and the thread's polls. Runs on that
+//! ET_NET thread.
 
-use super::origin::Pooled;
+use super::state::{with_state, ThreadState};
 use super::Session;
 use iocore::{EThread, Event};
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
-
-/// This thread's sessions and what they share.
-pub(super) struct ThreadState {
-    /// Every session started here (swept for timeouts).
-    pub(super) sessions: Vec<Weak<RefCell<Session>>>,
-    /// Idle origin connections by origin address, most recently pooled last.
-    pub(super) pool: HashMap<SocketAddr, Vec<Pooled>>,
-    /// Until when the pool counts as short: a request opened a new origin connection
-    /// less than `origin::POOL_SHORT_FOR` ago. Meanwhile finished transactions give
-    /// their connection back to the pool instead of keeping it attached to their idle
-    /// client: in a burst, a connection pinned that way made another request open one
-    /// more (638 opened over two 6,000-connection bursts with pinning, 286 without).
-    pub(super) pool_short_until: Option<Instant>,
-    /// Sessions waiting for another thread's answer (a cache disk read, a name
-    /// lookup), by ticket ([`await_answer`]), and the last ticket given.
-    awaiting: HashMap<u64, Weak<RefCell<Session>>>,
-    last_ticket: u64,
-    /// Sessions whose request bytes for their origin wait for the end of the current
-    /// batch of events ([`drive_batched`]).
-    origin_flush: Vec<Rc<RefCell<Session>>>,
-    /// Requests waiting for a place under `per_server.connection.max`, per origin, in
-    /// arrival order (`queue.rs`).
-    pub(super) origin_queue: HashMap<SocketAddr, VecDeque<Weak<RefCell<Session>>>>,
-    /// Whether the queue's poll is scheduled.
-    pub(super) queue_polling: bool,
-    /// Sessions that yielded with work left, driven again on the next loop turn.
-    drive_later: Vec<Weak<RefCell<Session>>>,
-    /// Where reads land when the session's buffer has no room (`io.rs`).
-    pub(super) scratch: Box<[u8]>,
-}
-
-thread_local! {
-    static STATE: RefCell<ThreadState> = RefCell::new(ThreadState {
-        sessions: Vec::new(),
-        pool: HashMap::new(),
-        pool_short_until: None,
-        awaiting: HashMap::new(),
-        last_ticket: 0,
-        origin_flush: Vec::new(),
-        origin_queue: HashMap::new(),
-        queue_polling: false,
-        drive_later: Vec::new(),
-        scratch: vec![0; super::io::READ_CHUNK].into_boxed_slice(),
-    });
-}
-
-/// Runs `f` with this thread's state. Never nested, and never around code that runs a
-/// session: callers take what they need out, then run sessions.
-pub(super) fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
-    STATE.with(|s| f(&mut s.borrow_mut()))
-}
+use std::time::Duration;
 
 /// A session's place in its thread's batch of events.
 #[derive(Default)]

@@ -9,9 +9,8 @@ use super::super::caching::{self, Stored};
 use super::super::codec::{BodyFraming, ChunkedScanner, RequestHead, ResponseHead};
 use super::super::shared::{Claim, Fill};
 use super::batch::{answered, await_answer};
-use super::exchange::{FinalHead, Pending};
 use super::log::LogResult;
-use super::{Phase, Session};
+use super::{Pending, Phase, Session};
 use crate::cache::{Cache, Lookup};
 use iocore::EThread;
 use std::sync::Arc;
@@ -75,6 +74,16 @@ impl CacheTx {
         }
     }
 
+    /// What a final response with `status` does to the cache: a success answering an
+    /// unsafe request invalidates the URL's object; a 304 answering the cache's own
+    /// revalidation refreshes the stale one.
+    pub(super) fn effect(&self, status: u16) -> ResponseEffect {
+        ResponseEffect {
+            invalidates: self.invalidate && (200..400).contains(&status),
+            refreshes: status == 304 && self.stale.is_some(),
+        }
+    }
+
     /// Takes response body bytes into the capture; one too large (or broken) streams
     /// through uncached, and the requests waiting for this fill go on without it.
     pub(super) fn feed(&mut self, bytes: &[u8]) {
@@ -83,6 +92,16 @@ impl CacheTx {
             self.fill = None;
         }
     }
+}
+
+/// What a final response does to the cache ([`CacheTx::effect`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct ResponseEffect {
+    /// A success answering an unsafe request: the URL's cached object goes.
+    pub(super) invalidates: bool,
+    /// A 304 answering the cache's own revalidation: the stored object is fresh again
+    /// and answers the client.
+    pub(super) refreshes: bool,
 }
 
 /// The variants (`Vary`) of a URL, as its key's object tells: their generation, and
@@ -313,17 +332,23 @@ impl Session {
         self.after_answer(keep, !head.has_body(), Instant::now());
     }
 
-    /// The cache's side of a final response head `head` (decided as `d`): invalidates
-    /// what an unsafe request changed, answers from the refreshed object on a 304 to a
-    /// revalidation (true: answered), or sets up the capture of a storable response.
-    pub(super) fn cache_response_head(&mut self, head: &ResponseHead, d: &FinalHead) -> bool {
+    /// The cache's side of a final response head `head`, framed as `framing`, with
+    /// `effect`: invalidates what an unsafe request changed, answers from the refreshed
+    /// object on a 304 to a revalidation (true: answered), or sets up the capture of a
+    /// storable response.
+    pub(super) fn cache_response_head(
+        &mut self,
+        head: &ResponseHead,
+        framing: BodyFraming,
+        effect: ResponseEffect,
+    ) -> bool {
         let shared = self.shared.clone();
         let Some(tx) = self.tx.as_mut() else {
             return false;
         };
-        if d.invalidates || tx.cache.as_ref().is_some_and(|c| c.invalidate) {
+        if effect.invalidates || tx.cache.as_ref().is_some_and(|c| c.invalidate) {
             let c = tx.cache.take();
-            if let (true, Some(c), Some(cache)) = (d.invalidates, c, shared.cache()) {
+            if let (true, Some(c), Some(cache)) = (effect.invalidates, c, shared.cache()) {
                 // Its variants, if any, go with it: the next one stored starts a new
                 // generation.
                 cache.remove(&c.key);
@@ -335,7 +360,7 @@ impl Session {
             return false;
         };
         let now = caching::now_s();
-        if d.refreshes {
+        if effect.refreshes {
             // Still valid: refresh it and answer from the cache.
             let mut obj = c.stale.take().expect("a refresh has a stale object");
             let old_lifetime = obj.fresh_until.saturating_sub(obj.stored_at);
@@ -360,7 +385,7 @@ impl Session {
             return true;
         }
         let limit = shared.settings.max_doc_size;
-        let fits = !matches!(d.framing, BodyFraming::Length(n) if n > limit);
+        let fits = !matches!(framing, BodyFraming::Length(n) if n > limit);
         c.capture = caching::freshness(head, now)
             .filter(|_| fits)
             .zip(c.request.as_ref().and_then(|r| caching::variant(head, r)))
@@ -369,7 +394,7 @@ impl Session {
                 variant,
                 lifetime,
                 body: Vec::new(),
-                chunked: (d.framing == BodyFraming::Chunked).then(ChunkedScanner::new),
+                chunked: (framing == BodyFraming::Chunked).then(ChunkedScanner::new),
                 limit,
             });
         if c.capture.is_none() {

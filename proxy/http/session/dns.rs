@@ -5,8 +5,7 @@
 use super::super::codec::RequestHead;
 use super::super::resolve::Answer;
 use super::batch::{answered, await_answer};
-use super::exchange::Counted;
-use super::{Phase, Session};
+use super::{Counted, Phase, Session};
 use iocore::EThread;
 use std::time::Instant;
 

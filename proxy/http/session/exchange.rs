@@ -8,14 +8,11 @@ use super::super::codec::{
     RequestHead, ResponseHead,
 };
 use super::super::shared::{OriginSlot, OriginWaiter};
-use super::cache::CacheTx;
+use super::cache::{CacheTx, ResponseEffect};
 use super::log::LogResult;
-use super::{Phase, Session, BUF_LIMIT, LINGER};
+use super::{Counted, Pending, Phase, Session, BUF_LIMIT, LINGER};
 use crate::error::{Error, ErrorKind, Retry};
-use iocore::stats::Gauge;
 use iocore::EThread;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// How much of a message body is left.
@@ -72,47 +69,6 @@ impl Body {
             *self = Body::Done;
         }
         Ok(n)
-    }
-}
-
-/// One unit of a gauge for as long as it lives.
-///
-/// A transaction holds one of `current_active_transactions` from the moment its request
-/// first waits (for the cache or a place at its origin) or goes to its origin until the
-/// exchange ends, whichever way. A stop drains until that gauge reaches zero, so a
-/// request parked on a cache read or fill is waited for like one at its origin; the
-/// guard moves from the parked request into its `Tx`, so the count never dips in between.
-pub(super) struct Counted(Arc<Gauge>);
-
-impl Counted {
-    pub(super) fn new(gauge: &Arc<Gauge>) -> Counted {
-        gauge.inc();
-        Counted(gauge.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// A request resolved to its origin, not yet sent.
-pub(super) struct Pending {
-    pub(super) head: RequestHead,
-    pub(super) addr: SocketAddr,
-    pub(super) host_header: String,
-    pub(super) path: String,
-    /// `per_server.connection.max` when the request came.
-    pub(super) origin_max: usize,
-    /// Set once the request waits: it is in flight from then on.
-    pub(super) active: Option<Counted>,
-}
-
-impl Pending {
-    /// Counts the request in flight (once) before it is parked.
-    pub(super) fn hold(&mut self, gauge: &Arc<Gauge>) {
-        self.active.get_or_insert_with(|| Counted::new(gauge));
     }
 }
 
@@ -189,11 +145,8 @@ pub(super) struct FinalHead {
     pub(super) client_keep_alive: bool,
     /// Its chunked coding is removed for an HTTP/1.0 client, which reads to the close.
     pub(super) dechunk: bool,
-    /// A success answering an unsafe request: the URL's cached object goes.
-    pub(super) invalidates: bool,
-    /// A 304 answering the cache's own revalidation: the stored object is fresh again
-    /// and answers the client.
-    pub(super) refreshes: bool,
+    /// What it does to the cache.
+    pub(super) cache: ResponseEffect,
 }
 
 /// Decides what a response head means for `tx`: whether an interim response is passed
@@ -210,14 +163,15 @@ pub(super) fn on_response_head(tx: &Tx, head: &ResponseHead) -> HeadAction {
     let until_close = framing == BodyFraming::UntilClose;
     // HTTP/1.0 has no chunked coding: it gets the payload until the close.
     let dechunk = framing == BodyFraming::Chunked && tx.client_http10;
-    let cache = tx.cache.as_deref();
     HeadAction::Final(FinalHead {
         framing,
         origin_keep_alive: head.keep_alive() && !until_close,
         client_keep_alive: tx.client_keep_alive && !until_close && !dechunk,
         dechunk,
-        invalidates: cache.is_some_and(|c| c.invalidate) && (200..400).contains(&head.status),
-        refreshes: head.status == 304 && cache.is_some_and(|c| c.stale.is_some()),
+        cache: tx
+            .cache
+            .as_deref()
+            .map_or_else(ResponseEffect::default, |c| c.effect(head.status)),
     })
 }
 
@@ -442,7 +396,7 @@ impl Session {
                 tx.client_keep_alive = d.client_keep_alive;
                 tx.dechunk = d.dechunk;
                 tx.resp_body = Some(Body::from(d.framing));
-                if self.cache_response_head(&head, &d) {
+                if self.cache_response_head(&head, d.framing, d.cache) {
                     return None; // answered from the cache
                 }
                 self.shared.metrics.count_status(head.status);
@@ -675,18 +629,18 @@ mod tests {
         let mut t = tx("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
         let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
         assert!(
-            !final_head(&t, ok).invalidates,
+            !final_head(&t, ok).cache.invalidates,
             "no cache part, no invalidation"
         );
         let mut c = CacheTx::new("k".into(), None, None);
         c.invalidate = true;
         t.cache = Some(Box::new(c));
-        assert!(final_head(&t, ok).invalidates);
+        assert!(final_head(&t, ok).cache.invalidates);
         let error = "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n";
-        assert!(!final_head(&t, error).invalidates);
+        assert!(!final_head(&t, error).cache.invalidates);
         let not_modified = "HTTP/1.1 304 Not Modified\r\n\r\n";
         assert!(
-            !final_head(&t, not_modified).refreshes,
+            !final_head(&t, not_modified).cache.refreshes,
             "nothing stale to refresh"
         );
     }

@@ -6,17 +6,15 @@
 //! plain socket today, so that a TLS layer slots in under it without the phases
 //! knowing.
 
-use super::batch::{drive_batched, with_state};
-use super::{Phase, Session, BUF_LIMIT};
+use super::batch::drive_batched;
+use super::state::with_state;
+use super::{Phase, Session, BUF_LIMIT, READ_CHUNK};
 use iocore::{EThread, Interest, NetConnection, Ready, Socket, Token, Verdict};
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
-
-/// Read size.
-pub(super) const READ_CHUNK: usize = 16 * 1024;
 
 /// A byte stream a session reads and writes without blocking.
 pub(super) trait Wire: AsRawFd {

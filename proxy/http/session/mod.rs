@@ -42,19 +42,24 @@ mod exchange;
 mod io;
 mod log;
 mod origin;
+mod pool;
 mod queue;
 mod request;
+mod state;
 mod tunnel;
 
-use self::batch::{drive_batched, with_state};
+use self::batch::drive_batched;
 use self::cache::Waiting;
 use self::dns::Resolving;
 use self::exchange::Tx;
 use self::io::Transport;
 use self::log::LogReq;
 use self::origin::Origin;
+use self::state::with_state;
 use self::tunnel::Pipe;
+use super::codec::RequestHead;
 use super::shared::HttpShared;
+use iocore::stats::Gauge;
 use iocore::{EThread, NetConnection};
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -64,12 +69,55 @@ use std::time::{Duration, Instant};
 
 /// Bytes buffered per direction before the reading side is paused.
 const BUF_LIMIT: usize = 64 * 1024;
+/// Read size.
+const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing connection is drained so the peer receives our last bytes.
 const LINGER: Duration = Duration::from_secs(2);
 /// Turns of [`Session::drive`] in one go. A session that still makes progress after
 /// them (a large body streaming both ways at full speed) yields to the thread's other
 /// events and is driven again on the next loop turn; each yield is counted.
 const DRIVE_TURNS: usize = 10_000;
+
+/// One unit of a gauge for as long as it lives.
+///
+/// A transaction holds one of `current_active_transactions` from the moment its request
+/// first waits (for the cache or a place at its origin) or goes to its origin until the
+/// exchange ends, whichever way. A stop drains until that gauge reaches zero, so a
+/// request parked on a cache read or fill is waited for like one at its origin; the
+/// guard moves from the parked request into its `Tx`, so the count never dips in between.
+pub(super) struct Counted(Arc<Gauge>);
+
+impl Counted {
+    pub(super) fn new(gauge: &Arc<Gauge>) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A request resolved to its origin, not yet sent.
+pub(super) struct Pending {
+    pub(super) head: RequestHead,
+    pub(super) addr: SocketAddr,
+    pub(super) host_header: String,
+    pub(super) path: String,
+    /// `per_server.connection.max` when the request came.
+    pub(super) origin_max: usize,
+    /// Set once the request waits: it is in flight from then on.
+    pub(super) active: Option<Counted>,
+}
+
+impl Pending {
+    /// Counts the request in flight (once) before it is parked.
+    pub(super) fn hold(&mut self, gauge: &Arc<Gauge>) {
+        self.active.get_or_insert_with(|| Counted::new(gauge));
+    }
+}
 
 /// What a port does with a connection.
 #[derive(Clone, Debug)]
@@ -208,7 +256,7 @@ pub(crate) fn sweep(t: &mut EThread) {
         }
         s.settle(t);
     }
-    origin::sweep_pool(t, now);
+    with_state(|st| st.pool.sweep(t, now));
 }
 
 impl Session {

@@ -2,23 +2,16 @@
 //! the connect, and letting a connection go: kept attached to its idle client, back into
 //! the pool, or closed. Runs on the session's ET_NET thread; the pool is that thread's.
 
-use super::batch::with_state;
 use super::io::{SideHandler, Transport};
+use super::state::with_state;
 use super::Session;
 use crate::error::{Error, ErrorKind};
-use iocore::{EThread, Interest, Ready, Socket, Token, Verdict};
-use std::cell::Cell;
+use iocore::{EThread, Interest, Socket};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Idle origin connections kept per origin per thread, at most. The pool keeps what a
-/// burst needed (until `keep_alive_no_activity_timeout_out`, as ATS does), so the next
-/// burst does not open them again: with 64, every 6,000-connection burst opened about
-/// 1,100–1,400 new origin connections; with the pool kept, none after the first.
-const POOL_PER_ORIGIN: usize = 1024;
 /// How long an idle client keeps its origin connection attached before it goes back to
 /// the thread's pool.
 pub(super) const ATTACHED_IDLE: Duration = Duration::from_secs(1);
@@ -38,64 +31,6 @@ pub(super) struct Origin {
     pub(super) inbuf: Vec<u8>,
     /// How much of `inbuf` the response head parser has searched for the head's end.
     pub(super) head_searched: usize,
-}
-
-/// An idle origin connection in this thread's pool. It stays registered with the
-/// thread's epoll under a [`PoolWatch`], so taking it costs no epoll_ctl.
-pub(super) struct Pooled {
-    sock: Socket,
-    token: Token,
-    dead: Rc<Cell<bool>>,
-    /// When it is closed unless taken before (`keep_alive_no_activity_timeout_out`).
-    expires: Instant,
-}
-
-/// Watches a pooled connection: anything from the origin while idle (its close, or bytes
-/// nobody asked for, or an error) makes it unusable.
-struct PoolWatch {
-    dead: Rc<Cell<bool>>,
-}
-
-impl iocore::IoHandler for PoolWatch {
-    fn ready(&mut self, _t: &mut EThread, _tok: Token, ready: Ready) -> Verdict {
-        // Writability alone is no news: an edge-triggered socket reports it again when
-        // the origin acknowledges the last request, possibly after it was pooled.
-        if ready.is_readable() || ready.is_hup() || ready.is_error() {
-            self.dead.set(true);
-        }
-        Verdict::Keep
-    }
-}
-
-/// Takes the most recently pooled connection to `addr`, if any.
-fn pool_take(addr: SocketAddr) -> Option<Pooled> {
-    with_state(|st| st.pool.get_mut(&addr)?.pop())
-}
-
-/// Whether an idle connection is still open with nothing unasked-for to read.
-fn origin_alive(s: &Socket) -> bool {
-    let mut b = [0u8; 1];
-    matches!(s.recv(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
-/// Drops pooled origin connections the origin closed meanwhile, or idle too long. Runs
-/// in each ET_NET thread's sweep.
-pub(super) fn sweep_pool(t: &mut EThread, now: Instant) {
-    let dead: Vec<Pooled> = with_state(|st| {
-        let mut dead = Vec::new();
-        for conns in st.pool.values_mut() {
-            let (keep, gone): (Vec<Pooled>, Vec<Pooled>) = conns
-                .drain(..)
-                .partition(|c| !c.dead.get() && c.expires > now);
-            *conns = keep;
-            dead.extend(gone);
-        }
-        st.pool.retain(|_, conns| !conns.is_empty());
-        dead
-    });
-    for c in dead {
-        drop(t.deregister(c.token));
-    }
 }
 
 impl Session {
@@ -133,21 +68,15 @@ impl Session {
         // one closed just now is caught by the retry of a bodiless request, so only a
         // request that cannot be retried also pays for a health check.
         let verify = self.tx.as_ref().is_some_and(|tx| tx.retry.is_none());
-        let mut reused = None;
-        while let Some(p) = pooled.then(|| pool_take(addr)).flatten() {
-            if p.dead.get() || (verify && !origin_alive(&p.sock)) {
-                drop(t.deregister(p.token));
-                continue;
-            }
-            if t.replace_handler(p.token, Box::new(handler())) {
-                reused = Some(p);
-                break;
-            }
-        }
+        let reused = if pooled {
+            with_state(|st| st.pool.take_live(t, addr, verify, || Box::new(handler())))
+        } else {
+            None
+        };
         let (sock, token, was_reused) = match reused {
-            Some(p) => {
+            Some((sock, token)) => {
                 self.shared.metrics.origin_connections_reused.inc();
-                (p.sock, p.token, true)
+                (sock, token, true)
             }
             None => {
                 if pooled {
@@ -227,20 +156,10 @@ impl Session {
         let clean = reuse && o.connected && o.inbuf.is_empty() && !o.wire.eof;
         let (sock, token) = o.wire.into_wire();
         let Some(token) = token else { return };
-        let room = with_state(|st| st.pool.get(&o.addr).map_or(0, Vec::len) < POOL_PER_ORIGIN);
-        if clean && room {
-            let dead = Rc::new(Cell::new(false));
-            let watcher = PoolWatch { dead: dead.clone() };
-            if t.replace_handler(token, Box::new(watcher)) {
-                let expires = Instant::now() + self.shared.settings.timeouts.keep_alive_out;
-                with_state(|st| {
-                    st.pool.entry(o.addr).or_default().push(Pooled {
-                        sock,
-                        token,
-                        dead,
-                        expires,
-                    })
-                });
+        if clean {
+            let expires = Instant::now() + self.shared.settings.timeouts.keep_alive_out;
+            let pooled = with_state(|st| st.pool.put(t, o.addr, sock, token, expires));
+            if pooled.is_ok() {
                 return;
             }
         }

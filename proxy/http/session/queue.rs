@@ -4,9 +4,9 @@
 //! the wait with a 503. Runs on the session's ET_NET thread.
 
 use super::super::shared::{Admission, OriginWaiter};
-use super::batch::{rearm_poll, start_poll, with_state, ThreadState};
-use super::exchange::Counted;
-use super::{Phase, Session};
+use super::batch::{rearm_poll, start_poll};
+use super::state::{with_state, ThreadState};
+use super::{Counted, Phase, Session};
 use iocore::EThread;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -5,9 +5,8 @@
 use super::super::codec::{self, RequestHead};
 use super::super::remap::split_authority;
 use super::dns::Resumed;
-use super::exchange::{Counted, Pending};
 use super::log::LogResult;
-use super::{Phase, Session, LINGER};
+use super::{Counted, Pending, Phase, Session, LINGER};
 use crate::error::{Error, ErrorKind};
 use crate::stats_http::{self, Format};
 use iocore::EThread;
