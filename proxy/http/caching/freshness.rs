@@ -214,7 +214,9 @@ pub fn verdict(obj: &Stored, req: &RequestDirectives, policy: &CachePolicy, now:
     if req.no_cache || obj.no_cache || req.max_age == Delta::Invalid {
         return Verdict::Revalidate;
     }
-    if req.max_age.secs().is_some_and(|max| age > max) {
+    // Ages are whole seconds: one just stored counts 0 though it is older than that, so
+    // max-age=0 (a reload) always revalidates.
+    if req.max_age.secs().is_some_and(|max| age > max || max == 0) {
         return Verdict::Revalidate;
     }
     let min_fresh = match req.min_fresh {
@@ -237,7 +239,7 @@ pub fn verdict(obj: &Stored, req: &RequestDirectives, policy: &CachePolicy, now:
         Some(Some(max)) if staleness <= max => return Verdict::StaleAccepted,
         _ => {}
     }
-    if staleness <= obj.swr {
+    if obj.swr > 0 && staleness <= obj.swr {
         return Verdict::StaleWhileRevalidate;
     }
     Verdict::Revalidate
@@ -247,7 +249,7 @@ pub fn verdict(obj: &Stored, req: &RequestDirectives, policy: &CachePolicy, now:
 /// (`stale-if-error`, RFC 5861 §4): never past `must-revalidate` or `max_stale_age`.
 pub fn stale_if_error(obj: &Stored, policy: &CachePolicy, now: u64) -> bool {
     let staleness = obj.current_age(now).saturating_sub(obj.lifetime);
-    !obj.must_revalidate && staleness <= obj.sie && staleness <= policy.max_stale_age
+    !obj.must_revalidate && obj.sie > 0 && staleness <= obj.sie && staleness <= policy.max_stale_age
 }
 
 #[cfg(test)]
@@ -501,6 +503,10 @@ mod tests {
         let strict = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60, stale-while-revalidate=30, stale-if-error=100, must-revalidate\r\nETag: \"a\"\r\n\r\n";
         assert_eq!(v(&obj(strict, 80), ""), Verdict::Revalidate);
         assert!(!stale_if_error(&obj(strict, 80), &p, NOW));
+        // No window, no stale answer, even the second it expired.
+        let plain = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nETag: \"a\"\r\n\r\n";
+        assert_eq!(v(&obj(plain, 60), ""), Verdict::Revalidate);
+        assert!(!stale_if_error(&obj(plain, 60), &p, NOW));
         // Traffic Server's max_stale_age bounds any stale answer.
         let bounded = CachePolicy {
             max_stale_age: 10,
