@@ -38,13 +38,13 @@ const HEURISTIC: &[u16] = &[200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 41
 
 /// Whether this cache knows how to cache `status` (for `must-understand`, §5.2.2.3):
 /// the final statuses RFC 9110 defines, but 206 and 304, which it does not store.
-pub fn understood(status: u16) -> bool {
+fn understood(status: u16) -> bool {
     matches!(status, 200..=205 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421..=426 | 500..=505)
 }
 
 /// The `Age` a response carries (§5.1): a non-negative integer, 2^31 past that;
 /// anything else is ignored (0).
-pub fn age_value(resp: &ResponseHead) -> u64 {
+fn age_value(resp: &ResponseHead) -> u64 {
     resp.header("age")
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| super::directives::parse_delta(v.trim()))
@@ -53,7 +53,7 @@ pub fn age_value(resp: &ResponseHead) -> u64 {
 
 /// The response's `Date` (Unix s), or when it was received if it has none (or a bad
 /// one: §4.2.3 then takes the time of receipt).
-pub fn date_value(resp: &ResponseHead, response_time: u64) -> u64 {
+fn date_value(resp: &ResponseHead, response_time: u64) -> u64 {
     resp.header("date")
         .and_then(parse_http_date)
         .unwrap_or(response_time)

@@ -24,6 +24,8 @@ pub use conditional::{evaluate, range, Precondition, RangeAsk};
 #[cfg(feature = "fuzzing")]
 pub use conditional::{parse_range, tag_list, ETag, TagList};
 #[cfg(feature = "fuzzing")]
+pub use stored::Body;
+#[cfg(feature = "fuzzing")]
 pub use directives::{each_directive, parse_delta, Delta, ResponseDirectives};
 pub use directives::{request_directives, response_directives, RequestDirectives};
 pub use freshness::{
