@@ -24,13 +24,13 @@ pub use conditional::{evaluate, range, Precondition, RangeAsk};
 #[cfg(feature = "fuzzing")]
 pub use conditional::{parse_range, tag_list, ETag, TagList};
 #[cfg(feature = "fuzzing")]
-pub use stored::Body;
-#[cfg(feature = "fuzzing")]
 pub use directives::{each_directive, parse_delta, Delta, ResponseDirectives};
 pub use directives::{request_directives, response_directives, RequestDirectives};
 pub use freshness::{
     initial_age, stale_if_error, storable, verdict, CachePolicy, Storable, Verdict,
 };
+#[cfg(feature = "fuzzing")]
+pub use stored::Body;
 pub use stored::Stored;
 pub use vary::{alternate_key, variant};
 
