@@ -361,7 +361,9 @@ impl Stored {
     /// Whether it may answer `req`: always without `Vary`, else when the request has
     /// the same values of the fields `Vary` names as the one that fetched it.
     pub fn serves(&self, req: &RequestHead) -> bool {
-        self.request_variant(req).is_none_or(|v| v == self.variant)
+        // A variant whose request side cannot be computed again (its head does not
+        // parse, or no longer names the fields) serves nobody.
+        self.variant.is_empty() || self.request_variant(req).is_some_and(|v| v == self.variant)
     }
 
     /// Where this object, a variant, is kept besides its URL's `key`; None without
