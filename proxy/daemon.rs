@@ -142,6 +142,20 @@ fn live(cfg: &Config) -> Result<Live> {
         allow: Arc::new(cfg.stats.allow_ip.clone()),
         origin_max: cfg.http.per_server_connection_max,
         connect_ports: Arc::new(cfg.http.connect_ports.clone()),
+        cache_policy: Arc::new(crate::http::caching::CachePolicy {
+            heuristic_min: cfg.http.heuristic_min_lifetime_s,
+            heuristic_max: cfg.http.heuristic_max_lifetime_s,
+            lm_factor: cfg.http.heuristic_lm_factor,
+            max_stale_age: cfg.http.max_stale_age_s,
+            targeted: cfg
+                .http
+                .targeted_cache_control_headers
+                .split(',')
+                .map(|n| n.trim().to_ascii_lowercase())
+                .filter(|n| !n.is_empty())
+                .collect(),
+        }),
+        purge_allow: Arc::new(cfg.http.purge_allow_ip.clone()),
     })
 }
 

@@ -67,6 +67,8 @@ pub enum ErrorKind {
     OriginTimeout,
     /// `per_server.connection.max` left no place within `connect_attempts_timeout` (503).
     OriginBusy,
+    /// `only-if-cached` and nothing usable stored (504, RFC 9111 §5.2.1.7).
+    NotCached,
     /// A configuration value, file or start-up step failed (the context says which).
     Config,
     /// An I/O error of Turnstile's own (a file, a socket to bind).
@@ -101,7 +103,8 @@ impl Error {
             | ErrorKind::Forbidden
             | ErrorKind::ConnectNotForward
             | ErrorKind::ConnectPortDenied
-            | ErrorKind::BadConnect => Side::Client,
+            | ErrorKind::BadConnect
+            | ErrorKind::NotCached => Side::Client,
             ErrorKind::ResolveFailed
             | ErrorKind::ResolveTimeout
             | ErrorKind::ConnectFailed
@@ -183,7 +186,7 @@ impl Error {
             | ErrorKind::OriginClosed
             | ErrorKind::BadResponse => 502,
             ErrorKind::OriginBusy => 503,
-            ErrorKind::OriginTimeout => 504,
+            ErrorKind::OriginTimeout | ErrorKind::NotCached => 504,
             ErrorKind::Config | ErrorKind::Io(_) => 500,
         }
     }
@@ -210,6 +213,7 @@ impl Error {
             ErrorKind::BadResponse => "invalid response from origin",
             ErrorKind::OriginTimeout => "origin timeout",
             ErrorKind::OriginBusy => "origin busy: per_server.connection.max reached",
+            ErrorKind::NotCached => "not cached (only-if-cached)",
             ErrorKind::Config => "configuration error",
             ErrorKind::Io(_) => "internal error",
         };

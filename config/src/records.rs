@@ -436,6 +436,21 @@ fn apply_connect_ports(cfg: &mut Config, value: &Value) -> Result<(), Vec<Proble
     Ok(())
 }
 
+fn apply_targeted(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
+    let one = |m: String| vec![Problem::new(m)];
+    let names = expect_str(value, "field names separated by commas").map_err(one)?;
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let token = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(one(format!("{name:?} is not a header field name")));
+        }
+    }
+    cfg.http.targeted_cache_control_headers = names.to_string();
+    Ok(())
+}
+
 fn apply_stats_path(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
     let one = |m: String| vec![Problem::new(m)];
     let path = expect_str(value, "a path starting with \"/\"").map_err(one)?;
@@ -809,6 +824,79 @@ pub(crate) static RECORDS: &[Record] = &[
         },
     },
     Record {
+        name: "proxy.config.http.cache.heuristic_min_lifetime",
+        reloadable: true,
+        kind: Kind::Int {
+            min: 0,
+            max: MAX_TIMEOUT_S,
+            unit: SECONDS,
+            get: |c| c.http.heuristic_min_lifetime_s as i64,
+            set: |c, v| c.http.heuristic_min_lifetime_s = v as u64,
+        },
+    },
+    Record {
+        name: "proxy.config.http.cache.heuristic_max_lifetime",
+        reloadable: true,
+        kind: Kind::Int {
+            min: 0,
+            max: MAX_TIMEOUT_S,
+            unit: SECONDS,
+            get: |c| c.http.heuristic_max_lifetime_s as i64,
+            set: |c, v| c.http.heuristic_max_lifetime_s = v as u64,
+        },
+    },
+    Record {
+        name: "proxy.config.http.cache.heuristic_lm_factor",
+        reloadable: true,
+        kind: Kind::Float {
+            above: 0.0,
+            max: 1.0,
+            get: |c| c.http.heuristic_lm_factor,
+            set: |c, v| c.http.heuristic_lm_factor = v,
+        },
+    },
+    Record {
+        name: "proxy.config.http.cache.max_stale_age",
+        reloadable: true,
+        kind: Kind::Int {
+            min: 0,
+            max: MAX_TIMEOUT_S,
+            unit: SECONDS,
+            get: |c| c.http.max_stale_age_s as i64,
+            set: |c, v| c.http.max_stale_age_s = v as u64,
+        },
+    },
+    Record {
+        name: "proxy.config.http.cache.targeted_cache_control_headers",
+        reloadable: true,
+        kind: Kind::Custom {
+            env: Some(EnvForm::Str),
+            get: |c| Value::Str(c.http.targeted_cache_control_headers.clone()),
+            apply: apply_targeted,
+        },
+    },
+    Record {
+        name: "proxy.config.http.cache.purge_allow_ip",
+        reloadable: true,
+        kind: Kind::Custom {
+            env: Some(EnvForm::List),
+            get: |c| {
+                Value::Array(
+                    c.http
+                        .purge_allow_ip
+                        .iter()
+                        .map(|n| Value::Str(n.to_string()))
+                        .collect(),
+                )
+            },
+            apply: |c, v| {
+                c.http.purge_allow_ip =
+                    string_list(v, "addresses or CIDR blocks", |s| s.parse::<IpNet>())?;
+                Ok(())
+            },
+        },
+    },
+    Record {
         name: "proxy.config.cache.storage",
         reloadable: false,
         kind: Kind::Custom {
@@ -967,6 +1055,12 @@ mod tests {
                 "proxy.config.net.throttle_mode",
                 "proxy.config.http.per_server.connection.max",
                 "proxy.config.http.connect_ports",
+                "proxy.config.http.cache.heuristic_min_lifetime",
+                "proxy.config.http.cache.heuristic_max_lifetime",
+                "proxy.config.http.cache.heuristic_lm_factor",
+                "proxy.config.http.cache.max_stale_age",
+                "proxy.config.http.cache.targeted_cache_control_headers",
+                "proxy.config.http.cache.purge_allow_ip",
                 "proxy.config.stats.allow_ip",
                 "remap",
             ]

@@ -245,6 +245,21 @@ pub struct Http {
     pub wait_for_cache: WaitForCache,
     /// `.cache.http`: cache HTTP responses.
     pub cache_http: bool,
+    /// `.cache.heuristic_min_lifetime`: least heuristic freshness, s. Reloadable.
+    pub heuristic_min_lifetime_s: u64,
+    /// `.cache.heuristic_max_lifetime`: most heuristic freshness, s. Reloadable.
+    pub heuristic_max_lifetime_s: u64,
+    /// `.cache.heuristic_lm_factor`: heuristic freshness as this share of the time since
+    /// Last-Modified. Reloadable.
+    pub heuristic_lm_factor: f64,
+    /// `.cache.max_stale_age`: nothing stale by more than this is served, s. Reloadable.
+    pub max_stale_age_s: u64,
+    /// `.cache.targeted_cache_control_headers`: RFC 9213 fields this cache obeys before
+    /// Cache-Control, most specific first, as written (comma-separated); "" = none.
+    /// Reloadable.
+    pub targeted_cache_control_headers: String,
+    /// `.cache.purge_allow_ip`: who may send PURGE. Reloadable.
+    pub purge_allow_ip: Vec<IpNet>,
 }
 
 /// One cache span of `proxy.config.cache.storage`.
@@ -359,6 +374,15 @@ impl Default for Config {
                 underscores_in_headers: false,
                 wait_for_cache: WaitForCache::No,
                 cache_http: true,
+                heuristic_min_lifetime_s: 3600,
+                heuristic_max_lifetime_s: 86_400,
+                heuristic_lm_factor: 0.10,
+                max_stale_age_s: 604_800,
+                targeted_cache_control_headers: "CDN-Cache-Control".to_string(),
+                purge_allow_ip: vec![
+                    IpNet::host(IpAddr::from([127, 0, 0, 1])),
+                    IpNet::host(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+                ],
             },
             cache: Cache {
                 storage: Vec::new(),

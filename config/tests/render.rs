@@ -53,6 +53,12 @@ fn everything_changed() -> Config {
     c.http.underscores_in_headers = true;
     c.http.wait_for_cache = WaitForCache::WaitRequireAll;
     c.http.cache_http = false;
+    c.http.heuristic_min_lifetime_s = 60;
+    c.http.heuristic_max_lifetime_s = 600;
+    c.http.heuristic_lm_factor = 0.5;
+    c.http.max_stale_age_s = 10;
+    c.http.targeted_cache_control_headers = "Edge-Cache-Control, CDN-Cache-Control".into();
+    c.http.purge_allow_ip = vec!["10.0.0.0/8".parse().unwrap()];
     c.cache.storage = vec![
         CacheSpan {
             path: PathBuf::from("/var/cache/a \"quoted\""),
@@ -172,7 +178,7 @@ fn other_changes_are_named_as_restart_required() {
     assert!(restart.contains(&"proxy.config.exec_thread.limit".to_string()));
     assert!(!restart.contains(&"proxy.config.accept_threads".to_string()));
     assert!(!restart.contains(&"remap".to_string()));
-    assert_eq!(restart.len(), config::record_names().count() - 10);
+    assert_eq!(restart.len(), config::record_names().count() - 16);
 
     let mut moved = old.clone();
     moved.http.server_ports = parse_server_ports("8080 8081").unwrap();

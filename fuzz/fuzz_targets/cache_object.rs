@@ -17,10 +17,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, bytes)) = data.split_first() else {
         return;
     };
-    let Some(obj) = Stored::decode(bytes) else {
+    let value: std::sync::Arc<[u8]> = bytes.into();
+    let Some(obj) = Stored::decode(&value) else {
         return;
     };
-    assert_eq!(Stored::decode(&obj.encode()).as_ref(), Some(&obj));
+    assert_eq!(Stored::decode(&obj.encode().into()).as_ref(), Some(&obj));
     assert_eq!(
         Stored::decode_variants(bytes),
         Some((obj.generation, obj.kept_variants()))
@@ -51,11 +52,23 @@ fuzz_target!(|data: &[u8]| {
         let mut all = dropped.clone();
         all.extend(joined.alternates.iter().cloned());
         assert!(all.iter().all(|v| before.contains(v) || *v == obj.variant));
-        assert_eq!(Stored::decode(&joined.encode()).as_ref(), Some(&joined));
+        assert_eq!(Stored::decode(&joined.encode().into()).as_ref(), Some(&joined));
     }
-    let _ = obj.is_fresh(u64::from(pick));
+    let now = u64::from(pick) << 20;
+    let _ = obj.current_age(now);
     let _ = obj.validators();
-    let mut out = Vec::new();
-    obj.write_hit(&mut out, "1.1 fuzz", pick & 1 == 0, u64::from(pick) << 20);
-    assert!(out.len() >= obj.body.len());
+    // Every head written from it ends where a head ends.
+    let len = obj.body.len() as u64;
+    let mut heads = vec![Vec::new(); 4];
+    obj.write_hit(&mut heads[0], "1.1 fuzz", pick & 1 == 0, now);
+    obj.write_not_modified(&mut heads[1], "1.1 fuzz", true, now);
+    obj.write_unsatisfiable(&mut heads[2], "1.1 fuzz", true, now);
+    if len > 0 {
+        obj.write_partial(&mut heads[3], (len / 2, len), "1.1 fuzz", true, now);
+    } else {
+        heads[3].extend_from_slice(b"\r\n\r\n");
+    }
+    for h in &heads {
+        assert!(h.ends_with(b"\r\n\r\n"));
+    }
 });

@@ -207,6 +207,12 @@ impl Cache {
         self.ram.put(key, value);
     }
 
+    /// Whether `key` is stored: in RAM, or in its span's index (writes and removals
+    /// still queued count as done).
+    pub fn contains(&self, key: &str) -> bool {
+        self.ram.get(key).is_some() || self.span_for(key).is_some_and(|s| s.span.contains(key))
+    }
+
     /// Removes `key` from RAM at once and from its span by the span's I/O thread (the
     /// removal is queued first, as in [`put`](Self::put)).
     pub fn remove(&self, key: &str) {

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod fields;
 pub mod remap;
 pub(crate) mod resolve;
+pub(crate) mod revalidate;
 pub(crate) mod session;
 pub(crate) mod shared;
 

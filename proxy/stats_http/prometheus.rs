@@ -47,6 +47,46 @@ const RENAMED: &[(&str, &str)] = &[(
 /// line, naming its kind.
 const HELP: &[(&str, &str)] = &[
     (
+        "proxy.process.cache.purges",
+        "PURGE requests that removed a cached URL",
+    ),
+    (
+        "proxy.process.cache.purge_misses",
+        "PURGE requests for a URL that was not cached",
+    ),
+    (
+        "proxy.process.http.cache_hit_fresh",
+        "Requests answered from the cache with a fresh object",
+    ),
+    (
+        "proxy.process.http.cache_hit_stale_while_revalidate",
+        "Stale objects served within stale-while-revalidate while a background revalidation ran",
+    ),
+    (
+        "proxy.process.http.cache_hit_stale_if_error",
+        "Stale objects served in place of an origin error (stale-if-error)",
+    ),
+    (
+        "proxy.process.http.cache_hit_stale_max_stale",
+        "Stale objects served because the client's max-stale accepted them",
+    ),
+    (
+        "proxy.process.http.cache_revalidations_background",
+        "Background revalidations started for stale-while-revalidate",
+    ),
+    (
+        "proxy.process.http.cache_revalidated_background",
+        "Background revalidations that refreshed or replaced the stored object",
+    ),
+    (
+        "proxy.process.http.cache_hit_not_modified",
+        "Conditional requests answered from the cache with 304 (or 412)",
+    ),
+    (
+        "proxy.process.http.cache_hit_partial",
+        "Range requests answered from the cache with 206 (or 416)",
+    ),
+    (
         "proxy.process.cache.bytes_used",
         "Bytes of the cache spans taken by live objects, records rounded up to 512 bytes",
     ),

@@ -1,17 +1,20 @@
 //! The cache's part of a request: the lookup (in RAM at once, or by a span's I/O thread
 //! while the request waits in `Phase::CacheRead`), the decision between a fresh hit, a
-//! revalidation and a miss ([`Session::decide`]), serving hits, waiting for another
-//! request's fill (`Phase::CacheWait`, woken when the fill ends), and what a response
-//! does to the cache: invalidation, a 304's refresh, the capture of a storable body and
-//! its store. Runs on the session's ET_NET thread.
+//! stale one, a revalidation and a miss ([`Session::decide`], over the pure
+//! `caching::verdict`), waiting for another request's fill (`Phase::CacheWait`, woken
+//! when the fill ends), PURGE, and what a response does to the cache: invalidation, a
+//! 304's refresh, stale-if-error, the capture of a storable body and its store. Hits
+//! themselves are served in `hit.rs`. Runs on the session's ET_NET thread.
 
-use super::super::caching::{self, Stored};
+use super::super::caching::{self, CachePolicy, RequestDirectives, Storable, Stored, Verdict};
 use super::super::codec::{BodyFraming, ChunkedScanner, RequestHead, ResponseHead};
+use super::super::revalidate::{self, Job};
 use super::super::shared::{Claim, Fill};
 use super::batch::{answered, await_answer};
 use super::log::LogResult;
 use super::{Pending, Phase, Session};
 use crate::cache::{Cache, Lookup};
+use crate::error::{Error, ErrorKind};
 use iocore::EThread;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,8 +35,13 @@ struct CacheQuery {
     alternate: Option<String>,
     /// The variants the URL's key holds, when it holds one.
     variants: Option<UrlVariants>,
-    /// The client asked to revalidate (`no-cache`).
-    revalidate: bool,
+    /// The request's cache directives.
+    dirs: RequestDirectives,
+    /// The cache's settings when the request came.
+    policy: Arc<CachePolicy>,
+    /// The request carries preconditions or a range: on a miss it goes to the origin as
+    /// it is, without filling (the answer would not be the whole object).
+    conditional: bool,
     /// When the request first asked.
     since: Instant,
 }
@@ -48,20 +56,30 @@ pub(super) struct CacheTx {
     /// Held while this transaction fills `key`; others wait for it.
     fill: Option<Fill>,
     /// The client's request as it came, for the values of the fields a response's
-    /// `Vary` names: the head `forward` sends, moved in there once sent (no copy), or a
-    /// copy made before a revalidation replaces the client's conditional fields.
+    /// `Vary` names and for the preconditions and range of an answer from the cache:
+    /// the head `forward` sends, moved in there once sent (no copy), or a copy made
+    /// before a revalidation replaces the client's conditional fields.
     pub(super) request: Option<RequestHead>,
     /// The URL's variants a variant stored by this transaction joins; None: a new
     /// generation of them.
     variants: Option<UrlVariants>,
     /// An unsafe request: a non-error answer removes the URL's object instead.
     pub(super) invalidate: bool,
-    /// When it began: an invalidation of `key` after that keeps it from storing.
+    /// What the cache obeys for this transaction.
+    policy: Arc<CachePolicy>,
+    /// When it began (an invalidation of `key` after that keeps it from storing), and
+    /// the same as Unix seconds, the request time of RFC 9111 §4.2.3.
     began: Instant,
+    request_time: u64,
 }
 
 impl CacheTx {
-    pub(super) fn new(key: String, stale: Option<Stored>, fill: Option<Fill>) -> CacheTx {
+    pub(super) fn new(
+        key: String,
+        stale: Option<Stored>,
+        fill: Option<Fill>,
+        policy: Arc<CachePolicy>,
+    ) -> CacheTx {
         CacheTx {
             key,
             stale,
@@ -70,17 +88,26 @@ impl CacheTx {
             request: None,
             variants: None,
             invalidate: false,
+            policy,
             began: Instant::now(),
+            request_time: caching::now_s(),
         }
     }
 
     /// What a final response with `status` does to the cache: a success answering an
     /// unsafe request invalidates the URL's object; a 304 answering the cache's own
-    /// revalidation refreshes the stale one.
+    /// revalidation refreshes the stale one; a server error may be answered with it
+    /// instead (`stale-if-error`).
     pub(super) fn effect(&self, status: u16) -> ResponseEffect {
+        let now = caching::now_s();
         ResponseEffect {
             invalidates: self.invalidate && (200..400).contains(&status),
             refreshes: status == 304 && self.stale.is_some(),
+            stale_for_error: status >= 500
+                && self
+                    .stale
+                    .as_ref()
+                    .is_some_and(|s| caching::stale_if_error(s, &self.policy, now)),
         }
     }
 
@@ -102,6 +129,9 @@ pub(super) struct ResponseEffect {
     /// A 304 answering the cache's own revalidation: the stored object is fresh again
     /// and answers the client.
     pub(super) refreshes: bool,
+    /// A server error answering a revalidation whose object may be served stale
+    /// instead (RFC 5861 §4): the stale object answers, the error's body is dropped.
+    pub(super) stale_for_error: bool,
 }
 
 /// The variants (`Vary`) of a URL, as its key's object tells: their generation, and
@@ -126,7 +156,9 @@ struct Capture {
     head: ResponseHead,
     /// The request's side of the response's `Vary` (`caching::variant`).
     variant: Vec<u8>,
-    lifetime: u64,
+    kept: Storable,
+    /// When the head came (the response time of RFC 9111 §4.2.3).
+    response_time: u64,
     body: Vec<u8>,
     chunked: Option<ChunkedScanner>,
     limit: u64,
@@ -147,29 +179,53 @@ impl Capture {
     }
 }
 
+/// Request fields that ask for a conditional or partial answer.
+const CONDITIONAL: &[&str] = &[
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+    "range",
+];
+
 impl Session {
-    /// A routed request and the cache: looked up when it may be answered from there,
-    /// forwarded otherwise (an unsafe one also invalidating what the cache holds for
-    /// its target once the origin accepts it).
+    /// A routed request and the cache: looked up when it may be answered from there
+    /// (GET and HEAD), forwarded otherwise (an unsafe one also invalidating what the
+    /// cache holds for its target once the origin accepts it); PURGE removes the URL.
     pub(super) fn consult_cache(&mut self, t: &mut EThread, pending: Pending) {
         let Some(cache) = self.shared.cache().cloned() else {
             return self.forward(t, pending, None);
         };
-        let policy = caching::request_policy(&pending.head);
         let key = caching::key(&pending.host_header, &pending.path);
-        if !policy.cacheable {
-            let invalidate = caching::is_unsafe(pending.head.method()).then(|| {
-                let mut c = CacheTx::new(key, None, None);
+        let policy = self.shared.with_live(|live| live.cache_policy.clone());
+        let method = pending.head.method();
+        if method == "PURGE" {
+            return self.purge(&cache, &key, pending.head.keep_alive());
+        }
+        if method != "GET" && method != "HEAD" {
+            let invalidate = caching::is_unsafe(method).then(|| {
+                let mut c = CacheTx::new(key, None, None, policy);
                 c.invalidate = true;
                 c
             });
             return self.forward(t, pending, invalidate);
         }
+        if pending.head.header("authorization").is_some() {
+            // RFC 9111 §3.5: not answered from the cache; its response is stored only
+            // when the origin says a shared cache may (checked when it comes).
+            let store = (method == "GET").then(|| CacheTx::new(key, None, None, policy));
+            return self.forward(t, pending, store);
+        }
         let query = CacheQuery {
             key,
             alternate: None,
             variants: None,
-            revalidate: policy.revalidate,
+            dirs: caching::request_directives(&pending.head),
+            conditional: CONDITIONAL
+                .iter()
+                .any(|name| pending.head.header(name).is_some()),
+            policy,
             since: Instant::now(),
         };
         self.lookup(t, pending, &cache, query);
@@ -231,56 +287,170 @@ impl Session {
         };
         let m = &self.shared.metrics;
         let now = caching::now_s();
-        match stored {
-            Some(obj) if obj.is_fresh(now) && !query.revalidate => {
+        let Some(obj) = stored else {
+            return self.miss(t, pending, query);
+        };
+        match caching::verdict(&obj, &query.dirs, &query.policy, now) {
+            Verdict::Fresh => {
                 m.cache_hits.inc();
-                self.serve_hit(&pending.head, &obj, now);
+                m.cache_hit_fresh.inc();
+                self.serve_hit(&pending.head, &obj, now, LogResult::Hit);
             }
-            Some(obj) => {
-                // Stale: ask the origin whether it changed, with our validators in place
-                // of the client's.
-                let validators = obj.validators();
+            Verdict::StaleAccepted => {
+                m.cache_hits.inc();
+                m.cache_stale_accepted.inc();
+                self.serve_hit(&pending.head, &obj, now, LogResult::Hit);
+            }
+            Verdict::StaleWhileRevalidate => {
+                m.cache_hits.inc();
+                m.cache_stale_swr.inc();
+                self.revalidate_in_background(&pending, &query, &obj);
+                self.serve_hit(&pending.head, &obj, now, LogResult::Hit);
+            }
+            Verdict::Revalidate if query.dirs.only_if_cached => {
+                self.only_if_cached(pending.head.keep_alive())
+            }
+            Verdict::Revalidate => {
+                // Stale: ask the origin whether it changed, with our validators in
+                // place of the client's conditional fields (and without its range: the
+                // answer is for the cache).
                 let variants = query
                     .variants
                     .take()
                     .or_else(|| (!obj.variant.is_empty()).then(|| UrlVariants::of(&obj)));
-                let mut ctx = CacheTx::new(query.key, Some(obj), None);
+                let validators = obj.validators();
+                let mut ctx = CacheTx::new(query.key, Some(obj), None, query.policy);
                 ctx.variants = variants;
                 ctx.request = Some(pending.head.clone());
-                pending.head.headers.retain(|h| {
-                    !h.name.eq_ignore_ascii_case("if-none-match")
-                        && !h.name.eq_ignore_ascii_case("if-modified-since")
-                });
+                pending
+                    .head
+                    .headers
+                    .retain(|h| !CONDITIONAL.iter().any(|n| h.name.eq_ignore_ascii_case(n)));
                 for (name, value) in validators {
                     pending.head.headers.push(&name, &value);
                 }
                 self.forward(t, pending, Some(ctx));
             }
-            None => match self.shared.claim_fill(&query.key) {
-                Claim::Fill(fill) => {
-                    m.cache_misses.inc();
-                    let mut ctx = CacheTx::new(query.key, None, Some(fill));
-                    ctx.variants = query.variants;
-                    self.forward(t, pending, Some(ctx));
-                }
-                Claim::InFlight
-                    if query.since.elapsed() < self.shared.settings.timeouts.connect =>
-                {
-                    pending.hold(&m.active_transactions);
-                    // When the fill ends, the lookup starts over from the URL's key.
-                    query.alternate = None;
-                    query.variants = None;
-                    self.wait_for_fill(t, Waiting { pending, query });
-                }
-                // Not storable last time: fetch alongside the others instead of queueing
-                // behind a fill, and without capturing; the hint expires, then the next
-                // miss tries to fill again. Or the fill takes too long: fetch without
-                // waiting any more.
-                Claim::Unstorable | Claim::InFlight => {
-                    m.cache_misses.inc();
-                    self.forward(t, pending, None);
-                }
+        }
+    }
+
+    /// Nothing stored answers: `only-if-cached` gets 504; a HEAD, a conditional or
+    /// partial request, or one that forbids storing goes to the origin as it is; a GET
+    /// fills the cache, or waits for the fill another request has under way.
+    fn miss(&mut self, t: &mut EThread, mut pending: Pending, mut query: CacheQuery) {
+        if query.dirs.only_if_cached {
+            return self.only_if_cached(pending.head.keep_alive());
+        }
+        let m = &self.shared.metrics;
+        let head_only = pending.head.method() == "HEAD";
+        if head_only || query.conditional || query.dirs.no_store {
+            m.cache_misses.inc();
+            return self.forward(t, pending, None);
+        }
+        match self.shared.claim_fill(&query.key) {
+            Claim::Fill(fill) => {
+                m.cache_misses.inc();
+                let mut ctx = CacheTx::new(query.key, None, Some(fill), query.policy);
+                ctx.variants = query.variants;
+                self.forward(t, pending, Some(ctx));
+            }
+            Claim::InFlight if query.since.elapsed() < self.shared.settings.timeouts.connect => {
+                pending.hold(&m.active_transactions);
+                // When the fill ends, the lookup starts over from the URL's key.
+                query.alternate = None;
+                query.variants = None;
+                self.wait_for_fill(t, Waiting { pending, query });
+            }
+            // Not storable last time: fetch alongside the others instead of queueing
+            // behind a fill, and without capturing; the hint expires, then the next miss
+            // tries to fill again. Or the fill takes too long: fetch without waiting any
+            // more.
+            Claim::Unstorable | Claim::InFlight => {
+                m.cache_misses.inc();
+                self.forward(t, pending, None);
+            }
+        }
+    }
+
+    /// RFC 9111 §5.2.1.7: nothing usable is stored, and the client will not have the
+    /// origin asked.
+    fn only_if_cached(&mut self, keep: bool) {
+        self.shared.metrics.cache_misses.inc();
+        self.answer_error(Error::new(ErrorKind::NotCached), keep);
+    }
+
+    /// Starts the one background revalidation of `obj` (the URL's key may already have
+    /// one under way: then nothing), while the stale object answers the client.
+    fn revalidate_in_background(&self, pending: &Pending, query: &CacheQuery, obj: &Stored) {
+        let Some(cache) = self.shared.cache().cloned() else {
+            return;
+        };
+        let mut head = pending.head.clone();
+        head.headers
+            .retain(|h| !CONDITIONAL.iter().any(|n| h.name.eq_ignore_ascii_case(n)));
+        for (name, value) in obj.validators() {
+            head.headers.push(&name, &value);
+        }
+        let settings = &self.shared.settings;
+        let mut request = Vec::with_capacity(512);
+        super::super::codec::write_request_head(
+            &head,
+            &mut request,
+            &super::super::codec::ForwardRequest {
+                path_and_query: &pending.path,
+                host: &pending.host_header,
+                via: &settings.via,
+                client_ip: Some(self.peer().ip()),
+                keep_alive: false,
+                underscores: settings.underscores,
             },
+        );
+        let kept = query
+            .variants
+            .as_ref()
+            .map_or_else(|| obj.kept_variants(), |v| v.kept.clone());
+        let (shared, key, began) = (self.shared.clone(), query.key.clone(), Instant::now());
+        let job = Job {
+            addr: pending.addr,
+            request,
+            client_request: pending.head.clone(),
+            key: query.key.clone(),
+            stale: obj.clone(),
+            kept,
+            policy: (*query.policy).clone(),
+            max_alts: settings.max_alts,
+            max_doc_size: settings.max_doc_size,
+            max_head: settings.max_head,
+            connect_timeout: settings.timeouts.connect,
+            io_timeout: settings.timeouts.transaction_no_activity_out,
+            invalidated: Box::new(move || shared.invalidated_since(&key, began)),
+        };
+        if self.shared.revalidator().spawn(job, cache) {
+            self.shared.metrics.revalidations_background.inc();
+        }
+    }
+
+    /// PURGE (SPEC §5): from an address `http.cache.purge_allow_ip` lets in, removes the
+    /// URL (its variants go with it: the next one stored starts a new generation): 200,
+    /// or 404 when it was not cached; 403 for anyone else.
+    fn purge(&mut self, cache: &Cache, key: &str, keep: bool) {
+        let peer = self.peer().ip();
+        if !self
+            .shared
+            .with_live(|live| live.purge_allow.iter().any(|n| n.contains(&peer)))
+        {
+            return self.answer_error(Error::new(ErrorKind::Forbidden), keep);
+        }
+        let m = &self.shared.metrics;
+        let found = cache.contains(key);
+        cache.remove(key);
+        self.shared.note_invalidation(key);
+        if found {
+            m.purges.inc();
+            self.local_response(200, "purged", keep, &[]);
+        } else {
+            m.purge_misses.inc();
+            self.local_response(404, "not cached", keep, &[]);
         }
     }
 
@@ -316,26 +486,12 @@ impl Session {
         }
     }
 
-    /// Answers `head` with `obj`, fresh.
-    fn serve_hit(&mut self, head: &RequestHead, obj: &Stored, now: u64) {
-        // A body (a GET may have one) is not read: the connection closes after the
-        // answer, as after a local response, and its bytes are never taken as a request.
-        let keep = head.keep_alive() && !head.has_body() && !self.shared.draining();
-        obj.write_hit(&mut self.out_c, &self.shared.settings.via, keep, now);
-        let status = obj.response().map_or(0, |r| r.status);
-        if status != 0 {
-            self.shared.metrics.count_status(status);
-        }
-        self.shared.metrics.completed_requests.inc();
-        self.log_end(status, LogResult::Hit);
-        // An unread body is drained by the lingering close.
-        self.after_answer(keep, !head.has_body(), Instant::now());
-    }
-
     /// The cache's side of a final response head `head`, framed as `framing`, with
-    /// `effect`: invalidates what an unsafe request changed, answers from the refreshed
-    /// object on a 304 to a revalidation (true: answered), or sets up the capture of a
-    /// storable response.
+    /// `effect`: invalidates what an unsafe request changed (and the URLs its
+    /// `Location` and `Content-Location` name on the same host, RFC 9111 §4.4), answers
+    /// from the refreshed object on a 304 to a revalidation, or from the stale one in
+    /// place of a server error (true: answered from the cache), or sets up the capture
+    /// of a storable response.
     pub(super) fn cache_response_head(
         &mut self,
         head: &ResponseHead,
@@ -346,53 +502,79 @@ impl Session {
         let Some(tx) = self.tx.as_mut() else {
             return false;
         };
-        if effect.invalidates || tx.cache.as_ref().is_some_and(|c| c.invalidate) {
+        if tx.cache.as_ref().is_some_and(|c| c.invalidate) {
             let c = tx.cache.take();
             if let (true, Some(c), Some(cache)) = (effect.invalidates, c, shared.cache()) {
                 // Its variants, if any, go with it: the next one stored starts a new
                 // generation.
-                cache.remove(&c.key);
-                shared.note_invalidation(&c.key);
-                shared.metrics.cache_invalidations.inc();
+                for key in std::iter::once(c.key.clone()).chain(related_keys(head, &c.key)) {
+                    cache.remove(&key);
+                    shared.note_invalidation(&key);
+                    shared.metrics.cache_invalidations.inc();
+                }
             }
         }
         let Some(c) = tx.cache.as_deref_mut() else {
             return false;
         };
         let now = caching::now_s();
-        if effect.refreshes {
-            // Still valid: refresh it and answer from the cache.
+        let client = c.request.clone();
+        if effect.refreshes || effect.stale_for_error {
             let mut obj = c.stale.take().expect("a refresh has a stale object");
-            let old_lifetime = obj.fresh_until.saturating_sub(obj.stored_at);
-            let lifetime = caching::freshness(head, now).unwrap_or(old_lifetime);
-            obj.stored_at = now;
-            obj.fresh_until = now.saturating_add(lifetime);
-            if let Some(cache) = shared.cache() {
-                if !shared.invalidated_since(&c.key, c.began) {
-                    let kept = c.variants.as_ref().map(|v| v.kept.clone());
-                    let kept = kept.unwrap_or_else(|| obj.kept_variants());
-                    store(cache, &c.key, &mut obj, &kept, shared.settings.max_alts);
+            if effect.refreshes {
+                self.refresh_stored(&mut obj, head, now);
+                shared.metrics.cache_revalidated.inc();
+                if let Some(l) = self.log_req.as_mut() {
+                    l.result = LogResult::RefreshHit;
+                }
+            } else {
+                shared.metrics.cache_stale_sie.inc();
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.discard = true; // the error's body goes nowhere
+                }
+                if let Some(l) = self.log_req.as_mut() {
+                    l.result = LogResult::RefreshFailOld;
                 }
             }
-            shared.metrics.cache_revalidated.inc();
             shared.metrics.cache_hits.inc();
-            let keep = tx.client_keep_alive;
-            obj.write_hit(&mut self.out_c, &shared.settings.via, keep, now);
-            if let Some(r) = obj.response() {
-                shared.metrics.count_status(r.status);
-                self.log_refresh_hit(r.status);
-            }
+            let request = client.unwrap_or_else(placeholder_get);
+            self.serve_answer(&request, &obj, now);
             return true;
+        }
+        // §4.3.5: a HEAD response may update, or outdate, the stored GET response.
+        let head_request = c.request.as_ref().is_some_and(|r| r.method() == "HEAD");
+        if head_request && head.status == 200 {
+            if let Some(mut obj) = c.stale.take() {
+                let same = obj
+                    .field("etag")
+                    .is_some_and(|e| head.header("etag") == Some(e))
+                    || obj
+                        .field("last-modified")
+                        .is_some_and(|l| head.header("last-modified") == Some(l));
+                if same {
+                    self.refresh_stored(&mut obj, head, now);
+                } else if let Some(cache) = shared.cache() {
+                    cache.remove(&self.tx_key());
+                }
+                return false;
+            }
         }
         let limit = shared.settings.max_doc_size;
         let fits = !matches!(framing, BodyFraming::Length(n) if n > limit);
-        c.capture = caching::freshness(head, now)
+        let d = caching::response_directives(head, &c.policy.targeted);
+        let kept = c
+            .request
+            .as_ref()
+            .filter(|r| r.method() == "GET")
+            .and_then(|r| caching::storable(r, head, &d, &c.policy, c.request_time, now));
+        c.capture = kept
             .filter(|_| fits)
             .zip(c.request.as_ref().and_then(|r| caching::variant(head, r)))
-            .map(|(lifetime, variant)| Capture {
+            .map(|(kept, variant)| Capture {
                 head: head.clone(),
                 variant,
-                lifetime,
+                kept,
+                response_time: now,
                 body: Vec::new(),
                 chunked: (framing == BodyFraming::Chunked).then(ChunkedScanner::new),
                 limit,
@@ -412,13 +594,78 @@ impl Session {
         false
     }
 
+    /// The key of the transaction's cache part ("" without one).
+    fn tx_key(&self) -> String {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.cache.as_ref())
+            .map_or_else(String::new, |c| c.key.clone())
+    }
+
+    /// Applies a validating response head (a 304, or a HEAD's 200) to `obj` (RFC 9111
+    /// §4.3.4): its fields, its age and freshness; stores the result unless the URL
+    /// changed meanwhile or it may not be stored any more (then removes it).
+    fn refresh_stored(&mut self, obj: &mut Stored, head: &ResponseHead, now: u64) -> bool {
+        let shared = self.shared.clone();
+        let Some(c) = self.tx.as_ref().and_then(|tx| tx.cache.as_deref()) else {
+            return false;
+        };
+        let age = caching::initial_age(head, c.request_time, now);
+        // The stored policy, until the merged head says otherwise.
+        let mut kept = Storable {
+            lifetime: obj.lifetime,
+            initial_age: age,
+            must_revalidate: obj.must_revalidate,
+            no_cache: obj.no_cache,
+            immutable: obj.immutable,
+            swr: obj.swr,
+            sie: obj.sie,
+            strip: Vec::new(),
+        };
+        obj.refresh(head, &kept, now);
+        let merged = obj.response();
+        let client = c.request.clone().unwrap_or_else(placeholder_get);
+        let again = merged.as_ref().and_then(|resp| {
+            let d = caching::response_directives(resp, &c.policy.targeted);
+            caching::storable(&client, resp, &d, &c.policy, c.request_time, now)
+        });
+        let Some(cache) = shared.cache() else {
+            return false;
+        };
+        match again {
+            Some(s) => {
+                kept = Storable {
+                    initial_age: age,
+                    ..s
+                };
+                obj.refresh(head, &kept, now);
+            }
+            None => {
+                cache.remove(&c.key);
+                return false;
+            }
+        }
+        if shared.invalidated_since(&c.key, c.began) {
+            return false;
+        }
+        let seen = c.variants.as_ref().map(|v| v.kept.clone());
+        let seen = seen.unwrap_or_else(|| obj.kept_variants());
+        revalidate::store(cache, &c.key, obj, &seen, shared.settings.max_alts);
+        true
+    }
+
     /// Stores what the transaction captured, if it may still.
     pub(super) fn store_capture(&self, c: &mut CacheTx) {
         let (Some(cap), Some(cache)) = (c.capture.take(), self.shared.cache()) else {
             return;
         };
-        let now = caching::now_s();
-        let mut obj = Stored::new(&cap.head, cap.body, cap.lifetime, now, cap.variant);
+        let mut obj = Stored::new(
+            &cap.head,
+            cap.body,
+            &cap.kept,
+            cap.response_time,
+            cap.variant,
+        );
         let kept = match (&c.variants, obj.variant.is_empty()) {
             (_, true) => &[][..],
             (Some(v), false) => {
@@ -436,11 +683,82 @@ impl Session {
             fill.stored();
         }
         if !self.shared.invalidated_since(&c.key, c.began) {
-            store(cache, &c.key, &mut obj, kept, self.shared.settings.max_alts);
+            revalidate::store(cache, &c.key, &mut obj, kept, self.shared.settings.max_alts);
             self.shared.metrics.cache_writes.inc();
             self.shared.note_cache_usage();
         }
     }
+
+    /// The stale object of a failed revalidation answers in place of the error when
+    /// `stale-if-error` allows (true: answered); with `must-revalidate`, an origin that
+    /// cannot be reached is a 504 (RFC 9111 §4.2.4). `err` is then the error to answer.
+    pub(super) fn stale_instead_of(&mut self, err: &mut Error) -> bool {
+        let Some(c) = self.tx.as_mut().and_then(|tx| tx.cache.as_deref_mut()) else {
+            return false;
+        };
+        let Some(stale) = c.stale.as_ref() else {
+            return false;
+        };
+        let now = caching::now_s();
+        if caching::stale_if_error(stale, &c.policy, now) {
+            let obj = c.stale.take().expect("checked");
+            let request = c.request.clone().unwrap_or_else(placeholder_get);
+            self.shared.metrics.cache_hits.inc();
+            self.shared.metrics.cache_stale_sie.inc();
+            self.tx = None;
+            self.serve_hit(&request, &obj, now, LogResult::RefreshFailOld);
+            return true;
+        }
+        if stale.must_revalidate && err.status() == 502 {
+            *err = Error::new(ErrorKind::OriginTimeout).context("stale and must-revalidate");
+        }
+        false
+    }
+}
+
+/// A GET for when the client's request is not at hand (it always is: the session keeps
+/// it with the cache part of its transaction).
+fn placeholder_get() -> RequestHead {
+    super::super::codec::parse_request(b"GET / HTTP/1.1\r\nHost: -\r\n\r\n", 64)
+        .ok()
+        .flatten()
+        .map(|(h, _)| h)
+        .expect("a fixed request parses")
+}
+
+/// The keys of the URLs a response's `Location` and `Content-Location` name on the
+/// same host as `key` (RFC 9111 §4.4), relative references resolved against it.
+fn related_keys(head: &ResponseHead, key: &str) -> Vec<String> {
+    let Some(rest) = key.strip_prefix("http://") else {
+        return Vec::new();
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let mut keys = Vec::new();
+    for name in ["location", "content-location"] {
+        let Some(v) = head.header(name).and_then(|v| std::str::from_utf8(v).ok()) else {
+            continue;
+        };
+        let v = v.split('#').next().unwrap_or_default().trim();
+        let path = if v.starts_with('/') && !v.starts_with("//") {
+            Some(v)
+        } else {
+            v.strip_prefix("http://")
+                .filter(|r| {
+                    r.split('/')
+                        .next()
+                        .is_some_and(|h| h.eq_ignore_ascii_case(host))
+                })
+                .map(|r| &r[r.find('/').unwrap_or(r.len())..])
+        };
+        if let Some(path) = path {
+            let path = if path.is_empty() { "/" } else { path };
+            let k = caching::key(host, path);
+            if k != key && !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    keys
 }
 
 /// Resumes the session that waited for cache disk read `read`, with what it found. Runs
@@ -471,28 +789,30 @@ fn fill_ended(t: &mut EThread, ticket: u64) {
     s.settle(t);
 }
 
-/// Stores `obj` at `key`, and a variant (`Vary`) also at its alternate key, where
-/// requests with its values find it once another variant has taken `key`. A variant
-/// joins its URL's variants so far; those beyond `max_alts` (0: no limit), the oldest,
-/// are dropped. The list is the one `key` holds now when it is in RAM: stores of one URL
-/// are serialized by its fill, but a request read the list at its lookup, which may
-/// precede the previous fill's store (the variant stored then would be missing from
-/// the list, and never dropped). `seen` is that earlier list, for when `key` is not in
-/// RAM.
-fn store(cache: &Cache, key: &str, obj: &mut Stored, seen: &[Vec<u8>], max_alts: usize) {
-    let varies = !obj.variant.is_empty() && max_alts > 0;
-    let now = match varies.then(|| cache.lookup(key)) {
-        Some(Lookup::Done(Some(bytes))) => Stored::decode_variants(&bytes)
-            .filter(|(generation, _)| *generation == obj.generation)
-            .map(|(_, list)| list),
-        _ => None,
-    };
-    for old in obj.join(now.as_deref().unwrap_or(seen), max_alts) {
-        cache.remove(&caching::alternate_key(key, obj.generation, &old));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::codec;
+
+    fn resp(raw: &str) -> ResponseHead {
+        codec::parse_response(raw.as_bytes(), 8192)
+            .unwrap()
+            .unwrap()
+            .0
     }
-    let bytes = obj.encode();
-    if let Some(alternate) = obj.alternate_at(key) {
-        cache.put(&alternate, &bytes);
+
+    #[test]
+    fn rfc9111_4_4_location_and_content_location_on_the_same_host() {
+        let key = "http://o:81/a";
+        let r = resp("HTTP/1.1 201 Created\r\nLocation: /b?x#frag\r\nContent-Location: http://O:81/c\r\n\r\n");
+        assert_eq!(related_keys(&r, key), ["http://o:81/b?x", "http://o:81/c"]);
+        // Other hosts, schemes and network-path references are not ours to touch.
+        let r = resp("HTTP/1.1 201 Created\r\nLocation: http://other/b\r\nContent-Location: //o:81/c\r\n\r\n");
+        assert!(related_keys(&r, key).is_empty());
+        let r = resp("HTTP/1.1 201 Created\r\nLocation: https://o:81/b\r\n\r\n");
+        assert!(related_keys(&r, key).is_empty());
+        // The URL itself is not listed twice.
+        let r = resp("HTTP/1.1 200 OK\r\nContent-Location: /a\r\n\r\n");
+        assert!(related_keys(&r, key).is_empty());
     }
-    cache.put(key, &bytes);
 }

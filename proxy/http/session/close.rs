@@ -26,7 +26,7 @@ impl Session {
     /// Flushes our last bytes, then half-closes and drains what the client still sends
     /// (so a late request byte does not turn our close into a reset), until its EOF.
     pub(super) fn closing(&mut self) -> bool {
-        if !self.out_c.is_empty() {
+        if self.client_pending() > 0 {
             return false; // flush_client runs first and will bring us back
         }
         let Phase::Closing { quick, shut } = &mut self.phase else {

@@ -9,9 +9,8 @@ use super::super::codec::{
 };
 use super::super::shared::{OriginSlot, OriginWaiter};
 use super::cache::{CacheTx, ResponseEffect};
-use super::log::LogResult;
 use super::{Counted, Pending, Phase, Session, BUF_LIMIT, LINGER};
-use crate::error::{Error, ErrorKind, Retry};
+use crate::error::{Error, ErrorKind, Retry, Side};
 use iocore::EThread;
 use std::time::Instant;
 
@@ -85,6 +84,9 @@ pub(super) struct Tx {
     /// The response body's chunked coding is removed for an HTTP/1.0 client, which then
     /// reads the body up to the close.
     dechunk: bool,
+    /// The response's body goes nowhere: the client was answered from the cache in its
+    /// place (`stale-if-error`); it is read to keep the origin connection usable.
+    pub(super) discard: bool,
     /// A reused origin connection failed before answering: resend this once on a new one.
     pub(super) retry: Option<Vec<u8>>,
     /// The request has a body to stream (`Session::charge_upload` keeps its timers).
@@ -114,6 +116,7 @@ impl Tx {
             origin_keep_alive: true,
             client_http10: head.minor_version == 0,
             dechunk: false,
+            discard: false,
             retry: None,
             cache: None,
             active,
@@ -426,13 +429,13 @@ impl Session {
         let mut progress = false;
         if !o.inbuf.is_empty() && !body.done() {
             // An HTTP/1.0 client gets the payload, decoded in the framing pass.
-            let dechunked = tx.dechunk.then_some(&mut self.out_c);
+            let dechunked = (tx.dechunk && !tx.discard).then_some(&mut self.out_c);
             match body.take_into(&o.inbuf, dechunked) {
                 Ok(n) => {
                     if let Some(c) = tx.cache.as_deref_mut() {
                         c.feed(&o.inbuf[..n]);
                     }
-                    if !tx.dechunk {
+                    if !tx.dechunk && !tx.discard {
                         self.out_c.extend_from_slice(&o.inbuf[..n]);
                     }
                     o.inbuf.drain(..n);
@@ -459,7 +462,8 @@ impl Session {
                 return true;
             }
         }
-        if body.done() && tx.req_body.done() && self.out_c.is_empty() {
+        let pending = self.out_c.len() + self.out_body.as_ref().map_or(0, |b| b.rest().len());
+        if body.done() && tx.req_body.done() && pending == 0 {
             self.finish_tx(t);
             return true;
         }
@@ -515,13 +519,16 @@ impl Session {
 
     /// Ends the transaction with `err`'s answer (or, when a response head already went,
     /// by closing after what was sent).
-    pub(super) fn fail_tx(&mut self, err: Error) {
+    pub(super) fn fail_tx(&mut self, mut err: Error) {
         log::debug!("{}: {err}", self.peer());
         let head_sent = self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_some());
         if let Some(o) = self.origin.as_mut() {
             o.wire.eof = true;
         }
         self.out_o.clear();
+        if !head_sent && err.side == Side::Origin && self.stale_instead_of(&mut err) {
+            return;
+        }
         self.tx = None;
         if head_sent {
             self.phase = Phase::closing(false);
@@ -536,11 +543,6 @@ impl Session {
         self.tx = None;
         self.phase = Phase::closing(false);
         self.deadline = Instant::now() + LINGER;
-    }
-
-    /// Notes a response answered by the cache in the middle of an exchange.
-    pub(super) fn log_refresh_hit(&mut self, status: u16) {
-        self.log_note(status, LogResult::RefreshHit);
     }
 }
 
@@ -632,7 +634,7 @@ mod tests {
             !final_head(&t, ok).cache.invalidates,
             "no cache part, no invalidation"
         );
-        let mut c = CacheTx::new("k".into(), None, None);
+        let mut c = CacheTx::new("k".into(), None, None, Default::default());
         c.invalidate = true;
         t.cache = Some(Box::new(c));
         assert!(final_head(&t, ok).cache.invalidates);

@@ -223,7 +223,7 @@ impl Session {
     pub(super) fn waits_on_client(&self) -> bool {
         let origin_only = matches!(self.phase, Phase::Exchange)
             && self.origin.is_some()
-            && self.out_c.is_empty()
+            && self.client_pending() == 0
             && self.tx.as_ref().is_some_and(|tx| tx.req_body.done());
         !origin_only
     }
@@ -269,15 +269,28 @@ impl Session {
         // The last bytes of the connection: the close or shutdown follows as soon as they
         // are out, and carries their tail with its FIN. (Only asked when there is
         // something to write: this runs on every turn of `drive`.)
-        let last = !self.out_c.is_empty()
+        let last = self.client_pending() > 0
             && (matches!(self.phase, Phase::Closing { .. })
                 || self.tx.as_ref().is_some_and(|tx| {
                     !tx.client_keep_alive && tx.resp_body.as_ref().is_some_and(|b| b.done())
                 }));
-        while !self.out_c.is_empty() && self.client.writable {
-            match self.client.send(&self.out_c, last) {
-                Ok(Sent::Bytes(n)) => {
-                    self.out_c.drain(..n);
+        while self.client.writable {
+            // The queued bytes, then the stored body streaming behind them.
+            let sent = if !self.out_c.is_empty() {
+                let last = last && self.out_body.is_none();
+                self.client.send(&self.out_c, last).map(|s| (s, false))
+            } else if let Some(body) = self.out_body.as_ref() {
+                self.client.send(body.rest(), last).map(|s| (s, true))
+            } else {
+                break;
+            };
+            match sent {
+                Ok((Sent::Bytes(n), from_body)) => {
+                    if !from_body {
+                        self.out_c.drain(..n);
+                    } else if self.out_body.as_mut().is_some_and(|b| b.advance(n)) {
+                        self.out_body = None;
+                    }
                     self.sent_c += n as u64;
                     wrote = true;
                     if !self.first_byte_sent {
@@ -286,7 +299,7 @@ impl Session {
                         self.shared.metrics.first_byte_us.record(us as u64);
                     }
                 }
-                Ok(Sent::Later) => {}
+                Ok((Sent::Later, _)) => {}
                 Err(_) => {
                     self.dead = true;
                     return true;
@@ -339,6 +352,12 @@ impl Session {
             }
         }
         wrote
+    }
+
+    /// Bytes queued for the client and not written yet: `out_c`, then any stored body
+    /// streaming behind it.
+    pub(super) fn client_pending(&self) -> usize {
+        self.out_c.len() + self.out_body.as_ref().map_or(0, |b| b.rest().len())
     }
 
     /// Reads client bytes into `inbuf`: true if anything happened (bytes or EOF).

@@ -16,6 +16,9 @@ pub(crate) enum LogResult {
     Hit,
     /// Revalidated with the origin, which answered 304.
     RefreshHit,
+    /// Stale, the revalidation failed, and the stale object answered
+    /// (`stale-if-error`).
+    RefreshFailOld,
     /// A CONNECT tunnel, logged when it ends.
     Tunnel,
     /// Answered by Turnstile itself (errors, stats).
@@ -32,6 +35,8 @@ impl LogResult {
             (LogResult::Hit, true) => "TCP_HIT_ABORTED",
             (LogResult::RefreshHit, false) => "TCP_REFRESH_HIT",
             (LogResult::RefreshHit, true) => "TCP_REFRESH_HIT_ABORTED",
+            (LogResult::RefreshFailOld, false) => "TCP_REFRESH_FAIL_OLD",
+            (LogResult::RefreshFailOld, true) => "TCP_REFRESH_FAIL_OLD_ABORTED",
             // A tunnel ends when either side closes: that is how tunnels end.
             (LogResult::Tunnel, _) => "TCP_TUNNEL",
             (LogResult::None, false) => "NONE",
@@ -69,7 +74,7 @@ impl Session {
         self.log_req = Some(Box::new(LogReq {
             started: SystemTime::now(),
             at: Instant::now(),
-            mark: self.sent_c + self.out_c.len() as u64,
+            mark: self.sent_c + self.client_pending() as u64,
             method: head.method().to_string(),
             url,
             status: 0,
@@ -77,13 +82,6 @@ impl Session {
             aborted: false,
             origin: None,
         }));
-    }
-
-    /// Notes how the request in progress is being answered.
-    pub(super) fn log_note(&mut self, status: u16, result: LogResult) {
-        if let Some(l) = self.log_req.as_mut() {
-            (l.status, l.result) = (status, result);
-        }
     }
 
     /// Writes the access log line of the request in progress (or of a bare answer
@@ -111,7 +109,7 @@ impl Session {
             client: self.client.wire().peer_addr().ip(),
             result,
             status,
-            bytes: (self.sent_c + self.out_c.len() as u64).saturating_sub(mark),
+            bytes: (self.sent_c + self.client_pending() as u64).saturating_sub(mark),
             method: l.map_or("", |l| &l.method),
             url: l.map_or("", |l| &l.url),
             origin: l.and_then(|l| l.origin),

@@ -39,6 +39,7 @@ mod cache;
 mod close;
 mod dns;
 mod exchange;
+mod hit;
 mod io;
 mod log;
 mod origin;
@@ -168,6 +169,8 @@ pub(crate) struct Session {
     inbuf: Vec<u8>,
     /// Bytes for the client, not yet written.
     out_c: Vec<u8>,
+    /// A stored body streaming to the client behind `out_c` (`hit.rs`).
+    out_body: Option<hit::BodySlice>,
     /// Bytes for the origin, not yet written.
     out_o: Vec<u8>,
     phase: Phase,
@@ -208,6 +211,7 @@ pub(crate) fn start(
             origin: None,
             inbuf: Vec::new(),
             out_c: Vec::new(),
+            out_body: None,
             out_o: Vec::new(),
             phase: Phase::ReadRequest,
             tx: None,
@@ -310,6 +314,8 @@ impl Session {
 
     /// Between requests, with nothing buffered either way.
     fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::ReadRequest) && self.inbuf.is_empty() && self.out_c.is_empty()
+        matches!(self.phase, Phase::ReadRequest)
+            && self.inbuf.is_empty()
+            && self.client_pending() == 0
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 impl Session {
     /// Reads and parses the next request head; a whole one begins its transaction.
     pub(super) fn read_request(&mut self, t: &mut EThread) -> bool {
-        if !self.out_c.is_empty() {
+        if self.client_pending() > 0 {
             // One answer at a time: the next (pipelined) request is read once the
             // answer before it is in the socket. A client that sends and never reads
             // then costs one answer here; its other requests wait unread in the kernel,
@@ -42,7 +42,7 @@ impl Session {
         }
         if self.client.eof {
             // Closed between requests (or mid-head): nothing to answer.
-            self.dead = self.out_c.is_empty() || !self.client.writable;
+            self.dead = self.client_pending() == 0 || !self.client.writable;
             if !self.dead {
                 self.phase = Phase::closing(false);
             }

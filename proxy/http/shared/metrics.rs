@@ -40,6 +40,23 @@ pub(crate) struct HttpMetrics {
     pub(crate) access_dropped: Arc<Counter>,
     /// Accept to the first response byte written, per client connection (µs).
     pub(crate) first_byte_us: Arc<Histogram>,
+    /// Hits answered fresh (or stale as the client allowed) without the origin.
+    pub(crate) cache_hit_fresh: Arc<Counter>,
+    /// Stale objects served: within stale-while-revalidate, for stale-if-error, and
+    /// within a client's max-stale.
+    pub(crate) cache_stale_swr: Arc<Counter>,
+    pub(crate) cache_stale_sie: Arc<Counter>,
+    pub(crate) cache_stale_accepted: Arc<Counter>,
+    /// Background revalidations started, and those that refreshed or replaced the object.
+    pub(crate) revalidations_background: Arc<Counter>,
+    pub(crate) revalidated_in_background: Arc<Counter>,
+    /// 304s and 206s (and 416s, 412s) answered from the cache to clients' conditional and
+    /// range requests.
+    pub(crate) cache_not_modified: Arc<Counter>,
+    pub(crate) cache_partial: Arc<Counter>,
+    /// PURGE requests that removed an object, and those that found none.
+    pub(crate) purges: Arc<Counter>,
+    pub(crate) purge_misses: Arc<Counter>,
     /// Times a session still making progress after the drive loop's bound yielded to
     /// the other events of its thread (see `session::DRIVE_TURNS`).
     pub(crate) drive_yields: Arc<Counter>,
@@ -71,6 +88,16 @@ impl HttpMetrics {
             origin_queue_wait_us: r.histogram(&format!("{p}.origin_queue_wait_us")),
             connect_tunnels: r.counter(&format!("{p}.connect_tunnels")),
             drive_yields: r.counter(&format!("{p}.session_drive_yields")),
+            cache_hit_fresh: r.counter(&format!("{p}.cache_hit_fresh")),
+            cache_stale_swr: r.counter(&format!("{p}.cache_hit_stale_while_revalidate")),
+            cache_stale_sie: r.counter(&format!("{p}.cache_hit_stale_if_error")),
+            cache_stale_accepted: r.counter(&format!("{p}.cache_hit_stale_max_stale")),
+            revalidations_background: r.counter(&format!("{p}.cache_revalidations_background")),
+            revalidated_in_background: r.counter(&format!("{p}.cache_revalidated_background")),
+            cache_not_modified: r.counter(&format!("{p}.cache_hit_not_modified")),
+            cache_partial: r.counter(&format!("{p}.cache_hit_partial")),
+            purges: r.counter("proxy.process.cache.purges"),
+            purge_misses: r.counter("proxy.process.cache.purge_misses"),
             hostdb: super::super::resolve::ResolverStats {
                 lookups: r.counter("proxy.process.hostdb.total_lookups"),
                 failures: r.counter("proxy.process.hostdb.lookup_failures"),

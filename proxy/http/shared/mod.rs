@@ -42,6 +42,8 @@ pub struct HttpShared {
     id: u64,
     /// Looks up a forward proxy's origin names; started on first use.
     resolver: OnceLock<super::resolve::Resolver>,
+    /// Runs background revalidations (`stale-while-revalidate`); started on first use.
+    revalidator: OnceLock<super::revalidate::Revalidator>,
     /// The access log, when configured.
     access_log: OnceLock<crate::access_log::AccessLog>,
 }
@@ -64,6 +66,7 @@ impl HttpShared {
             origins: OriginLimits::default(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             resolver: OnceLock::new(),
+            revalidator: OnceLock::new(),
             access_log: OnceLock::new(),
         })
     }
@@ -100,6 +103,19 @@ impl HttpShared {
     pub(crate) fn resolver(&self) -> &super::resolve::Resolver {
         self.resolver.get_or_init(|| {
             super::resolve::Resolver::new(2, super::remap::resolve, self.metrics.hostdb.clone())
+        })
+    }
+
+    /// The background revalidation thread, started the first time a stale object is
+    /// served while it revalidates.
+    pub(crate) fn revalidator(&self) -> &super::revalidate::Revalidator {
+        self.revalidator.get_or_init(|| {
+            let done = self.metrics.revalidated_in_background.clone();
+            super::revalidate::Revalidator::new(move |outcome| {
+                if outcome != super::revalidate::Outcome::Failed {
+                    done.inc();
+                }
+            })
         })
     }
 

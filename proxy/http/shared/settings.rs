@@ -36,6 +36,10 @@ pub struct Live {
     pub origin_max: usize,
     /// `connect_ports`: where a CONNECT may open a tunnel.
     pub connect_ports: Arc<config::ConnectPorts>,
+    /// What the cache obeys: heuristics, stale bounds, targeted fields.
+    pub cache_policy: Arc<crate::http::caching::CachePolicy>,
+    /// `http.cache.purge_allow_ip`: who may send PURGE.
+    pub purge_allow: Arc<Vec<config::IpNet>>,
 }
 
 /// Settings fixed for the daemon's life.

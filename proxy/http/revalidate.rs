@@ -1,0 +1,241 @@
+//! Writing objects into the cache with their variants ([`store`]), and the background
+//! revalidations of `stale-while-revalidate` (RFC 5861 §3): a client is answered with
+//! the stale object at once while one revalidation per URL runs here.
+//!
+//! Threads: [`Revalidator::spawn`] runs on the asking ET_NET thread and never blocks; the
+//! revalidation itself runs on the revalidator's own thread, with blocking sockets and
+//! the transaction timeouts, as name lookups run on resolver threads, so no event
+//! thread ever waits for it. [`store`] runs on either.
+
+use super::caching::{self, CachePolicy, Stored};
+use super::codec::{self, BodyFraming, ChunkedScanner};
+use crate::cache::{Cache, Lookup};
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+/// Stores `obj` at `key`, and a variant (`Vary`) also at its alternate key, where
+/// requests with its values find it once another variant has taken `key`. A variant
+/// joins its URL's variants so far; those beyond `max_alts` (0: no limit), the oldest,
+/// are dropped. The list is the one `key` holds now when it is in RAM: stores of one URL
+/// are serialized by its fill, but a request read the list at its lookup, which may
+/// precede the previous fill's store (the variant stored then would be missing from
+/// the list, and never dropped). `seen` is that earlier list, for when `key` is not in
+/// RAM.
+pub(crate) fn store(cache: &Cache, key: &str, obj: &mut Stored, seen: &[Vec<u8>], max_alts: usize) {
+    let varies = !obj.variant.is_empty() && max_alts > 0;
+    let now = match varies.then(|| cache.lookup(key)) {
+        Some(Lookup::Done(Some(bytes))) => Stored::decode_variants(&bytes)
+            .filter(|(generation, _)| *generation == obj.generation)
+            .map(|(_, list)| list),
+        _ => None,
+    };
+    for old in obj.join(now.as_deref().unwrap_or(seen), max_alts) {
+        cache.remove(&caching::alternate_key(key, obj.generation, &old));
+    }
+    let bytes = obj.encode();
+    if let Some(alternate) = obj.alternate_at(key) {
+        cache.put(&alternate, &bytes);
+    }
+    cache.put(key, &bytes);
+}
+
+/// One background revalidation.
+pub(crate) struct Job {
+    /// Where the request goes.
+    pub(crate) addr: SocketAddr,
+    /// The conditional request to send (a whole head, `Connection: close`).
+    pub(crate) request: Vec<u8>,
+    /// The request as the client sent it (for `Vary`).
+    pub(crate) client_request: codec::RequestHead,
+    /// The URL's key, and the stale object under revalidation.
+    pub(crate) key: String,
+    pub(crate) stale: Stored,
+    /// The URL's variants the object joins.
+    pub(crate) kept: Vec<Vec<u8>>,
+    /// What the cache obeys, and its limits.
+    pub(crate) policy: CachePolicy,
+    pub(crate) max_alts: usize,
+    pub(crate) max_doc_size: u64,
+    pub(crate) max_head: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) io_timeout: Duration,
+    /// Whether the URL was invalidated since the revalidation began (an unsafe request
+    /// changed it): then nothing is stored.
+    pub(crate) invalidated: Box<dyn Fn() -> bool + Send>,
+}
+
+/// What became of a revalidation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// 304: the stored object is fresh again.
+    Refreshed,
+    /// A new storable response replaced it.
+    Replaced,
+    /// Anything else (an error, something not storable): the stale object stays, and
+    /// the next request past the window revalidates in the foreground.
+    Failed,
+}
+
+/// The revalidation thread and the URLs it has in hand.
+pub(crate) struct Revalidator {
+    jobs: mpsc::Sender<(Job, Arc<Cache>)>,
+    busy: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Revalidator {
+    /// Starts the revalidation thread; `done` runs there after each revalidation.
+    pub(crate) fn new(done: impl Fn(Outcome) + Send + 'static) -> Revalidator {
+        let (tx, rx) = mpsc::channel::<(Job, Arc<Cache>)>();
+        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let held = busy.clone();
+        std::thread::Builder::new()
+            .name("revalidate".into())
+            .spawn(move || {
+                for (job, cache) in rx {
+                    let key = job.key.clone();
+                    let outcome = run(job, &cache).unwrap_or(Outcome::Failed);
+                    held.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                    done(outcome);
+                }
+            })
+            .expect("spawn the revalidation thread");
+        Revalidator { jobs: tx, busy }
+    }
+
+    /// Queues `job` unless its URL is being revalidated already (however many clients
+    /// ask, one revalidation runs): true if queued.
+    pub(crate) fn spawn(&self, job: Job, cache: Arc<Cache>) -> bool {
+        if !self
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.key.clone())
+        {
+            return false;
+        }
+        let key = job.key.clone();
+        if self.jobs.send((job, cache)).is_err() {
+            self.busy
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            return false;
+        }
+        true
+    }
+}
+
+/// Sends the conditional request and applies the answer. Runs on the revalidation
+/// thread, blocking within the job's timeouts.
+fn run(mut job: Job, cache: &Cache) -> Option<Outcome> {
+    let request_time = caching::now_s();
+    let mut s = TcpStream::connect_timeout(&job.addr, job.connect_timeout).ok()?;
+    s.set_read_timeout(Some(job.io_timeout)).ok()?;
+    s.set_write_timeout(Some(job.io_timeout)).ok()?;
+    s.write_all(&job.request).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let (head, len) = loop {
+        if let Some(parsed) = codec::parse_response(&buf, job.max_head).ok()? {
+            if (100..200).contains(&parsed.0.status) {
+                buf.drain(..parsed.1);
+                continue;
+            }
+            break parsed;
+        }
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    buf.drain(..len);
+    let now = caching::now_s();
+    let d = caching::response_directives(&head, &job.policy.targeted);
+    let kept = caching::storable(
+        &job.client_request,
+        &head,
+        &d,
+        &job.policy,
+        request_time,
+        now,
+    );
+    if head.status == 304 {
+        let kept = kept.or_else(|| {
+            // A 304 without freshness of its own keeps the stored lifetime.
+            Some(caching::Storable {
+                lifetime: job.stale.lifetime,
+                initial_age: caching::initial_age(&head, request_time, now),
+                must_revalidate: job.stale.must_revalidate,
+                no_cache: job.stale.no_cache,
+                immutable: job.stale.immutable,
+                swr: job.stale.swr,
+                sie: job.stale.sie,
+                strip: Vec::new(),
+            })
+        })?;
+        if (job.invalidated)() {
+            return None;
+        }
+        job.stale.refresh(&head, &kept, now);
+        store(cache, &job.key, &mut job.stale, &job.kept, job.max_alts);
+        return Some(Outcome::Refreshed);
+    }
+    let kept = kept?;
+    let variant = caching::variant(&head, &job.client_request)?;
+    let framing = head.body(codec::Method::Other);
+    let mut body = Vec::new();
+    let mut scanner = ChunkedScanner::new();
+    let mut left = match framing {
+        BodyFraming::Length(n) if n > job.max_doc_size => return None,
+        BodyFraming::Length(n) => n,
+        BodyFraming::None => 0,
+        BodyFraming::Chunked | BodyFraming::UntilClose => u64::MAX,
+    };
+    loop {
+        match framing {
+            BodyFraming::Chunked => {
+                let r = scanner.decode(&buf, &mut body).ok()?;
+                buf.drain(..r.consumed);
+                if r.done {
+                    break;
+                }
+            }
+            _ => {
+                let k = (left.min(buf.len() as u64)) as usize;
+                body.extend_from_slice(&buf[..k]);
+                buf.drain(..k);
+                left -= k as u64;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        if body.len() as u64 > job.max_doc_size {
+            return None;
+        }
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            if framing == BodyFraming::UntilClose {
+                break;
+            }
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    if (job.invalidated)() {
+        return None;
+    }
+    let mut obj = Stored::new(&head, body, &kept, now, variant);
+    if !obj.variant.is_empty() {
+        obj.generation = match job.stale.generation {
+            0 => caching::new_generation(),
+            g => g,
+        };
+    }
+    store(cache, &job.key, &mut obj, &job.kept, job.max_alts);
+    Some(Outcome::Replaced)
+}

@@ -1,0 +1,673 @@
+//! HTTP caching as RFC 9111 says (with RFC 9110's conditional and range requests, RFC
+//! 5861, RFC 8246 and RFC 9213), through the real binary against an origin each test
+//! scripts. Each test names the section it pins.
+
+mod util;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use util::http::{Conn, Response};
+use util::origin::{ok, Origin, Request};
+use util::{wait_until, Daemon, TempDir};
+
+/// A caching daemon in front of `origin` (one span), with `extra` records under
+/// `[proxy.config.http]`.
+fn daemon(origin: &Origin, span: &TempDir, extra: &str) -> Daemon {
+    Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 1\n{extra}\n[proxy.config.cache]\n\
+             storage = [{{ path = \"{}\", size = \"8M\" }}]\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            span.0.display(),
+            origin.addr
+        ))
+        .start()
+}
+
+/// Sends `GET path` (or `method`) with `fields` on `c` and reads the answer.
+fn ask(c: &mut Conn, method: &str, path: &str, fields: &str) -> Response {
+    c.send(format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{fields}\r\n").as_bytes())
+        .unwrap();
+    c.read_response(method).unwrap()
+}
+
+fn get(c: &mut Conn, path: &str) -> Response {
+    ask(c, "GET", path, "")
+}
+
+/// The current HTTP date, and one `secs` ago.
+fn http_date(secs_ago: u64) -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(secs_ago))
+}
+
+/// Requests the origin received for `path`.
+fn seen(origin: &Origin, path: &str) -> Vec<Request> {
+    let reqs = origin.requests.lock().unwrap();
+    reqs.iter().filter(|r| r.path == path).cloned().collect()
+}
+
+fn age(r: &Response) -> u64 {
+    r.header("age")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no Age: {r:?}"))
+}
+
+#[test]
+fn rfc9111_4_2_3_age_counts_what_the_origin_said_and_an_old_object_is_stale_on_arrival() {
+    let origin = Origin::start(|r| {
+        let etag = ("ETag", "\"e\"");
+        Some(match (r.path.as_str(), r.header("if-none-match")) {
+            (_, Some(_)) => {
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\nCache-Control: max-age=60\r\n\r\n"
+                    .to_vec()
+            }
+            ("/aged", _) => ok(b"aged", &[("Cache-Control", "max-age=60"), ("Age", "30")]),
+            ("/old", _) => ok(
+                b"old",
+                &[("Cache-Control", "max-age=60"), ("Age", "100"), etag],
+            ),
+            ("/junk-age", _) => ok(b"j", &[("Cache-Control", "max-age=60"), ("Age", "x1")]),
+            _ => ok(b"?", &[]),
+        })
+    });
+    let span = TempDir::new("rfc-age");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    get(&mut c, "/aged");
+    let hit = get(&mut c, "/aged");
+    // The Age the origin sent, plus what passed since (at least 30).
+    assert!((30..40).contains(&age(&hit)), "{hit:?}");
+    assert_eq!(seen(&origin, "/aged").len(), 1);
+    // §5.1: a malformed Age is ignored.
+    get(&mut c, "/junk-age");
+    assert!(age(&get(&mut c, "/junk-age")) < 10);
+    // Older than its lifetime on arrival: stale, revalidated by the next request.
+    get(&mut c, "/old");
+    let r = get(&mut c, "/old");
+    assert_eq!((r.status, r.text().as_str()), (200, "old"));
+    let reqs = seen(&origin, "/old");
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].header("if-none-match"), Some("\"e\""));
+    // The 304 reset its age: fresh again.
+    get(&mut c, "/old");
+    assert_eq!(seen(&origin, "/old").len(), 2);
+}
+
+#[test]
+fn rfc9111_4_2_1_expires_in_all_three_date_forms_and_invalid_means_expired() {
+    let date = http_date(0);
+    let origin = Origin::start(move |r| {
+        let now = std::time::SystemTime::now() + Duration::from_secs(3600);
+        let fixdate = httpdate::fmt_http_date(now);
+        // The same instant as RFC 850 and asctime (RFC 9110 §5.6.7).
+        let parsed: Vec<&str> = fixdate.split_whitespace().collect();
+        let rfc850 = format!(
+            "Sunday, {}-{}-{} {} GMT",
+            parsed[1],
+            parsed[2],
+            &parsed[3][2..],
+            parsed[4]
+        );
+        let asctime = format!(
+            "Sun {} {:>2} {} {}",
+            parsed[2],
+            parsed[1].trim_start_matches('0'),
+            parsed[4],
+            parsed[3]
+        );
+        let expires = match r.path.as_str() {
+            "/fix" => fixdate,
+            "/850" => rfc850,
+            "/asc" => asctime,
+            _ => "soon".to_string(),
+        };
+        Some(ok(
+            b"x",
+            &[("Date", &date), ("Expires", &expires), ("ETag", "\"v\"")],
+        ))
+    });
+    let span = TempDir::new("rfc-expires");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    for path in ["/fix", "/850", "/asc", "/bad"] {
+        get(&mut c, path);
+        get(&mut c, path);
+    }
+    for path in ["/fix", "/850", "/asc"] {
+        assert_eq!(seen(&origin, path).len(), 1, "{path} served from the cache");
+    }
+    // Invalid: stored but already expired, so the next request revalidates.
+    let bad = seen(&origin, "/bad");
+    assert_eq!(bad.len(), 2);
+    assert_eq!(bad[1].header("if-none-match"), Some("\"v\""));
+}
+
+#[test]
+fn rfc9111_3_any_final_status_with_freshness_heuristics_and_must_understand() {
+    let lm = http_date(20 * 3600); // 20 hours ago: 10 % is 2 hours
+    let origin = Origin::start(move |r| {
+        Some(match r.path.as_str() {
+            "/302" => b"HTTP/1.1 302 Found\r\nLocation: /x\r\nCache-Control: max-age=60\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            "/heuristic" => ok(b"h", &[("Last-Modified", &lm)]),
+            "/heuristic-302" => b"HTTP/1.1 302 Found\r\nLast-Modified: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            "/understand" => ok(b"u", &[("Cache-Control", "must-understand, no-store, max-age=60")]),
+            _ => ok(b"?", &[]),
+        })
+    });
+    let span = TempDir::new("rfc-storable");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    for path in ["/302", "/heuristic", "/heuristic-302", "/understand"] {
+        let first = get(&mut c, path);
+        let second = get(&mut c, path);
+        assert_eq!(first.status, second.status);
+    }
+    assert_eq!(seen(&origin, "/302").len(), 1);
+    assert_eq!(
+        seen(&origin, "/heuristic").len(),
+        1,
+        "§4.2.2 heuristic freshness"
+    );
+    assert_eq!(
+        seen(&origin, "/heuristic-302").len(),
+        2,
+        "302 is not heuristically cacheable"
+    );
+    assert_eq!(
+        seen(&origin, "/understand").len(),
+        1,
+        "§5.2.2.3 must-understand"
+    );
+}
+
+#[test]
+fn rfc9111_3_5_a_response_to_an_authenticated_request_only_with_public_s_maxage_or_must_revalidate()
+{
+    let origin = Origin::start(|r| {
+        let cc = if r.path == "/public" {
+            "public, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        Some(ok(b"secret-ish", &[("Cache-Control", cc)]))
+    });
+    let span = TempDir::new("rfc-auth");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    for path in ["/public", "/plain"] {
+        ask(&mut c, "GET", path, "Authorization: Basic dTpw\r\n");
+        get(&mut c, path);
+    }
+    assert_eq!(seen(&origin, "/public").len(), 1);
+    assert_eq!(seen(&origin, "/plain").len(), 2);
+}
+
+#[test]
+fn rfc9111_5_2_response_directives_private_fields_immutable_and_must_revalidate() {
+    let up = Arc::new(AtomicUsize::new(1));
+    let up2 = up.clone();
+    let origin = Origin::start(move |r| {
+        if up2.load(Ordering::SeqCst) == 0 {
+            return None; // the origin's connection closes without an answer
+        }
+        Some(match r.path.as_str() {
+            "/private-field" => ok(
+                b"p",
+                &[
+                    ("Cache-Control", "private=\"Set-Cookie\", max-age=60"),
+                    ("Set-Cookie", "s=1"),
+                ],
+            ),
+            "/immutable" => ok(b"i", &[("Cache-Control", "max-age=60, immutable")]),
+            "/strict" => ok(
+                b"s",
+                &[
+                    ("Cache-Control", "max-age=0, must-revalidate"),
+                    ("ETag", "\"s\""),
+                ],
+            ),
+            _ => ok(b"?", &[]),
+        })
+    });
+    let span = TempDir::new("rfc-directives");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    // private="Set-Cookie": the miss carries it; the stored copy does not.
+    assert_eq!(
+        get(&mut c, "/private-field").header("set-cookie"),
+        Some("s=1")
+    );
+    let hit = get(&mut c, "/private-field");
+    assert!(
+        hit.header("age").is_some() && hit.header("set-cookie").is_none(),
+        "{hit:?}"
+    );
+    // RFC 8246: a fresh immutable object is not revalidated when the client reloads.
+    get(&mut c, "/immutable");
+    ask(&mut c, "GET", "/immutable", "Cache-Control: no-cache\r\n");
+    ask(&mut c, "GET", "/immutable", "Cache-Control: max-age=0\r\n");
+    assert_eq!(seen(&origin, "/immutable").len(), 1);
+    // §4.2.4: stale and must-revalidate with the origin gone: 504, never the stale copy.
+    get(&mut c, "/strict");
+    up.store(0, Ordering::SeqCst);
+    let r = get(&mut Conn::open(d.addr()).unwrap(), "/strict");
+    assert_eq!(r.status, 504, "{r:?}");
+}
+
+#[test]
+fn rfc9111_5_2_1_request_directives() {
+    let origin = Origin::start(|_| {
+        Some(ok(
+            b"body",
+            &[("Cache-Control", "max-age=60"), ("ETag", "\"v\"")],
+        ))
+    });
+    let span = TempDir::new("rfc-request");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    // only-if-cached: 504 on a miss, the object on a hit, never the origin.
+    let r = ask(&mut c, "GET", "/o", "Cache-Control: only-if-cached\r\n");
+    assert_eq!(r.status, 504);
+    assert!(seen(&origin, "/o").is_empty());
+    get(&mut c, "/o");
+    assert_eq!(
+        ask(&mut c, "GET", "/o", "Cache-Control: only-if-cached\r\n").status,
+        200
+    );
+    // max-age=0 and no-cache revalidate; min-fresh beyond what is left revalidates.
+    ask(&mut c, "GET", "/o", "Cache-Control: max-age=0\r\n");
+    ask(&mut c, "GET", "/o", "Cache-Control: no-cache\r\n");
+    ask(&mut c, "GET", "/o", "Cache-Control: min-fresh=3600\r\n");
+    ask(&mut c, "GET", "/o", "Cache-Control: min-fresh=5\r\n");
+    let reqs = seen(&origin, "/o");
+    assert_eq!(reqs.len(), 4, "one fill and three revalidations");
+    assert!(reqs[1..]
+        .iter()
+        .all(|r| r.header("if-none-match") == Some("\"v\"")));
+    // no-store: nothing of the exchange is kept.
+    ask(&mut c, "GET", "/ns", "Cache-Control: no-store\r\n");
+    get(&mut c, "/ns");
+    assert_eq!(seen(&origin, "/ns").len(), 2);
+}
+
+#[test]
+fn rfc5861_stale_while_revalidate_serves_at_once_and_revalidates_once_in_the_background() {
+    let version = Arc::new(AtomicUsize::new(1));
+    let v = version.clone();
+    let origin = Origin::start(move |r| {
+        std::thread::sleep(Duration::from_millis(200)); // a slow origin
+        let n = v.load(Ordering::SeqCst);
+        let fields = [
+            ("Cache-Control", "max-age=1, stale-while-revalidate=600"),
+            ("Age", "5"),
+            ("X-Version", if n == 1 { "1" } else { "2" }),
+        ];
+        let _ = r;
+        Some(ok(b"swr", &fields))
+    });
+    let span = TempDir::new("rfc-swr");
+    let d = daemon(&origin, &span, "");
+    assert_eq!(
+        get(&mut Conn::open(d.addr()).unwrap(), "/s").header("x-version"),
+        Some("1")
+    );
+    version.store(2, Ordering::SeqCst);
+    // Stale on arrival (Age 5 > max-age 1), within the window: eight clients at once all
+    // get the stale copy without waiting for the slow origin.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = d.addr();
+            std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                let r = get(&mut Conn::open(addr).unwrap(), "/s");
+                (r, t.elapsed())
+            })
+        })
+        .collect();
+    for c in clients {
+        let (r, _) = c.join().unwrap();
+        assert_eq!((r.status, r.header("x-version")), (200, Some("1")));
+    }
+    // One revalidation ran, and its answer replaced the object.
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.cache_revalidated_background")
+        == 1));
+    assert_eq!(seen(&origin, "/s").len(), 2);
+    assert_eq!(
+        d.metric("proxy.process.http.cache_revalidations_background"),
+        1
+    );
+    assert!(d.metric("proxy.process.http.cache_hit_stale_while_revalidate") >= 8);
+    assert_eq!(
+        get(&mut Conn::open(d.addr()).unwrap(), "/s").header("x-version"),
+        Some("2")
+    );
+}
+
+#[test]
+fn rfc5861_stale_if_error_serves_the_stale_object_on_5xx_or_an_unreachable_origin() {
+    let mode = Arc::new(AtomicUsize::new(0));
+    let m = mode.clone();
+    let origin = Origin::start(move |_| match m.load(Ordering::SeqCst) {
+        0 => Some(ok(
+            b"good",
+            &[
+                ("Cache-Control", "max-age=1, stale-if-error=600"),
+                ("Age", "5"),
+                ("ETag", "\"g\""),
+            ],
+        )),
+        1 => Some(b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy".to_vec()),
+        _ => None,
+    });
+    let span = TempDir::new("rfc-sie");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    assert_eq!(get(&mut c, "/e").text(), "good");
+    mode.store(1, Ordering::SeqCst);
+    let r = get(&mut c, "/e");
+    assert_eq!((r.status, r.text().as_str()), (200, "good"));
+    // The 503's body went nowhere; the connection goes on.
+    mode.store(2, Ordering::SeqCst);
+    let r = get(&mut c, "/e");
+    assert_eq!((r.status, r.text().as_str()), (200, "good"));
+    assert_eq!(d.metric("proxy.process.http.cache_hit_stale_if_error"), 2);
+}
+
+#[test]
+fn rfc9111_4_3_4_a_304_updates_the_stored_fields_and_the_update_survives_a_restart() {
+    let origin = Origin::start(|r| {
+        Some(if r.header("if-none-match").is_some() {
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"v\"\r\nX-Meta: new\r\nCache-Control: max-age=600\r\n\r\n".to_vec()
+        } else {
+            ok(
+                b"kept body",
+                &[
+                    ("Cache-Control", "max-age=0"),
+                    ("ETag", "\"v\""),
+                    ("X-Meta", "old"),
+                ],
+            )
+        })
+    });
+    let span = TempDir::new("rfc-304");
+    let mut d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    assert_eq!(get(&mut c, "/u").header("x-meta"), Some("old"));
+    let r = get(&mut c, "/u");
+    assert_eq!(
+        (r.text().as_str(), r.header("x-meta")),
+        ("kept body", Some("new"))
+    );
+    assert_eq!(r.header("content-length"), Some("9"));
+    // Now fresh for 600 s: a hit, with the new field.
+    let r = get(&mut c, "/u");
+    assert_eq!(r.header("x-meta"), Some("new"));
+    assert_eq!(seen(&origin, "/u").len(), 2);
+    drop(c);
+    d.signal(libc::SIGTERM);
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let d = daemon(&origin, &span, "");
+    let r = get(&mut Conn::open(d.addr()).unwrap(), "/u");
+    assert_eq!(
+        (r.text().as_str(), r.header("x-meta")),
+        ("kept body", Some("new"))
+    );
+    assert_eq!(
+        seen(&origin, "/u").len(),
+        2,
+        "served from the span after the restart"
+    );
+}
+
+#[test]
+fn rfc9110_13_and_14_conditionals_and_ranges_are_answered_from_the_cache() {
+    let lm = http_date(3600);
+    let body: Vec<u8> = (0..100u8).collect();
+    let b = body.clone();
+    let origin = Origin::start(move |_| {
+        Some(ok(
+            &b,
+            &[
+                ("Cache-Control", "max-age=600"),
+                ("ETag", "\"r\""),
+                ("Last-Modified", &lm),
+            ],
+        ))
+    });
+    let span = TempDir::new("rfc-cond");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    get(&mut c, "/r");
+    let r = ask(&mut c, "GET", "/r", "If-None-Match: \"x\", W/\"r\"\r\n");
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some("\"r\""));
+    let since = http_date(0);
+    assert_eq!(
+        ask(
+            &mut c,
+            "GET",
+            "/r",
+            &format!("If-Modified-Since: {since}\r\n")
+        )
+        .status,
+        304
+    );
+    // If-None-Match wins over If-Modified-Since.
+    let both = format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {since}\r\n");
+    assert_eq!(ask(&mut c, "GET", "/r", &both).status, 200);
+    let r = ask(&mut c, "GET", "/r", "Range: bytes=10-19\r\n");
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (206, Some("bytes 10-19/100"))
+    );
+    assert_eq!(r.body, body[10..20]);
+    let r = ask(&mut c, "GET", "/r", "Range: bytes=-5\r\n");
+    assert_eq!((r.status, r.body.as_slice()), (206, &body[95..]));
+    let r = ask(&mut c, "GET", "/r", "Range: bytes=98-\r\n");
+    assert_eq!((r.status, r.body.as_slice()), (206, &body[98..]));
+    let r = ask(&mut c, "GET", "/r", "Range: bytes=100-\r\n");
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (416, Some("bytes */100"))
+    );
+    // If-Range that does not match, and several ranges: the whole 200.
+    let r = ask(
+        &mut c,
+        "GET",
+        "/r",
+        "Range: bytes=0-0\r\nIf-Range: \"old\"\r\n",
+    );
+    assert_eq!((r.status, r.body.len()), (200, 100));
+    let r = ask(&mut c, "GET", "/r", "Range: bytes=0-0,5-6\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 100));
+    let r = ask(
+        &mut c,
+        "GET",
+        "/r",
+        "Range: bytes=0-0\r\nIf-Range: \"r\"\r\n",
+    );
+    assert_eq!((r.status, r.body.as_slice()), (206, &body[..1]));
+    assert_eq!(seen(&origin, "/r").len(), 1, "all from the cache");
+    assert_eq!(d.metric("proxy.process.http.cache_hit_not_modified"), 2);
+    assert!(d.metric("proxy.process.http.cache_hit_partial") >= 5);
+}
+
+#[test]
+fn a_range_of_a_large_object_streams_from_the_stored_value() {
+    let body: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    let b = body.clone();
+    let origin = Origin::start(move |_| Some(ok(&b, &[("Cache-Control", "max-age=600")])));
+    let span = TempDir::new("rfc-big-range");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    assert_eq!(get(&mut c, "/big").body.len(), body.len());
+    let r = ask(&mut c, "GET", "/big", "Range: bytes=1000-600000\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, body[1000..600_001]);
+    assert_eq!(get(&mut c, "/big").body, body);
+}
+
+#[test]
+fn rfc9111_4_1_vary_values_are_normalised_before_matching() {
+    let origin = Origin::start(|r| {
+        let lang = r.header("accept-language").unwrap_or("-").to_string();
+        Some(ok(
+            lang.as_bytes(),
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("Vary", "Accept-Language, Accept-Encoding"),
+            ],
+        ))
+    });
+    let span = TempDir::new("rfc-vary");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    ask(
+        &mut c,
+        "GET",
+        "/v",
+        "Accept-Language: en-US\r\nAccept-Encoding: gzip,br\r\n",
+    );
+    let r = ask(
+        &mut c,
+        "GET",
+        "/v",
+        "Accept-Language: EN-us\r\nAccept-Encoding: gzip , br\r\n",
+    );
+    assert_eq!(r.text(), "en-US");
+    assert_eq!(seen(&origin, "/v").len(), 1);
+}
+
+#[test]
+fn rfc9111_4_4_unsafe_requests_invalidate_location_and_content_location_and_purge_removes() {
+    let origin = Origin::start(|r| {
+        Some(match r.method.as_str() {
+            "POST" => b"HTTP/1.1 201 Created\r\nLocation: /made\r\nContent-Location: /listing\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            _ => ok(r.path.as_bytes(), &[("Cache-Control", "max-age=600")]),
+        })
+    });
+    let span = TempDir::new("rfc-invalidate");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    for path in ["/made", "/listing", "/other", "/made", "/listing", "/other"] {
+        get(&mut c, path);
+    }
+    ask(&mut c, "POST", "/form", "Content-Length: 0\r\n");
+    for path in ["/made", "/listing", "/other"] {
+        get(&mut c, path);
+    }
+    assert_eq!(seen(&origin, "/made").len(), 2);
+    assert_eq!(seen(&origin, "/listing").len(), 2);
+    assert_eq!(seen(&origin, "/other").len(), 1);
+    // PURGE: 200 and gone, then 404.
+    assert_eq!(ask(&mut c, "PURGE", "/other", "").status, 200);
+    assert_eq!(ask(&mut c, "PURGE", "/other", "").status, 404);
+    get(&mut c, "/other");
+    assert_eq!(seen(&origin, "/other").len(), 2);
+    assert_eq!(d.metric("proxy.process.cache.purges"), 1);
+    // Others may not purge.
+    let span2 = TempDir::new("rfc-purge-denied");
+    let d2 = daemon(&origin, &span2, "cache.purge_allow_ip = [\"10.0.0.0/8\"]");
+    assert_eq!(
+        ask(&mut Conn::open(d2.addr()).unwrap(), "PURGE", "/other", "").status,
+        403
+    );
+}
+
+#[test]
+fn rfc9213_cdn_cache_control_replaces_cache_control_for_this_cache() {
+    let origin = Origin::start(|_| {
+        Some(ok(
+            b"cdn",
+            &[
+                ("Cache-Control", "no-store"),
+                ("CDN-Cache-Control", "max-age=600"),
+            ],
+        ))
+    });
+    let span = TempDir::new("rfc-cdn");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    get(&mut c, "/c");
+    let hit = get(&mut c, "/c");
+    // Stored by its targeted field, and the field still goes on to the client.
+    assert_eq!(hit.header("cdn-cache-control"), Some("max-age=600"));
+    assert_eq!(seen(&origin, "/c").len(), 1);
+    // Without targeted fields, Cache-Control rules: not stored.
+    let span2 = TempDir::new("rfc-cdn-off");
+    let d2 = daemon(
+        &origin,
+        &span2,
+        "cache.targeted_cache_control_headers = \"\"",
+    );
+    let mut c2 = Conn::open(d2.addr()).unwrap();
+    get(&mut c2, "/c2");
+    get(&mut c2, "/c2");
+    assert_eq!(seen(&origin, "/c2").len(), 2);
+}
+
+#[test]
+fn rfc9110_7_6_1_fields_named_by_connection_are_neither_forwarded_nor_stored() {
+    let origin = Origin::start(|_| {
+        Some(ok(
+            b"x",
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("Connection", "X-Secret"),
+                ("X-Secret", "1"),
+                ("X-Kept", "2"),
+            ],
+        ))
+    });
+    let span = TempDir::new("rfc-connection");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    let miss = get(&mut c, "/h");
+    let hit = get(&mut c, "/h");
+    for r in [&miss, &hit] {
+        assert!(r.header("x-secret").is_none(), "{r:?}");
+        assert_eq!(r.header("x-kept"), Some("2"));
+    }
+    assert!(hit.header("age").is_some());
+}
+
+#[test]
+fn rfc9110_9_3_2_head_is_answered_from_a_stored_get_and_a_head_refreshes_it() {
+    let origin = Origin::start(|r| {
+        Some(if r.header("if-none-match").is_some() {
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"h\"\r\nCache-Control: max-age=600\r\nX-Fresh: yes\r\n\r\n".to_vec()
+        } else {
+            ok(
+                b"twelve bytes",
+                &[("Cache-Control", "max-age=600"), ("ETag", "\"h\"")],
+            )
+        })
+    });
+    let span = TempDir::new("rfc-head");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    get(&mut c, "/g");
+    let head = ask(&mut c, "HEAD", "/g", "");
+    assert_eq!(
+        (head.status, head.header("content-length")),
+        (200, Some("12"))
+    );
+    assert!(head.body.is_empty() && head.header("age").is_some());
+    assert_eq!(seen(&origin, "/g").len(), 1);
+    // A conditional HEAD revalidation (the client reloads) refreshes the stored GET.
+    let r = ask(&mut c, "HEAD", "/g", "Cache-Control: no-cache\r\n");
+    assert_eq!((r.status, r.header("x-fresh")), (200, Some("yes")));
+    let r = get(&mut c, "/g");
+    assert_eq!(
+        (r.text().as_str(), r.header("x-fresh")),
+        ("twelve bytes", Some("yes"))
+    );
+    let reqs = seen(&origin, "/g");
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].method, "HEAD");
+}
