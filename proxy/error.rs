@@ -67,6 +67,11 @@ pub enum ErrorKind {
     OriginTimeout,
     /// `per_server.connection.max` left no place within `connect_attempts_timeout` (503).
     OriginBusy,
+    /// The request's `Via` holds this proxy's own token: it went round a loop (508).
+    LoopDetected,
+    /// No parent of the request's `[[parent]]` rule could take it, and `go_direct` is
+    /// false (502).
+    NoParent,
     /// A configuration value, file or start-up step failed (the context says which).
     Config,
     /// An I/O error of Turnstile's own (a file, a socket to bind).
@@ -101,7 +106,8 @@ impl Error {
             | ErrorKind::Forbidden
             | ErrorKind::ConnectNotForward
             | ErrorKind::ConnectPortDenied
-            | ErrorKind::BadConnect => Side::Client,
+            | ErrorKind::BadConnect
+            | ErrorKind::LoopDetected => Side::Client,
             ErrorKind::ResolveFailed
             | ErrorKind::ResolveTimeout
             | ErrorKind::ConnectFailed
@@ -109,7 +115,8 @@ impl Error {
             | ErrorKind::OriginClosed
             | ErrorKind::BadResponse
             | ErrorKind::OriginTimeout
-            | ErrorKind::OriginBusy => Side::Origin,
+            | ErrorKind::OriginBusy
+            | ErrorKind::NoParent => Side::Origin,
             ErrorKind::Config | ErrorKind::Io(_) => Side::Internal,
         };
         Error {
@@ -181,7 +188,9 @@ impl Error {
             | ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout
             | ErrorKind::OriginClosed
-            | ErrorKind::BadResponse => 502,
+            | ErrorKind::BadResponse
+            | ErrorKind::NoParent => 502,
+            ErrorKind::LoopDetected => 508,
             ErrorKind::OriginBusy => 503,
             ErrorKind::OriginTimeout => 504,
             ErrorKind::Config | ErrorKind::Io(_) => 500,
@@ -210,6 +219,8 @@ impl Error {
             ErrorKind::BadResponse => "invalid response from origin",
             ErrorKind::OriginTimeout => "origin timeout",
             ErrorKind::OriginBusy => "origin busy: per_server.connection.max reached",
+            ErrorKind::LoopDetected => "loop detected: this request has passed this proxy before",
+            ErrorKind::NoParent => "no parent proxy available",
             ErrorKind::Config => "configuration error",
             ErrorKind::Io(_) => "internal error",
         };

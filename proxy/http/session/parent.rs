@@ -1,0 +1,122 @@
+//! A request's parent (SPEC §10): after remap, the `[[parent]]` rule of its host picks
+//! the parent it goes to instead of its origin ([`Session::choose_parent`]); a parent
+//! that refuses, resets or times out before a response byte hands the request to the
+//! next one on the rule's order (the next on the ring for `consistent_hash`), up to
+//! `total_connect_attempts`, then to the origin (`go_direct`) or a 502
+//! ([`Session::parent_failover`]). Runs on the session's ET_NET thread; the parents'
+//! health is shared through atomics (`http/parent`).
+
+use super::super::parent::{no_parent, ParentRoute, ParentTable};
+use super::super::remap::split_authority;
+use super::Session;
+use crate::error::Error;
+use iocore::EThread;
+use std::net::SocketAddr;
+
+/// Where a request under a parent rule goes first.
+pub(super) enum Choice {
+    /// To a parent, at this address, on this route.
+    Parent(SocketAddr, Box<ParentRoute>),
+    /// To its origin: no parent could take it and the rule says `go_direct`.
+    Direct,
+}
+
+impl Session {
+    /// Whether a request for `authority` (`host[:port]` of the remapped URL) falls under
+    /// a parent rule whose `go_direct` is false: then it needs no origin address at all.
+    pub(super) fn parent_only(table: &ParentTable, authority: &str) -> bool {
+        let host = split_authority(authority).map(|(h, _)| h);
+        host.and_then(|h| {
+            table
+                .rule_for(h.trim_start_matches('[').trim_end_matches(']'))
+                .map(|r| !r.rule.go_direct)
+        })
+        .unwrap_or(false)
+    }
+
+    /// The parent for a request for `authority` whose path and query is `path` (the
+    /// ring's key, as nginx's `$request_uri`), when a rule covers it: `None` without a
+    /// rule; an error (502) when no parent can take it and `go_direct` is false.
+    /// `origin` is where going direct goes (`None`: it was not looked up).
+    pub(super) fn choose_parent(
+        &self,
+        table: &ParentTable,
+        authority: &str,
+        path: &str,
+        origin: Option<SocketAddr>,
+    ) -> Option<Result<Choice, Error>> {
+        let (host, _) = split_authority(authority)?;
+        let sel = table.rule_for(host.trim_start_matches('[').trim_end_matches(']'))?;
+        let mut route = Box::new(table.route(sel, path.as_bytes()));
+        route.origin = origin;
+        Some(match route.next() {
+            Some(addr) => Ok(Choice::Parent(addr, route)),
+            None if route.go_direct() && origin.is_some() => {
+                self.shared.metrics.parent_direct.inc();
+                Ok(Choice::Direct)
+            }
+            None => Err(no_parent()),
+        })
+    }
+
+    /// The parent the transaction is on failed before a response byte (`err`): it is
+    /// counted against the parent's health, and the request goes to the next parent, or
+    /// its origin (`go_direct`), or ends with a 502. false: the transaction is not on a
+    /// parent, or cannot be sent again (part of a request body went, or a response
+    /// byte came): the caller fails it with `err`.
+    pub(super) fn parent_failover(&mut self, t: &mut EThread, err: &Error) -> bool {
+        let peer = self.peer();
+        let connected = self.origin.as_ref().is_some_and(|o| o.connected);
+        let answered = self.origin.as_ref().is_some_and(|o| !o.inbuf.is_empty());
+        let Some(tx) = self.tx.as_mut() else {
+            return false;
+        };
+        if tx.resp_body.is_some() || answered {
+            return false;
+        }
+        let Some(route) = tx.parent.as_deref_mut() else {
+            return false;
+        };
+        if !route.on_parent() {
+            return false; // gone direct: the origin's failure is the answer
+        }
+        route.failed();
+        log::debug!("{peer}: parent failed: {err}");
+        // The request again: as first written if the connect never completed (nothing
+        // of it went), else the copy a bodiless request keeps.
+        let resend = if connected {
+            tx.retry.clone()
+        } else {
+            Some(std::mem::take(&mut self.out_o))
+        };
+        let Some(req) = resend else {
+            return false;
+        };
+        let next = match route.next() {
+            Some(addr) => {
+                self.shared.metrics.parent_failovers.inc();
+                Some(addr)
+            }
+            None => match route.origin.filter(|_| route.go_direct()) {
+                Some(origin) => {
+                    self.shared.metrics.parent_direct.inc();
+                    Some(origin)
+                }
+                None => None,
+            },
+        };
+        // A place under per_server.connection.max was the failed parent's.
+        tx.slot = None;
+        self.release_origin(t, false);
+        let Some(addr) = next else {
+            self.fail_tx(no_parent());
+            return true;
+        };
+        self.out_o = req;
+        if let Some(l) = self.log_req.as_mut() {
+            l.origin = Some(addr);
+        }
+        self.send_to_origin(t, addr);
+        true
+    }
+}
