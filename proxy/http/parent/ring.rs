@@ -94,6 +94,57 @@ mod tests {
     }
 
     #[test]
+    fn every_url_goes_where_nginx_sends_it() {
+        let eq = Ring::build([
+            ("127.0.0.1:18081", 1),
+            ("127.0.0.1:18082", 1),
+            ("127.0.0.1:18083", 1),
+        ]);
+        let wt = Ring::build([
+            ("127.0.0.1:18081", 1),
+            ("127.0.0.1:18082", 2),
+            ("127.0.0.1:18083", 3),
+        ]);
+        let names = ["127.0.0.1:18081", "127.0.0.1:18082", "127.0.0.1:18083"];
+        let mut checked = 0;
+        for line in include_str!("nginx_vectors.txt").lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let mut f = line.split(' ');
+            let (ring, url, want) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+            let ring = if ring == "eq" { &eq } else { &wt };
+            let got = names[ring.parent_of(url.as_bytes()).unwrap()];
+            assert_eq!(got, want, "{url}");
+            checked += 1;
+        }
+        assert_eq!(checked, 600);
+    }
+
+    #[test]
+    fn the_ring_is_pingora_ketamas_for_ip_parents() {
+        use pingora_ketama::{Bucket, Continuum};
+        let addrs: Vec<(String, u32)> = (1..=8)
+            .map(|i| (format!("10.1.0.{i}:3128"), i % 3 + 1))
+            .collect();
+        let ours = Ring::build(addrs.iter().map(|(a, w)| (a.as_str(), *w)));
+        let buckets: Vec<Bucket> = addrs
+            .iter()
+            .map(|(a, w)| Bucket::new(a.parse().unwrap(), *w))
+            .collect();
+        let theirs = Continuum::new(&buckets);
+        for i in 0..5000 {
+            let key = format!("/k/{i}");
+            let got = &addrs[ours.parent_of(key.as_bytes()).unwrap()].0;
+            assert_eq!(
+                got.parse::<std::net::SocketAddr>().ok(),
+                theirs.node(key.as_bytes()),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
     fn the_port_is_split_off_as_nginx_does() {
         assert_eq!(host_and_port("a.example:8080"), ("a.example", "8080"));
         assert_eq!(host_and_port("[::1]:3128"), ("[::1]", "3128"));
