@@ -532,7 +532,9 @@ impl Session {
         self.release_origin(t, false);
         self.out_o = req;
         if let Err(e) = self.connect_origin(t, addr, false) {
-            self.fail_tx(e);
+            if !self.parent_failover(t, &e) {
+                self.fail_tx(e);
+            }
         }
     }
 

@@ -105,6 +105,10 @@ impl Session {
                 None => None,
             },
         };
+        let mut req = req;
+        if next.is_some() && !route.on_parent() && route.parent_is_proxy() {
+            origin_form(&mut req);
+        }
         // A place under per_server.connection.max was the failed parent's.
         tx.slot = None;
         self.release_origin(t, false);
@@ -118,5 +122,38 @@ impl Session {
         }
         self.send_to_origin(t, addr);
         true
+    }
+}
+
+/// Rewrites the request line `METHOD http://authority/path HTTP/1.1` of a request
+/// written for a proxy into the origin form `METHOD /path HTTP/1.1`, for the origin.
+fn origin_form(req: &mut Vec<u8>) {
+    let Some(sp) = req.iter().position(|&b| b == b' ') else {
+        return;
+    };
+    let target = &req[sp + 1..];
+    if !target.starts_with(b"http://") {
+        return;
+    }
+    let Some(path) = target[7..].iter().position(|&b| b == b'/' || b == b' ') else {
+        return;
+    };
+    if target[7 + path] == b'/' {
+        req.drain(sp + 1..sp + 1 + 7 + path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_form;
+
+    #[test]
+    fn a_proxy_request_line_becomes_an_origin_one() {
+        let mut r = b"GET http://a.example:8080/x?y HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+        origin_form(&mut r);
+        assert_eq!(r, b"GET /x?y HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut r = b"GET /already HTTP/1.1\r\n\r\n".to_vec();
+        origin_form(&mut r);
+        assert_eq!(r, b"GET /already HTTP/1.1\r\n\r\n");
     }
 }
