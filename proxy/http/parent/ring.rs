@@ -59,6 +59,11 @@ impl Ring {
         self.points.len()
     }
 
+    /// A ring without points (a rule without parents, which the configuration refuses).
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
     /// The point a key lands on: the first whose hash is ≥ the key's CRC-32, wrapping.
     /// 0 for an empty ring.
     pub fn point_of(&self, key: &[u8]) -> usize {
