@@ -100,6 +100,9 @@ fn v1(buf: &[u8]) -> Header {
             Header::Incomplete
         };
     };
+    if window[..cr].contains(&b'\n') {
+        return Header::Malformed; // one line, ended by CRLF only
+    }
     let len = cr + 2;
     use ppp::v1::Addresses;
     match ppp::v1::Header::try_from(&buf[..len]) {
@@ -195,6 +198,7 @@ mod tests {
             b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n",
             b"HTTP/1.1 200 OK\r\n",
             b"\r\n\r\n\0\r\nQUIX\n",
+            b"PROXY UNKNOWN a\nb\r\n",
         ] {
             assert_eq!(parse(bad, 4096), Header::Malformed, "{bad:?}");
         }
