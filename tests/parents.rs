@@ -245,3 +245,49 @@ fn a_request_that_comes_back_round_a_loop_gets_508() {
     assert_eq!(r.status, 508);
     assert_eq!(origin.paths(), ["/y"]);
 }
+
+#[test]
+fn parent_rules_change_on_reload() {
+    let origin = cacheable_origin();
+    let relay = |name: &str| {
+        Daemon::builder()
+            .config(&format!(
+                "[proxy.config]\nproxy_name = \"{name}\"\n[proxy.config.http]\ncache.http = false\n\
+                 [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+                origin.addr
+            ))
+            .start()
+    };
+    let (pa, pb) = (relay("pa"), relay("pb"));
+    let config = |p: &Daemon| {
+        format!(
+            "[proxy.config.http]\ncache.http = false\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [\"{}\"]\n",
+            origin.addr,
+            p.addr()
+        )
+    };
+    let c = Daemon::builder().config(&config(&pa)).start();
+    let via = |path: &str| {
+        let r = http::get(c.addr(), "t", path).unwrap();
+        assert_eq!(r.status, 200);
+        r.header("via").unwrap_or_default().to_string()
+    };
+    assert!(via("/1").starts_with("1.1 pa "));
+    c.write_config(&config(&pb));
+    let (code, out, err) = c.ctl(&["config", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("restart"), "{out}");
+    assert!(via("/2").starts_with("1.1 pb "));
+    // A parent whose name does not resolve refuses the reload, naming it.
+    c.write_config(&config(&pb).replace(&pb.addr().to_string(), "no-such-host.invalid:80"));
+    let (code, out, err) = c.ctl(&["config", "reload"]);
+    assert_eq!(code, 1);
+    let said = format!("{out}{err}");
+    assert!(
+        said.contains("parent: entry 1: parent no-such-host.invalid:80"),
+        "{said}"
+    );
+    assert!(via("/3").starts_with("1.1 pb "));
+}
