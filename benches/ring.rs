@@ -117,6 +117,24 @@ fn main() {
             100.0 * mod_moved,
         );
     }
+    // Denser rings (not nginx's): what max / mean the point count buys.
+    for n in [8usize, 64] {
+        let names = parent_names(n);
+        let mut line = format!("# N = {n}, max/mean by points per parent:");
+        for points in [160u32, 640, 2560] {
+            let ring = Ring::build_with(names.iter().map(|s| (s.as_str(), 1)), points);
+            let mut load = vec![0usize; n];
+            for u in &urls {
+                load[ring.parent_of(u.as_bytes()).unwrap()] += 1;
+            }
+            let mean = urls.len() as f64 / n as f64;
+            line.push_str(&format!(
+                " {points}: {:.3}",
+                *load.iter().max().unwrap() as f64 / mean
+            ));
+        }
+        println!("{line}");
+    }
     // Weights: 8 parents weighted 1, 2, 3, 4, 1, 2, 3, 4.
     let names = parent_names(8);
     let weights = [1u32, 2, 3, 4, 1, 2, 3, 4];

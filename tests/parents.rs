@@ -291,3 +291,30 @@ fn parent_rules_change_on_reload() {
     );
     assert!(via("/3").starts_with("1.1 pb "));
 }
+
+#[test]
+fn parent_is_proxy_picks_the_request_form() {
+    // The "parents" here are origin-side servers: they show the request line they got.
+    let seen = Origin::start(|r| Some(ok(r.path.as_bytes(), &[])));
+    let c = Daemon::builder()
+        .config(&format!(
+            "[[remap]]\nfrom = \"http://proxy.test/\"\nto = \"http://127.0.0.1:1/\"\n\
+             [[remap]]\nfrom = \"http://server.test/\"\nto = \"http://localhost:1/\"\n\
+             [[parent]]\ndest_domain = \"127.0.0.1\"\nparents = [\"{p}\"]\nparent_is_proxy = true\n\
+             [[parent]]\ndest_domain = \"localhost\"\nparents = [\"{p}\"]\nparent_is_proxy = false\n",
+            p = seen.addr
+        ))
+        .start();
+    let r = http::get(c.addr(), "proxy.test", "/a?b").unwrap();
+    assert_eq!(r.text(), "http://127.0.0.1:1/a?b");
+    let r = http::get(c.addr(), "server.test", "/a?b").unwrap();
+    assert_eq!(r.text(), "/a?b");
+    let hosts: Vec<String> = seen
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.header("host").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(hosts, ["127.0.0.1:1", "localhost:1"]);
+}

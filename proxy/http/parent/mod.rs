@@ -357,3 +357,112 @@ impl ParentRoute {
 pub(crate) fn no_parent() -> Error {
     Error::new(crate::error::ErrorKind::NoParent)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(round_robin: &str, parents: &str, threshold: u32) -> ParentTable {
+        let cfg = config::parse(
+            &format!(
+                "[proxy.config.http]\nparent_proxy.fail_threshold = {threshold}\n\
+                 [[parent]]\ndest_domain = \".\"\nparents = {parents}\nround_robin = \"{round_robin}\"\n\
+                 [[parent]]\ndest_domain = \"example.com\"\nparents = [\"10.9.9.9:1\"]\n"
+            ),
+            "t",
+            &|_| None,
+        )
+        .unwrap();
+        ParentTable::build(&cfg, &Registry::default(), &ParentTable::default()).unwrap()
+    }
+
+    fn order(t: &ParentTable, key: &str) -> Vec<u16> {
+        let mut r = t.route(t.rule_for("x.org").unwrap(), key.as_bytes());
+        std::iter::from_fn(|| r.next().map(|a| a.port())).collect()
+    }
+
+    const THREE: &str = "[\"10.0.0.1:1\", \"10.0.0.2:2\", \"10.0.0.3:3\"]";
+
+    #[test]
+    fn the_most_specific_rule_wins() {
+        let t = table("false", THREE, 10);
+        assert_eq!(
+            t.rule_for("www.Example.com").unwrap().rule.dest_domain,
+            "example.com"
+        );
+        assert_eq!(t.rule_for("example.org").unwrap().rule.dest_domain, ".");
+    }
+
+    #[test]
+    fn false_goes_in_order_and_strict_in_turn() {
+        let t = table("false", THREE, 10);
+        assert_eq!(order(&t, "/a"), [1, 2, 3]);
+        assert_eq!(order(&t, "/b"), [1, 2, 3]);
+        let t = table("strict", THREE, 10);
+        assert_eq!(order(&t, "/a"), [1, 2, 3]);
+        assert_eq!(order(&t, "/a"), [2, 3, 1]);
+        assert_eq!(order(&t, "/a"), [3, 1, 2]);
+    }
+
+    #[test]
+    fn consistent_hash_walks_the_ring_from_the_urls_point() {
+        let t = table("consistent_hash", THREE, 10);
+        let ring = t.rules[0].ring.as_ref().unwrap();
+        for key in ["/a", "/b", "/c", "/d"] {
+            let o = order(&t, key);
+            assert_eq!(o.len(), 3);
+            assert_eq!(
+                usize::from(o[0]) - 1,
+                ring.parent_of(key.as_bytes()).unwrap()
+            );
+            assert_eq!(order(&t, key), o, "the same URL, the same order");
+        }
+    }
+
+    #[test]
+    fn a_parent_is_marked_down_after_the_threshold_and_probed_after_retry_time() {
+        let mut t = table("false", THREE, 2);
+        t.max_attempts = 1;
+        t.retry_ms = 60_000;
+        let sel = t.rule_for("x.org").unwrap().clone();
+        let first = &sel.parents[0];
+        let fail_first = |t: &ParentTable| {
+            let mut r = t.route(&sel, b"/");
+            assert_eq!(r.next().map(|a| a.port()), Some(1));
+            r.failed();
+        };
+        fail_first(&t);
+        assert_eq!(order(&t, "/"), [1], "one failure: still up");
+        fail_first(&t);
+        assert_eq!(first.marked_down.get(), 1);
+        assert_eq!(first.up.get(), 0);
+        assert_eq!(order(&t, "/"), [2], "down: skipped");
+        // retry_time passed: one request (only one) tries it again.
+        t.retry_ms = 0;
+        let mut probe = t.route(&sel, b"/");
+        assert_eq!(probe.next().map(|a| a.port()), Some(1));
+        t.retry_ms = 60_000;
+        assert_eq!(order(&t, "/"), [2], "the probe is out: the others skip it");
+        probe.succeeded();
+        assert_eq!(first.up.get(), 1);
+        assert_eq!(order(&t, "/"), [1]);
+        assert_eq!(first.connect_failures.get(), 2);
+        assert_eq!(first.requests.get(), 5);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_health_of_parents_it_keeps() {
+        let t = table("false", THREE, 1);
+        let mut r = t.route(t.rule_for("x.org").unwrap(), b"/");
+        r.next();
+        r.failed();
+        let cfg = config::parse(
+            "[[parent]]\ndest_domain = \".\"\nparents = [\"10.0.0.4:4\", \"10.0.0.1:1\"]\n",
+            "t",
+            &|_| None,
+        )
+        .unwrap();
+        let again = ParentTable::build(&cfg, &Registry::default(), &t).unwrap();
+        assert_eq!(order(&again, "/"), [4], "10.0.0.1:1 is still down");
+    }
+}
