@@ -687,11 +687,8 @@ impl ZipfUrls {
     }
 }
 
-fn keep_alive_thread(addr: SocketAddr, req: Arc<Vec<u8>>, dur: Duration, b: Arc<Barrier>) -> Tally {
-    keep_alive_urls(addr, req, None, dur, b)
-}
-
-/// As `keep_alive_thread`, each request drawn from `zipf` (with seed `.1`) when given.
+/// One keep-alive connection sending `req` back to back, or, with `zipf`, requests drawn
+/// from it (with its generator's state `.1`).
 fn keep_alive_urls(
     addr: SocketAddr,
     req: Arc<Vec<u8>>,
