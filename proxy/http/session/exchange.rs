@@ -185,13 +185,23 @@ impl Session {
         let shared = self.shared.clone();
         let Pending {
             head,
-            addr,
+            mut addr,
             host_header,
             path,
             origin_max,
             active,
-            parent,
+            mut parent,
         } = pending;
+        if let Some(route) = parent.as_deref_mut() {
+            match self.first_parent(route) {
+                Ok(Some(to)) => addr = to,
+                Ok(None) => parent = None, // to the origin, as if there were no rule
+                Err(e) => {
+                    let keep = head.keep_alive() && !head.has_body();
+                    return self.answer_error(e, keep);
+                }
+            }
+        }
         // A parent that is a proxy gets the absolute form (RFC 9112 §3.2.2).
         let absolute;
         let target = match parent.as_deref() {

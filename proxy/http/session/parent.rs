@@ -1,5 +1,6 @@
 //! A request's parent (SPEC §10): after remap, the `[[parent]]` rule of its host picks
-//! the parent it goes to instead of its origin ([`Session::choose_parent`]); a parent
+//! the parents it goes to instead of its origin ([`Session::parent_route`]), the first
+//! picked when it is forwarded ([`Session::first_parent`]: a cache hit takes none); a parent
 //! that refuses, resets or times out before a response byte hands the request to the
 //! next one on the rule's order (the next on the ring for `consistent_hash`), up to
 //! `total_connect_attempts`, then to the origin (`go_direct`) or a 502
@@ -12,14 +13,6 @@ use super::Session;
 use crate::error::Error;
 use iocore::EThread;
 use std::net::SocketAddr;
-
-/// Where a request under a parent rule goes first.
-pub(super) enum Choice {
-    /// To a parent, at this address, on this route.
-    Parent(SocketAddr, Box<ParentRoute>),
-    /// To its origin: no parent could take it and the rule says `go_direct`.
-    Direct,
-}
 
 impl Session {
     /// Whether a request for `authority` (`host[:port]` of the remapped URL) falls under
@@ -34,29 +27,38 @@ impl Session {
         .unwrap_or(false)
     }
 
-    /// The parent for a request for `authority` whose path and query is `path` (the
-    /// ring's key, as nginx's `$request_uri`), when a rule covers it: `None` without a
-    /// rule; an error (502) when no parent can take it and `go_direct` is false.
-    /// `origin` is where going direct goes (`None`: it was not looked up).
-    pub(super) fn choose_parent(
-        &self,
+    /// The way through the parents for a request for `authority` whose path and query
+    /// is `path` (the ring's key, as nginx's `$request_uri`), when a rule covers it.
+    /// `origin` is where going direct goes (`None`: it was not looked up). No parent is
+    /// picked yet: the cache may still answer the request.
+    pub(super) fn parent_route(
         table: &ParentTable,
         authority: &str,
         path: &str,
         origin: Option<SocketAddr>,
-    ) -> Option<Result<Choice, Error>> {
+    ) -> Option<Box<ParentRoute>> {
         let (host, _) = split_authority(authority)?;
         let sel = table.rule_for(host.trim_start_matches('[').trim_end_matches(']'))?;
         let mut route = Box::new(table.route(sel, path.as_bytes()));
         route.origin = origin;
-        Some(match route.next() {
-            Some(addr) => Ok(Choice::Parent(addr, route)),
-            None if route.go_direct() && origin.is_some() => {
+        Some(route)
+    }
+
+    /// The first parent of a request about to be forwarded: its address, or `None` to go
+    /// to the origin (no parent can take it and the rule says `go_direct`); an error
+    /// (502) when neither may be.
+    pub(super) fn first_parent(
+        &self,
+        route: &mut ParentRoute,
+    ) -> Result<Option<SocketAddr>, Error> {
+        match route.next() {
+            Some(addr) => Ok(Some(addr)),
+            None if route.go_direct() && route.origin.is_some() => {
                 self.shared.metrics.parent_direct.inc();
-                Ok(Choice::Direct)
+                Ok(None)
             }
             None => Err(no_parent()),
-        })
+        }
     }
 
     /// The parent the transaction is on failed before a response byte (`err`): it is

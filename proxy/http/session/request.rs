@@ -6,7 +6,6 @@ use super::super::codec::{self, RequestHead};
 use super::super::remap::split_authority;
 use super::dns::Resumed;
 use super::log::LogResult;
-use super::parent::Choice;
 use super::{Counted, Pending, Phase, Session, LINGER};
 use crate::error::{Error, ErrorKind};
 use crate::stats_http::{self, Format};
@@ -143,14 +142,10 @@ impl Session {
             }
             None => return self.answer_error(Error::new(ErrorKind::NoRemap), keep),
         };
-        let (addr, parent) = match parents.and_then(|p| {
+        let parent = parents.and_then(|p| {
             let origin = (!addr.ip().is_unspecified()).then_some(addr);
-            self.choose_parent(&p, &host_header, &path, origin)
-        }) {
-            None | Some(Ok(Choice::Direct)) => (addr, None),
-            Some(Ok(Choice::Parent(to, route))) => (to, Some(route)),
-            Some(Err(e)) => return self.answer_error(e, keep),
-        };
+            Self::parent_route(&p, &host_header, &path, origin)
+        });
         let pending = Pending {
             head,
             addr,
