@@ -19,6 +19,10 @@
 //!     latency is connect start → first response byte;
 //!   - `idle`: `--conns` keep-alive connections, each completing one request, then held
 //!     `--hold-secs` (default 5); reports the servers' VmRSS growth per connection;
+//! - `--zipf N` (ka mode): each request asks one of N URLs, `PATH` followed by a rank
+//!   1..=N, drawn from a Zipf distribution of exponent `--zipf-s S` (default 1.0), as
+//!   web and CDN traffic is; each connection draws from its own seeded generator, so
+//!   runs are repeatable (`benches/tier.sh` uses it for a cache tier's hit ratio);
 //! - `--conns N` (64), `--secs S` (10), `--path /p` (`/`), `--host H` (`bench`),
 //!   `--burst N` (6000), `--threads N` (burst threads, 8), `--hold-secs S` (5);
 //! - `--pid PID` (repeatable or comma-separated): server processes whose CPU time
@@ -81,6 +85,8 @@ struct Args {
     threads: usize,
     hold_secs: f64,
     pids: Vec<i32>,
+    zipf: Option<usize>,
+    zipf_s: f64,
 }
 
 impl Default for Args {
@@ -96,6 +102,8 @@ impl Default for Args {
             threads: 8,
             hold_secs: 5.0,
             pids: Vec::new(),
+            zipf: None,
+            zipf_s: 1.0,
         }
     }
 }
@@ -121,6 +129,8 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--threads",
             "--hold-secs",
             "--pid",
+            "--zipf",
+            "--zipf-s",
         ];
         if !known.contains(&flag) {
             continue; // cargo's `--bench` and anything else unknown
@@ -167,6 +177,15 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--burst" => a.burst = num(&value)?,
             "--threads" => a.threads = num(&value)?,
             "--hold-secs" => a.hold_secs = secs(&value)?,
+            "--zipf" => a.zipf = Some(num(&value)?),
+            "--zipf-s" => {
+                a.zipf_s = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s <= 10.0)
+                    .ok_or(format!("--zipf-s {value:?}: want a number in (0, 10]"))?
+            }
             "--pid" => {
                 for p in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                     a.pids.push(
@@ -619,7 +638,64 @@ fn run_threads(
     (total, elapsed, cpu)
 }
 
-fn keep_alive_thread(addr: SocketAddr, req: Arc<Vec<u8>>, dur: Duration, b: Arc<Barrier>) -> Tally {
+/// URLs `PREFIX1..=PREFIXn` drawn with Zipf probabilities: rank k with weight 1/k^s.
+struct ZipfUrls {
+    /// Cumulative probabilities, rank 1 first.
+    cdf: Vec<f64>,
+    prefix: String,
+    host: String,
+}
+
+impl ZipfUrls {
+    fn new(n: usize, s: f64, prefix: &str, host: &str) -> ZipfUrls {
+        let mut cdf = Vec::with_capacity(n);
+        let mut sum = 0.0;
+        for k in 1..=n {
+            sum += 1.0 / (k as f64).powf(s);
+            cdf.push(sum);
+        }
+        for c in &mut cdf {
+            *c /= sum;
+        }
+        ZipfUrls {
+            cdf,
+            prefix: prefix.to_string(),
+            host: host.to_string(),
+        }
+    }
+
+    /// The rank (1-based) for a uniform draw `u` in [0, 1).
+    fn rank(&self, u: f64) -> usize {
+        self.cdf
+            .partition_point(|c| *c <= u)
+            .min(self.cdf.len() - 1)
+            + 1
+    }
+
+    /// The next request from generator `state` (xorshift64*).
+    fn request(&self, state: &mut u64) -> Vec<u8> {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let u = (r >> 11) as f64 / (1u64 << 53) as f64;
+        request(
+            &format!("{}{}", self.prefix, self.rank(u)),
+            &self.host,
+            false,
+        )
+    }
+}
+
+/// One keep-alive connection sending `req` back to back, or, with `zipf`, requests drawn
+/// from it (with its generator's state `.1`).
+fn keep_alive_urls(
+    addr: SocketAddr,
+    req: Arc<Vec<u8>>,
+    mut zipf: Option<(Arc<ZipfUrls>, u64)>,
+    dur: Duration,
+    b: Arc<Barrier>,
+) -> Tally {
     let mut t = Tally::new();
     let mut conn = connect(&addr).map_err(|f| t.fail(f)).ok();
     b.wait();
@@ -639,8 +715,9 @@ fn keep_alive_thread(addr: SocketAddr, req: Arc<Vec<u8>>, dur: Duration, b: Arc<
             }
         }
         let Some(c) = conn.as_mut() else { continue };
+        let drawn = zipf.as_mut().map(|(z, state)| z.request(state));
         let t0 = Instant::now();
-        match c.exchange(&req) {
+        match c.exchange(drawn.as_deref().unwrap_or(&req)) {
             Ok(resp) => {
                 if (200..300).contains(&resp.status) {
                     t.record(t0);
@@ -1117,11 +1194,17 @@ fn run(args: &Args, addr: SocketAddr) -> Report {
         Mode::Ka | Mode::Close => {
             let close = args.mode == Mode::Close;
             let req = Arc::new(request(&args.path, &args.host, close));
-            let (tally, elapsed, cpu) = run_threads(args.conns, &args.pids, move |_, b| {
+            let zipf = args
+                .zipf
+                .map(|n| Arc::new(ZipfUrls::new(n, args.zipf_s, &args.path, &args.host)));
+            let (tally, elapsed, cpu) = run_threads(args.conns, &args.pids, move |i, b| {
                 if close {
                     close_thread(addr, Arc::clone(&req), dur, b)
                 } else {
-                    keep_alive_thread(addr, Arc::clone(&req), dur, b)
+                    let seeded = zipf
+                        .clone()
+                        .map(|z| (z, 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1)));
+                    keep_alive_urls(addr, Arc::clone(&req), seeded, dur, b)
                 }
             });
             Report {
@@ -1313,6 +1396,32 @@ fn self_test() -> Result<(), String> {
         if mode == Mode::Idle && r.rss.is_none() {
             problems.push("idle: no RSS sample of our own pid".into());
         }
+    }
+    // The Zipf draw: rank 1 of 1000 at exponent 1 comes 1/H(1000) = 13.4 % of the time.
+    let z = ZipfUrls::new(1000, 1.0, "/z/", "h");
+    let mut state = 42u64;
+    let mut first = 0;
+    for _ in 0..100_000 {
+        let req = z.request(&mut state);
+        let line =
+            String::from_utf8_lossy(&req[..req.iter().position(|&b| b == b'\r').unwrap_or(0)])
+                .into_owned();
+        let rank: usize = line
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.strip_prefix("/z/"))
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        if !(1..=1000).contains(&rank) {
+            problems.push(format!("zipf: bad request line {line:?}"));
+            break;
+        }
+        first += usize::from(rank == 1);
+    }
+    if !(12_000..=14_800).contains(&first) {
+        problems.push(format!(
+            "zipf: rank 1 drawn {first} times in 100000, want ~13400"
+        ));
     }
     stop.store(true, Ordering::Relaxed);
     let _ = server.join();

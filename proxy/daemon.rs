@@ -9,6 +9,7 @@
 use crate::ctl::{self, CtlServer};
 use crate::error::{Error, Result};
 use crate::gate::StartGate;
+use crate::http::parent::{via::ViaEntry, ParentTable};
 use crate::http::{
     remap::RemapTable, HttpAcceptor, HttpSettings, HttpShared, Live, PortRole, Timeouts,
 };
@@ -97,6 +98,7 @@ fn plan(cfg: &Config, spec: &config::PortSpec) -> AcceptPlan {
 
 fn settings(cfg: &Config) -> HttpSettings {
     let s = Duration::from_secs;
+    let instance = ViaEntry::new(&cfg.proxy_name, SERVER);
     HttpSettings {
         stats_path: cfg.stats.path.clone(),
         max_head: cfg.http.request_header_max_size,
@@ -111,7 +113,8 @@ fn settings(cfg: &Config) -> HttpSettings {
             default_inactivity: s(cfg.net.default_inactivity_timeout_s),
         },
         server: SERVER.to_string(),
-        via: format!("1.1 {SERVER}"),
+        via: instance.entry.clone(),
+        instance,
         underscores: cfg.http.underscores_in_headers,
         cache_http: cfg.http.cache_http,
         max_doc_size: max_doc_size(cfg),
@@ -136,7 +139,8 @@ fn max_doc_size(cfg: &Config) -> u64 {
     }
 }
 
-fn live(cfg: &Config) -> Result<Live> {
+/// The settings a reload swaps; `previous` parents keep their health.
+fn live(cfg: &Config, registry: &Registry, previous: &ParentTable) -> Result<Live> {
     Ok(Live {
         remap: Arc::new(RemapTable::build(&cfg.remap)?),
         allow: Arc::new(cfg.stats.allow_ip.clone()),
@@ -156,11 +160,14 @@ fn live(cfg: &Config) -> Result<Live> {
                 .collect(),
         }),
         purge_allow: Arc::new(cfg.http.purge_allow_ip.clone()),
+        parents: Arc::new(ParentTable::build(cfg, registry, previous)?),
+        proxy_protocol_allow: Arc::new(cfg.http.proxy_protocol_allowlist.clone()),
     })
 }
 
 fn role(spec: &config::PortSpec) -> Result<PortRole> {
     match &spec.kind {
+        PortKind::Http if spec.pp => Ok(PortRole::HttpProxyProtocol),
         PortKind::Http => Ok(PortRole::Http),
         PortKind::Blind { tunnel } => {
             let (host, port) = crate::http::remap::split_authority(tunnel)
@@ -213,7 +220,8 @@ fn start(cfg: Config, source: ConfigSource) -> Result<(Daemon, Receiver<Control>
     );
     let registry = Registry::new();
     let net = NetProcessor::new(events.clone(), registry.clone(), &tuning(&cfg));
-    let http = HttpShared::new(settings(&cfg), live(&cfg)?, registry.clone());
+    let first = live(&cfg, &registry, &ParentTable::default())?;
+    let http = HttpShared::new(settings(&cfg), first, registry.clone());
     if !cfg.log.access_log.as_os_str().is_empty() {
         http.open_access_log(&cfg.log.access_log)
             .map_err(|e| e.within("proxy.config.log.access_log"))?;
@@ -422,6 +430,7 @@ impl Daemon {
             let plan = p.plan.clone();
             p.start(&self.net, plan, &sock)?;
             let kind = match &p.spec.kind {
+                PortKind::Http if p.spec.pp => "http+pp".to_string(),
                 PortKind::Http => "http".to_string(),
                 PortKind::Blind { tunnel } => format!("blind→{tunnel}"),
             };
@@ -479,7 +488,7 @@ impl Daemon {
                 );
             }
         };
-        let live = match live(&new) {
+        let live = match live(&new, &self.registry, &self.http.live().parents) {
             Ok(l) => l,
             Err(e) => {
                 log::error!("reload refused: {e}");
@@ -520,6 +529,11 @@ impl Daemon {
         applied.net.throttle_mode = new.net.throttle_mode;
         applied.stats.allow_ip = new.stats.allow_ip.clone();
         applied.remap = new.remap.clone();
+        applied.parents = new.parents.clone();
+        applied.http.parent_proxy = new.http.parent_proxy.clone();
+        applied.http.proxy_protocol_allowlist = new.http.proxy_protocol_allowlist.clone();
+        applied.http.per_server_connection_max = new.http.per_server_connection_max;
+        applied.http.connect_ports = new.http.connect_ports.clone();
         for p in &mut applied.http.server_ports {
             if let Some(s) = new.http.server_ports.iter().find(|s| s.same_listener(p)) {
                 p.accept_threads = s.accept_threads;

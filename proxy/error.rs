@@ -69,6 +69,11 @@ pub enum ErrorKind {
     OriginBusy,
     /// `only-if-cached` and nothing usable stored (504, RFC 9111 §5.2.1.7).
     NotCached,
+    /// The request's `Via` holds this proxy's own token: it went round a loop (508).
+    LoopDetected,
+    /// No parent of the request's `[[parent]]` rule could take it, and `go_direct` is
+    /// false (502).
+    NoParent,
     /// A configuration value, file or start-up step failed (the context says which).
     Config,
     /// An I/O error of Turnstile's own (a file, a socket to bind).
@@ -104,7 +109,8 @@ impl Error {
             | ErrorKind::ConnectNotForward
             | ErrorKind::ConnectPortDenied
             | ErrorKind::BadConnect
-            | ErrorKind::NotCached => Side::Client,
+            | ErrorKind::NotCached
+            | ErrorKind::LoopDetected => Side::Client,
             ErrorKind::ResolveFailed
             | ErrorKind::ResolveTimeout
             | ErrorKind::ConnectFailed
@@ -112,7 +118,8 @@ impl Error {
             | ErrorKind::OriginClosed
             | ErrorKind::BadResponse
             | ErrorKind::OriginTimeout
-            | ErrorKind::OriginBusy => Side::Origin,
+            | ErrorKind::OriginBusy
+            | ErrorKind::NoParent => Side::Origin,
             ErrorKind::Config | ErrorKind::Io(_) => Side::Internal,
         };
         Error {
@@ -184,7 +191,9 @@ impl Error {
             | ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout
             | ErrorKind::OriginClosed
-            | ErrorKind::BadResponse => 502,
+            | ErrorKind::BadResponse
+            | ErrorKind::NoParent => 502,
+            ErrorKind::LoopDetected => 508,
             ErrorKind::OriginBusy => 503,
             ErrorKind::OriginTimeout | ErrorKind::NotCached => 504,
             ErrorKind::Config | ErrorKind::Io(_) => 500,
@@ -214,6 +223,8 @@ impl Error {
             ErrorKind::OriginTimeout => "origin timeout",
             ErrorKind::OriginBusy => "origin busy: per_server.connection.max reached",
             ErrorKind::NotCached => "not cached (only-if-cached)",
+            ErrorKind::LoopDetected => "loop detected: this request has passed this proxy before",
+            ErrorKind::NoParent => "no parent proxy available",
             ErrorKind::Config => "configuration error",
             ErrorKind::Io(_) => "internal error",
         };

@@ -106,7 +106,9 @@ fn keep_alive_reuses_origin_connections_and_adds_via_and_xff() {
     for _ in 0..20 {
         let r = c.get("test", "/k").unwrap();
         assert_eq!(r.status, 200);
-        assert!(r.text().starts_with("1.1 turnstile/"), "{}", r.text());
+        // `1.1 NAME (turnstile/VERSION; id=TOKEN)`: proxy_name, the host name by default.
+        assert!(r.text().starts_with("1.1 "), "{}", r.text());
+        assert!(r.text().contains(" (turnstile/"), "{}", r.text());
         assert!(r.text().ends_with("|127.0.0.1"), "{}", r.text());
         assert!(r.header("via").is_some());
     }

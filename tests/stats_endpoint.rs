@@ -111,7 +111,8 @@ fn prometheus_output_passes_promtool_and_the_strict_parser() {
         .config(&format!(
             "[proxy.config.http]\nwait_for_cache = 1\n[proxy.config.cache]\n\
              storage = [{{ path = \"{}\", size = \"4M\" }}]\n\
-             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n\
+             [[parent]]\ndest_domain = \"parent.test\"\nparents = [\"127.0.0.1:9\"]\n",
             span.0.display(),
             origin.addr
         ))
@@ -150,6 +151,18 @@ fn prometheus_output_passes_promtool_and_the_strict_parser() {
                 "{family} has no port {port}"
             );
         }
+    }
+    for (family, kind) in [
+        ("proxy_process_http_parent_requests_total", "counter"),
+        ("proxy_process_http_parent_up", "gauge"),
+    ] {
+        let f = &families[family];
+        assert_eq!(f.kind, kind, "{family}");
+        assert_eq!(
+            f.samples[0].label("parent"),
+            Some("127.0.0.1:9"),
+            "{family}"
+        );
     }
     let accepts = &families["proxy_process_net_port_total_accepts_total"];
     assert!(accepts.samples.iter().all(|s| s.value >= 2.0), "{text}");

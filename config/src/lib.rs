@@ -18,6 +18,7 @@ mod env;
 mod error;
 mod ipnet;
 mod load;
+mod parent;
 mod ports;
 mod records;
 mod remap;
@@ -31,13 +32,14 @@ pub use env::env_var_name;
 pub use error::{ConfigError, ConfigErrors};
 pub use ipnet::IpNet;
 pub use load::{load, load_with, parse, DEFAULT_RECORDS};
+pub use parent::{ParentHost, ParentRule, RoundRobin, MAX_PARENT_WEIGHT};
 pub use ports::{
     format_server_ports, parse_server_ports, Family, PortKind, PortSpec, MAX_ACCEPT_THREADS,
 };
 pub use records::{record_names, reloadable, MAX_TIMEOUT_S, PORT_ACCEPT_THREADS};
 pub use remap::{RemapRule, RemapUrl};
 pub use schema::{
-    Admin, Affinity, Cache, CacheSpan, Config, ExecThread, Http, Log, Net, SockOptions, Stats,
-    Stop, ThrottleMode, UrlRemap, WaitForCache, EMBEDDED_ORIGIN,
+    Admin, Affinity, Cache, CacheSpan, Config, ExecThread, Http, Log, Net, ParentProxy,
+    SockOptions, Stats, Stop, ThrottleMode, UrlRemap, WaitForCache, EMBEDDED_ORIGIN,
 };
 pub use size::{format_size, parse_size};

@@ -80,6 +80,9 @@ pub struct PortSpec {
     pub periodic: bool,
     /// Set SO_REUSEPORT on the listening socket.
     pub reuseport: bool,
+    /// Every connection starts with a PROXY protocol v1 or v2 header (`pp`, SPEC §10);
+    /// HTTP ports only.
+    pub pp: bool,
 }
 
 impl PortSpec {
@@ -94,6 +97,7 @@ impl PortSpec {
             accept_threads: None,
             periodic: false,
             reuseport: false,
+            pp: false,
         }
     }
 
@@ -145,6 +149,9 @@ impl fmt::Display for PortSpec {
         }
         if self.reuseport {
             f.write_str(":reuseport")?;
+        }
+        if self.pp {
+            f.write_str(":pp")?;
         }
         Ok(())
     }
@@ -276,10 +283,11 @@ struct PortDraft {
     accept_threads: Option<u32>,
     periodic: Option<bool>,
     reuseport: Option<bool>,
+    pp: Option<bool>,
 }
 
 const TABLE_FIELDS: &str =
-    "port, family, ip_in, fd, kind, tunnel, accept_threads, periodic, reuseport";
+    "port, family, ip_in, fd, kind, tunnel, accept_threads, periodic, reuseport, pp";
 
 /// Stores `value` in `slot` unless the descriptor already set it.
 fn once<T>(slot: &mut Option<T>, value: T, token: &str) -> Result<(), String> {
@@ -368,6 +376,7 @@ impl PortDraft {
             ("blind", None) => once(&mut self.blind, true, token),
             ("periodic", None) => once(&mut self.periodic, true, token),
             ("reuseport", None) => once(&mut self.reuseport, true, token),
+            ("pp", None) => once(&mut self.pp, true, token),
             ("ip-in", Some(v)) => {
                 let ip = ip_address(v).map_err(in_token)?;
                 once(&mut self.ip_in, ip, token)
@@ -388,7 +397,7 @@ impl PortDraft {
                     .map_err(in_token)?;
                 once(&mut self.accept_threads, n, token)
             }
-            ("ipv4" | "ipv6" | "blind" | "periodic" | "reuseport", Some(_)) => {
+            ("ipv4" | "ipv6" | "blind" | "periodic" | "reuseport" | "pp", Some(_)) => {
                 Err(format!("token \"{token}\": \"{name}\" takes no value"))
             }
             ("ip-in" | "fd" | "tunnel" | "accept_threads", None) => {
@@ -435,6 +444,7 @@ impl PortDraft {
             }
             "periodic" => self.periodic = Some(expect_bool(value)?),
             "reuseport" => self.reuseport = Some(expect_bool(value)?),
+            "pp" => self.pp = Some(expect_bool(value)?),
             _ => return Err(format!("unknown field; expected one of {TABLE_FIELDS}")),
         }
         Ok(())
@@ -461,6 +471,14 @@ impl PortDraft {
                 "periodic conflicts with accept_threads={n} (periodic ports accept on event threads)"
             ));
         }
+        let pp = self.pp.unwrap_or(false);
+        if pp && matches!(kind, PortKind::Blind { .. }) {
+            // A blind port relays a PROXY header untouched: the tunnel's target reads it.
+            return Err(
+                "pp is for HTTP ports; a blind port relays a PROXY header as it came, for its tunnel's target to read"
+                    .to_string(),
+            );
+        }
         Ok(PortSpec {
             port,
             family,
@@ -470,6 +488,7 @@ impl PortDraft {
             accept_threads: self.accept_threads,
             periodic,
             reuseport: self.reuseport.unwrap_or(false),
+            pp,
         })
     }
 }

@@ -9,6 +9,7 @@ use crate::connect_ports::ConnectPorts;
 use crate::env::EnvForm;
 use crate::error::Problem;
 use crate::ipnet::IpNet;
+use crate::parent::{parents_from_value, parents_to_value};
 use crate::ports::{format_server_ports, ports_from_value, MAX_ACCEPT_THREADS};
 use crate::remap::rules_from_value;
 use crate::schema::{Affinity, CacheSpan, Config, SockOptions, ThrottleMode, WaitForCache};
@@ -509,6 +510,41 @@ fn get_remap(cfg: &Config) -> Value {
     )
 }
 
+fn apply_proxy_protocol_allowlist(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
+    cfg.http.proxy_protocol_allowlist =
+        string_list(value, "addresses or CIDR blocks", |s| s.parse::<IpNet>())?;
+    Ok(())
+}
+
+fn get_proxy_protocol_allowlist(cfg: &Config) -> Value {
+    Value::Array(
+        cfg.http
+            .proxy_protocol_allowlist
+            .iter()
+            .map(|n| Value::Str(n.to_string()))
+            .collect(),
+    )
+}
+
+fn apply_proxy_name(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
+    let one = |m: String| vec![Problem::new(m)];
+    let name = expect_str(value, "a name, or \"\" for the host name").map_err(one)?;
+    // It goes into Via as the received-by pseudonym: an HTTP token.
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !name.bytes().all(token) || name.len() > 255 {
+        return Err(one(format!(
+            "expected a name of letters, digits and \"-._\" (a Via pseudonym, at most 255 bytes), got {name:?}"
+        )));
+    }
+    cfg.proxy_name = name.to_string();
+    Ok(())
+}
+
+fn apply_parents(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
+    cfg.parents = parents_from_value(value)?;
+    Ok(())
+}
+
 // ---- The table ------------------------------------------------------------------------
 
 const SECONDS: &str = "seconds";
@@ -525,6 +561,15 @@ pub(crate) static RECORDS: &[Record] = &[
             unit: "threads",
             get: |c| c.accept_threads.into(),
             set: |c, v| c.accept_threads = v as u32,
+        },
+    },
+    Record {
+        name: "proxy.config.proxy_name",
+        reloadable: false,
+        kind: Kind::Custom {
+            env: Some(EnvForm::Str),
+            get: |c| Value::Str(c.proxy_name.clone()),
+            apply: apply_proxy_name,
         },
     },
     Record {
@@ -897,6 +942,48 @@ pub(crate) static RECORDS: &[Record] = &[
         },
     },
     Record {
+        name: "proxy.config.http.parent_proxy.retry_time",
+        reloadable: true,
+        kind: Kind::Int {
+            min: 1,
+            max: MAX_TIMEOUT_S,
+            unit: SECONDS,
+            get: |c| c.http.parent_proxy.retry_time_s as i64,
+            set: |c, v| c.http.parent_proxy.retry_time_s = v as u64,
+        },
+    },
+    Record {
+        name: "proxy.config.http.parent_proxy.fail_threshold",
+        reloadable: true,
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+            unit: "failures",
+            get: |c| c.http.parent_proxy.fail_threshold.into(),
+            set: |c, v| c.http.parent_proxy.fail_threshold = v as u32,
+        },
+    },
+    Record {
+        name: "proxy.config.http.parent_proxy.total_connect_attempts",
+        reloadable: true,
+        kind: Kind::Int {
+            min: 1,
+            max: 1000,
+            unit: "attempts",
+            get: |c| c.http.parent_proxy.total_connect_attempts.into(),
+            set: |c, v| c.http.parent_proxy.total_connect_attempts = v as u32,
+        },
+    },
+    Record {
+        name: "proxy.config.http.proxy_protocol_allowlist",
+        reloadable: true,
+        kind: Kind::Custom {
+            env: Some(EnvForm::List),
+            get: get_proxy_protocol_allowlist,
+            apply: apply_proxy_protocol_allowlist,
+        },
+    },
+    Record {
         name: "proxy.config.cache.storage",
         reloadable: false,
         kind: Kind::Custom {
@@ -1002,6 +1089,15 @@ pub(crate) static RECORDS: &[Record] = &[
             apply: apply_remap,
         },
     },
+    Record {
+        name: "parent",
+        reloadable: true,
+        kind: Kind::Custom {
+            env: None,
+            get: |c| parents_to_value(&c.parents),
+            apply: apply_parents,
+        },
+    },
 ];
 
 #[cfg(test)]
@@ -1061,8 +1157,13 @@ mod tests {
                 "proxy.config.http.cache.max_stale_age",
                 "proxy.config.http.cache.targeted_cache_control_headers",
                 "proxy.config.http.cache.purge_allow_ip",
+                "proxy.config.http.parent_proxy.retry_time",
+                "proxy.config.http.parent_proxy.fail_threshold",
+                "proxy.config.http.parent_proxy.total_connect_attempts",
+                "proxy.config.http.proxy_protocol_allowlist",
                 "proxy.config.stats.allow_ip",
                 "remap",
+                "parent",
             ]
         );
         assert!(reloadable(PORT_ACCEPT_THREADS));

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::connect_ports::ConnectPorts;
 use crate::ipnet::IpNet;
+use crate::parent::ParentRule;
 use crate::ports::PortSpec;
 use crate::remap::RemapRule;
 
@@ -47,6 +48,11 @@ pub struct Config {
     pub url_remap: UrlRemap,
     /// `[[remap]]` rules, in file order. Reloadable.
     pub remap: Vec<RemapRule>,
+    /// `proxy.config.proxy_name`: this proxy's name in `Via` (and so in loop detection);
+    /// empty = the host name.
+    pub proxy_name: String,
+    /// `[[parent]]` rules, in file order. Reloadable.
+    pub parents: Vec<ParentRule>,
 }
 
 /// `proxy.config.exec_thread.*`.
@@ -260,6 +266,24 @@ pub struct Http {
     pub targeted_cache_control_headers: String,
     /// `.cache.purge_allow_ip`: who may send PURGE. Reloadable.
     pub purge_allow_ip: Vec<IpNet>,
+    /// `.parent_proxy.*`: parent health and retries (SPEC §10).
+    pub parent_proxy: ParentProxy,
+    /// `.proxy_protocol_allowlist`: addresses whose PROXY protocol headers `pp` ports
+    /// accept. Reloadable.
+    pub proxy_protocol_allowlist: Vec<IpNet>,
+}
+
+/// `proxy.config.http.parent_proxy.*`. All reloadable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParentProxy {
+    /// `.retry_time`: a parent marked down is tried again (by one request) after this
+    /// long, s; ≥ 1.
+    pub retry_time_s: u64,
+    /// `.fail_threshold`: connect failures in a row that mark a parent down; ≥ 1.
+    pub fail_threshold: u32,
+    /// `.total_connect_attempts`: parents tried for one request before it goes to the
+    /// origin (`go_direct`) or fails with 502; ≥ 1.
+    pub total_connect_attempts: u32,
 }
 
 /// One cache span of `proxy.config.cache.storage`.
@@ -383,6 +407,15 @@ impl Default for Config {
                     IpNet::host(IpAddr::from([127, 0, 0, 1])),
                     IpNet::host(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
                 ],
+                parent_proxy: ParentProxy {
+                    retry_time_s: 300,
+                    fail_threshold: 10,
+                    total_connect_attempts: 4,
+                },
+                proxy_protocol_allowlist: vec![
+                    IpNet::host(IpAddr::from([127, 0, 0, 1])),
+                    IpNet::host(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+                ],
             },
             cache: Cache {
                 storage: Vec::new(),
@@ -410,6 +443,8 @@ impl Default for Config {
                 remap_required: true,
             },
             remap: Vec::new(),
+            proxy_name: String::new(),
+            parents: Vec::new(),
         }
     }
 }

@@ -34,7 +34,7 @@ fn embedded_default_is_the_workspace_records_toml() {
 #[test]
 fn default_file_lists_every_record_with_a_comment_above_it() {
     let lines: Vec<&str> = DEFAULT_RECORDS.lines().collect();
-    for name in config::record_names().filter(|n| *n != "remap") {
+    for name in config::record_names().filter(|n| *n != "remap" && *n != "parent") {
         let key = name.rsplit('.').next().unwrap();
         let at = lines
             .iter()
@@ -315,4 +315,67 @@ fn helpers_interpret_records() {
     assert_eq!(cfg.exec_thread.threads(4), 1);
     cfg.exec_thread.autoconfig_enabled = false;
     assert_eq!(cfg.exec_thread.threads(64), 2);
+}
+
+#[test]
+fn parent_rules_read_with_their_defaults() {
+    let cfg = parse(
+        "[[parent]]\ndest_domain = \".\"\nparents = [\"127.0.0.1:8081\", \"cache.example.net:8082|3\"]\nround_robin = \"consistent_hash\"\n\n[[parent]]\ndest_domain = \"Example.COM\"\nparents = \"a:1|2; b:2\"\n",
+        "records.toml",
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(cfg.parents.len(), 2);
+    let r = &cfg.parents[0];
+    assert_eq!(r.round_robin, config::RoundRobin::ConsistentHash);
+    assert!(r.go_direct && r.parent_is_proxy);
+    assert_eq!(r.parents[1].weight, 3);
+    let r = &cfg.parents[1];
+    assert_eq!(r.dest_domain, "example.com");
+    assert_eq!(r.round_robin, config::RoundRobin::False);
+    assert_eq!(r.parents.len(), 2);
+    assert_eq!(r.parents[0].weight, 2);
+}
+
+#[test]
+fn parent_errors_name_the_key_and_line() {
+    let err = parse(
+        "[[parent]]\ndest_domain = \".\"\nparents = [\"a:1\"]\n\n[[parent]]\ndest_domain = \"x.com\"\nparents = [\"a:1|0\"]\nround_robin = \"hash\"\n",
+        "records.toml",
+        &|_| None,
+    )
+    .unwrap_err();
+    let errs: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
+    assert!(
+        errs[0].starts_with("records.toml:7: parent: entry 2: parents: weight \"0\""),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("records.toml:8: parent: entry 2: round_robin: expected"),
+        "{errs:?}"
+    );
+    for bad in [
+        "[[parent]]\nparents = [\"a:1\"]\n",
+        "[[parent]]\ndest_domain = \".\"\n",
+        "[[parent]]\ndest_domain = \".\"\nparents = []\n",
+        "[[parent]]\ndest_domain = \".\"\nparents = [\"a:1\", \"a:1\"]\n",
+        "[[parent]]\ndest_domain = \"a b\"\nparents = [\"a:1\"]\n",
+        "[[parent]]\ndest_domain = \".\"\nparents = [\"a:1\"]\ngo_direct = \"yes\"\n",
+        "[[parent]]\ndest_domain = \".\"\nparents = [\"a:1\"]\n[[parent]]\ndest_domain = \".\"\nparents = [\"b:1\"]\n",
+        "[proxy.config]\nproxy_name = \"a b\"\n",
+        "[proxy.config.http]\nserver_ports = \"9000:blind:tunnel=[a:1]:pp\"\n",
+        "[proxy.config.http]\nproxy_protocol_allowlist = [\"nope\"]\n",
+    ] {
+        assert!(
+            parse(bad, "records.toml", &|_| None).is_err(),
+            "{bad:?} accepted"
+        );
+    }
+    let cfg = parse(
+        "[proxy.config.http]\nserver_ports = \"8080:pp 8081\"\n",
+        "records.toml",
+        &|_| None,
+    )
+    .unwrap();
+    assert!(cfg.http.server_ports[0].pp && !cfg.http.server_ports[1].pp);
 }

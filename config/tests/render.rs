@@ -44,7 +44,7 @@ fn everything_changed() -> Config {
     c.http.per_server_connection_max = 7;
     c.http.connect_ports = config::ConnectPorts::parse("443 8000-8100").unwrap();
     c.http.server_ports =
-        parse_server_ports("0 8080:ipv6:ip-in=[::1]:reuseport 9000:blind:tunnel=[db:5432]:accept_threads=2 8081:periodic:fd=3")
+        parse_server_ports("0:pp 8080:ipv6:ip-in=[::1]:reuseport 9000:blind:tunnel=[db:5432]:accept_threads=2 8081:periodic:fd=3")
             .unwrap();
     c.http.request_header_max_size = 4096;
     c.http.connect_attempts_timeout_s = 7;
@@ -59,6 +59,21 @@ fn everything_changed() -> Config {
     c.http.max_stale_age_s = 10;
     c.http.targeted_cache_control_headers = "Edge-Cache-Control, CDN-Cache-Control".into();
     c.http.purge_allow_ip = vec!["10.0.0.0/8".parse().unwrap()];
+    c.http.parent_proxy.retry_time_s = 9;
+    c.http.parent_proxy.fail_threshold = 2;
+    c.http.parent_proxy.total_connect_attempts = 3;
+    c.http.proxy_protocol_allowlist = vec!["10.0.0.0/8".parse().unwrap()];
+    c.proxy_name = "edge-1".into();
+    c.parents = vec![config::ParentRule {
+        dest_domain: "example.com".into(),
+        parents: vec![
+            config::ParentHost::parse("p1:8080").unwrap(),
+            config::ParentHost::parse("[::1]:8081|3").unwrap(),
+        ],
+        round_robin: config::RoundRobin::ConsistentHash,
+        go_direct: false,
+        parent_is_proxy: false,
+    }];
     c.cache.storage = vec![
         CacheSpan {
             path: PathBuf::from("/var/cache/a \"quoted\""),
@@ -161,12 +176,15 @@ fn reloadable_changes_need_no_restart() {
     new.remap = everything_changed().remap;
     new.http.server_ports[0].accept_threads = Some(8);
     new.http.per_server_connection_max = 16;
+    new.http.parent_proxy = everything_changed().http.parent_proxy;
+    new.http.proxy_protocol_allowlist.clear();
+    new.parents = everything_changed().parents;
     assert!(
         old.restart_required_changes(&new).is_empty(),
         "{:?}",
         old.restart_required_changes(&new)
     );
-    assert_eq!(old.changed_records(&new).len(), 10);
+    assert_eq!(old.changed_records(&new).len(), 15);
 }
 
 #[test]
@@ -178,7 +196,7 @@ fn other_changes_are_named_as_restart_required() {
     assert!(restart.contains(&"proxy.config.exec_thread.limit".to_string()));
     assert!(!restart.contains(&"proxy.config.accept_threads".to_string()));
     assert!(!restart.contains(&"remap".to_string()));
-    assert_eq!(restart.len(), config::record_names().count() - 16);
+    assert_eq!(restart.len(), config::record_names().count() - 21);
 
     let mut moved = old.clone();
     moved.http.server_ports = parse_server_ports("8080 8081").unwrap();

@@ -10,6 +10,8 @@ pub mod caching;
 pub(crate) mod caching;
 pub mod codec;
 pub mod fields;
+pub mod parent;
+pub mod proxy_protocol;
 pub mod remap;
 pub(crate) mod resolve;
 pub(crate) mod revalidate;

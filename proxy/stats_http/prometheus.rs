@@ -87,6 +87,46 @@ const HELP: &[(&str, &str)] = &[
         "Range requests answered from the cache with 206 (or 416)",
     ),
     (
+        "proxy.process.http.parent.connect_failures",
+        "Connects to the parent that failed (refused, reset or timed out before a response byte)",
+    ),
+    (
+        "proxy.process.http.parent.marked_down",
+        "Times the parent was marked down after fail_threshold connect failures in a row",
+    ),
+    (
+        "proxy.process.http.parent.requests",
+        "Requests sent to the parent (each try counts)",
+    ),
+    (
+        "proxy.process.http.parent.up",
+        "1 while the parent is up, 0 while it is marked down",
+    ),
+    (
+        "proxy.process.http.parent_direct",
+        "Requests under a parent rule that went to their origin because no parent could take them (go_direct)",
+    ),
+    (
+        "proxy.process.http.parent_failovers",
+        "Requests moved to the next parent after theirs failed before a response byte",
+    ),
+    (
+        "proxy.process.http.loops_detected",
+        "Requests answered 508 because their Via already held this proxy's instance token",
+    ),
+    (
+        "proxy.process.http.proxy_protocol.accepted",
+        "PROXY protocol headers accepted on pp ports",
+    ),
+    (
+        "proxy.process.http.proxy_protocol.malformed",
+        "Connections to pp ports closed for a missing, incomplete or invalid PROXY header",
+    ),
+    (
+        "proxy.process.http.proxy_protocol.refused",
+        "Connections to pp ports closed because their peer is off proxy_protocol_allowlist",
+    ),
+    (
         "proxy.process.cache.bytes_used",
         "Bytes of the cache spans taken by live objects, records rounded up to 512 bytes",
     ),
@@ -372,8 +412,24 @@ pub(super) fn render(registry: &Registry) -> String {
     out
 }
 
+/// Per-instance prefixes whose IDs may hold dots (a parent's `host:port`): the ID runs
+/// to the name's last dot, the metric's own name (one word) follows it.
+const LABELLED_TO_LAST_DOT: &[(&str, &str)] = &[("proxy.process.http.parent.", "parent")];
+
 /// The family's ATS name (the instance part removed) and the instance, if any.
 fn split_instance(name: &str) -> (String, Option<Instance<'_>>) {
+    for &(prefix, label) in LABELLED_TO_LAST_DOT {
+        if let Some((id, rest)) = name.strip_prefix(prefix).and_then(|r| r.rsplit_once('.')) {
+            if !id.is_empty() && !rest.is_empty() {
+                let instance = Instance {
+                    label,
+                    id,
+                    prefix_len: prefix.len(),
+                };
+                return (format!("{prefix}{rest}"), Some(instance));
+            }
+        }
+    }
     for &(prefix, label) in LABELLED {
         if let Some((id, rest)) = name.strip_prefix(prefix).and_then(|r| r.split_once('.')) {
             if !id.is_empty() && !rest.is_empty() {
@@ -594,6 +650,23 @@ mod tests {
         assert!(out.contains("# HELP _9lives_a_b Turnstile gauge 9lives.a-b\n"));
         assert!(out.contains("\n_9lives_a_b -1\n"));
         assert!(out.contains("proxy_process_net_port_x{port=\"we\\\"ird\\\\\"} 1\n"));
+    }
+
+    #[test]
+    fn per_parent_metrics_get_a_parent_label_dots_and_all() {
+        let r = Registry::default();
+        r.counter("proxy.process.http.parent.127.0.0.1:8081.requests")
+            .add(3);
+        r.gauge("proxy.process.http.parent.cache.example.net:80.up")
+            .set(1);
+        r.counter("proxy.process.http.parent_failovers").inc();
+        let out = render(&r);
+        assert!(
+            out.contains("proxy_process_http_parent_requests_total{parent=\"127.0.0.1:8081\"} 3\n")
+        );
+        assert!(out.contains("proxy_process_http_parent_up{parent=\"cache.example.net:80\"} 1\n"));
+        assert!(out.contains("\nproxy_process_http_parent_failovers_total 1\n"));
+        assert!(out.contains("# HELP proxy_process_http_parent_requests_total Requests sent"));
     }
 
     #[test]

@@ -97,6 +97,7 @@ fn known_reason(status: u16) -> Option<&'static str> {
         503 => Some("Service Unavailable"),
         504 => Some("Gateway Timeout"),
         505 => Some("HTTP Version Not Supported"),
+        508 => Some("Loop Detected"),
         _ => None,
     }
 }

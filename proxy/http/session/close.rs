@@ -67,13 +67,17 @@ impl Session {
     /// stop closes idle connections.
     pub(super) fn on_timeout(&mut self, t: &mut EThread, idle_drain: bool) {
         match self.phase {
+            Phase::ReadRequest if self.pp_pending => self.proxy_header_timed_out(),
             Phase::ReadRequest if self.inbuf.is_empty() || idle_drain => self.dead = true,
             Phase::ReadRequest => self.answer_error(Error::new(ErrorKind::RequestTimeout), false),
             Phase::Exchange => {
                 let connected = self.origin.as_ref().is_some_and(|o| o.connected);
                 let answered = self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_some());
                 if !connected {
-                    self.fail_tx(Error::new(ErrorKind::ConnectTimeout));
+                    let e = Error::new(ErrorKind::ConnectTimeout);
+                    if !self.parent_failover(t, &e) {
+                        self.fail_tx(e);
+                    }
                 } else if self.waits_for_body() {
                     // The client went silent mid-body: its fault, not the origin's (an
                     // answered one is logged as aborted when the session ends).

@@ -7,6 +7,7 @@ use super::super::codec::{
     self, BodyFraming, ChunkedScanner, ForwardRequest, ForwardResponse, HeadError, Method,
     RequestHead, ResponseHead,
 };
+use super::super::parent::ParentRoute;
 use super::super::shared::{OriginSlot, OriginWaiter};
 use super::cache::{CacheTx, ResponseEffect};
 use super::{Counted, Pending, Phase, Session, BUF_LIMIT, LINGER};
@@ -101,6 +102,8 @@ pub(super) struct Tx {
     /// While it waits for that place: its turn, its unit of `current_origin_queue`, and
     /// since when. Boxed: rare, and a `Tx` sits inline in every session.
     pub(super) queued: Option<Box<(OriginWaiter, Counted, Instant)>>,
+    /// Its way through its `[[parent]]` rule's parents, when it has one (`parent.rs`).
+    pub(super) parent: Option<Box<ParentRoute>>,
 }
 
 impl Tx {
@@ -122,6 +125,7 @@ impl Tx {
             active,
             slot: None,
             queued: None,
+            parent: None,
         }
     }
 }
@@ -184,18 +188,38 @@ impl Session {
         let shared = self.shared.clone();
         let Pending {
             head,
-            addr,
+            mut addr,
             host_header,
             path,
             origin_max,
             active,
+            mut parent,
         } = pending;
+        if let Some(route) = parent.as_deref_mut() {
+            match self.first_parent(route) {
+                Ok(Some(to)) => addr = to,
+                Ok(None) => parent = None, // to the origin, as if there were no rule
+                Err(e) => {
+                    let keep = head.keep_alive() && !head.has_body();
+                    return self.answer_error(e, keep);
+                }
+            }
+        }
+        // A parent that is a proxy gets the absolute form (RFC 9112 §3.2.2).
+        let absolute;
+        let target = match parent.as_deref() {
+            Some(p) if p.parent_is_proxy() => {
+                absolute = format!("http://{host_header}{path}");
+                absolute.as_str()
+            }
+            _ => path.as_str(),
+        };
         let mut out = Vec::with_capacity(512);
         codec::write_request_head(
             &head,
             &mut out,
             &ForwardRequest {
-                path_and_query: &path,
+                path_and_query: target,
                 host: &host_header,
                 via: &shared.settings.via,
                 client_ip: Some(self.peer().ip()),
@@ -206,6 +230,7 @@ impl Session {
         let client_keep_alive = head.keep_alive() && !shared.draining();
         let mut tx = Tx::new(&head, client_keep_alive, self.in_flight(active));
         tx.retry = tx.req_body.done().then(|| out.clone());
+        tx.parent = parent;
         tx.cache = cache.map(|mut c| {
             c.request.get_or_insert(head);
             Box::new(c)
@@ -224,7 +249,9 @@ impl Session {
         let mut progress = match self.finish_connect() {
             Ok(p) => p,
             Err(e) => {
-                self.fail_tx(e);
+                if !self.parent_failover(t, &e) {
+                    self.fail_tx(e);
+                }
                 return true;
             }
         };
@@ -362,6 +389,9 @@ impl Session {
                 o.inbuf.drain(..len);
                 o.head_searched = 0;
                 tx.retry = None;
+                if let Some(p) = tx.parent.as_deref() {
+                    p.succeeded(); // a 5xx too: the parent answered
+                }
                 head
             }
             Ok(None) if o.wire.eof => {
@@ -508,12 +538,17 @@ impl Session {
             _ => None,
         };
         let (Some(req), Some(addr)) = (resend, self.origin.as_ref().map(|o| o.addr)) else {
-            return self.fail_tx(err);
+            if !self.parent_failover(t, &err) {
+                self.fail_tx(err);
+            }
+            return;
         };
         self.release_origin(t, false);
         self.out_o = req;
         if let Err(e) = self.connect_origin(t, addr, false) {
-            self.fail_tx(e);
+            if !self.parent_failover(t, &e) {
+                self.fail_tx(e);
+            }
         }
     }
 

@@ -106,7 +106,7 @@ impl Session {
         log.write(&crate::access_log::Entry {
             started,
             elapsed,
-            client: self.client.wire().peer_addr().ip(),
+            client: self.peer().ip(),
             result,
             status,
             bytes: (self.sent_c + self.client_pending() as u64).saturating_sub(mark),

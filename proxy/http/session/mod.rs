@@ -43,7 +43,9 @@ mod hit;
 mod io;
 mod log;
 mod origin;
+mod parent;
 mod pool;
+mod proxy_protocol;
 mod queue;
 mod request;
 mod state;
@@ -59,6 +61,7 @@ use self::origin::Origin;
 use self::state::with_state;
 use self::tunnel::Pipe;
 use super::codec::RequestHead;
+use super::parent::ParentRoute;
 use super::shared::HttpShared;
 use iocore::stats::Gauge;
 use iocore::{EThread, NetConnection};
@@ -111,6 +114,9 @@ pub(super) struct Pending {
     pub(super) origin_max: usize,
     /// Set once the request waits: it is in flight from then on.
     pub(super) active: Option<Counted>,
+    /// Its way through the parents of its `[[parent]]` rule, when it has one and is on
+    /// a parent (`addr` is then the parent's). Boxed: rare, and moved along.
+    pub(super) parent: Option<Box<ParentRoute>>,
 }
 
 impl Pending {
@@ -125,6 +131,8 @@ impl Pending {
 pub enum PortRole {
     /// HTTP proxying and the stats endpoint.
     Http,
+    /// As `Http`, each connection starting with a PROXY protocol header (`pp`).
+    HttpProxyProtocol,
     /// Byte relay to a fixed address.
     Blind(SocketAddr),
 }
@@ -190,6 +198,10 @@ pub(crate) struct Session {
     log_req: Option<Box<LogReq>>,
     /// Where the session is in its thread's batch of events (`batch.rs`).
     batch: batch::Batch,
+    /// A `pp` port's PROXY header is still to be read (`proxy_protocol.rs`).
+    pp_pending: bool,
+    /// The client's address as the PROXY header gave it, when it gave one.
+    pp_client: Option<SocketAddr>,
 }
 
 /// Starts a session for `conn`. Runs on the ET_NET thread that owns `conn`.
@@ -223,6 +235,8 @@ pub(crate) fn start(
             sent_c: 0,
             log_req: None,
             batch: batch::Batch::default(),
+            pp_pending: matches!(role, PortRole::HttpProxyProtocol),
+            pp_client: None,
             shared,
         })
     });

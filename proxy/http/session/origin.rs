@@ -48,7 +48,9 @@ impl Session {
             None => {}
         }
         if let Err(e) = self.connect_origin(t, addr, true) {
-            self.fail_tx(e);
+            if !self.parent_failover(t, &e) {
+                self.fail_tx(e);
+            }
         }
     }
 

@@ -23,6 +23,9 @@ impl Session {
             // as they do behind an origin's answer.
             return false;
         }
+        if self.pp_pending {
+            return self.read_proxy_header();
+        }
         let max_head = self.shared.settings.max_head;
         if !self.inbuf.is_empty() {
             match codec::parse_request_from(&self.inbuf, max_head, self.head_searched) {
@@ -75,6 +78,11 @@ impl Session {
             Some(r) => (Some(r.answer), Some(r.active)),
             None => (None, None),
         };
+        if settings.instance.seen_in(head.headers_all("via")) {
+            // Been here before: a parent (or a parent's parent) sent it back.
+            self.shared.metrics.loops_detected.inc();
+            return self.answer_error(Error::new(ErrorKind::LoopDetected), keep);
+        }
         if head.method() == "CONNECT" {
             return self.open_connect(t, head, answer);
         }
@@ -92,12 +100,13 @@ impl Session {
         }
         let host = target.host.as_deref();
         // One look at the live settings per request: the rule, and the origin's limit.
-        let (remapped, origin_max) = shared.with_live(|live| {
+        let (remapped, origin_max, parents) = shared.with_live(|live| {
             let rule = live
                 .remap
                 .lookup(host, path)
                 .map(|(rule, to_path)| (rule.to_addr, rule.to_host.clone(), to_path));
-            (rule, live.origin_max)
+            let parents = (!live.parents.is_empty()).then(|| live.parents.clone());
+            (rule, live.origin_max, parents)
         });
         let (addr, host_header, path) = match remapped {
             Some(found) => found,
@@ -106,19 +115,37 @@ impl Session {
                     return self.answer_error(Error::new(ErrorKind::BadTarget), false);
                 };
                 let port = port.unwrap_or(80);
-                match self.address_of(&h, port, &mut answer) {
-                    Some(Ok(a)) => (
-                        a,
-                        host.unwrap_or_default().to_string(),
+                let authority = host.unwrap_or_default();
+                if parents
+                    .as_deref()
+                    .is_some_and(|p| Self::parent_only(p, authority))
+                {
+                    // Only parents will see it: its origin's name is theirs to look up.
+                    let nowhere = SocketAddr::from(([0, 0, 0, 0], port));
+                    (
+                        nowhere,
+                        authority.to_string(),
                         target.path_and_query.clone(),
-                    ),
-                    // The resolver's ResolveFailed: 502.
-                    Some(Err(e)) => return self.answer_error(e, keep),
-                    None => return self.wait_for_name(t, h, port, head),
+                    )
+                } else {
+                    match self.address_of(&h, port, &mut answer) {
+                        Some(Ok(a)) => (
+                            a,
+                            host.unwrap_or_default().to_string(),
+                            target.path_and_query.clone(),
+                        ),
+                        // The resolver's ResolveFailed: 502.
+                        Some(Err(e)) => return self.answer_error(e, keep),
+                        None => return self.wait_for_name(t, h, port, head),
+                    }
                 }
             }
             None => return self.answer_error(Error::new(ErrorKind::NoRemap), keep),
         };
+        let parent = parents.and_then(|p| {
+            let origin = (!addr.ip().is_unspecified()).then_some(addr);
+            Self::parent_route(&p, &host_header, &path, origin)
+        });
         let pending = Pending {
             head,
             addr,
@@ -126,6 +153,7 @@ impl Session {
             path,
             origin_max,
             active,
+            parent,
         };
         self.consult_cache(t, pending);
     }
@@ -193,9 +221,12 @@ impl Session {
         );
     }
 
-    /// The client's address.
+    /// The client's address: the one its PROXY header gave (`pp` ports), else the
+    /// connection's. Everything that asks who the client is asks here: X-Forwarded-For,
+    /// the access log, `stats.allow_ip`, `http.cache.purge_allow_ip`.
     pub(super) fn peer(&self) -> SocketAddr {
-        self.client.wire().peer_addr()
+        self.pp_client
+            .unwrap_or_else(|| self.client.wire().peer_addr())
     }
 
     /// Counts the request in flight from now, unless it already is.

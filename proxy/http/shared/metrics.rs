@@ -60,6 +60,17 @@ pub(crate) struct HttpMetrics {
     /// Times a session still making progress after the drive loop's bound yielded to
     /// the other events of its thread (see `session::DRIVE_TURNS`).
     pub(crate) drive_yields: Arc<Counter>,
+    /// `pp` ports: PROXY headers accepted; connections closed for a missing or bad
+    /// header; connections closed because their peer is off `proxy_protocol_allowlist`.
+    pub(crate) pp_accepted: Arc<Counter>,
+    pub(crate) pp_malformed: Arc<Counter>,
+    pub(crate) pp_refused: Arc<Counter>,
+    /// Requests answered 508 because their `Via` held this proxy's token.
+    pub(crate) loops_detected: Arc<Counter>,
+    /// Requests moved to another parent after theirs failed before a response byte.
+    pub(crate) parent_failovers: Arc<Counter>,
+    /// Requests under a `[[parent]]` rule that went to their origin (`go_direct`).
+    pub(crate) parent_direct: Arc<Counter>,
 }
 
 impl HttpMetrics {
@@ -103,6 +114,12 @@ impl HttpMetrics {
                 failures: r.counter("proxy.process.hostdb.lookup_failures"),
             },
             access_dropped: r.counter("proxy.process.log.access_dropped"),
+            pp_accepted: r.counter(&format!("{p}.proxy_protocol.accepted")),
+            pp_malformed: r.counter(&format!("{p}.proxy_protocol.malformed")),
+            pp_refused: r.counter(&format!("{p}.proxy_protocol.refused")),
+            loops_detected: r.counter(&format!("{p}.loops_detected")),
+            parent_failovers: r.counter(&format!("{p}.parent_failovers")),
+            parent_direct: r.counter(&format!("{p}.parent_direct")),
         }
     }
 

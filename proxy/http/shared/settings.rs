@@ -1,6 +1,8 @@
 //! The settings every HTTP session reads: fixed ones ([`HttpSettings`], with the
 //! [`Timeouts`]) and those a reload swaps ([`Live`]). Plain data: any thread reads them.
 
+use super::super::parent::via::ViaEntry;
+use super::super::parent::ParentTable;
 use super::super::remap::RemapTable;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +42,10 @@ pub struct Live {
     pub cache_policy: Arc<crate::http::caching::CachePolicy>,
     /// `http.cache.purge_allow_ip`: who may send PURGE.
     pub purge_allow: Arc<Vec<config::IpNet>>,
+    /// `[[parent]]` rules and the parents' health.
+    pub parents: Arc<ParentTable>,
+    /// `http.proxy_protocol_allowlist`: whose PROXY headers `pp` ports accept.
+    pub proxy_protocol_allow: Arc<Vec<config::IpNet>>,
 }
 
 /// Settings fixed for the daemon's life.
@@ -55,8 +61,10 @@ pub struct HttpSettings {
     pub timeouts: Timeouts,
     /// `server` in stats, e.g. `turnstile/0.1.0`.
     pub server: String,
-    /// This proxy's `Via` entry: `1.1 {server}`.
+    /// This proxy's `Via` entry: `1.1 {proxy_name} ({server}; id={token})`.
     pub via: String,
+    /// That entry and its instance token, for the loop check.
+    pub instance: ViaEntry,
     /// Forward request fields with `_` in their name (`http.underscores_in_headers`).
     pub underscores: bool,
     /// `proxy.config.http.cache.http`.

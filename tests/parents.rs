@@ -1,0 +1,320 @@
+//! A cache tier through the real binary (SPEC §10): a child without a cache sending every
+//! URL by consistent hash to one of three caching parents (forward proxies), parents
+//! stopped and restarted, every parent down with and without go_direct, weights, a Via
+//! loop answered 508.
+
+mod util;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+use turnstile::http::parent::ring::Ring;
+use util::http;
+use util::origin::{ok, Origin};
+use util::{wait_until, Daemon, TempDir};
+
+/// An origin whose every answer may be cached for an hour and names its path.
+fn cacheable_origin() -> Origin {
+    Origin::start(|r| Some(ok(r.path.as_bytes(), &[("Cache-Control", "max-age=3600")])))
+}
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A caching forward proxy called `name` on `port` (0: any), its span in `span`.
+fn parent(name: &str, port: u16, span: &TempDir) -> Daemon {
+    Daemon::builder()
+        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", &format!("{port}"))
+        .config(&format!(
+            "[proxy.config]\nproxy_name = \"{name}\"\n\
+             [proxy.config.http]\nwait_for_cache = 1\n\
+             [proxy.config.url_remap]\nremap_required = false\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n",
+            span.0.display()
+        ))
+        .start()
+}
+
+/// A child without a cache: everything to `origin`, by way of `parents`.
+fn child(origin: SocketAddr, parents: &[String], extra: &str) -> Daemon {
+    let list: Vec<String> = parents.iter().map(|p| format!("\"{p}\"")).collect();
+    Daemon::builder()
+        .config(&format!(
+            "[proxy.config]\nproxy_name = \"child\"\n\
+             [proxy.config.http]\ncache.http = false\n\
+             parent_proxy.fail_threshold = 2\nparent_proxy.retry_time = 1\n\
+             {extra}\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{origin}/\"\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [{}]\nround_robin = \"consistent_hash\"\n",
+            list.join(", ")
+        ))
+        .start()
+}
+
+/// The parent (by `proxy_name`) that answered, from the response's Via.
+fn served_by(r: &http::Response) -> String {
+    let via = r.header("via").unwrap_or_default();
+    via.split(',')
+        .map(str::trim)
+        .find_map(|e| {
+            e.strip_prefix("1.1 p")
+                .map(|rest| format!("p{}", &rest[..1]))
+        })
+        .unwrap_or_else(|| format!("none ({via})"))
+}
+
+fn fetch(d: &Daemon, path: &str) -> http::Response {
+    let r = http::get(d.addr(), "t", path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    assert_eq!(r.text(), path);
+    r
+}
+
+#[test]
+fn a_tier_fetches_each_url_once_and_moves_only_a_stopped_parents_share() {
+    let origin = cacheable_origin();
+    let spans = [TempDir::new("p1"), TempDir::new("p2"), TempDir::new("p3")];
+    let mut parents: Vec<Daemon> = ["p1", "p2", "p3"]
+        .iter()
+        .zip(&spans)
+        .map(|(n, s)| parent(n, 0, s))
+        .collect();
+    let addrs: Vec<String> = parents.iter().map(|p| p.addr().to_string()).collect();
+    // Weights 1, 1, 2: the third parent holds half of the ring.
+    let listed: Vec<String> = addrs
+        .iter()
+        .zip([1, 1, 2])
+        .map(|(a, w)| format!("{a}|{w}"))
+        .collect();
+    let c = child(origin.addr, &listed, "");
+    let ring = Ring::build(addrs.iter().map(String::as_str).zip([1, 1, 2]));
+    let urls: Vec<String> = (0..90).map(|i| format!("/obj/{i}")).collect();
+    let home = |u: &String| format!("p{}", ring.parent_of(u.as_bytes()).unwrap() + 1);
+
+    // Every URL, asked three times, reaches the origin once, through its ring parent.
+    for _ in 0..3 {
+        for u in &urls {
+            assert_eq!(served_by(&fetch(&c, u)), home(u), "{u}");
+        }
+    }
+    assert_eq!(origin.request_count(), urls.len());
+    let share = |p: &str| urls.iter().filter(|u| home(u) == p).count();
+    let (s1, s2, s3) = (share("p1"), share("p2"), share("p3"));
+    assert!(s1 > 0 && s2 > 0 && s3 > s1 && s3 > s2, "{s1} {s2} {s3}");
+    for (i, a) in addrs.iter().enumerate() {
+        let n = c.metric(&format!("proxy.process.http.parent.{a}.requests"));
+        assert_eq!(n as usize, 3 * share(&format!("p{}", i + 1)), "{a}");
+    }
+    // The parents saw absolute-form requests, the origin the child's and parents' Via.
+    assert!(origin.requests.lock().unwrap().iter().all(|r| {
+        let via = r.header("via").unwrap_or_default();
+        via.contains("1.1 child (turnstile/") && via.contains(", 1.1 p")
+    }));
+
+    // p2 stops: only its URLs move (to the next parent on the ring), and none fails.
+    let p2_port = parents[1].addr().port();
+    parents[1].signal(libc::SIGTERM);
+    assert!(parents[1].wait_exit(Duration::from_secs(10)).is_some());
+    let before = origin.request_count();
+    for u in &urls {
+        let by = served_by(&fetch(&c, u));
+        if home(u) == "p2" {
+            assert_ne!(by, "p2", "{u}");
+        } else {
+            assert_eq!(by, home(u), "{u}: a URL of a parent still up moved");
+        }
+    }
+    assert_eq!(
+        origin.request_count() - before,
+        s2,
+        "only p2's URLs were fetched again"
+    );
+    let p2 = &addrs[1];
+    assert_eq!(c.metric(&format!("proxy.process.http.parent.{p2}.up")), 0);
+    assert_eq!(
+        c.metric(&format!("proxy.process.http.parent.{p2}.marked_down")),
+        1
+    );
+    assert!(c.metric("proxy.process.http.parent_failovers") >= 2);
+
+    // p2 comes back on its port with its span: once retry_time passes, its URLs go back
+    // to it, answered from its cache.
+    parents[1] = parent("p2", p2_port, &spans[1]);
+    let first = urls.iter().find(|u| home(u) == "p2").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || served_by(&fetch(&c, first))
+            == "p2"),
+        "p2 was not tried again"
+    );
+    let before = origin.request_count();
+    for u in &urls {
+        assert_eq!(served_by(&fetch(&c, u)), home(u), "{u}");
+    }
+    assert_eq!(origin.request_count(), before, "p2 answered from its span");
+    assert_eq!(c.metric(&format!("proxy.process.http.parent.{p2}.up")), 1);
+}
+
+#[test]
+fn with_every_parent_down_go_direct_serves_and_otherwise_502() {
+    let origin = cacheable_origin();
+    let dead: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let list: Vec<String> = dead.iter().map(|p| format!("\"{p}\"")).collect();
+    // 127.0.0.1 goes direct; "localhost" (the same origin by name) may not.
+    let c = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\ncache.http = false\nparent_proxy.fail_threshold = 1\n\
+             [[remap]]\nfrom = \"http://direct.test/\"\nto = \"http://{o}/\"\n\
+             [[remap]]\nfrom = \"http://strict.test/\"\nto = \"http://localhost:{p}/\"\n\
+             [[parent]]\ndest_domain = \"127.0.0.1\"\nparents = [{l}]\nround_robin = \"strict\"\ngo_direct = true\n\
+             [[parent]]\ndest_domain = \"localhost\"\nparents = [{l}]\ngo_direct = false\n",
+            o = origin.addr,
+            p = origin.addr.port(),
+            l = list.join(", ")
+        ))
+        .start();
+    for i in 0..4 {
+        let r = http::get(c.addr(), "direct.test", &format!("/d{i}")).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = http::get(c.addr(), "strict.test", &format!("/s{i}")).unwrap();
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert!(r.text().contains("no parent"), "{}", r.text());
+    }
+    let paths = origin.paths();
+    assert_eq!(paths, ["/d0", "/d1", "/d2", "/d3"]);
+    assert_eq!(c.metric("proxy.process.http.parent_direct"), 4);
+    for p in &dead {
+        assert_eq!(c.metric(&format!("proxy.process.http.parent.{p}.up")), 0);
+    }
+}
+
+#[test]
+fn a_request_that_comes_back_round_a_loop_gets_508() {
+    let origin = cacheable_origin();
+    // a's parent is b and b's parent is a: a request to a goes a → b → a.
+    let a_port = free_port();
+    let b = Daemon::builder()
+        .config(&format!(
+            "[proxy.config]\nproxy_name = \"b\"\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [\"127.0.0.1:{a_port}\"]\ngo_direct = false\n",
+            origin.addr
+        ))
+        .start();
+    let a = Daemon::builder()
+        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", &a_port.to_string())
+        .config(&format!(
+            "[proxy.config]\nproxy_name = \"a\"\n[proxy.config.url_remap]\nremap_required = false\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [\"{}\"]\ngo_direct = false\n",
+            origin.addr,
+            b.addr()
+        ))
+        .start();
+    let r = http::get(a.addr(), "t", "/x").unwrap();
+    assert_eq!(r.status, 508, "{}", r.text());
+    assert_eq!(origin.request_count(), 0, "a loop is never forwarded");
+    assert_eq!(a.metric("proxy.process.http.loops_detected"), 1);
+    assert_eq!(b.metric("proxy.process.http.loops_detected"), 0);
+
+    // A Via naming another process of the same name is no loop; one with a's token is.
+    let via = r.header("via").unwrap_or_default().to_string();
+    assert!(via.contains("1.1 a (turnstile/"), "{via}");
+    let token = via.split("id=").nth(1).unwrap()[..16].to_string();
+    let other = format!("1.1 a (turnstile/0.1.0; id={})", "0".repeat(16));
+    let mine = format!("1.1 x, 1.1 a (turnstile/0.1.0; id={token})");
+    let direct = Daemon::builder()
+        .config(&format!(
+            "[proxy.config]\nproxy_name = \"a\"\n[[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start();
+    let r = http::request(direct.addr(), "GET", "/y", &[("Via", &other)], b"").unwrap();
+    assert_eq!(r.status, 200);
+    let own = r.header("via").unwrap_or_default().to_string();
+    let own_token = own.split("id=").nth(1).unwrap()[..16].to_string();
+    assert_ne!(own_token, token, "two processes, two tokens");
+    let looped = mine.replace(&token, &own_token);
+    let r = http::request(direct.addr(), "GET", "/z", &[("Via", &looped)], b"").unwrap();
+    assert_eq!(r.status, 508);
+    assert_eq!(origin.paths(), ["/y"]);
+}
+
+#[test]
+fn parent_rules_change_on_reload() {
+    let origin = cacheable_origin();
+    let relay = |name: &str| {
+        Daemon::builder()
+            .config(&format!(
+                "[proxy.config]\nproxy_name = \"{name}\"\n[proxy.config.http]\ncache.http = false\n\
+                 [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+                origin.addr
+            ))
+            .start()
+    };
+    let (pa, pb) = (relay("pa"), relay("pb"));
+    let config = |p: &Daemon| {
+        format!(
+            "[proxy.config.http]\ncache.http = false\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [\"{}\"]\n",
+            origin.addr,
+            p.addr()
+        )
+    };
+    let c = Daemon::builder().config(&config(&pa)).start();
+    let via = |path: &str| {
+        let r = http::get(c.addr(), "t", path).unwrap();
+        assert_eq!(r.status, 200);
+        r.header("via").unwrap_or_default().to_string()
+    };
+    assert!(via("/1").starts_with("1.1 pa "));
+    c.write_config(&config(&pb));
+    let (code, out, err) = c.ctl(&["config", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("restart"), "{out}");
+    assert!(via("/2").starts_with("1.1 pb "));
+    // A parent whose name does not resolve refuses the reload, naming it.
+    c.write_config(&config(&pb).replace(&pb.addr().to_string(), "no-such-host.invalid:80"));
+    let (code, out, err) = c.ctl(&["config", "reload"]);
+    assert_eq!(code, 1);
+    let said = format!("{out}{err}");
+    assert!(
+        said.contains("parent: entry 1: parent no-such-host.invalid:80"),
+        "{said}"
+    );
+    assert!(via("/3").starts_with("1.1 pb "));
+}
+
+#[test]
+fn parent_is_proxy_picks_the_request_form() {
+    // The "parents" here are origin-side servers: they show the request line they got.
+    let seen = Origin::start(|r| Some(ok(r.path.as_bytes(), &[])));
+    let c = Daemon::builder()
+        .config(&format!(
+            "[[remap]]\nfrom = \"http://proxy.test/\"\nto = \"http://127.0.0.1:1/\"\n\
+             [[remap]]\nfrom = \"http://server.test/\"\nto = \"http://localhost:1/\"\n\
+             [[parent]]\ndest_domain = \"127.0.0.1\"\nparents = [\"{p}\"]\nparent_is_proxy = true\n\
+             [[parent]]\ndest_domain = \"localhost\"\nparents = [\"{p}\"]\nparent_is_proxy = false\n",
+            p = seen.addr
+        ))
+        .start();
+    let r = http::get(c.addr(), "proxy.test", "/a?b").unwrap();
+    assert_eq!(r.text(), "http://127.0.0.1:1/a?b");
+    let r = http::get(c.addr(), "server.test", "/a?b").unwrap();
+    assert_eq!(r.text(), "/a?b");
+    let hosts: Vec<String> = seen
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.header("host").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(hosts, ["127.0.0.1:1", "localhost:1"]);
+}

@@ -1,0 +1,145 @@
+//! PROXY protocol in on a `pp` port (SPEC §10), through the real binary: v1 and v2
+//! headers give the client's address to X-Forwarded-For, the access log and
+//! `stats.allow_ip`; a header split across packets still works; a connection without a
+//! valid header, or from a peer off `proxy_protocol_allowlist`, is closed and counted.
+
+mod util;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+use util::http::{self, Conn};
+use util::origin::{ok, Origin};
+use util::{log_lines, read_all, Daemon, TempDir};
+
+fn v2(src: std::net::Ipv6Addr, port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x21, 0, 36]); // v2 PROXY, TCP over IPv6, 36 bytes
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&80u16.to_be_bytes());
+    h
+}
+
+fn v1(src: &str) -> Vec<u8> {
+    format!("PROXY TCP4 {src} 127.0.0.1 5555 80\r\n").into_bytes()
+}
+
+/// Sends `bytes` in one write on a new connection and reads the response.
+fn exchange(d: &Daemon, bytes: &[u8]) -> http::Response {
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(bytes).unwrap();
+    c.read_response("GET").unwrap()
+}
+
+fn get(header: &[u8], path: &str) -> Vec<u8> {
+    let mut b = header.to_vec();
+    b.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    b
+}
+
+#[test]
+fn the_address_in_the_header_is_the_clients_everywhere() {
+    let origin = Origin::start(|r| {
+        Some(ok(
+            r.header("x-forwarded-for").unwrap_or("-").as_bytes(),
+            &[],
+        ))
+    });
+    let dir = TempDir::new("pp-log");
+    let log = dir.0.join("access.log");
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", "0:pp")
+        .config(&format!(
+            "[proxy.config.stats]\nallow_ip = [\"192.0.2.1\"]\n\
+             [proxy.config.log]\naccess_log = \"{}\"\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            log.display(),
+            origin.addr
+        ))
+        .start();
+    // v1, header and request in one packet.
+    let r = exchange(&d, &get(&v1("192.0.2.1"), "/a"));
+    assert_eq!((r.status, r.text().as_str()), (200, "192.0.2.1"));
+    // v2 over IPv6.
+    let r = exchange(&d, &get(&v2("2001:db8::7".parse().unwrap(), 4000), "/b"));
+    assert_eq!((r.status, r.text().as_str()), (200, "2001:db8::7"));
+    // The header in pieces, the request after it on the same connection, kept alive.
+    let mut c = Conn::open(d.addr()).unwrap();
+    let header = v1("192.0.2.9");
+    for part in header.chunks(7) {
+        c.send(part).unwrap();
+        c.stream().flush().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for path in ["/c", "/d"] {
+        let r = c.get("t", path).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "192.0.2.9"));
+    }
+    // stats.allow_ip judges the address in the header, not the balancer's.
+    assert_eq!(exchange(&d, &get(&v1("192.0.2.1"), "/_stats")).status, 200);
+    assert_eq!(
+        exchange(&d, &get(&v1("198.51.100.1"), "/_stats")).status,
+        403
+    );
+    // A LOCAL v2 header (a balancer's health check) leaves the connection's address.
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    let r = exchange(&d, &get(&local, "/e"));
+    assert_eq!((r.status, r.text().as_str()), (200, "127.0.0.1"));
+    let lines = log_lines(&log, 7);
+    // Lines come from two threads, in either order.
+    let line = |url: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(url))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(line("http://t/a ").contains(" 192.0.2.1 "), "{lines:?}");
+    assert!(line("http://t/b ").contains(" 2001:db8::7 "), "{lines:?}");
+    assert!(line("http://t/d ").contains(" 192.0.2.9 "), "{lines:?}");
+    assert_eq!(d.metric("proxy.process.http.proxy_protocol.accepted"), 6);
+    assert_eq!(d.metric("proxy.process.http.proxy_protocol.malformed"), 0);
+}
+
+#[test]
+fn no_header_a_bad_one_or_an_untrusted_peer_closes_the_connection() {
+    let origin = Origin::fixed(b"x");
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", "0:pp")
+        .config(&format!(
+            "[[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start();
+    let closed = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(d.addr()).unwrap();
+        // The daemon may have closed (and reset) the connection already.
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        read_all(&mut s, Duration::from_secs(10))
+    };
+    assert!(closed(&get(b"", "/")).is_empty(), "plain HTTP on a pp port");
+    assert!(closed(&get(b"PROXY TCP4 1.2.3.999 127.0.0.1 1 80\r\n", "/")).is_empty());
+    assert!(
+        closed(b"PROXY TCP4 1.2.3.4").is_empty(),
+        "closed mid-header"
+    );
+    assert_eq!(d.metric("proxy.process.http.proxy_protocol.malformed"), 3);
+    assert_eq!(origin.request_count(), 0);
+
+    // Off the allowlist (changed by a reload): a valid header is not believed.
+    d.write_config(&format!(
+        "[proxy.config.http]\nproxy_protocol_allowlist = [\"10.0.0.0/8\"]\n\
+         [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+        origin.addr
+    ));
+    let (code, out, err) = d.ctl(&["config", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(closed(&get(&v1("192.0.2.1"), "/")).is_empty());
+    assert_eq!(d.metric("proxy.process.http.proxy_protocol.refused"), 1);
+    assert_eq!(d.metric("proxy.process.http.proxy_protocol.accepted"), 0);
+    assert_eq!(origin.request_count(), 0);
+}
