@@ -65,6 +65,8 @@ pub(crate) struct Job {
     /// Whether the URL was invalidated since the revalidation began (an unsafe request
     /// changed it): then nothing is stored.
     pub(crate) invalidated: Box<dyn Fn() -> bool + Send>,
+    /// The parent `addr` is, under a `[[parent]]` rule: its health learns the outcome.
+    pub(crate) parent: Option<Box<super::parent::ParentRoute>>,
 }
 
 /// What became of a revalidation.
@@ -132,6 +134,22 @@ impl Revalidator {
 /// thread, blocking within the job's timeouts.
 fn run(mut job: Job, cache: &Cache) -> Option<Outcome> {
     let request_time = caching::now_s();
+    let head = exchange_head(&mut job);
+    match (&job.parent, &head) {
+        (Some(p), Some(_)) => p.succeeded(),
+        (Some(p), None) => p.failed(),
+        _ => {}
+    }
+    let (mut s, mut buf, head, len) = head?;
+    store_answer(job, cache, &mut s, &mut buf, head, len, request_time)
+}
+
+/// A socket, what was read, and the response head and its length.
+type Answer = (TcpStream, Vec<u8>, codec::ResponseHead, usize);
+
+/// Connects, sends the request and reads the final response head; None if any of it
+/// failed (the parent, if any, is then counted as failing).
+fn exchange_head(job: &mut Job) -> Option<Answer> {
     let mut s = TcpStream::connect_timeout(&job.addr, job.connect_timeout).ok()?;
     s.set_read_timeout(Some(job.io_timeout)).ok()?;
     s.set_write_timeout(Some(job.io_timeout)).ok()?;
@@ -152,6 +170,22 @@ fn run(mut job: Job, cache: &Cache) -> Option<Outcome> {
         }
         buf.extend_from_slice(&chunk[..n]);
     };
+    Some((s, buf, head, len))
+}
+
+/// Applies a revalidation's answer: a 304 refreshes the stale object, a storable
+/// response replaces it (its body read here, within the limits), anything else leaves
+/// it.
+fn store_answer(
+    mut job: Job,
+    cache: &Cache,
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: codec::ResponseHead,
+    len: usize,
+    request_time: u64,
+) -> Option<Outcome> {
+    let mut chunk = [0u8; 16 * 1024];
     buf.drain(..len);
     let now = caching::now_s();
     let d = caching::response_directives(&head, &job.policy.targeted);
@@ -198,7 +232,7 @@ fn run(mut job: Job, cache: &Cache) -> Option<Outcome> {
     loop {
         match framing {
             BodyFraming::Chunked => {
-                let r = scanner.decode(&buf, &mut body).ok()?;
+                let r = scanner.decode(buf, &mut body).ok()?;
                 buf.drain(..r.consumed);
                 if r.done {
                     break;

@@ -304,7 +304,7 @@ impl Session {
             Verdict::StaleWhileRevalidate => {
                 m.cache_hits.inc();
                 m.cache_stale_swr.inc();
-                self.revalidate_in_background(&pending, &query, &obj);
+                self.revalidate_in_background(&mut pending, &query, &obj);
                 self.serve_hit(&pending.head, &obj, now, LogResult::Hit);
             }
             Verdict::Revalidate if query.dirs.only_if_cached => {
@@ -381,9 +381,29 @@ impl Session {
 
     /// Starts the one background revalidation of `obj` (the URL's key may already have
     /// one under way: then nothing), while the stale object answers the client.
-    fn revalidate_in_background(&self, pending: &Pending, query: &CacheQuery, obj: &Stored) {
+    fn revalidate_in_background(&self, pending: &mut Pending, query: &CacheQuery, obj: &Stored) {
         let Some(cache) = self.shared.cache().cloned() else {
             return;
+        };
+        // Under a parent rule, to the parent the request would go to (its health learns
+        // how it went), or the origin when the rule lets it go direct.
+        let mut parent = pending.parent.take();
+        let addr = match parent.as_deref_mut().map(|route| self.first_parent(route)) {
+            None => pending.addr,
+            Some(Ok(Some(to))) => to,
+            Some(Ok(None)) => {
+                parent = None;
+                pending.addr
+            }
+            Some(Err(_)) => return, // no parent up, none to go direct to
+        };
+        let absolute;
+        let target = match parent.as_deref() {
+            Some(p) if p.parent_is_proxy() => {
+                absolute = format!("http://{}{}", pending.host_header, pending.path);
+                absolute.as_str()
+            }
+            _ => pending.path.as_str(),
         };
         let mut head = pending.head.clone();
         head.headers
@@ -397,7 +417,7 @@ impl Session {
             &head,
             &mut request,
             &super::super::codec::ForwardRequest {
-                path_and_query: &pending.path,
+                path_and_query: target,
                 host: &pending.host_header,
                 via: &settings.via,
                 client_ip: Some(self.peer().ip()),
@@ -411,7 +431,8 @@ impl Session {
             .map_or_else(|| obj.kept_variants(), |v| v.kept.clone());
         let (shared, key, began) = (self.shared.clone(), query.key.clone(), Instant::now());
         let job = Job {
-            addr: pending.addr,
+            addr,
+            parent,
             request,
             client_request: pending.head.clone(),
             key: query.key.clone(),
