@@ -74,6 +74,7 @@ fn sock_options(cfg: &Config) -> SockOptions {
         linger0: o.linger0,
         recv_buffer: cfg.net.sock_recv_buffer_size_in as usize,
         send_buffer: cfg.net.sock_send_buffer_size_in as usize,
+        notsent_lowat: cfg.net.sock_notsent_lowat_in as usize,
     }
 }
 

@@ -725,6 +725,17 @@ pub(crate) static RECORDS: &[Record] = &[
         },
     },
     Record {
+        name: "proxy.config.net.sock_notsent_lowat_in",
+        reloadable: false,
+        kind: Kind::Size {
+            min: 0,
+            max: i32::MAX as u64,
+            as_string: false,
+            get: |c| c.net.sock_notsent_lowat_in.into(),
+            set: |c, v| c.net.sock_notsent_lowat_in = v as u32,
+        },
+    },
+    Record {
         name: "proxy.config.net.default_inactivity_timeout",
         reloadable: false,
         kind: Kind::Int {

@@ -163,6 +163,9 @@ pub struct Net {
     /// `.sock_send_buffer_size_in`: SO_SNDBUF for client sockets, bytes; 0 = OS default;
     /// ≤ i32::MAX.
     pub sock_send_buffer_size_in: u32,
+    /// `.sock_notsent_lowat_in`: TCP_NOTSENT_LOWAT for client sockets, bytes; 0 = off;
+    /// ≤ i32::MAX.
+    pub sock_notsent_lowat_in: u32,
     /// `.default_inactivity_timeout`: s; ≥ 1.
     pub default_inactivity_timeout_s: u64,
 }
@@ -382,6 +385,7 @@ impl Default for Config {
                 },
                 sock_recv_buffer_size_in: 0,
                 sock_send_buffer_size_in: 0,
+                sock_notsent_lowat_in: 131_072,
                 default_inactivity_timeout_s: 86_400,
             },
             http: Http {

@@ -37,6 +37,7 @@ fn everything_changed() -> Config {
     };
     c.net.sock_recv_buffer_size_in = 65536;
     c.net.sock_send_buffer_size_in = 1000;
+    c.net.sock_notsent_lowat_in = 0;
     c.net.default_inactivity_timeout_s = 600;
     c.http.accept_no_activity_timeout_s = 5;
     c.http.keep_alive_no_activity_timeout_in_s = 6;

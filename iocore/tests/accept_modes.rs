@@ -203,6 +203,7 @@ fn accepted_sockets_carry_the_sock_options_in_every_mode() {
                 lg.l_onoff,
                 lg.l_linger,
                 sockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF),
+                sockopt(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
             ));
         };
         let mut options = AcceptOptions::new("test", mode);
@@ -212,6 +213,7 @@ fn accepted_sockets_carry_the_sock_options_in_every_mode() {
             linger0: true,
             recv_buffer: 96 * 1024,
             send_buffer: 0,
+            notsent_lowat: 64 * 1024,
         };
         let action = rig
             .net
@@ -227,7 +229,8 @@ fn accepted_sockets_carry_the_sock_options_in_every_mode() {
             "{name}: {} of 8 accepted",
             seen.lock().unwrap().len()
         );
-        for &(nodelay, keepalive, on, secs, rcvbuf) in seen.lock().unwrap().iter() {
+        for &(nodelay, keepalive, on, secs, rcvbuf, lowat) in seen.lock().unwrap().iter() {
+            assert_eq!(lowat, 64 * 1024, "{name}: TCP_NOTSENT_LOWAT");
             assert_ne!(nodelay, 0, "{name}: TCP_NODELAY");
             assert_ne!(keepalive, 0, "{name}: SO_KEEPALIVE");
             assert_eq!((on, secs), (1, 0), "{name}: SO_LINGER 0");

@@ -55,6 +55,9 @@ pub struct SockOptions {
     pub recv_buffer: usize,
     /// SO_SNDBUF bytes; 0 = OS default.
     pub send_buffer: usize,
+    /// TCP_NOTSENT_LOWAT bytes: the kernel holds at most this much unsent data ahead of
+    /// what the peer has received; 0 = off.
+    pub notsent_lowat: usize,
 }
 
 impl Default for SockOptions {
@@ -65,6 +68,7 @@ impl Default for SockOptions {
             linger0: false,
             recv_buffer: 0,
             send_buffer: 0,
+            notsent_lowat: 0,
         }
     }
 }
@@ -104,6 +108,14 @@ impl SockOptions {
                 self.send_buffer.min(i32::MAX as usize) as i32,
             );
         }
+        if self.notsent_lowat > 0 {
+            let _ = setsockopt_int(
+                raw,
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                self.notsent_lowat.min(i32::MAX as usize) as i32,
+            );
+        }
     }
 
     /// Whether `raw` already has every option (buffer sizes at least as asked: the
@@ -118,6 +130,9 @@ impl SockOptions {
             && linger(raw).is_ok_and(|(on, secs)| (on && secs == 0) == self.linger0)
             && buffer_ok(libc::SO_RCVBUF, self.recv_buffer)
             && buffer_ok(libc::SO_SNDBUF, self.send_buffer)
+            && (self.notsent_lowat == 0
+                || int(libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT)
+                    .is_some_and(|v| v as usize == self.notsent_lowat))
     }
 }
 
