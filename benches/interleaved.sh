@@ -11,7 +11,8 @@
 #   ROUNDS=10 SECS=3 bash benches/interleaved.sh
 #
 # Environment: ROUNDS=6, SECS=4 (per turn), CONNS=64, MODES="ka close" (add "burst"
-# for BURST=6000 connections at once: connect -> first byte p50 and p99),
+# for BURST=6000 connections at once: connect -> first byte p50 and p99; "wrk-ka" and
+# "wrk-close" measure with wrk -t1 instead of the load tool, as most operators would),
 # ACCEPT_THREADS=0 and NET_THREADS=2 (Turnstile), KEEP_WORK=0, SESSIONS=own (each server
 # in a session of its own: see `service` in side_by_side/lib.sh). Everything listens on
 # 127.0.0.1 on free ports; everything started is stopped on exit. Needs nginx, haproxy
@@ -32,7 +33,7 @@ KEEP_WORK=${KEEP_WORK:-0}
 . "$(dirname "${BASH_SOURCE[0]}")/side_by_side/lib.sh"
 bench_setup interleaved
 
-install_missing nginx:nginx haproxy:haproxy curl:curl
+install_missing nginx:nginx haproxy:haproxy curl:curl wrk:wrk
 for bin in nginx haproxy curl; do
     have "$bin" || { log "$bin is required"; exit 1; }
 done
@@ -82,6 +83,35 @@ render "$TPL/haproxy.cfg" "$WORK/haproxy.cfg" PORT="$port" ORIGIN_PORT="$ORIGIN_
 service haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
 add "HAProxy $(haproxy -v 2>&1 | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1) (2 threads)" "$port" $!
 
+# ticks PIDS: user+sys clock ticks of the comma-separated pids, summed.
+ticks() {
+    local p s sum=0
+    for p in ${1//,/ }; do
+        { s=$(<"/proc/$p/stat"); } 2>/dev/null || continue
+        s=${s##*) }
+        read -r -a f <<<"$s"
+        sum=$((sum + f[11] + f[12]))
+    done
+    echo "$sum"
+}
+
+# wrk_turn NAME ka|close: a wrk -t1 turn against NAME, as the load tool's key=value line
+# (rps, cpu_s_per_10k). "close" sends Connection: close, so wrk reconnects per request.
+wrk_turn() {
+    local name=$1 kind=$2 before after out reqs rps hz hdr=()
+    [ "$kind" = close ] && hdr=(-H "Connection: close")
+    before=$(ticks "${PIDS[$name]}")
+    out=$(timeout -k 5 $((SECS + 30)) wrk -t1 -c"$CONNS" -d"${SECS}s" "${hdr[@]}" \
+        -H "Host: bench" "http://127.0.0.1:${PORT[$name]}/" 2>&1)
+    after=$(ticks "${PIDS[$name]}")
+    reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
+    rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
+    hz=$(getconf CLK_TCK)
+    [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || return 0
+    awk -v k="$kind" -v r="${rps%.*}" -v t=$((after - before)) -v hz="$hz" -v n="$reqs" \
+        'BEGIN { printf "mode=wrk-%s rps=%d cpu_s_per_10k=%.3f\n", k, r, t / hz / n * 10000 }'
+}
+
 declare -A RPS CPU P50 P99 # "name|mode" -> space-separated values, one per round
 for round in $(seq 1 "$ROUNDS"); do
     log "round $round of $ROUNDS"
@@ -89,13 +119,17 @@ for round in $(seq 1 "$ROUNDS"); do
     for ((i = 0; i < n; i++)); do
         name=${NAMES[$(((i + round - 1) % n))]}
         for mode in $MODES; do
-            if [ "$mode" = burst ]; then
-                args=(--burst "$BURST")
+            if [[ $mode == wrk-* ]]; then
+                kv=$(wrk_turn "$name" "${mode#wrk-}")
             else
-                args=(--conns "$CONNS" --secs "$SECS")
+                if [ "$mode" = burst ]; then
+                    args=(--burst "$BURST")
+                else
+                    args=(--conns "$CONNS" --secs "$SECS")
+                fi
+                kv=$(timeout -k 5 $((SECS + 60)) "$LOAD" --target "127.0.0.1:${PORT[$name]}" \
+                    --mode "$mode" "${args[@]}" --pid "${PIDS[$name]}" 2>&1 | grep -m1 '^mode=')
             fi
-            kv=$(timeout -k 5 $((SECS + 60)) "$LOAD" --target "127.0.0.1:${PORT[$name]}" \
-                --mode "$mode" "${args[@]}" --pid "${PIDS[$name]}" 2>&1 | grep -m1 '^mode=')
             [[ $kv =~ \ rps=([0-9]+) ]] && RPS["$name|$mode"]+="${BASH_REMATCH[1]} "
             [[ $kv =~ \ cpu_s_per_10k=([0-9.]+) ]] && CPU["$name|$mode"]+="${BASH_REMATCH[1]} "
             [[ $kv =~ \ p50_us=([0-9]+) ]] && P50["$name|$mode"]+="${BASH_REMATCH[1]} "
@@ -143,4 +177,43 @@ for name in "${NAMES[@]}"; do
         fi
     done
     echo "$row"
+done
+
+# The goals of the lead (README, Benchmarks): Turnstile's medians against the best
+# peer's (nginx, HAProxy) in each mode.
+echo
+ts=""
+for name in "${NAMES[@]}"; do [[ $name == Turnstile* ]] && ts=$name; done
+for mode in $MODES; do
+    best="" best_v=""
+    for name in "${NAMES[@]}"; do
+        [[ $name == Turnstile* || $name == origin* ]] && continue
+        # shellcheck disable=SC2086
+        if [ "$mode" = burst ]; then
+            v=$(median ${P99["$name|$mode"]:-0})
+            if [ -z "$best_v" ] || awk -v a="$v" -v b="$best_v" 'BEGIN { exit !(a < b) }'; then
+                best=$name best_v=$v
+            fi
+        else
+            v=$(median ${RPS["$name|$mode"]:-0})
+            if [ -z "$best_v" ] || awk -v a="$v" -v b="$best_v" 'BEGIN { exit !(a > b) }'; then
+                best=$name best_v=$v
+            fi
+        fi
+    done
+    [ -n "$ts" ] && [ -n "$best" ] || continue
+    # shellcheck disable=SC2086
+    if [ "$mode" = burst ]; then
+        awk -v m="$mode" -v b="$best" \
+            -v t50="$(median ${P50["$ts|$mode"]:-0})" -v b50="$(median ${P50["$best|$mode"]:-0})" \
+            -v t99="$(median ${P99["$ts|$mode"]:-0})" -v b99="$(median ${P99["$best|$mode"]:-0})" \
+            'BEGIN { printf "- %s: Turnstile p50 %.2fx, p99 %.2fx of %s (goal: p99 <= 0.8x, p50 < 1x)\n",
+                     m, b50 ? t50 / b50 : 0, b99 ? t99 / b99 : 0, b }'
+    else
+        awk -v m="$mode" -v b="$best" \
+            -v tr="$(median ${RPS["$ts|$mode"]:-0})" -v br="$(median ${RPS["$best|$mode"]:-0})" \
+            -v tc="$(median ${CPU["$ts|$mode"]:-0})" -v bc="$(median ${CPU["$best|$mode"]:-0})" \
+            'BEGIN { printf "- %s: Turnstile %.2fx the rate of %s at %.2fx its CPU per request\n",
+                     m, br ? tr / br : 0, b, bc ? tc / bc : 0 }'
+    fi
 done
