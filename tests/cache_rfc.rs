@@ -671,3 +671,64 @@ fn rfc9110_9_3_2_head_is_answered_from_a_stored_get_and_a_head_refreshes_it() {
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[1].method, "HEAD");
 }
+
+#[test]
+fn rfc9111_4_3_1_revalidations_offer_every_variants_entity_tag_and_a_304_selects_one() {
+    // The origin negotiates: fr-CA gets the French representation.
+    let origin = Origin::start(|r| {
+        let lang = r.header("accept-language").unwrap_or("en");
+        let (body, tag) = if lang.starts_with("fr") {
+            ("bonjour", "\"f\"")
+        } else {
+            ("hello", "\"e\"")
+        };
+        let offered = r.header("if-none-match").unwrap_or("");
+        Some(if offered.contains(tag) {
+            format!("HTTP/1.1 304 Not Modified\r\nETag: {tag}\r\nCache-Control: max-age=0\r\n\r\n")
+                .into_bytes()
+        } else {
+            ok(
+                body.as_bytes(),
+                &[
+                    ("Cache-Control", "max-age=0"),
+                    ("ETag", tag),
+                    ("Vary", "Accept-Language"),
+                ],
+            )
+        })
+    });
+    let span = TempDir::new("rfc-variant-tags");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    assert_eq!(
+        ask(&mut c, "GET", "/n", "Accept-Language: en\r\n").text(),
+        "hello"
+    );
+    assert_eq!(
+        ask(&mut c, "GET", "/n", "Accept-Language: fr\r\n").text(),
+        "bonjour"
+    );
+    // No variant stored for fr-CA: the request offers both tags, and the 304 selects the
+    // stored French one, which answers it.
+    let r = ask(&mut c, "GET", "/n", "Accept-Language: fr-CA\r\n");
+    assert_eq!((r.status, r.text().as_str()), (200, "bonjour"));
+    // A stale variant revalidates offering the others' tags too.
+    let r = ask(&mut c, "GET", "/n", "Accept-Language: en\r\n");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    let reqs = seen(&origin, "/n");
+    assert_eq!(reqs.len(), 4);
+    let offered = |i: usize| reqs[i].header("if-none-match").unwrap_or("").to_string();
+    assert!(offered(0).is_empty());
+    assert_eq!(offered(1), "\"e\"");
+    assert!(
+        offered(2).contains("\"e\"") && offered(2).contains("\"f\""),
+        "{}",
+        offered(2)
+    );
+    assert!(
+        offered(3).starts_with("\"e\"") && offered(3).contains("\"f\""),
+        "{}",
+        offered(3)
+    );
+    assert_eq!(d.metric("proxy.process.cache.revalidated"), 2);
+}

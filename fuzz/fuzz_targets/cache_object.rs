@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(Stored::decode(&obj.encode().into()).as_ref(), Some(&obj));
     assert_eq!(
         Stored::decode_variants(bytes),
-        Some((obj.generation, obj.kept_variants()))
+        Some((obj.generation, obj.kept_variants(), obj.kept_tags()))
     );
     let raw = REQUESTS[pick as usize % REQUESTS.len()];
     let (req, _) = parse_request(raw, 1 << 16).unwrap().unwrap();
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     // exactly the rest.
     let (mut joined, max) = (obj.clone(), usize::from(pick % 4));
     let before = obj.kept_variants();
-    let dropped = joined.join(&before, max);
+    let dropped = joined.join(&before, &obj.kept_tags(), max);
     if obj.variant.is_empty() || max == 0 {
         assert!(dropped.is_empty() && joined.alternates.is_empty());
     } else {

@@ -22,17 +22,18 @@ use std::time::Duration;
 /// are dropped. The list is the one `key` holds now when it is in RAM: stores of one URL
 /// are serialized by its fill, but a request read the list at its lookup, which may
 /// precede the previous fill's store (the variant stored then would be missing from
-/// the list, and never dropped). `seen` is that earlier list, for when `key` is not in
-/// RAM.
-pub(crate) fn store(cache: &Cache, key: &str, obj: &mut Stored, seen: &[Vec<u8>], max_alts: usize) {
+/// the list, and never dropped). `seen` is that earlier list (with its entity tags), for
+/// when `key` is not in RAM.
+pub(crate) fn store(cache: &Cache, key: &str, obj: &mut Stored, seen: &Seen, max_alts: usize) {
     let varies = !obj.variant.is_empty() && max_alts > 0;
     let now = match varies.then(|| cache.lookup(key)) {
         Some(Lookup::Done(Some(bytes))) => Stored::decode_variants(&bytes)
-            .filter(|(generation, _)| *generation == obj.generation)
-            .map(|(_, list)| list),
+            .filter(|(generation, ..)| *generation == obj.generation)
+            .map(|(_, list, tags)| (list, tags)),
         _ => None,
     };
-    for old in obj.join(now.as_deref().unwrap_or(seen), max_alts) {
+    let (list, tags) = now.as_ref().map_or((&seen.0, &seen.1), |(l, t)| (l, t));
+    for old in obj.join(list, tags, max_alts) {
         cache.remove(&caching::alternate_key(key, obj.generation, &old));
     }
     let bytes = obj.encode();
@@ -41,6 +42,9 @@ pub(crate) fn store(cache: &Cache, key: &str, obj: &mut Stored, seen: &[Vec<u8>]
     }
     cache.put(key, &bytes);
 }
+
+/// A URL's variants as one request saw them: their request sides and entity tags.
+pub(crate) type Seen = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 /// One background revalidation.
 pub(crate) struct Job {
@@ -54,7 +58,7 @@ pub(crate) struct Job {
     pub(crate) key: String,
     pub(crate) stale: Stored,
     /// The URL's variants the object joins.
-    pub(crate) kept: Vec<Vec<u8>>,
+    pub(crate) kept: Seen,
     /// What the cache obeys, and its limits.
     pub(crate) policy: CachePolicy,
     pub(crate) max_alts: usize,

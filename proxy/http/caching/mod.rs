@@ -18,20 +18,20 @@ mod freshness;
 mod stored;
 mod vary;
 
-pub use conditional::{evaluate, range, Precondition, RangeAsk};
+pub use conditional::{evaluate, range, ETag, Precondition, RangeAsk};
 /// The parsers the fuzz targets drive; the daemon reaches them through the functions
 /// above.
 #[cfg(feature = "fuzzing")]
-pub use conditional::{parse_range, tag_list, ETag, TagList};
+pub use conditional::{parse_range, tag_list, TagList};
 #[cfg(feature = "fuzzing")]
 pub use directives::{each_directive, parse_delta, Delta, ResponseDirectives};
 pub use directives::{request_directives, response_directives, RequestDirectives};
 pub use freshness::{
     initial_age, stale_if_error, storable, verdict, CachePolicy, Storable, Verdict,
 };
-#[cfg(feature = "fuzzing")]
-pub use stored::Body;
 pub use stored::Stored;
+#[cfg(feature = "fuzzing")]
+pub use stored::{Body, VariantList};
 pub use vary::{alternate_key, variant};
 
 use std::time::{SystemTime, UNIX_EPOCH};

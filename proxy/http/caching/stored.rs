@@ -7,7 +7,8 @@
 //! immutable), stale-while-revalidate and stale-if-error windows (u32 each), status
 //! (u16), head length (u32), variant length (u32), generation (u64), variant count
 //! (u32); then the head (status line and fields, ending with the blank line), the
-//! variant, the variants kept (each a u32 length and bytes), and the body.
+//! variant, the variants kept (each a u32 length and bytes, then its entity tag, a u32
+//! length and bytes, empty when it has none), and the body.
 
 use super::freshness::Storable;
 use super::vary::variant;
@@ -58,6 +59,9 @@ const IN_304: &[&str] = &[
     "expires",
     "vary",
 ];
+
+/// Variants' request sides, or their entity tags, oldest first.
+pub type VariantList = Vec<Vec<u8>>;
 
 /// A stored body: shared with the value it was read from, never copied to be served.
 #[derive(Clone, Debug)]
@@ -131,6 +135,9 @@ pub struct Stored {
     /// For a variant at its URL's key: the variants of its generation kept so far, oldest
     /// first, its own last ([`Stored::join`]). Empty without `Vary`.
     pub alternates: Vec<Vec<u8>>,
+    /// The entity tag of each of `alternates` (empty without one; the list is shorter
+    /// for objects written before tags were kept): a revalidation offers them all.
+    pub alternate_tags: Vec<Vec<u8>>,
 }
 
 /// A stored object's fields, borrowed from its bytes (any format version).
@@ -146,6 +153,7 @@ struct Parts<'a> {
     variant: &'a [u8],
     generation: u64,
     alternates: Vec<&'a [u8]>,
+    alternate_tags: Vec<&'a [u8]>,
     body_at: usize,
 }
 
@@ -172,9 +180,10 @@ impl<'a> Parts<'a> {
                 variant: &[],
                 generation,
                 alternates: Vec::new(),
+                alternate_tags: Vec::new(),
                 body_at: 0,
             };
-            p.rest(b, FIXED, head_len, variant_len, count)?;
+            p.rest(b, FIXED, head_len, variant_len, count, true)?;
             return Some(p);
         }
         // Older versions: stored time and the end of freshness.
@@ -199,13 +208,15 @@ impl<'a> Parts<'a> {
             variant: &[],
             generation,
             alternates: Vec::new(),
+            alternate_tags: Vec::new(),
             body_at: 0,
         };
-        p.rest(b, start, head_len, variant_len, count)?;
+        p.rest(b, start, head_len, variant_len, count, false)?;
         Some(p)
     }
 
-    /// Reads the head, the variant and the variant list that begin at `start`.
+    /// Reads the head, the variant and the variant list (with `tags`, each entry's entity
+    /// tag) that begin at `start`.
     fn rest(
         &mut self,
         b: &'a [u8],
@@ -213,6 +224,7 @@ impl<'a> Parts<'a> {
         head_len: usize,
         variant_len: usize,
         count: u32,
+        tags: bool,
     ) -> Option<()> {
         let u32_at = |i: usize| Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?));
         self.head = b.get(start..start.checked_add(head_len)?)?;
@@ -224,6 +236,12 @@ impl<'a> Parts<'a> {
             self.alternates
                 .push(b.get(at + 4..(at + 4).checked_add(len)?)?);
             at += 4 + len;
+            if tags {
+                let len = u32_at(at)? as usize;
+                self.alternate_tags
+                    .push(b.get(at + 4..(at + 4).checked_add(len)?)?);
+                at += 4 + len;
+            }
         }
         self.body_at = at;
         Some(())
@@ -299,6 +317,7 @@ impl Stored {
             variant,
             generation: 0,
             alternates: Vec::new(),
+            alternate_tags: Vec::new(),
         }
     }
 
@@ -383,21 +402,38 @@ impl Stored {
         }
     }
 
-    /// Makes it the newest of the variants `kept` (oldest first), keeping at most `max`
-    /// in its list (0: no list); returns those that no longer fit, oldest first.
-    pub fn join(&mut self, kept: &[Vec<u8>], max: usize) -> Vec<Vec<u8>> {
+    /// The entity tags of [`kept_variants`](Self::kept_variants), in its order (empty
+    /// where unknown).
+    pub fn kept_tags(&self) -> Vec<Vec<u8>> {
+        if self.alternates.is_empty() && !self.variant.is_empty() {
+            vec![self.field("etag").unwrap_or_default().to_vec()]
+        } else {
+            (0..self.alternates.len())
+                .map(|i| self.alternate_tags.get(i).cloned().unwrap_or_default())
+                .collect()
+        }
+    }
+
+    /// Makes it the newest of the variants `kept` (oldest first; their entity tags in
+    /// `tags`), keeping at most `max` in its list (0: no list); returns those that no
+    /// longer fit, oldest first.
+    pub fn join(&mut self, kept: &[Vec<u8>], tags: &[Vec<u8>], max: usize) -> Vec<Vec<u8>> {
         self.alternates.clear();
+        self.alternate_tags.clear();
         if self.variant.is_empty() || max == 0 {
             return Vec::new();
         }
-        let mut all: Vec<Vec<u8>> = kept
+        let mut all: Vec<(Vec<u8>, Vec<u8>)> = kept
             .iter()
-            .filter(|v| **v != self.variant)
-            .cloned()
+            .enumerate()
+            .filter(|(_, v)| **v != self.variant)
+            .map(|(i, v)| (v.clone(), tags.get(i).cloned().unwrap_or_default()))
             .collect();
-        all.push(self.variant.clone());
-        self.alternates = all.split_off(all.len().saturating_sub(max));
-        all
+        let own = self.field("etag").unwrap_or_default().to_vec();
+        all.push((self.variant.clone(), own));
+        let kept_now = all.split_off(all.len().saturating_sub(max));
+        (self.alternates, self.alternate_tags) = kept_now.into_iter().unzip();
+        all.into_iter().map(|(v, _)| v).collect()
     }
 
     /// `req`'s side of this object's `Vary`; None when it has no `Vary`.
@@ -410,7 +446,8 @@ impl Stored {
 
     /// The bytes written to the cache.
     pub fn encode(&self) -> Vec<u8> {
-        let alternates: usize = self.alternates.iter().map(|a| 4 + a.len()).sum();
+        let alternates: usize = self.alternates.iter().map(|a| 8 + a.len()).sum::<usize>()
+            + self.alternate_tags.iter().map(Vec::len).sum::<usize>();
         let mut v = Vec::with_capacity(
             FIXED + self.head.len() + self.variant.len() + alternates + self.body.len(),
         );
@@ -433,9 +470,12 @@ impl Stored {
         debug_assert_eq!(v.len(), FIXED);
         v.extend_from_slice(&self.head);
         v.extend_from_slice(&self.variant);
-        for a in &self.alternates {
+        for (i, a) in self.alternates.iter().enumerate() {
             v.extend_from_slice(&(a.len() as u32).to_le_bytes());
             v.extend_from_slice(a);
+            let tag = self.alternate_tags.get(i).map_or(&[][..], Vec::as_slice);
+            v.extend_from_slice(&(tag.len() as u32).to_le_bytes());
+            v.extend_from_slice(tag);
         }
         v.extend_from_slice(&self.body);
         v
@@ -468,6 +508,7 @@ impl Stored {
             variant: p.variant.to_vec(),
             generation: p.generation,
             alternates: p.alternates.iter().map(|a| a.to_vec()).collect(),
+            alternate_tags: p.alternate_tags.iter().map(|a| a.to_vec()).collect(),
             body: Body {
                 bytes: b.clone(),
                 start: p.body_at,
@@ -475,17 +516,49 @@ impl Stored {
         })
     }
 
-    /// What [`decode`](Self::decode) then [`kept_variants`](Self::kept_variants) would
-    /// give, with the generation, without copying the head and body: for a store that
-    /// needs only the URL object's variant list.
-    pub fn decode_variants(b: &[u8]) -> Option<(u64, Vec<Vec<u8>>)> {
+    /// What [`decode`](Self::decode) then [`kept_variants`](Self::kept_variants) and
+    /// [`kept_tags`](Self::kept_tags) would give, with the generation, without copying
+    /// the body: for a store that needs only the URL object's variant list.
+    pub fn decode_variants(b: &[u8]) -> Option<(u64, VariantList, VariantList)> {
         let p = Parts::of(b)?;
-        let list = if p.alternates.is_empty() && !p.variant.is_empty() {
-            vec![p.variant.to_vec()]
-        } else {
-            p.alternates.iter().map(|a| a.to_vec()).collect()
-        };
-        Some((p.generation, list))
+        if p.alternates.is_empty() && !p.variant.is_empty() {
+            let own = Stored {
+                head: p.head.to_vec(),
+                ..Stored::placeholder()
+            };
+            let tag = own.field("etag").unwrap_or_default().to_vec();
+            return Some((p.generation, vec![p.variant.to_vec()], vec![tag]));
+        }
+        let tags = (0..p.alternates.len())
+            .map(|i| {
+                p.alternate_tags
+                    .get(i)
+                    .map_or_else(Vec::new, |t| t.to_vec())
+            })
+            .collect();
+        let list = p.alternates.iter().map(|a| a.to_vec()).collect();
+        Some((p.generation, list, tags))
+    }
+
+    /// An empty object, to read fields of a head with.
+    fn placeholder() -> Stored {
+        Stored {
+            response_time: 0,
+            initial_age: 0,
+            lifetime: 0,
+            must_revalidate: false,
+            no_cache: false,
+            immutable: false,
+            swr: 0,
+            sie: 0,
+            status: 0,
+            head: Vec::new(),
+            body: Body::new(Vec::new()),
+            variant: Vec::new(),
+            generation: 0,
+            alternates: Vec::new(),
+            alternate_tags: Vec::new(),
+        }
     }
 
     /// The stored head, parsed.

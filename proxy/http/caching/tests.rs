@@ -111,12 +111,16 @@ fn stored_objects_round_trip_and_older_versions_still_read() {
     let mut g = Stored::new(&r, b"hi".to_vec(), &kept(10), 1000, b"a:b\n".to_vec());
     g.generation = 77;
     g.alternates = vec![b"a:c\n".to_vec(), Vec::new(), b"a:b\n".to_vec()];
+    g.alternate_tags = vec![b"\"c\"".to_vec(), Vec::new(), Vec::new()];
     assert_eq!(Stored::decode(&encoded(&g)).unwrap(), g);
+    // TSC4 kept no entity tags.
+    let mut g4 = g.clone();
+    g4.alternate_tags.clear();
     assert_eq!(
-        Stored::decode(&v4(&g, b"TSC4", true, true, true)).unwrap(),
-        g
+        Stored::decode(&v4(&g4, b"TSC4", true, true, true)).unwrap(),
+        g4
     );
-    let mut g3 = g.clone();
+    let mut g3 = g4.clone();
     g3.alternates.clear();
     assert_eq!(
         Stored::decode(&v4(&g3, b"TSC3", true, true, false)).unwrap(),
@@ -209,26 +213,44 @@ fn each_variant_has_a_key_of_its_own() {
 }
 
 #[test]
-fn a_variant_joins_the_list_and_the_oldest_go_beyond_max() {
-    let r = resp("HTTP/1.1 200 OK\r\nVary: A\r\n\r\n");
+fn a_variant_joins_the_list_with_its_entity_tag_and_the_oldest_go_beyond_max() {
+    let r = resp("HTTP/1.1 200 OK\r\nVary: A\r\nETag: \"c\"\r\n\r\n");
     let v = |x: &str| format!("a:{x}\n").into_bytes();
+    let t = |x: &str| format!("\"{x}\"").into_bytes();
     let mut o = Stored::new(&r, Vec::new(), &kept(10), 0, v("c"));
     // Old objects know only themselves.
     assert_eq!(o.kept_variants(), vec![v("c")]);
-    assert!(o.join(&[v("a"), v("b")], 3).is_empty());
+    assert_eq!(o.kept_tags(), vec![t("c")]);
+    assert!(o.join(&[v("a"), v("b")], &[t("a"), t("b")], 3).is_empty());
     assert_eq!(o.alternates, [v("a"), v("b"), v("c")]);
-    // Stored again, it becomes the newest, not a second entry.
-    assert!(o.join(&[v("c"), v("a"), v("b")], 3).is_empty());
+    assert_eq!(o.alternate_tags, [t("a"), t("b"), t("c")]);
+    // Stored again, it becomes the newest, not a second entry; a tag not known is empty.
+    assert!(o
+        .join(&[v("c"), v("a"), v("b")], &[t("c"), t("a")], 3)
+        .is_empty());
     assert_eq!(o.alternates, [v("a"), v("b"), v("c")]);
+    assert_eq!(o.alternate_tags, [t("a"), Vec::new(), t("c")]);
     // Beyond max, the oldest go, oldest first.
-    assert_eq!(o.join(&[v("a"), v("b"), v("d")], 2), [v("a"), v("b")]);
+    let tags = [t("a"), t("b"), t("d")];
+    assert_eq!(
+        o.join(&[v("a"), v("b"), v("d")], &tags, 2),
+        [v("a"), v("b")]
+    );
     assert_eq!(o.alternates, [v("d"), v("c")]);
+    assert_eq!(o.kept_tags(), [t("d"), t("c")]);
+    // The tags round-trip; a list of old objects (without tags) reads as empty ones.
+    let back = Stored::decode(&encoded(&o)).unwrap();
+    assert_eq!(back, o);
+    assert_eq!(
+        Stored::decode_variants(&o.encode()),
+        Some((o.generation, o.kept_variants(), o.kept_tags()))
+    );
     // 0: no limit, and no list; a response without Vary has none either.
-    assert!(o.join(&[v("a"), v("b"), v("d")], 0).is_empty());
-    assert!(o.alternates.is_empty());
+    assert!(o.join(&[v("a"), v("b"), v("d")], &tags, 0).is_empty());
+    assert!(o.alternates.is_empty() && o.alternate_tags.is_empty());
     assert_eq!(o.kept_variants(), vec![v("c")]);
     let mut plain = Stored::new(&r, Vec::new(), &kept(10), 0, Vec::new());
-    assert!(plain.join(&[v("a")], 1).is_empty());
+    assert!(plain.join(&[v("a")], &[t("a")], 1).is_empty());
     assert!(plain.alternates.is_empty() && plain.kept_variants().is_empty());
 }
 

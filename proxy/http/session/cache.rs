@@ -65,6 +65,13 @@ pub(super) struct CacheTx {
     variants: Option<UrlVariants>,
     /// An unsafe request: a non-error answer removes the URL's object instead.
     pub(super) invalidate: bool,
+    /// A revalidation that offered other variants' entity tags: the request without any
+    /// validator, to send when a 304 names a variant that is not at hand.
+    pub(super) unconditional: Option<RequestHead>,
+    /// That request as written for the origin (`forward`).
+    pub(super) refetch: Option<Vec<u8>>,
+    /// Other variants' entity tags went with the request.
+    offered: bool,
     /// What the cache obeys for this transaction.
     policy: Arc<CachePolicy>,
     /// When it began (an invalidation of `key` after that keeps it from storing), and
@@ -88,6 +95,9 @@ impl CacheTx {
             request: None,
             variants: None,
             invalidate: false,
+            unconditional: None,
+            refetch: None,
+            offered: false,
             policy,
             began: Instant::now(),
             request_time: caching::now_s(),
@@ -102,7 +112,7 @@ impl CacheTx {
         let now = caching::now_s();
         ResponseEffect {
             invalidates: self.invalidate && (200..400).contains(&status),
-            refreshes: status == 304 && self.stale.is_some(),
+            refreshes: status == 304 && (self.stale.is_some() || self.offered),
             stale_for_error: status >= 500
                 && self
                     .stale
@@ -118,6 +128,66 @@ impl CacheTx {
             self.capture = None;
             self.fill = None;
         }
+    }
+}
+
+/// What the cache made of a final response head ([`Session::cache_response_head`]).
+pub(super) enum HeadUse {
+    /// Relay it to the client (and capture it, if storable).
+    Relay,
+    /// The client was answered from the cache in its place.
+    Answered,
+    /// It was a 304 naming a variant that is not at hand: send this request (the client's
+    /// without validators) instead, and relay what comes.
+    Resend(Vec<u8>),
+}
+
+/// Which stored response a 304 freshens (RFC 9111 §4.3.4).
+enum Selected {
+    /// The one revalidated.
+    Held,
+    /// Another variant of the URL, read from RAM.
+    Other(Stored),
+    /// Another variant, not in RAM: the request goes again without validators.
+    NotAtHand,
+}
+
+/// The stored response `head` (a 304) selects: by its entity tag among the URL's
+/// variants (ours, `held`, when it has none or names ours).
+fn select_variant(
+    c: &CacheTx,
+    held: Option<&Stored>,
+    head: &ResponseHead,
+    cache: Option<&Arc<Cache>>,
+) -> Selected {
+    let named = head.header("etag").and_then(caching::ETag::parse);
+    let Some(named) = named else {
+        return match held {
+            Some(_) => Selected::Held,
+            None => Selected::NotAtHand,
+        };
+    };
+    let same = |tag: &[u8]| caching::ETag::parse(tag).is_some_and(|t| t.weak_eq(&named));
+    if held.and_then(|h| h.field("etag")).is_some_and(same) {
+        return Selected::Held;
+    }
+    let Some(v) = c.variants.as_ref().filter(|_| c.offered) else {
+        // Offered no other: ours, as §4.3.4 says when only one is stored.
+        return match held {
+            Some(_) => Selected::Held,
+            None => Selected::NotAtHand,
+        };
+    };
+    let Some(i) = v.kept.1.iter().position(|t| same(t)) else {
+        return Selected::NotAtHand;
+    };
+    let key = caching::alternate_key(&c.key, v.generation, &v.kept.0[i]);
+    match cache.map(|cache| cache.lookup(&key)) {
+        Some(Lookup::Done(Some(bytes))) => match Stored::decode(&bytes) {
+            Some(other) if other.field("etag").is_some_and(same) => Selected::Other(other),
+            _ => Selected::NotAtHand,
+        },
+        _ => Selected::NotAtHand,
     }
 }
 
@@ -138,7 +208,8 @@ pub(super) struct ResponseEffect {
 /// which are kept (oldest first), for the limit on them (`cache.limits.http.max_alts`).
 struct UrlVariants {
     generation: u64,
-    kept: Vec<Vec<u8>>,
+    /// Their request sides and entity tags, oldest first.
+    kept: revalidate::Seen,
 }
 
 impl UrlVariants {
@@ -146,7 +217,7 @@ impl UrlVariants {
     fn of(obj: &Stored) -> UrlVariants {
         UrlVariants {
             generation: obj.generation,
-            kept: obj.kept_variants(),
+            kept: (obj.kept_variants(), obj.kept_tags()),
         }
     }
 }
@@ -318,14 +389,26 @@ impl Session {
                     .variants
                     .take()
                     .or_else(|| (!obj.variant.is_empty()).then(|| UrlVariants::of(&obj)));
-                let validators = obj.validators();
+                let mut validators = obj.validators();
                 let mut ctx = CacheTx::new(query.key, Some(obj), None, query.policy);
-                ctx.variants = variants;
                 ctx.request = Some(pending.head.clone());
                 pending
                     .head
                     .headers
                     .retain(|h| !CONDITIONAL.iter().any(|n| h.name.eq_ignore_ascii_case(n)));
+                // §4.3.1: the entity tags of every variant of the URL go with ours; a 304
+                // then names the one the origin would send this request (the request as
+                // it is without them is kept, for when that one is not at hand).
+                if let Some(others) = variants.as_ref().and_then(|v| other_tags(&validators, v)) {
+                    ctx.unconditional = Some(pending.head.clone());
+                    ctx.offered = true;
+                    for (name, value) in validators.iter_mut() {
+                        if name == "If-None-Match" {
+                            value.extend_from_slice(&others);
+                        }
+                    }
+                }
+                ctx.variants = variants;
                 for (name, value) in validators {
                     pending.head.headers.push(&name, &value);
                 }
@@ -351,6 +434,15 @@ impl Session {
             Claim::Fill(fill) => {
                 m.cache_misses.inc();
                 let mut ctx = CacheTx::new(query.key, None, Some(fill), query.policy);
+                // The URL's other variants: the origin may say one of them serves this
+                // request too (a 304 naming its entity tag, §4.3.1).
+                let tags = query.variants.as_ref().and_then(|v| all_tags(&v.kept.1));
+                if let Some(tags) = tags {
+                    ctx.request = Some(pending.head.clone());
+                    ctx.unconditional = Some(pending.head.clone());
+                    ctx.offered = true;
+                    pending.head.headers.push("If-None-Match", &tags);
+                }
                 ctx.variants = query.variants;
                 self.forward(t, pending, Some(ctx));
             }
@@ -425,10 +517,10 @@ impl Session {
                 underscores: settings.underscores,
             },
         );
-        let kept = query
-            .variants
-            .as_ref()
-            .map_or_else(|| obj.kept_variants(), |v| v.kept.clone());
+        let kept = query.variants.as_ref().map_or_else(
+            || (obj.kept_variants(), obj.kept_tags()),
+            |v| v.kept.clone(),
+        );
         let (shared, key, began) = (self.shared.clone(), query.key.clone(), Instant::now());
         let job = Job {
             addr,
@@ -518,10 +610,10 @@ impl Session {
         head: &ResponseHead,
         framing: BodyFraming,
         effect: ResponseEffect,
-    ) -> bool {
+    ) -> HeadUse {
         let shared = self.shared.clone();
         let Some(tx) = self.tx.as_mut() else {
-            return false;
+            return HeadUse::Relay;
         };
         if tx.cache.as_ref().is_some_and(|c| c.invalidate) {
             let c = tx.cache.take();
@@ -536,13 +628,34 @@ impl Session {
             }
         }
         let Some(c) = tx.cache.as_deref_mut() else {
-            return false;
+            return HeadUse::Relay;
         };
         let now = caching::now_s();
         let client = c.request.clone();
         if effect.refreshes || effect.stale_for_error {
-            let mut obj = c.stale.take().expect("a refresh has a stale object");
+            let held = c.stale.take();
+            let mut obj = match held {
+                Some(obj) if effect.stale_for_error => obj,
+                held => {
+                    // §4.3.4: the 304 freshens the stored response its entity tag
+                    // selects, which may be another variant of the URL than the one we
+                    // held (or than none, when the request's own was not stored).
+                    match select_variant(c, held.as_ref(), head, shared.cache()) {
+                        Selected::Held => held.expect("selected what was held"),
+                        Selected::Other(other) => other,
+                        Selected::NotAtHand => {
+                            return match c.refetch.take() {
+                                Some(request) => HeadUse::Resend(request),
+                                None => HeadUse::Relay,
+                            };
+                        }
+                    }
+                }
+            };
             if effect.refreshes {
+                if let Some(fill) = c.fill.as_mut() {
+                    fill.stored(); // the URL is cached: misses need not skip filling it
+                }
                 self.refresh_stored(&mut obj, head, now);
                 shared.metrics.cache_revalidated.inc();
                 if let Some(l) = self.log_req.as_mut() {
@@ -560,7 +673,7 @@ impl Session {
             shared.metrics.cache_hits.inc();
             let request = client.unwrap_or_else(placeholder_get);
             self.serve_answer(&request, &obj, now);
-            return true;
+            return HeadUse::Answered;
         }
         // §4.3.5: a HEAD response may update, or outdate, the stored GET response.
         let head_request = c.request.as_ref().is_some_and(|r| r.method() == "HEAD");
@@ -577,7 +690,7 @@ impl Session {
                 } else if let Some(cache) = shared.cache() {
                     cache.remove(&self.tx_key());
                 }
-                return false;
+                return HeadUse::Relay;
             }
         }
         let limit = shared.settings.max_doc_size;
@@ -612,7 +725,7 @@ impl Session {
                 }
             }
         }
-        false
+        HeadUse::Relay
     }
 
     /// The key of the transaction's cache part ("" without one).
@@ -670,7 +783,7 @@ impl Session {
             return false;
         }
         let seen = c.variants.as_ref().map(|v| v.kept.clone());
-        let seen = seen.unwrap_or_else(|| obj.kept_variants());
+        let seen = seen.unwrap_or_else(|| (obj.kept_variants(), obj.kept_tags()));
         revalidate::store(cache, &c.key, obj, &seen, shared.settings.max_alts);
         true
     }
@@ -687,15 +800,16 @@ impl Session {
             cap.response_time,
             cap.variant,
         );
+        let none = (Vec::new(), Vec::new());
         let kept = match (&c.variants, obj.variant.is_empty()) {
-            (_, true) => &[][..],
+            (_, true) => &none,
             (Some(v), false) => {
                 obj.generation = v.generation;
-                &v.kept[..]
+                &v.kept
             }
             (None, false) => {
                 obj.generation = caching::new_generation();
-                &[][..]
+                &none
             }
         };
         // A change to the URL accepted while this was under way may postdate it: not
@@ -735,6 +849,38 @@ impl Session {
         }
         false
     }
+}
+
+/// The non-empty entity tags of `tags`, as one `If-None-Match` value; None without any.
+fn all_tags(tags: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let mut value = Vec::new();
+    for tag in tags.iter().filter(|t| !t.is_empty()) {
+        if !value.is_empty() {
+            value.extend_from_slice(b", ");
+        }
+        value.extend_from_slice(tag);
+    }
+    (!value.is_empty()).then_some(value)
+}
+
+/// ", tag" for each entity tag of the URL's variants beyond the one already in our
+/// `If-None-Match` (`validators`); None when there is no other, or we send no entity tag.
+fn other_tags(validators: &[(String, Vec<u8>)], variants: &UrlVariants) -> Option<Vec<u8>> {
+    let own = validators
+        .iter()
+        .find(|(name, _)| name == "If-None-Match")
+        .map(|(_, v)| v.as_slice())?;
+    let mut more = Vec::new();
+    for tag in variants
+        .kept
+        .1
+        .iter()
+        .filter(|t| !t.is_empty() && t.as_slice() != own)
+    {
+        more.extend_from_slice(b", ");
+        more.extend_from_slice(tag);
+    }
+    (!more.is_empty()).then_some(more)
 }
 
 /// A GET for when the client's request is not at hand (it always is: the session keeps

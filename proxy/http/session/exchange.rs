@@ -9,7 +9,7 @@ use super::super::codec::{
 };
 use super::super::parent::ParentRoute;
 use super::super::shared::{OriginSlot, OriginWaiter};
-use super::cache::{CacheTx, ResponseEffect};
+use super::cache::{CacheTx, HeadUse, ResponseEffect};
 use super::{Counted, Pending, Phase, Session, BUF_LIMIT, LINGER};
 use crate::error::{Error, ErrorKind, Retry, Side};
 use iocore::EThread;
@@ -215,18 +215,25 @@ impl Session {
             _ => path.as_str(),
         };
         let mut out = Vec::with_capacity(512);
-        codec::write_request_head(
-            &head,
-            &mut out,
-            &ForwardRequest {
-                path_and_query: target,
-                host: &host_header,
-                via: &shared.settings.via,
-                client_ip: Some(self.peer().ip()),
-                keep_alive: true,
-                underscores: shared.settings.underscores,
-            },
-        );
+        let opts = ForwardRequest {
+            path_and_query: target,
+            host: &host_header,
+            via: &shared.settings.via,
+            client_ip: Some(self.peer().ip()),
+            keep_alive: true,
+            underscores: shared.settings.underscores,
+        };
+        codec::write_request_head(&head, &mut out, &opts);
+        // A revalidation that offered several variants' tags keeps the request without
+        // them, written alike, for a 304 that names a variant not at hand.
+        let mut cache = cache;
+        if let Some(c) = cache.as_mut() {
+            if let Some(bare) = c.unconditional.take() {
+                let mut refetch = Vec::with_capacity(out.len());
+                codec::write_request_head(&bare, &mut refetch, &opts);
+                c.refetch = Some(refetch);
+            }
+        }
         let client_keep_alive = head.keep_alive() && !shared.draining();
         let mut tx = Tx::new(&head, client_keep_alive, self.in_flight(active));
         tx.retry = tx.req_body.done().then(|| out.clone());
@@ -429,8 +436,13 @@ impl Session {
                 tx.client_keep_alive = d.client_keep_alive;
                 tx.dechunk = d.dechunk;
                 tx.resp_body = Some(Body::from(d.framing));
-                if self.cache_response_head(&head, d.framing, d.cache) {
-                    return None; // answered from the cache
+                match self.cache_response_head(&head, d.framing, d.cache) {
+                    HeadUse::Relay => {}
+                    HeadUse::Answered => return None,
+                    HeadUse::Resend(request) => {
+                        self.resend(t, request, d.origin_keep_alive);
+                        return None;
+                    }
                 }
                 self.shared.metrics.count_status(head.status);
                 if let Some(l) = self.log_req.as_mut() {
@@ -549,6 +561,30 @@ impl Session {
             if !self.parent_failover(t, &e) {
                 self.fail_tx(e);
             }
+        }
+    }
+
+    /// Sends `request` for the transaction again, its response not begun: on the same
+    /// origin connection when the answer just read (bodiless) left it open (`reusable`),
+    /// else on a new one.
+    fn resend(&mut self, t: &mut EThread, request: Vec<u8>, reusable: bool) {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.resp_body = None;
+        }
+        let Some(o) = self.origin.as_mut() else {
+            return self.fail_tx(Error::new(ErrorKind::OriginClosed));
+        };
+        o.head_searched = 0;
+        self.out_o = request;
+        if reusable && !o.wire.eof && o.inbuf.is_empty() {
+            self.deadline =
+                Instant::now() + self.shared.settings.timeouts.transaction_no_activity_out;
+            return;
+        }
+        let addr = o.addr;
+        self.release_origin(t, false);
+        if let Err(e) = self.connect_origin(t, addr, false) {
+            self.fail_tx(e);
         }
     }
 
