@@ -69,6 +69,7 @@ pub struct DaemonBuilder {
     config: Option<String>,
     args: Vec<String>,
     wait_ready: bool,
+    program: Option<PathBuf>,
 }
 
 impl DaemonBuilder {
@@ -87,6 +88,11 @@ impl DaemonBuilder {
         self.args.push(a.into());
         self
     }
+    /// Run this binary instead of the one cargo built (a copy of it, for upgrade tests).
+    pub fn program(mut self, path: &Path) -> Self {
+        self.program = Some(path.to_path_buf());
+        self
+    }
     /// Do not wait for "ports accepting" (for tests of start-up failures).
     pub fn no_wait(mut self) -> Self {
         self.wait_ready = false;
@@ -96,7 +102,10 @@ impl DaemonBuilder {
     pub fn start(self) -> Daemon {
         let dir = TempDir::new("daemon");
         let log = dir.0.join("turnstile.log");
-        let mut cmd = Command::new(bin());
+        let mut cmd = match &self.program {
+            Some(p) => Command::new(p),
+            None => Command::new(bin()),
+        };
         cmd.current_dir(&dir.0);
         let mut env = vec![
             (
@@ -160,6 +169,7 @@ impl Daemon {
             config: None,
             args: Vec::new(),
             wait_ready: true,
+            program: None,
         }
     }
 

@@ -16,10 +16,12 @@ use std::sync::{Arc, Mutex};
 
 /// What the cancel job needs to find on its thread: the live registration, or the timer
 /// that will re-register after a pause.
-#[derive(Default)]
 struct Armed {
     token: Option<Token>,
     resume: Option<EventHandle>,
+    /// What the cancel job drains once the registration is gone (see
+    /// [`PortAccept::drain_queue`]).
+    drain: Option<(Arc<PortAccept>, Arc<Listener>)>,
 }
 
 /// One thread's accept registration.
@@ -34,10 +36,15 @@ struct EventAccept {
 /// thread; the registrations happen on each ET_NET thread.
 pub(crate) fn start(port: &Arc<PortAccept>, listeners: &[Arc<Listener>], threads: &[ThreadRef]) {
     for (i, thread) in threads.iter().enumerate() {
-        let armed = Arc::new(Mutex::new(Armed::default()));
+        let listener = listeners[i % listeners.len()].clone();
+        let armed = Arc::new(Mutex::new(Armed {
+            token: None,
+            resume: None,
+            drain: Some((port.clone(), listener.clone())),
+        }));
         let accept = EventAccept {
             port: port.clone(),
-            listener: listeners[i % listeners.len()].clone(),
+            listener,
             armed: armed.clone(),
             _open: port.open_acceptor(),
         };
@@ -65,9 +72,15 @@ fn arm(t: &mut EThread, accept: EventAccept) {
     }
 }
 
-/// On the ET_NET thread: the cancel job. Dropping the registration's handler drops its
-/// `OpenAcceptor`, which decrements the gauges.
+/// On the ET_NET thread: the cancel job. First what waits in the queue is accepted, so
+/// that no connection stays behind on a wake-up this registration took; then dropping
+/// the registration's handler drops its `OpenAcceptor`, which decrements the gauges and
+/// tells the action this acceptor stopped.
 fn disarm(t: &mut EThread, armed: &Mutex<Armed>) {
+    let drain = lock(armed).drain.take();
+    if let Some((port, listener)) = drain {
+        port.drain_queue(listener.as_raw_fd(), Some(t));
+    }
     let mut a = lock(armed);
     if let Some(token) = a.token.take() {
         drop(t.deregister(token));
