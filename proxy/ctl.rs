@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,9 +30,34 @@ pub struct CtlServer {
     thread: Option<std::thread::JoinHandle<()>>,
     /// The listening socket's descriptor (the thread owns the socket), for an upgrade.
     fd: RawFd,
-    /// Whether dropping the server removes the socket file: not once an upgrade handed
-    /// the socket to the next process.
-    remove_file: bool,
+    /// Whether dropping the server removes the socket file and waits for its clients:
+    /// not once an upgrade handed the socket to the next process.
+    handed_over: bool,
+    clients: Clients,
+}
+
+/// The clients being served, each on a thread of its own.
+#[derive(Clone, Debug, Default)]
+pub struct Clients(Arc<AtomicUsize>);
+
+impl Clients {
+    /// Waits until every client has its answer (at most `limit`): the process may exit
+    /// then without cutting one short.
+    pub fn wait_idle(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.0.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// One client being served, while it lives.
+struct Serving(Arc<AtomicUsize>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl CtlServer {
@@ -80,6 +105,8 @@ impl CtlServer {
         let (wake, woken) = UnixStream::pair()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let clients = Clients::default();
+        let counter = clients.0.clone();
         let thread = std::thread::Builder::new()
             .name("[CTL]".into())
             .spawn(move || {
@@ -89,9 +116,14 @@ impl CtlServer {
                         // answers once the new process is ready) while others are served,
                         // a second upgrade refused.
                         let h = handler.clone();
+                        counter.fetch_add(1, Ordering::AcqRel);
+                        let serving = Serving(counter.clone());
                         let served = std::thread::Builder::new()
                             .name("[CTL client]".into())
-                            .spawn(move || serve(s, &h));
+                            .spawn(move || {
+                                let _serving = serving;
+                                serve(s, &h)
+                            });
                         if let Err(e) = served {
                             log::warn!("admin socket: cannot start a thread for a client: {e}");
                         }
@@ -105,7 +137,8 @@ impl CtlServer {
             wake,
             thread: Some(thread),
             fd,
-            remove_file: true,
+            handed_over: false,
+            clients,
         })
     }
 
@@ -114,10 +147,13 @@ impl CtlServer {
         self.fd
     }
 
-    /// Stops serving and leaves the socket (and its file) to the process an upgrade
+    /// Stops accepting and leaves the socket (and its file) to the process an upgrade
     /// handed it to: clients that connect meanwhile wait in its backlog for that one.
-    pub fn hand_over(mut self) {
-        self.remove_file = false;
+    /// Clients accepted already are still being answered: wait for them with the
+    /// returned handle before exiting.
+    pub fn hand_over(mut self) -> Clients {
+        self.handed_over = true;
+        self.clients.clone()
     }
 }
 
@@ -130,9 +166,14 @@ impl Drop for CtlServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        if self.handed_over {
+            return;
+        }
+        // A `server stop` is answered before the process exits.
+        self.clients.wait_idle(Duration::from_secs(2));
         let ours =
             std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.file);
-        if ours && self.remove_file {
+        if ours {
             let _ = std::fs::remove_file(&self.path);
         }
     }

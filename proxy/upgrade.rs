@@ -23,6 +23,7 @@
 //! new → old   ready      it accepts on every port, with the sockets it kept
 //! old → new   counts     the counters again, when the old one stops accepting and when
 //!                        it exits: the new one adds what they grew by
+//! old → new   removed    cache keys it removed after releasing the spans (same times)
 //! old → new   go         the new process serves: the admin socket and pid file are its
 //! new → old   failed     its start-up failed, and why (it then exits 1)
 //! ```
@@ -97,6 +98,12 @@ pub enum ToNew {
     Counts {
         /// Values.
         counts: Counts,
+    },
+    /// Cache keys the old process removed (PURGE, invalidations) after it released
+    /// the spans, which the new one removes too.
+    Removed {
+        /// The keys.
+        keys: Vec<String>,
     },
     /// The old process stopped accepting: the new one serves.
     Go,

@@ -566,3 +566,152 @@ fn a_reload_out_of_per_thread_mode_resets_no_connection_queued_on_a_closed_socke
         d.log_text()
     );
 }
+
+#[test]
+fn a_socket_from_systemd_survives_an_upgrade() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let origin = Origin::fixed(b"activated");
+    let dir = TempDir::new("socket-activation");
+    // Like systemd, this process holds the listening socket: nobody else can bind it,
+    // and the daemon gets it as fd 3 with LISTEN_FDS=1 and LISTEN_PID set to its pid.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = dir.0.join("records.toml");
+    std::fs::write(&config, remap_to(&origin)).unwrap();
+    let log = dir.0.join("turnstile.log");
+    let socket = dir.0.join("ctl.sock");
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        "LISTEN_PID=$$ exec \"$0\" \"$@\"",
+        util::bin(),
+        "--config",
+    ])
+    .arg(&config)
+    .current_dir(&dir.0)
+    .env("LISTEN_FDS", "1")
+    .env(
+        "PROXY_CONFIG_HTTP_SERVER_PORTS",
+        format!("{}:ip-in=127.0.0.1", addr.port()),
+    )
+    .env("PROXY_CONFIG_ADMIN_SOCKET", &socket)
+    .env("PROXY_CONFIG_EXEC_THREAD_AUTOCONFIG_ENABLED", "false")
+    .env("PROXY_CONFIG_EXEC_THREAD_LIMIT", "2")
+    .env_remove("TURNSTILE_LOG")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: between fork and exec the hook only calls dup2 (async-signal-safe) on a
+    // descriptor this process holds open.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let d = Daemon {
+        child: Some(child),
+        dir,
+        log,
+        config: Some(config),
+        env: vec![(
+            "PROXY_CONFIG_ADMIN_SOCKET".into(),
+            socket.display().to_string(),
+        )],
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || d
+            .log_text()
+            .contains("ports accepting")),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.addr(), addr);
+    assert_eq!(http::get(addr, "t", "/").unwrap().text(), "activated");
+    let (old, _) = upgrade(&d, &mut successors);
+    // The new process took the socket (binding it anew would fail: it is taken).
+    assert!(wait_until(Duration::from_secs(10), || Successors::exited(
+        old
+    )));
+    assert_eq!(http::get(addr, "t", "/").unwrap().text(), "activated");
+    assert!(
+        !d.log_text().contains("matches no configured port"),
+        "{}",
+        d.log_text()
+    );
+    drop(listener);
+}
+
+#[test]
+fn a_failed_upgrade_gives_the_cache_spans_back_with_the_purges_made_meanwhile() {
+    let _serial = serial();
+    let span = TempDir::new("upgrade-span-back");
+    let origin = Origin::start(|_| Some(ok(b"kept", &[("Cache-Control", "max-age=600")])));
+    let dir = TempDir::new("span-back-bin");
+    let exe = dir.0.join("turnstile");
+    std::fs::copy(util::bin(), &exe).unwrap();
+    let d = Daemon::builder()
+        .program(&exe)
+        .config(&format!(
+            "[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"4M\" }}]\n{}",
+            span.0.display(),
+            remap_to(&origin)
+        ))
+        .start();
+    assert!(wait_until(Duration::from_secs(10), || d
+        .log_text()
+        .contains("cache ready")));
+    for path in ["/a", "/b"] {
+        assert_eq!(http::get(d.addr(), "t", path).unwrap().status, 200);
+    }
+    // A new binary that takes the spans, then fails.
+    let script = "#!/bin/bash\nfd=$TURNSTILE_UPGRADE_FD\nread -r hello <&$fd\n\
+                  echo '{\"msg\":\"want_spans\"}' >&$fd\nread -r released <&$fd\nsleep 1\nexit 3\n";
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::write(&exe, script).unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let upgrading = {
+        let (dir, config, env) = (d.dir.0.clone(), d.config.clone(), d.env.clone());
+        std::thread::spawn(move || {
+            let mut cmd = std::process::Command::new(util::bin());
+            cmd.current_dir(dir).arg("--config").arg(config.unwrap());
+            cmd.envs(env).args(["ctl", "server", "upgrade"]);
+            cmd.output().unwrap()
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log_text()
+            .contains("released 1 cache spans")),
+        "{}",
+        d.log_text()
+    );
+    // Without its spans the old process serves from RAM, and a PURGE is remembered.
+    let r = http::get(d.addr(), "t", "/a").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "kept"));
+    let r = http::request(d.addr(), "PURGE", "/b", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    let out = upgrading.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("exited with status 3"), "{err}");
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log_text()
+            .contains("back in use")),
+        "{}",
+        d.log_text()
+    );
+    let before = origin.requests.lock().unwrap().len();
+    // The purged object stays purged (the span still had it); the other is still a hit.
+    assert_eq!(http::get(d.addr(), "t", "/b").unwrap().status, 200);
+    assert_eq!(origin.requests.lock().unwrap().len(), before + 1);
+    assert_eq!(http::get(d.addr(), "t", "/a").unwrap().status, 200);
+    assert_eq!(origin.requests.lock().unwrap().len(), before + 1);
+}

@@ -196,6 +196,17 @@ impl Daemon {
                 self.up.carried.apply(&self.registry, &counts);
                 None
             }
+            LinkEvent::FromOld(ToNew::Removed { keys }) => {
+                match self.http.cache_store() {
+                    Some(cache) => keys.iter().for_each(|k| cache.remove(k)),
+                    None if !keys.is_empty() => log::warn!(
+                        "upgrade: {} cache removals of the old process arrived before the cache opened",
+                        keys.len()
+                    ),
+                    None => {}
+                }
+                None
+            }
             LinkEvent::FromOld(ToNew::Go) => {
                 self.serve();
                 None
@@ -250,17 +261,17 @@ impl Daemon {
         new.send(&ToNew::Counts {
             counts: upgrade::counts(&self.registry),
         });
+        new.send(&self.missed_removals());
+        // The admin socket: this process stops accepting on it before it answers (the
+        // next `ctl` connects to the new process) and before go (the new process serves
+        // it only once this one no longer does).
+        let ctl_clients = self.ctl.take().map(CtlServer::hand_over);
         crate::notify::main_pid(new_pid);
         answer(
             new.reply.take(),
             0,
             format!("upgraded: pid {old_pid} -> {new_pid}\n"),
         );
-        // Before go: the new process starts serving the admin socket only once this one
-        // no longer does.
-        if let Some(ctl) = self.ctl.take() {
-            ctl.hand_over();
-        }
         new.send(&ToNew::Go);
         let successor = new.into_successor();
         self.up.serving = false;
@@ -269,12 +280,26 @@ impl Daemon {
         successor.send(&ToNew::Counts {
             counts: upgrade::counts(&self.registry),
         });
+        successor.send(&self.missed_removals());
         log::info!(
             "upgrade: {drained} transactions drained, {cut} cut at the shutdown timeout; pid {old_pid} exits"
         );
         self.events.shutdown();
         self.http.flush_access_log();
+        if let Some(c) = ctl_clients {
+            c.wait_idle(Duration::from_secs(2));
+        }
         0
+    }
+
+    /// The cache keys removed since the spans were released, for the new process.
+    fn missed_removals(&self) -> ToNew {
+        let keys = self
+            .http
+            .cache_store()
+            .map(|c| c.take_missed_removals())
+            .unwrap_or_default();
+        ToNew::Removed { keys }
     }
 
     /// Old side: the new process failed (`error`, if it said) or exited: it is ended, and
