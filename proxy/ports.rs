@@ -219,6 +219,11 @@ fn inherit(fd: i32) -> Result<Listener> {
         // Named by `fd=N` in the port's descriptor, or by systemd's LISTEN_FDS.
         return Err(Error::config(format!("fd={fd} is not open")));
     }
+    // Not taken over unless it is a listening socket: a wrong LISTEN_FDS or `fd=N` must
+    // not make this process close a descriptor it uses for something else.
+    if !fd_is_listening(fd) {
+        return Err(Error::config(format!("fd={fd} is not a listening socket")));
+    }
     // SAFETY: `fd` is open, was inherited for us, and nothing else in the process owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     Ok(Listener::adopt(owned)?)
@@ -564,12 +569,17 @@ impl Port {
 
 /// Whether `l` listens already (an adopted or inherited socket).
 fn listener_is_listening(l: &Listener) -> bool {
+    fd_is_listening(l.as_raw_fd())
+}
+
+/// Whether descriptor `fd` is a listening socket.
+fn fd_is_listening(fd: RawFd) -> bool {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `v` and `len` are live locals describing a writable c_int.
     let rc = unsafe {
         libc::getsockopt(
-            l.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_ACCEPTCONN,
             (&mut v as *mut libc::c_int).cast(),

@@ -604,11 +604,17 @@ fn a_socket_from_systemd_survives_an_upgrade() {
     .env_remove("TURNSTILE_LOG")
     .stdout(std::process::Stdio::null())
     .stderr(std::fs::File::create(&log).unwrap());
-    // SAFETY: between fork and exec the hook only calls dup2 (async-signal-safe) on a
-    // descriptor this process holds open.
+    // SAFETY: between fork and exec the hook only calls dup2 or fcntl (async-signal-safe)
+    // on a descriptor this process holds open.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto itself would leave FD_CLOEXEC set.
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -714,4 +720,77 @@ fn a_failed_upgrade_gives_the_cache_spans_back_with_the_purges_made_meanwhile() 
     assert_eq!(origin.requests.lock().unwrap().len(), before + 1);
     assert_eq!(http::get(d.addr(), "t", "/a").unwrap().status, 200);
     assert_eq!(origin.requests.lock().unwrap().len(), before + 1);
+}
+
+#[test]
+fn an_upgrade_that_drops_a_port_and_a_thread_resets_nothing_queued() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let origin = Origin::fixed(b"hello");
+    let config = |ports: &str, threads: u32| {
+        format!(
+            "[proxy.config]\naccept_threads = 0\n[proxy.config.exec_thread]\n\
+             autoconfig.enabled = false\nlimit = {threads}\nlisten = true\n\
+             [proxy.config.http]\nserver_ports = \"{ports}\"\n{}",
+            remap_to(&origin)
+        )
+    };
+    let d = Daemon::builder()
+        .config(&config("0 0", 2))
+        .unset("PROXY_CONFIG_HTTP_SERVER_PORTS")
+        .unset("PROXY_CONFIG_EXEC_THREAD_LIMIT")
+        .unset("PROXY_CONFIG_EXEC_THREAD_AUTOCONFIG_ENABLED")
+        .start();
+    let (kept, dropped) = (d.addrs()[0], d.addrs()[1]);
+    // Clients on the port that stays, through the upgrade.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let clients = client_loop(kept, 3, stop.clone(), tally.clone());
+    // Connections waiting in the queues of the port that goes.
+    let label = dropped.port().to_string();
+    assert_eq!(d.ctl(&["port", "disable", &label]).0, 0);
+    let queued: Vec<http::Conn> = (0..16).map(|_| http::send_get(dropped, "/")).collect();
+    assert!(wait_until(Duration::from_secs(10), || tally
+        .ok
+        .load(Ordering::SeqCst)
+        > 50));
+    // The new configuration has one port and one event thread: the old process retires
+    // the dropped port's two sockets and the kept port's second one.
+    d.write_config(&config("0", 1));
+    let (old, _) = upgrade(&d, &mut successors);
+    for (i, mut c) in queued.into_iter().enumerate() {
+        let r = c.read_response("GET");
+        assert!(
+            matches!(&r, Ok(r) if r.status == 200),
+            "queued connection {i}: {r:?}\n{}",
+            d.log_text()
+        );
+    }
+    let before = tally.ok.load(Ordering::SeqCst);
+    assert!(wait_until(Duration::from_secs(10), || tally
+        .ok
+        .load(Ordering::SeqCst)
+        > before + 50));
+    stop.store(true, Ordering::Release);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = tally.failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(5)]
+    );
+    let text = d.log_text();
+    assert!(text.contains("retiring 2 socket(s)"), "{text}");
+    assert!(text.contains("retiring 1 socket(s)"), "{text}");
+    // Once the old process is gone, the dropped port refuses.
+    assert!(wait_until(Duration::from_secs(15), || Successors::exited(
+        old
+    )));
+    assert!(matches!(
+        TcpStream::connect(dropped),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    ));
+    assert_eq!(http::get(kept, "t", "/").unwrap().status, 200);
 }

@@ -70,6 +70,7 @@ pub struct DaemonBuilder {
     args: Vec<String>,
     wait_ready: bool,
     program: Option<PathBuf>,
+    unset: Vec<String>,
 }
 
 impl DaemonBuilder {
@@ -86,6 +87,11 @@ impl DaemonBuilder {
     /// An extra command-line argument.
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.into());
+        self
+    }
+    /// Leaves out one of the default environment variables (so the file sets that record).
+    pub fn unset(mut self, k: &str) -> Self {
+        self.unset.push(k.into());
         self
     }
     /// Run this binary instead of the one cargo built (a copy of it, for upgrade tests).
@@ -129,6 +135,7 @@ impl DaemonBuilder {
             env.retain(|(ek, _)| *ek != k);
             env.push((k, v));
         }
+        env.retain(|(k, _)| !self.unset.contains(k));
         let config = self.config.map(|text| {
             let p = dir.0.join("records.toml");
             std::fs::write(&p, text).unwrap();
@@ -170,6 +177,7 @@ impl Daemon {
             args: Vec::new(),
             wait_ready: true,
             program: None,
+            unset: Vec::new(),
         }
     }
 
