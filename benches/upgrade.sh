@@ -13,8 +13,8 @@
 #
 # Reported per server and window: requests, refused (err_connect), reset (err_reset),
 # non-2xx (err_status), other errors, and p50/p99 latency. Environment: ROUNDS (100),
-# PASSES (1), CONNS (16), STEADY_SECS (10), INSTALL=0 to not apt-get install nginx and
-# haproxy, KEEP_WORK=1 to keep the logs.
+# PASSES (1), CONNS (16), STEADY_SECS (10), SERVERS ("ts nginx haproxy"), INSTALL=0 to
+# not apt-get install nginx and haproxy, KEEP_WORK=1 to keep the logs.
 #
 #   benches/upgrade.sh            # from the repository root
 set -uo pipefail
@@ -134,10 +134,15 @@ haproxy_stop() {
 # field LINE KEY: the value of KEY=... in a load line.
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
 
-# row NAME WINDOW SWAPS LINE: one result row.
+# row NAME WINDOW SWAPS LINE: one result row ("other" names its causes: timeout, eof
+# (closed before a whole response), http (a malformed one)).
 row() {
-    local l=$4 other
+    local l=$4 other k n
     other=$(($(field "$l" errors) - $(field "$l" err_connect) - $(field "$l" err_reset) - $(field "$l" err_status)))
+    for k in timeout eof http; do
+        n=$(field "$l" "err_$k")
+        [ "${n:-0}" != 0 ] && other+=",$k:$n"
+    done
     printf '%-9s %-7s %6s %9s %8s %6s %8s %6s %9s %9s\n' "$1" "$2" "$3" "$(field "$l" ok)" \
         "$(field "$l" err_connect)" "$(field "$l" err_reset)" "$(field "$l" err_status)" "$other" \
         "$(field "$l" p50_us)" "$(field "$l" p99_us)"
@@ -175,7 +180,7 @@ measure() {
 
 RESULTS=()
 for pass in $(seq 1 "$PASSES"); do
-    for name in ts nginx haproxy; do
+    for name in ${SERVERS:-ts nginx haproxy}; do
         case $name in
             nginx) have nginx || continue ;;
             haproxy) have haproxy || { log "haproxy missing: skipped"; continue; } ;;

@@ -674,7 +674,7 @@ impl Daemon {
         for p in &mut self.ports {
             p.stop();
         }
-        for p in &self.ports {
+        for p in &mut self.ports {
             p.wait_stopped(Duration::from_millis(500));
         }
         // What waits in the queues is accepted and answered; then the sockets close.

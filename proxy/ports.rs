@@ -181,6 +181,8 @@ pub struct Port {
     listening: bool,
     acceptor: Arc<HttpAcceptor>,
     action: Option<Action>,
+    /// Acceptors cancelled by [`Port::stop`], for [`Port::wait_stopped`].
+    stopping: Vec<Action>,
     /// Drains of retired sockets still running.
     retiring: Vec<Action>,
 }
@@ -301,6 +303,7 @@ impl Port {
             listening,
             acceptor,
             action: None,
+            stopping: Vec::new(),
             retiring: Vec::new(),
         }
     }
@@ -439,10 +442,12 @@ impl Port {
         }
     }
 
-    /// Stops accepting; the sockets stay open.
+    /// Stops accepting; the sockets stay open. [`Port::wait_stopped`] waits for the
+    /// acceptors to be gone.
     pub fn stop(&mut self) {
         if let Some(a) = self.action.take() {
             a.cancel();
+            self.stopping.push(a);
         }
     }
 
@@ -474,9 +479,14 @@ impl Port {
         Ok(true)
     }
 
-    /// Waits for stopped acceptors to finish.
-    pub fn wait_stopped(&self, limit: Duration) -> bool {
-        self.action.as_ref().is_none_or(|a| a.wait_done(limit))
+    /// Waits for the acceptors [`Port::stop`] cancelled to finish (what they accept
+    /// meanwhile is counted in `connections_currently_open` before this returns).
+    pub fn wait_stopped(&mut self, limit: Duration) -> bool {
+        let done = self.stopping.iter().all(|a| a.wait_done(limit));
+        if done {
+            self.stopping.clear();
+        }
+        done
     }
 
     /// Waits for the drains of retired sockets to end.

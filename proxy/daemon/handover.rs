@@ -251,7 +251,7 @@ impl Daemon {
         for p in &mut self.ports {
             p.stop();
         }
-        for p in &self.ports {
+        for p in &mut self.ports {
             p.wait_stopped(Duration::from_secs(1));
         }
         let sock = sock_options(&self.cfg);
@@ -399,7 +399,9 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(self.cfg.stop.shutdown_timeout_s);
         let mut cut = 0;
         loop {
-            let conns = self.http.client_connections();
+            // Every client socket the process holds, from the accept on: one accepted
+            // but not started yet (handed to an event thread) counts too.
+            let conns = self.net.connections_open();
             if conns <= 0 && !self.ports.iter().any(|p| p.retiring()) {
                 break;
             }

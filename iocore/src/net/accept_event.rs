@@ -77,7 +77,14 @@ fn arm(t: &mut EThread, accept: EventAccept) {
 /// the registration's handler drops its `OpenAcceptor`, which decrements the gauges and
 /// tells the action this acceptor stopped.
 fn disarm(t: &mut EThread, armed: &Mutex<Armed>) {
-    let drain = lock(armed).drain.take();
+    let drain = {
+        let mut a = lock(armed);
+        // Only while this acceptor still counts as running: once `ready` removed the
+        // registration itself (and drained), the action may be reported stopped, and
+        // its owner may have moved on (shut the threads down, at an upgrade's end).
+        let live = a.token.is_some() || a.resume.is_some();
+        a.drain.take().filter(|_| live)
+    };
     if let Some((port, listener)) = drain {
         port.drain_queue(listener.as_raw_fd(), Some(t));
     }
@@ -97,6 +104,11 @@ impl IoHandler for EventAccept {
             // after this thread's timers and queued work have run.
             Batch::Drained | Batch::Yielded => Verdict::Keep,
             Batch::Stop => {
+                if self.port.action.cancelled() {
+                    // This wake-up may have been the only one for what waits (see
+                    // `disarm`): take it before going.
+                    self.port.drain_queue(self.listener.as_raw_fd(), Some(t));
+                }
                 lock(&self.armed).token = None;
                 Verdict::Remove
             }

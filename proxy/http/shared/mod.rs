@@ -180,11 +180,6 @@ impl HttpShared {
         self.cache.get().cloned()
     }
 
-    /// Client connections open now (`proxy.process.http.current_client_connections`).
-    pub fn client_connections(&self) -> i64 {
-        self.metrics.current_client_connections.get()
-    }
-
     /// Waits until every cache write queued so far is on its span's device.
     ///
     /// # Errors
