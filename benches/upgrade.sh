@@ -5,16 +5,17 @@
 # master-worker reload (USR2 to the master; listeners handed over, `expose-fd listeners`).
 #
 # For each server, in turn (PASSES times): a steady window of STEADY_SECS with no swap,
-# then a window in which swaps follow each other back to back, ROUNDS of them (the
-# window's length is set from a timed first swap, so that it is all swaps). Each window
-# is `benches/load.rs --mode close`: CONNS threads looping connect, GET with
-# `Connection: close`, read the whole response; its latency is connect start → last byte
-# of a 1 KiB response (so within microseconds of the first byte on loopback).
+# then swaps back to back for as long as a second window lasts, set from five timed
+# swaps to hold ROUNDS of them (at most MAX_SWAP_SECS, 60). Each window is
+# `benches/load.rs --mode close`: CONNS threads looping connect, GET with `Connection:
+# close`, read the whole response; its latency is connect start → last byte of a 1 KiB
+# response (so within microseconds of the first byte on loopback).
 #
-# Reported per server and window: requests, refused (err_connect), reset (err_reset),
-# non-2xx (err_status), other errors, and p50/p99 latency. Environment: ROUNDS (100),
-# PASSES (1), CONNS (16), STEADY_SECS (10), SERVERS ("ts nginx haproxy"), INSTALL=0 to
-# not apt-get install nginx and haproxy, KEEP_WORK=1 to keep the logs.
+# Reported per server and window: swaps, requests, refused (err_connect), reset
+# (err_reset), non-2xx (err_status), other errors (by cause), p50 and p99 latency.
+# Environment: ROUNDS (100), MAX_SWAP_SECS (60), PASSES (1), CONNS (16), STEADY_SECS
+# (10), SERVERS ("ts nginx haproxy"), INSTALL=0 to not apt-get install nginx and
+# haproxy, KEEP_WORK=1 to keep the logs.
 #
 #   benches/upgrade.sh            # from the repository root
 set -uo pipefail
@@ -108,21 +109,19 @@ haproxy_start() {
 }
 # The master-worker reload: USR2 to the master, which re-executes itself and starts new
 # workers with the listeners of the old ones (`-x`, through the socket that exposes them);
-# the old workers finish their connections (`-sf`). Done when a new worker is up.
+# the old workers finish their connections (`-sf`). Done when the master says "Loading
+# success" once more (a USR2 before that may go unseen).
 haproxy_swap() {
-    local before after i c fresh
-    before=" $(children "$HAPROXY_PID" | tr '\n' ' ')"
+    local before i
+    before=$(grep -c "Loading success" "$WORK/haproxy.out")
     kill -USR2 "$HAPROXY_PID" || return 1
-    for i in $(seq 1 500); do
-        after=$(children "$HAPROXY_PID")
-        fresh=0
-        for c in $after; do
-            case "$before" in *" $c "*) ;; *) fresh=1 ;; esac
-        done
-        [ "$fresh" = 1 ] && return 0
+    for i in $(seq 1 1000); do
+        [ "$(grep -c "Loading success" "$WORK/haproxy.out")" -gt "$before" ] && return 0
+        # A master that has just re-executed itself may not take a USR2 yet: again.
+        [ $((i % 100)) = 0 ] && { HAPROXY_RESENT=$((${HAPROXY_RESENT:-0} + 1)); kill -USR2 "$HAPROXY_PID"; }
         sleep 0.01
     done
-    log "haproxy: no new worker"
+    log "haproxy: no reload after 10 s"
     return 1
 }
 haproxy_stop() {
@@ -150,32 +149,38 @@ row() {
 
 # measure NAME: a steady window, then a window of back-to-back swaps.
 measure() {
-    local name=$1 steady swapped t0 t1 secs done=0 ms
+    local name=$1 steady swapped t0 t1 secs done=0 during=0 ms i
     ${name}_start || return 1
     steady=$("$LOAD" --target "127.0.0.1:$PORT" --mode close --conns "$CONNS" --secs "$STEADY_SECS" 2>>"$WORK/load.err" | head -n 1)
-    # One timed swap (under load) sets the window: ROUNDS swaps fill it.
-    "$LOAD" --target "127.0.0.1:$PORT" --mode close --conns "$CONNS" --secs 3 >/dev/null 2>&1 &
+    # Five timed swaps under load set the window: long enough for ROUNDS swaps (at most
+    # MAX_SWAP_SECS); swaps then follow each other until the load ends, so the whole
+    # window is swaps.
+    "$LOAD" --target "127.0.0.1:$PORT" --mode close --conns "$CONNS" --secs 60 >/dev/null 2>&1 &
     local warm=$!
     sleep 1
     t0=$(date +%s%N)
-    ${name}_swap || { log "$name: the first swap failed"; return 1; }
+    for i in 1 2 3 4 5; do
+        ${name}_swap || { log "$name: a timing swap failed"; kill "$warm"; return 1; }
+    done
     t1=$(date +%s%N)
-    wait "$warm"
-    ms=$(((t1 - t0) / 1000000))
-    secs=$(awk -v r="$ROUNDS" -v ms="$ms" 'BEGIN { s = r * ms / 1000 * 1.1 + 1; printf "%.1f", s }')
+    kill "$warm" 2>/dev/null
+    wait "$warm" 2>/dev/null
+    ms=$(((t1 - t0) / 5000000))
+    secs=$(awk -v r="$ROUNDS" -v ms="$ms" -v max="${MAX_SWAP_SECS:-60}" \
+        'BEGIN { s = r * ms / 1000 * 1.3; if (s < 2) s = 2; if (s > max) s = max; printf "%.1f", s }')
     "$LOAD" --target "127.0.0.1:$PORT" --mode close --conns "$CONNS" --secs "$secs" >"$WORK/$name.swapload" 2>>"$WORK/load.err" &
     local load=$!
     sleep 0.2
-    local deadline=$(($(date +%s%N) + ${secs%.*} * 1000000000))
-    while [ "$done" -lt "$ROUNDS" ] && [ "$(date +%s%N)" -lt "$deadline" ]; do
+    while alive "$load"; do
         ${name}_swap || { log "$name: swap $((done + 1)) failed"; break; }
         done=$((done + 1))
+        alive "$load" && during=$done
     done
     wait "$load"
     swapped=$(head -n 1 "$WORK/$name.swapload")
     ${name}_stop
-    log "$name: first swap ${ms} ms; $done swaps in a ${secs} s window"
-    RESULTS+=("$(row "$name" steady 0 "$steady")" "$(row "$name" swaps "$done" "$swapped")")
+    log "$name: a swap takes ${ms} ms; $during swaps within the ${secs} s load window${HAPROXY_RESENT:+ (USR2 sent again $HAPROXY_RESENT times)}"
+    RESULTS+=("$(row "$name" steady 0 "$steady")" "$(row "$name" swaps "$during" "$swapped")")
 }
 
 RESULTS=()
