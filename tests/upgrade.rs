@@ -794,3 +794,38 @@ fn an_upgrade_that_drops_a_port_and_a_thread_resets_nothing_queued() {
     ));
     assert_eq!(http::get(kept, "t", "/").unwrap().status, 200);
 }
+
+#[test]
+fn the_old_process_closes_idle_keep_alive_connections_at_once_and_answers_busy_ones_with_close() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let seen_tx = Mutex::new(seen_tx);
+    let origin = Origin::start(move |r| {
+        if r.path == "/slow" {
+            let _ = seen_tx.lock().unwrap().send(());
+            std::thread::sleep(Duration::from_millis(800));
+        }
+        Some(ok(b"hello", &[]))
+    });
+    let d = Daemon::builder().config(&remap_to(&origin)).start();
+    // An idle keep-alive connection, and a busy one, both on the old process.
+    let mut idle = http::Conn::open(d.addr()).unwrap();
+    assert_eq!(idle.get("t", "/").unwrap().status, 200);
+    let mut busy = http::Conn::open(d.addr()).unwrap();
+    assert_eq!(busy.get("t", "/").unwrap().status, 200);
+    busy.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    seen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let t0 = Instant::now();
+    upgrade(&d, &mut successors);
+    // The busy one gets its answer, saying close; the idle one is closed.
+    let r = busy.read_response("GET").unwrap();
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    idle.stream()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let n = idle.stream().read(&mut byte).unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection was not closed");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
