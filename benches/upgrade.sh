@@ -160,7 +160,7 @@ measure() {
     sleep 1
     t0=$(date +%s%N)
     for i in 1 2 3 4 5; do
-        ${name}_swap || { log "$name: a timing swap failed"; kill "$warm"; return 1; }
+        ${name}_swap || { log "$name: a timing swap failed"; kill "$warm"; ${name}_stop; return 1; }
     done
     t1=$(date +%s%N)
     kill "$warm" 2>/dev/null
