@@ -2,15 +2,16 @@
 //!
 //! Protocol: the client sends its arguments one per line, then an empty line; the daemon
 //! answers with the exit code on the first line and the text to print after it. The
-//! server runs on its own thread: the control plane never touches an event thread.
+//! server runs on its own thread, each client on one of its own: the control plane never
+//! touches an event thread.
 
 use crate::error::{Error, ErrorKind, Result};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,36 @@ pub struct CtlServer {
     /// Writing here wakes the thread, whatever became of the socket file.
     wake: UnixStream,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The listening socket's descriptor (the thread owns the socket), for an upgrade.
+    fd: RawFd,
+    /// Whether dropping the server removes the socket file and waits for its clients:
+    /// not once an upgrade handed the socket to the next process.
+    handed_over: bool,
+    clients: Clients,
+}
+
+/// The clients being served, each on a thread of its own.
+#[derive(Clone, Debug, Default)]
+pub struct Clients(Arc<AtomicUsize>);
+
+impl Clients {
+    /// Waits until every client has its answer (at most `limit`): the process may exit
+    /// then without cutting one short.
+    pub fn wait_idle(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.0.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// One client being served, while it lives.
+struct Serving(Arc<AtomicUsize>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl CtlServer {
@@ -48,19 +79,54 @@ impl CtlServer {
         unsafe { libc::umask(old) };
         let listener = bound?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        CtlServer::serve_on(listener, path, handler)
+    }
+
+    /// Serves `handler` on `listener`, the admin socket an upgrade's old process handed
+    /// over (already bound at `path`).
+    pub fn adopt(
+        listener: UnixListener,
+        path: &Path,
+        handler: Handler,
+    ) -> std::io::Result<CtlServer> {
+        CtlServer::serve_on(listener, path, handler)
+    }
+
+    fn serve_on(
+        listener: UnixListener,
+        path: &Path,
+        handler: Handler,
+    ) -> std::io::Result<CtlServer> {
         // Non-blocking: a poll that saw a client is never followed by an accept that
         // blocks, even if that client went away in between.
         listener.set_nonblocking(true)?;
+        let fd = listener.as_raw_fd();
         let meta = std::fs::metadata(path)?;
         let (wake, woken) = UnixStream::pair()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let clients = Clients::default();
+        let counter = clients.0.clone();
         let thread = std::thread::Builder::new()
             .name("[CTL]".into())
             .spawn(move || {
                 while wait_readable(&listener, &woken) && !stop2.load(Ordering::Acquire) {
                     if let Ok((s, _)) = listener.accept() {
-                        serve(s, &handler);
+                        // A client of its own thread: one command may wait (an upgrade
+                        // answers once the new process is ready) while others are served,
+                        // a second upgrade refused.
+                        let h = handler.clone();
+                        counter.fetch_add(1, Ordering::AcqRel);
+                        let serving = Serving(counter.clone());
+                        let served = std::thread::Builder::new()
+                            .name("[CTL client]".into())
+                            .spawn(move || {
+                                let _serving = serving;
+                                serve(s, &h)
+                            });
+                        if let Err(e) = served {
+                            log::warn!("admin socket: cannot start a thread for a client: {e}");
+                        }
                     }
                 }
             })?;
@@ -70,7 +136,24 @@ impl CtlServer {
             stop,
             wake,
             thread: Some(thread),
+            fd,
+            handed_over: false,
+            clients,
         })
+    }
+
+    /// The listening socket's descriptor, to hand to an upgrade's new process.
+    pub fn listener_fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Stops accepting and leaves the socket (and its file) to the process an upgrade
+    /// handed it to: clients that connect meanwhile wait in its backlog for that one.
+    /// Clients accepted already are still being answered: wait for them with the
+    /// returned handle before exiting.
+    pub fn hand_over(mut self) -> Clients {
+        self.handed_over = true;
+        self.clients.clone()
     }
 }
 
@@ -83,6 +166,11 @@ impl Drop for CtlServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        if self.handed_over {
+            return;
+        }
+        // A `server stop` is answered before the process exits.
+        self.clients.wait_idle(Duration::from_secs(2));
         let ours =
             std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.file);
         if ours {
@@ -150,14 +238,14 @@ fn serve(stream: UnixStream, handler: &Handler) {
 ///
 /// An argument with a newline ([`ErrorKind::Config`]); a daemon that cannot be reached
 /// or does not answer properly ([`ErrorKind::Io`]).
-pub fn call(path: &Path, args: &[String]) -> Result<(i32, String)> {
+pub fn call(path: &Path, args: &[String], timeout: Duration) -> Result<(i32, String)> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         Error::io(
             format_args!("cannot reach the daemon at {}", path.display()),
             &e,
         )
     })?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+    let _ = s.set_read_timeout(Some(timeout));
     let mut req = String::new();
     for a in args {
         if a.contains('\n') {

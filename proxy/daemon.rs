@@ -5,6 +5,11 @@
 //! Start-up: config → ET_NET threads → bind every port (a taken port fails fast, exit 1)
 //! → cache → ports start exactly once, when both start-up and the cache are done
 //! ([`StartGate`]) → `proxy.process.proxy.ports_ready` and one "ports accepting" line.
+//! A process started by an upgrade takes its sockets from the old one instead of binding
+//! and asks it for the cache spans first; `daemon/handover.rs` holds both sides of an
+//! upgrade, the drain every stop shares and `ctl port`.
+
+mod handover;
 
 use crate::ctl::{self, CtlServer};
 use crate::error::{Error, Result};
@@ -15,11 +20,13 @@ use crate::http::{
 };
 use crate::ports::{self, AcceptPlan, Port};
 use crate::signals::{self, Control};
+use crate::upgrade::OldProcess;
 use config::{Config, PortKind};
 use iocore::{
     Event, EventProcessor, EventProcessorOptions, ListenOptions, NetProcessor, NetTuning, Registry,
     SockOptions, ThrottleMode,
 };
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -192,20 +199,45 @@ struct Daemon {
     registry: Arc<Registry>,
     http: Arc<HttpShared>,
     ports: Vec<Port>,
+    /// Whether the ports started.
+    ports_started: bool,
+    /// The admin socket: None before an upgrade's new process serves, and after this
+    /// process handed it over.
+    ctl: Option<CtlServer>,
+    ctl_handler: ctl::Handler,
+    /// Where the control messages come from (for the upgrade threads).
+    tx: Sender<Control>,
+    /// The binary and arguments this process started with, for an upgrade.
+    exe: PathBuf,
+    args: Vec<OsString>,
+    /// Both sides of an upgrade.
+    up: handover::Upgrade,
 }
 
-/// Runs the daemon until it is stopped; returns the exit code.
-pub fn run(cfg: Config, source: ConfigSource) -> i32 {
-    match start(cfg, source) {
-        Ok((mut d, rx, _ctl)) => d.control_loop(&rx),
+/// Runs the daemon until it is stopped; returns the exit code. `old` is the link to the
+/// process that started this one for an upgrade.
+pub fn run(cfg: Config, source: ConfigSource, old: Option<OldProcess>) -> i32 {
+    let mut old = old;
+    match start(cfg, source, &mut old) {
+        Ok((mut d, rx)) => d.control_loop(&rx),
         Err(e) => {
             log::error!("{e}");
+            if let Some(link) = &old {
+                link.fail(&e.to_string());
+            }
             1
         }
     }
 }
 
-fn start(cfg: Config, source: ConfigSource) -> Result<(Daemon, Receiver<Control>, CtlServer)> {
+fn start(
+    cfg: Config,
+    source: ConfigSource,
+    old: &mut Option<OldProcess>,
+) -> Result<(Daemon, Receiver<Control>)> {
+    // Before anything could replace the file: an upgrade starts the binary at this path.
+    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find this binary", &e))?;
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     log::info!("{SERVER} starting (configuration: {})", cfg.origin);
     for (record, by) in &cfg.env_overrides {
         log::info!("{record} overridden by {by}");
@@ -220,6 +252,16 @@ fn start(cfg: Config, source: ConfigSource) -> Result<(Daemon, Receiver<Control>
         .map_err(|e| Error::io("cannot start event threads", &e))?,
     );
     let registry = Registry::new();
+    let mut up = handover::Upgrade::default();
+    if let Some(o) = old.as_ref() {
+        log::info!(
+            "started by an upgrade of pid {}: taking over {} sockets",
+            o.old_pid,
+            o.sockets.len()
+        );
+        // Counters go on from the old process's values, before anything counts.
+        up.carried.apply(&registry, &o.counts);
+    }
     let net = NetProcessor::new(events.clone(), registry.clone(), &tuning(&cfg));
     let first = live(&cfg, &registry, &ParentTable::default())?;
     let http = HttpShared::new(settings(&cfg), first, registry.clone());
@@ -234,20 +276,27 @@ fn start(cfg: Config, source: ConfigSource) -> Result<(Daemon, Receiver<Control>
     // Bind every port now, so a taken port fails start-up before anything accepts.
     let listen = listen_options(&cfg);
     let mut inherited = ports::systemd_listeners();
+    let mut handed = ports::Handed::default();
+    if let Some(o) = old.as_ref() {
+        for s in &o.sockets {
+            handed.add(&s.key, s.index, s.fd)?;
+        }
+    }
     let mut bound = Vec::new();
-    for spec in &cfg.http.server_ports {
-        let listener = ports::open(spec, &listen, &mut inherited)?;
+    let keys = ports::socket_keys(&cfg.http.server_ports);
+    for (spec, key) in cfg.http.server_ports.iter().zip(keys) {
+        let sockets = ports::open(spec, &key, &listen, &mut inherited, &mut handed)?;
         let acceptor = Arc::new(HttpAcceptor {
             shared: http.clone(),
             role: role(spec)?,
         });
-        bound.push(Port::new(
-            spec.clone(),
-            listener,
-            plan(&cfg, spec),
-            acceptor,
-        ));
+        let mut port = Port::new(spec.clone(), key, sockets, plan(&cfg, spec), acceptor);
+        if old.as_ref().is_some_and(|o| o.disabled.contains(&port.key)) {
+            port.enabled = false;
+        }
+        bound.push(port);
     }
+    handed.close_rest();
     for l in inherited {
         log::warn!(
             "systemd socket {} matches no configured port; closing it",
@@ -257,8 +306,17 @@ fn start(cfg: Config, source: ConfigSource) -> Result<(Daemon, Receiver<Control>
 
     let (tx, rx) = mpsc::channel();
     let tx_cache = tx.clone();
-    let ctl = start_ctl(&cfg, registry.clone(), tx.clone())?;
-    signals::spawn(tx).map_err(|e| Error::io("cannot start the signal thread", &e))?;
+    let ctl_handler = ctl_handler(&cfg, registry.clone(), tx.clone());
+    let ctl = match old.as_ref() {
+        // The admin socket is the old process's until it hands over.
+        Some(o) => {
+            up.admin = Some(handover::adopt_admin(o.admin_fd)?);
+            None
+        }
+        None => Some(start_ctl(&cfg, ctl_handler.clone())?),
+    };
+    up.serving = old.is_none();
+    signals::spawn(tx.clone()).map_err(|e| Error::io("cannot start the signal thread", &e))?;
 
     let mut d = Daemon {
         cfg,
@@ -268,13 +326,28 @@ fn start(cfg: Config, source: ConfigSource) -> Result<(Daemon, Receiver<Control>
         registry,
         http,
         ports: bound,
+        ports_started: false,
+        ctl,
+        ctl_handler,
+        tx,
+        exe,
+        args,
+        up,
     };
+    if let Some(o) = old.as_mut() {
+        if !d.cfg.cache.storage.is_empty() {
+            // A span is never written by two processes: the old one flushes and
+            // releases its spans before this one opens them.
+            o.want_spans()?;
+        }
+    }
+    d.up.old = old.take();
     let gate = Arc::new(StartGate::new());
     start_cache(&d.cfg, &d.http, &d.registry, &gate, tx_cache)?;
     if gate.startup_done() {
         d.start_ports()?;
     }
-    Ok((d, rx, ctl))
+    Ok((d, rx))
 }
 
 /// SPEC §5: initialise the cache off the main thread. With `wait_for_cache` 0 the ports
@@ -362,9 +435,19 @@ fn start_cache(
         .map_err(|e| Error::io("cannot start cache initialisation", &e))
 }
 
-fn start_ctl(cfg: &Config, registry: Arc<Registry>, tx: Sender<Control>) -> Result<CtlServer> {
+fn ctl_handler(cfg: &Config, registry: Arc<Registry>, tx: Sender<Control>) -> ctl::Handler {
     let tx = std::sync::Mutex::new(tx);
-    let handler: ctl::Handler = Arc::new(move |args: &[String]| {
+    // `ctl server upgrade` answers once the new process is ready or given up on.
+    let upgrade_wait = Duration::from_secs(cfg.upgrade.ready_timeout_s.saturating_add(30));
+    let send = move |msg: Control| tx.lock().map(|t| t.send(msg).is_ok()).unwrap_or(false);
+    Arc::new(move |args: &[String]| {
+        let ask = |msg: Control, rrx: mpsc::Receiver<(i32, String)>, wait: Duration| match send(msg)
+            .then(|| rrx.recv_timeout(wait).ok())
+            .flatten()
+        {
+            Some(reply) => reply,
+            None => (1, "the daemon did not answer\n".into()),
+        };
         let words: Vec<&str> = args.iter().map(String::as_str).collect();
         match words.as_slice() {
             ["metric", "get", names @ ..] if !names.is_empty() => {
@@ -395,25 +478,27 @@ fn start_ctl(cfg: &Config, registry: Arc<Registry>, tx: Sender<Control>) -> Resu
             },
             ["config", "reload"] => {
                 let (rtx, rrx) = mpsc::channel();
-                let sent = tx
-                    .lock()
-                    .map(|t| t.send(Control::Reload(Some(rtx))).is_ok())
-                    .unwrap_or(false);
-                match sent
-                    .then(|| rrx.recv_timeout(Duration::from_secs(60)).ok())
-                    .flatten()
-                {
-                    Some(reply) => reply,
-                    None => (1, "the daemon did not answer\n".into()),
-                }
+                ask(Control::Reload(Some(rtx)), rrx, Duration::from_secs(60))
             }
             ["server", "stop"] => {
-                let _ = tx.lock().map(|t| t.send(Control::Stop));
+                send(Control::Stop);
                 (0, "stopping\n".into())
+            }
+            ["server", "upgrade"] => {
+                let (rtx, rrx) = mpsc::channel();
+                ask(Control::Upgrade(Some(rtx)), rrx, upgrade_wait)
+            }
+            ["port", rest @ ..] if !rest.is_empty() => {
+                let (rtx, rrx) = mpsc::channel();
+                let rest = rest.iter().map(|w| w.to_string()).collect();
+                ask(Control::Port(rest, rtx), rrx, Duration::from_secs(30))
             }
             _ => (2, format!("unknown command: {}\n", words.join(" "))),
         }
-    });
+    })
+}
+
+fn start_ctl(cfg: &Config, handler: ctl::Handler) -> Result<CtlServer> {
     CtlServer::start(&cfg.admin.socket, handler).map_err(|e| {
         Error::io(
             format_args!("admin socket {}", cfg.admin.socket.display()),
@@ -426,35 +511,54 @@ impl Daemon {
     /// Starts every port's acceptors. Called exactly once, through the start gate.
     fn start_ports(&mut self) -> Result<()> {
         let sock = sock_options(&self.cfg);
+        let threads = self.events.threads().len();
         let mut described = Vec::new();
         for p in &mut self.ports {
             let plan = p.plan.clone();
-            p.start(&self.net, plan, &sock)?;
+            p.start(&self.net, plan, &sock, threads)?;
             let kind = match &p.spec.kind {
                 PortKind::Http if p.spec.pp => "http+pp".to_string(),
                 PortKind::Http => "http".to_string(),
                 PortKind::Blind { tunnel } => format!("blind→{tunnel}"),
             };
             described.push(format!(
-                "{} {} {}={}",
+                "{} {} {}={}{}",
                 kind,
                 p.plan.describe(),
                 p.label,
-                p.addr()
+                p.addr(),
+                if p.enabled { "" } else { " (disabled)" }
             ));
         }
+        self.ports_started = true;
         self.registry
             .gauge("proxy.process.proxy.ports_ready")
             .set(1);
         log::info!("ports accepting: {}", described.join(", "));
+        self.ports_ready();
         Ok(())
     }
 
     fn control_loop(&mut self, rx: &Receiver<Control>) -> i32 {
         loop {
-            match rx.recv() {
+            let msg = match self.up.deadline() {
+                Some(deadline) => {
+                    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(m) => Ok(m),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.upgrade_timed_out();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                    }
+                }
+                None => rx.recv().map_err(drop),
+            };
+            match msg {
                 Ok(Control::Reload(reply)) => {
+                    crate::notify::reloading("reloading the configuration");
                     let (code, text) = self.reload();
+                    crate::notify::ready();
                     if let Some(r) = reply {
                         let _ = r.send((code, text));
                     }
@@ -462,16 +566,32 @@ impl Daemon {
                 Ok(Control::StartPorts) => {
                     if let Err(e) = self.start_ports() {
                         log::error!("{e}");
+                        if let Some(link) = &self.up.old {
+                            link.fail(&e.to_string());
+                        }
                         self.stop(rx);
                         return 1;
                     }
                 }
                 Ok(Control::Fatal(e)) => {
                     log::error!("{e}");
+                    if let Some(link) = &self.up.old {
+                        link.fail(&e.to_string());
+                    }
                     self.stop(rx);
                     return 1;
                 }
-                Ok(Control::Stop) | Err(_) => return self.stop(rx),
+                Ok(Control::Upgrade(reply)) => self.start_upgrade(reply),
+                Ok(Control::Link(event)) => {
+                    if let Some(code) = self.on_link(event, rx) {
+                        return code;
+                    }
+                }
+                Ok(Control::Port(words, reply)) => {
+                    let _ = reply.send(self.port_command(&words));
+                }
+                Ok(Control::CacheReattached) => {}
+                Ok(Control::Stop) | Err(()) => return self.stop(rx),
             }
         }
     }
@@ -501,6 +621,7 @@ impl Daemon {
         self.http.set_live(live);
         self.http.reopen_access_log();
         let sock = sock_options(&self.cfg);
+        let threads = self.events.threads().len();
         let mut swapped = Vec::new();
         let mut errors = Vec::new();
         for p in &mut self.ports {
@@ -514,7 +635,7 @@ impl Daemon {
             };
             let want = plan(&new, spec);
             if want != p.plan {
-                match p.start(&self.net, want, &sock) {
+                match p.start(&self.net, want, &sock, threads) {
                     Ok(()) => swapped.push(format!("{} {}", p.label, p.plan.describe())),
                     Err(e) => errors.push(e),
                 }
@@ -571,38 +692,41 @@ impl Daemon {
         }
     }
 
-    /// SPEC §7 stop: stop accepting at once, let transactions finish up to the shutdown
-    /// timeout (a second stop cuts it short), close the rest, exit 0.
+    /// SPEC §7 stop: stop accepting and close the listening sockets at once (a new
+    /// connect is refused), let transactions finish up to the shutdown timeout (a second
+    /// stop cuts it short), close the rest, exit 0.
     fn stop(&mut self, rx: &Receiver<Control>) -> i32 {
+        self.abort_upgrade_for_stop();
+        crate::notify::stopping();
         log::info!("stopping: no longer accepting; draining transactions");
+        self.http.start_draining();
         for p in &mut self.ports {
             p.stop();
         }
-        for p in &self.ports {
+        for p in &mut self.ports {
             p.wait_stopped(Duration::from_millis(500));
         }
-        self.http.start_draining();
-        let deadline = Instant::now() + Duration::from_secs(self.cfg.stop.shutdown_timeout_s);
-        loop {
-            let active = self.http.active_transactions();
-            if active <= 0 {
-                break;
-            }
-            if Instant::now() >= deadline {
-                log::warn!("shutdown timeout: closing {active} transactions still in flight");
-                break;
-            }
-            if let Ok(Control::Stop) = rx.recv_timeout(Duration::from_millis(20)) {
-                log::warn!("second stop: exiting now");
-                break;
+        // What waits in the queues is accepted and answered; then the sockets close.
+        let sock = sock_options(&self.cfg);
+        let drains: Vec<iocore::Action> = self
+            .ports
+            .drain(..)
+            .flat_map(|p| p.close(&self.net, &sock))
+            .collect();
+        for a in &drains {
+            if !a.wait_done(Duration::from_millis(200)) {
+                a.cancel();
             }
         }
+        let (drained, cut) = self.drain_connections(rx);
+        log::info!("stop: {drained} transactions drained, {cut} cut at the shutdown timeout");
         self.events.shutdown();
         // Cache writes are queued on the spans' I/O threads: let them land.
         if let Err(e) = self.http.flush_cache() {
             log::warn!("cache: flushing the spans at stop: {e}");
         }
         self.http.flush_access_log();
+        crate::pid_file::remove(&self.cfg.pid_file);
         log::info!("stopped");
         0
     }

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use turnstile::daemon::{self, ConfigSource};
 
 #[derive(Parser)]
@@ -54,6 +55,21 @@ enum Ctl {
         #[command(subcommand)]
         op: ServerOp,
     },
+    /// Ports: list them; stop or resume accepting on one (its socket kept).
+    Port {
+        #[command(subcommand)]
+        op: PortOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum PortOp {
+    /// Print each port: label, address, accept mode, enabled or disabled.
+    List,
+    /// Stop accepting on PORT; its socket stays open (connects wait in its backlog).
+    Disable { port: String },
+    /// Accept again on PORT, on the same socket.
+    Enable { port: String },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +93,8 @@ enum ConfigOp {
 enum ServerOp {
     /// Stop gracefully (same as SIGTERM).
     Stop,
+    /// Zero-downtime binary upgrade (same as SIGUSR2).
+    Upgrade,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +102,19 @@ fn main() -> ExitCode {
     turnstile::signals::block();
     turnstile::log::init();
     let cli = Cli::parse();
+    // Started by an upgrade: the old process's link, read before any thread exists.
+    let old = match cli.command {
+        None => turnstile::upgrade::OldProcess::from_env(),
+        Some(_) => None,
+    };
+    let old = match old {
+        Some(Ok(link)) => Some(link),
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+        None => None,
+    };
     let mut overrides = Vec::new();
     if let Some(n) = cli.accept_threads {
         overrides.push((
@@ -121,11 +152,14 @@ fn main() -> ExitCode {
         }
         (Err(e), _) => {
             eprintln!("{e}");
+            if let Some(link) = &old {
+                link.fail(&e.to_string());
+            }
             return ExitCode::from(2);
         }
     };
     match cli.command {
-        None => ExitCode::from(daemon::run(cfg, source) as u8),
+        None => ExitCode::from(daemon::run(cfg, source, old) as u8),
         Some(Command::Check) => {
             print!("{}", cfg.to_toml());
             ExitCode::SUCCESS
@@ -146,8 +180,18 @@ fn main() -> ExitCode {
                     op: ConfigOp::Reload,
                 } => vec!["config".into(), "reload".into()],
                 Ctl::Server { op: ServerOp::Stop } => vec!["server".into(), "stop".into()],
+                Ctl::Server {
+                    op: ServerOp::Upgrade,
+                } => vec!["server".into(), "upgrade".into()],
+                Ctl::Port { op } => match op {
+                    PortOp::List => vec!["port".into(), "list".into()],
+                    PortOp::Disable { port } => vec!["port".into(), "disable".into(), port],
+                    PortOp::Enable { port } => vec!["port".into(), "enable".into(), port],
+                },
             };
-            match turnstile::ctl::call(&cfg.admin.socket, &args) {
+            // An upgrade answers once the new process is ready, or given up on.
+            let timeout = Duration::from_secs(cfg.upgrade.ready_timeout_s.saturating_add(60));
+            match turnstile::ctl::call(&cfg.admin.socket, &args, timeout) {
                 Ok((code, text)) => {
                     if code == 0 {
                         print!("{text}");

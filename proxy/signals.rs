@@ -1,4 +1,5 @@
-//! Signals become control messages: SIGTERM/SIGINT → stop, SIGHUP → reload.
+//! Signals become control messages: SIGTERM/SIGINT → stop, SIGHUP → reload, SIGUSR2 →
+//! zero-downtime upgrade.
 //!
 //! `block()` runs first in `main`, before any thread exists, so every thread inherits the
 //! mask and only the `[SIGNALS]` thread receives them (in `sigwait`).
@@ -16,6 +17,14 @@ pub enum Control {
     StartPorts,
     /// Start-up cannot go on (e.g. wait_for_cache 2/3 and failed spans): exit 1.
     Fatal(crate::error::Error),
+    /// Zero-downtime upgrade (SPEC §7.1); the reply, if wanted, goes to the sender.
+    Upgrade(Option<Sender<(i32, String)>>),
+    /// What the other process of an upgrade said (or that it went away).
+    Link(crate::upgrade::LinkEvent),
+    /// `ctl port …`: the words after `port`, and where the reply goes.
+    Port(Vec<String>, Sender<(i32, String)>),
+    /// The released cache spans were opened again after a failed upgrade.
+    CacheReattached,
 }
 
 fn handled() -> SigSet {
@@ -23,6 +32,7 @@ fn handled() -> SigSet {
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     set.add(Signal::SIGHUP);
+    set.add(Signal::SIGUSR2);
     set
 }
 
@@ -42,6 +52,7 @@ pub fn spawn(tx: Sender<Control>) -> std::io::Result<()> {
             let Ok(sig) = handled().wait() else { continue };
             let msg = match sig {
                 Signal::SIGHUP => Control::Reload(None),
+                Signal::SIGUSR2 => Control::Upgrade(None),
                 _ => Control::Stop,
             };
             if tx.send(msg).is_err() {

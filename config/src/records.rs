@@ -479,6 +479,17 @@ fn apply_access_log(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>>
     }
 }
 
+fn apply_pid_file(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
+    let one = |m: String| vec![Problem::new(m)];
+    match expect_str(value, "a file path, or \"\" for none").map_err(one)? {
+        p if p.contains('\0') => Err(one("a file path cannot contain NUL".to_string())),
+        p => {
+            cfg.pid_file = PathBuf::from(p);
+            Ok(())
+        }
+    }
+}
+
 fn apply_admin_socket(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
     let one = |m: String| vec![Problem::new(m)];
     match expect_str(value, "a socket path").map_err(one)? {
@@ -570,6 +581,15 @@ pub(crate) static RECORDS: &[Record] = &[
             env: Some(EnvForm::Str),
             get: |c| Value::Str(c.proxy_name.clone()),
             apply: apply_proxy_name,
+        },
+    },
+    Record {
+        name: "proxy.config.pid_file",
+        reloadable: false,
+        kind: Kind::Custom {
+            env: Some(EnvForm::Str),
+            get: |c| Value::Str(c.pid_file.to_string_lossy().into_owned()),
+            apply: apply_pid_file,
         },
     },
     Record {
@@ -1072,6 +1092,17 @@ pub(crate) static RECORDS: &[Record] = &[
             unit: SECONDS,
             get: |c| c.stop.shutdown_timeout_s as i64,
             set: |c, v| c.stop.shutdown_timeout_s = v as u64,
+        },
+    },
+    Record {
+        name: "proxy.config.upgrade.ready_timeout",
+        reloadable: false,
+        kind: Kind::Int {
+            min: 1,
+            max: MAX_TIMEOUT_S,
+            unit: SECONDS,
+            get: |c| c.upgrade.ready_timeout_s as i64,
+            set: |c, v| c.upgrade.ready_timeout_s = v as u64,
         },
     },
     Record {

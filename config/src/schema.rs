@@ -42,6 +42,11 @@ pub struct Config {
     pub admin: Admin,
     /// `proxy.config.stop.*`.
     pub stop: Stop,
+    /// `proxy.config.upgrade.*`: the zero-downtime binary upgrade.
+    pub upgrade: Upgrade,
+    /// `proxy.config.pid_file`: file holding the serving process's pid (rewritten by the
+    /// new process of an upgrade); empty = none.
+    pub pid_file: PathBuf,
     /// `proxy.config.log.*`.
     pub log: Log,
     /// `proxy.config.url_remap.*`.
@@ -342,6 +347,14 @@ pub struct Stop {
     pub shutdown_timeout_s: u64,
 }
 
+/// `proxy.config.upgrade.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upgrade {
+    /// `.ready_timeout`: how long a new binary has to become ready during an upgrade
+    /// before it is abandoned, s; at least 1.
+    pub ready_timeout_s: u64,
+}
+
 /// `proxy.config.log.*`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Log {
@@ -440,6 +453,10 @@ impl Default for Config {
             stop: Stop {
                 shutdown_timeout_s: 30,
             },
+            upgrade: Upgrade {
+                ready_timeout_s: 30,
+            },
+            pid_file: PathBuf::new(),
             log: Log {
                 access_log: PathBuf::new(),
             },

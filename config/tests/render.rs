@@ -95,6 +95,8 @@ fn everything_changed() -> Config {
     ];
     c.admin.socket = PathBuf::from("/run/turnstile.sock");
     c.stop.shutdown_timeout_s = 0;
+    c.upgrade.ready_timeout_s = 7;
+    c.pid_file = PathBuf::from("/run/turnstile.pid");
     c.log.access_log = PathBuf::from("/var/log/turnstile/access.log");
     c.url_remap.remap_required = false;
     c.remap = vec![

@@ -25,7 +25,7 @@ pub use eventsystem::{
     Interest, IoHandler, ProxyMutex, ProxyMutexGuard, Ready, ThreadRef, Token, Verdict,
 };
 pub use net::{
-    AcceptMode, AcceptOptions, Acceptor, Dispatch, ListenOptions, Listener, NetConnection,
-    NetProcessor, NetTuning, SockOptions, Socket, ThrottleMode,
+    migrate_req_enabled, AcceptMode, AcceptOptions, Acceptor, Dispatch, ListenOptions, Listener,
+    NetConnection, NetProcessor, NetTuning, SockOptions, Socket, ThrottleMode,
 };
 pub use stats::Registry;

@@ -76,6 +76,9 @@ fn shard() -> usize {
 /// exposed as `NAME.p50`, `NAME.p99` and `NAME.max`.
 pub struct Histogram {
     shards: Vec<CachePadded<Mutex<hdrhistogram::Histogram<u64>>>>,
+    /// Samples counted by a previous process (an upgrade carries counts over), added to
+    /// the count so that it never goes back.
+    carried: AtomicU64,
 }
 
 impl std::fmt::Debug for Histogram {
@@ -93,7 +96,10 @@ impl Default for Histogram {
                 CachePadded::new(Mutex::new(h))
             })
             .collect();
-        Histogram { shards }
+        Histogram {
+            shards,
+            carried: AtomicU64::new(0),
+        }
     }
 }
 
@@ -123,8 +129,14 @@ impl Histogram {
             all.value_at_quantile(0.50),
             all.value_at_quantile(0.99),
             all.max(),
-            all.len(),
+            all.len() + self.carried.load(Ordering::Relaxed),
         )
+    }
+
+    /// Adds `n` samples counted elsewhere to the count (not to the quantiles): an
+    /// upgrade's new process continues its predecessor's count.
+    pub fn carry(&self, n: u64) {
+        self.carried.fetch_add(n, Ordering::Relaxed);
     }
 }
 

@@ -40,6 +40,9 @@ enum Job {
 struct Queue {
     jobs: VecDeque<Job>,
     stop: bool,
+    /// The thread has ended ([`SpanIo::stop`]): jobs are answered at once, without the
+    /// disk.
+    ended: bool,
 }
 
 #[derive(Default)]
@@ -62,7 +65,7 @@ const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// The I/O thread of one span; dropping it runs what is queued, then stops the thread.
 pub(super) struct SpanIo {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for SpanIo {
@@ -88,7 +91,7 @@ impl SpanIo {
             .spawn(move || run(&queue, &span, &ram, &observer))?;
         Ok(SpanIo {
             shared,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -142,18 +145,58 @@ impl SpanIo {
     }
 
     fn push(&self, job: Job) {
-        lock(&self.shared.queue).jobs.push_back(job);
+        let mut q = lock(&self.shared.queue);
+        if q.ended {
+            drop(q);
+            return self.without_disk(job);
+        }
+        q.jobs.push_back(job);
+        drop(q);
         self.shared.ready.notify_one();
+    }
+
+    /// A job after the thread ended: a read finds nothing, a change goes to RAM only
+    /// (the caller made it there already).
+    fn without_disk(&self, job: Job) {
+        match job {
+            Job::Read { done, .. } => done(None),
+            Job::Write { value, .. } => {
+                self.shared
+                    .queued_bytes
+                    .fetch_sub(value.len(), Ordering::AcqRel);
+                self.shared.changes.fetch_sub(1, Ordering::AcqRel);
+            }
+            Job::Remove { .. } => {
+                self.shared.changes.fetch_sub(1, Ordering::AcqRel);
+            }
+            Job::Sync(reply) => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Runs what is queued, then ends the thread; later jobs are answered without the
+    /// disk. Returns once the thread has ended, so that nothing touches the span after.
+    pub(super) fn stop(&self) {
+        lock(&self.shared.queue).stop = true;
+        self.shared.ready.notify_one();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+        let late: Vec<Job> = {
+            let mut q = lock(&self.shared.queue);
+            q.ended = true;
+            q.jobs.drain(..).collect()
+        };
+        for job in late {
+            self.without_disk(job);
+        }
     }
 }
 
 impl Drop for SpanIo {
     fn drop(&mut self) {
-        lock(&self.shared.queue).stop = true;
-        self.shared.ready.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 

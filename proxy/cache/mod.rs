@@ -26,7 +26,7 @@ pub use span::{Span, SpanError, SpanErrorKind};
 
 use crate::error::{Error, ErrorKind, Result};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,8 @@ pub struct Cache {
     ram: Arc<RamCache>,
     spans: Vec<Online>,
     observer: io::Observer,
+    /// Keys removed while the spans were released (an upgrade in progress).
+    missed_removals: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -58,14 +60,32 @@ impl std::fmt::Debug for Cache {
     }
 }
 
-/// A span that initialised, with its I/O thread.
+/// A span that initialised. Its disk is None while released to another process (an
+/// upgrade's new one): the key still maps to it, and is served from RAM or not at all.
 #[derive(Debug)]
 struct Online {
     configured: PathBuf,
+    /// Configured size, to open it again.
+    size: u64,
     /// Hash of the configured path, the span's identity in rendezvous hashing.
     seed: u64,
+    disk: RwLock<Option<Arc<Disk>>>,
+}
+
+/// An open span with its I/O thread.
+#[derive(Debug)]
+struct Disk {
     span: Arc<Span>,
     io: io::SpanIo,
+}
+
+impl Online {
+    fn disk(&self) -> Option<Arc<Disk>> {
+        self.disk
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// What [`Cache::lookup`] found.
@@ -82,16 +102,17 @@ pub enum Lookup<'a> {
 #[derive(Debug)]
 #[must_use]
 pub struct DiskRead<'a> {
-    span: &'a Online,
+    disk: Arc<Disk>,
     key: &'a str,
     seen: u64,
 }
 
 impl DiskRead<'_> {
     /// Queues the read on the span's I/O thread, which keeps the value in RAM (unless
-    /// the key changed since the lookup) and then calls `done` with it, there.
+    /// the key changed since the lookup) and then calls `done` with it, there (or at
+    /// once with None, here, when the span was released meanwhile).
     pub fn then(self, done: impl FnOnce(Option<Arc<[u8]>>) + Send + 'static) {
-        self.span.io.read(self.key, self.seen, Box::new(done));
+        self.disk.io.read(self.key, self.seen, Box::new(done));
     }
 }
 
@@ -129,18 +150,15 @@ impl Cache {
         let observer = io::Observer::default();
         let mut statuses = Vec::with_capacity(spans.len());
         let mut online = Vec::new();
-        for ((path, _), (result, elapsed)) in spans.iter().zip(opened) {
+        for ((path, size), (result, elapsed)) in spans.iter().zip(opened) {
             let result = result.and_then(|span| {
-                let span = Arc::new(span);
                 let stats = (span.len(), span.bytes_used());
-                let io =
-                    io::SpanIo::start(online.len(), span.clone(), ram.clone(), observer.clone())
-                        .map_err(|e| Error::io("cannot start its I/O thread", &e))?;
+                let disk = Disk::start(online.len(), span, &ram, &observer)?;
                 online.push(Online {
                     configured: path.clone(),
+                    size: *size,
                     seed: fnv1a(path.as_os_str().as_encoded_bytes()),
-                    span,
-                    io,
+                    disk: RwLock::new(Some(Arc::new(disk))),
                 });
                 Ok(stats)
             });
@@ -154,6 +172,7 @@ impl Cache {
             ram,
             spans: online,
             observer,
+            missed_removals: Mutex::new(Vec::new()),
         };
         (cache, statuses)
     }
@@ -167,11 +186,11 @@ impl Cache {
         if let Some(v) = self.ram.get(key) {
             return Lookup::Done(Some(v));
         }
-        match self.span_for(key) {
+        match self.span_for(key).and_then(Online::disk) {
             // A miss known without the disk: no change queued, and the index (in memory)
             // does not have the key.
-            Some(s) if s.io.settled() && !s.span.contains(key) => Lookup::Done(None),
-            Some(span) => Lookup::Disk(DiskRead { span, key, seen }),
+            Some(d) if d.io.settled() && !d.span.contains(key) => Lookup::Done(None),
+            Some(disk) => Lookup::Disk(DiskRead { disk, key, seen }),
             None => Lookup::Done(None),
         }
     }
@@ -201,8 +220,8 @@ impl Cache {
         // over it; a read whose `seen` is after the RAM change was queued after the
         // write, so it reads the new value. (RAM first would let a read slip in between
         // and promote the old value over a new one too big for RAM.)
-        if let Some(s) = self.span_for(key) {
-            s.io.write(key, value.clone());
+        if let Some(d) = self.span_for(key).and_then(Online::disk) {
+            d.io.write(key, value.clone());
         }
         self.ram.put(key, value);
     }
@@ -210,16 +229,83 @@ impl Cache {
     /// Whether `key` is stored: in RAM, or in its span's index (writes and removals
     /// still queued count as done).
     pub fn contains(&self, key: &str) -> bool {
-        self.ram.get(key).is_some() || self.span_for(key).is_some_and(|s| s.span.contains(key))
+        self.ram.get(key).is_some()
+            || self
+                .span_for(key)
+                .and_then(Online::disk)
+                .is_some_and(|d| d.span.contains(key))
     }
 
     /// Removes `key` from RAM at once and from its span by the span's I/O thread (the
     /// removal is queued first, as in [`put`](Self::put)).
     pub fn remove(&self, key: &str) {
-        if let Some(s) = self.span_for(key) {
-            s.io.remove(key);
+        match self.span_for(key).map(|s| (s, s.disk())) {
+            Some((_, Some(d))) => d.io.remove(key),
+            // Released: the disk is another process's now, and still holds the key.
+            Some((_, None)) => lock(&self.missed_removals).push(key.to_string()),
+            None => {}
         }
         self.ram.remove(key);
+    }
+
+    /// Stops using the disk (an upgrade hands the spans to the next process): each span's
+    /// queued writes land, its I/O thread ends, the file is flushed and its lock given up.
+    /// From then on the cache answers from RAM only, stores in RAM only, and keeps the
+    /// keys it removes for [`Cache::take_missed_removals`]. Returns the spans released.
+    pub fn release(&self) -> usize {
+        let mut n = 0;
+        for s in &self.spans {
+            let Some(disk) = s
+                .disk
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            else {
+                continue;
+            };
+            // Ends the thread: nothing of this process touches the span after this.
+            disk.io.stop();
+            if let Err(e) = disk.span.release() {
+                log::warn!("cache span {}: releasing it: {e}", s.configured.display());
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Opens the released spans again (the upgrade that took them failed, and its
+    /// process has exited): their index is rebuilt from what is on disk now, and the
+    /// removals made meanwhile are applied. Blocks while the spans open: call it off the
+    /// event threads. Returns the status of each span reopened.
+    pub fn reattach(&self) -> Vec<SpanStatus> {
+        let mut statuses = Vec::new();
+        for (i, s) in self.spans.iter().enumerate() {
+            if s.disk().is_some() {
+                continue;
+            }
+            let (opened, elapsed) = timed_open(&s.configured, s.size);
+            let result = opened.and_then(|span| {
+                let stats = (span.len(), span.bytes_used());
+                let disk = Disk::start(i, span, &self.ram, &self.observer)?;
+                *s.disk.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(disk));
+                Ok(stats)
+            });
+            statuses.push(SpanStatus {
+                path: s.configured.clone(),
+                result,
+                elapsed,
+            });
+        }
+        for key in self.take_missed_removals() {
+            self.remove(&key);
+        }
+        statuses
+    }
+
+    /// Keys removed while the spans were released (see [`Cache::release`]), which the
+    /// process now holding the spans should remove too.
+    pub fn take_missed_removals(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.missed_removals))
     }
 
     /// Sets `f` to be called after each write or removal has reached its span (on the
@@ -230,7 +316,11 @@ impl Cache {
 
     /// Writes that went to RAM only because their span's queue was full (a slow disk).
     pub fn writes_shed(&self) -> u64 {
-        self.spans.iter().map(|s| s.io.shed()).sum()
+        self.spans
+            .iter()
+            .filter_map(Online::disk)
+            .map(|d| d.io.shed())
+            .sum()
     }
 
     /// Spans in use.
@@ -242,13 +332,14 @@ impl Cache {
     pub fn span_stats(&self) -> Vec<(PathBuf, usize, u64, u64)> {
         self.spans
             .iter()
-            .map(|s| {
-                (
+            .filter_map(|s| {
+                let d = s.disk()?;
+                Some((
                     s.configured.clone(),
-                    s.span.len(),
-                    s.span.bytes_used(),
-                    s.span.capacity(),
-                )
+                    d.span.len(),
+                    d.span.bytes_used(),
+                    d.span.capacity(),
+                ))
             })
             .collect()
     }
@@ -264,7 +355,10 @@ impl Cache {
     ///
     /// The first span whose flush fails.
     pub fn sync(&self) -> std::io::Result<()> {
-        self.spans.iter().try_for_each(|s| s.io.sync())
+        self.spans
+            .iter()
+            .filter_map(Online::disk)
+            .try_for_each(|d| d.io.sync())
     }
 
     /// The span holding `key`: the one whose seed scores highest with the key.
@@ -294,6 +388,21 @@ where
             let (cache, statuses) = Cache::open(&spans, ram_bytes);
             done(Arc::new(cache), statuses);
         })
+}
+
+impl Disk {
+    /// The span with its I/O thread `[CACHE I/O index]` started.
+    fn start(
+        index: usize,
+        span: Span,
+        ram: &Arc<RamCache>,
+        observer: &io::Observer,
+    ) -> Result<Disk> {
+        let span = Arc::new(span);
+        let io = io::SpanIo::start(index, span.clone(), ram.clone(), observer.clone())
+            .map_err(|e| Error::io("cannot start its I/O thread", &e))?;
+        Ok(Disk { span, io })
+    }
 }
 
 fn timed_open(path: &Path, size: u64) -> (Result<Span>, Duration) {

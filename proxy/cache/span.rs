@@ -793,6 +793,23 @@ fn check_header(file: &File, size: u64) -> Result<u64, SpanErrorKind> {
     Ok(le64(&h[24..32]))
 }
 
+impl Span {
+    /// Flushes the span and gives up its lock, for another process to open it (an
+    /// upgrade's new one). The caller has stopped every access first: from now on this
+    /// process neither reads nor writes the file.
+    pub fn release(&self) -> io::Result<()> {
+        self.sync()?;
+        // SAFETY: flock takes a descriptor that `self.file` owns and keeps open for the
+        // call, and plain integer flags; it touches no memory of ours.
+        let rc = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
 /// Takes the span's exclusive advisory lock without waiting.
 fn lock_exclusive(file: &File) -> io::Result<()> {
     // SAFETY: flock takes a descriptor that `file` owns and keeps open for the call, and

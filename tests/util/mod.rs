@@ -69,6 +69,8 @@ pub struct DaemonBuilder {
     config: Option<String>,
     args: Vec<String>,
     wait_ready: bool,
+    program: Option<PathBuf>,
+    unset: Vec<String>,
 }
 
 impl DaemonBuilder {
@@ -87,6 +89,16 @@ impl DaemonBuilder {
         self.args.push(a.into());
         self
     }
+    /// Leaves out one of the default environment variables (so the file sets that record).
+    pub fn unset(mut self, k: &str) -> Self {
+        self.unset.push(k.into());
+        self
+    }
+    /// Run this binary instead of the one cargo built (a copy of it, for upgrade tests).
+    pub fn program(mut self, path: &Path) -> Self {
+        self.program = Some(path.to_path_buf());
+        self
+    }
     /// Do not wait for "ports accepting" (for tests of start-up failures).
     pub fn no_wait(mut self) -> Self {
         self.wait_ready = false;
@@ -96,7 +108,10 @@ impl DaemonBuilder {
     pub fn start(self) -> Daemon {
         let dir = TempDir::new("daemon");
         let log = dir.0.join("turnstile.log");
-        let mut cmd = Command::new(bin());
+        let mut cmd = match &self.program {
+            Some(p) => Command::new(p),
+            None => Command::new(bin()),
+        };
         cmd.current_dir(&dir.0);
         let mut env = vec![
             (
@@ -120,6 +135,7 @@ impl DaemonBuilder {
             env.retain(|(ek, _)| *ek != k);
             env.push((k, v));
         }
+        env.retain(|(k, _)| !self.unset.contains(k));
         let config = self.config.map(|text| {
             let p = dir.0.join("records.toml");
             std::fs::write(&p, text).unwrap();
@@ -160,6 +176,8 @@ impl Daemon {
             config: None,
             args: Vec::new(),
             wait_ready: true,
+            program: None,
+            unset: Vec::new(),
         }
     }
 

@@ -204,6 +204,23 @@ impl PortAccept {
         Batch::Yielded
     }
 
+    /// Accepts what waits in `listen_fd`'s queue now, whether or not the acceptor was
+    /// cancelled: the last act of an event-mode registration being removed. With
+    /// EPOLLEXCLUSIVE the kernel wakes one registration per connection; one that goes
+    /// away without accepting would leave that connection waiting for the next wake-up
+    /// of another (a reload swap's new acceptors, or the next process of an upgrade).
+    pub(crate) fn drain_queue(self: &Arc<Self>, listen_fd: RawFd, mut here: Option<&mut EThread>) {
+        // At most a full backlog: a socket still receiving connections is not drained
+        // forever.
+        for _ in 0..65_536 {
+            match accept_one(listen_fd) {
+                Outcome::Accepted(fd, peer) => self.take(fd, peer, here.as_deref_mut()),
+                Outcome::Retry => continue,
+                Outcome::Empty | Outcome::Resource(_) | Outcome::Fatal(_) => return,
+            }
+        }
+    }
+
     /// Phase one, on the accepting thread: count, reserve a slot, configure, hand off.
     fn take(self: &Arc<Self>, fd: OwnedFd, peer: SocketAddr, here: Option<&mut EThread>) {
         let accepted_at = Instant::now();

@@ -16,10 +16,12 @@ use std::sync::{Arc, Mutex};
 
 /// What the cancel job needs to find on its thread: the live registration, or the timer
 /// that will re-register after a pause.
-#[derive(Default)]
 struct Armed {
     token: Option<Token>,
     resume: Option<EventHandle>,
+    /// What the cancel job drains once the registration is gone (see
+    /// [`PortAccept::drain_queue`]).
+    drain: Option<(Arc<PortAccept>, Arc<Listener>)>,
 }
 
 /// One thread's accept registration.
@@ -34,10 +36,15 @@ struct EventAccept {
 /// thread; the registrations happen on each ET_NET thread.
 pub(crate) fn start(port: &Arc<PortAccept>, listeners: &[Arc<Listener>], threads: &[ThreadRef]) {
     for (i, thread) in threads.iter().enumerate() {
-        let armed = Arc::new(Mutex::new(Armed::default()));
+        let listener = listeners[i % listeners.len()].clone();
+        let armed = Arc::new(Mutex::new(Armed {
+            token: None,
+            resume: None,
+            drain: Some((port.clone(), listener.clone())),
+        }));
         let accept = EventAccept {
             port: port.clone(),
-            listener: listeners[i % listeners.len()].clone(),
+            listener,
             armed: armed.clone(),
             _open: port.open_acceptor(),
         };
@@ -65,9 +72,22 @@ fn arm(t: &mut EThread, accept: EventAccept) {
     }
 }
 
-/// On the ET_NET thread: the cancel job. Dropping the registration's handler drops its
-/// `OpenAcceptor`, which decrements the gauges.
+/// On the ET_NET thread: the cancel job. First what waits in the queue is accepted, so
+/// that no connection stays behind on a wake-up this registration took; then dropping
+/// the registration's handler drops its `OpenAcceptor`, which decrements the gauges and
+/// tells the action this acceptor stopped.
 fn disarm(t: &mut EThread, armed: &Mutex<Armed>) {
+    let drain = {
+        let mut a = lock(armed);
+        // Only while this acceptor still counts as running: once `ready` removed the
+        // registration itself (and drained), the action may be reported stopped, and
+        // its owner may have moved on (shut the threads down, at an upgrade's end).
+        let live = a.token.is_some() || a.resume.is_some();
+        a.drain.take().filter(|_| live)
+    };
+    if let Some((port, listener)) = drain {
+        port.drain_queue(listener.as_raw_fd(), Some(t));
+    }
     let mut a = lock(armed);
     if let Some(token) = a.token.take() {
         drop(t.deregister(token));
@@ -84,6 +104,11 @@ impl IoHandler for EventAccept {
             // after this thread's timers and queued work have run.
             Batch::Drained | Batch::Yielded => Verdict::Keep,
             Batch::Stop => {
+                if self.port.action.cancelled() {
+                    // This wake-up may have been the only one for what waits (see
+                    // `disarm`): take it before going.
+                    self.port.drain_queue(self.listener.as_raw_fd(), Some(t));
+                }
                 lock(&self.armed).token = None;
                 Verdict::Remove
             }

@@ -1,6 +1,7 @@
 //! Threads mode (`accept_threads = N > 0`): N dedicated threads per port, each blocked in
 //! the kernel until a connection (or cancellation) arrives, then accepting a batch and
-//! handing each connection to an ET_NET thread.
+//! handing each connection to an ET_NET thread. Drain mode is one such thread that ends
+//! by itself once the socket's queue has stayed empty for a while.
 //!
 //! Every line of `run` and `Cancel::wait` executes on a `[ACCEPT port:i]` thread; `start`
 //! and the cancel hook run on the caller's thread. The listening socket stays non-blocking
@@ -31,13 +32,15 @@ struct Cancel {
     label: String,
 }
 
-/// Spawns `count` accept threads, pinned round-robin to `cores` if any are given.
+/// Spawns `count` accept threads, pinned round-robin to `cores` if any are given; with
+/// `quiet`, one `[DRAIN]` thread that ends once the queue has stayed empty that long.
 /// Runs on the caller's thread.
 pub(crate) fn start(
     port: &Arc<PortAccept>,
     listener: &Arc<Listener>,
     count: usize,
     cores: &[usize],
+    quiet: Option<Duration>,
 ) -> io::Result<()> {
     let cancel = Arc::new(Cancel {
         fd: EventFd::new()?,
@@ -59,14 +62,16 @@ pub(crate) fn start(
         let core = (!cores.is_empty())
             .then(|| cores[i % cores.len()])
             .and_then(|c| core_ids.iter().find(|id| id.id == c).copied());
-        let spawned = std::thread::Builder::new()
-            .name(format!("[ACCEPT {}:{i}]", port.label))
-            .spawn(move || {
-                if let Some(c) = core {
-                    core_affinity::set_for_current(c);
-                }
-                run(&mine, &listener, &cancel, open);
-            });
+        let name = match quiet {
+            Some(_) => format!("[DRAIN {}]", port.label),
+            None => format!("[ACCEPT {}:{i}]", port.label),
+        };
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            if let Some(c) = core {
+                core_affinity::set_for_current(c);
+            }
+            run(&mine, &listener, &cancel, open, quiet);
+        });
         if let Err(e) = spawned {
             port.action.cancel();
             return Err(e);
@@ -75,16 +80,31 @@ pub(crate) fn start(
     Ok(())
 }
 
-/// The accept loop of one dedicated thread.
-fn run(port: &Arc<PortAccept>, listener: &Listener, cancel: &Cancel, _open: OpenAcceptor) {
+/// The accept loop of one dedicated thread; with `quiet`, it ends once the queue has
+/// stayed empty that long.
+fn run(
+    port: &Arc<PortAccept>,
+    listener: &Listener,
+    cancel: &Cancel,
+    _open: OpenAcceptor,
+    quiet: Option<Duration>,
+) {
     let fd = listener.as_raw_fd();
     let cancel_fd = cancel.fd.as_raw_fd();
     loop {
         match port.accept_batch(fd, None) {
             Batch::Stop => return,
             Batch::Yielded => continue,
-            Batch::Drained => cancel.wait([fd, cancel_fd], None),
-            Batch::Pause(d) => cancel.wait([cancel_fd], Some(d)),
+            Batch::Drained => match quiet {
+                Some(q) if q.is_zero() || !cancel.wait([fd, cancel_fd], Some(q)) => return,
+                Some(_) => {}
+                None => {
+                    cancel.wait([fd, cancel_fd], None);
+                }
+            },
+            Batch::Pause(d) => {
+                cancel.wait([cancel_fd], Some(d));
+            }
         }
         if port.action.cancelled() {
             return;
@@ -93,16 +113,18 @@ fn run(port: &Arc<PortAccept>, listener: &Listener, cancel: &Cancel, _open: Open
 }
 
 impl Cancel {
-    /// Blocks until one of `fds` is readable or `timeout` passes.
-    fn wait<const N: usize>(&self, fds: [RawFd; N], timeout: Option<Duration>) {
+    /// Blocks until one of `fds` is readable or `timeout` passes: false when it passed
+    /// with none readable.
+    fn wait<const N: usize>(&self, fds: [RawFd; N], timeout: Option<Duration>) -> bool {
         match poll_readable(fds, timeout) {
-            Ok(_) => {}
+            Ok(n) => n > 0,
             // A signal: the loop looks at the socket and the cancel flag again.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
             Err(e) => {
                 self.failed("poll", &e);
                 // Polling again at once would fail again at once.
                 std::thread::sleep(BACKOFF);
+                true
             }
         }
     }

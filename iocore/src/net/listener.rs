@@ -4,7 +4,10 @@
 //! ports. Accepting threads only read a `Listener`'s descriptor.
 
 use crate::sys::fd::{dup_cloexec, set_nonblocking_cloexec};
-use crate::sys::socket::{self, getsockopt_int, setsockopt_int, tcp_socket};
+use crate::sys::socket::{
+    self, attach_cbpf, bpf, getsockopt_int, setsockopt_int, tcp_socket, SO_ATTACH_FILTER,
+    SO_ATTACH_REUSEPORT_CBPF, SO_DETACH_REUSEPORT_BPF,
+};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -218,6 +221,97 @@ impl Listener {
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
+
+    /// Whether the socket has SO_REUSEPORT (so [`Listener::reuseport_sibling`] works).
+    pub fn reuseport(&self) -> bool {
+        self.options.reuseport
+    }
+
+    /// Sets SO_REUSEPORT on a socket made without it (an adopted or inherited one), so
+    /// siblings can join it. Linux accepts this on a listening socket: the first sibling
+    /// that listens makes the reuseport group, this socket first.
+    pub fn enable_reuseport(&mut self) -> Result<(), ListenError> {
+        if self.options.reuseport {
+            return Ok(());
+        }
+        setsockopt_int(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(
+            |source| ListenError {
+                op: "setsockopt SO_REUSEPORT",
+                addr: self.local.to_string(),
+                source,
+            },
+        )?;
+        self.options.reuseport = true;
+        Ok(())
+    }
+
+    /// Steers the new connections of this socket's SO_REUSEPORT group to its first
+    /// `keep` sockets (at random among them), so that the others can be drained and
+    /// closed without resetting anything: a classic BPF selector returns the index of
+    /// the socket that gets a connection, in the order the sockets started listening.
+    /// Steering covers new connections only; what already waits in a socket's queue
+    /// stays there, for its owner to accept.
+    pub fn steer_reuseport(&self, keep: u32) -> io::Result<()> {
+        let keep = keep.max(1);
+        let program = [
+            // A = random u32; A %= keep; return A.
+            bpf(
+                libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+                (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+                0,
+                0,
+            ),
+            bpf(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, keep, 0, 0),
+            bpf(libc::BPF_RET | libc::BPF_A, 0, 0, 0),
+        ];
+        attach_cbpf(self.fd.as_raw_fd(), SO_ATTACH_REUSEPORT_CBPF, &program)
+    }
+
+    /// Undoes [`Listener::steer_reuseport`]: the group picks sockets by hash again.
+    pub fn unsteer_reuseport(&self) -> io::Result<()> {
+        match setsockopt_int(
+            self.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_DETACH_REUSEPORT_BPF,
+            0,
+        ) {
+            Ok(()) => Ok(()),
+            // Nothing attached.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            // Before Linux 5.8: a selector that returns an index past the group's end
+            // makes the kernel fall back to the hash.
+            Err(_) => attach_cbpf(
+                self.fd.as_raw_fd(),
+                SO_ATTACH_REUSEPORT_CBPF,
+                &[bpf(libc::BPF_RET | libc::BPF_K, u32::MAX, 0, 0)],
+            ),
+        }
+    }
+
+    /// Drops new connection requests (a SYN without ACK) addressed to this socket, while
+    /// handshakes already under way complete into its queue: a port being removed can
+    /// then be drained and closed without resetting what waits in it. A client whose SYN
+    /// was dropped retries it, and finds the port closed (refused) by then.
+    pub fn refuse_new_connections(&self) -> io::Result<()> {
+        const FLAGS: u32 = 13; // byte offset of the TCP flags in the TCP header
+        const SYN: u32 = 0x02;
+        const SYN_ACK: u32 = 0x12;
+        let program = [
+            bpf(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, FLAGS, 0, 0),
+            bpf(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, SYN_ACK, 0, 0),
+            bpf(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, SYN, 0, 1),
+            bpf(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+            bpf(libc::BPF_RET | libc::BPF_K, u32::MAX, 0, 0),
+        ];
+        attach_cbpf(self.fd.as_raw_fd(), SO_ATTACH_FILTER, &program)
+    }
+}
+
+/// Whether the kernel migrates the queue of a closed SO_REUSEPORT socket to another one
+/// of its group (`net.ipv4.tcp_migrate_req = 1`, Linux 5.14+): closing one then resets
+/// nothing, and no draining is needed.
+pub fn migrate_req_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|s| s.trim() == "1")
 }
 
 impl AsRawFd for Listener {

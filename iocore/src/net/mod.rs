@@ -1,7 +1,8 @@
 //! Net: listening sockets, the [`NetProcessor`] and its accept modes, connections.
 //!
 //! The accept path, one file per mode, each saying which thread runs which line:
-//! - `accept_threads.rs`: dedicated blocking accept threads (`accept_threads > 0`);
+//! - `accept_threads.rs`: dedicated blocking accept threads (`accept_threads > 0`), and
+//!   the one thread that drains a socket being retired until its queue stays empty;
 //! - `accept_event.rs`: the listening socket on every ET_NET thread's epoll;
 //! - `accept_periodic.rs`: `NetAccept` events that try-lock the port's mutex each period;
 //! - `accept.rs`: the step they share: accept4, error classes, throttle, hand-off.
@@ -24,7 +25,7 @@ mod socket;
 
 pub use accept::Acceptor;
 pub use connection::NetConnection;
-pub use listener::{somaxconn, ListenError, ListenOptions, Listener};
+pub use listener::{migrate_req_enabled, somaxconn, ListenError, ListenOptions, Listener};
 pub use options::{AcceptMode, AcceptOptions, Dispatch, NetTuning, SockOptions, ThrottleMode};
 pub use processor::NetProcessor;
 pub use socket::Socket;

@@ -32,6 +32,15 @@ pub enum AcceptMode {
     },
     /// A NetAccept event every `accept_period` on each ET_NET thread, under a try-lock.
     Periodic,
+    /// Retiring a socket: one `[DRAIN port]` thread accepts until the socket's queue has
+    /// stayed empty for `quiet` (zero: until it is empty once), then ends by itself, so
+    /// that the socket can close without resetting a connection that waited in it. The
+    /// caller first stops new connections from reaching the socket (steers its reuseport
+    /// group away, or refuses new connections) and drops its own handle after the start.
+    Drain {
+        /// How long the queue must stay empty before the thread ends.
+        quiet: Duration,
+    },
 }
 
 /// Which ET_NET thread gets a connection accepted on a dedicated accept thread.
@@ -151,6 +160,11 @@ pub struct AcceptOptions {
     /// The acceptor's mutex, which periodic NetAccept events try-lock before accepting
     /// (a new one when None). Other modes do not take it.
     pub mutex: Option<Arc<ProxyMutex>>,
+    /// With `Event { listener_per_thread }`: the port's other SO_REUSEPORT sockets, one
+    /// per ET_NET thread after the first, kept by the caller across acceptor swaps so that
+    /// a swap closes none of them (a closed one would reset what waits in its queue).
+    /// Missing ones are made here, and close with the acceptors.
+    pub siblings: Vec<Arc<super::Listener>>,
 }
 
 impl AcceptOptions {
@@ -162,6 +176,7 @@ impl AcceptOptions {
             sock: SockOptions::default(),
             dispatch: Dispatch::default(),
             mutex: None,
+            siblings: Vec::new(),
         }
     }
 }

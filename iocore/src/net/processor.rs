@@ -120,7 +120,7 @@ impl NetProcessor {
                 } else {
                     Vec::new()
                 };
-                accept_threads::start(&port, &listener, (*count).max(1), &cores).map_err(
+                accept_threads::start(&port, &listener, (*count).max(1), &cores, None).map_err(
                     |source| ListenError {
                         op: "spawn accept thread for",
                         addr: listener.local_addr().to_string(),
@@ -140,13 +140,27 @@ impl NetProcessor {
             } => {
                 let mut listeners = vec![Arc::new(listener.try_clone()?)];
                 if *listener_per_thread {
-                    for _ in 1..threads.len() {
-                        let sibling = listener.reuseport_sibling()?;
+                    for i in 1..threads.len() {
+                        // The caller's siblings are dup'ed like the main socket: epoll
+                        // tells the registrations of overlapping acceptors apart by fd.
+                        let sibling = match options.siblings.get(i - 1) {
+                            Some(s) => s.try_clone()?,
+                            None => listener.reuseport_sibling()?,
+                        };
                         options.sock.apply(sibling.as_raw_fd());
                         listeners.push(Arc::new(sibling));
                     }
                 }
                 accept_event::start(&port, &listeners, threads);
+            }
+            AcceptMode::Drain { quiet } => {
+                accept_threads::start(&port, &listener, 1, &[], Some(*quiet)).map_err(
+                    |source| ListenError {
+                        op: "spawn drain thread for",
+                        addr: listener.local_addr().to_string(),
+                        source,
+                    },
+                )?;
             }
             AcceptMode::Periodic => {
                 let mutex = options.mutex.clone().unwrap_or_default();

@@ -263,3 +263,44 @@ fn from_socket_addr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen
     };
     (storage, len as libc::socklen_t)
 }
+
+/// `SO_ATTACH_FILTER`, `SO_ATTACH_REUSEPORT_CBPF` and `SO_DETACH_REUSEPORT_BPF` from
+/// `asm-generic/socket.h` (the values of x86, arm and most architectures), which the libc
+/// crate does not export for every target.
+pub(crate) const SO_ATTACH_FILTER: libc::c_int = 26;
+pub(crate) const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+pub(crate) const SO_DETACH_REUSEPORT_BPF: libc::c_int = 68;
+
+/// One classic BPF instruction.
+pub(crate) fn bpf(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// Attaches the classic BPF `program` to `fd` as the socket option `name` at SOL_SOCKET
+/// (a socket filter, or a reuseport group's selector).
+pub(crate) fn attach_cbpf(
+    fd: RawFd,
+    name: libc::c_int,
+    program: &[libc::sock_filter],
+) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        // The kernel only reads the instructions (it copies them).
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` is a live sock_fprog pointing at `program.len()` live instructions,
+    // and the length passed is its size; the kernel copies both.
+    syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        name,
+        (&prog as *const libc::sock_fprog).cast(),
+        size_of::<libc::sock_fprog>() as libc::socklen_t,
+    ))
+    .map(drop)
+}

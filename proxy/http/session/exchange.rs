@@ -433,7 +433,10 @@ impl Session {
             }
             HeadAction::Final(d) => {
                 tx.origin_keep_alive = d.origin_keep_alive;
-                tx.client_keep_alive = d.client_keep_alive;
+                // A drain (stop, upgrade) that began after the request came: this head
+                // already says close.
+                let client_keep_alive = d.client_keep_alive && !self.shared.draining();
+                tx.client_keep_alive = client_keep_alive;
                 tx.dechunk = d.dechunk;
                 tx.resp_body = Some(Body::from(d.framing));
                 match self.cache_response_head(&head, d.framing, d.cache) {
@@ -450,7 +453,7 @@ impl Session {
                 }
                 let opts = ForwardResponse {
                     via: &self.shared.settings.via,
-                    keep_alive: d.client_keep_alive,
+                    keep_alive: client_keep_alive,
                     framing_override: d.dechunk.then_some(BodyFraming::UntilClose),
                 };
                 codec::write_response_head(&head, &mut self.out_c, &opts);

@@ -186,6 +186,16 @@ impl HttpShared {
             .set(cache.ram().len() as i64);
     }
 
+    /// Whether the cache finished opening (with or without spans).
+    pub fn cache_ready(&self) -> bool {
+        self.cache.get().is_some()
+    }
+
+    /// The cache, once it finished opening.
+    pub fn cache_store(&self) -> Option<Arc<crate::cache::Cache>> {
+        self.cache.get().cloned()
+    }
+
     /// Waits until every cache write queued so far is on its span's device.
     ///
     /// # Errors

@@ -1,0 +1,475 @@
+//! Both sides of a zero-downtime upgrade (SPEC §7.1; the protocol is in
+//! [`crate::upgrade`]), the drain every stop shares, and `ctl port`.
+//!
+//! Old side: SIGUSR2 / `ctl server upgrade` starts the new process ([`Daemon::start_upgrade`]);
+//! when it asks, the cache spans are released; when it is ready, this process stops
+//! accepting, retires the sockets the new one did not take, hands over the admin socket,
+//! drains and exits 0 ([`Daemon::hand_over`]). When it fails, exits, or is not ready in
+//! time, it is ended and this process serves on as before ([`Daemon::abort_upgrade`]).
+//!
+//! New side: start-up took the sockets and counters from the old process; once the ports
+//! accept it says so ([`Daemon::ports_ready`]), and on `go` it serves: the admin socket
+//! and the pid file become its own.
+//!
+//! Everything here runs on the daemon's main thread.
+
+use super::{sock_options, Daemon};
+use crate::ctl::CtlServer;
+use crate::error::{Error, Result};
+use crate::signals::Control;
+use crate::upgrade::{self, Carried, LinkEvent, NewProcess, OldProcess, ToNew, ToOld};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+/// How often a drain looks at the connections left (and at control messages).
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Upgrade state of this process.
+#[derive(Default)]
+pub(super) struct Upgrade {
+    /// Old side: the new process being started.
+    pub(super) new: Option<NewProcess>,
+    /// New side: the link to the old process, until the ports accept.
+    pub(super) old: Option<OldProcess>,
+    /// New side: the admin socket, until the old process says go.
+    pub(super) admin: Option<UnixListener>,
+    /// Whether this process serves (false on the new side until go).
+    pub(super) serving: bool,
+    /// New side: what was carried from the old process's counters.
+    pub(super) carried: Carried,
+}
+
+impl Upgrade {
+    /// When the new process being started is given up on, if one is.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.new.as_ref().map(|n| n.deadline)
+    }
+}
+
+/// The admin socket handed over as descriptor `fd`.
+pub(super) fn adopt_admin(fd: RawFd) -> Result<UnixListener> {
+    // SAFETY: F_GETFD only queries whether `fd` is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(Error::config(format!(
+            "upgrade: the admin socket fd={fd} is not open"
+        )));
+    }
+    // SAFETY: F_SETFD takes an integer argument; no pointers are passed.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: `fd` is open, was inherited for this purpose, and nothing else owns it.
+    Ok(UnixListener::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+fn answer(reply: Option<Sender<(i32, String)>>, code: i32, text: String) {
+    if code == 0 {
+        log::info!("{}", text.trim_end());
+    } else {
+        log::error!("{}", text.trim_end());
+    }
+    if let Some(r) = reply {
+        let _ = r.send((code, text));
+    }
+}
+
+impl Daemon {
+    /// The ports accept: a new process tells the old one; otherwise this process serves
+    /// now (systemd and the pid file hear of it).
+    pub(super) fn ports_ready(&mut self) {
+        let Some(old) = self.up.old.take() else {
+            crate::notify::ready();
+            crate::pid_file::write(&self.cfg.pid_file);
+            return;
+        };
+        let kept = self
+            .ports
+            .iter()
+            .flat_map(|p| p.sockets().into_iter().map(|(id, _)| id))
+            .collect();
+        if let Err(e) = old.ready(kept, self.tx.clone()) {
+            log::error!("{e}");
+        }
+    }
+
+    /// Old side: starts the new process of an upgrade, refusing a second one.
+    pub(super) fn start_upgrade(&mut self, reply: Option<Sender<(i32, String)>>) {
+        let refuse = |reply, why: String| answer(reply, 1, format!("upgrade refused: {why}\n"));
+        if let Some(n) = &self.up.new {
+            let why = format!(
+                "an upgrade is already in progress (new process pid {})",
+                n.pid()
+            );
+            return refuse(reply, why);
+        }
+        if !self.up.serving {
+            return refuse(reply, "this process is itself still taking over".into());
+        }
+        if !self.ports_started {
+            return refuse(reply, "the ports are not accepting yet".into());
+        }
+        if !self.cfg.cache.storage.is_empty() && !self.http.cache_ready() {
+            return refuse(
+                reply,
+                "the cache is still opening; try again once it is ready".into(),
+            );
+        }
+        let Some(ctl) = &self.ctl else {
+            return refuse(
+                reply,
+                "this process has no admin socket to hand over".into(),
+            );
+        };
+        let sockets =
+            self.ports
+                .iter()
+                .flat_map(|p| {
+                    p.sockets().into_iter().enumerate().map(|(index, (_, fd))| {
+                        upgrade::PassedSocket {
+                            fd,
+                            key: p.key.clone(),
+                            index,
+                        }
+                    })
+                })
+                .collect();
+        let hello = ToNew::Hello {
+            old_pid: std::process::id(),
+            sockets,
+            admin_fd: ctl.listener_fd(),
+            disabled: self
+                .ports
+                .iter()
+                .filter(|p| !p.enabled)
+                .map(|p| p.key.clone())
+                .collect(),
+            counts: upgrade::counts(&self.registry),
+        };
+        crate::notify::reloading("upgrading the binary");
+        let timeout = Duration::from_secs(self.cfg.upgrade.ready_timeout_s);
+        match NewProcess::start(&self.exe, &self.args, hello, timeout, self.tx.clone()) {
+            Ok(mut n) => {
+                log::info!(
+                    "upgrade: started {} as pid {}; this process (pid {}) serves until it is ready",
+                    self.exe.display(),
+                    n.pid(),
+                    std::process::id()
+                );
+                n.reply = reply;
+                self.up.new = Some(n);
+            }
+            Err(e) => {
+                crate::notify::ready();
+                answer(reply, 1, format!("upgrade failed: {e}\n"));
+            }
+        }
+    }
+
+    /// What the other process of an upgrade said; Some(exit code) when this process is
+    /// done (it handed over and drained).
+    pub(super) fn on_link(&mut self, event: LinkEvent, rx: &Receiver<Control>) -> Option<i32> {
+        match event {
+            LinkEvent::FromNew(ToOld::WantSpans) => {
+                let n = self.http.cache_store().map_or(0, |c| c.release());
+                if let Some(new) = self.up.new.as_mut() {
+                    log::info!(
+                        "upgrade: released {n} cache spans to pid {}; serving from RAM meanwhile",
+                        new.pid()
+                    );
+                    new.spans_released = n > 0;
+                    new.send(&ToNew::SpansReleased);
+                }
+                None
+            }
+            LinkEvent::FromNew(ToOld::Ready { kept }) => {
+                self.up.new.is_some().then(|| self.hand_over(&kept, rx))
+            }
+            LinkEvent::FromNew(ToOld::Failed { error }) => {
+                self.abort_upgrade(Some(error));
+                None
+            }
+            LinkEvent::NewGone => {
+                self.abort_upgrade(None);
+                None
+            }
+            LinkEvent::FromOld(ToNew::Counts { counts }) => {
+                self.up.carried.apply(&self.registry, &counts);
+                None
+            }
+            LinkEvent::FromOld(ToNew::Removed { keys }) => {
+                match self.http.cache_store() {
+                    Some(cache) => keys.iter().for_each(|k| cache.remove(k)),
+                    None if !keys.is_empty() => log::warn!(
+                        "upgrade: {} cache removals of the old process arrived before the cache opened",
+                        keys.len()
+                    ),
+                    None => {}
+                }
+                None
+            }
+            LinkEvent::FromOld(ToNew::Go) => {
+                self.serve();
+                None
+            }
+            LinkEvent::OldGone => {
+                if !self.up.serving {
+                    log::warn!("upgrade: the old process went away before handing over");
+                    self.serve();
+                }
+                None
+            }
+            LinkEvent::FromOld(_) => None,
+        }
+    }
+
+    /// New side: the old process stopped accepting; this one serves.
+    fn serve(&mut self) {
+        if self.up.serving {
+            return;
+        }
+        self.up.serving = true;
+        if let Some(l) = self.up.admin.take() {
+            match CtlServer::adopt(l, &self.cfg.admin.socket, self.ctl_handler.clone()) {
+                Ok(c) => self.ctl = Some(c),
+                Err(e) => log::error!("admin socket {}: {e}", self.cfg.admin.socket.display()),
+            }
+        }
+        crate::pid_file::write(&self.cfg.pid_file);
+        log::info!(
+            "upgrade complete: this process (pid {}) serves",
+            std::process::id()
+        );
+    }
+
+    /// Old side: the new process accepts on every port (with the sockets `kept`). Stop
+    /// accepting, retire what it did not take, hand over the admin socket, drain, exit.
+    fn hand_over(&mut self, kept: &[String], rx: &Receiver<Control>) -> i32 {
+        let Some(mut new) = self.up.new.take() else {
+            return 0;
+        };
+        let (old_pid, new_pid) = (std::process::id(), new.pid());
+        for p in &mut self.ports {
+            p.stop();
+        }
+        for p in &mut self.ports {
+            p.wait_stopped(Duration::from_secs(1));
+        }
+        let sock = sock_options(&self.cfg);
+        for p in &mut self.ports {
+            p.hand_over(&self.net, kept, &sock);
+        }
+        new.send(&ToNew::Counts {
+            counts: upgrade::counts(&self.registry),
+        });
+        new.send(&self.missed_removals());
+        // The admin socket: this process stops accepting on it before it answers (the
+        // next `ctl` connects to the new process) and before go (the new process serves
+        // it only once this one no longer does).
+        let ctl_clients = self.ctl.take().map(CtlServer::hand_over);
+        crate::notify::main_pid(new_pid);
+        answer(
+            new.reply.take(),
+            0,
+            format!("upgraded: pid {old_pid} -> {new_pid}\n"),
+        );
+        new.send(&ToNew::Go);
+        let successor = new.into_successor();
+        self.up.serving = false;
+        log::info!("upgrade: pid {new_pid} serves; this process stopped accepting and drains");
+        let (drained, cut) = self.drain_connections(rx);
+        successor.send(&ToNew::Counts {
+            counts: upgrade::counts(&self.registry),
+        });
+        successor.send(&self.missed_removals());
+        log::info!(
+            "upgrade: {drained} transactions drained, {cut} cut at the shutdown timeout; pid {old_pid} exits"
+        );
+        self.events.shutdown();
+        self.http.flush_access_log();
+        if let Some(c) = ctl_clients {
+            c.wait_idle(Duration::from_secs(2));
+        }
+        0
+    }
+
+    /// The cache keys removed since the spans were released, for the new process.
+    fn missed_removals(&self) -> ToNew {
+        let keys = self
+            .http
+            .cache_store()
+            .map(|c| c.take_missed_removals())
+            .unwrap_or_default();
+        ToNew::Removed { keys }
+    }
+
+    /// Old side: the new process failed (`error`, if it said) or exited: it is ended, and
+    /// this process serves on as if nothing happened.
+    fn abort_upgrade(&mut self, error: Option<String>) {
+        let Some(mut new) = self.up.new.take() else {
+            return;
+        };
+        let (pid, reply, released) = (new.pid(), new.reply.take(), new.spans_released);
+        let how = new.end();
+        let text = match error {
+            Some(e) => format!("upgrade failed: the new process (pid {pid}) {how}: {e}\n"),
+            None => {
+                format!("upgrade failed: the new process (pid {pid}) {how} before it was ready\n")
+            }
+        };
+        self.upgrade_failed(reply, text, released);
+    }
+
+    /// Old side: the new process was not ready in time.
+    pub(super) fn upgrade_timed_out(&mut self) {
+        let Some(mut new) = self.up.new.take() else {
+            return;
+        };
+        let (pid, reply, released) = (new.pid(), new.reply.take(), new.spans_released);
+        new.kill();
+        let text = format!(
+            "upgrade failed: the new process (pid {pid}) was not ready within {} s (proxy.config.upgrade.ready_timeout); it was ended\n",
+            self.cfg.upgrade.ready_timeout_s
+        );
+        self.upgrade_failed(reply, text, released);
+    }
+
+    fn upgrade_failed(
+        &mut self,
+        reply: Option<Sender<(i32, String)>>,
+        text: String,
+        released: bool,
+    ) {
+        if released {
+            // The new process has exited, so the spans are free: open them again, off
+            // this thread (an index rebuild takes a while); RAM serves meanwhile.
+            if let Some(cache) = self.http.cache_store() {
+                let tx = self.tx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("[CACHE INIT]".into())
+                    .spawn(move || {
+                        for st in cache.reattach() {
+                            match &st.result {
+                                Ok((objects, _)) => log::info!(
+                                    "cache span {}: back in use ({objects} objects)",
+                                    st.path.display()
+                                ),
+                                Err(e) => {
+                                    log::error!("cache span {} failed: {e}", st.path.display())
+                                }
+                            }
+                        }
+                        let _ = tx.send(Control::CacheReattached);
+                    });
+                if let Err(e) = spawned {
+                    log::error!("cache: cannot reopen the spans: {e}");
+                }
+            }
+        }
+        crate::notify::ready();
+        answer(reply, 1, text);
+    }
+
+    /// At a stop: a new process being started is ended first.
+    pub(super) fn abort_upgrade_for_stop(&mut self) {
+        if let Some(mut new) = self.up.new.take() {
+            let reply = new.reply.take();
+            new.kill();
+            answer(
+                reply,
+                1,
+                "upgrade abandoned: the daemon is stopping\n".into(),
+            );
+        }
+    }
+
+    /// Waits until every client connection is closed (idle keep-alive ones at once, busy
+    /// ones after their response, which says `Connection: close`) and retired sockets
+    /// are drained, or the shutdown timeout; a stop meanwhile cuts it short. Returns the
+    /// transactions completed meanwhile and those still in flight at the end.
+    pub(super) fn drain_connections(&mut self, rx: &Receiver<Control>) -> (u64, i64) {
+        let completed = self
+            .registry
+            .counter("proxy.process.http.completed_requests");
+        let before = completed.get();
+        self.http.start_draining();
+        // Idle connections close now rather than at the next periodic sweep.
+        for t in self.events.threads() {
+            t.run(crate::http::session::sweep);
+        }
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.stop.shutdown_timeout_s);
+        let mut cut = 0;
+        loop {
+            // Every client socket the process holds, from the accept on: one accepted
+            // but not started yet (handed to an event thread) counts too.
+            let conns = self.net.connections_open();
+            if conns <= 0 && !self.ports.iter().any(|p| p.retiring()) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                cut = self.http.active_transactions().max(0);
+                log::warn!(
+                    "shutdown timeout: closing {cut} transactions still in flight ({conns} connections)"
+                );
+                break;
+            }
+            match rx.recv_timeout(DRAIN_POLL) {
+                Ok(Control::Stop) => {
+                    cut = self.http.active_transactions().max(0);
+                    log::warn!("second stop: exiting now, cutting {cut} transactions");
+                    break;
+                }
+                Ok(Control::Upgrade(r)) => {
+                    answer(r, 1, "upgrade refused: draining to exit\n".into())
+                }
+                Ok(Control::Reload(Some(r))) => {
+                    let _ = r.send((1, "reload refused: draining to exit\n".into()));
+                }
+                Ok(Control::Port(_, r)) => {
+                    let _ = r.send((1, "draining to exit\n".into()));
+                }
+                _ => {}
+            }
+        }
+        (completed.get().saturating_sub(before), cut)
+    }
+
+    /// `ctl port list|disable PORT|enable PORT`.
+    pub(super) fn port_command(&mut self, words: &[String]) -> (i32, String) {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let (verb, label) = match words.as_slice() {
+            ["list"] => {
+                let text: String = self.ports.iter().map(|p| p.describe() + "\n").collect();
+                return (0, text);
+            }
+            [verb @ ("disable" | "enable"), label] => (*verb, *label),
+            _ => return (2, format!("unknown command: port {}\n", words.join(" "))),
+        };
+        if !self.ports.iter().any(|p| p.label == label) {
+            return (
+                2,
+                format!("no port {label}; `turnstile ctl port list` shows them\n"),
+            );
+        }
+        let sock = sock_options(&self.cfg);
+        let threads = self.events.threads().len();
+        let mut changed = false;
+        for p in self.ports.iter_mut().filter(|p| p.label == label) {
+            if verb == "disable" {
+                changed |= p.disable();
+            } else {
+                match p.enable(&self.net, &sock, threads) {
+                    Ok(c) => changed |= c,
+                    Err(e) => return (1, format!("port {label}: {e}\n")),
+                }
+            }
+        }
+        let state = if verb == "disable" {
+            "disabled"
+        } else {
+            "enabled"
+        };
+        log::info!("port {label} {state}");
+        let already = if changed { "" } else { " (already)" };
+        (0, format!("port {label} {state}{already}\n"))
+    }
+}

@@ -1,0 +1,831 @@
+//! Zero-downtime upgrades, the stop that refuses at once, systemd notifications and
+//! ports turned off and on, as an operator drives them: signals, `turnstile ctl`, and
+//! clients that must not notice.
+//!
+//! An upgrade's new process is the old one's child and outlives it: this test process
+//! makes itself a child subreaper, so the new processes become its children when their
+//! parent exits, and are reaped (and killed at the end) here.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use util::http;
+use util::origin::{ok, Origin};
+use util::{wait_until, Daemon, TempDir};
+
+/// These tests put load on the machine and one of them times a refusal: one at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn remap_to(origin: &Origin) -> String {
+    format!(
+        "[[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+        origin.addr
+    )
+}
+
+/// Processes an upgrade started: killed and reaped at the end of a test.
+#[derive(Default)]
+struct Successors(Vec<i32>);
+
+impl Successors {
+    /// Whether `pid` has exited (reaping it if it is our child).
+    fn exited(pid: i32) -> bool {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a live local.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        r == pid || (r < 0 && std::fs::metadata(format!("/proc/{pid}")).is_err())
+    }
+}
+
+impl Drop for Successors {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if !Successors::exited(pid) {
+                // SAFETY: sending a signal to a process this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                wait_until(Duration::from_secs(5), || Successors::exited(pid));
+            }
+        }
+    }
+}
+
+/// `ctl server upgrade`, which must succeed: (old pid, new pid).
+fn upgrade(d: &Daemon, successors: &mut Successors) -> (i32, i32) {
+    let (code, out, err) = d.ctl(&["server", "upgrade"]);
+    assert_eq!(code, 0, "upgrade failed: {out}{err}\n{}", d.log_text());
+    let line = out.trim();
+    let pids: Vec<i32> = line
+        .strip_prefix("upgraded: pid ")
+        .unwrap_or_else(|| panic!("unexpected answer {line:?}"))
+        .split(" -> ")
+        .map(|p| p.parse().unwrap())
+        .collect();
+    successors.0.push(pids[1]);
+    (pids[0], pids[1])
+}
+
+/// Outcomes of a client loop.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    refused: AtomicU64,
+    reset: AtomicU64,
+    other: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+/// Connection-per-request clients on `threads` threads until `stop` is set.
+fn client_loop(
+    addr: SocketAddr,
+    threads: usize,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..threads)
+        .map(|_| {
+            let (stop, tally) = (stop.clone(), tally.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    one_request(addr, &tally);
+                }
+            })
+        })
+        .collect()
+}
+
+fn one_request(addr: SocketAddr, tally: &Tally) {
+    let fail = |counter: &AtomicU64, what: String| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        tally.failures.lock().unwrap().push(what);
+    };
+    let mut s = match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return fail(&tally.refused, format!("connect: {e}"))
+        }
+        Err(e) => return fail(&tally.other, format!("connect: {e}")),
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+    let sent = s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let mut buf = Vec::new();
+    let read = sent.and_then(|()| s.read_to_end(&mut buf));
+    match read {
+        Ok(_) if buf.starts_with(b"HTTP/1.1 200") => {
+            tally.ok.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(_) => fail(
+            &tally.other,
+            format!(
+                "answer {:?}",
+                String::from_utf8_lossy(&buf[..buf.len().min(60)])
+            ),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            fail(&tally.reset, format!("reset: {e}"))
+        }
+        Err(e) => fail(&tally.other, format!("read: {e}")),
+    }
+}
+
+/// Upgrades `d` `rounds` times under a connection-per-request load: every request must
+/// succeed, and the counters never go back. Returns the processes started.
+fn upgrades_under_load(d: &Daemon, rounds: usize) -> Successors {
+    let mut successors = Successors::default();
+    let addr = d.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let clients = client_loop(addr, 4, stop.clone(), tally.clone());
+    let wait_for_requests = |n: u64| {
+        let target = tally.ok.load(Ordering::SeqCst) + n;
+        assert!(
+            wait_until(Duration::from_secs(20), || tally.ok.load(Ordering::SeqCst)
+                >= target),
+            "no progress: {:?}",
+            tally.failures.lock().unwrap()
+        );
+    };
+    wait_for_requests(50);
+    let mut last = d.metric("proxy.process.http.completed_requests");
+    let mut last_accepts = d.metric("proxy.process.tcp.total_accepts");
+    let mut old = d.child.as_ref().unwrap().id() as i32;
+    for _ in 0..rounds {
+        let (from, to) = upgrade(d, &mut successors);
+        assert_eq!(from, old);
+        old = to;
+        // Counters go on from the old process's values.
+        let now = d.metric("proxy.process.http.completed_requests");
+        assert!(now >= last, "completed_requests went back: {last} -> {now}");
+        let accepts = d.metric("proxy.process.tcp.total_accepts");
+        assert!(accepts >= last_accepts, "total_accepts went back");
+        (last, last_accepts) = (now, accepts);
+        wait_for_requests(30);
+    }
+    stop.store(true, Ordering::Release);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = tally.failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} ok, {} refused, {} reset, {} other: {:?}",
+        tally.ok.load(Ordering::SeqCst),
+        tally.refused.load(Ordering::SeqCst),
+        tally.reset.load(Ordering::SeqCst),
+        tally.other.load(Ordering::SeqCst),
+        &failures[..failures.len().min(5)]
+    );
+    // Every process but the last drained and exited 0 by itself.
+    let all: Vec<i32> = successors.0.clone();
+    for &pid in &all[..all.len() - 1] {
+        assert!(
+            wait_until(Duration::from_secs(10), || Successors::exited(pid)),
+            "pid {pid} did not exit after handing over"
+        );
+    }
+    let text = d.log_text();
+    assert_eq!(
+        text.matches("transactions drained").count(),
+        rounds,
+        "every old process says what it drained:\n{text}"
+    );
+    let end = d.metric("proxy.process.http.completed_requests");
+    assert!(end >= last);
+    successors
+}
+
+#[test]
+fn ten_upgrades_in_threads_mode_refuse_and_reset_no_request() {
+    let _serial = serial();
+    let origin = Origin::fixed(b"hello");
+    let dir = TempDir::new("pidfile");
+    let pid_file = dir.0.join("turnstile.pid");
+    let mut d = Daemon::builder()
+        .config(&remap_to(&origin))
+        .env("PROXY_CONFIG_ACCEPT_THREADS", "2")
+        .env("PROXY_CONFIG_PID_FILE", pid_file.to_str().unwrap())
+        .start();
+    let read_pid = || std::fs::read_to_string(&pid_file).unwrap_or_default();
+    let first = d.child.as_ref().unwrap().id();
+    assert_eq!(read_pid().trim(), first.to_string());
+    let _successors = upgrades_under_load(&d, 10);
+    // The pid file names the process that serves now.
+    let serving: i32 = read_pid().trim().parse().unwrap();
+    assert_ne!(serving, first as i32);
+    let (code, _, err) = d.ctl(&["server", "stop"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(wait_until(Duration::from_secs(10), || Successors::exited(
+        serving
+    )));
+    assert!(!pid_file.exists(), "the pid file is removed at a stop");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+#[test]
+fn five_upgrades_in_event_mode_with_a_socket_per_thread_reset_no_request() {
+    let _serial = serial();
+    let origin = Origin::fixed(b"hello");
+    let d = Daemon::builder()
+        .config(&remap_to(&origin))
+        .env("PROXY_CONFIG_ACCEPT_THREADS", "0")
+        .env("PROXY_CONFIG_EXEC_THREAD_LISTEN", "true")
+        .start();
+    assert!(d.log_text().contains("event/reuseport"), "{}", d.log_text());
+    let _successors = upgrades_under_load(&d, 5);
+}
+
+#[test]
+fn a_cached_object_is_a_hit_from_the_new_process_without_the_origin() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let span = TempDir::new("upgrade-span");
+    let origin = Origin::start(|_| Some(ok(b"kept", &[("Cache-Control", "max-age=600")])));
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 1\n[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"4M\" }}]\n{}",
+            span.0.display(),
+            remap_to(&origin)
+        ))
+        .start();
+    let r = http::get(d.addr(), "t", "/obj").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "kept"));
+    let (_, new) = upgrade(&d, &mut successors);
+    assert!(
+        d.log_text().contains("released 1 cache spans"),
+        "{}",
+        d.log_text()
+    );
+    let r = http::get(d.addr(), "t", "/obj").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "kept"));
+    assert_eq!(
+        origin.requests.lock().unwrap().len(),
+        1,
+        "served by the origin again"
+    );
+    assert_eq!(d.metric("proxy.process.cache.hits"), 1);
+    // The answer came from the new process: the old one stopped serving the admin socket.
+    let (_, out, _) = d.ctl(&["metric", "get", "proxy.process.cache.hits"]);
+    assert!(out.contains(" 1"), "{out}");
+    assert!(new > 0);
+}
+
+#[test]
+fn an_upgrade_to_a_binary_that_fails_leaves_the_old_process_serving() {
+    let _serial = serial();
+    let origin = Origin::fixed(b"hello");
+    let dir = TempDir::new("badbin");
+    let exe = dir.0.join("turnstile");
+    std::fs::copy(util::bin(), &exe).unwrap();
+    let d = Daemon::builder()
+        .program(&exe)
+        .config(&remap_to(&origin))
+        .env("PROXY_CONFIG_UPGRADE_READY_TIMEOUT", "2")
+        .start();
+    let pid = d.child.as_ref().unwrap().id();
+    // A package upgrade replaces the file: here with a program that never gets ready...
+    let replace = |script: &str| {
+        let tmp = dir.0.join("next");
+        std::fs::write(&tmp, script).unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::rename(&tmp, &exe).unwrap();
+    };
+    replace("#!/bin/sh\nexec sleep 10\n");
+    let first = {
+        let (dir, config, env) = (d.dir.0.clone(), d.config.clone(), d.env.clone());
+        std::thread::spawn(move || {
+            let mut cmd = std::process::Command::new(util::bin());
+            cmd.current_dir(dir).arg("--config").arg(config.unwrap());
+            cmd.envs(env).args(["ctl", "server", "upgrade"]);
+            cmd.output().unwrap()
+        })
+    };
+    // ...and while it runs, a second upgrade is refused.
+    assert!(wait_until(Duration::from_secs(10), || d
+        .log_text()
+        .contains("upgrade: started")));
+    let (code, _, err) = d.ctl(&["server", "upgrade"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already in progress"), "{err}");
+    let out = first.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not ready within 2 s"), "{err}");
+    assert_eq!(http::get(d.addr(), "t", "/").unwrap().status, 200);
+
+    // One that exits at once.
+    replace("#!/bin/sh\necho 'cannot start' >&2\nexit 1\n");
+    let (code, _, err) = d.ctl(&["server", "upgrade"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exited with status 1"), "{err}");
+    // The old process serves on, untouched, and still answers ctl.
+    assert_eq!(http::get(d.addr(), "t", "/").unwrap().status, 200);
+    assert_eq!(d.metric("proxy.process.proxy.ports_ready"), 1);
+    assert_eq!(
+        std::fs::read_to_string(d.log.clone())
+            .unwrap()
+            .matches("ports accepting")
+            .count(),
+        1
+    );
+    assert!(d.child.as_ref().unwrap().id() == pid);
+
+    // The real binary again: the upgrade goes through.
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::copy(util::bin(), &exe).unwrap();
+    let mut successors = Successors::default();
+    upgrade(&d, &mut successors);
+    assert_eq!(http::get(d.addr(), "t", "/").unwrap().status, 200);
+}
+
+#[test]
+fn stop_refuses_new_connects_at_once_and_finishes_the_request_in_flight() {
+    let _serial = serial();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let seen_tx = Mutex::new(seen_tx);
+    let origin = Origin::start(move |_| {
+        let _ = seen_tx.lock().unwrap().send(());
+        std::thread::sleep(Duration::from_millis(1500));
+        Some(ok(b"late", &[]))
+    });
+    let mut d = Daemon::builder().config(&remap_to(&origin)).start();
+    let addr = d.addr();
+    let mut c = http::send_get(addr, "/slow");
+    seen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    d.signal(libc::SIGTERM);
+    let t0 = Instant::now();
+    let refused = wait_until(
+        Duration::from_millis(100),
+        || matches!(TcpStream::connect(addr), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+    );
+    let took = t0.elapsed();
+    assert!(
+        refused,
+        "a new connect was not refused {took:?} after SIGTERM"
+    );
+    let r = c.read_response("GET").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "late"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let text = d.log_text();
+    assert!(
+        text.contains("stop: 1 transactions drained, 0 cut at the shutdown timeout"),
+        "{text}"
+    );
+}
+
+#[test]
+fn stop_cuts_what_outlives_the_shutdown_timeout_and_says_so() {
+    let _serial = serial();
+    let origin = Origin::start(|_| {
+        std::thread::sleep(Duration::from_secs(5));
+        Some(ok(b"too late", &[]))
+    });
+    let mut d = Daemon::builder()
+        .config(&remap_to(&origin))
+        .env("PROXY_CONFIG_STOP_SHUTDOWN_TIMEOUT", "1")
+        .start();
+    let _c = http::send_get(d.addr(), "/slow");
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_active_transactions")
+        > 0));
+    d.signal(libc::SIGTERM);
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let text = d.log_text();
+    assert!(text.contains("0 transactions drained, 1 cut"), "{text}");
+}
+
+/// Reads datagrams from the notify socket until one contains `want`.
+fn expect_notify(sock: &UnixDatagram, want: &str, seen: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push(msg.clone());
+            if msg.contains(want) {
+                return;
+            }
+        }
+    }
+    panic!("no {want:?} on the notify socket; got {seen:?}");
+}
+
+#[test]
+fn systemd_hears_ready_reloading_mainpid_and_stopping() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let dir = TempDir::new("notify");
+    let path = dir.0.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let d = Daemon::builder()
+        .config("")
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .start();
+    let mut seen = Vec::new();
+    expect_notify(&sock, "READY=1", &mut seen);
+    let (code, _, err) = d.ctl(&["config", "reload"]);
+    assert_eq!(code, 0, "{err}");
+    expect_notify(&sock, "RELOADING=1", &mut seen);
+    assert!(seen.last().unwrap().contains("MONOTONIC_USEC="));
+    expect_notify(&sock, "READY=1", &mut seen);
+    let (_, new) = upgrade(&d, &mut successors);
+    expect_notify(&sock, &format!("MAINPID={new}"), &mut seen);
+    assert!(seen.last().unwrap().contains("READY=1"));
+    let (code, _, err) = d.ctl(&["server", "stop"]);
+    assert_eq!(code, 0, "{err}");
+    expect_notify(&sock, "STOPPING=1", &mut seen);
+}
+
+#[test]
+fn a_disabled_port_keeps_its_socket_and_stays_disabled_across_reload_and_upgrade() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let origin = Origin::fixed(b"hello");
+    let d = Daemon::builder()
+        .config(&remap_to(&origin))
+        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", "0 0")
+        .start();
+    let addrs = d.addrs();
+    let label = addrs[0].port().to_string();
+    let gauge = format!("proxy.process.net.port.{label}.accepts_currently_open");
+    let list = |d: &Daemon| d.ctl(&["port", "list"]).1;
+    assert!(
+        list(&d).contains(&format!("{label} {} threads×1 enabled", addrs[0])),
+        "{}",
+        list(&d)
+    );
+
+    let (code, out, err) = d.ctl(&["port", "disable", &label]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("port {label} disabled").as_str()),
+        "{err}"
+    );
+    assert_eq!(d.metric(&gauge), 0);
+    assert_eq!(d.metric("proxy.process.net.accepts_currently_open"), 1);
+    assert!(list(&d).contains(&format!("{label} {} threads×1 disabled", addrs[0])));
+    // A connect still completes (into the backlog) but nobody answers...
+    let mut waiting = http::send_get(addrs[0], "/");
+    waiting
+        .stream()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        waiting.read_response("GET").is_err(),
+        "answered while disabled"
+    );
+    // ...the other port serves, and after enable the waiting client is answered.
+    assert_eq!(http::get(addrs[1], "t", "/").unwrap().status, 200);
+    let (code, _, err) = d.ctl(&["port", "enable", &label]);
+    assert_eq!(code, 0, "{err}");
+    waiting
+        .stream()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(waiting.read_response("GET").unwrap().status, 200);
+    assert_eq!(d.metric(&gauge), 1);
+
+    // Disabled survives a reload and an upgrade.
+    assert_eq!(d.ctl(&["port", "disable", &label]).0, 0);
+    assert_eq!(d.ctl(&["config", "reload"]).0, 0);
+    assert!(list(&d).contains(&format!("{label} {} threads×1 disabled", addrs[0])));
+    upgrade(&d, &mut successors);
+    assert!(
+        list(&d).contains(&format!("{label} {} threads×1 disabled", addrs[0])),
+        "{}",
+        list(&d)
+    );
+    assert_eq!(d.metric(&gauge), 0);
+    assert_eq!(d.ctl(&["port", "enable", &label]).0, 0);
+    assert_eq!(http::get(addrs[0], "t", "/").unwrap().status, 200);
+    // An unknown port is a usage error.
+    let (code, _, err) = d.ctl(&["port", "disable", "1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no port 1"), "{err}");
+}
+
+#[test]
+fn a_reload_out_of_per_thread_mode_resets_no_connection_queued_on_a_closed_socket() {
+    let _serial = serial();
+    let origin = Origin::fixed(b"hello");
+    let config = |threads: u32, throttle: u32| {
+        format!(
+            "[proxy.config]\naccept_threads = {threads}\n[proxy.config.exec_thread]\nlisten = true\n\
+             [proxy.config.net]\nconnections_throttle = {throttle}\n{}",
+            remap_to(&origin)
+        )
+    };
+    let d = Daemon::builder().config(&config(0, 1)).start();
+    let addr = d.addr();
+    // One idle connection holds the cap of 1: accepting pauses, and what comes next
+    // waits in the queues of the port's two SO_REUSEPORT sockets.
+    let hold = http::Conn::open(addr).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || d
+        .metric("proxy.process.net.connections_currently_open")
+        == 1));
+    let queued: Vec<http::Conn> = (0..32).map(|_| http::send_get(addr, "/")).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(d.metric("proxy.process.net.connections_currently_open"), 1);
+    // Threads mode uses the main socket only: the sibling is retired by the reload.
+    d.write_config(&config(1, 0));
+    let (code, out, err) = d.ctl(&["config", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (i, mut c) in queued.into_iter().enumerate() {
+        let r = c.read_response("GET");
+        assert!(
+            matches!(&r, Ok(r) if r.status == 200),
+            "queued connection {i}: {r:?}\n{}",
+            d.log_text()
+        );
+    }
+    drop(hold);
+    assert!(
+        d.log_text().contains("retiring 1 socket(s)"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn a_socket_from_systemd_survives_an_upgrade() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let origin = Origin::fixed(b"activated");
+    let dir = TempDir::new("socket-activation");
+    // Like systemd, this process holds the listening socket: nobody else can bind it,
+    // and the daemon gets it as fd 3 with LISTEN_FDS=1 and LISTEN_PID set to its pid.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = dir.0.join("records.toml");
+    std::fs::write(&config, remap_to(&origin)).unwrap();
+    let log = dir.0.join("turnstile.log");
+    let socket = dir.0.join("ctl.sock");
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        "LISTEN_PID=$$ exec \"$0\" \"$@\"",
+        util::bin(),
+        "--config",
+    ])
+    .arg(&config)
+    .current_dir(&dir.0)
+    .env("LISTEN_FDS", "1")
+    .env(
+        "PROXY_CONFIG_HTTP_SERVER_PORTS",
+        format!("{}:ip-in=127.0.0.1", addr.port()),
+    )
+    .env("PROXY_CONFIG_ADMIN_SOCKET", &socket)
+    .env("PROXY_CONFIG_EXEC_THREAD_AUTOCONFIG_ENABLED", "false")
+    .env("PROXY_CONFIG_EXEC_THREAD_LIMIT", "2")
+    .env_remove("TURNSTILE_LOG")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: between fork and exec the hook only calls dup2 or fcntl (async-signal-safe)
+    // on a descriptor this process holds open.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would leave FD_CLOEXEC set.
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let d = Daemon {
+        child: Some(child),
+        dir,
+        log,
+        config: Some(config),
+        env: vec![(
+            "PROXY_CONFIG_ADMIN_SOCKET".into(),
+            socket.display().to_string(),
+        )],
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || d
+            .log_text()
+            .contains("ports accepting")),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.addr(), addr);
+    assert_eq!(http::get(addr, "t", "/").unwrap().text(), "activated");
+    let (old, _) = upgrade(&d, &mut successors);
+    // The new process took the socket (binding it anew would fail: it is taken).
+    assert!(wait_until(Duration::from_secs(10), || Successors::exited(
+        old
+    )));
+    assert_eq!(http::get(addr, "t", "/").unwrap().text(), "activated");
+    assert!(
+        !d.log_text().contains("matches no configured port"),
+        "{}",
+        d.log_text()
+    );
+    drop(listener);
+}
+
+#[test]
+fn a_failed_upgrade_gives_the_cache_spans_back_with_the_purges_made_meanwhile() {
+    let _serial = serial();
+    let span = TempDir::new("upgrade-span-back");
+    let origin = Origin::start(|_| Some(ok(b"kept", &[("Cache-Control", "max-age=600")])));
+    let dir = TempDir::new("span-back-bin");
+    let exe = dir.0.join("turnstile");
+    std::fs::copy(util::bin(), &exe).unwrap();
+    let d = Daemon::builder()
+        .program(&exe)
+        .config(&format!(
+            "[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"4M\" }}]\n{}",
+            span.0.display(),
+            remap_to(&origin)
+        ))
+        .start();
+    assert!(wait_until(Duration::from_secs(10), || d
+        .log_text()
+        .contains("cache ready")));
+    for path in ["/a", "/b"] {
+        assert_eq!(http::get(d.addr(), "t", path).unwrap().status, 200);
+    }
+    // A new binary that takes the spans, then fails.
+    let script = "#!/bin/bash\nfd=$TURNSTILE_UPGRADE_FD\nread -r hello <&$fd\n\
+                  echo '{\"msg\":\"want_spans\"}' >&$fd\nread -r released <&$fd\nsleep 1\nexit 3\n";
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::write(&exe, script).unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let upgrading = {
+        let (dir, config, env) = (d.dir.0.clone(), d.config.clone(), d.env.clone());
+        std::thread::spawn(move || {
+            let mut cmd = std::process::Command::new(util::bin());
+            cmd.current_dir(dir).arg("--config").arg(config.unwrap());
+            cmd.envs(env).args(["ctl", "server", "upgrade"]);
+            cmd.output().unwrap()
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log_text()
+            .contains("released 1 cache spans")),
+        "{}",
+        d.log_text()
+    );
+    // Without its spans the old process serves from RAM, and a PURGE is remembered.
+    let r = http::get(d.addr(), "t", "/a").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "kept"));
+    let r = http::request(d.addr(), "PURGE", "/b", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    let out = upgrading.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("exited with status 3"), "{err}");
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log_text()
+            .contains("back in use")),
+        "{}",
+        d.log_text()
+    );
+    let before = origin.requests.lock().unwrap().len();
+    // The purged object stays purged (the span still had it); the other is still a hit.
+    assert_eq!(http::get(d.addr(), "t", "/b").unwrap().status, 200);
+    assert_eq!(origin.requests.lock().unwrap().len(), before + 1);
+    assert_eq!(http::get(d.addr(), "t", "/a").unwrap().status, 200);
+    assert_eq!(origin.requests.lock().unwrap().len(), before + 1);
+}
+
+#[test]
+fn an_upgrade_that_drops_a_port_and_a_thread_resets_nothing_queued() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let origin = Origin::fixed(b"hello");
+    let config = |ports: &str, threads: u32| {
+        format!(
+            "[proxy.config]\naccept_threads = 0\n[proxy.config.exec_thread]\n\
+             autoconfig.enabled = false\nlimit = {threads}\nlisten = true\n\
+             [proxy.config.http]\nserver_ports = \"{ports}\"\n{}",
+            remap_to(&origin)
+        )
+    };
+    let d = Daemon::builder()
+        .config(&config("0 0", 2))
+        .unset("PROXY_CONFIG_HTTP_SERVER_PORTS")
+        .unset("PROXY_CONFIG_EXEC_THREAD_LIMIT")
+        .unset("PROXY_CONFIG_EXEC_THREAD_AUTOCONFIG_ENABLED")
+        .start();
+    let (kept, dropped) = (d.addrs()[0], d.addrs()[1]);
+    // Clients on the port that stays, through the upgrade.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let clients = client_loop(kept, 3, stop.clone(), tally.clone());
+    // Connections waiting in the queues of the port that goes.
+    let label = dropped.port().to_string();
+    assert_eq!(d.ctl(&["port", "disable", &label]).0, 0);
+    let queued: Vec<http::Conn> = (0..16).map(|_| http::send_get(dropped, "/")).collect();
+    assert!(wait_until(Duration::from_secs(10), || tally
+        .ok
+        .load(Ordering::SeqCst)
+        > 50));
+    // The new configuration has one port and one event thread: the old process retires
+    // the dropped port's two sockets and the kept port's second one.
+    d.write_config(&config("0", 1));
+    let (old, _) = upgrade(&d, &mut successors);
+    for (i, mut c) in queued.into_iter().enumerate() {
+        let r = c.read_response("GET");
+        assert!(
+            matches!(&r, Ok(r) if r.status == 200),
+            "queued connection {i}: {r:?}\n{}",
+            d.log_text()
+        );
+    }
+    let before = tally.ok.load(Ordering::SeqCst);
+    assert!(wait_until(Duration::from_secs(10), || tally
+        .ok
+        .load(Ordering::SeqCst)
+        > before + 50));
+    stop.store(true, Ordering::Release);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = tally.failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(5)]
+    );
+    let text = d.log_text();
+    assert!(text.contains("retiring 2 socket(s)"), "{text}");
+    assert!(text.contains("retiring 1 socket(s)"), "{text}");
+    // Once the old process is gone, the dropped port refuses.
+    assert!(wait_until(Duration::from_secs(15), || Successors::exited(
+        old
+    )));
+    assert!(matches!(
+        TcpStream::connect(dropped),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    ));
+    assert_eq!(http::get(kept, "t", "/").unwrap().status, 200);
+}
+
+#[test]
+fn the_old_process_closes_idle_keep_alive_connections_at_once_and_answers_busy_ones_with_close() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let seen_tx = Mutex::new(seen_tx);
+    let origin = Origin::start(move |r| {
+        if r.path == "/slow" {
+            let _ = seen_tx.lock().unwrap().send(());
+            std::thread::sleep(Duration::from_millis(800));
+        }
+        Some(ok(b"hello", &[]))
+    });
+    let d = Daemon::builder().config(&remap_to(&origin)).start();
+    // An idle keep-alive connection, and a busy one, both on the old process.
+    let mut idle = http::Conn::open(d.addr()).unwrap();
+    assert_eq!(idle.get("t", "/").unwrap().status, 200);
+    let mut busy = http::Conn::open(d.addr()).unwrap();
+    assert_eq!(busy.get("t", "/").unwrap().status, 200);
+    busy.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    seen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let t0 = Instant::now();
+    upgrade(&d, &mut successors);
+    // The busy one gets its answer, saying close; the idle one is closed.
+    let r = busy.read_response("GET").unwrap();
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    idle.stream()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let n = idle.stream().read(&mut byte).unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection was not closed");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
