@@ -9,7 +9,7 @@ use super::super::codec::{
 };
 use super::super::parent::ParentRoute;
 use super::super::shared::{OriginSlot, OriginWaiter};
-use super::cache::{CacheTx, HeadUse, ResponseEffect};
+use super::store::{CacheTx, HeadUse, ResponseEffect};
 use super::{Counted, Pending, Phase, Session, BUF_LIMIT, LINGER};
 use crate::error::{Error, ErrorKind, Retry, Side};
 use iocore::EThread;

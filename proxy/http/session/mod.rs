@@ -49,6 +49,7 @@ mod proxy_protocol;
 mod queue;
 mod request;
 mod state;
+mod store;
 mod tunnel;
 
 use self::batch::drive_batched;

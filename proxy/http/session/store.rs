@@ -1,0 +1,546 @@
+//! What a response does to the cache: the cache's part of a transaction ([`CacheTx`]),
+//! invalidation by unsafe requests (and of the URLs their `Location` and
+//! `Content-Location` name), a 304's refresh of the stored response it selects (RFC 9111
+//! §4.3.4), stale-if-error in place of an origin error, and the capture of a storable
+//! response with its store. Runs on the session's ET_NET thread.
+
+use super::super::caching::{self, CachePolicy, Storable, Stored};
+use super::super::codec::{BodyFraming, ChunkedScanner, RequestHead, ResponseHead};
+use super::super::revalidate;
+use super::super::shared::Fill;
+use super::log::LogResult;
+use super::Session;
+use crate::cache::{Cache, Lookup};
+use crate::error::{Error, ErrorKind};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The cache's part of a transaction.
+pub(super) struct CacheTx {
+    key: String,
+    /// A stale object being revalidated.
+    pub(super) stale: Option<Stored>,
+    /// The response being captured for storing.
+    capture: Option<Capture>,
+    /// Held while this transaction fills `key`; others wait for it.
+    fill: Option<Fill>,
+    /// The client's request as it came, for the values of the fields a response's
+    /// `Vary` names and for the preconditions and range of an answer from the cache:
+    /// the head `forward` sends, moved in there once sent (no copy), or a copy made
+    /// before a revalidation replaces the client's conditional fields.
+    pub(super) request: Option<RequestHead>,
+    /// The URL's variants a variant stored by this transaction joins; None: a new
+    /// generation of them.
+    pub(super) variants: Option<UrlVariants>,
+    /// An unsafe request: a non-error answer removes the URL's object instead.
+    pub(super) invalidate: bool,
+    /// A revalidation that offered other variants' entity tags: the request without any
+    /// validator, to send when a 304 names a variant that is not at hand.
+    pub(super) unconditional: Option<RequestHead>,
+    /// That request as written for the origin (`forward`).
+    pub(super) refetch: Option<Vec<u8>>,
+    /// Other variants' entity tags went with the request.
+    pub(super) offered: bool,
+    /// What the cache obeys for this transaction.
+    policy: Arc<CachePolicy>,
+    /// When it began (an invalidation of `key` after that keeps it from storing), and
+    /// the same as Unix seconds, the request time of RFC 9111 §4.2.3.
+    began: Instant,
+    request_time: u64,
+}
+
+impl CacheTx {
+    pub(super) fn new(
+        key: String,
+        stale: Option<Stored>,
+        fill: Option<Fill>,
+        policy: Arc<CachePolicy>,
+    ) -> CacheTx {
+        CacheTx {
+            key,
+            stale,
+            capture: None,
+            fill,
+            request: None,
+            variants: None,
+            invalidate: false,
+            unconditional: None,
+            refetch: None,
+            offered: false,
+            policy,
+            began: Instant::now(),
+            request_time: caching::now_s(),
+        }
+    }
+
+    /// What a final response with `status` does to the cache: a success answering an
+    /// unsafe request invalidates the URL's object; a 304 answering the cache's own
+    /// revalidation refreshes the stale one; a server error may be answered with it
+    /// instead (`stale-if-error`).
+    pub(super) fn effect(&self, status: u16) -> ResponseEffect {
+        let now = caching::now_s();
+        ResponseEffect {
+            invalidates: self.invalidate && (200..400).contains(&status),
+            refreshes: status == 304 && (self.stale.is_some() || self.offered),
+            stale_for_error: status >= 500
+                && self
+                    .stale
+                    .as_ref()
+                    .is_some_and(|s| caching::stale_if_error(s, &self.policy, now)),
+        }
+    }
+
+    /// Takes response body bytes into the capture; one too large (or broken) streams
+    /// through uncached, and the requests waiting for this fill go on without it.
+    pub(super) fn feed(&mut self, bytes: &[u8]) {
+        if self.capture.as_mut().is_some_and(|cap| !cap.feed(bytes)) {
+            self.capture = None;
+            self.fill = None;
+        }
+    }
+}
+
+/// What the cache made of a final response head ([`Session::cache_response_head`]).
+pub(super) enum HeadUse {
+    /// Relay it to the client (and capture it, if storable).
+    Relay,
+    /// The client was answered from the cache in its place.
+    Answered,
+    /// It was a 304 naming a variant that is not at hand: send this request (the client's
+    /// without validators) instead, and relay what comes.
+    Resend(Vec<u8>),
+}
+
+/// Which stored response a 304 freshens (RFC 9111 §4.3.4).
+enum Selected {
+    /// The one revalidated.
+    Held,
+    /// Another variant of the URL, read from RAM.
+    Other(Stored),
+    /// Another variant, not in RAM: the request goes again without validators.
+    NotAtHand,
+}
+
+/// The stored response `head` (a 304) selects: by its entity tag among the URL's
+/// variants (ours, `held`, when it has none or names ours).
+fn select_variant(
+    c: &CacheTx,
+    held: Option<&Stored>,
+    head: &ResponseHead,
+    cache: Option<&Arc<Cache>>,
+) -> Selected {
+    let named = head.header("etag").and_then(caching::ETag::parse);
+    let Some(named) = named else {
+        return match held {
+            Some(_) => Selected::Held,
+            None => Selected::NotAtHand,
+        };
+    };
+    let same = |tag: &[u8]| caching::ETag::parse(tag).is_some_and(|t| t.weak_eq(&named));
+    if held.and_then(|h| h.field("etag")).is_some_and(same) {
+        return Selected::Held;
+    }
+    let Some(v) = c.variants.as_ref().filter(|_| c.offered) else {
+        // Offered no other: ours, as §4.3.4 says when only one is stored.
+        return match held {
+            Some(_) => Selected::Held,
+            None => Selected::NotAtHand,
+        };
+    };
+    let Some(i) = v.kept.1.iter().position(|t| same(t)) else {
+        return Selected::NotAtHand;
+    };
+    let key = caching::alternate_key(&c.key, v.generation, &v.kept.0[i]);
+    match cache.map(|cache| cache.lookup(&key)) {
+        Some(Lookup::Done(Some(bytes))) => match Stored::decode(&bytes) {
+            Some(other) if other.field("etag").is_some_and(same) => Selected::Other(other),
+            _ => Selected::NotAtHand,
+        },
+        _ => Selected::NotAtHand,
+    }
+}
+
+/// What a final response does to the cache ([`CacheTx::effect`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct ResponseEffect {
+    /// A success answering an unsafe request: the URL's cached object goes.
+    pub(super) invalidates: bool,
+    /// A 304 answering the cache's own revalidation: the stored object is fresh again
+    /// and answers the client.
+    pub(super) refreshes: bool,
+    /// A server error answering a revalidation whose object may be served stale
+    /// instead (RFC 5861 §4): the stale object answers, the error's body is dropped.
+    pub(super) stale_for_error: bool,
+}
+
+/// The variants (`Vary`) of a URL, as its key's object tells: their generation, and
+/// which are kept (oldest first), for the limit on them (`cache.limits.http.max_alts`).
+pub(super) struct UrlVariants {
+    pub(super) generation: u64,
+    /// Their request sides and entity tags, oldest first.
+    pub(super) kept: revalidate::Seen,
+}
+
+impl UrlVariants {
+    /// What `obj`, a variant at its URL's key, tells.
+    pub(super) fn of(obj: &Stored) -> UrlVariants {
+        UrlVariants {
+            generation: obj.generation,
+            kept: (obj.kept_variants(), obj.kept_tags()),
+        }
+    }
+}
+
+/// A storable response's payload, gathered as it passes to the client.
+struct Capture {
+    head: ResponseHead,
+    /// The request's side of the response's `Vary` (`caching::variant`).
+    variant: Vec<u8>,
+    kept: Storable,
+    /// When the head came (the response time of RFC 9111 §4.2.3).
+    response_time: u64,
+    body: Vec<u8>,
+    chunked: Option<ChunkedScanner>,
+    limit: u64,
+}
+
+impl Capture {
+    /// Adds framed body bytes; false when the object turns out too large (or broken).
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        match self.chunked.as_mut() {
+            Some(sc) => {
+                if sc.decode(bytes, &mut self.body).is_err() {
+                    return false;
+                }
+            }
+            None => self.body.extend_from_slice(bytes),
+        }
+        self.body.len() as u64 <= self.limit
+    }
+}
+
+impl Session {
+    /// The cache's side of a final response head `head`, framed as `framing`, with
+    /// `effect`: invalidates what an unsafe request changed (and the URLs its
+    /// `Location` and `Content-Location` name on the same host, RFC 9111 §4.4), answers
+    /// from the refreshed object on a 304 to a revalidation, or from the stale one in
+    /// place of a server error (true: answered from the cache), or sets up the capture
+    /// of a storable response.
+    pub(super) fn cache_response_head(
+        &mut self,
+        head: &ResponseHead,
+        framing: BodyFraming,
+        effect: ResponseEffect,
+    ) -> HeadUse {
+        let shared = self.shared.clone();
+        let Some(tx) = self.tx.as_mut() else {
+            return HeadUse::Relay;
+        };
+        if tx.cache.as_ref().is_some_and(|c| c.invalidate) {
+            let c = tx.cache.take();
+            if let (true, Some(c), Some(cache)) = (effect.invalidates, c, shared.cache()) {
+                // Its variants, if any, go with it: the next one stored starts a new
+                // generation.
+                for key in std::iter::once(c.key.clone()).chain(related_keys(head, &c.key)) {
+                    cache.remove(&key);
+                    shared.note_invalidation(&key);
+                    shared.metrics.cache_invalidations.inc();
+                }
+            }
+        }
+        let Some(c) = tx.cache.as_deref_mut() else {
+            return HeadUse::Relay;
+        };
+        let now = caching::now_s();
+        let client = c.request.clone();
+        if effect.refreshes || effect.stale_for_error {
+            let held = c.stale.take();
+            let mut obj = match held {
+                Some(obj) if effect.stale_for_error => obj,
+                held => {
+                    // §4.3.4: the 304 freshens the stored response its entity tag
+                    // selects, which may be another variant of the URL than the one we
+                    // held (or than none, when the request's own was not stored).
+                    match select_variant(c, held.as_ref(), head, shared.cache()) {
+                        Selected::Held => held.expect("selected what was held"),
+                        Selected::Other(other) => other,
+                        Selected::NotAtHand => {
+                            return match c.refetch.take() {
+                                Some(request) => HeadUse::Resend(request),
+                                None => HeadUse::Relay,
+                            };
+                        }
+                    }
+                }
+            };
+            if effect.refreshes {
+                if let Some(fill) = c.fill.as_mut() {
+                    fill.stored(); // the URL is cached: misses need not skip filling it
+                }
+                self.refresh_stored(&mut obj, head, now);
+                shared.metrics.cache_revalidated.inc();
+                if let Some(l) = self.log_req.as_mut() {
+                    l.result = LogResult::RefreshHit;
+                }
+            } else {
+                shared.metrics.cache_stale_sie.inc();
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.discard = true; // the error's body goes nowhere
+                }
+                if let Some(l) = self.log_req.as_mut() {
+                    l.result = LogResult::RefreshFailOld;
+                }
+            }
+            shared.metrics.cache_hits.inc();
+            let request = client.unwrap_or_else(placeholder_get);
+            self.serve_answer(&request, &obj, now);
+            return HeadUse::Answered;
+        }
+        // §4.3.5: a HEAD response may update, or outdate, the stored GET response.
+        let head_request = c.request.as_ref().is_some_and(|r| r.method() == "HEAD");
+        if head_request && head.status == 200 {
+            if let Some(mut obj) = c.stale.take() {
+                let same = obj
+                    .field("etag")
+                    .is_some_and(|e| head.header("etag") == Some(e))
+                    || obj
+                        .field("last-modified")
+                        .is_some_and(|l| head.header("last-modified") == Some(l));
+                if same {
+                    self.refresh_stored(&mut obj, head, now);
+                } else if let Some(cache) = shared.cache() {
+                    cache.remove(&self.tx_key());
+                }
+                return HeadUse::Relay;
+            }
+        }
+        let limit = shared.settings.max_doc_size;
+        let fits = !matches!(framing, BodyFraming::Length(n) if n > limit);
+        let d = caching::response_directives(head, &c.policy.targeted);
+        let kept = c
+            .request
+            .as_ref()
+            .filter(|r| r.method() == "GET")
+            .and_then(|r| caching::storable(r, head, &d, &c.policy, c.request_time, now));
+        c.capture = kept
+            .filter(|_| fits)
+            .zip(c.request.as_ref().and_then(|r| caching::variant(head, r)))
+            .map(|(kept, variant)| Capture {
+                head: head.clone(),
+                variant,
+                kept,
+                response_time: now,
+                body: Vec::new(),
+                chunked: (framing == BodyFraming::Chunked).then(ChunkedScanner::new),
+                limit,
+            });
+        if c.capture.is_none() {
+            // Nothing to store: let the requests waiting for this fill go to the origin
+            // now, not after this whole transfer.
+            c.fill = None;
+            // Replaced by something we may not keep: forget the old one.
+            if let (Some(old), Some(cache)) = (&c.stale, shared.cache()) {
+                cache.remove(&c.key);
+                if let Some(alternate) = old.alternate_at(&c.key) {
+                    cache.remove(&alternate);
+                }
+            }
+        }
+        HeadUse::Relay
+    }
+
+    /// The key of the transaction's cache part ("" without one).
+    fn tx_key(&self) -> String {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.cache.as_ref())
+            .map_or_else(String::new, |c| c.key.clone())
+    }
+
+    /// Applies a validating response head (a 304, or a HEAD's 200) to `obj` (RFC 9111
+    /// §4.3.4): its fields, its age and freshness; stores the result unless the URL
+    /// changed meanwhile or it may not be stored any more (then removes it).
+    fn refresh_stored(&mut self, obj: &mut Stored, head: &ResponseHead, now: u64) -> bool {
+        let shared = self.shared.clone();
+        let Some(c) = self.tx.as_ref().and_then(|tx| tx.cache.as_deref()) else {
+            return false;
+        };
+        let age = caching::initial_age(head, c.request_time, now);
+        // The stored policy, until the merged head says otherwise.
+        let mut kept = Storable {
+            lifetime: obj.lifetime,
+            initial_age: age,
+            must_revalidate: obj.must_revalidate,
+            no_cache: obj.no_cache,
+            immutable: obj.immutable,
+            swr: obj.swr,
+            sie: obj.sie,
+            strip: Vec::new(),
+        };
+        obj.refresh(head, &kept, now);
+        let merged = obj.response();
+        let client = c.request.clone().unwrap_or_else(placeholder_get);
+        let again = merged.as_ref().and_then(|resp| {
+            let d = caching::response_directives(resp, &c.policy.targeted);
+            caching::storable(&client, resp, &d, &c.policy, c.request_time, now)
+        });
+        let Some(cache) = shared.cache() else {
+            return false;
+        };
+        match again {
+            Some(s) => {
+                kept = Storable {
+                    initial_age: age,
+                    ..s
+                };
+                obj.refresh(head, &kept, now);
+            }
+            None => {
+                cache.remove(&c.key);
+                return false;
+            }
+        }
+        if shared.invalidated_since(&c.key, c.began) {
+            return false;
+        }
+        let seen = c.variants.as_ref().map(|v| v.kept.clone());
+        let seen = seen.unwrap_or_else(|| (obj.kept_variants(), obj.kept_tags()));
+        revalidate::store(cache, &c.key, obj, &seen, shared.settings.max_alts);
+        true
+    }
+
+    /// Stores what the transaction captured, if it may still.
+    pub(super) fn store_capture(&self, c: &mut CacheTx) {
+        let (Some(cap), Some(cache)) = (c.capture.take(), self.shared.cache()) else {
+            return;
+        };
+        let mut obj = Stored::new(
+            &cap.head,
+            cap.body,
+            &cap.kept,
+            cap.response_time,
+            cap.variant,
+        );
+        let none = (Vec::new(), Vec::new());
+        let kept = match (&c.variants, obj.variant.is_empty()) {
+            (_, true) => &none,
+            (Some(v), false) => {
+                obj.generation = v.generation;
+                &v.kept
+            }
+            (None, false) => {
+                obj.generation = caching::new_generation();
+                &none
+            }
+        };
+        // A change to the URL accepted while this was under way may postdate it: not
+        // stored then, but the URL stays storable (the next miss fills it).
+        if let Some(fill) = c.fill.as_mut() {
+            fill.stored();
+        }
+        if !self.shared.invalidated_since(&c.key, c.began) {
+            revalidate::store(cache, &c.key, &mut obj, kept, self.shared.settings.max_alts);
+            self.shared.metrics.cache_writes.inc();
+            self.shared.note_cache_usage();
+        }
+    }
+
+    /// The stale object of a failed revalidation answers in place of the error when
+    /// `stale-if-error` allows (true: answered); with `must-revalidate`, an origin that
+    /// cannot be reached is a 504 (RFC 9111 §4.2.4). `err` is then the error to answer.
+    pub(super) fn stale_instead_of(&mut self, err: &mut Error) -> bool {
+        let Some(c) = self.tx.as_mut().and_then(|tx| tx.cache.as_deref_mut()) else {
+            return false;
+        };
+        let Some(stale) = c.stale.as_ref() else {
+            return false;
+        };
+        let now = caching::now_s();
+        if caching::stale_if_error(stale, &c.policy, now) {
+            let obj = c.stale.take().expect("checked");
+            let request = c.request.clone().unwrap_or_else(placeholder_get);
+            self.shared.metrics.cache_hits.inc();
+            self.shared.metrics.cache_stale_sie.inc();
+            self.tx = None;
+            self.serve_hit(&request, &obj, now, LogResult::RefreshFailOld);
+            return true;
+        }
+        if stale.must_revalidate && err.status() == 502 {
+            *err = Error::new(ErrorKind::OriginTimeout).context("stale and must-revalidate");
+        }
+        false
+    }
+}
+
+/// A GET for when the client's request is not at hand (it always is: the session keeps
+/// it with the cache part of its transaction).
+fn placeholder_get() -> RequestHead {
+    super::super::codec::parse_request(b"GET / HTTP/1.1\r\nHost: -\r\n\r\n", 64)
+        .ok()
+        .flatten()
+        .map(|(h, _)| h)
+        .expect("a fixed request parses")
+}
+
+/// The keys of the URLs a response's `Location` and `Content-Location` name on the
+/// same host as `key` (RFC 9111 §4.4), relative references resolved against it.
+fn related_keys(head: &ResponseHead, key: &str) -> Vec<String> {
+    let Some(rest) = key.strip_prefix("http://") else {
+        return Vec::new();
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let mut keys = Vec::new();
+    for name in ["location", "content-location"] {
+        let Some(v) = head.header(name).and_then(|v| std::str::from_utf8(v).ok()) else {
+            continue;
+        };
+        let v = v.split('#').next().unwrap_or_default().trim();
+        let path = if v.starts_with('/') && !v.starts_with("//") {
+            Some(v)
+        } else {
+            v.strip_prefix("http://")
+                .filter(|r| {
+                    r.split('/')
+                        .next()
+                        .is_some_and(|h| h.eq_ignore_ascii_case(host))
+                })
+                .map(|r| &r[r.find('/').unwrap_or(r.len())..])
+        };
+        if let Some(path) = path {
+            let path = if path.is_empty() { "/" } else { path };
+            let k = caching::key(host, path);
+            if k != key && !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::codec;
+
+    fn resp(raw: &str) -> ResponseHead {
+        codec::parse_response(raw.as_bytes(), 8192)
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn rfc9111_4_4_location_and_content_location_on_the_same_host() {
+        let key = "http://o:81/a";
+        let r = resp("HTTP/1.1 201 Created\r\nLocation: /b?x#frag\r\nContent-Location: http://O:81/c\r\n\r\n");
+        assert_eq!(related_keys(&r, key), ["http://o:81/b?x", "http://o:81/c"]);
+        // Other hosts, schemes and network-path references are not ours to touch.
+        let r = resp("HTTP/1.1 201 Created\r\nLocation: http://other/b\r\nContent-Location: //o:81/c\r\n\r\n");
+        assert!(related_keys(&r, key).is_empty());
+        let r = resp("HTTP/1.1 201 Created\r\nLocation: https://o:81/b\r\n\r\n");
+        assert!(related_keys(&r, key).is_empty());
+        // The URL itself is not listed twice.
+        let r = resp("HTTP/1.1 200 OK\r\nContent-Location: /a\r\n\r\n");
+        assert!(related_keys(&r, key).is_empty());
+    }
+}
