@@ -24,6 +24,7 @@ mod remap;
 mod render;
 mod schema;
 mod size;
+mod ssl;
 mod value;
 
 pub use connect_ports::ConnectPorts;
@@ -41,3 +42,4 @@ pub use schema::{
     Stop, ThrottleMode, UrlRemap, WaitForCache, EMBEDDED_ORIGIN,
 };
 pub use size::{format_size, parse_size};
+pub use ssl::{DestIp, Ssl, SslCert, VerifyPolicy};

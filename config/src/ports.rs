@@ -80,6 +80,9 @@ pub struct PortSpec {
     pub periodic: bool,
     /// Set SO_REUSEPORT on the listening socket.
     pub reuseport: bool,
+    /// Terminate TLS (`ssl`, SPEC §9): HTTP over TLS, or with `blind`, TLS terminated
+    /// and then the relay.
+    pub ssl: bool,
 }
 
 impl PortSpec {
@@ -94,6 +97,7 @@ impl PortSpec {
             accept_threads: None,
             periodic: false,
             reuseport: false,
+            ssl: false,
         }
     }
 
@@ -136,6 +140,9 @@ impl fmt::Display for PortSpec {
         }
         if let PortKind::Blind { tunnel } = &self.kind {
             write!(f, ":blind:tunnel=[{tunnel}]")?;
+        }
+        if self.ssl {
+            f.write_str(":ssl")?;
         }
         if let Some(n) = self.accept_threads {
             write!(f, ":accept_threads={n}")?;
@@ -276,10 +283,11 @@ struct PortDraft {
     accept_threads: Option<u32>,
     periodic: Option<bool>,
     reuseport: Option<bool>,
+    ssl: Option<bool>,
 }
 
 const TABLE_FIELDS: &str =
-    "port, family, ip_in, fd, kind, tunnel, accept_threads, periodic, reuseport";
+    "port, family, ip_in, fd, kind, tunnel, accept_threads, periodic, reuseport, ssl";
 
 /// Stores `value` in `slot` unless the descriptor already set it.
 fn once<T>(slot: &mut Option<T>, value: T, token: &str) -> Result<(), String> {
@@ -368,6 +376,7 @@ impl PortDraft {
             ("blind", None) => once(&mut self.blind, true, token),
             ("periodic", None) => once(&mut self.periodic, true, token),
             ("reuseport", None) => once(&mut self.reuseport, true, token),
+            ("ssl", None) => once(&mut self.ssl, true, token),
             ("ip-in", Some(v)) => {
                 let ip = ip_address(v).map_err(in_token)?;
                 once(&mut self.ip_in, ip, token)
@@ -388,7 +397,7 @@ impl PortDraft {
                     .map_err(in_token)?;
                 once(&mut self.accept_threads, n, token)
             }
-            ("ipv4" | "ipv6" | "blind" | "periodic" | "reuseport", Some(_)) => {
+            ("ipv4" | "ipv6" | "blind" | "periodic" | "reuseport" | "ssl", Some(_)) => {
                 Err(format!("token \"{token}\": \"{name}\" takes no value"))
             }
             ("ip-in" | "fd" | "tunnel" | "accept_threads", None) => {
@@ -435,6 +444,7 @@ impl PortDraft {
             }
             "periodic" => self.periodic = Some(expect_bool(value)?),
             "reuseport" => self.reuseport = Some(expect_bool(value)?),
+            "ssl" => self.ssl = Some(expect_bool(value)?),
             _ => return Err(format!("unknown field; expected one of {TABLE_FIELDS}")),
         }
         Ok(())
@@ -470,6 +480,7 @@ impl PortDraft {
             accept_threads: self.accept_threads,
             periodic,
             reuseport: self.reuseport.unwrap_or(false),
+            ssl: self.ssl.unwrap_or(false),
         })
     }
 }

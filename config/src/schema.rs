@@ -10,6 +10,7 @@ use crate::connect_ports::ConnectPorts;
 use crate::ipnet::IpNet;
 use crate::ports::PortSpec;
 use crate::remap::RemapRule;
+use crate::ssl::{Ssl, SslCert};
 
 /// Where [`Config::default`] (and a configuration read from [`crate::DEFAULT_RECORDS`])
 /// says it came from.
@@ -47,6 +48,10 @@ pub struct Config {
     pub url_remap: UrlRemap,
     /// `[[remap]]` rules, in file order. Reloadable.
     pub remap: Vec<RemapRule>,
+    /// `proxy.config.ssl.*`: TLS files and the origin verification policy.
+    pub ssl: Ssl,
+    /// `[[ssl_multicert]]` certificates, in file order. Reloadable.
+    pub ssl_multicert: Vec<SslCert>,
 }
 
 /// `proxy.config.exec_thread.*`.
@@ -386,6 +391,8 @@ impl Default for Config {
                 remap_required: true,
             },
             remap: Vec::new(),
+            ssl: Ssl::default(),
+            ssl_multicert: Vec::new(),
         }
     }
 }
