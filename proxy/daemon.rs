@@ -14,6 +14,7 @@ use crate::http::{
 };
 use crate::ports::{self, AcceptPlan, Port};
 use crate::signals::{self, Control};
+use crate::tls::{TlsClient, TlsKeep, TlsMetrics, TlsServer};
 use config::{Config, PortKind};
 use iocore::{
     Event, EventProcessor, EventProcessorOptions, ListenOptions, NetProcessor, NetTuning, Registry,
@@ -136,12 +137,16 @@ fn max_doc_size(cfg: &Config) -> u64 {
     }
 }
 
-fn live(cfg: &Config) -> Result<Live> {
+/// The settings a reload swaps in, certificates and origin TLS included: every file is
+/// read and every certificate parsed here, on the main thread.
+fn live(cfg: &Config, tls: &TlsKeep, tls_metrics: &Arc<TlsMetrics>) -> Result<Live> {
     Ok(Live {
         remap: Arc::new(RemapTable::build(&cfg.remap)?),
         allow: Arc::new(cfg.stats.allow_ip.clone()),
         origin_max: cfg.http.per_server_connection_max,
         connect_ports: Arc::new(cfg.http.connect_ports.clone()),
+        tls_server: TlsServer::load(cfg, tls)?,
+        tls_client: TlsClient::load(cfg, tls, tls_metrics)?,
     })
 }
 
@@ -161,6 +166,12 @@ fn role(spec: &config::PortSpec) -> Result<PortRole> {
     }
 }
 
+/// Sets `proxy.process.ssl.certificates_loaded`.
+fn note_certificates(live: &Live, m: &TlsMetrics) {
+    let n = live.tls_server.as_ref().map_or(0, |s| s.certificates());
+    m.certificates.set(n as i64);
+}
+
 /// A running daemon's state, owned by the main thread.
 struct Daemon {
     cfg: Config,
@@ -170,6 +181,9 @@ struct Daemon {
     registry: Arc<Registry>,
     http: Arc<HttpShared>,
     ports: Vec<Port>,
+    /// TLS state that outlives reloads (ticket key, session cache).
+    tls: TlsKeep,
+    tls_metrics: Arc<TlsMetrics>,
 }
 
 /// Runs the daemon until it is stopped; returns the exit code.
@@ -199,7 +213,11 @@ fn start(cfg: Config, source: ConfigSource) -> Result<(Daemon, Receiver<Control>
     );
     let registry = Registry::new();
     let net = NetProcessor::new(events.clone(), registry.clone(), &tuning(&cfg));
-    let http = HttpShared::new(settings(&cfg), live(&cfg)?, registry.clone());
+    let tls = TlsKeep::new()?;
+    let tls_metrics = TlsMetrics::new(&registry);
+    let first = live(&cfg, &tls, &tls_metrics)?;
+    note_certificates(&first, &tls_metrics);
+    let http = HttpShared::new(settings(&cfg), first, registry.clone());
     if !cfg.log.access_log.as_os_str().is_empty() {
         http.open_access_log(&cfg.log.access_log)
             .map_err(|e| e.within("proxy.config.log.access_log"))?;
@@ -217,6 +235,7 @@ fn start(cfg: Config, source: ConfigSource) -> Result<(Daemon, Receiver<Control>
         let acceptor = Arc::new(HttpAcceptor {
             shared: http.clone(),
             role: role(spec)?,
+            ssl: spec.ssl,
         });
         bound.push(Port::new(
             spec.clone(),
@@ -245,6 +264,8 @@ fn start(cfg: Config, source: ConfigSource) -> Result<(Daemon, Receiver<Control>
         registry,
         http,
         ports: bound,
+        tls,
+        tls_metrics,
     };
     let gate = Arc::new(StartGate::new());
     start_cache(&d.cfg, &d.http, &d.registry, &gate, tx_cache)?;
@@ -407,9 +428,11 @@ impl Daemon {
         for p in &mut self.ports {
             let plan = p.plan.clone();
             p.start(&self.net, plan, &sock)?;
-            let kind = match &p.spec.kind {
-                PortKind::Http => "http".to_string(),
-                PortKind::Blind { tunnel } => format!("blind→{tunnel}"),
+            let kind = match (&p.spec.kind, p.spec.ssl) {
+                (PortKind::Http, false) => "http".to_string(),
+                (PortKind::Http, true) => "https".to_string(),
+                (PortKind::Blind { tunnel }, false) => format!("blind→{tunnel}"),
+                (PortKind::Blind { tunnel }, true) => format!("blind+ssl→{tunnel}"),
             };
             described.push(format!(
                 "{} {} {}={}",
@@ -465,13 +488,23 @@ impl Daemon {
                 );
             }
         };
-        let live = match live(&new) {
+        let live = match live(&new, &self.tls, &self.tls_metrics) {
             Ok(l) => l,
             Err(e) => {
-                log::error!("reload refused: {e}");
-                return (1, format!("reload refused: {e}\n"));
+                if !new.ssl_multicert.is_empty() {
+                    self.tls_metrics.cert_reload_failures.inc();
+                }
+                log::error!("reload refused; the running configuration stays: {e}");
+                return (
+                    1,
+                    format!("reload refused; the running configuration stays: {e}\n"),
+                );
             }
         };
+        note_certificates(&live, &self.tls_metrics);
+        if live.tls_server.is_some() {
+            self.tls_metrics.cert_reloads.inc();
+        }
         let restart = self.cfg.restart_required_changes(&new);
         self.net.set_tuning(&tuning(&new));
         self.http.set_live(live);
@@ -506,6 +539,9 @@ impl Daemon {
         applied.net.throttle_mode = new.net.throttle_mode;
         applied.stats.allow_ip = new.stats.allow_ip.clone();
         applied.remap = new.remap.clone();
+        applied.ssl_multicert = new.ssl_multicert.clone();
+        applied.ssl.client_verify_server_policy = new.ssl.client_verify_server_policy;
+        applied.ssl.client_ca_cert_filename = new.ssl.client_ca_cert_filename.clone();
         for p in &mut applied.http.server_ports {
             if let Some(s) = new.http.server_ports.iter().find(|s| s.same_listener(p)) {
                 p.accept_threads = s.accept_threads;

@@ -14,3 +14,4 @@ pub mod log;
 pub mod ports;
 pub mod signals;
 pub mod stats_http;
+pub mod tls;

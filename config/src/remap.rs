@@ -248,6 +248,9 @@ mod tests {
         assert_eq!((u.port_or_default(), u.scheme()), (443, "https"));
         assert_eq!(u.to_string(), "https://origin.test/x");
         assert_eq!(RemapUrl::parse(&u.to_string(), false).unwrap(), u);
-        assert!(RemapUrl::parse("https://a/", true).is_err(), "a from is http");
+        assert!(
+            RemapUrl::parse("https://a/", true).is_err(),
+            "a from is http"
+        );
     }
 }

@@ -114,9 +114,11 @@ pub(crate) fn certs_from_value(value: &Value) -> Result<Vec<SslCert>, Vec<Proble
                 "dest_ip" => {
                     d.dest_ip = Some(match expect_str(v, "\"*\" or an IP address")? {
                         "*" => DestIp::Any,
-                        ip => DestIp::Ip(ip.trim_matches(['[', ']']).parse().map_err(|_| {
-                            format!("expected \"*\" or an IP address, got {ip:?}")
-                        })?),
+                        ip => {
+                            DestIp::Ip(ip.trim_matches(['[', ']']).parse().map_err(|_| {
+                                format!("expected \"*\" or an IP address, got {ip:?}")
+                            })?)
+                        }
                     })
                 }
                 _ => {

@@ -229,9 +229,8 @@ fn errors_inside_arrays_of_tables_carry_their_own_lines() {
     );
     assert_eq!(errs.len(), 2, "{errs:?}");
     assert!(
-        errs[0].starts_with(
-            "records.toml:7: remap: entry 2: to: expected an http:// or https:// URL"
-        ),
+        errs[0]
+            .starts_with("records.toml:7: remap: entry 2: to: expected an http:// or https:// URL"),
         "{errs:?}"
     );
     assert!(

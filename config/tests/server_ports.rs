@@ -32,8 +32,7 @@ fn every_token_is_understood() {
 
 #[test]
 fn the_ssl_token_reads_in_both_forms_and_with_blind() {
-    let ports =
-        parse_server_ports("8443:ssl 9443:blind:tunnel=[127.0.0.1:5432]:ssl 8080").unwrap();
+    let ports = parse_server_ports("8443:ssl 9443:blind:tunnel=[127.0.0.1:5432]:ssl 8080").unwrap();
     assert!(ports[0].ssl && ports[0].kind == PortKind::Http);
     assert!(ports[1].ssl && matches!(ports[1].kind, PortKind::Blind { .. }));
     assert!(!ports[2].ssl);

@@ -89,6 +89,8 @@ pub(super) struct Tx {
     pub(super) retry: Option<Vec<u8>>,
     /// The request has a body to stream (`Session::charge_upload` keeps its timers).
     pub(super) uploads: bool,
+    /// The origin is spoken to over TLS, with this name (`https://` remap targets).
+    pub(super) tls: Option<rustls::pki_types::ServerName<'static>>,
     /// What the cache has to do with this transaction.
     /// Boxed: a `Tx` sits inline in every session, idle or not.
     pub(super) cache: Option<Box<CacheTx>>,
@@ -115,6 +117,7 @@ impl Tx {
             client_http10: head.minor_version == 0,
             dechunk: false,
             retry: None,
+            tls: None,
             cache: None,
             active,
             slot: None,
@@ -182,6 +185,7 @@ impl Session {
         let Pending {
             head,
             addr,
+            tls,
             host_header,
             path,
             origin_max,
@@ -203,6 +207,7 @@ impl Session {
         let client_keep_alive = head.keep_alive() && !shared.draining();
         let mut tx = Tx::new(&head, client_keep_alive, self.in_flight(active));
         tx.retry = tx.req_body.done().then(|| out.clone());
+        tx.tls = tls;
         tx.cache = cache.map(|mut c| {
             c.request.get_or_insert(head);
             Box::new(c)
@@ -360,6 +365,21 @@ impl Session {
                 o.head_searched = 0;
                 tx.retry = None;
                 head
+            }
+            Ok(None) if o.wire.eof && o.wire.tls().is_some_and(|l| l.failure().is_some()) => {
+                let why = o
+                    .wire
+                    .tls()
+                    .and_then(|l| l.error())
+                    .map_or_else(|| "the connection failed".to_string(), |e| e.to_string());
+                let name = o
+                    .tls_name
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |n| n.to_str().into_owned());
+                log::warn!("origin {name} ({}): TLS failed: {why}", o.addr);
+                let err = Error::new(ErrorKind::OriginTls).context(format!("{name}: {why}"));
+                self.fail_tx(err);
+                return None;
             }
             Ok(None) if o.wire.eof => {
                 let retry = if o.reused && o.inbuf.is_empty() {

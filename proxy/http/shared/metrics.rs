@@ -43,6 +43,8 @@ pub(crate) struct HttpMetrics {
     /// Times a session still making progress after the drive loop's bound yielded to
     /// the other events of its thread (see `session::DRIVE_TURNS`).
     pub(crate) drive_yields: Arc<Counter>,
+    /// TLS handshakes, failures and times (SPEC §9).
+    pub(crate) tls: Arc<crate::tls::TlsMetrics>,
 }
 
 impl HttpMetrics {
@@ -76,6 +78,7 @@ impl HttpMetrics {
                 failures: r.counter("proxy.process.hostdb.lookup_failures"),
             },
             access_dropped: r.counter("proxy.process.log.access_dropped"),
+            tls: crate::tls::TlsMetrics::new(r),
         }
     }
 

@@ -36,6 +36,10 @@ pub struct Live {
     pub origin_max: usize,
     /// `connect_ports`: where a CONNECT may open a tunnel.
     pub connect_ports: Arc<config::ConnectPorts>,
+    /// The certificates of `ssl` ports (`[[ssl_multicert]]`); None without any.
+    pub tls_server: Option<Arc<crate::tls::TlsServer>>,
+    /// TLS to `https://` origins; None when no rule has one.
+    pub tls_client: Option<Arc<crate::tls::TlsClient>>,
 }
 
 /// Settings fixed for the daemon's life.
