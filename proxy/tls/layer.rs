@@ -335,8 +335,11 @@ impl TlsLayer {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The peer's end of stream without a close_notify: the end all the
                 // same (HTTP framing says whether what came was whole).
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.established => {
+                    return Ok(0)
+                }
+                Err(e) if e.kind() != io::ErrorKind::UnexpectedEof => return Err(e),
+                Err(_) => {}
             }
             if self.eof_in {
                 if !self.established {
