@@ -162,8 +162,7 @@ pub fn connect(cfg: &Arc<ClientConfig>, addr: SocketAddr, name: &str) -> std::io
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from(name.to_string())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let conn = ClientConnection::new(cfg.clone(), name)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::Other, e))?;
+    let conn = ClientConnection::new(cfg.clone(), name).map_err(std::io::Error::other)?;
     let mut s = StreamOwned::new(conn, tcp);
     while s.conn.is_handshaking() {
         s.conn.complete_io(&mut s.sock)?;
