@@ -497,3 +497,213 @@ impl TlsLayer {
         let _ = self.flush(io, true);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{CertStore, TlsKeep, TlsServer};
+    use iocore::Registry;
+    use rustls::pki_types::ServerName;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// One direction of an in-memory socket pair with a small kernel buffer.
+    #[derive(Default)]
+    struct Pipe {
+        bytes: RefCell<VecDeque<u8>>,
+        closed: std::cell::Cell<bool>,
+    }
+
+    /// The server's socket: reads from `inbound`, writes to `outbound` (at most
+    /// `room` bytes queued, then WouldBlock).
+    struct MemIo<'a> {
+        inbound: &'a Pipe,
+        outbound: &'a Pipe,
+        room: usize,
+    }
+
+    impl RawIo for MemIo<'_> {
+        fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+            let mut q = self.inbound.bytes.borrow_mut();
+            if q.is_empty() {
+                return if self.inbound.closed.get() {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            }
+            let n = buf.len().min(q.len());
+            for (b, v) in buf.iter_mut().zip(q.drain(..n)) {
+                *b = v;
+            }
+            Ok(n)
+        }
+        fn send(&self, buf: &[u8]) -> io::Result<usize> {
+            let mut q = self.outbound.bytes.borrow_mut();
+            let n = buf.len().min(self.room.saturating_sub(q.len()));
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            q.extend(&buf[..n]);
+            Ok(n)
+        }
+        fn shutdown_write(&self) -> io::Result<()> {
+            self.outbound.closed.set(true);
+            Ok(())
+        }
+    }
+
+    fn server() -> (TlsLayer, Arc<TlsMetrics>, rustls::pki_types::CertificateDer<'static>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["mem.test".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("ts-layer-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("k.pem"), key.serialize_pem()).unwrap();
+        let keep = TlsKeep::new().unwrap();
+        let entry = config::SslCert {
+            cert: "c.pem".into(),
+            key: Some("k.pem".into()),
+            dest_ip: Some(config::DestIp::Any),
+        };
+        let dirs = crate::tls::CertDirs {
+            certs: dir.clone(),
+            keys: dir.clone(),
+        };
+        let store = CertStore::load(&[entry], &dirs, keep.provider()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let srv = TlsServer::with_store(Arc::new(store), &keep).unwrap();
+        let metrics = TlsMetrics::new(&Registry::default());
+        let conn = srv.accept("127.0.0.1".parse().unwrap()).unwrap();
+        (
+            TlsLayer::new(Connection::Server(conn), metrics.clone()),
+            metrics,
+            cert.der().clone(),
+        )
+    }
+
+    fn client(root: rustls::pki_types::CertificateDer<'static>) -> rustls::ClientConnection {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("mem.test").unwrap())
+            .unwrap()
+    }
+
+    /// Moves the client's bytes to the server's inbound pipe and back.
+    fn pump(c: &mut rustls::ClientConnection, to_server: &Pipe, to_client: &Pipe) {
+        let mut out = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut out).unwrap();
+        }
+        to_server.bytes.borrow_mut().extend(out);
+        let inbound: Vec<u8> = to_client.bytes.borrow_mut().drain(..).collect();
+        if !inbound.is_empty() {
+            let mut r = &inbound[..];
+            while !r.is_empty() {
+                c.read_tls(&mut r).unwrap();
+            }
+            c.process_new_packets().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_handshake_and_data_cross_a_small_socket_buffer_without_stalling() {
+        let (mut s, metrics, root) = server();
+        let mut c = client(root);
+        let (to_server, to_client) = (Pipe::default(), Pipe::default());
+        let io = MemIo {
+            inbound: &to_server,
+            outbound: &to_client,
+            room: 700,
+        };
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        c.writer().write_all(&[b'q'; 5000]).unwrap();
+        for _ in 0..1000 {
+            pump(&mut c, &to_server, &to_client);
+            // The server side is driven as a session would: flush, then read until
+            // WouldBlock.
+            s.flush(&io, false).unwrap();
+            loop {
+                match s.read(&io, &mut buf) {
+                    Ok(0) => panic!("unexpected end"),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if got.len() == 5000 {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 5000);
+        assert!(!s.handshaking());
+        assert_eq!(metrics.success_in.get(), 1);
+        // A large answer through a 700-byte socket: taken once pending ciphertext
+        // drains, never lost.
+        let answer = vec![b'a'; 50_000];
+        let mut sent = 0;
+        let mut plain = Vec::new();
+        for _ in 0..10_000 {
+            match s.write(&io, &answer[sent..], false).unwrap() {
+                Wrote::Taken(n) => sent += n,
+                Wrote::Later { socket } => assert!(socket),
+            }
+            pump(&mut c, &to_server, &to_client);
+            let mut b = [0u8; 4096];
+            while let Ok(n) = c.reader().read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                plain.extend_from_slice(&b[..n]);
+            }
+            if plain.len() == answer.len() && !s.pending() {
+                break;
+            }
+        }
+        assert_eq!(plain.len(), answer.len());
+        // close_notify, then the FIN once it is out.
+        s.shutdown_write(&io);
+        for _ in 0..100 {
+            pump(&mut c, &to_server, &to_client);
+            s.flush(&io, true).unwrap();
+            if to_client.closed.get() {
+                break;
+            }
+        }
+        assert!(to_client.closed.get());
+        assert!(c.process_new_packets().unwrap().peer_has_closed());
+    }
+
+    #[test]
+    fn plain_http_and_a_cut_handshake_fail_with_their_reasons() {
+        let (mut s, metrics, _) = server();
+        let (to_server, to_client) = (Pipe::default(), Pipe::default());
+        let io = MemIo {
+            inbound: &to_server,
+            outbound: &to_client,
+            room: 1 << 20,
+        };
+        to_server.bytes.borrow_mut().extend(b"GET / HTTP/1.1\r\n\r\n");
+        assert!(s.read(&io, &mut [0u8; 16]).is_err());
+        assert_eq!(s.failure(), Some(Failure::PlainHttp));
+        assert!(s.read(&io, &mut [0u8; 16]).is_err(), "reads stay over");
+
+        let (mut s, _, _) = server();
+        to_server.bytes.borrow_mut().extend([0x16, 3, 1, 0, 100, 1, 0]);
+        to_server.closed.set(true);
+        assert!(s.read(&io, &mut [0u8; 16]).is_err());
+        assert_eq!(s.failure(), Some(Failure::Eof));
+        assert_eq!(metrics.failures_by_reason[Failure::PlainHttp as usize].get(), 1);
+    }
+}

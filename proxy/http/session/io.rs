@@ -349,6 +349,12 @@ impl Session {
                 }));
         while (!self.out_c.is_empty() || self.client.tls_pending()) && self.client.writable {
             match self.client.send(&self.out_c, last) {
+                // Only TLS ciphertext went (a flush): nothing of ours.
+                Ok(Sent::Bytes(0)) => {
+                    if !self.out_c.is_empty() {
+                        break;
+                    }
+                }
                 Ok(Sent::Bytes(n)) => {
                     self.out_c.drain(..n);
                     self.sent_c += n as u64;
