@@ -402,8 +402,10 @@ impl Write for Stream {
 }
 
 /// `--tls`: the client configuration and the SNI name, set once before the threads.
-static TLS: std::sync::OnceLock<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)> =
-    std::sync::OnceLock::new();
+static TLS: std::sync::OnceLock<(
+    Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+)> = std::sync::OnceLock::new();
 
 /// Accepts any server certificate: the benchmark measures the servers, not the PKI.
 #[derive(Debug)]
@@ -458,7 +460,8 @@ fn init_tls(sni: &str, resume: bool) -> Result<(), String> {
     if !resume {
         cfg.resumption = rustls::client::Resumption::disabled();
     }
-    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let name =
+        rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
     let _ = TLS.set((Arc::new(cfg), name));
     Ok(())
 }
@@ -472,8 +475,8 @@ fn connect(addr: &SocketAddr) -> Result<Conn, Fail> {
     let s = match TLS.get() {
         None => Stream::Plain(s),
         Some((cfg, name)) => {
-            let conn = rustls::ClientConnection::new(cfg.clone(), name.clone())
-                .map_err(|_| Fail::Http)?;
+            let conn =
+                rustls::ClientConnection::new(cfg.clone(), name.clone()).map_err(|_| Fail::Http)?;
             let mut tls = rustls::StreamOwned::new(conn, s);
             while tls.conn.is_handshaking() {
                 tls.conn

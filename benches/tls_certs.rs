@@ -66,7 +66,10 @@ fn load_and_resolve(n: usize) {
     let dir = temp_dir("certs");
     let t = Instant::now();
     let entries = make_certs(&dir, n);
-    eprintln!("generated {n} certificates in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "generated {n} certificates in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let keep = turnstile::tls::TlsKeep::new().unwrap();
     let dirs = turnstile::tls::CertDirs {
         certs: dir.clone(),
@@ -98,7 +101,12 @@ fn load_and_resolve(n: usize) {
         let t = Instant::now();
         let mut found = 0;
         for _ in 0..lookups {
-            found += usize::from(store.pick(Some(std::hint::black_box(&name)), None).0.is_some());
+            found += usize::from(
+                store
+                    .pick(Some(std::hint::black_box(&name)), None)
+                    .0
+                    .is_some(),
+            );
         }
         assert_eq!(found, lookups);
         println!(
@@ -157,7 +165,11 @@ fn reloads(certs: usize, n: usize) {
             .current_dir(&dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if i % (n / 10).max(1) == 0 {
             samples.push((i, rss_kib(pid)));
         }

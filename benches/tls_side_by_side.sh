@@ -15,7 +15,7 @@
 #   full     a new connection and a full handshake per request, no resumption
 #   resumed  a new connection per request, resuming the session (ticket)
 #   idle     RSS per idle keep-alive connection after one request, TLS and plain
-#            (IDLE_CONNS connections each, held IDLE_HOLD s), once at the end
+#            (IDLE_CONNS connections each, held IDLE_HOLD s), first, on fresh processes
 #
 # Environment: ROUNDS=5 SECS=4 CONNS=64 CLOSE_CONNS=64 IDLE_CONNS=2000 IDLE_HOLD=2
 # INSTALL=1 (apt-get install nginx / haproxy if missing) KEEP_WORK=0.
@@ -64,27 +64,44 @@ for s in turnstile nginx haproxy; do
     free_port "PORT[$s]"
     free_port "PLAIN[$s]"
 done
-render "$TPL/tls.turnstile.records.toml" "$WORK/ts.toml" PORT="${PORT[turnstile]}" \
-    PLAIN_PORT="${PLAIN[turnstile]}" ORIGIN_PORT="$ORIGIN_PORT" WORK="$WORK" CERT="$CERT" KEY="$KEY"
-service "$TS_BIN" --config "$WORK/ts.toml" >"$WORK/ts.log" 2>&1 &
-PID[turnstile]=$!
-STARTED+=("${PID[turnstile]}")
-render "$TPL/tls.nginx.conf" "$WORK/nginx.conf" WORK="$WORK" PORT="${PORT[nginx]}" \
-    PLAIN_PORT="${PLAIN[nginx]}" ORIGIN_PORT="$ORIGIN_PORT" CERT="$CERT" KEY="$KEY"
-service nginx -e "$WORK/nginx.error.log" -p "$WORK" -c "$WORK/nginx.conf" >/dev/null 2>&1 &
-PID[nginx]=$!
-STARTED+=("${PID[nginx]}")
-render "$TPL/tls.haproxy.cfg" "$WORK/haproxy.cfg" PORT="${PORT[haproxy]}" \
-    PLAIN_PORT="${PLAIN[haproxy]}" ORIGIN_PORT="$ORIGIN_PORT" PEM="$PEM" MAXCONN=9000
-service haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
-PID[haproxy]=$!
-STARTED+=("${PID[haproxy]}")
-for s in turnstile nginx haproxy; do
-    wait_ready "${PLAIN[$s]}" "${PID[$s]}" 30 || { log "$s did not start"; exit 1; }
-    code=$(curl -sk -o /dev/null -w '%{http_code}' --resolve "bench.test:${PORT[$s]}:127.0.0.1" \
-        "https://bench.test:${PORT[$s]}/")
-    [ "$code" = 200 ] || { log "$s: TLS GET answered $code"; exit 1; }
-done
+# start_servers: Turnstile, nginx and HAProxy, fresh, each with a TLS and a plain port.
+start_servers() {
+    render "$TPL/tls.turnstile.records.toml" "$WORK/ts.toml" PORT="${PORT[turnstile]}" \
+        PLAIN_PORT="${PLAIN[turnstile]}" ORIGIN_PORT="$ORIGIN_PORT" WORK="$WORK" CERT="$CERT" KEY="$KEY"
+    service "$TS_BIN" --config "$WORK/ts.toml" >"$WORK/ts.log" 2>&1 &
+    PID[turnstile]=$!
+    STARTED+=("${PID[turnstile]}")
+    render "$TPL/tls.nginx.conf" "$WORK/nginx.conf" WORK="$WORK" PORT="${PORT[nginx]}" \
+        PLAIN_PORT="${PLAIN[nginx]}" ORIGIN_PORT="$ORIGIN_PORT" CERT="$CERT" KEY="$KEY"
+    service nginx -e "$WORK/nginx.error.log" -p "$WORK" -c "$WORK/nginx.conf" >/dev/null 2>&1 &
+    PID[nginx]=$!
+    STARTED+=("${PID[nginx]}")
+    render "$TPL/tls.haproxy.cfg" "$WORK/haproxy.cfg" PORT="${PORT[haproxy]}" \
+        PLAIN_PORT="${PLAIN[haproxy]}" ORIGIN_PORT="$ORIGIN_PORT" PEM="$PEM" MAXCONN=9000
+    service haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+    PID[haproxy]=$!
+    STARTED+=("${PID[haproxy]}")
+    local s code
+    for s in turnstile nginx haproxy; do
+        wait_ready "${PLAIN[$s]}" "${PID[$s]}" 30 || { log "$s did not start"; exit 1; }
+        code=$(curl -sk -o /dev/null -w '%{http_code}' --resolve "bench.test:${PORT[$s]}:127.0.0.1" \
+            "https://bench.test:${PORT[$s]}/")
+        [ "$code" = 200 ] || { log "$s: TLS GET answered $code"; exit 1; }
+    done
+}
+
+stop_servers() {
+    local s p i
+    for s in turnstile nginx haproxy; do
+        stop_tree "${PID[$s]}"
+        for i in "${!STARTED[@]}"; do
+            [ "${STARTED[$i]}" = "${PID[$s]}" ] && unset 'STARTED[i]'
+        done
+    done
+    STARTED=("${STARTED[@]}")
+}
+
+start_servers
 log "versions: $(nginx -v 2>&1 | sed 's/.*\///'), $(haproxy -v | head -n 1 | awk '{print $3}'), $(openssl version)"
 
 # pids SERVER: the server's processes (nginx: master and workers).
@@ -133,6 +150,16 @@ range() {
 }
 
 SERVERS=(turnstile nginx haproxy)
+# Memory first, on fresh processes (after load, an allocator hands idle connections
+# memory it already holds): plain, then a restart, then TLS.
+for s in "${SERVERS[@]}"; do
+    measure "$s" idle_plain
+done
+stop_servers
+start_servers
+for s in "${SERVERS[@]}"; do
+    measure "$s" idle_tls
+done
 for round in $(seq 1 "$ROUNDS"); do
     log "round $round of $ROUNDS"
     for m in $MEASURES; do
@@ -142,13 +169,6 @@ for round in $(seq 1 "$ROUNDS"); do
         done
     done
 done
-for s in "${SERVERS[@]}"; do
-    measure "$s" idle_plain
-    sleep 1
-    measure "$s" idle_tls
-    sleep 1
-done
-
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else printf "-" }'; }
 
 echo

@@ -91,18 +91,20 @@ fn sni_picks_exact_then_wildcard_then_the_default_and_http_flows_over_tls() {
     let wild = ca.leaf(&["*.wild.test"], "wild");
     let default = ca.leaf(&["default.test"], "default");
     let cn_only = ca.leaf(&[], "cn.test");
+    let rsa = ca.rsa_leaf(&["rsa.test"], "rsa");
     let origin = Origin::fixed(b"hello over tls");
     let log_dir = util::TempDir::new("tlslog");
     let access = log_dir.0.join("access.log");
     let text = config(
         origin.addr,
         &format!(
-            "[proxy.config.log]\naccess_log = \"{}\"\n{}{}{}{}",
+            "[proxy.config.log]\naccess_log = \"{}\"\n{}{}{}{}{}",
             access.display(),
             multicert("wild", None),
             multicert("exact", None),
             multicert("default", Some("*")),
             multicert("cn", None),
+            multicert("rsa", None),
         ),
     );
     let d = daemon_with(
@@ -111,11 +113,13 @@ fn sni_picks_exact_then_wildcard_then_the_default_and_http_flows_over_tls() {
             (&wild, "wild"),
             (&default, "default"),
             (&cn_only, "cn"),
+            (&rsa, "rsa"),
         ],
         &text,
     );
     let addr = d.addrs()[0];
     assert_eq!(presented(addr, "exact.test"), exact.der, "exact name");
+    assert_eq!(presented(addr, "rsa.test"), rsa.der, "an RSA key");
     assert_eq!(
         presented(addr, "WWW.Exact.Test"),
         exact.der,
@@ -164,7 +168,7 @@ fn sni_picks_exact_then_wildcard_then_the_default_and_http_flows_over_tls() {
     assert!(body.contains("\"proxy.process.ssl.total_success_handshake_count_in\": "));
     drop(s);
     assert!(d.metric("proxy.process.ssl.total_success_handshake_count_in") >= 8);
-    assert_eq!(d.metric("proxy.process.ssl.certificates_loaded"), 4);
+    assert_eq!(d.metric("proxy.process.ssl.certificates_loaded"), 5);
     let lines = util::log_lines(&access, 4);
     assert!(
         lines.iter().any(|l| l.contains("https://exact.test/x")),

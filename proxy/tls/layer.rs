@@ -553,13 +553,21 @@ mod tests {
         }
     }
 
-    fn server() -> (TlsLayer, Arc<TlsMetrics>, rustls::pki_types::CertificateDer<'static>) {
+    fn server() -> (
+        TlsLayer,
+        Arc<TlsMetrics>,
+        rustls::pki_types::CertificateDer<'static>,
+    ) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["mem.test".into()])
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let dir = std::env::temp_dir().join(format!("ts-layer-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir = std::env::temp_dir().join(format!(
+            "ts-layer-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("c.pem"), cert.pem()).unwrap();
         std::fs::write(dir.join("k.pem"), key.serialize_pem()).unwrap();
@@ -694,16 +702,25 @@ mod tests {
             outbound: &to_client,
             room: 1 << 20,
         };
-        to_server.bytes.borrow_mut().extend(b"GET / HTTP/1.1\r\n\r\n");
+        to_server
+            .bytes
+            .borrow_mut()
+            .extend(b"GET / HTTP/1.1\r\n\r\n");
         assert!(s.read(&io, &mut [0u8; 16]).is_err());
         assert_eq!(s.failure(), Some(Failure::PlainHttp));
         assert!(s.read(&io, &mut [0u8; 16]).is_err(), "reads stay over");
 
         let (mut s, _, _) = server();
-        to_server.bytes.borrow_mut().extend([0x16, 3, 1, 0, 100, 1, 0]);
+        to_server
+            .bytes
+            .borrow_mut()
+            .extend([0x16, 3, 1, 0, 100, 1, 0]);
         to_server.closed.set(true);
         assert!(s.read(&io, &mut [0u8; 16]).is_err());
         assert_eq!(s.failure(), Some(Failure::Eof));
-        assert_eq!(metrics.failures_by_reason[Failure::PlainHttp as usize].get(), 1);
+        assert_eq!(
+            metrics.failures_by_reason[Failure::PlainHttp as usize].get(),
+            1
+        );
     }
 }

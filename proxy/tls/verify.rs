@@ -26,12 +26,6 @@ pub(super) struct OriginVerifier {
     metrics: Arc<TlsMetrics>,
 }
 
-impl std::fmt::Debug for TlsMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsMetrics")
-    }
-}
-
 /// `ssl.client.CA.cert.filename`, resolved against the configuration file's directory;
 /// None when empty.
 fn ca_file(cfg: &config::Config) -> Option<PathBuf> {

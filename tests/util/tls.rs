@@ -52,10 +52,22 @@ impl Ca {
     /// A leaf for `names` (subjectAltName DNS names); with no names, one whose CN is
     /// `cn` and which has no subjectAltName.
     pub fn leaf(&self, names: &[&str], cn: &str) -> Leaf {
+        self.leaf_with(names, cn, KeyPair::generate().unwrap())
+    }
+
+    /// As [`Ca::leaf`], with an RSA (2048-bit) key.
+    pub fn rsa_leaf(&self, names: &[&str], cn: &str) -> Leaf {
+        self.leaf_with(
+            names,
+            cn,
+            KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap(),
+        )
+    }
+
+    fn leaf_with(&self, names: &[&str], cn: &str, key: KeyPair) -> Leaf {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Leaf {
             cert_pem: cert.pem() + &self.pem,
