@@ -268,3 +268,114 @@ pub fn names_of(cert: &CertificateDer<'_>) -> std::result::Result<Vec<String>, S
     }
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a self-signed certificate for `names` (CN `cn`) as `file`.pem/.key.
+    fn write(dir: &Path, file: &str, names: &[&str], cn: &str) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+        cert.der().to_vec()
+    }
+
+    fn entry(file: &str, dest_ip: Option<DestIp>) -> SslCert {
+        SslCert {
+            cert: format!("{file}.pem").into(),
+            key: Some(format!("{file}.key").into()),
+            dest_ip,
+        }
+    }
+
+    #[test]
+    fn names_then_the_local_address_then_the_default() {
+        let dir = std::env::temp_dir().join(format!("ts-certs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = write(&dir, "a", &["a.test"], "a");
+        let a2 = write(&dir, "a2", &["a.test", "b.test"], "a2");
+        let w = write(&dir, "w", &["*.w.test"], "w");
+        let ip = write(&dir, "ip", &["ip.test"], "ip");
+        let d = write(&dir, "d", &[], "Default.Test");
+        let local: IpAddr = "127.0.0.2".parse().unwrap();
+        let entries = [
+            entry("a", None),
+            entry("a2", None),
+            entry("w", None),
+            entry("ip", Some(DestIp::Ip(local))),
+            entry("d", Some(DestIp::Any)),
+        ];
+        let dirs = CertDirs {
+            certs: dir.clone(),
+            keys: dir.clone(),
+        };
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let store = CertStore::load(&entries, &dirs, &provider).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let der = |name: Option<&str>, local: Option<IpAddr>| {
+            let (k, how) = store.pick(name, local);
+            (k.map(|k| k.cert[0].to_vec()), how)
+        };
+        assert_eq!(der(Some("a.test"), None), (Some(a.clone()), Pick::Name));
+        assert_eq!(
+            der(Some("A.TEST."), None),
+            (Some(a), Pick::Name),
+            "case, root dot"
+        );
+        assert_eq!(der(Some("b.test"), None), (Some(a2), Pick::Name));
+        assert_eq!(der(Some("x.w.test"), None), (Some(w), Pick::Name));
+        assert_eq!(der(Some("w.test"), None), (Some(d.clone()), Pick::Fallback));
+        assert_eq!(
+            der(Some("default.test"), None),
+            (Some(d.clone()), Pick::Name),
+            "CN"
+        );
+        assert_eq!(der(None, Some(local)), (Some(ip.clone()), Pick::Fallback));
+        assert_eq!(
+            der(Some("zz.test"), Some(local)),
+            (Some(ip), Pick::Fallback)
+        );
+        assert_eq!(
+            der(None, Some("127.0.0.1".parse().unwrap())),
+            (Some(d), Pick::Fallback)
+        );
+        assert_eq!(store.len(), 5);
+        assert!(store.has_addr(local));
+        let none = CertStore::default();
+        assert_eq!(none.pick(Some("a.test"), None).1, Pick::None);
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_its_certificate_is_refused_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("ts-certs-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&dir, "one", &["one.test"], "one");
+        write(&dir, "two", &["two.test"], "two");
+        let entry = SslCert {
+            cert: "one.pem".into(),
+            key: Some("two.key".into()),
+            dest_ip: None,
+        };
+        let dirs = CertDirs {
+            certs: dir.clone(),
+            keys: dir.clone(),
+        };
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let err = CertStore::load(&[entry], &dirs, &provider)
+            .unwrap_err()
+            .to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            err.contains("ssl_multicert entry 1") && err.contains("two.key"),
+            "{err}"
+        );
+    }
+}
