@@ -320,7 +320,8 @@ fn origin_daemon(origin: &TlsOrigin, extra: &str) -> Daemon {
         .config(&format!(
             "[proxy.config.http]\nserver_ports = \"0\"\n\
              [proxy.config.ssl]\n{extra}\n\
-             [[remap]]\nfrom = \"/\"\nto = \"https://localhost:{}/\"\n",
+             [[remap]]\nfrom = \"/\"\nto = \"https://localhost:{0}/\"\n\
+             [[remap]]\nfrom = \"/ip/\"\nto = \"https://127.0.0.1:{0}/\"\n",
             origin.addr.port()
         ))
         .start()
@@ -329,7 +330,7 @@ fn origin_daemon(origin: &TlsOrigin, extra: &str) -> Daemon {
 #[test]
 fn origins_over_tls_follow_the_verification_policy_and_are_pooled() {
     let ca = Ca::new("Origin CA");
-    let leaf = ca.leaf(&["localhost"], "localhost");
+    let leaf = ca.leaf(&["localhost", "127.0.0.1"], "localhost");
     let origin = TlsOrigin::start(&leaf, "from a tls origin");
     let ca_file = util::TempDir::new("ca");
     let ca_path = ca_file.0.join("ca.pem");
