@@ -25,6 +25,10 @@
 //!   runs are repeatable (`benches/tier.sh` uses it for a cache tier's hit ratio);
 //! - `--conns N` (64), `--secs S` (10), `--path /p` (`/`), `--host H` (`bench`),
 //!   `--burst N` (6000), `--threads N` (burst threads, 8), `--hold-secs S` (5);
+//! - `--tls SNI`: speak TLS (rustls, X25519 key exchange, any certificate accepted)
+//!   with SNI `SNI` in the ka, close and idle modes; `--resume 1` lets connections
+//!   resume sessions (in close mode: resumed handshakes), otherwise every connection
+//!   makes a full handshake;
 //! - `--pid PID` (repeatable or comma-separated): server processes whose CPU time
 //!   (utime + stime of /proc/PID/stat: every thread of the process) is sampled before and
 //!   after the run, reported as CPU seconds per 10k successful requests; in idle mode
@@ -87,6 +91,8 @@ struct Args {
     pids: Vec<i32>,
     zipf: Option<usize>,
     zipf_s: f64,
+    tls: Option<String>,
+    resume: bool,
 }
 
 impl Default for Args {
@@ -104,6 +110,8 @@ impl Default for Args {
             pids: Vec::new(),
             zipf: None,
             zipf_s: 1.0,
+            tls: None,
+            resume: false,
         }
     }
 }
@@ -131,6 +139,8 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--pid",
             "--zipf",
             "--zipf-s",
+            "--tls",
+            "--resume",
         ];
         if !known.contains(&flag) {
             continue; // cargo's `--bench` and anything else unknown
@@ -186,6 +196,8 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                     .filter(|s| s.is_finite() && *s > 0.0 && *s <= 10.0)
                     .ok_or(format!("--zipf-s {value:?}: want a number in (0, 10]"))?
             }
+            "--tls" => a.tls = Some(value),
+            "--resume" => a.resume = value == "1",
             "--pid" => {
                 for p in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                     a.pids.push(
@@ -374,8 +386,103 @@ struct Response {
 }
 
 struct Conn {
-    s: TcpStream,
+    s: Stream,
     buf: Vec<u8>,
+}
+
+/// A client connection's byte stream: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// `--tls`: the client configuration and the SNI name, set once before the threads.
+static TLS: std::sync::OnceLock<(
+    Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+)> = std::sync::OnceLock::new();
+
+/// Accepts any server certificate: the benchmark measures the servers, not the PKI.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Sets up `--tls`: X25519 only (what OpenSSL-based peers and Turnstile all do the
+/// same way; rustls would otherwise offer a post-quantum share only some servers take),
+/// ALPN http/1.1, resumption only with `--resume 1`.
+fn init_tls(sni: &str, resume: bool) -> Result<(), String> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    let provider = Arc::new(provider);
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if !resume {
+        cfg.resumption = rustls::client::Resumption::disabled();
+    }
+    let name =
+        rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let _ = TLS.set((Arc::new(cfg), name));
+    Ok(())
 }
 
 fn connect(addr: &SocketAddr) -> Result<Conn, Fail> {
@@ -384,6 +491,20 @@ fn connect(addr: &SocketAddr) -> Result<Conn, Fail> {
     let _ = s.set_nodelay(true);
     let _ = s.set_read_timeout(Some(IO_TIMEOUT));
     let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+    let s = match TLS.get() {
+        None => Stream::Plain(s),
+        Some((cfg, name)) => {
+            let conn =
+                rustls::ClientConnection::new(cfg.clone(), name.clone()).map_err(|_| Fail::Http)?;
+            let mut tls = rustls::StreamOwned::new(conn, s);
+            while tls.conn.is_handshaking() {
+                tls.conn
+                    .complete_io(&mut tls.sock)
+                    .map_err(|e| fail_of(&e))?;
+            }
+            Stream::Tls(Box::new(tls))
+        }
+    };
     Ok(Conn {
         s,
         buf: Vec::with_capacity(4096),
@@ -515,6 +636,7 @@ impl Conn {
     /// Sends `req` and reads one complete response (skipping 1xx).
     fn exchange(&mut self, req: &[u8]) -> Result<Response, Fail> {
         self.s.write_all(req).map_err(|e| fail_of(&e))?;
+        self.s.flush().map_err(|e| fail_of(&e))?;
         self.read_response(Instant::now() + IO_TIMEOUT)
     }
 
@@ -1457,6 +1579,16 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(sni) = &args.tls {
+        if args.mode == Mode::Burst {
+            eprintln!("load: --tls: not in burst mode");
+            std::process::exit(2);
+        }
+        if let Err(e) = init_tls(sni, args.resume) {
+            eprintln!("load: --tls {sni:?}: {e}");
+            std::process::exit(2);
+        }
+    }
     let need = match args.mode {
         Mode::Burst => args.burst,
         Mode::Idle | Mode::Ka | Mode::Close => args.conns,

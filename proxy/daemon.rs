@@ -20,6 +20,7 @@ use crate::http::{
 };
 use crate::ports::{self, AcceptPlan, Port};
 use crate::signals::{self, Control};
+use crate::tls::{TlsClient, TlsKeep, TlsMetrics, TlsServer};
 use crate::upgrade::OldProcess;
 use config::{Config, PortKind};
 use iocore::{
@@ -147,8 +148,16 @@ fn max_doc_size(cfg: &Config) -> u64 {
     }
 }
 
-/// The settings a reload swaps; `previous` parents keep their health.
-fn live(cfg: &Config, registry: &Registry, previous: &ParentTable) -> Result<Live> {
+/// The settings a reload swaps in, certificates and origin TLS included: every file is
+/// read and every certificate parsed here, on the main thread; `previous` parents keep
+/// their health.
+fn live(
+    cfg: &Config,
+    registry: &Registry,
+    previous: &ParentTable,
+    tls: &TlsKeep,
+    tls_metrics: &Arc<TlsMetrics>,
+) -> Result<Live> {
     Ok(Live {
         remap: Arc::new(RemapTable::build(&cfg.remap)?),
         allow: Arc::new(cfg.stats.allow_ip.clone()),
@@ -170,6 +179,8 @@ fn live(cfg: &Config, registry: &Registry, previous: &ParentTable) -> Result<Liv
         purge_allow: Arc::new(cfg.http.purge_allow_ip.clone()),
         parents: Arc::new(ParentTable::build(cfg, registry, previous)?),
         proxy_protocol_allow: Arc::new(cfg.http.proxy_protocol_allowlist.clone()),
+        tls_server: TlsServer::load(cfg, tls)?,
+        tls_client: TlsClient::load(cfg, tls, tls_metrics)?,
     })
 }
 
@@ -188,6 +199,12 @@ fn role(spec: &config::PortSpec) -> Result<PortRole> {
                 .map_err(|e| e.into_config(format_args!("port {spec}")))
         }
     }
+}
+
+/// Sets `proxy.process.ssl.certificates_loaded`.
+fn note_certificates(live: &Live, m: &TlsMetrics) {
+    let n = live.tls_server.as_ref().map_or(0, |s| s.certificates());
+    m.certificates.set(n as i64);
 }
 
 /// A running daemon's state, owned by the main thread.
@@ -212,6 +229,9 @@ struct Daemon {
     args: Vec<OsString>,
     /// Both sides of an upgrade.
     up: handover::Upgrade,
+    /// TLS state that outlives reloads (ticket key, session cache).
+    tls: TlsKeep,
+    tls_metrics: Arc<TlsMetrics>,
 }
 
 /// Runs the daemon until it is stopped; returns the exit code. `old` is the link to the
@@ -263,7 +283,10 @@ fn start(
         up.carried.apply(&registry, &o.counts);
     }
     let net = NetProcessor::new(events.clone(), registry.clone(), &tuning(&cfg));
-    let first = live(&cfg, &registry, &ParentTable::default())?;
+    let tls = TlsKeep::new()?;
+    let tls_metrics = TlsMetrics::new(&registry);
+    let first = live(&cfg, &registry, &ParentTable::default(), &tls, &tls_metrics)?;
+    note_certificates(&first, &tls_metrics);
     let http = HttpShared::new(settings(&cfg), first, registry.clone());
     if !cfg.log.access_log.as_os_str().is_empty() {
         http.open_access_log(&cfg.log.access_log)
@@ -289,6 +312,7 @@ fn start(
         let acceptor = Arc::new(HttpAcceptor {
             shared: http.clone(),
             role: role(spec)?,
+            ssl: spec.ssl,
         });
         let mut port = Port::new(spec.clone(), key, sockets, plan(&cfg, spec), acceptor);
         if old.as_ref().is_some_and(|o| o.disabled.contains(&port.key)) {
@@ -333,6 +357,8 @@ fn start(
         exe,
         args,
         up,
+        tls,
+        tls_metrics,
     };
     if let Some(o) = old.as_mut() {
         if !d.cfg.cache.storage.is_empty() {
@@ -516,10 +542,13 @@ impl Daemon {
         for p in &mut self.ports {
             let plan = p.plan.clone();
             p.start(&self.net, plan, &sock, threads)?;
-            let kind = match &p.spec.kind {
-                PortKind::Http if p.spec.pp => "http+pp".to_string(),
-                PortKind::Http => "http".to_string(),
-                PortKind::Blind { tunnel } => format!("blind→{tunnel}"),
+            let kind = match (&p.spec.kind, p.spec.ssl, p.spec.pp) {
+                (PortKind::Http, false, false) => "http".to_string(),
+                (PortKind::Http, false, true) => "http+pp".to_string(),
+                (PortKind::Http, true, false) => "https".to_string(),
+                (PortKind::Http, true, true) => "https+pp".to_string(),
+                (PortKind::Blind { tunnel }, false, _) => format!("blind→{tunnel}"),
+                (PortKind::Blind { tunnel }, true, _) => format!("blind+ssl→{tunnel}"),
             };
             described.push(format!(
                 "{} {} {}={}{}",
@@ -609,13 +638,29 @@ impl Daemon {
                 );
             }
         };
-        let live = match live(&new, &self.registry, &self.http.live().parents) {
+        let live = match live(
+            &new,
+            &self.registry,
+            &self.http.live().parents,
+            &self.tls,
+            &self.tls_metrics,
+        ) {
             Ok(l) => l,
             Err(e) => {
-                log::error!("reload refused: {e}");
-                return (1, format!("reload refused: {e}\n"));
+                if !new.ssl_multicert.is_empty() {
+                    self.tls_metrics.cert_reload_failures.inc();
+                }
+                log::error!("reload refused; the running configuration stays: {e}");
+                return (
+                    1,
+                    format!("reload refused; the running configuration stays: {e}\n"),
+                );
             }
         };
+        note_certificates(&live, &self.tls_metrics);
+        if live.tls_server.is_some() {
+            self.tls_metrics.cert_reloads.inc();
+        }
         let restart = self.cfg.restart_required_changes(&new);
         self.net.set_tuning(&tuning(&new));
         self.http.set_live(live);
@@ -656,6 +701,16 @@ impl Daemon {
         applied.http.proxy_protocol_allowlist = new.http.proxy_protocol_allowlist.clone();
         applied.http.per_server_connection_max = new.http.per_server_connection_max;
         applied.http.connect_ports = new.http.connect_ports.clone();
+        applied.http.heuristic_min_lifetime_s = new.http.heuristic_min_lifetime_s;
+        applied.http.heuristic_max_lifetime_s = new.http.heuristic_max_lifetime_s;
+        applied.http.heuristic_lm_factor = new.http.heuristic_lm_factor;
+        applied.http.max_stale_age_s = new.http.max_stale_age_s;
+        applied.http.targeted_cache_control_headers =
+            new.http.targeted_cache_control_headers.clone();
+        applied.http.purge_allow_ip = new.http.purge_allow_ip.clone();
+        applied.ssl_multicert = new.ssl_multicert.clone();
+        applied.ssl.client_verify_server_policy = new.ssl.client_verify_server_policy;
+        applied.ssl.client_ca_cert_filename = new.ssl.client_ca_cert_filename.clone();
         for p in &mut applied.http.server_ports {
             if let Some(s) = new.http.server_ports.iter().find(|s| s.same_listener(p)) {
                 p.accept_threads = s.accept_threads;

@@ -63,6 +63,9 @@ pub enum ErrorKind {
     OriginClosed,
     /// The origin's response head is malformed (502).
     BadResponse,
+    /// TLS with the origin failed: its certificate did not verify under ENFORCED, or
+    /// the handshake broke (502).
+    OriginTls,
     /// The origin was silent for `transaction_no_activity_timeout_out` (504).
     OriginTimeout,
     /// `per_server.connection.max` left no place within `connect_attempts_timeout` (503).
@@ -117,6 +120,7 @@ impl Error {
             | ErrorKind::ConnectTimeout
             | ErrorKind::OriginClosed
             | ErrorKind::BadResponse
+            | ErrorKind::OriginTls
             | ErrorKind::OriginTimeout
             | ErrorKind::OriginBusy
             | ErrorKind::NoParent => Side::Origin,
@@ -191,6 +195,7 @@ impl Error {
             | ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout
             | ErrorKind::OriginClosed
+            | ErrorKind::OriginTls
             | ErrorKind::BadResponse
             | ErrorKind::NoParent => 502,
             ErrorKind::LoopDetected => 508,
@@ -220,6 +225,7 @@ impl Error {
             ErrorKind::ConnectTimeout => "origin connect timeout",
             ErrorKind::OriginClosed => "origin closed the connection without a response",
             ErrorKind::BadResponse => "invalid response from origin",
+            ErrorKind::OriginTls => "TLS with the origin failed",
             ErrorKind::OriginTimeout => "origin timeout",
             ErrorKind::OriginBusy => "origin busy: per_server.connection.max reached",
             ErrorKind::NotCached => "not cached (only-if-cached)",

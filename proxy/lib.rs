@@ -16,4 +16,5 @@ pub mod pid_file;
 pub mod ports;
 pub mod signals;
 pub mod stats_http;
+pub mod tls;
 pub mod upgrade;

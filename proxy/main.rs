@@ -161,6 +161,11 @@ fn main() -> ExitCode {
     match cli.command {
         None => ExitCode::from(daemon::run(cfg, source, old) as u8),
         Some(Command::Check) => {
+            // Certificates, keys and the origin CA file are part of the configuration.
+            if let Err(e) = turnstile::tls::check(&cfg) {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
             print!("{}", cfg.to_toml());
             ExitCode::SUCCESS
         }

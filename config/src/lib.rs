@@ -25,6 +25,7 @@ mod remap;
 mod render;
 mod schema;
 mod size;
+mod ssl;
 mod value;
 
 pub use connect_ports::ConnectPorts;
@@ -43,3 +44,4 @@ pub use schema::{
     SockOptions, Stats, Stop, ThrottleMode, UrlRemap, WaitForCache, EMBEDDED_ORIGIN,
 };
 pub use size::{format_size, parse_size};
+pub use ssl::{DestIp, Ssl, SslCert, VerifyPolicy};

@@ -63,6 +63,20 @@ pub fn parse(
         }
     }
     if errors.is_empty() {
+        if let Some(p) = cfg.http.server_ports.iter().find(|p| p.ssl) {
+            if cfg.ssl_multicert.is_empty() {
+                errors.push(ConfigError {
+                    origin: origin.to_string(),
+                    line: None,
+                    record: "ssl_multicert".to_string(),
+                    message: format!(
+                        "port {p} terminates TLS but no [[ssl_multicert]] certificate is configured"
+                    ),
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
         Ok(cfg)
     } else {
         Err(ConfigErrors(errors))

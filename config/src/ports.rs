@@ -83,6 +83,9 @@ pub struct PortSpec {
     /// Every connection starts with a PROXY protocol v1 or v2 header (`pp`, SPEC §10);
     /// HTTP ports only.
     pub pp: bool,
+    /// Terminate TLS (`ssl`, SPEC §9): HTTP over TLS, or with `blind`, TLS terminated
+    /// and then the relay.
+    pub ssl: bool,
 }
 
 impl PortSpec {
@@ -98,6 +101,7 @@ impl PortSpec {
             periodic: false,
             reuseport: false,
             pp: false,
+            ssl: false,
         }
     }
 
@@ -140,6 +144,9 @@ impl fmt::Display for PortSpec {
         }
         if let PortKind::Blind { tunnel } = &self.kind {
             write!(f, ":blind:tunnel=[{tunnel}]")?;
+        }
+        if self.ssl {
+            f.write_str(":ssl")?;
         }
         if let Some(n) = self.accept_threads {
             write!(f, ":accept_threads={n}")?;
@@ -284,10 +291,11 @@ struct PortDraft {
     periodic: Option<bool>,
     reuseport: Option<bool>,
     pp: Option<bool>,
+    ssl: Option<bool>,
 }
 
 const TABLE_FIELDS: &str =
-    "port, family, ip_in, fd, kind, tunnel, accept_threads, periodic, reuseport, pp";
+    "port, family, ip_in, fd, kind, tunnel, accept_threads, periodic, reuseport, pp, ssl";
 
 /// Stores `value` in `slot` unless the descriptor already set it.
 fn once<T>(slot: &mut Option<T>, value: T, token: &str) -> Result<(), String> {
@@ -377,6 +385,7 @@ impl PortDraft {
             ("periodic", None) => once(&mut self.periodic, true, token),
             ("reuseport", None) => once(&mut self.reuseport, true, token),
             ("pp", None) => once(&mut self.pp, true, token),
+            ("ssl", None) => once(&mut self.ssl, true, token),
             ("ip-in", Some(v)) => {
                 let ip = ip_address(v).map_err(in_token)?;
                 once(&mut self.ip_in, ip, token)
@@ -397,7 +406,7 @@ impl PortDraft {
                     .map_err(in_token)?;
                 once(&mut self.accept_threads, n, token)
             }
-            ("ipv4" | "ipv6" | "blind" | "periodic" | "reuseport" | "pp", Some(_)) => {
+            ("ipv4" | "ipv6" | "blind" | "periodic" | "reuseport" | "pp" | "ssl", Some(_)) => {
                 Err(format!("token \"{token}\": \"{name}\" takes no value"))
             }
             ("ip-in" | "fd" | "tunnel" | "accept_threads", None) => {
@@ -445,6 +454,7 @@ impl PortDraft {
             "periodic" => self.periodic = Some(expect_bool(value)?),
             "reuseport" => self.reuseport = Some(expect_bool(value)?),
             "pp" => self.pp = Some(expect_bool(value)?),
+            "ssl" => self.ssl = Some(expect_bool(value)?),
             _ => return Err(format!("unknown field; expected one of {TABLE_FIELDS}")),
         }
         Ok(())
@@ -489,6 +499,7 @@ impl PortDraft {
             periodic,
             reuseport: self.reuseport.unwrap_or(false),
             pp,
+            ssl: self.ssl.unwrap_or(false),
         })
     }
 }

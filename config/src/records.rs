@@ -14,6 +14,7 @@ use crate::ports::{format_server_ports, ports_from_value, MAX_ACCEPT_THREADS};
 use crate::remap::rules_from_value;
 use crate::schema::{Affinity, CacheSpan, Config, SockOptions, ThrottleMode, WaitForCache};
 use crate::size::{format_size, parse_size};
+use crate::ssl::{certs_from_value, certs_to_value, VerifyPolicy};
 use crate::value::{expect_str, range_text, read_tables, Value};
 
 /// Longest timeout in seconds any record accepts: one year. Longer values are surely
@@ -500,6 +501,21 @@ fn apply_admin_socket(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem
             Ok(())
         }
     }
+}
+
+/// A file or directory path record: `what` names it in messages; `empty_ok` lets `""`
+/// through (meaning none).
+fn path_value(value: &Value, what: &str, empty_ok: bool) -> Result<PathBuf, Vec<Problem>> {
+    let one = |m: String| vec![Problem::new(m)];
+    match expect_str(value, what).map_err(one)? {
+        "" if !empty_ok => Err(one(format!("expected {what}, got \"\""))),
+        p if p.contains('\0') => Err(one("a path cannot contain NUL".to_string())),
+        p => Ok(PathBuf::from(p)),
+    }
+}
+
+fn path_text(p: &std::path::Path) -> Value {
+    Value::Str(p.to_string_lossy().into_owned())
 }
 
 fn apply_remap(cfg: &mut Config, value: &Value) -> Result<(), Vec<Problem>> {
@@ -1123,6 +1139,64 @@ pub(crate) static RECORDS: &[Record] = &[
         },
     },
     Record {
+        name: "proxy.config.ssl.server.cert.path",
+        reloadable: false,
+        kind: Kind::Custom {
+            env: Some(EnvForm::Str),
+            get: |c| path_text(&c.ssl.server_cert_path),
+            apply: |c, v| {
+                c.ssl.server_cert_path = path_value(v, "a directory", false)?;
+                Ok(())
+            },
+        },
+    },
+    Record {
+        name: "proxy.config.ssl.server.private_key.path",
+        reloadable: false,
+        kind: Kind::Custom {
+            env: Some(EnvForm::Str),
+            get: |c| path_text(&c.ssl.server_private_key_path),
+            apply: |c, v| {
+                c.ssl.server_private_key_path = path_value(v, "a directory", false)?;
+                Ok(())
+            },
+        },
+    },
+    Record {
+        name: "proxy.config.ssl.client.verify.server.policy",
+        reloadable: true,
+        kind: Kind::Choice {
+            choices: VerifyPolicy::NAMES,
+            get: |c| c.ssl.client_verify_server_policy as usize,
+            set: |c, i| c.ssl.client_verify_server_policy = VerifyPolicy::ALL[i],
+        },
+    },
+    Record {
+        name: "proxy.config.ssl.client.CA.cert.filename",
+        reloadable: true,
+        kind: Kind::Custom {
+            env: Some(EnvForm::Str),
+            get: |c| path_text(&c.ssl.client_ca_cert_filename),
+            apply: |c, v| {
+                c.ssl.client_ca_cert_filename =
+                    path_value(v, "a PEM file, or \"\" for none", true)?;
+                Ok(())
+            },
+        },
+    },
+    Record {
+        name: "ssl_multicert",
+        reloadable: true,
+        kind: Kind::Custom {
+            env: None,
+            get: |c| certs_to_value(&c.ssl_multicert),
+            apply: |c, v| {
+                c.ssl_multicert = certs_from_value(v)?;
+                Ok(())
+            },
+        },
+    },
+    Record {
         name: "remap",
         reloadable: true,
         kind: Kind::Custom {
@@ -1204,6 +1278,9 @@ mod tests {
                 "proxy.config.http.parent_proxy.total_connect_attempts",
                 "proxy.config.http.proxy_protocol_allowlist",
                 "proxy.config.stats.allow_ip",
+                "proxy.config.ssl.client.verify.server.policy",
+                "proxy.config.ssl.client.CA.cert.filename",
+                "ssl_multicert",
                 "remap",
                 "parent",
             ]

@@ -13,12 +13,12 @@ use crate::value::{expect_str, read_tables, Value};
 pub struct RemapRule {
     /// What a request must match: `http://host[:port]/path` or a path (`/`) for any host.
     pub from: RemapUrl,
-    /// Where it goes: always `http://host[:port]/path`.
+    /// Where it goes: `http://host[:port]/path`, or `https://…` to speak TLS to it.
     pub to: RemapUrl,
 }
 
-/// A parsed remap URL. Only `http://` URLs are accepted, so there is no scheme field:
-/// a URL with a host is `http`.
+/// A parsed remap URL: `http://`, or (for a `to`) `https://`, which [`RemapUrl::tls`]
+/// records.
 ///
 /// # Examples
 /// ```
@@ -36,6 +36,8 @@ pub struct RemapUrl {
     pub port: Option<u16>,
     /// Path prefix; always starts with `/`.
     pub path: String,
+    /// `https://`: the origin is spoken to over TLS (only a `to` may say so).
+    pub tls: bool,
 }
 
 impl RemapUrl {
@@ -47,15 +49,19 @@ impl RemapUrl {
                 host: None,
                 port: None,
                 path: s.to_string(),
+                tls: false,
             });
         }
         let want = if path_only_ok {
             "an http:// URL or a path starting with \"/\""
         } else {
-            "an http:// URL"
+            "an http:// or https:// URL"
         };
-        let rest = match s.get(..7) {
-            Some(scheme) if scheme.eq_ignore_ascii_case("http://") => &s[7..],
+        let (rest, tls) = match (s.get(..7), s.get(..8)) {
+            (Some(scheme), _) if scheme.eq_ignore_ascii_case("http://") => (&s[7..], false),
+            (_, Some(scheme)) if !path_only_ok && scheme.eq_ignore_ascii_case("https://") => {
+                (&s[8..], true)
+            }
             _ => return Err(format!("expected {want}, got {s:?}")),
         };
         let (authority, path) = match rest.find('/') {
@@ -68,12 +74,23 @@ impl RemapUrl {
             host: Some(host),
             port,
             path: path.to_string(),
+            tls,
         })
     }
 
-    /// The port to match or connect to: as written, else 80.
+    /// The port to match or connect to: as written, else 443 for `https://` and 80
+    /// for `http://`.
     pub fn port_or_default(&self) -> u16 {
-        self.port.unwrap_or(80)
+        self.port.unwrap_or(if self.tls { 443 } else { 80 })
+    }
+
+    /// The scheme: `"https"` or `"http"`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
@@ -129,10 +146,11 @@ impl fmt::Display for RemapUrl {
     /// The URL as it would be written in records.toml; parses back to an equal value.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(host) = &self.host {
+            let scheme = self.scheme();
             if host.contains(':') {
-                write!(f, "http://[{host}]")?;
+                write!(f, "{scheme}://[{host}]")?;
             } else {
-                write!(f, "http://{host}")?;
+                write!(f, "{scheme}://{host}")?;
             }
             if let Some(port) = self.port {
                 write!(f, ":{port}")?;
@@ -221,5 +239,18 @@ mod tests {
             assert!(RemapUrl::parse(bad, true).is_err(), "{bad:?} accepted");
         }
         assert!(RemapUrl::parse("/", false).is_err(), "to must have a host");
+    }
+
+    #[test]
+    fn https_is_for_origins_and_defaults_to_443() {
+        let u = RemapUrl::parse("https://Origin.test/x", false).unwrap();
+        assert!(u.tls);
+        assert_eq!((u.port_or_default(), u.scheme()), (443, "https"));
+        assert_eq!(u.to_string(), "https://origin.test/x");
+        assert_eq!(RemapUrl::parse(&u.to_string(), false).unwrap(), u);
+        assert!(
+            RemapUrl::parse("https://a/", true).is_err(),
+            "a from is http"
+        );
     }
 }

@@ -11,6 +11,7 @@ use crate::ipnet::IpNet;
 use crate::parent::ParentRule;
 use crate::ports::PortSpec;
 use crate::remap::RemapRule;
+use crate::ssl::{Ssl, SslCert};
 
 /// Where [`Config::default`] (and a configuration read from [`crate::DEFAULT_RECORDS`])
 /// says it came from.
@@ -58,6 +59,10 @@ pub struct Config {
     pub proxy_name: String,
     /// `[[parent]]` rules, in file order. Reloadable.
     pub parents: Vec<ParentRule>,
+    /// `proxy.config.ssl.*`: TLS files and the origin verification policy.
+    pub ssl: Ssl,
+    /// `[[ssl_multicert]]` certificates, in file order. Reloadable.
+    pub ssl_multicert: Vec<SslCert>,
 }
 
 /// `proxy.config.exec_thread.*`.
@@ -466,6 +471,8 @@ impl Default for Config {
             remap: Vec::new(),
             proxy_name: String::new(),
             parents: Vec::new(),
+            ssl: Ssl::default(),
+            ssl_multicert: Vec::new(),
         }
     }
 }

@@ -40,7 +40,15 @@ impl Value {
             let line = e.span().map(|s| line_of(text, s.start));
             (line, one_line(e.message()))
         })?;
-        doc.offsets_to_lines(text);
+        // Where each line ends, once: a file with thousands of entries (10,000
+        // [[ssl_multicert]] tables) is then read in linear time, not quadratic.
+        let newlines: Vec<usize> = text
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| *b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
+        doc.offsets_to_lines(&newlines);
         Ok(doc)
     }
 
@@ -59,13 +67,16 @@ impl Value {
         }
     }
 
-    fn offsets_to_lines(&mut self, text: &str) {
+    /// Turns byte offsets into line numbers, given where the text's line feeds are.
+    fn offsets_to_lines(&mut self, newlines: &[usize]) {
         match self {
-            Value::Array(items) => items.iter_mut().for_each(|v| v.offsets_to_lines(text)),
+            Value::Array(items) => items.iter_mut().for_each(|v| v.offsets_to_lines(newlines)),
             Value::Table(entries) => {
                 for e in entries {
-                    e.line = e.line.map(|offset| line_of(text, offset));
-                    e.value.offsets_to_lines(text);
+                    e.line = e
+                        .line
+                        .map(|offset| newlines.partition_point(|&nl| nl < offset) + 1);
+                    e.value.offsets_to_lines(newlines);
                 }
             }
             _ => {}

@@ -34,7 +34,8 @@ fn embedded_default_is_the_workspace_records_toml() {
 #[test]
 fn default_file_lists_every_record_with_a_comment_above_it() {
     let lines: Vec<&str> = DEFAULT_RECORDS.lines().collect();
-    for name in config::record_names().filter(|n| *n != "remap" && *n != "parent") {
+    // Top-level arrays of tables ([[remap]], [[ssl_multicert]]) are shown commented out.
+    for name in config::record_names().filter(|n| n.starts_with("proxy.")) {
         let key = name.rsplit('.').next().unwrap();
         let at = lines
             .iter()
@@ -53,6 +54,7 @@ fn default_file_lists_every_record_with_a_comment_above_it() {
         );
     }
     assert!(DEFAULT_RECORDS.contains("# [[remap]]"));
+    assert!(DEFAULT_RECORDS.contains("# [[ssl_multicert]]"));
     assert!(DEFAULT_RECORDS.contains("#   { path = "));
 }
 
@@ -227,7 +229,8 @@ fn errors_inside_arrays_of_tables_carry_their_own_lines() {
     );
     assert_eq!(errs.len(), 2, "{errs:?}");
     assert!(
-        errs[0].starts_with("records.toml:7: remap: entry 2: to: expected an http:// URL"),
+        errs[0]
+            .starts_with("records.toml:7: remap: entry 2: to: expected an http:// or https:// URL"),
         "{errs:?}"
     );
     assert!(
@@ -378,4 +381,39 @@ fn parent_errors_name_the_key_and_line() {
     )
     .unwrap();
     assert!(cfg.http.server_ports[0].pp && !cfg.http.server_ports[1].pp);
+}
+
+#[test]
+fn ssl_records_and_certificates_read_and_render_back() {
+    let text = "[proxy.config.http]\nserver_ports = \"8443:ssl\"\n\
+                [proxy.config.ssl]\nserver.cert.path = \"certs\"\n\
+                client.verify.server.policy = \"PERMISSIVE\"\nclient.CA.cert.filename = \"ca.pem\"\n\
+                [[ssl_multicert]]\nssl_cert_name = \"a.pem\"\nssl_key_name = \"a.key\"\ndest_ip = \"*\"\n\
+                [[ssl_multicert]]\nssl_cert_name = \"b.pem\"\n";
+    let cfg = config::parse(text, "records.toml", &|_| None).unwrap();
+    assert_eq!(cfg.ssl.server_cert_path, std::path::PathBuf::from("certs"));
+    assert_eq!(
+        cfg.ssl.client_verify_server_policy,
+        config::VerifyPolicy::Permissive
+    );
+    assert_eq!(cfg.ssl_multicert.len(), 2);
+    assert_eq!(cfg.ssl_multicert[0].dest_ip, Some(config::DestIp::Any));
+    assert_eq!(cfg.ssl_multicert[1].key, None);
+    let again = config::parse(&cfg.to_toml(), "records.toml", &|_| None).unwrap();
+    assert_eq!(again.ssl, cfg.ssl);
+    assert_eq!(again.ssl_multicert, cfg.ssl_multicert);
+}
+
+#[test]
+fn an_ssl_port_without_a_certificate_is_an_error_naming_it() {
+    let errs = errors("[proxy.config.http]\nserver_ports = \"8080 8443:ssl\"\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("ssl_multicert") && errs[0].contains("8443:ssl"),
+        "{errs:?}"
+    );
+    let errs = errors("[[ssl_multicert]]\nssl_key_name = \"k\"\n[[ssl_multicert]]\nssl_cert_name = \"a\"\ndest_ip = \"nope\"\n");
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].contains("missing ssl_cert_name"), "{errs:?}");
+    assert!(errs[1].contains("dest_ip"), "{errs:?}");
 }

@@ -45,7 +45,7 @@ fn everything_changed() -> Config {
     c.http.per_server_connection_max = 7;
     c.http.connect_ports = config::ConnectPorts::parse("443 8000-8100").unwrap();
     c.http.server_ports =
-        parse_server_ports("0:pp 8080:ipv6:ip-in=[::1]:reuseport 9000:blind:tunnel=[db:5432]:accept_threads=2 8081:periodic:fd=3")
+        parse_server_ports("0:pp 8080:ipv6:ip-in=[::1]:reuseport 9000:blind:tunnel=[db:5432]:accept_threads=2 8081:periodic:fd=3 8443:ssl")
             .unwrap();
     c.http.request_header_max_size = 4096;
     c.http.connect_attempts_timeout_s = 7;
@@ -106,7 +106,25 @@ fn everything_changed() -> Config {
         },
         RemapRule {
             from: RemapUrl::parse("/", true).unwrap(),
-            to: RemapUrl::parse("http://[::1]/x", false).unwrap(),
+            to: RemapUrl::parse("https://[::1]/x", false).unwrap(),
+        },
+    ];
+    c.ssl = config::Ssl {
+        server_cert_path: PathBuf::from("/etc/turnstile/certs"),
+        server_private_key_path: PathBuf::from("/etc/turnstile/keys"),
+        client_verify_server_policy: config::VerifyPolicy::Disabled,
+        client_ca_cert_filename: PathBuf::from("ca.pem"),
+    };
+    c.ssl_multicert = vec![
+        config::SslCert {
+            cert: PathBuf::from("a.pem"),
+            key: Some(PathBuf::from("a.key")),
+            dest_ip: Some(config::DestIp::Any),
+        },
+        config::SslCert {
+            cert: PathBuf::from("b.pem"),
+            key: None,
+            dest_ip: Some(config::DestIp::Ip("127.0.0.1".parse().unwrap())),
         },
     ];
     c
@@ -199,7 +217,7 @@ fn other_changes_are_named_as_restart_required() {
     assert!(restart.contains(&"proxy.config.exec_thread.limit".to_string()));
     assert!(!restart.contains(&"proxy.config.accept_threads".to_string()));
     assert!(!restart.contains(&"remap".to_string()));
-    assert_eq!(restart.len(), config::record_names().count() - 21);
+    assert_eq!(restart.len(), config::record_names().count() - 24);
 
     let mut moved = old.clone();
     moved.http.server_ports = parse_server_ports("8080 8081").unwrap();

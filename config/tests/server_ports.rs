@@ -31,6 +31,25 @@ fn every_token_is_understood() {
 }
 
 #[test]
+fn the_ssl_token_reads_in_both_forms_and_with_blind() {
+    let ports = parse_server_ports("8443:ssl 9443:blind:tunnel=[127.0.0.1:5432]:ssl 8080").unwrap();
+    assert!(ports[0].ssl && ports[0].kind == PortKind::Http);
+    assert!(ports[1].ssl && matches!(ports[1].kind, PortKind::Blind { .. }));
+    assert!(!ports[2].ssl);
+    assert_eq!(
+        format_server_ports(&ports),
+        "8443:ssl 9443:blind:tunnel=[127.0.0.1:5432]:ssl 8080"
+    );
+    let cfg = parse(
+        "[[proxy.config.http.server_ports]]\nport = 8443\nssl = true\n[[ssl_multicert]]\nssl_cert_name = \"a.pem\"\n",
+        "records.toml",
+        &|_| None,
+    )
+    .unwrap();
+    assert!(cfg.http.server_ports[0].ssl);
+}
+
+#[test]
 fn commas_and_extra_spaces_separate_descriptors() {
     let ports = parse_server_ports("  8080,8081 ,  8082  ").unwrap();
     let numbers: Vec<u16> = ports.iter().map(|p| p.port).collect();
@@ -73,7 +92,11 @@ fn duplicates_are_refused() {
 fn bad_descriptors_name_descriptor_and_token() {
     let cases = [
         ("8081:foo", r#"descriptor "8081:foo": unknown token "foo""#),
-        ("8080:ssl", r#"descriptor "8080:ssl": unknown token "ssl""#),
+        ("8080:tls", r#"descriptor "8080:tls": unknown token "tls""#),
+        (
+            "8080:ssl:ssl",
+            r#"descriptor "8080:ssl:ssl": token "ssl" conflicts with an earlier one"#,
+        ),
         ("ipv6", r#"descriptor "ipv6": no port number"#),
         (
             "65536",

@@ -30,10 +30,12 @@ pub struct HttpAcceptor {
     pub shared: Arc<HttpShared>,
     /// What the port does.
     pub role: PortRole,
+    /// The port terminates TLS (`ssl`).
+    pub ssl: bool,
 }
 
 impl Acceptor for HttpAcceptor {
     fn accept(&self, conn: NetConnection, thread: &mut EThread) {
-        session::start(conn, self.shared.clone(), &self.role, thread);
+        session::start(conn, self.shared.clone(), &self.role, self.ssl, thread);
     }
 }

@@ -19,6 +19,9 @@ pub struct Rule {
     pub to_host: String,
     /// Path prefix replacing `from_path`.
     pub to_path: String,
+    /// An `https://` origin: TLS with this name (SNI, and the name its certificate
+    /// must have).
+    pub to_tls: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// The rules, ordered so the first match is the longest.
@@ -103,14 +106,30 @@ impl RemapTable {
             };
             let from_host = r.from.host.as_deref().map(|h| with_port(h, r.from.port));
             let to_name = r.to.host.as_deref().unwrap_or("localhost");
-            let to_addr = resolve(to_name, r.to.port_or_default())
-                .map_err(|e| e.into_config(format_args!("remap {} → {}", r.from, r.to)))?;
+            let rule_name = || format!("remap {} → {}", r.from, r.to);
+            let to_addr =
+                resolve(to_name, r.to.port_or_default()).map_err(|e| e.into_config(rule_name()))?;
+            let to_tls = if r.to.tls {
+                let name = rustls::pki_types::ServerName::try_from(to_name.to_string())
+                    .map_err(|e| Error::config(format!("{}: {e}", rule_name())))?;
+                Some(name)
+            } else {
+                None
+            };
             rules.push(Rule {
                 from_host,
                 from_path: r.from.path.clone(),
                 to_addr,
-                to_host: with_port(to_name, r.to.port),
+                to_host: if r.to.tls {
+                    match r.to.port {
+                        Some(p) if p != 443 => format!("{}:{p}", with_port(to_name, None)),
+                        _ => with_port(to_name, None),
+                    }
+                } else {
+                    with_port(to_name, r.to.port)
+                },
                 to_path: r.to.path.clone(),
+                to_tls,
             });
         }
         // Longest first: host-specific before host-less at equal length.

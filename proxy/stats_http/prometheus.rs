@@ -29,6 +29,7 @@ use std::fmt::{self, Display, Write};
 const LABELLED: &[(&str, &str)] = &[
     ("proxy.process.net.port.", "port"),
     ("proxy.process.cache.span.", "span"),
+    ("proxy.process.ssl.failure.", "reason"),
 ];
 
 /// Histogram name suffixes that state a time unit, and what divides a value in that unit
@@ -316,6 +317,62 @@ const HELP: &[(&str, &str)] = &[
     (
         "proxy.process.proxy.ports_ready",
         "1 once every configured port accepts connections",
+    ),
+    (
+        "proxy.process.ssl.certificate_reload_failures",
+        "Reloads refused because a certificate or key file was missing or bad",
+    ),
+    (
+        "proxy.process.ssl.certificate_reloads",
+        "Reloads that loaded the ssl_multicert certificates and swapped them in",
+    ),
+    (
+        "proxy.process.ssl.certificates_loaded",
+        "Certificates of ssl_multicert loaded now",
+    ),
+    (
+        "proxy.process.ssl.failure.handshakes_in",
+        "TLS handshakes on ssl ports closed for this reason (plain_http, bad_client_hello, oversized, no_certificate, incompatible, alert, renegotiation, eof, timeout, other)",
+    ),
+    (
+        "proxy.process.ssl.handshake_time_us",
+        "Time from a client's first TLS byte to the end of its handshake",
+    ),
+    (
+        "proxy.process.ssl.origin_server_bad_cert",
+        "Origin certificates that did not verify (refused under ENFORCED, logged under PERMISSIVE)",
+    ),
+    (
+        "proxy.process.ssl.total_attempts_handshake_count_in",
+        "TLS handshakes begun by clients on ssl ports",
+    ),
+    (
+        "proxy.process.ssl.total_attempts_handshake_count_out",
+        "TLS handshakes begun with https origins",
+    ),
+    (
+        "proxy.process.ssl.total_handshake_failures_in",
+        "TLS handshakes on ssl ports that failed, for any reason",
+    ),
+    (
+        "proxy.process.ssl.total_handshake_failures_out",
+        "TLS handshakes with https origins that failed",
+    ),
+    (
+        "proxy.process.ssl.total_resumed_handshake_count_in",
+        "TLS handshakes on ssl ports that resumed a session (ticket or session ID)",
+    ),
+    (
+        "proxy.process.ssl.total_success_handshake_count_in",
+        "TLS handshakes on ssl ports completed",
+    ),
+    (
+        "proxy.process.ssl.total_success_handshake_count_out",
+        "TLS handshakes with https origins completed",
+    ),
+    (
+        "proxy.process.ssl.user_agent_sessions",
+        "Client connections open on ssl ports",
     ),
     (
         "proxy.process.tcp.total_accepts",

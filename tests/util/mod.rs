@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod origin;
+pub mod tls;
 
 use std::io::Read;
 use std::net::SocketAddr;

@@ -26,7 +26,7 @@ impl Session {
     /// Flushes our last bytes, then half-closes and drains what the client still sends
     /// (so a late request byte does not turn our close into a reset), until its EOF.
     pub(super) fn closing(&mut self) -> bool {
-        if self.client_pending() > 0 {
+        if self.client_pending() > 0 || self.client.tls_pending() {
             return false; // flush_client runs first and will bring us back
         }
         let Phase::Closing { quick, shut } = &mut self.phase else {
@@ -66,6 +66,13 @@ impl Session {
     /// The deadline passed: each phase blames the side it waits for. `idle_drain`: a
     /// stop closes idle connections.
     pub(super) fn on_timeout(&mut self, t: &mut EThread, idle_drain: bool) {
+        if self.client.handshaking() && !idle_drain {
+            // A TLS handshake that stalled: closed, and counted.
+            let m = &self.shared.metrics.tls;
+            m.handshake_failed(crate::tls::Failure::Timeout);
+            self.dead = true;
+            return;
+        }
         match self.phase {
             Phase::ReadRequest if self.pp_pending => self.proxy_header_timed_out(),
             Phase::ReadRequest if self.inbuf.is_empty() || idle_drain => self.dead = true,

@@ -92,6 +92,8 @@ pub(super) struct Tx {
     pub(super) retry: Option<Vec<u8>>,
     /// The request has a body to stream (`Session::charge_upload` keeps its timers).
     pub(super) uploads: bool,
+    /// The origin is spoken to over TLS, with this name (`https://` remap targets).
+    pub(super) tls: Option<rustls::pki_types::ServerName<'static>>,
     /// What the cache has to do with this transaction.
     /// Boxed: a `Tx` sits inline in every session, idle or not.
     pub(super) cache: Option<Box<CacheTx>>,
@@ -121,6 +123,7 @@ impl Tx {
             dechunk: false,
             discard: false,
             retry: None,
+            tls: None,
             cache: None,
             active,
             slot: None,
@@ -189,6 +192,7 @@ impl Session {
         let Pending {
             head,
             mut addr,
+            tls,
             host_header,
             path,
             origin_max,
@@ -238,6 +242,7 @@ impl Session {
         let mut tx = Tx::new(&head, client_keep_alive, self.in_flight(active));
         tx.retry = tx.req_body.done().then(|| out.clone());
         tx.parent = parent;
+        tx.tls = tls;
         tx.cache = cache.map(|mut c| {
             c.request.get_or_insert(head);
             Box::new(c)
@@ -400,6 +405,21 @@ impl Session {
                     p.succeeded(); // a 5xx too: the parent answered
                 }
                 head
+            }
+            Ok(None) if o.wire.eof && o.wire.tls().is_some_and(|l| l.failure().is_some()) => {
+                let why = o
+                    .wire
+                    .tls()
+                    .and_then(|l| l.error())
+                    .map_or_else(|| "the connection failed".to_string(), |e| e.to_string());
+                let name = o
+                    .tls_name
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |n| n.to_str().into_owned());
+                log::warn!("origin {name} ({}): TLS failed: {why}", o.addr);
+                let err = Error::new(ErrorKind::OriginTls).context(format!("{name}: {why}"));
+                self.fail_tx(err);
+                return None;
             }
             Ok(None) if o.wire.eof => {
                 let retry = if o.reused && o.inbuf.is_empty() {

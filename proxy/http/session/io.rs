@@ -9,6 +9,7 @@
 use super::batch::drive_batched;
 use super::state::with_state;
 use super::{Phase, Session, BUF_LIMIT, READ_CHUNK};
+use crate::tls::{RawIo, TlsLayer, Wrote};
 use iocore::{EThread, Interest, NetConnection, Ready, Socket, Token, Verdict};
 use std::cell::RefCell;
 use std::io;
@@ -16,46 +17,12 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
-/// A byte stream a session reads and writes without blocking.
-pub(super) trait Wire: AsRawFd {
-    /// Reads into `buf`; `Ok(0)` is end of stream.
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Writes from `buf`.
-    fn send(&self, buf: &[u8]) -> io::Result<usize>;
-    /// Writes the last bytes before a close or half-close.
-    fn send_last(&self, buf: &[u8]) -> io::Result<usize> {
-        self.send(buf)
-    }
-    /// Half-closes the write side.
-    fn shutdown_write(&self) -> io::Result<()>;
-}
+/// A byte stream a session reads and writes without blocking: the socket calls of
+/// [`RawIo`] (which the TLS layer uses too) and its descriptor.
+pub(super) trait Wire: AsRawFd + RawIo {}
 
-impl Wire for NetConnection {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        NetConnection::recv(self, buf)
-    }
-    fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        NetConnection::send(self, buf)
-    }
-    fn send_last(&self, buf: &[u8]) -> io::Result<usize> {
-        NetConnection::send_last(self, buf)
-    }
-    fn shutdown_write(&self) -> io::Result<()> {
-        NetConnection::shutdown_write(self)
-    }
-}
-
-impl Wire for Socket {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        Socket::recv(self, buf)
-    }
-    fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        Socket::send(self, buf)
-    }
-    fn shutdown_write(&self) -> io::Result<()> {
-        Socket::shutdown_write(self)
-    }
-}
+impl Wire for NetConnection {}
+impl Wire for Socket {}
 
 /// What a write did.
 pub(super) enum Sent {
@@ -65,10 +32,14 @@ pub(super) enum Sent {
     Later,
 }
 
-/// One side of a session: the connection, its epoll registration, and its readiness
-/// (edge-triggered: remembered until a call says otherwise).
+/// One side of a session: the connection, its TLS layer when it speaks TLS, its epoll
+/// registration, and its readiness (edge-triggered: remembered until a call says
+/// otherwise). With TLS, reads give plaintext and writes take it; readiness is the
+/// socket's, kept true while the layer holds plaintext not yet read.
 pub(super) struct Transport<W> {
     wire: W,
+    /// Boxed: a plain connection pays one pointer for it.
+    tls: Option<Box<TlsLayer>>,
     token: Option<Token>,
     pub(super) readable: bool,
     pub(super) writable: bool,
@@ -82,6 +53,7 @@ impl<W: Wire> Transport<W> {
     pub(super) fn new(wire: W) -> Transport<W> {
         Transport {
             wire,
+            tls: None,
             token: None,
             readable: true,
             writable: true,
@@ -95,9 +67,39 @@ impl<W: Wire> Transport<W> {
         &self.wire
     }
 
-    /// The connection, handed back (the origin pool keeps it).
-    pub(super) fn into_wire(self) -> (W, Option<Token>) {
-        (self.wire, self.token)
+    /// A side that speaks TLS over `wire` through `tls`.
+    pub(super) fn with_tls(wire: W, tls: Option<Box<TlsLayer>>) -> Transport<W> {
+        let mut t = Transport::new(wire);
+        t.tls = tls;
+        t
+    }
+
+    /// The connection and its TLS layer, handed back (the origin pool keeps them).
+    pub(super) fn into_parts(self) -> (W, Option<Token>, Option<Box<TlsLayer>>) {
+        (self.wire, self.token, self.tls)
+    }
+
+    /// The TLS layer, when this side speaks TLS.
+    pub(super) fn tls(&self) -> Option<&TlsLayer> {
+        self.tls.as_deref()
+    }
+
+    /// Whether this side speaks TLS.
+    #[inline]
+    pub(super) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// TLS ciphertext is waiting for the socket (never on a plain side).
+    #[inline]
+    pub(super) fn tls_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.pending())
+    }
+
+    /// A TLS side still in its handshake.
+    #[inline]
+    pub(super) fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.handshaking())
     }
 
     /// Registered with this thread's epoll as `token`.
@@ -132,6 +134,9 @@ impl<W: Wire> Transport<W> {
     /// whole read size, so short-lived and idle connections hold only the bytes they
     /// have.
     pub(super) fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+        if self.tls.is_some() {
+            return self.read_tls(buf, max);
+        }
         let want = max.clamp(1, READ_CHUNK);
         let len = buf.len();
         let r = if buf.capacity() - len >= want {
@@ -167,8 +172,69 @@ impl<W: Wire> Transport<W> {
         }
     }
 
+    /// [`Transport::read_into`] through the TLS layer: plaintext it holds first, then
+    /// the socket. The side stays readable until the socket is drained and the layer
+    /// holds no more plaintext.
+    #[cold]
+    fn read_tls(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(None);
+        };
+        let want = max.clamp(1, READ_CHUNK);
+        let r = with_state(|st| {
+            let scratch = &mut st.scratch[..want];
+            let r = tls.read(&self.wire, scratch);
+            if let Ok(n) = r {
+                buf.extend_from_slice(&scratch[..n]);
+            }
+            r
+        });
+        if tls.take_blocked() {
+            self.writable = false;
+        } else if !tls.handshaking() && !self.writable && !tls.pending() {
+            // The handshake just ended (or a flush inside the read emptied what was
+            // pending): what it held back may go now.
+            self.writable = true;
+        }
+        match r {
+            Ok(0) => {
+                self.eof = true;
+                Ok(Some(0))
+            }
+            Ok(n) => {
+                if n < want && tls.sock_empty() && !self.hup {
+                    self.readable = false;
+                }
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Ok(None)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes from `buf` (`last`: the close or half-close follows these bytes).
     pub(super) fn send(&mut self, buf: &[u8], last: bool) -> io::Result<Sent> {
+        if let Some(tls) = self.tls.as_mut() {
+            return match tls.write(&self.wire, buf, last)? {
+                Wrote::Taken(n) => {
+                    if tls.take_blocked() {
+                        self.writable = false;
+                    }
+                    Ok(Sent::Bytes(n))
+                }
+                Wrote::Later { .. } => {
+                    // A full socket brings a writable edge; a handshake holding the
+                    // last write sets `writable` again when it ends (`read_tls`).
+                    tls.take_blocked();
+                    self.writable = false;
+                    Ok(Sent::Later)
+                }
+            };
+        }
         let r = if last {
             self.wire.send_last(buf)
         } else {
@@ -185,8 +251,16 @@ impl<W: Wire> Transport<W> {
         }
     }
 
-    /// Half-closes the write side.
-    pub(super) fn shutdown_write(&self) {
+    /// Half-closes the write side (with TLS: a close_notify, then the FIN once the
+    /// ciphertext before it is out).
+    pub(super) fn shutdown_write(&mut self) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.shutdown_write(&self.wire);
+            if tls.take_blocked() {
+                self.writable = false;
+            }
+            return;
+        }
         // A peer that already left needs no FIN: nothing to do about a failure.
         let _ = self.wire.shutdown_write();
     }
@@ -224,6 +298,7 @@ impl Session {
         let origin_only = matches!(self.phase, Phase::Exchange)
             && self.origin.is_some()
             && self.client_pending() == 0
+            && !self.client.tls_pending()
             && self.tx.as_ref().is_some_and(|tx| tx.req_body.done());
         !origin_only
     }
@@ -256,11 +331,9 @@ impl Session {
 
     /// Bytes for the origin that `flush_origin` would send now (were they not held).
     pub(super) fn origin_writable(&self) -> bool {
-        !self.out_o.is_empty()
-            && self
-                .origin
-                .as_ref()
-                .is_some_and(|o| o.connected && o.wire.writable)
+        self.origin.as_ref().is_some_and(|o| {
+            (!self.out_o.is_empty() || o.wire.tls_pending()) && o.connected && o.wire.writable
+        })
     }
 
     /// Writes what is queued for the client while it takes it: true if anything went.
@@ -274,18 +347,29 @@ impl Session {
                 || self.tx.as_ref().is_some_and(|tx| {
                     !tx.client_keep_alive && tx.resp_body.as_ref().is_some_and(|b| b.done())
                 }));
-        while self.client.writable {
-            // The queued bytes, then the stored body streaming behind them.
-            let sent = if !self.out_c.is_empty() {
-                let last = last && self.out_body.is_none();
-                self.client.send(&self.out_c, last).map(|s| (s, false))
-            } else if let Some(body) = self.out_body.as_ref() {
-                self.client.send(body.rest(), last).map(|s| (s, true))
-            } else {
+        loop {
+            let ours = !self.out_c.is_empty() || self.out_body.is_some();
+            if !self.client.writable || !(ours || self.client.tls_pending()) {
                 break;
+            }
+            // The queued bytes, then the stored body streaming behind them (with TLS, the
+            // ciphertext the layer holds goes first).
+            let from_body = self.out_c.is_empty() && self.out_body.is_some();
+            let sent = match self.out_body.as_ref().filter(|_| from_body) {
+                Some(body) => self.client.send(body.rest(), last),
+                None => {
+                    let last = last && self.out_body.is_none();
+                    self.client.send(&self.out_c, last)
+                }
             };
             match sent {
-                Ok((Sent::Bytes(n), from_body)) => {
+                // Only TLS ciphertext went (a flush): nothing of ours.
+                Ok(Sent::Bytes(0)) => {
+                    if ours {
+                        break;
+                    }
+                }
+                Ok(Sent::Bytes(n)) => {
                     if !from_body {
                         self.out_c.drain(..n);
                     } else if self.out_body.as_mut().is_some_and(|b| b.advance(n)) {
@@ -299,7 +383,7 @@ impl Session {
                         self.shared.metrics.first_byte_us.record(us as u64);
                     }
                 }
-                Ok((Sent::Later, _)) => {}
+                Ok(Sent::Later) => {}
                 Err(_) => {
                     self.dead = true;
                     return true;

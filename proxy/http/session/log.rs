@@ -69,7 +69,12 @@ impl Session {
             target.to_string()
         } else {
             let host = head.header("host").map(String::from_utf8_lossy);
-            format!("http://{}{target}", host.as_deref().unwrap_or("-"))
+            let scheme = if self.client.is_tls() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}{target}", host.as_deref().unwrap_or("-"))
         };
         self.log_req = Some(Box::new(LogReq {
             started: SystemTime::now(),
@@ -124,6 +129,9 @@ impl Drop for Session {
             self.write_log(l.result.word(true), l.status);
         }
         self.shared.metrics.current_client_connections.dec();
+        if self.client.is_tls() {
+            self.shared.metrics.tls.current_in.dec();
+        }
     }
 }
 

@@ -112,6 +112,8 @@ impl Drop for Counted {
 pub(super) struct Pending {
     pub(super) head: RequestHead,
     pub(super) addr: SocketAddr,
+    /// The origin speaks TLS, with this name (an `https://` remap target).
+    pub(super) tls: Option<rustls::pki_types::ServerName<'static>>,
     pub(super) host_header: String,
     pub(super) path: String,
     /// `per_server.connection.max` when the request came.
@@ -208,22 +210,35 @@ pub(crate) struct Session {
     pp_client: Option<SocketAddr>,
 }
 
-/// Starts a session for `conn`. Runs on the ET_NET thread that owns `conn`.
+/// Starts a session for `conn` (`ssl`: TLS is terminated first). Runs on the ET_NET
+/// thread that owns `conn`.
 pub(crate) fn start(
     conn: NetConnection,
     shared: Arc<HttpShared>,
     role: &PortRole,
+    ssl: bool,
     t: &mut EThread,
 ) {
     let m = &shared.metrics;
     m.current_client_connections.inc();
     m.total_client_connections.inc();
+    let tls = if ssl {
+        match tls_for(&conn, &shared) {
+            Some(tls) => Some(tls),
+            None => {
+                m.current_client_connections.dec();
+                return; // closed: counted as a failed handshake
+            }
+        }
+    } else {
+        None
+    };
     let now = Instant::now();
     let deadline = now + shared.settings.timeouts.accept_no_activity;
     let session = Rc::new_cyclic(|me| {
         RefCell::new(Session {
             me: me.clone(),
-            client: Transport::new(conn),
+            client: Transport::with_tls(conn, tls),
             origin: None,
             inbuf: Vec::new(),
             out_c: Vec::new(),
@@ -252,6 +267,51 @@ pub(crate) fn start(
         session.borrow_mut().open_blind(t, *target, now);
     }
     drive_batched(t, &session);
+}
+
+/// The TLS server side of a connection to an `ssl` port, with the certificates in
+/// force now (a reload later does not change them for this connection).
+#[cold]
+fn tls_for(conn: &NetConnection, shared: &HttpShared) -> Option<Box<crate::tls::TlsLayer>> {
+    let metrics = &shared.metrics.tls;
+    let server = shared.with_live(|live| live.tls_server.clone());
+    let Some(server) = server else {
+        metrics.handshake_failed(crate::tls::Failure::NoCertificate);
+        return None;
+    };
+    let local = local_ip(conn, &server);
+    match server.accept(local) {
+        Ok(c) => {
+            metrics.current_in.inc();
+            Some(Box::new(crate::tls::TlsLayer::new(
+                rustls::Connection::Server(c),
+                metrics.clone(),
+            )))
+        }
+        Err(e) => {
+            ::log::debug!("TLS from {}: {e}", conn.peer_addr());
+            metrics.handshake_failed(crate::tls::Failure::Other);
+            None
+        }
+    }
+}
+
+/// The local address `conn` was accepted on: asked of the socket only when a
+/// certificate is kept for a particular address and the port listens on all of them.
+fn local_ip(conn: &NetConnection, server: &crate::tls::TlsServer) -> std::net::IpAddr {
+    use std::os::fd::AsRawFd;
+    let bound = conn.local_addr().ip();
+    if !bound.is_unspecified() || server.store().addrs().next().is_none() {
+        return bound;
+    }
+    nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(conn.as_raw_fd())
+        .ok()
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+        })
+        .unwrap_or(bound)
 }
 
 /// Enforces timeouts on this thread's sessions and drops what its origin pool should

@@ -3,10 +3,13 @@
 //! the pool, or closed. Runs on the session's ET_NET thread; the pool is that thread's.
 
 use super::io::{SideHandler, Transport};
+use super::pool::PoolKey;
 use super::state::with_state;
 use super::Session;
 use crate::error::{Error, ErrorKind};
+use crate::tls::TlsLayer;
 use iocore::{EThread, Interest, Socket};
+use rustls::pki_types::ServerName;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -22,6 +25,9 @@ const POOL_SHORT_FOR: Duration = Duration::from_secs(1);
 pub(super) struct Origin {
     pub(super) wire: Transport<Socket>,
     pub(super) addr: SocketAddr,
+    /// The name TLS is spoken to (SNI, and the name its certificate must have); None:
+    /// plain HTTP.
+    pub(super) tls_name: Option<ServerName<'static>>,
     pub(super) connected: bool,
     /// Taken from the pool (or kept from an earlier transaction): the origin may have
     /// closed it meanwhile, so a request that fails on it before any answer is sent
@@ -37,8 +43,11 @@ impl Session {
     /// Sends the transaction's request on the attached connection to `addr`, a pooled
     /// one, or a new one.
     pub(super) fn send_to_origin(&mut self, t: &mut EThread, addr: SocketAddr) {
+        let tls = self.tx.as_ref().and_then(|tx| tx.tls.as_ref());
         match self.origin.as_ref() {
-            Some(o) if o.addr == addr && o.connected && !o.wire.eof => {
+            Some(o)
+                if o.addr == addr && o.connected && !o.wire.eof && o.tls_name.as_ref() == tls =>
+            {
                 self.shared.metrics.origin_connections_reused.inc();
                 self.deadline =
                     Instant::now() + self.shared.settings.timeouts.transaction_no_activity_out;
@@ -70,15 +79,19 @@ impl Session {
         // one closed just now is caught by the retry of a bodiless request, so only a
         // request that cannot be retried also pays for a health check.
         let verify = self.tx.as_ref().is_some_and(|tx| tx.retry.is_none());
+        let key = PoolKey {
+            addr,
+            tls: self.tx.as_ref().and_then(|tx| tx.tls.clone()),
+        };
         let reused = if pooled {
-            with_state(|st| st.pool.take_live(t, addr, verify, || Box::new(handler())))
+            with_state(|st| st.pool.take_live(t, &key, verify, || Box::new(handler())))
         } else {
             None
         };
-        let (sock, token, was_reused) = match reused {
-            Some((sock, token)) => {
+        let (sock, token, was_reused, tls) = match reused {
+            Some((sock, token, tls)) => {
                 self.shared.metrics.origin_connections_reused.inc();
-                (sock, token, true)
+                (sock, token, true, tls)
             }
             None => {
                 if pooled {
@@ -90,6 +103,10 @@ impl Session {
                 let failed = |e: io::Error| {
                     Error::new(ErrorKind::ConnectFailed).context(format!("connect {addr}: {e}"))
                 };
+                let tls = match &key.tls {
+                    Some(name) => Some(self.origin_tls(name)?),
+                    None => None,
+                };
                 let sock = Socket::connect(addr).map_err(failed)?;
                 let token = t
                     .register(
@@ -98,13 +115,13 @@ impl Session {
                         Box::new(handler()),
                     )
                     .map_err(failed)?;
-                (sock, token, false)
+                (sock, token, false, tls)
             }
         };
         // A fresh connect to a near origin has usually completed already: then the
         // request goes out now rather than a loop turn later, on the writable event.
         let connected = was_reused || sock.is_established();
-        let mut wire = Transport::new(sock);
+        let mut wire = Transport::with_tls(sock, tls);
         wire.set_token(token);
         wire.writable = connected;
         // Pooled, it had nothing to read (anything arriving marked it dead); fresh,
@@ -113,6 +130,7 @@ impl Session {
         self.origin = Some(Origin {
             wire,
             addr,
+            tls_name: key.tls,
             connected,
             reused: was_reused,
             inbuf: Vec::new(),
@@ -126,6 +144,22 @@ impl Session {
                 timeouts.connect
             };
         Ok(())
+    }
+
+    /// A TLS client for the origin named `name`, from the live settings.
+    fn origin_tls(&self, name: &ServerName<'static>) -> Result<Box<TlsLayer>, Error> {
+        let failed = |why: String| {
+            Error::new(ErrorKind::OriginTls).context(format!("{}: {why}", name.to_str()))
+        };
+        let client = self
+            .shared
+            .with_live(|live| live.tls_client.clone())
+            .ok_or_else(|| failed("no TLS client configuration".into()))?;
+        let conn = client.connect(name).map_err(|e| failed(e.to_string()))?;
+        Ok(Box::new(TlsLayer::new(
+            rustls::Connection::Client(conn),
+            self.shared.metrics.tls.clone(),
+        )))
     }
 
     /// Completes the connect when the socket turns writable: Ok(true) when it just did.
@@ -155,12 +189,21 @@ impl Session {
     /// `reuse` and it is clean; else deregistered and closed.
     pub(super) fn release_origin(&mut self, t: &mut EThread, reuse: bool) {
         let Some(o) = self.origin.take() else { return };
-        let clean = reuse && o.connected && o.inbuf.is_empty() && !o.wire.eof;
-        let (sock, token) = o.wire.into_wire();
+        let clean = reuse
+            && o.connected
+            && o.inbuf.is_empty()
+            && !o.wire.eof
+            && !o.wire.handshaking()
+            && !o.wire.tls_pending();
+        let (sock, token, tls) = o.wire.into_parts();
         let Some(token) = token else { return };
         if clean {
             let expires = Instant::now() + self.shared.settings.timeouts.keep_alive_out;
-            let pooled = with_state(|st| st.pool.put(t, o.addr, sock, token, expires));
+            let key = PoolKey {
+                addr: o.addr,
+                tls: o.tls_name,
+            };
+            let pooled = with_state(|st| st.pool.put(t, key, sock, token, tls, expires));
             if pooled.is_ok() {
                 return;
             }

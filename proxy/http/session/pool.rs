@@ -3,7 +3,9 @@
 //! the origin speaks or closes, so taking one costs no epoll_ctl. Runs on that ET_NET
 //! thread.
 
+use crate::tls::TlsLayer;
 use iocore::{EThread, IoHandler, Ready, Socket, Token, Verdict};
+use rustls::pki_types::ServerName;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
@@ -17,15 +19,26 @@ use std::time::Instant;
 /// 1,100–1,400 new origin connections; with the pool kept, none after the first.
 const POOL_PER_ORIGIN: usize = 1024;
 
-/// Idle origin connections by origin address, most recently pooled last.
+/// What a pooled connection is for: its address, and for a TLS connection the name it
+/// was opened for, so a plain and a TLS connection to one address, or TLS connections
+/// for two names, are never mixed up.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct PoolKey {
+    pub(super) addr: SocketAddr,
+    pub(super) tls: Option<ServerName<'static>>,
+}
+
+/// Idle origin connections by what they are for, most recently pooled last.
 #[derive(Default)]
-pub(super) struct Pool(HashMap<SocketAddr, Vec<Pooled>>);
+pub(super) struct Pool(HashMap<PoolKey, Vec<Pooled>>);
 
 /// An idle origin connection in this thread's pool. It stays registered with the
 /// thread's epoll under a [`PoolWatch`], so taking it costs no epoll_ctl.
 struct Pooled {
     sock: Socket,
     token: Token,
+    /// Its TLS state, for a TLS connection.
+    tls: Option<Box<TlsLayer>>,
     dead: Rc<Cell<bool>>,
     /// When it is closed unless taken before (`keep_alive_no_activity_timeout_out`).
     expires: Instant,
@@ -55,47 +68,50 @@ fn origin_alive(s: &Socket) -> bool {
 }
 
 impl Pool {
-    /// Puts an idle connection to `addr` in, watched, until `expires`; hands it back
-    /// when the pool for `addr` is full or the watcher cannot be installed.
+    /// Puts an idle connection for `key` in, watched, until `expires`; hands it back
+    /// when the pool for `key` is full or the watcher cannot be installed.
     pub(super) fn put(
         &mut self,
         t: &mut EThread,
-        addr: SocketAddr,
+        key: PoolKey,
         sock: Socket,
         token: Token,
+        tls: Option<Box<TlsLayer>>,
         expires: Instant,
     ) -> Result<(), (Socket, Token)> {
-        let room = self.0.get(&addr).map_or(0, Vec::len) < POOL_PER_ORIGIN;
+        let room = self.0.get(&key).map_or(0, Vec::len) < POOL_PER_ORIGIN;
         let dead = Rc::new(Cell::new(false));
         let watcher = PoolWatch { dead: dead.clone() };
         if !room || !t.replace_handler(token, Box::new(watcher)) {
             return Err((sock, token));
         }
-        self.0.entry(addr).or_default().push(Pooled {
+        self.0.entry(key).or_default().push(Pooled {
             sock,
             token,
+            tls,
             dead,
             expires,
         });
         Ok(())
     }
 
-    /// Takes a live connection to `addr` for `handler` (most recently pooled first),
-    /// closing dead ones on the way; `verify` also checks each is still open.
+    /// Takes a live connection for `key` for `handler` (most recently pooled first),
+    /// closing dead ones on the way; `verify` also checks each is still open (a byte
+    /// read there, TLS or not, means it is not usable anyway).
     pub(super) fn take_live(
         &mut self,
         t: &mut EThread,
-        addr: SocketAddr,
+        key: &PoolKey,
         verify: bool,
         mut handler: impl FnMut() -> Box<dyn IoHandler>,
-    ) -> Option<(Socket, Token)> {
-        while let Some(p) = self.0.get_mut(&addr)?.pop() {
+    ) -> Option<(Socket, Token, Option<Box<TlsLayer>>)> {
+        while let Some(p) = self.0.get_mut(key)?.pop() {
             if p.dead.get() || (verify && !origin_alive(&p.sock)) {
                 drop(t.deregister(p.token));
                 continue;
             }
             if t.replace_handler(p.token, handler()) {
-                return Some((p.sock, p.token));
+                return Some((p.sock, p.token, p.tls));
             }
         }
         None

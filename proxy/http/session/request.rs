@@ -101,14 +101,14 @@ impl Session {
         let host = target.host.as_deref();
         // One look at the live settings per request: the rule, and the origin's limit.
         let (remapped, origin_max, parents) = shared.with_live(|live| {
-            let rule = live
-                .remap
-                .lookup(host, path)
-                .map(|(rule, to_path)| (rule.to_addr, rule.to_host.clone(), to_path));
+            let rule = live.remap.lookup(host, path).map(|(rule, to_path)| {
+                let to = (rule.to_addr, rule.to_tls.clone());
+                (to, rule.to_host.clone(), to_path)
+            });
             let parents = (!live.parents.is_empty()).then(|| live.parents.clone());
             (rule, live.origin_max, parents)
         });
-        let (addr, host_header, path) = match remapped {
+        let ((addr, tls), host_header, path) = match remapped {
             Some(found) => found,
             None if target.scheme.is_some() && !settings.remap_required => {
                 let Some((h, port)) = host.and_then(split_authority) else {
@@ -123,14 +123,14 @@ impl Session {
                     // Only parents will see it: its origin's name is theirs to look up.
                     let nowhere = SocketAddr::from(([0, 0, 0, 0], port));
                     (
-                        nowhere,
+                        (nowhere, None),
                         authority.to_string(),
                         target.path_and_query.clone(),
                     )
                 } else {
                     match self.address_of(&h, port, &mut answer) {
                         Some(Ok(a)) => (
-                            a,
+                            (a, None),
                             host.unwrap_or_default().to_string(),
                             target.path_and_query.clone(),
                         ),
@@ -149,6 +149,7 @@ impl Session {
         let pending = Pending {
             head,
             addr,
+            tls,
             host_header,
             path,
             origin_max,

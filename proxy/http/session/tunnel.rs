@@ -39,7 +39,13 @@ impl Session {
     pub(super) fn open_blind(&mut self, t: &mut EThread, target: SocketAddr, now: Instant) {
         self.shared.metrics.tunnels.inc();
         self.phase = Phase::Tunnel(Pipe::new(false));
-        self.deadline = now + self.shared.settings.timeouts.connect;
+        let timeouts = &self.shared.settings.timeouts;
+        self.deadline = now
+            + if self.client.handshaking() {
+                timeouts.connect.min(timeouts.accept_no_activity)
+            } else {
+                timeouts.connect
+            };
         if let Err(e) = self.connect_origin(t, target, false) {
             log::debug!("tunnel to {target}: {e}");
             self.dead = true;
@@ -138,7 +144,8 @@ impl Session {
             }
             progress = true;
         }
-        if progress {
+        // A TLS client still in its handshake keeps the accept deadline.
+        if progress && !self.client.handshaking() {
             self.deadline = Instant::now() + self.shared.settings.timeouts.default_inactivity;
         }
         // Half-close: pass each FIN on once the bytes before it are through.
@@ -150,7 +157,7 @@ impl Session {
             self.client.shutdown_write();
             pipe.fin_to_client = true;
         }
-        if pipe.fin_to_origin && pipe.fin_to_client {
+        if pipe.fin_to_origin && pipe.fin_to_client && !self.client.tls_pending() {
             self.dead = true;
             return true;
         }

@@ -71,6 +71,8 @@ pub(crate) struct HttpMetrics {
     pub(crate) parent_failovers: Arc<Counter>,
     /// Requests under a `[[parent]]` rule that went to their origin (`go_direct`).
     pub(crate) parent_direct: Arc<Counter>,
+    /// TLS handshakes, failures and times (SPEC §9).
+    pub(crate) tls: Arc<crate::tls::TlsMetrics>,
 }
 
 impl HttpMetrics {
@@ -120,6 +122,7 @@ impl HttpMetrics {
             loops_detected: r.counter(&format!("{p}.loops_detected")),
             parent_failovers: r.counter(&format!("{p}.parent_failovers")),
             parent_direct: r.counter(&format!("{p}.parent_direct")),
+            tls: crate::tls::TlsMetrics::new(r),
         }
     }
 

@@ -46,6 +46,10 @@ pub struct Live {
     pub parents: Arc<ParentTable>,
     /// `http.proxy_protocol_allowlist`: whose PROXY headers `pp` ports accept.
     pub proxy_protocol_allow: Arc<Vec<config::IpNet>>,
+    /// The certificates of `ssl` ports (`[[ssl_multicert]]`); None without any.
+    pub tls_server: Option<Arc<crate::tls::TlsServer>>,
+    /// TLS to `https://` origins; None when no rule has one.
+    pub tls_client: Option<Arc<crate::tls::TlsClient>>,
 }
 
 /// Settings fixed for the daemon's life.
