@@ -159,7 +159,18 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        None => ExitCode::from(daemon::run(cfg, source, old) as u8),
+        None => {
+            // Certificates, keys and the origin CA file are configuration too: a bad one
+            // is a configuration error (2), as `check` says, not a start-up failure.
+            if let Err(e) = turnstile::tls::check(&cfg) {
+                eprintln!("{e}");
+                if let Some(link) = &old {
+                    link.fail(&e.to_string());
+                }
+                return ExitCode::from(2);
+            }
+            ExitCode::from(daemon::run(cfg, source, old) as u8)
+        }
         Some(Command::Check) => {
             // Certificates, keys and the origin CA file are part of the configuration.
             if let Err(e) = turnstile::tls::check(&cfg) {

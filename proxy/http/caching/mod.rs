@@ -43,9 +43,11 @@ pub fn now_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The cache key of a request forwarded to `host` (Host sent to the origin) and `path`.
-pub fn key(host: &str, path: &str) -> String {
-    format!("http://{host}{path}")
+/// The cache key of a request forwarded to `host` (Host sent to the origin) and `path`,
+/// over TLS when `https`: an `http://` and an `https://` origin of one name are two.
+pub fn key(https: bool, host: &str, path: &str) -> String {
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{host}{path}")
 }
 
 /// A new generation for a URL's variants: unique per call in this process, and larger

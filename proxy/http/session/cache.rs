@@ -64,7 +64,7 @@ impl Session {
         let Some(cache) = self.shared.cache().cloned() else {
             return self.forward(t, pending, None);
         };
-        let key = caching::key(&pending.host_header, &pending.path);
+        let key = caching::key(pending.tls.is_some(), &pending.host_header, &pending.path);
         let policy = self.shared.with_live(|live| live.cache_policy.clone());
         let method = pending.head.method();
         if method == "PURGE" {

@@ -485,9 +485,14 @@ fn placeholder_get() -> RequestHead {
 /// The keys of the URLs a response's `Location` and `Content-Location` name on the
 /// same host as `key` (RFC 9111 §4.4), relative references resolved against it.
 fn related_keys(head: &ResponseHead, key: &str) -> Vec<String> {
-    let Some(rest) = key.strip_prefix("http://") else {
-        return Vec::new();
+    let (https, rest) = match key.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => match key.strip_prefix("http://") {
+            Some(rest) => (false, rest),
+            None => return Vec::new(),
+        },
     };
+    let scheme = if https { "https://" } else { "http://" };
     let host = rest.split('/').next().unwrap_or_default();
     let mut keys = Vec::new();
     for name in ["location", "content-location"] {
@@ -498,7 +503,7 @@ fn related_keys(head: &ResponseHead, key: &str) -> Vec<String> {
         let path = if v.starts_with('/') && !v.starts_with("//") {
             Some(v)
         } else {
-            v.strip_prefix("http://")
+            v.strip_prefix(scheme)
                 .filter(|r| {
                     r.split('/')
                         .next()
@@ -508,7 +513,7 @@ fn related_keys(head: &ResponseHead, key: &str) -> Vec<String> {
         };
         if let Some(path) = path {
             let path = if path.is_empty() { "/" } else { path };
-            let k = caching::key(host, path);
+            let k = caching::key(https, host, path);
             if k != key && !keys.contains(&k) {
                 keys.push(k);
             }
@@ -539,6 +544,14 @@ mod tests {
         assert!(related_keys(&r, key).is_empty());
         let r = resp("HTTP/1.1 201 Created\r\nLocation: https://o:81/b\r\n\r\n");
         assert!(related_keys(&r, key).is_empty());
+        // An https origin's URLs are keyed apart from an http one's of the same name.
+        let r =
+            resp("HTTP/1.1 201 Created\r\nLocation: /b\r\nContent-Location: http://o:81/c\r\n\r\n");
+        assert_eq!(related_keys(&r, "https://o:81/a"), ["https://o:81/b"]);
+        assert_ne!(
+            caching::key(true, "o", "/a"),
+            caching::key(false, "o", "/a")
+        );
         // The URL itself is not listed twice.
         let r = resp("HTTP/1.1 200 OK\r\nContent-Location: /a\r\n\r\n");
         assert!(related_keys(&r, key).is_empty());
