@@ -55,6 +55,22 @@ struct Shared {
     queued_bytes: AtomicUsize,
     /// Writes turned into removals because the queue held too many bytes.
     shed: AtomicU64,
+    /// Keys with a removal queued and not yet done (how many), so that what the index
+    /// still holds for them is not taken as stored.
+    removing: Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl Shared {
+    /// A queued removal of `key` is done.
+    fn removed(&self, key: &str) {
+        let mut removing = lock(&self.removing);
+        if let Some(n) = removing.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                removing.remove(key);
+            }
+        }
+    }
 }
 
 /// Value bytes queued for the disk at most; a write beyond it is shed (the object stays
@@ -126,9 +142,17 @@ impl SpanIo {
 
     pub(super) fn remove(&self, key: &str) {
         self.shared.changes.fetch_add(1, Ordering::AcqRel);
+        *lock(&self.shared.removing)
+            .entry(key.to_string())
+            .or_default() += 1;
         self.push(Job::Remove {
             key: key.to_string(),
         });
+    }
+
+    /// Whether a removal of `key` is queued and not yet done.
+    pub(super) fn removing(&self, key: &str) -> bool {
+        lock(&self.shared.removing).contains_key(key)
     }
 
     /// Writes shed so far (see `MAX_QUEUED_BYTES`).
@@ -166,8 +190,9 @@ impl SpanIo {
                     .fetch_sub(value.len(), Ordering::AcqRel);
                 self.shared.changes.fetch_sub(1, Ordering::AcqRel);
             }
-            Job::Remove { .. } => {
+            Job::Remove { key } => {
                 self.shared.changes.fetch_sub(1, Ordering::AcqRel);
+                self.shared.removed(&key);
             }
             Job::Sync(reply) => {
                 let _ = reply.send(Ok(()));
@@ -248,6 +273,7 @@ fn run(shared: &Shared, span: &Span, ram: &RamCache, observer: &Observer) {
                 if let Err(e) = span.remove(&key) {
                     log::debug!("cache: tombstone for {key:?} not written: {e}");
                 }
+                shared.removed(&key);
                 changed();
             }
             Job::Sync(reply) => {

@@ -233,7 +233,7 @@ impl Cache {
             || self
                 .span_for(key)
                 .and_then(Online::disk)
-                .is_some_and(|d| d.span.contains(key))
+                .is_some_and(|d| d.span.contains(key) && !d.io.removing(key))
     }
 
     /// Removes `key` from RAM at once and from its span by the span's I/O thread (the
