@@ -32,7 +32,6 @@
 //! (`[UPGRADE]`) that turn what the other process says into control messages.
 
 use crate::error::{Error, Result};
-use crate::signals::Control;
 use iocore::stats::Metric;
 use iocore::Registry;
 use serde::de::DeserializeOwned;
@@ -210,10 +209,14 @@ fn recv<T: DeserializeOwned>(reader: &mut BufReader<UnixStream>) -> std::io::Res
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// Where a link's events go: called on the `[UPGRADE]` thread with each one; `false`
+/// once nobody listens any more (the thread then ends).
+pub type Post = Box<dyn Fn(LinkEvent) -> bool + Send>;
+
 /// Starts a `[UPGRADE]` thread posting what `reader` brings, then `end` at its end.
 fn spawn_reader<T: DeserializeOwned + Send + 'static>(
     mut reader: BufReader<UnixStream>,
-    tx: Sender<Control>,
+    post: Post,
     wrap: fn(T) -> LinkEvent,
     end: LinkEvent,
 ) -> std::io::Result<()> {
@@ -223,7 +226,7 @@ fn spawn_reader<T: DeserializeOwned + Send + 'static>(
             loop {
                 match recv::<T>(&mut reader) {
                     Ok(Some(m)) => {
-                        if tx.send(Control::Link(wrap(m))).is_err() {
+                        if !post(wrap(m)) {
                             return;
                         }
                     }
@@ -234,7 +237,7 @@ fn spawn_reader<T: DeserializeOwned + Send + 'static>(
                     }
                 }
             }
-            let _ = tx.send(Control::Link(end));
+            post(end);
         })
         .map(drop)
 }
@@ -254,13 +257,13 @@ pub struct NewProcess {
 
 impl NewProcess {
     /// Starts `exe` with `args` (and this process's environment), handing it `sockets`
-    /// and `admin_fd`. Its messages come to `tx` as [`Control::Link`].
+    /// and `admin_fd`. Its messages, and its going away, go to `post`.
     pub fn start(
         exe: &Path,
         args: &[OsString],
         hello: ToNew,
         ready_timeout: Duration,
-        tx: Sender<Control>,
+        post: Post,
     ) -> Result<NewProcess> {
         let ToNew::Hello {
             sockets, admin_fd, ..
@@ -307,7 +310,7 @@ impl NewProcess {
             .map_err(|e| Error::io("upgrade: socket pair", &e))?;
         spawn_reader(
             BufReader::new(reader),
-            tx,
+            post,
             LinkEvent::FromNew,
             LinkEvent::NewGone,
         )
@@ -461,12 +464,12 @@ impl OldProcess {
     }
 
     /// Says the process accepts on every port (with the sockets `kept`), then posts what
-    /// the old process says next to `tx`.
-    pub fn ready(self, kept: Vec<String>, tx: Sender<Control>) -> Result<()> {
+    /// the old process says next to `post`.
+    pub fn ready(self, kept: Vec<String>, post: Post) -> Result<()> {
         let io = |e: std::io::Error| Error::io("upgrade: the link to the old process", &e);
         send(&self.stream, &ToOld::Ready { kept }).map_err(io)?;
         self.stream.set_read_timeout(None).map_err(io)?;
-        spawn_reader(self.reader, tx, LinkEvent::FromOld, LinkEvent::OldGone).map_err(io)
+        spawn_reader(self.reader, post, LinkEvent::FromOld, LinkEvent::OldGone).map_err(io)
     }
 
     /// Tells the old process why start-up failed (this process then exits 1).

@@ -74,6 +74,12 @@ fn answer(reply: Option<Sender<(i32, String)>>, code: i32, text: String) {
 }
 
 impl Daemon {
+    /// Where the upgrade link's events go: this daemon's control loop.
+    fn post(&self) -> upgrade::Post {
+        let tx = self.tx.clone();
+        Box::new(move |event| tx.send(Control::Link(event)).is_ok())
+    }
+
     /// The ports accept: a new process tells the old one; otherwise this process serves
     /// now (systemd and the pid file hear of it).
     pub(super) fn ports_ready(&mut self) {
@@ -87,7 +93,7 @@ impl Daemon {
             .iter()
             .flat_map(|p| p.sockets().into_iter().map(|(id, _)| id))
             .collect();
-        if let Err(e) = old.ready(kept, self.tx.clone()) {
+        if let Err(e) = old.ready(kept, self.post()) {
             log::error!("{e}");
         }
     }
@@ -147,7 +153,7 @@ impl Daemon {
         };
         crate::notify::reloading("upgrading the binary");
         let timeout = Duration::from_secs(self.cfg.upgrade.ready_timeout_s);
-        match NewProcess::start(&self.exe, &self.args, hello, timeout, self.tx.clone()) {
+        match NewProcess::start(&self.exe, &self.args, hello, timeout, self.post()) {
             Ok(mut n) => {
                 log::info!(
                     "upgrade: started {} as pid {}; this process (pid {}) serves until it is ready",
