@@ -82,3 +82,26 @@ fn suggestions_find_near_misses() {
     );
     assert_eq!(suggest("proxy.config.zzz"), None);
 }
+
+#[test]
+fn the_readme_lists_every_record_and_whether_it_reloads() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md beside the workspace");
+    for r in RECORDS {
+        let row = if r.name.starts_with("proxy.") {
+            format!("| `{}` |", r.name)
+        } else {
+            format!("| `[[{}]]`", r.name)
+        };
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("README's record table has no row for {}", r.name));
+        assert_eq!(
+            line.trim_end().ends_with("| R |"),
+            r.reloadable,
+            "README's row for {} says the wrong thing about reloads",
+            r.name
+        );
+    }
+}
