@@ -105,3 +105,40 @@ fn the_readme_lists_every_record_and_whether_it_reloads() {
         );
     }
 }
+
+#[test]
+fn records_toml_marks_exactly_the_reloadable_records() {
+    // Each key's comment block (the `#` lines just above it) ends with "(R)" when a
+    // reload applies it.
+    let mut table = String::new();
+    let mut comment = String::new();
+    let mut seen = 0;
+    for line in crate::DEFAULT_RECORDS.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = name.to_string();
+            comment.clear();
+        } else if let Some(text) = line.strip_prefix('#') {
+            comment.push_str(text);
+        } else if let Some((key, _)) = line.split_once('=') {
+            let name = format!("{table}.{}", key.trim());
+            let r = find(&name).unwrap_or_else(|| panic!("records.toml has {name}"));
+            assert_eq!(
+                comment.contains("(R)"),
+                r.reloadable,
+                "records.toml's comment on {name} says the wrong thing about reloads"
+            );
+            seen += 1;
+            comment.clear();
+        } else {
+            comment.clear();
+        }
+    }
+    assert_eq!(
+        seen,
+        RECORDS
+            .iter()
+            .filter(|r| r.name.starts_with("proxy."))
+            .count()
+    );
+}
