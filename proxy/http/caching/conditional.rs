@@ -247,15 +247,7 @@ pub fn parse_range(value: &[u8], len: u64) -> RangeAsk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::codec;
-
-    fn req(fields: &str) -> RequestHead {
-        let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n");
-        codec::parse_request(raw.as_bytes(), 8192)
-            .unwrap()
-            .unwrap()
-            .0
-    }
+    use crate::http::codec::test_util::request_with as req;
 
     const LM: &[u8] = b"Sun, 09 Sep 2001 01:46:40 GMT";
     const NOW: u64 = 1_000_000_100;

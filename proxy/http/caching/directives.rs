@@ -268,23 +268,11 @@ pub fn request_directives(req: &RequestHead) -> RequestDirectives {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::codec;
     use super::*;
+    use crate::http::codec::test_util::{self, request_with as req};
 
     fn resp(fields: &str) -> ResponseHead {
-        let raw = format!("HTTP/1.1 200 OK\r\n{fields}\r\n");
-        codec::parse_response(raw.as_bytes(), 8192)
-            .unwrap()
-            .unwrap()
-            .0
-    }
-
-    fn req(fields: &str) -> RequestHead {
-        let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n");
-        codec::parse_request(raw.as_bytes(), 8192)
-            .unwrap()
-            .unwrap()
-            .0
+        test_util::resp(&format!("HTTP/1.1 200 OK\r\n{fields}\r\n"))
     }
 
     fn collect(v: &str) -> Vec<(String, Option<String>)> {

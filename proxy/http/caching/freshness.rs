@@ -256,22 +256,7 @@ pub fn stale_if_error(obj: &Stored, policy: &CachePolicy, now: u64) -> bool {
 mod tests {
     use super::super::directives::{request_directives, response_directives};
     use super::*;
-    use crate::http::codec;
-
-    fn resp(raw: &str) -> ResponseHead {
-        codec::parse_response(raw.as_bytes(), 8192)
-            .unwrap()
-            .unwrap()
-            .0
-    }
-
-    fn req(fields: &str) -> RequestHead {
-        let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n");
-        codec::parse_request(raw.as_bytes(), 8192)
-            .unwrap()
-            .unwrap()
-            .0
-    }
+    use crate::http::codec::test_util::{request_with as req, resp};
 
     const NOW: u64 = 1_000_000_000; // Sun, 09 Sep 2001 01:46:40 GMT
 

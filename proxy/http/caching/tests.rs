@@ -2,7 +2,7 @@
 //! beside it.
 
 use super::*;
-use crate::http::codec::{self, RequestHead, ResponseHead};
+use crate::http::codec::test_util::{head as req, resp};
 
 /// Kept fresh for `lifetime` s, nothing else.
 fn kept(lifetime: u64) -> Storable {
@@ -14,13 +14,6 @@ fn kept(lifetime: u64) -> Storable {
 
 fn encoded(o: &Stored) -> std::sync::Arc<[u8]> {
     o.encode().into()
-}
-
-fn resp(raw: &str) -> ResponseHead {
-    codec::parse_response(raw.as_bytes(), 8192)
-        .unwrap()
-        .unwrap()
-        .0
 }
 
 #[test]
@@ -156,13 +149,6 @@ fn stored_objects_round_trip_and_older_versions_still_read() {
     );
     assert_eq!(&*d.body, b"hello");
     assert!(Stored::decode(&std::sync::Arc::from(&b"junk"[..])).is_none());
-}
-
-fn req(raw: &str) -> RequestHead {
-    codec::parse_request_from(raw.as_bytes(), 1 << 16, 0)
-        .unwrap()
-        .unwrap()
-        .0
 }
 
 #[test]

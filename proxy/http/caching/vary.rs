@@ -76,22 +76,7 @@ pub fn variant(resp: &ResponseHead, req: &RequestHead) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::codec;
-
-    fn resp(raw: &str) -> ResponseHead {
-        codec::parse_response(raw.as_bytes(), 8192)
-            .unwrap()
-            .unwrap()
-            .0
-    }
-
-    fn req(fields: &str) -> RequestHead {
-        let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n");
-        codec::parse_request(raw.as_bytes(), 8192)
-            .unwrap()
-            .unwrap()
-            .0
-    }
+    use crate::http::codec::test_util::{request_with as req, resp};
 
     #[test]
     fn rfc9111_4_1_request_values_are_normalised_before_matching() {

@@ -29,7 +29,7 @@ mod request;
 mod response;
 mod scan;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 pub use super::fields::{Field, Fields};
 pub use answer::simple_response;

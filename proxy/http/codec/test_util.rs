@@ -1,23 +1,29 @@
-//! What the codec's unit tests share: parsing a head that must parse, and a small
-//! deterministic generator for random splits and inputs. Test builds only.
+//! What the unit tests of the codec and of the HTTP rules share: parsing a head that
+//! must parse, and a small deterministic generator for random splits and inputs. Test
+//! builds only.
 
 use super::{parse_request, parse_response, HeadError, RequestHead, ResponseHead};
 
 /// `raw` parsed as a request with room for 8 KiB of head.
-pub(super) fn req(raw: &str) -> Result<Option<(RequestHead, usize)>, HeadError> {
+pub(crate) fn req(raw: &str) -> Result<Option<(RequestHead, usize)>, HeadError> {
     parse_request(raw.as_bytes(), 8192)
 }
 
 /// `raw` parsed as a complete, valid request head.
-pub(super) fn head(raw: &str) -> RequestHead {
+pub(crate) fn head(raw: &str) -> RequestHead {
     match req(raw) {
         Ok(Some((h, _))) => h,
         other => panic!("{raw:?} → {other:?}"),
     }
 }
 
+/// `GET / HTTP/1.1` to host `h` with `fields` (each line ending in CRLF) added.
+pub(crate) fn request_with(fields: &str) -> RequestHead {
+    head(&format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n"))
+}
+
 /// `raw` parsed as a complete, valid response head.
-pub(super) fn resp(raw: &str) -> ResponseHead {
+pub(crate) fn resp(raw: &str) -> ResponseHead {
     match parse_response(raw.as_bytes(), 8192) {
         Ok(Some((h, _))) => h,
         other => panic!("{raw:?} → {other:?}"),
@@ -25,17 +31,17 @@ pub(super) fn resp(raw: &str) -> ResponseHead {
 }
 
 /// A tiny deterministic generator (xorshift64*), for random splits and inputs.
-pub(super) struct Rng(pub(super) u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    pub(super) fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    pub(super) fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }

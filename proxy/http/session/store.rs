@@ -525,14 +525,7 @@ fn related_keys(head: &ResponseHead, key: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::codec;
-
-    fn resp(raw: &str) -> ResponseHead {
-        codec::parse_response(raw.as_bytes(), 8192)
-            .unwrap()
-            .unwrap()
-            .0
-    }
+    use crate::http::codec::test_util::resp;
 
     #[test]
     fn rfc9111_4_4_location_and_content_location_on_the_same_host() {
