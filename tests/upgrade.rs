@@ -84,23 +84,66 @@ struct Tally {
     failures: Mutex<Vec<String>>,
 }
 
-/// Connection-per-request clients on `threads` threads until `stop` is set.
-fn client_loop(
-    addr: SocketAddr,
-    threads: usize,
+/// Connection-per-request clients on a few threads, until [`Load::finish`].
+struct Load {
     stop: Arc<AtomicBool>,
     tally: Arc<Tally>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    (0..threads)
-        .map(|_| {
-            let (stop, tally) = (stop.clone(), tally.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Acquire) {
-                    one_request(addr, &tally);
-                }
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let clients = (0..threads)
+            .map(|_| {
+                let (stop, tally) = (stop.clone(), tally.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        one_request(addr, &tally);
+                    }
+                })
             })
-        })
-        .collect()
+            .collect();
+        Load {
+            stop,
+            tally,
+            clients,
+        }
+    }
+
+    fn ok(&self) -> u64 {
+        self.tally.ok.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to 20 s) for `n` more requests to succeed.
+    fn wait_for(&self, n: u64) {
+        let target = self.ok() + n;
+        assert!(
+            wait_until(Duration::from_secs(20), || self.ok() >= target),
+            "no progress: {:?}",
+            self.tally.failures.lock().unwrap()
+        );
+    }
+
+    /// Stops the clients; every request they made must have succeeded.
+    fn finish(self) {
+        self.stop.store(true, Ordering::Release);
+        for c in self.clients {
+            c.join().unwrap();
+        }
+        let t = &self.tally;
+        let failures = t.failures.lock().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} ok, {} refused, {} reset, {} other: {:?}",
+            t.ok.load(Ordering::SeqCst),
+            t.refused.load(Ordering::SeqCst),
+            t.reset.load(Ordering::SeqCst),
+            t.other.load(Ordering::SeqCst),
+            &failures[..failures.len().min(5)]
+        );
+    }
 }
 
 fn one_request(addr: SocketAddr, tally: &Tally) {
@@ -142,19 +185,8 @@ fn one_request(addr: SocketAddr, tally: &Tally) {
 fn upgrades_under_load(d: &Daemon, rounds: usize) -> Successors {
     let mut successors = Successors::default();
     let addr = d.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let clients = client_loop(addr, 4, stop.clone(), tally.clone());
-    let wait_for_requests = |n: u64| {
-        let target = tally.ok.load(Ordering::SeqCst) + n;
-        assert!(
-            wait_until(Duration::from_secs(20), || tally.ok.load(Ordering::SeqCst)
-                >= target),
-            "no progress: {:?}",
-            tally.failures.lock().unwrap()
-        );
-    };
-    wait_for_requests(50);
+    let load = Load::start(addr, 4);
+    load.wait_for(50);
     let mut last = d.metric("proxy.process.http.completed_requests");
     let mut last_accepts = d.metric("proxy.process.tcp.total_accepts");
     let mut old = d.child.as_ref().unwrap().id() as i32;
@@ -168,22 +200,9 @@ fn upgrades_under_load(d: &Daemon, rounds: usize) -> Successors {
         let accepts = d.metric("proxy.process.tcp.total_accepts");
         assert!(accepts >= last_accepts, "total_accepts went back");
         (last, last_accepts) = (now, accepts);
-        wait_for_requests(30);
+        load.wait_for(30);
     }
-    stop.store(true, Ordering::Release);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let failures = tally.failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} ok, {} refused, {} reset, {} other: {:?}",
-        tally.ok.load(Ordering::SeqCst),
-        tally.refused.load(Ordering::SeqCst),
-        tally.reset.load(Ordering::SeqCst),
-        tally.other.load(Ordering::SeqCst),
-        &failures[..failures.len().min(5)]
-    );
+    load.finish();
     // Every process but the last drained and exited 0 by itself.
     let all: Vec<i32> = successors.0.clone();
     for &pid in &all[..all.len() - 1] {
@@ -743,17 +762,12 @@ fn an_upgrade_that_drops_a_port_and_a_thread_resets_nothing_queued() {
         .start();
     let (kept, dropped) = (d.addrs()[0], d.addrs()[1]);
     // Clients on the port that stays, through the upgrade.
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let clients = client_loop(kept, 3, stop.clone(), tally.clone());
+    let load = Load::start(kept, 3);
     // Connections waiting in the queues of the port that goes.
     let label = dropped.port().to_string();
     assert_eq!(d.ctl(&["port", "disable", &label]).0, 0);
     let queued: Vec<http::Conn> = (0..16).map(|_| http::send_get(dropped, "/")).collect();
-    assert!(wait_until(Duration::from_secs(10), || tally
-        .ok
-        .load(Ordering::SeqCst)
-        > 50));
+    load.wait_for(50);
     // The new configuration has one port and one event thread: the old process retires
     // the dropped port's two sockets and the kept port's second one.
     d.write_config(&config("0", 1));
@@ -766,21 +780,8 @@ fn an_upgrade_that_drops_a_port_and_a_thread_resets_nothing_queued() {
             d.log_text()
         );
     }
-    let before = tally.ok.load(Ordering::SeqCst);
-    assert!(wait_until(Duration::from_secs(10), || tally
-        .ok
-        .load(Ordering::SeqCst)
-        > before + 50));
-    stop.store(true, Ordering::Release);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let failures = tally.failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{:?}",
-        &failures[..failures.len().min(5)]
-    );
+    load.wait_for(50);
+    load.finish();
     let text = d.log_text();
     assert!(text.contains("retiring 2 socket(s)"), "{text}");
     assert!(text.contains("retiring 1 socket(s)"), "{text}");

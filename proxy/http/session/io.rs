@@ -154,11 +154,26 @@ impl<W: Wire> Transport<W> {
                 r
             })
         };
+        self.after_read(r, want, true)
+    }
+
+    /// What a read of at most `want` bytes that gave `r` says of this side: EOF, or
+    /// drained (a short read, when nothing is left below the socket: `drained`, always
+    /// so without TLS), or would block. Returns as [`Transport::read_into`].
+    #[inline]
+    fn after_read(
+        &mut self,
+        r: io::Result<usize>,
+        want: usize,
+        drained: bool,
+    ) -> io::Result<Option<usize>> {
         match r {
+            Ok(0) => {
+                self.eof = true;
+                Ok(Some(0))
+            }
             Ok(n) => {
-                if n == 0 {
-                    self.eof = true;
-                } else if n < want && !self.hup {
+                if n < want && drained && !self.hup {
                     self.readable = false;
                 }
                 Ok(Some(n))
@@ -196,24 +211,8 @@ impl<W: Wire> Transport<W> {
             // pending): what it held back may go now.
             self.writable = true;
         }
-        match r {
-            Ok(0) => {
-                self.eof = true;
-                Ok(Some(0))
-            }
-            Ok(n) => {
-                if n < want && tls.sock_empty() && !self.hup {
-                    self.readable = false;
-                }
-                Ok(Some(n))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.readable = false;
-                Ok(None)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
-            Err(e) => Err(e),
-        }
+        let drained = tls.sock_empty();
+        self.after_read(r, want, drained)
     }
 
     /// Writes from `buf` (`last`: the close or half-close follows these bytes).
