@@ -22,7 +22,7 @@ mod sys;
 
 pub use eventsystem::{
     Action, ActionGuard, EThread, Event, EventHandle, EventProcessor, EventProcessorOptions,
-    Interest, IoHandler, ProxyMutex, ProxyMutexGuard, Ready, ThreadRef, Token, Verdict,
+    Interest, IoHandler, ProxyMutex, ProxyMutexGuard, Ready, ThreadRef, Token, Verdict, BUSY_QUEUE,
 };
 pub use net::{
     migrate_req_enabled, AcceptMode, AcceptOptions, Acceptor, Dispatch, ListenOptions, Listener,

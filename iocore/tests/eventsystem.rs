@@ -297,3 +297,34 @@ fn failed_waits_are_a_metric_registered_with_the_net_metrics() {
         Some(0)
     );
 }
+
+#[test]
+fn assign_busy_prefers_a_thread_in_a_turn_until_its_queue_is_long() {
+    let ep = processor(2);
+    let (busy, idle) = (&ep.threads()[0], &ep.threads()[1]);
+    // Both threads asleep first: let them reach epoll_wait.
+    assert!(wait_until(Duration::from_secs(5), || !busy.busy() && !idle.busy()));
+    // Hold thread 0 in a turn until released.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let inside = Arc::new(AtomicUsize::new(0));
+    let flag = inside.clone();
+    busy.run(move |_| {
+        flag.store(1, Ordering::SeqCst);
+        let _ = held.recv_timeout(Duration::from_secs(20));
+    });
+    assert!(wait_until(Duration::from_secs(5), || inside
+        .load(Ordering::SeqCst)
+        == 1));
+    assert!(wait_until(Duration::from_secs(5), || !idle.busy()));
+    // The busy thread is chosen, whoever's turn it is, while its queue is short.
+    for _ in 0..iocore::BUSY_QUEUE {
+        let chosen = ep.assign_busy();
+        assert_eq!(chosen.id(), busy.id());
+        chosen.run(|_| {});
+    }
+    // With BUSY_QUEUE jobs waiting on it, the sleeping thread gets the next one.
+    assert_eq!(busy.queued(), iocore::BUSY_QUEUE);
+    assert_eq!(ep.assign_busy().id(), idle.id());
+    release.send(()).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || busy.queued() == 0));
+}

@@ -141,6 +141,18 @@ impl ThreadRef {
         self.shared.id()
     }
 
+    /// Whether the thread is in a loop turn now: work queued for it is then taken up at
+    /// the turn's end without an eventfd wake-up. A hint; it may change at once.
+    pub fn busy(&self) -> bool {
+        !self.shared.sleeping()
+    }
+
+    /// Jobs queued for the thread that it has not taken up yet (a hint, as
+    /// [`busy`](Self::busy)).
+    pub fn queued(&self) -> usize {
+        self.shared.queued()
+    }
+
     /// Runs `f` once on the thread, as soon as it gets to its inbound queue.
     pub fn run(&self, f: impl FnOnce(&mut EThread) + Send + 'static) {
         self.shared.push(Job::Run(Box::new(f)));

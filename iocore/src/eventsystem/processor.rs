@@ -12,6 +12,11 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Jobs waiting for a thread beyond which [`EventProcessor::assign_busy`] looks for
+/// another: a connection's start takes tens of microseconds, so eight is a short wait,
+/// and a burst spreads over the threads instead of queueing behind one.
+pub const BUSY_QUEUE: usize = 8;
+
 /// How to start the event threads.
 #[derive(Clone, Debug)]
 pub struct EventProcessorOptions {
@@ -97,6 +102,20 @@ impl EventProcessor {
     pub fn assign(&self) -> &ThreadRef {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         &self.threads[i % self.threads.len()]
+    }
+
+    /// The next thread in round-robin order that is [busy](ThreadRef::busy) with fewer
+    /// than [`BUSY_QUEUE`] jobs waiting, so that handing it work costs no wake-up; else
+    /// the next with fewer waiting (woken for it); else the next in turn. A thread held
+    /// up by a long turn thus gets no more than a few jobs while another sleeps.
+    pub fn assign_busy(&self) -> &ThreadRef {
+        let n = self.threads.len();
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let in_turn = || (0..n).map(|k| &self.threads[(i + k) % n]);
+        in_turn()
+            .find(|t| t.busy() && t.queued() < BUSY_QUEUE)
+            .or_else(|| in_turn().find(|t| t.queued() < BUSY_QUEUE))
+            .unwrap_or(&self.threads[i % n])
     }
 
     /// Where the threads count failed waits and wake-ups (for the metrics registry, and

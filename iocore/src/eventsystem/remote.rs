@@ -110,6 +110,17 @@ impl<J> Shared<J> {
             && !self.stop.load(Ordering::Relaxed)
     }
 
+    /// Whether the thread is blocked (or about to block) in epoll_wait, so that a push
+    /// must wake it. A hint for choosing a thread: it may change at once. Any thread.
+    pub(crate) fn sleeping(&self) -> bool {
+        self.sleeping.load(Ordering::Relaxed)
+    }
+
+    /// Jobs queued for the thread and not yet taken. Any thread.
+    pub(crate) fn queued(&self) -> usize {
+        self.inbox.len()
+    }
+
     /// Ends the sleep that [`Shared::prepare_sleep`] announced. On the thread.
     pub(crate) fn awake(&self) {
         self.sleeping.store(false, Ordering::Relaxed);

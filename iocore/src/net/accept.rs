@@ -252,6 +252,7 @@ impl PortAccept {
             None => {
                 let target = match self.dispatch {
                     Dispatch::RoundRobin => self.net.events.assign(),
+                    Dispatch::BusyFirst => self.net.events.assign_busy(),
                 };
                 let port = self.clone();
                 target.run(move |t| port.start(conn, t));

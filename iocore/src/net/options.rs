@@ -47,8 +47,11 @@ pub enum AcceptMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Dispatch {
     /// The next thread in turn.
-    #[default]
     RoundRobin,
+    /// The next thread in turn that is running a loop turn, so that the hand-off needs
+    /// no wake-up; the next in turn when all of them sleep.
+    #[default]
+    BusyFirst,
 }
 
 /// Options set on every accepted socket.
