@@ -20,8 +20,9 @@ pub mod net;
 pub mod stats;
 mod sys;
 
+pub use eventsystem::fair_share;
 pub use eventsystem::{
-    Action, ActionGuard, EThread, Event, EventHandle, EventProcessor, EventProcessorOptions,
+    Action, ActionGuard, EThread, Event, EventHandle, EventProcessor, EventProcessorOptions, Hold,
     Interest, IoHandler, ProxyMutex, ProxyMutexGuard, Ready, ThreadRef, Token, Verdict, BUSY_QUEUE,
 };
 pub use net::{

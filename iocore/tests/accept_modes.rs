@@ -5,6 +5,7 @@ mod util;
 
 use iocore::{AcceptMode, NetTuning};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use util::{all_modes, echo_port, echo_roundtrip, wait_until, Rig};
 
@@ -239,4 +240,44 @@ fn accepted_sockets_carry_the_sock_options_in_every_mode() {
         action.cancel();
         assert!(action.wait_done(Duration::from_secs(1)), "{name}");
     }
+}
+
+#[test]
+fn threads_mode_counts_each_handed_off_connection_as_held_by_its_thread_until_dropped() {
+    let rig = Rig::new(2, NetTuning::default());
+    let l = util::listener();
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let k = kept.clone();
+    let acceptor = move |conn: iocore::NetConnection, _t: &mut iocore::EThread| {
+        k.lock().unwrap().push(conn);
+    };
+    let action = rig
+        .net
+        .main_accept(
+            Arc::new(acceptor),
+            l.clone(),
+            &iocore::AcceptOptions::new(
+                "test",
+                AcceptMode::Threads {
+                    count: 1,
+                    avoid_event_cores: false,
+                },
+            ),
+        )
+        .unwrap();
+    let held = || rig.events.threads().iter().map(|t| t.held()).sum::<usize>();
+    let clients: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(l.local_addr()).unwrap())
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || kept
+        .lock()
+        .unwrap()
+        .len()
+        == 20));
+    assert_eq!(held(), 20);
+    kept.lock().unwrap().clear();
+    assert_eq!(held(), 0);
+    drop(clients);
+    action.cancel();
+    assert!(action.wait_done(Duration::from_secs(1)));
 }

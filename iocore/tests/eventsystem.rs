@@ -328,3 +328,36 @@ fn assign_busy_prefers_a_thread_in_a_turn_until_its_queue_is_long() {
     release.send(()).unwrap();
     assert!(wait_until(Duration::from_secs(5), || busy.queued() == 0));
 }
+
+#[test]
+fn assign_busy_stops_preferring_a_busy_thread_that_holds_more_than_its_share() {
+    let ep = processor(2);
+    let (busy, idle) = (&ep.threads()[0], &ep.threads()[1]);
+    assert!(wait_until(Duration::from_secs(5), || !busy.busy() && !idle.busy()));
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let inside = Arc::new(AtomicUsize::new(0));
+    let flag = inside.clone();
+    busy.run(move |_| {
+        flag.store(1, Ordering::SeqCst);
+        let _ = held.recv_timeout(Duration::from_secs(20));
+    });
+    assert!(wait_until(Duration::from_secs(5), || inside
+        .load(Ordering::SeqCst)
+        == 1));
+    assert!(wait_until(Duration::from_secs(5), || !idle.busy()));
+    let to_busy = |ep: &EventProcessor| {
+        (0..10)
+            .filter(|_| ep.assign_busy().id() == busy.id())
+            .count()
+    };
+    // Within its share, the busy thread gets every connection.
+    assert_eq!(to_busy(&ep), 10);
+    // Holding more than its share over the idle thread, it gets its turn only.
+    let holds: Vec<_> = (0..=iocore::fair_share(0)).map(|_| busy.hold()).collect();
+    assert_eq!(busy.held(), iocore::fair_share(0) + 1);
+    assert_eq!(to_busy(&ep), 5);
+    drop(holds);
+    assert_eq!(busy.held(), 0);
+    assert_eq!(to_busy(&ep), 10);
+    release.send(()).unwrap();
+}

@@ -129,6 +129,22 @@ pub struct ThreadRef {
     shared: Arc<Shared<Job>>,
 }
 
+/// Something counted as held by an event thread until dropped (see [`ThreadRef::hold`]).
+/// Dropped on any thread.
+pub struct Hold(Arc<Shared<Job>>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hold({})", self.0.id())
+    }
+}
+
 impl std::fmt::Debug for ThreadRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ThreadRef({})", self.shared.id())
@@ -151,6 +167,19 @@ impl ThreadRef {
     /// [`busy`](Self::busy)).
     pub fn queued(&self) -> usize {
         self.shared.queued()
+    }
+
+    /// Counts something the thread holds (a connection handed to it) until the guard
+    /// drops: [`held`](Self::held) is what balances hand-offs across threads.
+    pub fn hold(&self) -> Hold {
+        self.shared.hold();
+        Hold(self.shared.clone())
+    }
+
+    /// How many [`hold`](Self::hold) guards of this thread are alive (a hint, as
+    /// [`busy`](Self::busy)).
+    pub fn held(&self) -> usize {
+        self.shared.held()
     }
 
     /// Runs `f` once on the thread, as soon as it gets to its inbound queue.

@@ -27,8 +27,8 @@ mod remote;
 mod timer;
 
 pub use action::{Action, ActionGuard};
-pub use ethread::{current_thread_id, EThread, Event, IoHandler, ThreadRef};
+pub use ethread::{current_thread_id, EThread, Event, Hold, IoHandler, ThreadRef};
 pub use event::EventHandle;
 pub use io::{Interest, Ready, Token, Verdict};
 pub use mutex::{ProxyMutex, ProxyMutexGuard};
-pub use processor::{EventProcessor, EventProcessorOptions, BUSY_QUEUE};
+pub use processor::{fair_share, EventProcessor, EventProcessorOptions, BUSY_QUEUE};

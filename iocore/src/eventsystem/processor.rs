@@ -17,6 +17,13 @@ use std::time::Duration;
 /// and a burst spreads over the threads instead of queueing behind one.
 pub const BUSY_QUEUE: usize = 8;
 
+/// The most a thread may [hold](ThreadRef::held) and still be preferred for being busy,
+/// when the least held thread holds `least`: an eighth more, and 8 (so that a few
+/// connections do not count as an imbalance).
+pub fn fair_share(least: usize) -> usize {
+    least + least / 8 + 8
+}
+
 /// How to start the event threads.
 #[derive(Clone, Debug)]
 pub struct EventProcessorOptions {
@@ -105,15 +112,18 @@ impl EventProcessor {
     }
 
     /// The next thread in round-robin order that is [busy](ThreadRef::busy) with fewer
-    /// than [`BUSY_QUEUE`] jobs waiting, so that handing it work costs no wake-up; else
-    /// the next with fewer waiting (woken for it); else the next in turn. A thread held
-    /// up by a long turn thus gets no more than a few jobs while another sleeps.
+    /// than [`BUSY_QUEUE`] jobs waiting, so that handing it work costs no wake-up, and
+    /// that [holds](ThreadRef::held) no more than [`fair_share`] allows over the least
+    /// held thread (a busy thread is busy because it holds work: without the bound it
+    /// would draw every new connection while the others sleep); else the next in turn
+    /// with fewer than `BUSY_QUEUE` waiting (woken for it); else the next in turn.
     pub fn assign_busy(&self) -> &ThreadRef {
         let n = self.threads.len();
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         let in_turn = || (0..n).map(|k| &self.threads[(i + k) % n]);
+        let least = self.threads.iter().map(ThreadRef::held).min().unwrap_or(0);
         in_turn()
-            .find(|t| t.busy() && t.queued() < BUSY_QUEUE)
+            .find(|t| t.busy() && t.queued() < BUSY_QUEUE && t.held() <= fair_share(least))
             .or_else(|| in_turn().find(|t| t.queued() < BUSY_QUEUE))
             .unwrap_or(&self.threads[i % n])
     }

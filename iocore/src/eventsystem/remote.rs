@@ -12,7 +12,7 @@ use crate::sys::eventfd::EventFd;
 use crossbeam_deque::{Injector, Steal};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 
 /// The cross-thread half of event thread `id`, carrying jobs of type `J`.
 pub(crate) struct Shared<J> {
@@ -22,6 +22,8 @@ pub(crate) struct Shared<J> {
     sleeping: AtomicBool,
     purge: AtomicBool,
     stop: AtomicBool,
+    /// What the thread holds for others ([`Shared::hold`]): connections handed to it.
+    held: AtomicUsize,
     errors: PollErrors,
     /// Whether a failed wake-up (eventfd write, from any thread) was logged.
     signal_logged: AtomicBool,
@@ -39,6 +41,7 @@ impl<J> Shared<J> {
             sleeping: AtomicBool::new(false),
             purge: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            held: AtomicUsize::new(0),
             errors,
             signal_logged: AtomicBool::new(false),
             wait_logged: AtomicBool::new(false),
@@ -114,6 +117,21 @@ impl<J> Shared<J> {
     /// must wake it. A hint for choosing a thread: it may change at once. Any thread.
     pub(crate) fn sleeping(&self) -> bool {
         self.sleeping.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more thing held by the thread, until [`Shared::release`]. Any thread.
+    pub(crate) fn hold(&self) {
+        self.held.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ends one [`Shared::hold`]. Any thread.
+    pub(crate) fn release(&self) {
+        self.held.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Things held now. Any thread.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Jobs queued for the thread and not yet taken. Any thread.

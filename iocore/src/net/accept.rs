@@ -246,7 +246,7 @@ impl PortAccept {
                 self.sock_inherit.store(verdict, Ordering::Relaxed);
             }
         }
-        let conn = NetConnection::new(fd, slot, peer, self.local, accepted_at);
+        let mut conn = NetConnection::new(fd, slot, peer, self.local, accepted_at);
         match here {
             Some(t) => self.start(conn, t),
             None => {
@@ -254,6 +254,7 @@ impl PortAccept {
                     Dispatch::RoundRobin => self.net.events.assign(),
                     Dispatch::BusyFirst => self.net.events.assign_busy(),
                 };
+                conn.held_by(target.hold());
                 let port = self.clone();
                 target.run(move |t| port.start(conn, t));
             }

@@ -12,6 +12,7 @@
 //! releases the slot, on whichever thread drops it.
 
 use super::options::ThrottleMode;
+use crate::eventsystem::Hold;
 use crate::stats::{Counter, Gauge};
 use crate::sys::socket;
 use std::io;
@@ -108,6 +109,8 @@ pub struct NetConnection {
     // never reads lower than the descriptors actually held.
     fd: OwnedFd,
     _slot: ConnSlot,
+    /// Counts the connection as held by the event thread it was handed to.
+    held: Option<Hold>,
     peer: SocketAddr,
     local: SocketAddr,
     accepted_at: Instant,
@@ -124,10 +127,16 @@ impl NetConnection {
         NetConnection {
             fd,
             _slot: slot,
+            held: None,
             peer,
             local,
             accepted_at,
         }
+    }
+
+    /// Counts the connection as held by the thread of `hold` while it lives.
+    pub(crate) fn held_by(&mut self, hold: Hold) {
+        self.held = Some(hold);
     }
 
     /// The client's address.

@@ -49,7 +49,9 @@ pub enum Dispatch {
     /// The next thread in turn.
     RoundRobin,
     /// The next thread in turn that is running a loop turn, so that the hand-off needs
-    /// no wake-up; the next in turn when all of them sleep.
+    /// no wake-up, unless it holds more than its share of the connections handed off
+    /// ([`EventProcessor::assign_busy`](crate::EventProcessor::assign_busy)); the next
+    /// in turn when none qualifies.
     #[default]
     BusyFirst,
 }
