@@ -14,6 +14,8 @@
 //!   `ThreadRef` does), against one global `Injector` that consumers take batches from
 //!   into their own `Worker` and steal from each other's. Per job, boxed closures like
 //!   the event system's jobs.
+//! - `syscall/getppid`: the cheapest system call, its entry and exit only: what batching
+//!   a loop turn's recv/send calls into one submission (io_uring) could save per call.
 //!
 //! Run with `cargo bench --bench eventsystem`; the whole file takes well under a minute.
 
@@ -255,6 +257,15 @@ fn bench_handoff(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_syscall(c: &mut Criterion) {
+    let mut g = c.benchmark_group("syscall");
+    g.bench_function("getppid", |b| {
+        // SAFETY: getppid takes no arguments and cannot fail.
+        b.iter(|| black_box(unsafe { libc::syscall(libc::SYS_getppid) }))
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .measurement_time(Duration::from_secs(3))
@@ -265,6 +276,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_schedule, bench_stats, bench_handoff
+    targets = bench_schedule, bench_stats, bench_handoff, bench_syscall
 }
 criterion_main!(benches);

@@ -12,7 +12,9 @@
 #
 # Environment: ROUNDS=6, SECS=4 (per turn), CONNS=64, MODES="ka close" (add "burst"
 # for BURST=6000 connections at once: connect -> first byte p50 and p99; "wrk-ka" and
-# "wrk-close" measure with wrk -t1 instead of the load tool, as most operators would),
+# "wrk-close" measure with wrk -t1 instead of the load tool, as most operators would, and
+# split each request's CPU between the server's user and sys time, the origin and wrk),
+# SYSCALLS=1 (count each server's system calls per wrk request with perf, if present),
 # ACCEPT_THREADS=0 and NET_THREADS=2 (Turnstile), KEEP_WORK=0, SESSIONS=own (each server
 # in a session of its own: see `service` in side_by_side/lib.sh). Everything listens on
 # 127.0.0.1 on free ports; everything started is stopped on exit. Needs nginx, haproxy
@@ -83,36 +85,65 @@ render "$TPL/haproxy.cfg" "$WORK/haproxy.cfg" PORT="$port" ORIGIN_PORT="$ORIGIN_
 service haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
 add "HAProxy $(haproxy -v 2>&1 | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1) (2 threads)" "$port" $!
 
-# ticks PIDS: user+sys clock ticks of the comma-separated pids, summed.
+# ticks PIDS: user and sys clock ticks of the comma-separated pids, summed ("U S").
 ticks() {
-    local p s sum=0
+    local p s u=0 k=0
     for p in ${1//,/ }; do
         { s=$(<"/proc/$p/stat"); } 2>/dev/null || continue
         s=${s##*) }
         read -r -a f <<<"$s"
-        sum=$((sum + f[11] + f[12]))
+        u=$((u + f[11]))
+        k=$((k + f[12]))
+    done
+    echo "$u $k"
+}
+
+# switches PIDS: context switches (voluntary and not) of every thread of the pids.
+switches() {
+    local p sum=0
+    for p in ${1//,/ }; do
+        sum=$((sum + $(cat /proc/"$p"/task/*/status 2>/dev/null |
+            awk '/ctxt_switches/ { t += $2 } END { print t + 0 }')))
     done
     echo "$sum"
 }
 
+ORIGIN=${NAMES[0]}
+
 # wrk_turn NAME ka|close: a wrk -t1 turn against NAME, as the load tool's key=value line
-# (rps, cpu_s_per_10k). "close" sends Connection: close, so wrk reconnects per request.
+# (rps, cpu_s_per_10k), plus where the CPU of a request went, in µs: the server's user
+# and sys time, the origin's, wrk's own (bash's `times` after it), and the server's
+# context switches per request. "close" sends Connection: close, so wrk reconnects per
+# request.
 wrk_turn() {
-    local name=$1 kind=$2 before after out reqs rps hz hdr=()
+    local name=$1 kind=$2 s0 s1 o0 o1 x0 x1 out reqs rps hz hdr=()
     [ "$kind" = close ] && hdr=(-H "Connection: close")
-    before=$(ticks "${PIDS[$name]}")
-    out=$(timeout -k 5 $((SECS + 30)) wrk -t1 -c"$CONNS" -d"${SECS}s" "${hdr[@]}" \
-        -H "Host: bench" "http://127.0.0.1:${PORT[$name]}/" 2>&1)
-    after=$(ticks "${PIDS[$name]}")
+    s0=$(ticks "${PIDS[$name]}") o0=$(ticks "${PIDS[$ORIGIN]}") x0=$(switches "${PIDS[$name]}")
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    out=$(timeout -k 5 $((SECS + 30)) bash -c 'wrk "$@" 2>&1; times' _ -t1 -c"$CONNS" \
+        -d"${SECS}s" "${hdr[@]}" -H "Host: bench" "http://127.0.0.1:${PORT[$name]}/")
+    s1=$(ticks "${PIDS[$name]}") o1=$(ticks "${PIDS[$ORIGIN]}") x1=$(switches "${PIDS[$name]}")
     reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
     rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
     hz=$(getconf CLK_TCK)
     [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || return 0
-    awk -v k="$kind" -v r="${rps%.*}" -v t=$((after - before)) -v hz="$hz" -v n="$reqs" \
-        'BEGIN { printf "mode=wrk-%s rps=%d cpu_s_per_10k=%.3f\n", k, r, t / hz / n * 10000 }'
+    # The last line of `times`: the children's user and sys time, "0m1.230s 0m2.340s".
+    awk -v k="$kind" -v r="${rps%.*}" -v s0="$s0" -v s1="$s1" -v o0="$o0" -v o1="$o1" \
+        -v x=$((x1 - x0)) -v hz="$hz" -v n="$reqs" -v origin="$([ "$name" = "$ORIGIN" ] && echo 1)" \
+        -v w="$(tail -n 1 <<<"$out")" '
+        function secs(t, a) { split(t, a, /[ms]/); return a[1] * 60 + a[2] }
+        BEGIN {
+            split(s0, a, " "); split(s1, b, " "); split(o0, c, " "); split(o1, d, " ")
+            split(w, t, " ")
+            us = 1e6 / hz / n
+            u = (b[1] - a[1]) * us; s = (b[2] - a[2]) * us
+            o = origin ? 0 : (d[1] + d[2] - c[1] - c[2]) * us
+            printf "mode=wrk-%s rps=%d cpu_s_per_10k=%.3f user_us=%.2f sys_us=%.2f origin_us=%.2f client_us=%.2f switches=%.3f\n",
+                k, r, (u + s) / 100, u, s, o, (secs(t[1]) + secs(t[2])) * 1e6 / n, x / n
+        }'
 }
 
-declare -A RPS CPU P50 P99 # "name|mode" -> space-separated values, one per round
+declare -A RPS CPU P50 P99 SPLIT # "name|mode" -> space-separated values, one per round
 for round in $(seq 1 "$ROUNDS"); do
     log "round $round of $ROUNDS"
     n=${#NAMES[@]}
@@ -134,6 +165,7 @@ for round in $(seq 1 "$ROUNDS"); do
             [[ $kv =~ \ cpu_s_per_10k=([0-9.]+) ]] && CPU["$name|$mode"]+="${BASH_REMATCH[1]} "
             [[ $kv =~ \ p50_us=([0-9]+) ]] && P50["$name|$mode"]+="${BASH_REMATCH[1]} "
             [[ $kv =~ \ p99_us=([0-9]+) ]] && P99["$name|$mode"]+="${BASH_REMATCH[1]} "
+            [[ $kv =~ \ user_us=(.*) ]] && SPLIT["$name|$mode"]+="${BASH_REMATCH[0]}"$'\n'
             log "$name $mode: ${kv:-the load tool failed}"
             [ "$mode" = burst ] && sleep 1 # let the burst's connections leave TIME_WAIT's way
         done
@@ -217,3 +249,86 @@ for mode in $MODES; do
                      m, br ? tr / br : 0, b, bc ? tc / bc : 0 }'
     fi
 done
+
+# Where a wrk request's CPU went, in µs per request (medians over the rounds): the
+# server's user and sys time and its context switches, the origin's time and wrk's. On
+# 2 busy cores the rate is about 2 s / (the sum), so the sum bounds the rate any proxy
+# can reach: a 1.3x rate needs the sum at 1/1.3 of the best peer's.
+# split_field LINES KEY: the median of KEY=value over the lines.
+split_field() {
+    # shellcheck disable=SC2046 # one value per round
+    median $(grep -o " $2=[0-9.]*" <<<" ${1//$'\n'/$'\n' }" | cut -d= -f2)
+}
+any_split=0
+for mode in $MODES; do [[ $mode == wrk-* ]] && any_split=1; done
+if [ "$any_split" = 1 ]; then
+    echo
+    echo "Where a request's CPU went with wrk, µs per request (medians over the rounds):"
+    echo
+    echo "| server | mode | server user | server sys | server switches | origin | wrk | all |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    declare -A ALL
+    for mode in $MODES; do
+        [[ $mode == wrk-* ]] || continue
+        for name in "${NAMES[@]}"; do
+            lines=${SPLIT["$name|$mode"]:-}
+            [ -n "$lines" ] || continue
+            u=$(split_field "$lines" user_us) s=$(split_field "$lines" sys_us)
+            o=$(split_field "$lines" origin_us) c=$(split_field "$lines" client_us)
+            x=$(split_field "$lines" switches)
+            ALL["$name|$mode"]=$(awk -v u="$u" -v s="$s" -v o="$o" -v c="$c" 'BEGIN { printf "%.2f", u + s + o + c }')
+            echo "| $name | $mode | $u | $s | $x | $o | $c | ${ALL["$name|$mode"]} |"
+        done
+    done
+    echo
+    for mode in $MODES; do
+        [[ $mode == wrk-* ]] || continue
+        best="" best_all=""
+        for name in "${NAMES[@]}"; do
+            [[ $name == Turnstile* || $name == origin* ]] && continue
+            v=${ALL["$name|$mode"]:-}
+            [ -n "$v" ] || continue
+            if [ -z "$best_all" ] || awk -v a="$v" -v b="$best_all" 'BEGIN { exit !(a < b) }'; then
+                best=$name best_all=$v
+            fi
+        done
+        [ -n "$ts" ] && [ -n "$best" ] || continue
+        lines=${SPLIT["$ts|$mode"]}
+        awk -v m="$mode" -v b="$best" -v ball="$best_all" -v o="$(split_field "$lines" origin_us)" \
+            -v c="$(split_field "$lines" client_us)" -v s="$(split_field "$lines" sys_us)" '
+            BEGIN { room = ball / 1.3 - o - c
+                printf "- %s: a 1.3x rate needs all processes at <= %.2f µs per request (1/1.3 of %s'"'"'s %.2f); the origin and wrk took %.2f beside Turnstile, leaving %.2f for the proxy, whose kernel time alone was %.2f\n",
+                    m, ball / 1.3, b, ball, o + c, room, s }'
+    done
+fi
+
+# SYSCALLS=1: one more wrk turn per server and wrk mode under `perf stat`, counting the
+# server's system calls per request (a separate pass: tracing slows the server, so its
+# CPU figures above are taken without it).
+if [ "${SYSCALLS:-0}" = 1 ] && have perf; then
+    echo
+    echo "System calls per request (perf stat, one $SECS s wrk turn each):"
+    echo
+    for mode in $MODES; do
+        [[ $mode == wrk-* ]] || continue
+        hdr=()
+        [ "$mode" = wrk-close ] && hdr=(-H "Connection: close")
+        for name in "${NAMES[@]}"; do
+            perf stat -x, -e 'syscalls:sys_enter_*' -p "${PIDS[$name]}" -o "$WORK/perf.out" \
+                -- sleep $((SECS + 1)) >/dev/null 2>&1 &
+            pp=$!
+            sleep 0.5
+            out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" "${hdr[@]}" -H "Host: bench" \
+                "http://127.0.0.1:${PORT[$name]}/" 2>&1)
+            wait "$pp"
+            reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
+            [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || continue
+            printf -- '- %s, %s: %s\n' "$name" "$mode" "$(awk -F, -v n="$reqs" '
+                $1 ~ /^[0-9]+$/ && $1 / n >= 0.01 { e = $3; sub("syscalls:sys_enter_", "", e)
+                    printf "%s %.2f\n", e, $1 / n }' "$WORK/perf.out" | sort -k2 -gr | paste -sd, - |
+                sed 's/,/, /g')"
+        done
+    done
+elif [ "${SYSCALLS:-0}" = 1 ]; then
+    log "SYSCALLS=1 needs perf (linux-perf); skipped"
+fi
