@@ -281,3 +281,42 @@ fn threads_mode_counts_each_handed_off_connection_as_held_by_its_thread_until_dr
     action.cancel();
     assert!(action.wait_done(Duration::from_secs(1)));
 }
+
+#[test]
+fn accept_threads_run_under_sched_batch() {
+    let rig = Rig::new(1, NetTuning::default());
+    let l = util::listener();
+    let action = rig
+        .net
+        .main_accept(
+            Arc::new(|_c: iocore::NetConnection, _t: &mut iocore::EThread| {}),
+            l,
+            &iocore::AcceptOptions::new(
+                "sbtest",
+                AcceptMode::Threads {
+                    count: 2,
+                    avoid_event_cores: false,
+                },
+            ),
+        )
+        .unwrap();
+    // The policy of every thread whose name (comm, cut at 15 bytes) is this port's.
+    let policies = || -> Vec<i32> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let tid: i32 = t.ok()?.file_name().to_str()?.parse().ok()?;
+                let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
+                // SAFETY: sched_getscheduler reads the policy of thread `tid`; no memory.
+                comm.starts_with("[ACCEPT sbtest")
+                    .then(|| unsafe { libc::sched_getscheduler(tid) })
+            })
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(5), || {
+        let p = policies();
+        p.len() == 2 && p.iter().all(|&p| p == libc::SCHED_BATCH)
+    }));
+    action.cancel();
+    assert!(action.wait_done(Duration::from_secs(1)));
+}

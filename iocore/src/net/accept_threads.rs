@@ -70,6 +70,13 @@ pub(crate) fn start(
             if let Some(c) = core {
                 core_affinity::set_for_current(c);
             }
+            // An accept thread wakes for nearly every connection: under the default
+            // policy each wake-up preempts whatever runs on the CPU (an event thread, the
+            // origin, a client), a context switch there and back. Under SCHED_BATCH it
+            // waits for the next scheduling point (README, "Accept modes and tuning").
+            if let Err(e) = crate::sys::sched::set_batch_policy() {
+                log::debug!("accept thread: SCHED_BATCH: {e}");
+            }
             run(&mine, &listener, &cancel, open, quiet);
         });
         if let Err(e) = spawned {

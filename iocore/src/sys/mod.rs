@@ -30,4 +30,5 @@ macro_rules! syscall {
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
 pub(crate) mod fd;
+pub(crate) mod sched;
 pub(crate) mod socket;

@@ -1,0 +1,13 @@
+//! The calling thread's scheduling policy.
+
+use std::io;
+
+/// Puts the calling thread under SCHED_BATCH (Linux): it keeps its fair share of CPU
+/// and its nice value, but its wake-ups do not preempt the thread running on the CPU;
+/// it runs at the next scheduling point instead. Allowed without privileges.
+pub(crate) fn set_batch_policy() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param that outlives
+    // the call, and SCHED_BATCH takes priority 0.
+    syscall!(sched_setscheduler(0, libc::SCHED_BATCH, &param)).map(drop)
+}
