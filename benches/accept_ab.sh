@@ -37,13 +37,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null
 build_bins
 read -r -a VARIANTS <<<"${VARIANTS:-$TS_BIN:1 $TS_BIN:0}"
 
-free_port ORIGIN_PORT
-BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
-mkdir -p "$WORK/origin.tmp"
-render "$TPL/origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT="$ORIGIN_PORT" BODY="$BODY"
-service nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
-STARTED+=($!)
-wait_ready "$ORIGIN_PORT" "$!" 30 || { log "the origin did not start"; exit 1; }
+start_origin 1024
 
 # switches PID: context switches (voluntary and not) of every thread of PID.
 switches() {

@@ -33,12 +33,7 @@ ulimit -n 20000 2>/dev/null
 build_bins
 read -r -a BUILDS <<<"${BINS:-$TS_BIN}"
 
-free_port ORIGIN_PORT
-BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
-mkdir -p "$WORK/origin.tmp"
-render "$TPL/origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT="$ORIGIN_PORT" BODY="$BODY"
-service nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
-STARTED+=($!)
+start_origin 1024
 
 for round in $(seq 1 "$ROUNDS"); do
     for cap in $CAPS; do

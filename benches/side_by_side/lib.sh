@@ -143,6 +143,21 @@ service() {
     exec "$@"
 }
 
+# start_origin [BYTES]: starts the nginx origin (side_by_side/origin.nginx.conf, a body
+# of BYTES, 1024 by default) on a free port in a session of its own, waits until it
+# answers; sets ORIGIN_PORT, or exits.
+start_origin() {
+    local body pid
+    body=$(head -c "${1:-1024}" /dev/zero | tr '\0' 'x')
+    free_port ORIGIN_PORT
+    mkdir -p "$WORK/origin.tmp"
+    render "$TPL/origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT="$ORIGIN_PORT" BODY="$body"
+    service nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    wait_ready "$ORIGIN_PORT" "$pid" 30 || { log "the origin did not start (see $WORK)"; exit 1; }
+}
+
 # Builds Turnstile and the load tool (release): sets TS_BIN and LOAD, or exits.
 build_bins() {
     (cd "$ROOT" && cargo build --release --bin turnstile) >"$WORK/build.log" 2>&1 ||

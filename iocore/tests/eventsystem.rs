@@ -298,13 +298,14 @@ fn failed_waits_are_a_metric_registered_with_the_net_metrics() {
     );
 }
 
-#[test]
-fn assign_busy_prefers_a_thread_in_a_turn_until_its_queue_is_long() {
-    let ep = processor(2);
-    let (busy, idle) = (&ep.threads()[0], &ep.threads()[1]);
-    // Both threads asleep first: let them reach epoll_wait.
+/// Holds `busy` inside a loop turn (a job that waits) until the returned sender sends or
+/// drops, once both threads were seen asleep; returns when `busy` is in the job and
+/// `idle` sleeps.
+fn hold_in_a_turn(
+    busy: &iocore::ThreadRef,
+    idle: &iocore::ThreadRef,
+) -> std::sync::mpsc::Sender<()> {
     assert!(wait_until(Duration::from_secs(5), || !busy.busy() && !idle.busy()));
-    // Hold thread 0 in a turn until released.
     let (release, held) = std::sync::mpsc::channel::<()>();
     let inside = Arc::new(AtomicUsize::new(0));
     let flag = inside.clone();
@@ -316,6 +317,14 @@ fn assign_busy_prefers_a_thread_in_a_turn_until_its_queue_is_long() {
         .load(Ordering::SeqCst)
         == 1));
     assert!(wait_until(Duration::from_secs(5), || !idle.busy()));
+    release
+}
+
+#[test]
+fn assign_busy_prefers_a_thread_in_a_turn_until_its_queue_is_long() {
+    let ep = processor(2);
+    let (busy, idle) = (&ep.threads()[0], &ep.threads()[1]);
+    let release = hold_in_a_turn(busy, idle);
     // The busy thread is chosen, whoever's turn it is, while its queue is short.
     for _ in 0..iocore::BUSY_QUEUE {
         let chosen = ep.assign_busy();
@@ -333,18 +342,7 @@ fn assign_busy_prefers_a_thread_in_a_turn_until_its_queue_is_long() {
 fn assign_busy_stops_preferring_a_busy_thread_that_holds_more_than_its_share() {
     let ep = processor(2);
     let (busy, idle) = (&ep.threads()[0], &ep.threads()[1]);
-    assert!(wait_until(Duration::from_secs(5), || !busy.busy() && !idle.busy()));
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let inside = Arc::new(AtomicUsize::new(0));
-    let flag = inside.clone();
-    busy.run(move |_| {
-        flag.store(1, Ordering::SeqCst);
-        let _ = held.recv_timeout(Duration::from_secs(20));
-    });
-    assert!(wait_until(Duration::from_secs(5), || inside
-        .load(Ordering::SeqCst)
-        == 1));
-    assert!(wait_until(Duration::from_secs(5), || !idle.busy()));
+    let release = hold_in_a_turn(busy, idle);
     let to_busy = |ep: &EventProcessor| {
         (0..10)
             .filter(|_| ep.assign_busy().id() == busy.id())
