@@ -3,7 +3,8 @@
 # the load tool against fresh Turnstiles behind one nginx origin, alternating the
 # variants turn by turn, round by round. Prints per variant the medians of req/s, CPU
 # per 10k requests, the daemon's context switches per request (every thread's, voluntary
-# and not), and p50/p99 latency. A benchmark: it asserts nothing.
+# and not), p50/p99 latency, and the kernel's ListenOverflows + ListenDrops per turn
+# (machine-wide, /proc/net/netstat). A benchmark: it asserts nothing.
 #
 #   bash benches/accept_ab.sh                                 # this build, threads vs event
 #   VARIANTS="/old/turnstile:1 /new/turnstile:1 /new/turnstile:0" bash benches/accept_ab.sh
@@ -44,6 +45,14 @@ switches() {
     cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { t += $2 } END { print t + 0 }'
 }
 
+# listen_drops: the kernel's ListenOverflows + ListenDrops (TcpExt, /proc/net/netstat):
+# connections refused or dropped at a full listen queue, machine-wide.
+listen_drops() {
+    awk '/^TcpExt:/ && !h { for (i = 1; i <= NF; i++) n[i] = $i; h = 1; next }
+        /^TcpExt:/ { for (i = 1; i <= NF; i++) if (n[i] == "ListenOverflows" || n[i] == "ListenDrops") t += $i }
+        END { print t + 0 }' /proc/net/netstat
+}
+
 # wrk_turn PORT PID: a wrk -t1 turn (Connection: close in close mode) as the load tool's
 # key=value line: ok, rps, cpu_s_per_10k (PID's user+sys), p50_us and p99_us.
 wrk_turn() {
@@ -64,7 +73,7 @@ wrk_turn() {
                 n, r, (b[1] + b[2] - a[1] - a[2]) / hz / n * 10000, p50, p99 }' <<<"$out"
 }
 
-declare -A RPS CPU SW P50 P99
+declare -A RPS CPU SW P50 P99 DROPS
 for round in $(seq 1 "$ROUNDS"); do
     n=${#VARIANTS[@]}
     for ((i = 0; i < n; i++)); do
@@ -85,17 +94,18 @@ for round in $(seq 1 "$ROUNDS"); do
             args=(--conns "$CONNS" --secs "$SECS")
             "$LOAD" --target "127.0.0.1:$port" --mode "$MODE" --conns "$CONNS" --secs 1 >/dev/null 2>&1
         fi
-        s0=$(switches "$pid")
+        s0=$(switches "$pid") d0=$(listen_drops)
         if [ "$CLIENT" = wrk ]; then
             kv=$(wrk_turn "$port" "$pid")
         else
             kv=$(timeout -k 5 $((SECS + 60)) "$LOAD" --target "127.0.0.1:$port" --mode "$MODE" \
                 "${args[@]}" --pid "$pid" 2>&1 | grep -m1 '^mode=')
         fi
-        s1=$(switches "$pid")
+        s1=$(switches "$pid") d1=$(listen_drops)
         stop_tree "$pid"
         log "$v: $kv"
         if ! [[ $kv =~ \ ok=([0-9]+) ]] || [ "${BASH_REMATCH[1]}" = 0 ]; then continue; fi
+        DROPS[$v]+="$((d1 - d0)) "
         SW[$v]+="$(awk -v d=$((s1 - s0)) -v n="${BASH_REMATCH[1]}" 'BEGIN { printf "%.2f", d / n }') "
         [[ $kv =~ \ rps=([0-9]+) ]] && RPS[$v]+="${BASH_REMATCH[1]} "
         [[ $kv =~ \ cpu_s_per_10k=([0-9.]+) ]] && CPU[$v]+="${BASH_REMATCH[1]} "
@@ -108,12 +118,12 @@ done
 echo
 echo "## $MODE with $CLIENT, $ROUNDS alternating rounds ($(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)): medians (min–max)"
 echo
-echo "| variant (binary:accept_threads[:defer_accept]) | req/s | CPU s/10k | switches/req | p50 ms | p99 ms |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| variant (binary:accept_threads[:defer_accept]) | req/s | CPU s/10k | switches/req | p50 ms | p99 ms | listen drops |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 # cell VALUES...: "median (min–max)".
 cell() { printf '%s (%s–%s)' "$(median "$@")" "$(printf '%s\n' "$@" | sort -g | head -n 1)" "$(printf '%s\n' "$@" | sort -g | tail -n 1)"; }
 ms() { local v; for v in "$@"; do awk -v u="$v" 'BEGIN { printf "%.1f\n", u / 1000 }'; done; }
 for v in "${VARIANTS[@]}"; do
     # shellcheck disable=SC2086,SC2046 # one value per round
-    echo "| $v | $(cell ${RPS[$v]:-0}) | $(cell ${CPU[$v]:-0}) | $(cell ${SW[$v]:-0}) | $(cell $(ms ${P50[$v]:-0})) | $(cell $(ms ${P99[$v]:-0})) |"
+    echo "| $v | $(cell ${RPS[$v]:-0}) | $(cell ${CPU[$v]:-0}) | $(cell ${SW[$v]:-0}) | $(cell $(ms ${P50[$v]:-0})) | $(cell $(ms ${P99[$v]:-0})) | $(cell ${DROPS[$v]:-0}) |"
 done
