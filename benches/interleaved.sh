@@ -11,7 +11,8 @@
 #   ROUNDS=10 SECS=3 bash benches/interleaved.sh
 #
 # Environment: ROUNDS=6, SECS=4 (per turn), CONNS=64, MODES="ka close" (add "burst"
-# for BURST=6000 connections at once: connect -> first byte p50 and p99; "wrk-ka" and
+# for BURSTS=2 bursts per turn of BURST=6000 connections at once: connect -> first byte
+# p50 and p99, medians over every burst of every round; "wrk-ka" and
 # "wrk-close" measure with wrk -t1 instead of the load tool, as most operators would, and
 # split each request's CPU between the server's user and sys time, the origin and wrk),
 # SYSCALLS=1 (count each server's system calls per wrk request with perf, if present),
@@ -27,6 +28,7 @@ SECS=${SECS:-4}
 CONNS=${CONNS:-64}
 MODES=${MODES:-ka close}
 BURST=${BURST:-6000}
+BURSTS=${BURSTS:-2}
 ACCEPT_THREADS=${ACCEPT_THREADS:-0}
 NET_THREADS=${NET_THREADS:-2}
 KEEP_WORK=${KEEP_WORK:-0}
@@ -150,24 +152,28 @@ for round in $(seq 1 "$ROUNDS"); do
     for ((i = 0; i < n; i++)); do
         name=${NAMES[$(((i + round - 1) % n))]}
         for mode in $MODES; do
-            if [[ $mode == wrk-* ]]; then
-                kv=$(wrk_turn "$name" "${mode#wrk-}")
-            else
-                if [ "$mode" = burst ]; then
-                    args=(--burst "$BURST")
+            reps=1
+            [ "$mode" = burst ] && reps=$BURSTS
+            for ((rep = 0; rep < reps; rep++)); do
+                if [[ $mode == wrk-* ]]; then
+                    kv=$(wrk_turn "$name" "${mode#wrk-}")
                 else
-                    args=(--conns "$CONNS" --secs "$SECS")
+                    if [ "$mode" = burst ]; then
+                        args=(--burst "$BURST")
+                    else
+                        args=(--conns "$CONNS" --secs "$SECS")
+                    fi
+                    kv=$(timeout -k 5 $((SECS + 60)) "$LOAD" --target "127.0.0.1:${PORT[$name]}" \
+                        --mode "$mode" "${args[@]}" --pid "${PIDS[$name]}" 2>&1 | grep -m1 '^mode=')
                 fi
-                kv=$(timeout -k 5 $((SECS + 60)) "$LOAD" --target "127.0.0.1:${PORT[$name]}" \
-                    --mode "$mode" "${args[@]}" --pid "${PIDS[$name]}" 2>&1 | grep -m1 '^mode=')
-            fi
-            [[ $kv =~ \ rps=([0-9]+) ]] && RPS["$name|$mode"]+="${BASH_REMATCH[1]} "
-            [[ $kv =~ \ cpu_s_per_10k=([0-9.]+) ]] && CPU["$name|$mode"]+="${BASH_REMATCH[1]} "
-            [[ $kv =~ \ p50_us=([0-9]+) ]] && P50["$name|$mode"]+="${BASH_REMATCH[1]} "
-            [[ $kv =~ \ p99_us=([0-9]+) ]] && P99["$name|$mode"]+="${BASH_REMATCH[1]} "
-            [[ $kv =~ \ user_us=(.*) ]] && SPLIT["$name|$mode"]+="${BASH_REMATCH[0]}"$'\n'
-            log "$name $mode: ${kv:-the load tool failed}"
-            [ "$mode" = burst ] && sleep 1 # let the burst's connections leave TIME_WAIT's way
+                [[ $kv =~ \ rps=([0-9]+) ]] && RPS["$name|$mode"]+="${BASH_REMATCH[1]} "
+                [[ $kv =~ \ cpu_s_per_10k=([0-9.]+) ]] && CPU["$name|$mode"]+="${BASH_REMATCH[1]} "
+                [[ $kv =~ \ p50_us=([0-9]+) ]] && P50["$name|$mode"]+="${BASH_REMATCH[1]} "
+                [[ $kv =~ \ p99_us=([0-9]+) ]] && P99["$name|$mode"]+="${BASH_REMATCH[1]} "
+                [[ $kv =~ \ user_us=(.*) ]] && SPLIT["$name|$mode"]+="${BASH_REMATCH[0]}"$'\n'
+                log "$name $mode: ${kv:-the load tool failed}"
+                [ "$mode" = burst ] && sleep 1 # let the burst's connections leave TIME_WAIT's way
+            done
         done
     done
 done
