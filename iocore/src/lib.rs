@@ -20,10 +20,10 @@ pub mod net;
 pub mod stats;
 mod sys;
 
-pub use eventsystem::fair_share;
 pub use eventsystem::{
-    Action, ActionGuard, EThread, Event, EventHandle, EventProcessor, EventProcessorOptions, Hold,
-    Interest, IoHandler, ProxyMutex, ProxyMutexGuard, Ready, ThreadRef, Token, Verdict, BUSY_QUEUE,
+    fair_share, Action, ActionGuard, EThread, Event, EventHandle, EventProcessor,
+    EventProcessorOptions, Hold, Interest, IoHandler, ProxyMutex, ProxyMutexGuard, Ready,
+    ThreadRef, Token, Verdict, BUSY_QUEUE,
 };
 pub use net::{
     migrate_req_enabled, AcceptMode, AcceptOptions, Acceptor, Dispatch, ListenOptions, Listener,
