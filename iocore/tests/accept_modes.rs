@@ -300,23 +300,66 @@ fn accept_threads_run_under_sched_batch() {
             ),
         )
         .unwrap();
-    // The policy of every thread whose name (comm, cut at 15 bytes) is this port's.
-    let policies = || -> Vec<i32> {
-        std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| {
-                let tid: i32 = t.ok()?.file_name().to_str()?.parse().ok()?;
-                let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
-                // SAFETY: sched_getscheduler reads the policy of thread `tid`; no memory.
-                comm.starts_with("[ACCEPT sbtest")
-                    .then(|| unsafe { libc::sched_getscheduler(tid) })
-            })
-            .collect()
-    };
     assert!(wait_until(Duration::from_secs(5), || {
-        let p = policies();
+        let p = accept_thread_policies("[ACCEPT sbtest");
         p.len() == 2 && p.iter().all(|&p| p == libc::SCHED_BATCH)
     }));
     action.cancel();
     assert!(action.wait_done(Duration::from_secs(1)));
+}
+
+#[test]
+fn accept_threads_keep_a_policy_the_operator_chose() {
+    let rig = Rig::new(1, NetTuning::default());
+    // Accept threads inherit the policy of the thread that starts them: SCHED_IDLE here
+    // (any thread may lower its own policy), as systemd's CPUSchedulingPolicy would set.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is this thread; `param` outlives the call.
+    let set = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    assert_eq!(set, 0);
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let l = util::listener();
+    let action = rig
+        .net
+        .main_accept(
+            Arc::new(move |_c: iocore::NetConnection, _t: &mut iocore::EThread| {
+                count.fetch_add(1, Ordering::SeqCst);
+            }),
+            l.clone(),
+            &iocore::AcceptOptions::new(
+                "idletest",
+                AcceptMode::Threads {
+                    count: 1,
+                    avoid_event_cores: false,
+                },
+            ),
+        )
+        .unwrap();
+    // Once the thread has accepted, it is past the point where it would change policy.
+    let _client = std::net::TcpStream::connect(l.local_addr()).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || accepted
+        .load(Ordering::SeqCst)
+        == 1));
+    assert_eq!(
+        accept_thread_policies("[ACCEPT idletes"),
+        vec![libc::SCHED_IDLE]
+    );
+    action.cancel();
+    assert!(action.wait_done(Duration::from_secs(1)));
+}
+
+/// The scheduling policy of every thread of this process whose name (comm, cut at 15
+/// bytes) starts with `prefix`.
+fn accept_thread_policies(prefix: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let tid: i32 = t.ok()?.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
+            // SAFETY: sched_getscheduler reads the policy of thread `tid`; no memory.
+            comm.starts_with(prefix)
+                .then(|| unsafe { libc::sched_getscheduler(tid) })
+        })
+        .collect()
 }

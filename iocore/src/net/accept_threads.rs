@@ -74,6 +74,7 @@ pub(crate) fn start(
             // policy each wake-up preempts whatever runs on the CPU (an event thread, the
             // origin, a client), a context switch there and back. Under SCHED_BATCH it
             // waits for the next scheduling point (README, "Accept modes and tuning").
+            // A policy the operator chose (systemd's CPUSchedulingPolicy) is kept.
             if let Err(e) = crate::sys::sched::set_batch_policy() {
                 log::debug!("accept thread: SCHED_BATCH: {e}");
             }
