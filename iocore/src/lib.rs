@@ -23,7 +23,7 @@ mod sys;
 pub use eventsystem::{
     fair_share, Action, ActionGuard, EThread, Event, EventHandle, EventProcessor,
     EventProcessorOptions, Hold, Interest, IoHandler, ProxyMutex, ProxyMutexGuard, Ready,
-    ThreadRef, Token, Verdict, BUSY_QUEUE,
+    ThreadRef, Token, Verdict, BUSY_QUEUE, BUSY_WINDOW,
 };
 pub use net::{
     migrate_req_enabled, AcceptMode, AcceptOptions, Acceptor, Dispatch, ListenOptions, Listener,

@@ -359,3 +359,21 @@ fn assign_busy_stops_preferring_a_busy_thread_that_holds_more_than_its_share() {
     assert_eq!(to_busy(&ep), 10);
     release.send(()).unwrap();
 }
+
+#[test]
+fn assign_busy_looks_at_a_window_of_threads_only() {
+    let ep = processor(8);
+    let threads = ep.threads();
+    let (busy, idle) = (&threads[7], &threads[0]);
+    let release = hold_in_a_turn(busy, idle);
+    assert!(wait_until(Duration::from_secs(5), || threads[..7]
+        .iter()
+        .all(|t| !t.busy())));
+    // Eight choices start their windows at eight successive threads; thread 7 is in
+    // BUSY_WINDOW of them and chosen there, the others go in turn.
+    let to_busy = (0..8)
+        .filter(|_| ep.assign_busy().id() == busy.id())
+        .count();
+    assert_eq!(to_busy, iocore::BUSY_WINDOW);
+    release.send(()).unwrap();
+}

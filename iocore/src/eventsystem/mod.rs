@@ -31,4 +31,4 @@ pub use ethread::{current_thread_id, EThread, Event, Hold, IoHandler, ThreadRef}
 pub use event::EventHandle;
 pub use io::{Interest, Ready, Token, Verdict};
 pub use mutex::{ProxyMutex, ProxyMutexGuard};
-pub use processor::{fair_share, EventProcessor, EventProcessorOptions, BUSY_QUEUE};
+pub use processor::{fair_share, EventProcessor, EventProcessorOptions, BUSY_QUEUE, BUSY_WINDOW};

@@ -48,10 +48,10 @@ pub enum AcceptMode {
 pub enum Dispatch {
     /// The next thread in turn.
     RoundRobin,
-    /// The next thread in turn that is running a loop turn, so that the hand-off needs
-    /// no wake-up, unless it holds more than its share of the connections handed off
-    /// ([`EventProcessor::assign_busy`](crate::EventProcessor::assign_busy)); the next
-    /// in turn when none qualifies.
+    /// Of the next few threads in turn, one that is running a loop turn, so that the
+    /// hand-off needs no wake-up, unless it holds more than its share of the
+    /// connections handed off ([`EventProcessor::assign_busy`](crate::EventProcessor::assign_busy));
+    /// the next in turn when none qualifies.
     #[default]
     BusyFirst,
 }
