@@ -299,7 +299,8 @@ if [ "$any_split" = 1 ]; then
             fi
         done
         [ -n "$ts" ] && [ -n "$best" ] || continue
-        lines=${SPLIT["$ts|$mode"]}
+        lines=${SPLIT["$ts|$mode"]:-}
+        [ -n "$lines" ] || continue
         awk -v m="$mode" -v b="$best" -v ball="$best_all" -v o="$(split_field "$lines" origin_us)" \
             -v c="$(split_field "$lines" client_us)" -v s="$(split_field "$lines" sys_us)" '
             BEGIN { room = ball / 1.3 - o - c
