@@ -32,22 +32,9 @@ const MUST_REVALIDATE: u32 = 1;
 const NO_CACHE: u32 = 2;
 const IMMUTABLE: u32 = 4;
 
-/// Fields never stored, never taken from a 304: framing, hop-by-hop ones (RFC 9110
-/// §7.6.1), and those recomputed for each answer.
-const NOT_STORED: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-    "age",
-    "via",
-];
+/// Fields never stored, never taken from a 304, beside the framing and hop-by-hop ones
+/// ([`codec::hop_by_hop_or_framing`]): those recomputed for each answer.
+const RECOMPUTED: &[&str] = &["age", "via"];
 
 /// Fields of a 200 that a 304 answering a client's conditional request carries (RFC
 /// 9110 §15.4.5).
@@ -248,12 +235,12 @@ impl<'a> Parts<'a> {
     }
 }
 
-/// Writes `resp`'s status line and the fields a cache keeps of it (none of
-/// `NOT_STORED`, none its `Connection` names, none of `strip`), then Content-Length
+/// Writes `resp`'s status line and the fields a cache keeps of it ([`keeps`]: none its
+/// `Connection` names, none of `strip`), then Content-Length
 /// `len` and the blank line.
 fn stored_head(resp: &ResponseHead, strip: &[String], len: usize) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason()).into_bytes();
-    let named = connection_named(resp);
+    let named: Vec<&[u8]> = codec::tokens(&resp.headers, "connection").collect();
     for h in resp.headers.iter() {
         if !keeps(h.name, &named, strip) {
             continue;
@@ -264,25 +251,14 @@ fn stored_head(resp: &ResponseHead, strip: &[String], len: usize) -> Vec<u8> {
     head
 }
 
-/// The field names `resp`'s `Connection` lists (RFC 9110 §7.6.1), lower case.
-fn connection_named(resp: &ResponseHead) -> Vec<String> {
-    let mut named = Vec::new();
-    for v in resp.headers_all("connection") {
-        for t in v.split(|b| *b == b',') {
-            let t = String::from_utf8_lossy(t.trim_ascii()).to_ascii_lowercase();
-            if !t.is_empty() {
-                named.push(t);
-            }
-        }
-    }
-    named
-}
-
-/// Whether a field named `name` is kept: not hop-by-hop, not named by `Connection`,
-/// not stripped.
-fn keeps(name: &str, named: &[String], strip: &[String]) -> bool {
-    let listed = |list: &[String]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
-    !NOT_STORED.iter().any(|n| n.eq_ignore_ascii_case(name)) && !listed(named) && !listed(strip)
+/// Whether a field named `name` is kept: not framing, not hop-by-hop, not recomputed,
+/// not named by `Connection` (`named`), not stripped.
+fn keeps(name: &str, named: &[&[u8]], strip: &[String]) -> bool {
+    let bytes = name.as_bytes();
+    !codec::hop_by_hop_or_framing(bytes)
+        && !RECOMPUTED.iter().any(|n| n.eq_ignore_ascii_case(name))
+        && !named.iter().any(|n| n.eq_ignore_ascii_case(bytes))
+        && !strip.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -338,7 +314,7 @@ impl Stored {
     /// framing, hop-by-hop, `Connection`-named and `Content-Length`), and its age and
     /// freshness start again from it, as `s` says.
     pub fn refresh(&mut self, update: &ResponseHead, s: &Storable, response_time: u64) {
-        let named = connection_named(update);
+        let named: Vec<&[u8]> = codec::tokens(&update.headers, "connection").collect();
         let replaced = |name: &str| {
             keeps(name, &named, &[])
                 && update

@@ -75,6 +75,12 @@ struct Skip<'a> {
     underscored: bool,
 }
 
+/// Whether `name` is hop-by-hop (RFC 9110 §7.6.1) or a framing header: what a message
+/// built anew (a stored response's head) never takes from its source.
+pub(crate) fn hop_by_hop_or_framing(name: &[u8]) -> bool {
+    listed(HOP_BY_HOP, name) || listed(FRAMING, name)
+}
+
 /// Whether `name` is one of `list` (case-insensitive).
 fn listed(list: &[&str], name: &[u8]) -> bool {
     list.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name))

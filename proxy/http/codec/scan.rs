@@ -137,7 +137,7 @@ pub(super) fn collect_fields(head: &[u8], raw: &[httparse::Header<'_>], unfold: 
 }
 
 /// Comma-separated tokens of every `name` field, trimmed, empty ones skipped.
-pub(super) fn tokens<'a>(
+pub(crate) fn tokens<'a>(
     headers: &'a Fields,
     name: &'a str,
 ) -> impl Iterator<Item = &'a [u8]> + 'a {
