@@ -106,29 +106,20 @@ impl SockOptions {
             self.keepalive.into(),
         );
         let _ = set_linger(raw, self.linger0, 0);
-        if self.recv_buffer > 0 {
-            let _ = setsockopt_int(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                self.recv_buffer.min(i32::MAX as usize) as i32,
-            );
-        }
-        if self.send_buffer > 0 {
-            let _ = setsockopt_int(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                self.send_buffer.min(i32::MAX as usize) as i32,
-            );
-        }
-        if self.notsent_lowat > 0 {
-            let _ = setsockopt_int(
-                raw,
+        // Sizes: 0 leaves the kernel's default.
+        let sizes = [
+            (libc::SOL_SOCKET, libc::SO_RCVBUF, self.recv_buffer),
+            (libc::SOL_SOCKET, libc::SO_SNDBUF, self.send_buffer),
+            (
                 libc::IPPROTO_TCP,
                 libc::TCP_NOTSENT_LOWAT,
-                self.notsent_lowat.min(i32::MAX as usize) as i32,
-            );
+                self.notsent_lowat,
+            ),
+        ];
+        for (level, name, size) in sizes {
+            if size > 0 {
+                let _ = setsockopt_int(raw, level, name, size.min(i32::MAX as usize) as i32);
+            }
         }
     }
 
