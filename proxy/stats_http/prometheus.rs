@@ -25,11 +25,14 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Display, Write};
 
 /// Metrics kept per instance, `PREFIX<ID>.<NAME>`: one family `PREFIX<NAME>` with the ID
-/// as the value of the label.
-const LABELLED: &[(&str, &str)] = &[
-    ("proxy.process.net.port.", "port"),
-    ("proxy.process.cache.span.", "span"),
-    ("proxy.process.ssl.failure.", "reason"),
+/// as the value of the label. The ID runs to the next dot, or, where the third field
+/// says so, to the name's last dot: a parent's `host:port` ID may hold dots, and the
+/// metric's own name (one word) follows it. Checked in order.
+const LABELLED: &[(&str, &str, bool)] = &[
+    ("proxy.process.http.parent.", "parent", true),
+    ("proxy.process.net.port.", "port", false),
+    ("proxy.process.cache.span.", "span", false),
+    ("proxy.process.ssl.failure.", "reason", false),
 ];
 
 /// Histogram name suffixes that state a time unit, and what divides a value in that unit
@@ -469,26 +472,18 @@ pub(super) fn render(registry: &Registry) -> String {
     out
 }
 
-/// Per-instance prefixes whose IDs may hold dots (a parent's `host:port`): the ID runs
-/// to the name's last dot, the metric's own name (one word) follows it.
-const LABELLED_TO_LAST_DOT: &[(&str, &str)] = &[("proxy.process.http.parent.", "parent")];
-
 /// The family's ATS name (the instance part removed) and the instance, if any.
 fn split_instance(name: &str) -> (String, Option<Instance<'_>>) {
-    for &(prefix, label) in LABELLED_TO_LAST_DOT {
-        if let Some((id, rest)) = name.strip_prefix(prefix).and_then(|r| r.rsplit_once('.')) {
-            if !id.is_empty() && !rest.is_empty() {
-                let instance = Instance {
-                    label,
-                    id,
-                    prefix_len: prefix.len(),
-                };
-                return (format!("{prefix}{rest}"), Some(instance));
-            }
-        }
-    }
-    for &(prefix, label) in LABELLED {
-        if let Some((id, rest)) = name.strip_prefix(prefix).and_then(|r| r.split_once('.')) {
+    for &(prefix, label, to_last_dot) in LABELLED {
+        let Some(r) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let split = if to_last_dot {
+            r.rsplit_once('.')
+        } else {
+            r.split_once('.')
+        };
+        if let Some((id, rest)) = split {
             if !id.is_empty() && !rest.is_empty() {
                 let instance = Instance {
                     label,
