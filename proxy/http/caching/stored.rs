@@ -128,6 +128,7 @@ pub struct Stored {
 }
 
 /// A stored object's fields, borrowed from its bytes (any format version).
+#[derive(Default)]
 struct Parts<'a> {
     response_time: u64,
     initial_age: u64,
@@ -163,12 +164,8 @@ impl<'a> Parts<'a> {
                 swr: u64::from(u32_at(32)?),
                 sie: u64::from(u32_at(36)?),
                 status: Some(u16_at(40)?),
-                head: &[],
-                variant: &[],
                 generation,
-                alternates: Vec::new(),
-                alternate_tags: Vec::new(),
-                body_at: 0,
+                ..Parts::default()
             };
             p.rest(b, FIXED, head_len, variant_len, count, true)?;
             return Some(p);
@@ -185,18 +182,9 @@ impl<'a> Parts<'a> {
         let stored_at = u64_at(4)?;
         let mut p = Parts {
             response_time: stored_at,
-            initial_age: 0,
             lifetime: u64_at(12)?.saturating_sub(stored_at),
-            flags: 0,
-            swr: 0,
-            sie: 0,
-            status: None,
-            head: &[],
-            variant: &[],
             generation,
-            alternates: Vec::new(),
-            alternate_tags: Vec::new(),
-            body_at: 0,
+            ..Parts::default()
         };
         p.rest(b, start, head_len, variant_len, count, false)?;
         Some(p)
