@@ -40,11 +40,6 @@ read -r -a VARIANTS <<<"${VARIANTS:-$TS_BIN:1 $TS_BIN:0}"
 
 start_origin 1024
 
-# switches PID: context switches (voluntary and not) of every thread of PID.
-switches() {
-    cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { t += $2 } END { print t + 0 }'
-}
-
 # listen_drops: the kernel's ListenOverflows + ListenDrops (TcpExt, /proc/net/netstat):
 # connections refused or dropped at a full listen queue, machine-wide.
 listen_drops() {
@@ -58,10 +53,10 @@ listen_drops() {
 wrk_turn() {
     local hdr=() t0 t1 out
     [ "$MODE" = close ] && hdr=(-H "Connection: close")
-    t0=$(cut -d' ' -f14,15 "/proc/$2/stat")
+    t0=$(ticks "$2")
     out=$(timeout -k 5 $((SECS + 30)) wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" \
         -H "Host: bench" "http://127.0.0.1:$1/" 2>&1)
-    t1=$(cut -d' ' -f14,15 "/proc/$2/stat")
+    t1=$(ticks "$2")
     awk -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" '
         function us(v) { return v ~ /us$/ ? v + 0 : v ~ /ms$/ ? v * 1000 : v * 1e6 }
         / requests in / { n = $1 }
@@ -120,10 +115,7 @@ echo "## $MODE with $CLIENT, $ROUNDS alternating rounds ($(nproc) CPUs, $(date -
 echo
 echo "| variant (binary:accept_threads[:defer_accept]) | req/s | CPU s/10k | switches/req | p50 ms | p99 ms | listen drops |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
-# cell VALUES...: "median (min–max)".
-cell() { printf '%s (%s–%s)' "$(median "$@")" "$(printf '%s\n' "$@" | sort -g | head -n 1)" "$(printf '%s\n' "$@" | sort -g | tail -n 1)"; }
-ms() { local v; for v in "$@"; do awk -v u="$v" 'BEGIN { printf "%.1f\n", u / 1000 }'; done; }
 for v in "${VARIANTS[@]}"; do
     # shellcheck disable=SC2086,SC2046 # one value per round
-    echo "| $v | $(cell ${RPS[$v]:-0}) | $(cell ${CPU[$v]:-0}) | $(cell ${SW[$v]:-0}) | $(cell $(ms ${P50[$v]:-0})) | $(cell $(ms ${P99[$v]:-0})) | $(cell ${DROPS[$v]:-0}) |"
+    echo "| $v | $(cell ${RPS[$v]:-0}) | $(cell ${CPU[$v]:-0}) | $(cell ${SW[$v]:-0}) | $(cell $(to_ms ${P50[$v]:-0})) | $(cell $(to_ms ${P99[$v]:-0})) | $(cell ${DROPS[$v]:-0}) |"
 done

@@ -39,12 +39,11 @@ render "$TPL/cache_hits.origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT
 (service nginx -p "$WORK" -c "$WORK/origin.conf" -e "$WORK/origin.error.log") >/dev/null 2>&1 &
 STARTED+=($!)
 
-ticks() { # utime + stime of pid $1, in clock ticks
-    local s
-    s=$(<"/proc/$1/stat")
-    s=${s##*) }
-    read -r -a f <<<"$s"
-    echo $((f[11] + f[12]))
+# cpu_ticks PID: utime + stime of PID, in clock ticks.
+cpu_ticks() {
+    local u k
+    read -r u k <<<"$(ticks "$1")"
+    echo $((u + k))
 }
 
 KINDS=(hit200 hit304 range206 whole1m)
@@ -85,9 +84,9 @@ for round in $(seq 1 "$ROUNDS"); do
                 range206) args=(-H "Range: bytes=1000-2023" "http://127.0.0.1:$port/big") ;;
                 whole1m) args=("http://127.0.0.1:$port/big") ;;
             esac
-            before=$(ticks "$pid")
+            before=$(cpu_ticks "$pid")
             out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" "${args[@]}" 2>&1)
-            after=$(ticks "$pid")
+            after=$(cpu_ticks "$pid")
             reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
             rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
             non2xx=$(sed -n 's/.*Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")

@@ -87,29 +87,6 @@ render "$TPL/haproxy.cfg" "$WORK/haproxy.cfg" PORT="$port" ORIGIN_PORT="$ORIGIN_
 service haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
 add "HAProxy $(haproxy -v 2>&1 | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1) (2 threads)" "$port" $!
 
-# ticks PIDS: user and sys clock ticks of the comma-separated pids, summed ("U S").
-ticks() {
-    local p s u=0 k=0
-    for p in ${1//,/ }; do
-        { s=$(<"/proc/$p/stat"); } 2>/dev/null || continue
-        s=${s##*) }
-        read -r -a f <<<"$s"
-        u=$((u + f[11]))
-        k=$((k + f[12]))
-    done
-    echo "$u $k"
-}
-
-# switches PIDS: context switches (voluntary and not) of every thread of the pids.
-switches() {
-    local p sum=0
-    for p in ${1//,/ }; do
-        sum=$((sum + $(cat /proc/"$p"/task/*/status 2>/dev/null |
-            awk '/ctxt_switches/ { t += $2 } END { print t + 0 }')))
-    done
-    echo "$sum"
-}
-
 ORIGIN=${NAMES[0]}
 
 # wrk_turn NAME ka|close: a wrk -t1 turn against NAME, as the load tool's key=value line
@@ -178,8 +155,6 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-# spread VALUES...: "min–max".
-spread() { printf '%s\n' "$@" | sort -g | sed -n '1p;$p' | paste -sd'-' - | sed 's/-/–/'; }
 
 echo
 echo "## Interleaved on 127.0.0.1 ($(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ))"
@@ -200,16 +175,12 @@ for mode in $MODES; do
 done
 echo "$header"
 echo "$rule"
-# cell VALUES...: "median (min–max)".
-cell() { printf '%s (%s)' "$(median "$@")" "$(spread "$@")"; }
-# ms VALUES...: microseconds to milliseconds.
-ms() { local v; for v in "$@"; do awk -v u="$v" 'BEGIN { printf "%.1f\n", u / 1000 }'; done; }
 for name in "${NAMES[@]}"; do
     row="| $name |"
     for mode in $MODES; do
         # shellcheck disable=SC2086 # word splitting of the value lists is intended
         if [ "$mode" = burst ]; then
-            row+=" $(cell $(ms ${P50["$name|$mode"]:-0})) | $(cell $(ms ${P99["$name|$mode"]:-0})) |"
+            row+=" $(cell $(to_ms ${P50["$name|$mode"]:-0})) | $(cell $(to_ms ${P99["$name|$mode"]:-0})) |"
         else
             row+=" $(cell ${RPS["$name|$mode"]:-0}) | $(cell ${CPU["$name|$mode"]:-0}) |"
         fi

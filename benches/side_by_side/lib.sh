@@ -129,6 +129,38 @@ median() {
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
+# spread VALUES...: "min–max".
+spread() { printf '%s\n' "$@" | sort -g | sed -n '1p;$p' | paste -sd'-' - | sed 's/-/–/'; }
+
+# cell VALUES...: "median (min–max)".
+cell() { printf '%s (%s)' "$(median "$@")" "$(spread "$@")"; }
+
+# to_ms VALUES...: microseconds to milliseconds, one decimal, one per line.
+to_ms() { local v; for v in "$@"; do awk -v u="$v" 'BEGIN { printf "%.1f\n", u / 1000 }'; done; }
+
+# ticks PIDS: user and sys clock ticks of the comma-separated pids, summed ("U S").
+ticks() {
+    local p s u=0 k=0
+    for p in ${1//,/ }; do
+        { s=$(<"/proc/$p/stat"); } 2>/dev/null || continue
+        s=${s##*) }
+        read -r -a f <<<"$s"
+        u=$((u + f[11]))
+        k=$((k + f[12]))
+    done
+    echo "$u $k"
+}
+
+# switches PIDS: context switches (voluntary and not) of every thread of the pids.
+switches() {
+    local p sum=0
+    for p in ${1//,/ }; do
+        sum=$((sum + $(cat /proc/"$p"/task/*/status 2>/dev/null |
+            awk '/ctxt_switches/ { t += $2 } END { print t + 0 }')))
+    done
+    echo "$sum"
+}
+
 # service CMD...: runs CMD in a session of its own (setsid, same pid), as a daemon that
 # forks itself into the background or a systemd unit would be. With the kernel's
 # scheduler autogroups (/proc/sys/kernel/sched_autogroup_enabled), CPU is then shared
