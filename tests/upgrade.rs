@@ -323,13 +323,8 @@ fn an_upgrade_to_a_binary_that_fails_leaves_the_old_process_serving() {
     };
     replace("#!/bin/sh\nexec sleep 10\n");
     let first = {
-        let (dir, config, env) = (d.dir.0.clone(), d.config.clone(), d.env.clone());
-        std::thread::spawn(move || {
-            let mut cmd = std::process::Command::new(util::bin());
-            cmd.current_dir(dir).arg("--config").arg(config.unwrap());
-            cmd.envs(env).args(["ctl", "server", "upgrade"]);
-            cmd.output().unwrap()
-        })
+        let mut cmd = d.ctl_command(&["server", "upgrade"]);
+        std::thread::spawn(move || cmd.output().unwrap())
     };
     // ...and while it runs, a second upgrade is refused.
     assert!(wait_until(Duration::from_secs(10), || d
@@ -702,13 +697,8 @@ fn a_failed_upgrade_gives_the_cache_spans_back_with_the_purges_made_meanwhile() 
     std::fs::write(&exe, script).unwrap();
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let upgrading = {
-        let (dir, config, env) = (d.dir.0.clone(), d.config.clone(), d.env.clone());
-        std::thread::spawn(move || {
-            let mut cmd = std::process::Command::new(util::bin());
-            cmd.current_dir(dir).arg("--config").arg(config.unwrap());
-            cmd.envs(env).args(["ctl", "server", "upgrade"]);
-            cmd.output().unwrap()
-        })
+        let mut cmd = d.ctl_command(&["server", "upgrade"]);
+        std::thread::spawn(move || cmd.output().unwrap())
     };
     assert!(
         wait_until(Duration::from_secs(10), || d

@@ -240,8 +240,9 @@ impl Daemon {
         }
     }
 
-    /// Runs `turnstile ctl ARGS` against this daemon: (exit code, stdout, stderr).
-    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+    /// The `turnstile ctl ARGS` command for this daemon (its directory, configuration
+    /// and environment), to run where the caller wants (another thread).
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.current_dir(&self.dir.0);
         if let Some(p) = &self.config {
@@ -250,7 +251,13 @@ impl Daemon {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let out = cmd.arg("ctl").args(args).output().expect("run ctl");
+        cmd.arg("ctl").args(args);
+        cmd
+    }
+
+    /// Runs `turnstile ctl ARGS` against this daemon: (exit code, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.ctl_command(args).output().expect("run ctl");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
