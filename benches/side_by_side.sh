@@ -92,20 +92,7 @@ run_load() {
 }
 
 # get ROW MODE KEY: prints the median of that value over the passes, or "-".
-get() {
-    local r kv vals=()
-    for r in "${RESULTS[@]}"; do
-        if [[ $r == "$1|$2|"* ]]; then
-            kv=" ${r#"$1|$2|"}"
-            [[ $kv =~ \ $3=([^ ]*) ]] && vals+=("${BASH_REMATCH[1]}")
-        fi
-    done
-    if [ ${#vals[@]} = 0 ]; then
-        printf -- '-'
-    else
-        median "${vals[@]}"
-    fi
-}
+get() { result_median "$@"; }
 
 # add_row ARRAY-NAME ROW: appends ROW once (later passes reuse the first pass's rows).
 add_row() {

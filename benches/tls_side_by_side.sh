@@ -125,28 +125,13 @@ measure() {
 }
 
 # get SERVER MEASURE KEY: median over the rounds.
-get() {
-    local r kv vals=()
-    for r in "${RESULTS[@]}"; do
-        if [[ $r == "$1|$2|"* ]]; then
-            kv=" ${r#"$1|$2|"}"
-            [[ $kv =~ \ $3=([^ ]*) ]] && vals+=("${BASH_REMATCH[1]}")
-        fi
-    done
-    [ ${#vals[@]} = 0 ] && { printf -- '-'; return; }
-    median "${vals[@]}"
-}
+get() { result_median "$@"; }
 
+# range SERVER MEASURE KEY: "min–max" over the rounds, or "-".
 range() {
-    local r kv vals=()
-    for r in "${RESULTS[@]}"; do
-        if [[ $r == "$1|$2|"* ]]; then
-            kv=" ${r#"$1|$2|"}"
-            [[ $kv =~ \ $3=([^ ]*) ]] && vals+=("${BASH_REMATCH[1]}")
-        fi
-    done
-    [ ${#vals[@]} = 0 ] && { printf -- '-'; return; }
-    printf '%s\n' "${vals[@]}" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s–%s", lo, hi }'
+    local vals
+    mapfile -t vals < <(result_values "$@")
+    if [ ${#vals[@]} = 0 ]; then printf -- '-'; else spread "${vals[@]}"; fi
 }
 
 SERVERS=(turnstile nginx haproxy)

@@ -129,6 +129,25 @@ median() {
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
+# result_values ROW MODE KEY: the KEY=value of every "ROW|MODE|key=value ..." entry of
+# the RESULTS array, one per line.
+result_values() {
+    local r kv
+    for r in "${RESULTS[@]}"; do
+        if [[ $r == "$1|$2|"* ]]; then
+            kv=" ${r#"$1|$2|"}"
+            [[ $kv =~ \ $3=([^ ]*) ]] && printf '%s\n' "${BASH_REMATCH[1]}"
+        fi
+    done
+}
+
+# result_median ROW MODE KEY: the median of result_values, or "-" when there is none.
+result_median() {
+    local vals
+    mapfile -t vals < <(result_values "$@")
+    if [ ${#vals[@]} = 0 ]; then printf -- '-'; else median "${vals[@]}"; fi
+}
+
 # spread VALUES...: "min–max".
 spread() { printf '%s\n' "$@" | sort -g | sed -n '1p;$p' | paste -sd'-' - | sed 's/-/–/'; }
 
