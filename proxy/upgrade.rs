@@ -168,9 +168,7 @@ impl Carried {
     pub fn apply(&mut self, registry: &Registry, now: &Counts) {
         let kinds: BTreeMap<String, Metric> = registry.metrics().into_iter().collect();
         for (name, &v) in &now.counters {
-            let before = self.applied.counters.entry(name.clone()).or_default();
-            let delta = v.saturating_sub(*before);
-            *before = (*before).max(v);
+            let delta = grew(&mut self.applied.counters, name, v);
             match kinds.get(name) {
                 Some(Metric::Counter(c)) => c.add(delta),
                 None => registry.counter(name).add(delta),
@@ -179,9 +177,7 @@ impl Carried {
             }
         }
         for (name, &v) in &now.histograms {
-            let before = self.applied.histograms.entry(name.clone()).or_default();
-            let delta = v.saturating_sub(*before);
-            *before = (*before).max(v);
+            let delta = grew(&mut self.applied.histograms, name, v);
             match kinds.get(name) {
                 Some(Metric::Histogram(h)) => h.carry(delta),
                 None => registry.histogram(name).carry(delta),
@@ -189,6 +185,14 @@ impl Carried {
             }
         }
     }
+}
+
+/// How far `v` grew past what `applied` holds for `name`, which then holds the larger.
+fn grew(applied: &mut BTreeMap<String, u64>, name: &str, v: u64) -> u64 {
+    let before = applied.entry(name.to_string()).or_default();
+    let delta = v.saturating_sub(*before);
+    *before = (*before).max(v);
+    delta
 }
 
 /// Writes one message as a JSON line.
