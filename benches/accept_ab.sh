@@ -30,9 +30,8 @@ CLIENT=${CLIENT:-load}
 bench_setup accept_ab
 
 install_missing nginx:nginx curl:curl wrk:wrk
-for bin in nginx curl $([ "$CLIENT" = wrk ] && echo wrk); do
-    have "$bin" || { log "$bin is required"; exit 1; }
-done
+require nginx curl
+[ "$CLIENT" = wrk ] && require wrk
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 
 build_bins

@@ -23,9 +23,7 @@ INSTALL=${INSTALL:-1}
 bench_setup cache_hits
 
 install_missing nginx:nginx wrk:wrk curl:curl
-for bin in nginx wrk curl; do
-    have "$bin" || { log "$bin is required"; exit 1; }
-done
+require nginx wrk curl
 if [ -z "${BINS:-}" ]; then
     build_bins
     BINS=$TS_BIN

@@ -29,9 +29,7 @@ INSTALL=${INSTALL:-1}
 bench_setup instructions
 
 install_missing nginx:nginx valgrind:valgrind curl:curl
-for bin in nginx valgrind curl callgrind_control; do
-    have "$bin" || { log "$bin is required"; exit 1; }
-done
+require nginx valgrind curl callgrind_control
 
 build_bins
 BIN=${BIN:-$TS_BIN}

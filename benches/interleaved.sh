@@ -38,9 +38,7 @@ KEEP_WORK=${KEEP_WORK:-0}
 bench_setup interleaved
 
 install_missing nginx:nginx haproxy:haproxy curl:curl wrk:wrk
-for bin in nginx haproxy curl; do
-    have "$bin" || { log "$bin is required"; exit 1; }
-done
+require nginx haproxy curl
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 NOFILE=$(ulimit -n)
 

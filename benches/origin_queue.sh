@@ -25,9 +25,7 @@ INSTALL=${INSTALL:-1}
 bench_setup origin_queue
 
 install_missing nginx:nginx curl:curl
-for bin in nginx curl; do
-    have "$bin" || { log "$bin is required"; exit 1; }
-done
+require nginx curl
 ulimit -n 20000 2>/dev/null
 
 build_bins

@@ -126,9 +126,7 @@ bench_peer() {
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 NOFILE=$(ulimit -n)
 install_missing nginx:nginx haproxy:haproxy trafficserver:traffic_server curl:curl
-for bin in nginx curl; do
-    have "$bin" || { log "$bin is required (the origin / readiness checks); aborting"; exit 1; }
-done
+require nginx curl
 
 log "building Turnstile and the load tool (release)"
 build_bins

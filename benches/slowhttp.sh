@@ -111,9 +111,7 @@ stop_server() {
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 install_missing slowhttptest:slowhttptest nginx:nginx curl:curl
-for bin in slowhttptest nginx curl awk; do
-    have "$bin" || { log "$bin is required; aborting"; exit 1; }
-done
+require slowhttptest nginx curl awk
 if [ "$(ulimit -n)" -lt $((CONNS + 100)) ]; then
     log "the fd limit $(ulimit -n) is too low for CONNS=$CONNS; aborting"
     exit 1

@@ -28,9 +28,7 @@ INSTALL=${INSTALL:-1}
 bench_setup tier
 
 install_missing nginx:nginx curl:curl
-for bin in nginx curl; do
-    have "$bin" || { log "$bin is required"; exit 1; }
-done
+require nginx curl
 ulimit -n 20000 2>/dev/null
 build_bins
 

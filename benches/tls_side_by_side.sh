@@ -38,9 +38,7 @@ RESULTS=() # "server|measure|key=value line"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 install_missing nginx:nginx haproxy:haproxy curl:curl openssl:openssl
-for bin in nginx haproxy curl openssl; do
-    have "$bin" || { log "$bin is required; aborting"; exit 1; }
-done
+require nginx haproxy curl openssl
 log "building Turnstile and the load tool (release)"
 build_bins
 

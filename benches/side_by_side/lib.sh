@@ -129,6 +129,14 @@ median() {
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
+# require BINARY...: exits, naming the first of them that is not on PATH.
+require() {
+    local bin
+    for bin in "$@"; do
+        have "$bin" || { log "$bin is required; aborting"; exit 1; }
+    done
+}
+
 # result_values ROW MODE KEY: the KEY=value of every "ROW|MODE|key=value ..." entry of
 # the RESULTS array, one per line.
 result_values() {
