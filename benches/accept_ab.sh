@@ -56,10 +56,9 @@ wrk_turn() {
     out=$(timeout -k 5 $((SECS + 30)) wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" \
         -H "Host: bench" "http://127.0.0.1:$1/" 2>&1)
     t1=$(ticks "$2")
-    awk -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" '
+    awk -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" -v n="$(wrk_requests "$out")" \
+        -v r="$(wrk_rps "$out")" '
         function us(v) { return v ~ /us$/ ? v + 0 : v ~ /ms$/ ? v * 1000 : v * 1e6 }
-        / requests in / { n = $1 }
-        /^Requests\/sec:/ { r = $2 }
         $1 == "50%" { p50 = us($2) }
         $1 == "99%" { p99 = us($2) }
         END { split(t0, a, " "); split(t1, b, " ")

@@ -85,8 +85,8 @@ for round in $(seq 1 "$ROUNDS"); do
             before=$(cpu_ticks "$pid")
             out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" "${args[@]}" 2>&1)
             after=$(cpu_ticks "$pid")
-            reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
-            rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
+            reqs=$(wrk_requests "$out")
+            rps=$(wrk_rps "$out")
             non2xx=$(sed -n 's/.*Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
             [ -n "$non2xx" ] && log "$name $kind: $non2xx non-2xx/3xx responses"
             hz=$(getconf CLK_TCK)

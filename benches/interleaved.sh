@@ -100,8 +100,8 @@ wrk_turn() {
     out=$(timeout -k 5 $((SECS + 30)) bash -c 'wrk "$@" 2>&1; times' _ -t1 -c"$CONNS" \
         -d"${SECS}s" "${hdr[@]}" -H "Host: bench" "http://127.0.0.1:${PORT[$name]}/")
     s1=$(ticks "${PIDS[$name]}") o1=$(ticks "${PIDS[$ORIGIN]}") x1=$(switches "${PIDS[$name]}")
-    reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
-    rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
+    reqs=$(wrk_requests "$out")
+    rps=$(wrk_rps "$out")
     hz=$(getconf CLK_TCK)
     [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || return 0
     # The last line of `times`: the children's user and sys time, "0m1.230s 0m2.340s".
@@ -297,7 +297,7 @@ if [ "${SYSCALLS:-0}" = 1 ] && have perf; then
             out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" "${hdr[@]}" -H "Host: bench" \
                 "http://127.0.0.1:${PORT[$name]}/" 2>&1)
             wait "$pp"
-            reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
+            reqs=$(wrk_requests "$out")
             [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || continue
             printf -- '- %s, %s: %s\n' "$name" "$mode" "$(awk -F, -v n="$reqs" '
                 $1 ~ /^[0-9]+$/ && $1 / n >= 0.01 { e = $3; sub("syscalls:sys_enter_", "", e)

@@ -156,6 +156,10 @@ result_median() {
     if [ ${#vals[@]} = 0 ]; then printf -- '-'; else median "${vals[@]}"; fi
 }
 
+# wrk_requests OUTPUT / wrk_rps OUTPUT: the request count and the rate in wrk's report.
+wrk_requests() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$1"; }
+wrk_rps() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$1"; }
+
 # spread VALUES...: "min–max".
 spread() { printf '%s\n' "$@" | sort -g | sed -n '1p;$p' | paste -sd'-' - | sed 's/-/–/'; }
 
