@@ -65,6 +65,7 @@ fn tuning(cfg: &Config) -> NetTuning {
     NetTuning {
         accept_period: Duration::from_millis(cfg.net.accept_period_ms),
         additional_accepts: cfg.net.additional_accepts,
+        accept_coalesce: Duration::from_micros(cfg.net.accept_coalesce_us),
         throttle_delay: Duration::from_millis(cfg.net.throttle_delay_ms),
         connections_throttle: cfg.net.connections_throttle,
         throttle_mode: match cfg.net.throttle_mode {
@@ -691,6 +692,7 @@ impl Daemon {
         applied.accept_threads = new.accept_threads;
         applied.net.accept_period_ms = new.net.accept_period_ms;
         applied.net.additional_accepts = new.net.additional_accepts;
+        applied.net.accept_coalesce_us = new.net.accept_coalesce_us;
         applied.net.throttle_delay_ms = new.net.throttle_delay_ms;
         applied.net.connections_throttle = new.net.connections_throttle;
         applied.net.throttle_mode = new.net.throttle_mode;

@@ -153,6 +153,9 @@ pub struct Net {
     /// `.additional_accepts`: accepts per wake-up beyond the first; -1 = until EAGAIN.
     /// Reloadable. See [`Net::max_accepts_per_wakeup`].
     pub additional_accepts: i64,
+    /// `.accept_coalesce`: after a wake-up that accepted, how long an accept thread waits
+    /// before it looks at the queue again, µs; 0 = at once; 0..=10000. Reloadable.
+    pub accept_coalesce_us: u64,
     /// `.throttle_delay`: pause after a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM),
     /// ms; 1..=60000. Reloadable.
     pub throttle_delay_ms: u64,
@@ -391,6 +394,7 @@ impl Default for Config {
             net: Net {
                 accept_period_ms: 10,
                 additional_accepts: -1,
+                accept_coalesce_us: 100,
                 throttle_delay_ms: 50,
                 listen_backlog: -1,
                 defer_accept_s: 0,

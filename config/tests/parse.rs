@@ -159,6 +159,8 @@ fn out_of_range_names_record_line_and_value() {
         "[proxy.config.exec_thread]\naffinity = \"all\"",
         "[proxy.config.net]\nadditional_accepts = -2",
         "[proxy.config.net]\nthrottle_delay = 60001",
+        "[proxy.config.net]\naccept_coalesce = 10001",
+        "[proxy.config.net]\naccept_coalesce = -1",
         "[proxy.config.net]\ndefer_accept = 3601",
         "[proxy.config.net]\nconnections_throttle = -1",
         "[proxy.config.net]\nthrottle_mode = \"drop\"",

@@ -25,6 +25,7 @@ fn everything_changed() -> Config {
     c.exec_thread.listen = true;
     c.net.accept_period_ms = 11;
     c.net.additional_accepts = 8;
+    c.net.accept_coalesce_us = 0;
     c.net.throttle_delay_ms = 51;
     c.net.listen_backlog = 1024;
     c.net.defer_accept_s = 5;
@@ -190,6 +191,7 @@ fn reloadable_changes_need_no_restart() {
     new.accept_threads = 4;
     new.net.accept_period_ms = 20;
     new.net.additional_accepts = 3;
+    new.net.accept_coalesce_us = 250;
     new.net.throttle_delay_ms = 9;
     new.net.connections_throttle = 5;
     new.net.throttle_mode = ThrottleMode::Close;
@@ -205,7 +207,7 @@ fn reloadable_changes_need_no_restart() {
         "{:?}",
         old.restart_required_changes(&new)
     );
-    assert_eq!(old.changed_records(&new).len(), 15);
+    assert_eq!(old.changed_records(&new).len(), 16);
 }
 
 #[test]
@@ -217,7 +219,7 @@ fn other_changes_are_named_as_restart_required() {
     assert!(restart.contains(&"proxy.config.exec_thread.limit".to_string()));
     assert!(!restart.contains(&"proxy.config.accept_threads".to_string()));
     assert!(!restart.contains(&"remap".to_string()));
-    assert_eq!(restart.len(), config::record_names().count() - 24);
+    assert_eq!(restart.len(), config::record_names().count() - 25);
 
     let mut moved = old.clone();
     moved.http.server_ports = parse_server_ports("8080 8081").unwrap();

@@ -363,3 +363,120 @@ fn accept_thread_policies(prefix: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// A threads-mode port whose acceptor keeps every connection, with `coalesce` as the
+/// accept threads' wait after a wake-up that accepted.
+fn keeping_port(
+    coalesce: Duration,
+) -> (
+    Rig,
+    Arc<iocore::Listener>,
+    iocore::Action,
+    Arc<Mutex<Vec<iocore::NetConnection>>>,
+) {
+    let rig = Rig::new(
+        2,
+        NetTuning {
+            accept_coalesce: coalesce,
+            ..NetTuning::default()
+        },
+    );
+    let l = util::listener();
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let k = kept.clone();
+    let acceptor = move |conn: iocore::NetConnection, _t: &mut iocore::EThread| {
+        k.lock().unwrap().push(conn);
+    };
+    let action = rig
+        .net
+        .main_accept(
+            Arc::new(acceptor),
+            l.clone(),
+            &iocore::AcceptOptions::new(
+                "test",
+                AcceptMode::Threads {
+                    count: 1,
+                    avoid_event_cores: false,
+                },
+            ),
+        )
+        .unwrap();
+    (rig, l, action, kept)
+}
+
+#[test]
+fn an_accept_thread_takes_what_arrives_during_its_coalescing_wait_in_one_batch() {
+    let window = Duration::from_millis(300);
+    let (_rig, l, action, kept) = keeping_port(window);
+    let first = std::net::TcpStream::connect(l.local_addr()).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || kept
+        .lock()
+        .unwrap()
+        .len()
+        == 1));
+    // The thread now waits out the window before it looks at the queue again: these two
+    // queue in the kernel meanwhile and are accepted together once it ends.
+    let later: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(l.local_addr()).unwrap())
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || kept
+        .lock()
+        .unwrap()
+        .len()
+        == 3));
+    let at: Vec<Instant> = kept
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.accepted_at())
+        .collect();
+    for (i, t) in at[1..].iter().enumerate() {
+        assert!(
+            t.duration_since(at[0]) >= window,
+            "connection {} accepted {:?} after the first",
+            i + 1,
+            t.duration_since(at[0])
+        );
+    }
+    drop((first, later));
+    action.cancel();
+    assert!(action.wait_done(Duration::from_secs(1)));
+}
+
+#[test]
+fn cancel_ends_an_accept_threads_coalescing_wait() {
+    // A wait far longer than the test's deadline: only the cancel eventfd can end it.
+    let (rig, l, action, kept) = keeping_port(Duration::from_secs(60));
+    let _c = std::net::TcpStream::connect(l.local_addr()).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || kept
+        .lock()
+        .unwrap()
+        .len()
+        == 1));
+    action.cancel();
+    assert!(action.wait_done(Duration::from_secs(2)));
+    assert_eq!(rig.metric("proxy.process.net.accepts_currently_open"), 0);
+}
+
+#[test]
+fn with_no_coalescing_the_next_connection_is_accepted_without_waiting_a_window() {
+    // The control for the two tests above: 0 turns the wait off, so the thread blocks
+    // on the socket again after each batch and the next connection is taken when it
+    // arrives, well inside a deadline a 60 s window would overrun.
+    let (_rig, l, action, kept) = keeping_port(Duration::ZERO);
+    let first = std::net::TcpStream::connect(l.local_addr()).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || kept
+        .lock()
+        .unwrap()
+        .len()
+        == 1));
+    let second = std::net::TcpStream::connect(l.local_addr()).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || kept
+        .lock()
+        .unwrap()
+        .len()
+        == 2));
+    drop((first, second));
+    action.cancel();
+    assert!(action.wait_done(Duration::from_secs(1)));
+}

@@ -13,6 +13,7 @@ use super::{Kind, Record, MAX_TIMEOUT_S};
 
 const SECONDS: &str = "seconds";
 const MS: &str = "milliseconds";
+const US: &str = "microseconds";
 
 /// Every record, in records.toml order.
 pub(crate) static RECORDS: &[Record] = &[
@@ -111,6 +112,17 @@ pub(crate) static RECORDS: &[Record] = &[
             unit: "accepts",
             get: |c| c.net.additional_accepts,
             set: |c, v| c.net.additional_accepts = v,
+        },
+    },
+    Record {
+        name: "proxy.config.net.accept_coalesce",
+        reloadable: true,
+        kind: Kind::Int {
+            min: 0,
+            max: 10_000,
+            unit: US,
+            get: |c| c.net.accept_coalesce_us as i64,
+            set: |c, v| c.net.accept_coalesce_us = v as u64,
         },
     },
     Record {

@@ -42,6 +42,7 @@ fn reloadable_matches_the_spec_list() {
             "proxy.config.accept_threads",
             "proxy.config.net.accept_period",
             "proxy.config.net.additional_accepts",
+            "proxy.config.net.accept_coalesce",
             "proxy.config.net.throttle_delay",
             "proxy.config.net.connections_throttle",
             "proxy.config.net.throttle_mode",

@@ -74,8 +74,8 @@ fn accept_one(listen_fd: RawFd) -> Outcome {
 /// How a batch of accepts ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Batch {
-    /// The queue is empty: wait for readiness.
-    Drained,
+    /// The queue is empty: wait for readiness. Holds how many sockets the batch accepted.
+    Drained(usize),
     /// The batch limit was hit with more maybe waiting: let other work run, come back.
     Yielded,
     /// Stop accepting on this port for this long (resource error or throttle).
@@ -181,7 +181,7 @@ impl PortAccept {
                     taken += 1;
                     self.take(fd, peer, here.as_deref_mut());
                 }
-                Outcome::Empty => return Batch::Drained,
+                Outcome::Empty => return Batch::Drained(taken),
                 Outcome::Retry => continue,
                 Outcome::Resource(e) => {
                     self.net.stats.accept_errors.inc();

@@ -102,7 +102,7 @@ impl IoHandler for EventAccept {
         match self.port.accept_batch(self.listener.as_raw_fd(), Some(t)) {
             // Level-triggered: a yielded batch is reported again on the next loop turn,
             // after this thread's timers and queued work have run.
-            Batch::Drained | Batch::Yielded => Verdict::Keep,
+            Batch::Drained(_) | Batch::Yielded => Verdict::Keep,
             Batch::Stop => {
                 if self.port.action.cancelled() {
                     // This wake-up may have been the only one for what waits (see

@@ -29,7 +29,7 @@ pub(crate) fn start(
             match port_ev.accept_batch(listener.as_raw_fd(), Some(t)) {
                 Batch::Pause(delay) => t.set_period(delay.max(period)),
                 // Yielded: the rest of the queue waits for the next tick.
-                Batch::Drained | Batch::Yielded | Batch::Stop => t.set_period(period),
+                Batch::Drained(_) | Batch::Yielded | Batch::Stop => t.set_period(period),
             }
         })
         .with_mutex(mutex.clone());

@@ -8,6 +8,16 @@
 //! (another mode may share it during a reload swap), so "blocked" is poll(2) on the socket
 //! and the acceptor's cancel eventfd: no timeout, no periodic wake-ups, and cancellation
 //! wakes every thread at once.
+//!
+//! Coalescing (`net.accept_coalesce`): a thread blocked on the socket is woken by the
+//! kernel for each connection, in the connecting process's context (a client's connect
+//! pays for the wake-up and the switch to this thread), and it usually finds that one
+//! connection alone. So after a wake-up that accepted, the thread waits `accept_coalesce`
+//! on the cancel eventfd only, then accepts what arrived meanwhile; a wait that finds the
+//! queue empty blocks on the socket again. Under load one wake-up, by the thread's own
+//! timer, takes an interval's connections; the first connection after a quiet moment is
+//! accepted at once; no connection waits longer than the interval (plus timer slack) for
+//! its accept. README, "Accept modes and tuning", has the figures.
 
 use super::accept::{Batch, OpenAcceptor, PortAccept};
 use super::listener::Listener;
@@ -103,11 +113,16 @@ fn run(
         match port.accept_batch(fd, None) {
             Batch::Stop => return,
             Batch::Yielded => continue,
-            Batch::Drained => match quiet {
+            Batch::Drained(taken) => match quiet {
                 Some(q) if q.is_zero() || !cancel.wait([fd, cancel_fd], Some(q)) => return,
                 Some(_) => {}
                 None => {
-                    cancel.wait([fd, cancel_fd], None);
+                    let coalesce = port.net.accept_coalesce();
+                    if taken > 0 && !coalesce.is_zero() {
+                        cancel.wait([cancel_fd], Some(coalesce));
+                    } else {
+                        cancel.wait([fd, cancel_fd], None);
+                    }
                 }
             },
             Batch::Pause(d) => {

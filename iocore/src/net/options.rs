@@ -211,6 +211,9 @@ pub struct NetTuning {
     pub accept_period: Duration,
     /// Accepts per wake-up beyond the first; -1 = until EAGAIN.
     pub additional_accepts: i64,
+    /// After a wake-up that accepted, how long a dedicated accept thread waits before it
+    /// looks at the queue again (zero: at once).
+    pub accept_coalesce: Duration,
     /// Pause after a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM) or at the cap.
     pub throttle_delay: Duration,
     /// Cap on open client connections; 0 = none.
@@ -224,6 +227,7 @@ impl Default for NetTuning {
         NetTuning {
             accept_period: Duration::from_millis(10),
             additional_accepts: -1,
+            accept_coalesce: Duration::from_micros(100),
             throttle_delay: Duration::from_millis(50),
             connections_throttle: 30000,
             throttle_mode: ThrottleMode::Pause,

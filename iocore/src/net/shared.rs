@@ -32,6 +32,7 @@ pub(crate) struct NetShared {
     pub(crate) table: Arc<ConnectionTable>,
     accept_period_us: AtomicU64,
     additional_accepts: AtomicI64,
+    accept_coalesce_us: AtomicU64,
     throttle_delay_us: AtomicU64,
 }
 
@@ -51,6 +52,7 @@ impl NetShared {
             table,
             accept_period_us: AtomicU64::new(0),
             additional_accepts: AtomicI64::new(-1),
+            accept_coalesce_us: AtomicU64::new(0),
             throttle_delay_us: AtomicU64::new(0),
         };
         shared.set_tuning(tuning);
@@ -63,6 +65,8 @@ impl NetShared {
             .store(tuning.accept_period.as_micros() as u64, Ordering::Relaxed);
         self.additional_accepts
             .store(tuning.additional_accepts, Ordering::Relaxed);
+        self.accept_coalesce_us
+            .store(tuning.accept_coalesce.as_micros() as u64, Ordering::Relaxed);
         self.throttle_delay_us
             .store(tuning.throttle_delay.as_micros() as u64, Ordering::Relaxed);
         self.table
@@ -80,6 +84,11 @@ impl NetShared {
     /// How long to stop accepting after a resource error or at the cap (at least 1 ms).
     pub(crate) fn throttle_delay(&self) -> Duration {
         Duration::from_micros(self.throttle_delay_us.load(Ordering::Relaxed).max(1000))
+    }
+
+    /// How long a dedicated accept thread waits after a wake-up that accepted.
+    pub(crate) fn accept_coalesce(&self) -> Duration {
+        Duration::from_micros(self.accept_coalesce_us.load(Ordering::Relaxed))
     }
 
     /// The period of periodic NetAccept events (at least 1 ms).

@@ -36,8 +36,22 @@ pub(crate) fn poll_readable<const N: usize>(
         events: libc::POLLIN,
         revents: 0,
     });
-    let ms = timeout.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32);
-    // SAFETY: `pfds` is a live, writable array of exactly `N` pollfd structs.
-    let n = syscall!(poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms))?;
+    // ppoll, for a timeout finer than poll's milliseconds (an accept thread's coalescing).
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `pfds` is a live, writable array of exactly `N` pollfd structs; `ts_ptr` is
+    // null or points at `ts`, which outlives the call; a null signal mask keeps the
+    // thread's own.
+    let n = syscall!(ppoll(
+        pfds.as_mut_ptr(),
+        N as libc::nfds_t,
+        ts_ptr,
+        std::ptr::null()
+    ))?;
     Ok(n as usize)
 }
