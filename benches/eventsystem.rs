@@ -16,6 +16,10 @@
 //!   the event system's jobs.
 //! - `syscall/getppid`: the cheapest system call, its entry and exit only: what batching
 //!   a loop turn's recv/send calls into one submission (io_uring) could save per call.
+//! - `syscall/accept4_empty` against `syscall/tcp_info_queue_len`: an accept4 on a
+//!   non-blocking listener whose queue is empty (EAGAIN, after the kernel allocated and
+//!   freed a socket for it), and the TCP_INFO read an accept batch makes instead to
+//!   learn the queue's length.
 //!
 //! Run with `cargo bench --bench eventsystem`; the whole file takes well under a minute.
 
@@ -262,6 +266,43 @@ fn bench_syscall(c: &mut Criterion) {
     g.bench_function("getppid", |b| {
         // SAFETY: getppid takes no arguments and cannot fail.
         b.iter(|| black_box(unsafe { libc::syscall(libc::SYS_getppid) }))
+    });
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.set_nonblocking(true).expect("non-blocking");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
+    g.bench_function("accept4_empty", |b| {
+        b.iter(|| {
+            // SAFETY: null address pointers ask for no peer address; nothing is accepted
+            // (the queue is empty), so no descriptor is leaked.
+            let r = unsafe {
+                libc::accept4(
+                    fd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK,
+                )
+            };
+            assert_eq!(r, -1);
+        })
+    });
+    g.bench_function("tcp_info_queue_len", |b| {
+        b.iter(|| {
+            // SAFETY: tcp_info is plain old data, for which all-zero is a valid value.
+            let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            // SAFETY: `info` and `len` are live locals describing a writable tcp_info.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    (&mut info as *mut libc::tcp_info).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(r, 0);
+            black_box(info.tcpi_unacked)
+        })
     });
     g.finish();
 }

@@ -159,17 +159,31 @@ impl PortAccept {
         }
     }
 
-    /// Accepts from `listen_fd` until the queue is empty or the batch limit is reached.
+    /// Accepts from `listen_fd` until its queue is empty or the batch limit is reached.
     /// `here` is the ET_NET thread running the batch, if it runs on one: connections
     /// accepted there start there, with no hand-off.
+    ///
+    /// "Empty" is read from the queue's length (TCP_INFO) rather than learnt from an
+    /// accept4 that fails with EAGAIN: that one allocates and frees a whole socket (3.9
+    /// µs here, against 0.49 for the length), once per wake-up. The length is read when
+    /// the batch begins and again when what it counted was taken. Where it cannot be
+    /// read, the batch accepts until EAGAIN.
     pub(crate) fn accept_batch(
         self: &Arc<Self>,
         listen_fd: RawFd,
         mut here: Option<&mut EThread>,
     ) -> Batch {
+        let queued = || socket::accept_queue_len(listen_fd).map_or(usize::MAX, |n| n as usize);
+        let mut left = queued();
         let limit = self.net.batch_limit();
         let mut taken = 0;
         while taken < limit {
+            if left == 0 {
+                left = if taken == 0 { 0 } else { queued() };
+                if left == 0 {
+                    return Batch::Drained(taken);
+                }
+            }
             if self.action.cancelled() {
                 return Batch::Stop;
             }
@@ -179,10 +193,11 @@ impl PortAccept {
             match accept_one(listen_fd) {
                 Outcome::Accepted(fd, peer) => {
                     taken += 1;
+                    left = left.saturating_sub(1);
                     self.take(fd, peer, here.as_deref_mut());
                 }
                 Outcome::Empty => return Batch::Drained(taken),
-                Outcome::Retry => continue,
+                Outcome::Retry => left = left.saturating_sub(1),
                 Outcome::Resource(e) => {
                     self.net.stats.accept_errors.inc();
                     self.net.stats.accept_pauses.inc();

@@ -161,6 +161,23 @@ pub(crate) fn linger(fd: RawFd) -> io::Result<(bool, i32)> {
 
 /// The TCP state of `fd` (TCP_INFO's `tcpi_state`, as in include/net/tcp_states.h).
 pub(crate) fn tcp_state(fd: RawFd) -> io::Result<u8> {
+    Ok(tcp_info(fd)?.tcpi_state)
+}
+
+/// How many established connections wait in listening socket `fd`'s accept queue: for a
+/// listener, TCP_INFO's `tcpi_unacked` is the queue's length (Linux ≥ 2.6.18). About a
+/// seventh of what an accept4 that finds the queue empty costs (it allocates and frees
+/// a socket, file and dentry: 3.6 against 0.5 µs here).
+pub(crate) fn accept_queue_len(fd: RawFd) -> io::Result<u32> {
+    const TCP_LISTEN: u8 = 10; // include/net/tcp_states.h
+    let info = tcp_info(fd)?;
+    if info.tcpi_state != TCP_LISTEN {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(info.tcpi_unacked)
+}
+
+fn tcp_info(fd: RawFd) -> io::Result<libc::tcp_info> {
     // SAFETY: tcp_info is plain old data, for which all-zero is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -172,7 +189,7 @@ pub(crate) fn tcp_state(fd: RawFd) -> io::Result<u8> {
         (&mut info as *mut libc::tcp_info).cast(),
         &mut len,
     ))?;
-    Ok(info.tcpi_state)
+    Ok(info)
 }
 
 /// Reads into `buf` without blocking (on a non-blocking socket); `Ok(0)` is end of stream.
@@ -303,4 +320,37 @@ pub(crate) fn attach_cbpf(
         size_of::<libc::sock_fprog>() as libc::socklen_t,
     ))
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn accept_queue_len_counts_connections_waiting_to_be_accepted() {
+        for host in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(l) = TcpListener::bind(host) else {
+                continue; // no IPv6 on this machine
+            };
+            l.set_nonblocking(true).unwrap();
+            let fd = l.as_raw_fd();
+            assert_eq!(accept_queue_len(fd).unwrap(), 0, "{host}");
+            let _clients: Vec<_> = (0..3)
+                .map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap())
+                .collect();
+            // A loopback handshake completes inside connect: all three are queued.
+            assert_eq!(accept_queue_len(fd).unwrap(), 3, "{host}");
+            let (_one, _) = accept(fd).unwrap();
+            assert_eq!(accept_queue_len(fd).unwrap(), 2, "{host}");
+        }
+    }
+
+    #[test]
+    fn accept_queue_len_refuses_a_socket_that_is_not_listening() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert!(accept_queue_len(c.as_raw_fd()).is_err());
+    }
 }
