@@ -244,36 +244,12 @@ fn accepted_sockets_carry_the_sock_options_in_every_mode() {
 
 #[test]
 fn threads_mode_counts_each_handed_off_connection_as_held_by_its_thread_until_dropped() {
-    let rig = Rig::new(2, NetTuning::default());
-    let l = util::listener();
-    let kept = Arc::new(Mutex::new(Vec::new()));
-    let k = kept.clone();
-    let acceptor = move |conn: iocore::NetConnection, _t: &mut iocore::EThread| {
-        k.lock().unwrap().push(conn);
-    };
-    let action = rig
-        .net
-        .main_accept(
-            Arc::new(acceptor),
-            l.clone(),
-            &iocore::AcceptOptions::new(
-                "test",
-                AcceptMode::Threads {
-                    count: 1,
-                    avoid_event_cores: false,
-                },
-            ),
-        )
-        .unwrap();
+    let (rig, l, action, kept) = keeping_port(NetTuning::default().accept_coalesce);
     let held = || rig.events.threads().iter().map(|t| t.held()).sum::<usize>();
     let clients: Vec<_> = (0..20)
         .map(|_| std::net::TcpStream::connect(l.local_addr()).unwrap())
         .collect();
-    assert!(wait_until(Duration::from_secs(5), || kept
-        .lock()
-        .unwrap()
-        .len()
-        == 20));
+    assert!(kept_reaches(&kept, 20));
     assert_eq!(held(), 20);
     kept.lock().unwrap().clear();
     assert_eq!(held(), 0);
@@ -404,26 +380,23 @@ fn keeping_port(
     (rig, l, action, kept)
 }
 
+/// Whether `kept` holds `n` connections within 5 s.
+fn kept_reaches(kept: &Mutex<Vec<iocore::NetConnection>>, n: usize) -> bool {
+    wait_until(Duration::from_secs(5), || kept.lock().unwrap().len() == n)
+}
+
 #[test]
 fn an_accept_thread_takes_what_arrives_during_its_coalescing_wait_in_one_batch() {
     let window = Duration::from_millis(300);
     let (_rig, l, action, kept) = keeping_port(window);
     let first = std::net::TcpStream::connect(l.local_addr()).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || kept
-        .lock()
-        .unwrap()
-        .len()
-        == 1));
+    assert!(kept_reaches(&kept, 1));
     // The thread now waits out the window before it looks at the queue again: these two
     // queue in the kernel meanwhile and are accepted together once it ends.
     let later: Vec<_> = (0..2)
         .map(|_| std::net::TcpStream::connect(l.local_addr()).unwrap())
         .collect();
-    assert!(wait_until(Duration::from_secs(5), || kept
-        .lock()
-        .unwrap()
-        .len()
-        == 3));
+    assert!(kept_reaches(&kept, 3));
     let at: Vec<Instant> = kept
         .lock()
         .unwrap()
@@ -448,11 +421,7 @@ fn cancel_ends_an_accept_threads_coalescing_wait() {
     // A wait far longer than the test's deadline: only the cancel eventfd can end it.
     let (rig, l, action, kept) = keeping_port(Duration::from_secs(60));
     let _c = std::net::TcpStream::connect(l.local_addr()).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || kept
-        .lock()
-        .unwrap()
-        .len()
-        == 1));
+    assert!(kept_reaches(&kept, 1));
     action.cancel();
     assert!(action.wait_done(Duration::from_secs(2)));
     assert_eq!(rig.metric("proxy.process.net.accepts_currently_open"), 0);
@@ -465,17 +434,9 @@ fn with_no_coalescing_the_next_connection_is_accepted_without_waiting_a_window()
     // arrives, well inside a deadline a 60 s window would overrun.
     let (_rig, l, action, kept) = keeping_port(Duration::ZERO);
     let first = std::net::TcpStream::connect(l.local_addr()).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || kept
-        .lock()
-        .unwrap()
-        .len()
-        == 1));
+    assert!(kept_reaches(&kept, 1));
     let second = std::net::TcpStream::connect(l.local_addr()).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || kept
-        .lock()
-        .unwrap()
-        .len()
-        == 2));
+    assert!(kept_reaches(&kept, 2));
     drop((first, second));
     action.cancel();
     assert!(action.wait_done(Duration::from_secs(1)));
