@@ -6,8 +6,8 @@
 //! Every line of `run` and `Cancel::wait` executes on a `[ACCEPT port:i]` thread; `start`
 //! and the cancel hook run on the caller's thread. The listening socket stays non-blocking
 //! (another mode may share it during a reload swap), so "blocked" is poll(2) on the socket
-//! and the acceptor's cancel eventfd: no timeout, no periodic wake-ups, and cancellation
-//! wakes every thread at once.
+//! and the acceptor's cancel eventfd, with no timeout and no periodic wake-ups;
+//! cancellation wakes every thread at once.
 //!
 //! Coalescing (`net.accept_coalesce`): a thread blocked on the socket is woken by the
 //! kernel for each connection, in the connecting process's context (a client's connect
