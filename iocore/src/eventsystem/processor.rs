@@ -123,16 +123,24 @@ impl EventProcessor {
     /// while the others sleep); else the first of the window with fewer than
     /// `BUSY_QUEUE` waiting (woken for it); else the next in turn. The window keeps the
     /// cost of a choice the same on a machine of 128 threads as on one of 2: every
-    /// thread looked at is a cache line its owner writes.
+    /// thread looked at is a cache line its owner writes, and each thread's `held` is
+    /// read once per choice.
     pub fn assign_busy(&self) -> &ThreadRef {
         let n = self.threads.len();
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        let window = || (0..n.min(BUSY_WINDOW)).map(|k| &self.threads[(i + k) % n]);
-        let least = window().map(ThreadRef::held).min().unwrap_or(0);
-        window()
-            .find(|t| t.busy() && t.queued() < BUSY_QUEUE && t.held() <= fair_share(least))
-            .or_else(|| window().find(|t| t.queued() < BUSY_QUEUE))
-            .unwrap_or(&self.threads[i % n])
+        let first = &self.threads[i % n];
+        let mut window = [(first, 0); BUSY_WINDOW];
+        let window = &mut window[..n.min(BUSY_WINDOW)];
+        for (k, slot) in window.iter_mut().enumerate() {
+            let t = &self.threads[(i + k) % n];
+            *slot = (t, t.held());
+        }
+        let least = window.iter().map(|&(_, held)| held).min().unwrap_or(0);
+        window
+            .iter()
+            .find(|&&(t, held)| t.busy() && t.queued() < BUSY_QUEUE && held <= fair_share(least))
+            .or_else(|| window.iter().find(|(t, _)| t.queued() < BUSY_QUEUE))
+            .map_or(first, |&(t, _)| t)
     }
 
     /// Where the threads count failed waits and wake-ups (for the metrics registry, and
