@@ -175,11 +175,14 @@ impl PortAccept {
     ) -> Batch {
         let queued = || socket::accept_queue_len(listen_fd).map_or(usize::MAX, |n| n as usize);
         let mut left = queued();
+        if left == 0 {
+            return Batch::Drained(0);
+        }
         let limit = self.net.batch_limit();
         let mut taken = 0;
         while taken < limit {
             if left == 0 {
-                left = if taken == 0 { 0 } else { queued() };
+                left = queued();
                 if left == 0 {
                     return Batch::Drained(taken);
                 }

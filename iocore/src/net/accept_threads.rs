@@ -80,8 +80,8 @@ pub(crate) fn start(
             if let Some(c) = core {
                 core_affinity::set_for_current(c);
             }
-            // An accept thread wakes for nearly every connection: under the default
-            // policy each wake-up preempts whatever runs on the CPU (an event thread, the
+            // An accept thread blocked on the socket is woken by each connection: under
+            // the default policy each wake-up preempts whatever runs on the CPU (an event thread, the
             // origin, a client), a context switch there and back. Under SCHED_BATCH it
             // waits for the next scheduling point (README, "Accept modes and tuning").
             // A policy the operator chose (systemd's CPUSchedulingPolicy) is kept.

@@ -35,8 +35,7 @@ impl Socket {
     /// caller that checks can send at once instead of waiting a loop turn for
     /// writability. False when it cannot tell.
     pub fn is_established(&self) -> bool {
-        const TCP_ESTABLISHED: u8 = 1; // include/net/tcp_states.h
-        socket::tcp_state(self.fd.as_raw_fd()).is_ok_and(|s| s == TCP_ESTABLISHED)
+        socket::is_established(self.fd.as_raw_fd())
     }
 
     /// The pending socket error (SO_ERROR), if any: a failed connect shows here.
