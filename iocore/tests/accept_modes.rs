@@ -261,21 +261,7 @@ fn threads_mode_counts_each_handed_off_connection_as_held_by_its_thread_until_dr
 #[test]
 fn accept_threads_run_under_sched_batch() {
     let rig = Rig::new(1, NetTuning::default());
-    let l = util::listener();
-    let action = rig
-        .net
-        .main_accept(
-            Arc::new(|_c: iocore::NetConnection, _t: &mut iocore::EThread| {}),
-            l,
-            &iocore::AcceptOptions::new(
-                "sbtest",
-                AcceptMode::Threads {
-                    count: 2,
-                    avoid_event_cores: false,
-                },
-            ),
-        )
-        .unwrap();
+    let (_l, action) = threads_port(&rig, "sbtest", 2, |_c, _t| {});
     assert!(wait_until(Duration::from_secs(5), || {
         let p = accept_thread_policies("[ACCEPT sbtest");
         p.len() == 2 && p.iter().all(|&p| p == libc::SCHED_BATCH)
@@ -295,23 +281,9 @@ fn accept_threads_keep_a_policy_the_operator_chose() {
     assert_eq!(set, 0);
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = accepted.clone();
-    let l = util::listener();
-    let action = rig
-        .net
-        .main_accept(
-            Arc::new(move |_c: iocore::NetConnection, _t: &mut iocore::EThread| {
-                count.fetch_add(1, Ordering::SeqCst);
-            }),
-            l.clone(),
-            &iocore::AcceptOptions::new(
-                "idletest",
-                AcceptMode::Threads {
-                    count: 1,
-                    avoid_event_cores: false,
-                },
-            ),
-        )
-        .unwrap();
+    let (l, action) = threads_port(&rig, "idletest", 1, move |_c, _t| {
+        count.fetch_add(1, Ordering::SeqCst);
+    });
     // Once the thread has accepted, it is past the point where it would change policy.
     let _client = std::net::TcpStream::connect(l.local_addr()).unwrap();
     assert!(wait_until(Duration::from_secs(5), || accepted
@@ -357,27 +329,38 @@ fn keeping_port(
             ..NetTuning::default()
         },
     );
-    let l = util::listener();
     let kept = Arc::new(Mutex::new(Vec::new()));
     let k = kept.clone();
-    let acceptor = move |conn: iocore::NetConnection, _t: &mut iocore::EThread| {
+    let (l, action) = threads_port(&rig, "test", 1, move |conn, _t| {
         k.lock().unwrap().push(conn);
-    };
+    });
+    (rig, l, action, kept)
+}
+
+/// Starts `count` accept threads named after `label` on a fresh listener of `rig`,
+/// handing connections to `acceptor`.
+fn threads_port(
+    rig: &Rig,
+    label: &str,
+    count: usize,
+    acceptor: impl Fn(iocore::NetConnection, &mut iocore::EThread) + Send + Sync + 'static,
+) -> (Arc<iocore::Listener>, iocore::Action) {
+    let l = util::listener();
     let action = rig
         .net
         .main_accept(
             Arc::new(acceptor),
             l.clone(),
             &iocore::AcceptOptions::new(
-                "test",
+                label,
                 AcceptMode::Threads {
-                    count: 1,
+                    count,
                     avoid_event_cores: false,
                 },
             ),
         )
         .unwrap();
-    (rig, l, action, kept)
+    (l, action)
 }
 
 /// Whether `kept` holds `n` connections within 5 s.
