@@ -50,11 +50,10 @@ listen_drops() {
 # wrk_turn PORT PID: a wrk -t1 turn (Connection: close in close mode) as the load tool's
 # key=value line: ok, rps, cpu_s_per_10k (PID's user+sys), p50_us and p99_us.
 wrk_turn() {
-    local hdr=() t0 t1 out
-    [ "$MODE" = close ] && hdr=(-H "Connection: close")
+    local t0 t1 out
+    wrk_args "$MODE" "$1"
     t0=$(ticks "$2")
-    out=$(timeout -k 5 $((SECS + 30)) wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" \
-        -H "Host: bench" "http://127.0.0.1:$1/" 2>&1)
+    out=$(timeout -k 5 $((SECS + 30)) wrk --latency "${WRK_ARGS[@]}" 2>&1)
     t1=$(ticks "$2")
     awk -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" -v n="$(wrk_requests "$out")" \
         -v r="$(wrk_rps "$out")" '

@@ -93,12 +93,11 @@ ORIGIN=${NAMES[0]}
 # context switches per request. "close" sends Connection: close, so wrk reconnects per
 # request.
 wrk_turn() {
-    local name=$1 kind=$2 s0 s1 o0 o1 x0 x1 out reqs rps hz hdr=()
-    [ "$kind" = close ] && hdr=(-H "Connection: close")
+    local name=$1 kind=$2 s0 s1 o0 o1 x0 x1 out reqs rps hz
+    wrk_args "$kind" "${PORT[$name]}"
     s0=$(ticks "${PIDS[$name]}") o0=$(ticks "${PIDS[$ORIGIN]}") x0=$(switches "${PIDS[$name]}")
     # shellcheck disable=SC2016 # expanded by the inner bash
-    out=$(timeout -k 5 $((SECS + 30)) bash -c 'wrk "$@" 2>&1; times' _ -t1 -c"$CONNS" \
-        -d"${SECS}s" "${hdr[@]}" -H "Host: bench" "http://127.0.0.1:${PORT[$name]}/")
+    out=$(timeout -k 5 $((SECS + 30)) bash -c 'wrk "$@" 2>&1; times' _ "${WRK_ARGS[@]}")
     s1=$(ticks "${PIDS[$name]}") o1=$(ticks "${PIDS[$ORIGIN]}") x1=$(switches "${PIDS[$name]}")
     reqs=$(wrk_requests "$out")
     rps=$(wrk_rps "$out")
@@ -287,15 +286,13 @@ if [ "${SYSCALLS:-0}" = 1 ] && have perf; then
     echo
     for mode in $MODES; do
         [[ $mode == wrk-* ]] || continue
-        hdr=()
-        [ "$mode" = wrk-close ] && hdr=(-H "Connection: close")
         for name in "${NAMES[@]}"; do
+            wrk_args "${mode#wrk-}" "${PORT[$name]}"
             perf stat -x, -e 'syscalls:sys_enter_*' -p "${PIDS[$name]}" -o "$WORK/perf.out" \
                 -- sleep $((SECS + 1)) >/dev/null 2>&1 &
             pp=$!
             sleep 0.5
-            out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" "${hdr[@]}" -H "Host: bench" \
-                "http://127.0.0.1:${PORT[$name]}/" 2>&1)
+            out=$(wrk "${WRK_ARGS[@]}" 2>&1)
             wait "$pp"
             reqs=$(wrk_requests "$out")
             [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || continue

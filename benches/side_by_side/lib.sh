@@ -156,6 +156,15 @@ result_median() {
     if [ ${#vals[@]} = 0 ]; then printf -- '-'; else median "${vals[@]}"; fi
 }
 
+# wrk_args close|ka PORT: sets WRK_ARGS to wrk's arguments for a one-thread turn of
+# CONNS connections and SECS seconds against 127.0.0.1:PORT, with Connection: close for
+# close (wrk then reconnects per request).
+wrk_args() {
+    WRK_ARGS=(-t1 -c"$CONNS" -d"${SECS}s")
+    [ "$1" = close ] && WRK_ARGS+=(-H "Connection: close")
+    WRK_ARGS+=(-H "Host: bench" "http://127.0.0.1:$2/")
+}
+
 # wrk_requests OUTPUT / wrk_rps OUTPUT: the request count and the rate in wrk's report.
 wrk_requests() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$1"; }
 wrk_rps() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$1"; }
