@@ -9,6 +9,7 @@
 #
 #   bash benches/interleaved.sh                  # 6 rounds of 4 s turns: about 4 minutes
 #   ROUNDS=10 SECS=3 bash benches/interleaved.sh
+#   PIN=1 MODES="ka wrk-ka" bash benches/interleaved.sh   # each proxy on a core of its own
 #
 # Environment: ROUNDS=6, SECS=4 (per turn), CONNS=64, MODES="ka close" (add "burst"
 # for BURSTS=2 bursts per turn of BURST=6000 connections at once: connect -> first byte
@@ -16,7 +17,8 @@
 # "wrk-close" measure with wrk -t1 instead of the load tool, as most operators would, and
 # split each request's CPU between the server's user and sys time, the origin and wrk),
 # SYSCALLS=1 (count each server's system calls per wrk request with perf, if present),
-# ACCEPT_THREADS=0 and NET_THREADS=2 (Turnstile), KEEP_WORK=0, SESSIONS=own (each server
+# ACCEPT_THREADS=0 and NET_THREADS=2 (Turnstile; 1 with PIN=1), PIN=1 (each proxy on CPU 0
+# with one worker or thread, the origin and the clients on CPU 1), KEEP_WORK=0, SESSIONS=own (each server
 # in a session of its own: see `service` in side_by_side/lib.sh). Everything listens on
 # 127.0.0.1 on free ports; everything started is stopped on exit. Needs nginx, haproxy
 # and curl (INSTALL=1, the default, apt-get installs missing ones as root).
@@ -30,7 +32,18 @@ MODES=${MODES:-ka close}
 BURST=${BURST:-6000}
 BURSTS=${BURSTS:-2}
 ACCEPT_THREADS=${ACCEPT_THREADS:-0}
-NET_THREADS=${NET_THREADS:-2}
+PIN=${PIN:-0}
+# PIN=1: every proxy on CPU 0 with one worker (nginx), one thread (HAProxy) or one event
+# thread (Turnstile); the origin, wrk and the load tool on CPU 1. The proxy then has a
+# core of its own, as on a machine where it does not share cores with its clients and
+# origins; the rate is bounded by the busier of the two cores.
+WORKERS=2
+PROXY_PIN=() REST_PIN=()
+if [ "$PIN" = 1 ]; then
+    WORKERS=1
+    PROXY_PIN=(taskset -c 0) REST_PIN=(taskset -c 1)
+fi
+NET_THREADS=${NET_THREADS:-$WORKERS}
 KEEP_WORK=${KEEP_WORK:-0}
 
 # shellcheck source=side_by_side/lib.sh
@@ -64,26 +77,28 @@ BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 free_port ORIGIN_PORT
 mkdir -p "$WORK/origin.tmp" "$WORK/nginx.tmp"
 render "$TPL/origin.nginx.conf" "$WORK/origin.conf" WORK="$WORK" PORT="$ORIGIN_PORT" BODY="$BODY"
-service nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
+service "${REST_PIN[@]}" nginx -e "$WORK/origin.error.log" -p "$WORK" -c "$WORK/origin.conf" >/dev/null 2>&1 &
 add "origin (nginx, 1 worker)" "$ORIGIN_PORT" $!
 
 free_port port
 render "$TPL/turnstile.records.toml" "$WORK/ts.toml" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" \
     WORK="$WORK" NAME=ts ACCEPT_THREADS="$ACCEPT_THREADS" NET_THREADS="$NET_THREADS" \
     CACHE_HTTP=false STORAGE='[]'
-service "$TS_BIN" --config "$WORK/ts.toml" >"$WORK/ts.log" 2>&1 &
+service "${PROXY_PIN[@]}" "$TS_BIN" --config "$WORK/ts.toml" >"$WORK/ts.log" 2>&1 &
 add "Turnstile (accept_threads=$ACCEPT_THREADS)" "$port" $!
 
 free_port port
 render "$TPL/proxy.nginx.conf" "$WORK/nginx.conf" WORK="$WORK" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT"
-service nginx -e "$WORK/nginx.error.log" -p "$WORK" -c "$WORK/nginx.conf" >/dev/null 2>&1 &
-add "nginx $(nginx -v 2>&1 | sed -n 's#.*nginx/\([0-9.]*\).*#\1#p') (2 workers)" "$port" $!
+sed -i "s/^worker_processes 2;/worker_processes $WORKERS;/" "$WORK/nginx.conf"
+service "${PROXY_PIN[@]}" nginx -e "$WORK/nginx.error.log" -p "$WORK" -c "$WORK/nginx.conf" >/dev/null 2>&1 &
+add "nginx $(nginx -v 2>&1 | sed -n 's#.*nginx/\([0-9.]*\).*#\1#p') ($WORKERS workers)" "$port" $!
 
 free_port port
 render "$TPL/haproxy.cfg" "$WORK/haproxy.cfg" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" \
     MAXCONN=$(((NOFILE - 200) / 2))
-service haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
-add "HAProxy $(haproxy -v 2>&1 | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1) (2 threads)" "$port" $!
+sed -i "s/^\( *nbthread\) 2$/\1 $WORKERS/" "$WORK/haproxy.cfg"
+service "${PROXY_PIN[@]}" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
+add "HAProxy $(haproxy -v 2>&1 | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -n 1) ($WORKERS threads)" "$port" $!
 
 ORIGIN=${NAMES[0]}
 
@@ -97,7 +112,7 @@ wrk_turn() {
     wrk_args "$kind" "${PORT[$name]}"
     s0=$(ticks "${PIDS[$name]}") o0=$(ticks "${PIDS[$ORIGIN]}") x0=$(switches "${PIDS[$name]}")
     # shellcheck disable=SC2016 # expanded by the inner bash
-    out=$(timeout -k 5 $((SECS + 30)) bash -c 'wrk "$@" 2>&1; times' _ "${WRK_ARGS[@]}")
+    out=$(timeout -k 5 $((SECS + 30)) bash -c '"$@" 2>&1; times' _ "${REST_PIN[@]}" wrk "${WRK_ARGS[@]}")
     s1=$(ticks "${PIDS[$name]}") o1=$(ticks "${PIDS[$ORIGIN]}") x1=$(switches "${PIDS[$name]}")
     reqs=$(wrk_requests "$out")
     rps=$(wrk_rps "$out")
@@ -137,7 +152,7 @@ for round in $(seq 1 "$ROUNDS"); do
                     else
                         args=(--conns "$CONNS" --secs "$SECS")
                     fi
-                    kv=$(timeout -k 5 $((SECS + 60)) "$LOAD" --target "127.0.0.1:${PORT[$name]}" \
+                    kv=$(timeout -k 5 $((SECS + 60)) "${REST_PIN[@]}" "$LOAD" --target "127.0.0.1:${PORT[$name]}" \
                         --mode "$mode" "${args[@]}" --pid "${PIDS[$name]}" 2>&1 | grep -m1 '^mode=')
                 fi
                 [[ $kv =~ \ rps=([0-9]+) ]] && RPS["$name|$mode"]+="${BASH_REMATCH[1]} "
@@ -227,7 +242,9 @@ done
 # Where a wrk request's CPU went, in µs per request (medians over the rounds): the
 # server's user and sys time and its context switches, the origin's time and wrk's. On
 # 2 busy cores the rate is about 2 s / (the sum), so the sum bounds the rate any proxy
-# can reach: a 1.3x rate needs the sum at 1/1.3 of the best peer's.
+# can reach: a 1.3x rate needs the sum at 1/1.3 of the best peer's. With PIN=1 each core
+# bounds it alone: 1 s / (the proxy's time) on CPU 0, 1 s / (the origin's and wrk's) on
+# CPU 1.
 # split_field LINES KEY: the median of KEY=value over the lines.
 split_field() {
     # shellcheck disable=SC2046 # one value per round
@@ -269,6 +286,13 @@ if [ "$any_split" = 1 ]; then
         [ -n "$ts" ] && [ -n "$best" ] || continue
         lines=${SPLIT["$ts|$mode"]:-}
         [ -n "$lines" ] || continue
+        if [ "$PIN" = 1 ]; then
+            awk -v m="$mode" -v u="$(split_field "$lines" user_us)" -v s="$(split_field "$lines" sys_us)" \
+                -v o="$(split_field "$lines" origin_us)" -v c="$(split_field "$lines" client_us)" '
+                BEGIN { printf "- %s: Turnstile'"'"'s core spent %.2f µs per request (at most %.0f req/s), the origin'"'"'s and wrk'"'"'s core %.2f (at most %.0f req/s)\n",
+                    m, u + s, 1e6 / (u + s), o + c, 1e6 / (o + c) }'
+            continue
+        fi
         awk -v m="$mode" -v b="$best" -v ball="$best_all" -v o="$(split_field "$lines" origin_us)" \
             -v c="$(split_field "$lines" client_us)" -v s="$(split_field "$lines" sys_us)" '
             BEGIN { room = ball / 1.3 - o - c
@@ -292,7 +316,7 @@ if [ "${SYSCALLS:-0}" = 1 ] && have perf; then
                 -- sleep $((SECS + 1)) >/dev/null 2>&1 &
             pp=$!
             sleep 0.5
-            out=$(wrk "${WRK_ARGS[@]}" 2>&1)
+            out=$("${REST_PIN[@]}" wrk "${WRK_ARGS[@]}" 2>&1)
             wait "$pp"
             reqs=$(wrk_requests "$out")
             [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || continue
