@@ -394,6 +394,16 @@ fn start_cache(
         .iter()
         .map(|s| (s.path.clone(), s.size))
         .collect();
+    // Present from the start, 0 until the cache is ready: with wait_for_cache = 0 the
+    // ports may answer a stats request first, and a metric that appears late reads as
+    // missing to a scraper.
+    for name in [
+        "proxy.process.proxy.cache_ready_time",
+        "proxy.process.cache.spans_online",
+        "proxy.process.cache.spans_failed",
+    ] {
+        registry.gauge(name);
+    }
     if level == 0 {
         // Ports open at once; the cache joins when it is ready.
         let _ = gate.cache_ready();
