@@ -9,6 +9,7 @@ use super::super::codec::{
 };
 use super::super::parent::ParentRoute;
 use super::super::shared::{OriginSlot, OriginWaiter};
+use super::state::{keep_spare, take_spare};
 use super::store::{CacheTx, HeadUse, ResponseEffect};
 use super::{Counted, Pending, Phase, Session, BUF_LIMIT, LINGER};
 use crate::error::{Error, ErrorKind, Retry, Side};
@@ -448,6 +449,7 @@ impl Session {
                     keep_alive: true,
                     framing_override: None,
                 };
+                take_spare(&mut self.out_c);
                 codec::write_response_head(&head, &mut self.out_c, &opts);
                 Some(true)
             }
@@ -476,6 +478,7 @@ impl Session {
                     keep_alive: client_keep_alive,
                     framing_override: d.dechunk.then_some(BodyFraming::UntilClose),
                 };
+                take_spare(&mut self.out_c);
                 codec::write_response_head(&head, &mut self.out_c, &opts);
                 Some(true)
             }
@@ -559,7 +562,7 @@ impl Session {
         let keep_attached = tx.origin_keep_alive && tx.client_keep_alive && !self.shared.draining();
         self.end_with_origin(t, keep_attached, tx.origin_keep_alive, now);
         self.idle_since = now;
-        self.out_o = Vec::new();
+        keep_spare(&mut self.out_o);
         // The request body, if any, went to the origin whole.
         self.after_answer(tx.client_keep_alive && !self.shared.draining(), true, now);
     }

@@ -7,7 +7,7 @@
 //! knowing.
 
 use super::batch::drive_batched;
-use super::state::with_state;
+use super::state::{keep_spare, take_spare, with_state};
 use super::{Phase, Session, BUF_LIMIT, READ_CHUNK};
 use crate::tls::{RawIo, TlsLayer, Wrote};
 use iocore::{EThread, Interest, NetConnection, Ready, Socket, Token, Verdict};
@@ -138,6 +138,7 @@ impl<W: Wire> Transport<W> {
             return self.read_tls(buf, max);
         }
         let want = max.clamp(1, READ_CHUNK);
+        take_spare(buf);
         let len = buf.len();
         let r = if buf.capacity() - len >= want {
             buf.resize(len + want, 0);
@@ -196,6 +197,7 @@ impl<W: Wire> Transport<W> {
             return Ok(None);
         };
         let want = max.clamp(1, READ_CHUNK);
+        take_spare(buf);
         let r = with_state(|st| {
             let scratch = &mut st.scratch[..want];
             let r = tls.read(&self.wire, scratch);
@@ -394,7 +396,7 @@ impl Session {
         if self.out_c.is_empty()
             && (self.out_c.capacity() > BUF_LIMIT || matches!(self.phase, Phase::ReadRequest))
         {
-            self.out_c = Vec::new();
+            keep_spare(&mut self.out_c);
         }
         if wrote && !matches!(self.phase, Phase::Closing { .. }) {
             let timeouts = &self.shared.settings.timeouts;

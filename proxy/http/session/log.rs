@@ -3,6 +3,7 @@
 //! ET_NET thread; the line goes to the log's own writer thread.
 
 use super::super::codec::RequestHead;
+use super::state::keep_spare;
 use super::Session;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -129,6 +130,8 @@ impl Drop for Session {
             self.write_log(l.result.word(true), l.status);
         }
         self.shared.metrics.current_client_connections.dec();
+        keep_spare(&mut self.inbuf);
+        keep_spare(&mut self.out_c);
         if self.client.is_tls() {
             self.shared.metrics.tls.current_in.dec();
         }

@@ -9,7 +9,8 @@
 //! sweep event enforces timeouts. Sockets are edge-triggered, so each side remembers
 //! whether it is readable/writable and [`Session::drive`] moves bytes until nothing can
 //! progress. Buffers are bounded (`BUF_LIMIT` a direction) and released when a
-//! connection goes idle.
+//! connection goes idle, to the thread's few spares (`state.rs`) that the next buffer
+//! to fill from nothing takes.
 //!
 //! The phases, one file each for what happens in them:
 //!

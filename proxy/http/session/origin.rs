@@ -4,7 +4,7 @@
 
 use super::io::{SideHandler, Transport};
 use super::pool::PoolKey;
-use super::state::with_state;
+use super::state::{keep_spare, with_state};
 use super::Session;
 use crate::error::{Error, ErrorKind};
 use crate::tls::TlsLayer;
@@ -188,13 +188,16 @@ impl Session {
     /// Lets the origin connection go: into this thread's pool, still registered, when
     /// `reuse` and it is clean; else deregistered and closed.
     pub(super) fn release_origin(&mut self, t: &mut EThread, reuse: bool) {
-        let Some(o) = self.origin.take() else { return };
+        let Some(mut o) = self.origin.take() else {
+            return;
+        };
         let clean = reuse
             && o.connected
             && o.inbuf.is_empty()
             && !o.wire.eof
             && !o.wire.handshaking()
             && !o.wire.tls_pending();
+        keep_spare(&mut o.inbuf);
         let (sock, token, tls) = o.wire.into_parts();
         let Some(token) = token else { return };
         if clean {
@@ -233,7 +236,7 @@ impl Session {
             // connection that another request opens a new one for instead.
             if let Some(o) = self.origin.as_mut() {
                 o.reused = true;
-                o.inbuf = Vec::new();
+                keep_spare(&mut o.inbuf);
                 o.head_searched = 0;
             }
         } else {

@@ -6,6 +6,7 @@ use super::super::codec::{self, RequestHead};
 use super::super::remap::split_authority;
 use super::dns::Resumed;
 use super::log::LogResult;
+use super::state::keep_spare;
 use super::{Counted, Pending, Phase, Session, LINGER};
 use crate::error::{Error, ErrorKind};
 use crate::stats_http::{self, Format};
@@ -52,7 +53,7 @@ impl Session {
             return true;
         }
         if self.inbuf.is_empty() && self.inbuf.capacity() > 0 && !self.client.readable {
-            self.inbuf = Vec::new(); // idle: hold no buffer
+            keep_spare(&mut self.inbuf); // idle: hold no buffer
         }
         let room = max_head + 1 - self.inbuf.len().min(max_head);
         self.read_client(room)

@@ -37,6 +37,9 @@ pub(super) struct ThreadState {
     pub(super) drive_later: Vec<Weak<RefCell<Session>>>,
     /// Where reads land when the session's buffer has no room (`io.rs`).
     pub(super) scratch: Box<[u8]>,
+    /// Emptied session buffers kept for the next one that fills from nothing
+    /// ([`keep_spare`], [`take_spare`]).
+    spare: Vec<Vec<u8>>,
 }
 
 thread_local! {
@@ -51,11 +54,109 @@ thread_local! {
         queue_polling: false,
         drive_later: Vec::new(),
         scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+        spare: Vec::new(),
     });
+}
+
+/// Spare buffers a thread keeps, at most: 64 of at most `READ_CHUNK` bytes, 1 MiB.
+const SPARES: usize = 64;
+
+/// Spare capacities worth keeping: below 1 KiB the allocator's own per-thread cache is
+/// as quick, and none above a read's size is kept.
+const SPARE_CAPACITY: std::ops::RangeInclusive<usize> = 1024..=READ_CHUNK;
+
+/// Leaves `buf` empty and without memory, keeping its allocation among the thread's
+/// spares when it is worth keeping. A session's buffers grow by what arrives and are let
+/// go while it idles (so an idle connection holds none); a response of a kilobyte or
+/// more then costs two allocations the allocator serves slowly, every request, unless
+/// the last request's buffers are handed on. Never fails: inside [`with_state`] or while
+/// the thread's state is being torn down, the buffer is freed instead.
+pub(super) fn keep_spare(buf: &mut Vec<u8>) {
+    let mut b = std::mem::take(buf);
+    if !SPARE_CAPACITY.contains(&b.capacity()) {
+        return;
+    }
+    b.clear();
+    let _ = STATE.try_with(|s| {
+        if let Ok(mut st) = s.try_borrow_mut() {
+            if st.spare.len() < SPARES {
+                st.spare.push(b);
+            }
+        }
+    });
+}
+
+/// Gives `buf`, when it holds no memory, one of the thread's spare buffers if any.
+pub(super) fn take_spare(buf: &mut Vec<u8>) {
+    if buf.capacity() == 0 {
+        if let Some(spare) = with_state(|st| st.spare.pop()) {
+            *buf = spare;
+        }
+    }
 }
 
 /// Runs `f` with this thread's state. Never nested, and never around code that runs a
 /// session: callers take what they need out, then run sessions.
 pub(super) fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
     STATE.with(|s| f(&mut s.borrow_mut()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emptied_buffer_is_handed_on_empty_and_only_when_worth_keeping() {
+        let mut b = Vec::with_capacity(2048);
+        b.extend_from_slice(b"the last response");
+        keep_spare(&mut b);
+        assert_eq!(b.capacity(), 0, "the session holds no memory");
+        let mut next = Vec::new();
+        take_spare(&mut next);
+        assert!(next.is_empty() && next.capacity() >= 2048);
+        // A buffer that has memory keeps its own.
+        let mut own = Vec::with_capacity(16);
+        keep_spare(&mut next);
+        take_spare(&mut own);
+        assert_eq!(own.capacity(), 16);
+        // Below 1 KiB and above a read's size, buffers are freed, not kept.
+        let mut small = Vec::<u8>::with_capacity(512);
+        let mut big = Vec::<u8>::with_capacity(READ_CHUNK + 1);
+        keep_spare(&mut small);
+        keep_spare(&mut big);
+        let mut got = Vec::new();
+        take_spare(&mut got);
+        assert!(
+            (2048..=READ_CHUNK).contains(&got.capacity()),
+            "the 2 KiB one"
+        );
+        let mut none = Vec::new();
+        take_spare(&mut none);
+        assert_eq!(none.capacity(), 0);
+    }
+
+    #[test]
+    fn a_thread_keeps_at_most_its_share_of_spares() {
+        for _ in 0..SPARES + 10 {
+            keep_spare(&mut Vec::with_capacity(4096));
+        }
+        let mut taken = 0;
+        loop {
+            let mut b = Vec::new();
+            take_spare(&mut b);
+            if b.capacity() == 0 {
+                break;
+            }
+            taken += 1;
+        }
+        assert_eq!(taken, SPARES);
+    }
+
+    #[test]
+    fn a_buffer_let_go_inside_the_state_is_freed() {
+        with_state(|_| keep_spare(&mut Vec::with_capacity(4096)));
+        let mut b = Vec::new();
+        take_spare(&mut b);
+        assert_eq!(b.capacity(), 0);
+    }
 }
