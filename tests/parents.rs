@@ -5,7 +5,7 @@
 
 mod util;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 use turnstile::http::parent::ring::Ring;
 use util::http;
@@ -17,13 +17,16 @@ fn cacheable_origin() -> Origin {
     Origin::start(|r| Some(ok(r.path.as_bytes(), &[("Cache-Control", "max-age=3600")])))
 }
 
-/// A free loopback port (bound, then let go).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback address where nothing listens and nothing can start to while the
+/// returned sockets live: the local end of a connection this test holds. A connect to it
+/// is refused, and no other socket can be bound to its port meanwhile; a port bound and
+/// let go may be handed by the kernel to the next daemon that binds port 0, the child
+/// itself among them, which then became its own parent (508).
+fn dead_addr() -> (TcpListener, TcpStream, String) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let addr = c.local_addr().unwrap().to_string();
+    (l, c, addr)
 }
 
 /// A caching forward proxy called `name` on `port` (0: any), its span in `span`.
@@ -162,9 +165,8 @@ fn a_tier_fetches_each_url_once_and_moves_only_a_stopped_parents_share() {
 #[test]
 fn with_every_parent_down_go_direct_serves_and_otherwise_502() {
     let origin = cacheable_origin();
-    let dead: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
+    let held: Vec<_> = (0..3).map(|_| dead_addr()).collect();
+    let dead: Vec<String> = held.iter().map(|(_, _, a)| a.clone()).collect();
     let list: Vec<String> = dead.iter().map(|p| format!("\"{p}\"")).collect();
     // 127.0.0.1 goes direct; "localhost" (the same origin by name) may not.
     let c = Daemon::builder()
@@ -197,18 +199,20 @@ fn with_every_parent_down_go_direct_serves_and_otherwise_502() {
 #[test]
 fn a_request_that_comes_back_round_a_loop_gets_508() {
     let origin = cacheable_origin();
-    // a's parent is b and b's parent is a: a request to a goes a → b → a.
-    let a_port = free_port();
-    let b = Daemon::builder()
-        .config(&format!(
+    // a's parent is b and b's parent is a: a request to a goes a → b → a. b learns a's
+    // address by a reload once a is up (a port picked for a beforehand could be taken
+    // meanwhile by any daemon binding port 0, b among them).
+    let b_config = |parent: &str| {
+        format!(
             "[proxy.config]\nproxy_name = \"b\"\n\
              [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n\
-             [[parent]]\ndest_domain = \".\"\nparents = [\"127.0.0.1:{a_port}\"]\ngo_direct = false\n",
+             [[parent]]\ndest_domain = \".\"\nparents = [\"{parent}\"]\ngo_direct = false\n",
             origin.addr
-        ))
-        .start();
+        )
+    };
+    let (_l, _c, nowhere) = dead_addr();
+    let b = Daemon::builder().config(&b_config(&nowhere)).start();
     let a = Daemon::builder()
-        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", &a_port.to_string())
         .config(&format!(
             "[proxy.config]\nproxy_name = \"a\"\n[proxy.config.url_remap]\nremap_required = false\n\
              [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n\
@@ -217,6 +221,9 @@ fn a_request_that_comes_back_round_a_loop_gets_508() {
             b.addr()
         ))
         .start();
+    b.write_config(&b_config(&a.addr().to_string()));
+    let (code, out, err) = b.ctl(&["config", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
     let r = http::get(a.addr(), "t", "/x").unwrap();
     assert_eq!(r.status, 508, "{}", r.text());
     assert_eq!(origin.request_count(), 0, "a loop is never forwarded");
