@@ -396,11 +396,7 @@ fn big_span(dir: &std::path::Path) -> String {
 fn wait_for_cache_1_refuses_clients_until_the_cache_is_ready() {
     let dir = TempDir::new("cache");
     let cache = big_span(&dir.0);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = util::fixed_port();
     let mut d = Daemon::builder()
         .config(&format!("[proxy.config.http]\nwait_for_cache = 1\n{cache}"))
         .env(

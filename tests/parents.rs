@@ -82,10 +82,11 @@ fn fetch(d: &Daemon, path: &str) -> http::Response {
 fn a_tier_fetches_each_url_once_and_moves_only_a_stopped_parents_share() {
     let origin = cacheable_origin();
     let spans = [TempDir::new("p1"), TempDir::new("p2"), TempDir::new("p3")];
+    // p2 restarts on its port below: one no daemon binding port 0 can take meanwhile.
     let mut parents: Vec<Daemon> = ["p1", "p2", "p3"]
         .iter()
         .zip(&spans)
-        .map(|(n, s)| parent(n, 0, s))
+        .map(|(n, s)| parent(n, if *n == "p2" { util::fixed_port() } else { 0 }, s))
         .collect();
     let addrs: Vec<String> = parents.iter().map(|p| p.addr().to_string()).collect();
     // Weights 1, 1, 2: the third parent holds half of the ring.

@@ -27,6 +27,26 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A port free now on every IPv4 address and below the kernel's ephemeral range, where a
+/// socket binding port 0 is never given one: a daemon told to listen on it later (or
+/// again, after a restart) does not find it taken by another test's daemon meanwhile, as
+/// a port-0 port bound and let go may be. Random within 10000..the range's start.
+pub fn fixed_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let span = u64::from(low.saturating_sub(10000).max(1));
+    let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+    seed.write_u32(std::process::id());
+    let start = seed.finish();
+    (0..span)
+        .map(|i| 10000 + ((start.wrapping_add(i)) % span) as u16)
+        .find(|&port| std::net::TcpListener::bind(("0.0.0.0", port)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
+
 /// A scratch directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
