@@ -148,16 +148,16 @@ impl RemapTable {
     /// The rule for a request to `host` (as sent, maybe with a port) and `path`, and the
     /// path to send to the origin.
     pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<(&Rule, String)> {
-        let host = host.map(|h| {
-            let h = h.to_ascii_lowercase();
-            h.strip_suffix(":80").map(str::to_string).unwrap_or(h)
-        });
+        // Host names compare without case, and ":80" is the port a rule names by none.
+        let host = host.map(|h| h.strip_suffix(":80").unwrap_or(h));
         self.rules.iter().find_map(|r| {
             if let Some(rh) = &r.from_host {
-                let h = host.as_deref()?;
+                let h = host?;
                 // A rule without a port matches the host on any port.
-                let matches = h == rh
-                    || (!rh.contains(':') && h.rsplit_once(':').is_some_and(|(n, _)| n == rh));
+                let matches = h.eq_ignore_ascii_case(rh)
+                    || (!rh.contains(':')
+                        && h.rsplit_once(':')
+                            .is_some_and(|(n, _)| n.eq_ignore_ascii_case(rh)));
                 if !matches {
                     return None;
                 }
@@ -224,6 +224,15 @@ mod tests {
             Some((9002, "/static/a.png".into()))
         );
         assert_eq!(port(None, "/img/a.png"), Some((9000, "/img/a.png".into())));
+    }
+
+    #[test]
+    fn host_names_match_without_case_and_port_80_is_no_port() {
+        let t = table(&[("http://Mixed.Test/", "http://127.0.0.1:9000/")]);
+        for host in ["mixed.test", "MIXED.TEST:80", "Mixed.Test:8080"] {
+            assert!(t.lookup(Some(host), "/").is_some(), "{host}");
+        }
+        assert!(t.lookup(Some("mixed.test.other"), "/").is_none());
     }
 
     #[test]
