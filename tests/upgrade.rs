@@ -235,7 +235,13 @@ fn ten_upgrades_in_threads_mode_refuse_and_reset_no_request() {
         .start();
     let read_pid = || std::fs::read_to_string(&pid_file).unwrap_or_default();
     let first = d.child.as_ref().unwrap().id();
-    assert_eq!(read_pid().trim(), first.to_string());
+    // Written once the ports accept, just after the line `start` waited for.
+    assert!(
+        wait_until(Duration::from_secs(10), || read_pid().trim()
+            == first.to_string()),
+        "pid file: {:?}",
+        read_pid()
+    );
     let _successors = upgrades_under_load(&d, 10);
     // The pid file names the process that serves now.
     let serving: i32 = read_pid().trim().parse().unwrap();
