@@ -174,10 +174,8 @@ impl PortAccept {
         mut here: Option<&mut EThread>,
     ) -> Batch {
         let queued = || socket::accept_queue_len(listen_fd).map_or(usize::MAX, |n| n as usize);
-        let mut left = queued();
-        if left == 0 {
-            return Batch::Drained(0);
-        }
+        // Counted down per accept; read when it reaches 0, the first time included.
+        let mut left = 0;
         let limit = self.net.batch_limit();
         let mut taken = 0;
         while taken < limit {
