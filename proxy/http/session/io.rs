@@ -7,7 +7,7 @@
 //! knowing.
 
 use super::batch::drive_batched;
-use super::state::{keep_spare, take_spare, with_state};
+use super::state::{keep_spare, with_state};
 use super::{Phase, Session, BUF_LIMIT, READ_CHUNK};
 use crate::tls::{RawIo, TlsLayer, Wrote};
 use iocore::{EThread, Interest, NetConnection, Ready, Socket, Token, Verdict};
@@ -130,15 +130,14 @@ impl<W: Wire> Transport<W> {
     /// block. A read that would block, or a short one, means the socket is drained
     /// (edge-triggered: the next arrival is a new edge), unless the peer's FIN was
     /// reported, which must still be read as EOF. When `buf` has no room, the read goes
-    /// through the thread's scratch buffer and `buf` grows by what arrived, not by a
-    /// whole read size, so short-lived and idle connections hold only the bytes they
-    /// have.
+    /// through the thread's scratch buffer and `buf` grows by what arrived (into one of
+    /// the thread's spare buffers when it had none), not by a whole read size, so
+    /// short-lived and idle connections hold only the bytes they have.
     pub(super) fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
         if self.tls.is_some() {
             return self.read_tls(buf, max);
         }
         let want = max.clamp(1, READ_CHUNK);
-        take_spare(buf);
         let len = buf.len();
         let r = if buf.capacity() - len >= want {
             buf.resize(len + want, 0);
@@ -146,14 +145,7 @@ impl<W: Wire> Transport<W> {
             buf.truncate(len + *r.as_ref().unwrap_or(&0));
             r
         } else {
-            with_state(|st| {
-                let scratch = &mut st.scratch[..want];
-                let r = self.wire.recv(scratch);
-                if let Ok(n) = r {
-                    buf.extend_from_slice(&scratch[..n]);
-                }
-                r
-            })
+            with_state(|st| st.read_via_scratch(buf, want, |scratch| self.wire.recv(scratch)))
         };
         self.after_read(r, want, true)
     }
@@ -197,15 +189,8 @@ impl<W: Wire> Transport<W> {
             return Ok(None);
         };
         let want = max.clamp(1, READ_CHUNK);
-        take_spare(buf);
-        let r = with_state(|st| {
-            let scratch = &mut st.scratch[..want];
-            let r = tls.read(&self.wire, scratch);
-            if let Ok(n) = r {
-                buf.extend_from_slice(&scratch[..n]);
-            }
-            r
-        });
+        let wire = &self.wire;
+        let r = with_state(|st| st.read_via_scratch(buf, want, |scratch| tls.read(wire, scratch)));
         if tls.take_blocked() {
             self.writable = false;
         } else if !tls.handshaking() && !self.writable && !tls.pending() {

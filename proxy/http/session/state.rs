@@ -5,6 +5,7 @@ use super::pool::Pool;
 use super::{Session, READ_CHUNK};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
@@ -58,6 +59,36 @@ thread_local! {
     });
 }
 
+impl ThreadState {
+    /// Reads with `read` into the scratch buffer (`want` bytes at most) and appends what
+    /// came to `buf`, which takes a spare first if it holds no memory. A read that brings
+    /// nothing leaves `buf` as it was: an idle connection is not handed a spare.
+    pub(super) fn read_via_scratch(
+        &mut self,
+        buf: &mut Vec<u8>,
+        want: usize,
+        read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let r = read(&mut self.scratch[..want]);
+        if let Ok(n) = r {
+            if n > 0 {
+                self.spare_into(buf);
+            }
+            buf.extend_from_slice(&self.scratch[..n]);
+        }
+        r
+    }
+
+    /// Gives `buf`, when it holds no memory, one of the spare buffers if any.
+    fn spare_into(&mut self, buf: &mut Vec<u8>) {
+        if buf.capacity() == 0 {
+            if let Some(spare) = self.spare.pop() {
+                *buf = spare;
+            }
+        }
+    }
+}
+
 /// Spare buffers a thread keeps, at most: 64 of at most `READ_CHUNK` bytes, 1 MiB.
 const SPARES: usize = 64;
 
@@ -89,9 +120,7 @@ pub(super) fn keep_spare(buf: &mut Vec<u8>) {
 /// Gives `buf`, when it holds no memory, one of the thread's spare buffers if any.
 pub(super) fn take_spare(buf: &mut Vec<u8>) {
     if buf.capacity() == 0 {
-        if let Some(spare) = with_state(|st| st.spare.pop()) {
-            *buf = spare;
-        }
+        with_state(|st| st.spare_into(buf));
     }
 }
 
@@ -150,6 +179,26 @@ mod tests {
             taken += 1;
         }
         assert_eq!(taken, SPARES);
+    }
+
+    #[test]
+    fn a_read_takes_a_spare_only_when_bytes_came() {
+        keep_spare(&mut Vec::with_capacity(4096));
+        let mut buf = Vec::new();
+        for nothing in [Ok(0), Err(io::ErrorKind::WouldBlock.into())] {
+            let r = with_state(|st| st.read_via_scratch(&mut buf, 100, |_| nothing));
+            assert!(r.is_err() || r.unwrap() == 0);
+            assert_eq!(buf.capacity(), 0, "an idle connection holds no buffer");
+        }
+        let n = with_state(|st| {
+            st.read_via_scratch(&mut buf, 100, |s| {
+                s[..5].copy_from_slice(b"GET /");
+                Ok(5)
+            })
+        });
+        assert_eq!(n.unwrap(), 5);
+        assert_eq!(buf, b"GET /");
+        assert!(buf.capacity() >= 4096, "the spare");
     }
 
     #[test]
