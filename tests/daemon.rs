@@ -181,8 +181,7 @@ fn a_bad_file_on_reload_is_refused_and_the_daemon_keeps_serving() {
     let d = Daemon::builder()
         .config("[proxy.config]\naccept_threads = 2\n")
         .start();
-    d.write_config("[proxy.config]\naccept_threads = -1\nbogus = 1\n");
-    let (code, out, err) = d.ctl(&["config", "reload"]);
+    let (code, out, err) = d.reload("[proxy.config]\naccept_threads = -1\nbogus = 1\n");
     assert_eq!(code, 1, "{out}");
     assert!(
         err.contains("proxy.config.accept_threads") && err.contains("proxy.config.bogus"),
@@ -197,16 +196,14 @@ fn accept_coalesce_applies_on_reload_and_the_port_keeps_serving() {
     let d = Daemon::builder()
         .config("[proxy.config.net]\naccept_coalesce = 0\n")
         .start();
-    d.write_config("[proxy.config.net]\naccept_coalesce = 10000\n");
-    let (code, out, err) = d.ctl(&["config", "reload"]);
+    let (code, out, err) = d.reload("[proxy.config.net]\naccept_coalesce = 10000\n");
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("needs a restart"), "{out}");
     // Back to back: each connection after the first waits out the 10 ms window.
     for _ in 0..5 {
         assert_eq!(http::get(d.addr(), "test", "/_stats").unwrap().status, 200);
     }
-    d.write_config("[proxy.config.net]\naccept_coalesce = 10001\n");
-    let (code, _, err) = d.ctl(&["config", "reload"]);
+    let (code, _, err) = d.reload("[proxy.config.net]\naccept_coalesce = 10001\n");
     assert_eq!(code, 1);
     assert!(err.contains("proxy.config.net.accept_coalesce"), "{err}");
 }
@@ -216,8 +213,7 @@ fn reload_reports_records_that_need_a_restart() {
     let d = Daemon::builder()
         .config("[proxy.config.http]\nrequest_header_max_size = 131072\n")
         .start();
-    d.write_config("[proxy.config.http]\nrequest_header_max_size = 65536\n");
-    let (code, out, _) = d.ctl(&["config", "reload"]);
+    let (code, out, _) = d.reload("[proxy.config.http]\nrequest_header_max_size = 65536\n");
     assert_eq!(code, 0);
     assert!(
         out.contains("needs a restart")

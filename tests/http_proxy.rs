@@ -699,11 +699,10 @@ fn connect_is_refused_off_the_allowed_ports_and_without_forward_proxying() {
     assert_eq!(r.status, 400);
     assert_eq!(d.metric("proxy.process.http.connect_tunnels"), 0);
     // The record is reloadable: allowed now, the tunnel opens.
-    d.write_config(
+    let (code, out, err) = d.reload(
         "[proxy.config.url_remap]\nremap_required = false\n\
          [proxy.config.http]\nconnect_ports = \"*\"\n",
     );
-    let (code, out, err) = d.ctl(&["config", "reload"]);
     assert_eq!(code, 0, "{out}{err}");
     connect_through(&d, &target, b"");
     assert!(wait_until(Duration::from_secs(10), || listener
@@ -970,8 +969,7 @@ fn reloaded_remap_rules_apply_to_new_requests_on_every_thread() {
     for _ in 0..8 {
         assert_eq!(http::get(d.addr(), "t", "/").unwrap().text(), "a");
     }
-    d.write_config(&rule(&b));
-    let (code, out, err) = d.ctl(&["config", "reload"]);
+    let (code, out, err) = d.reload(&rule(&b));
     assert_eq!(code, 0, "{out}{err}");
     for _ in 0..8 {
         assert_eq!(http::get(d.addr(), "t", "/").unwrap().text(), "b");
@@ -1185,12 +1183,11 @@ fn a_request_queued_past_connect_attempts_timeout_gets_503_and_a_reload_lifts_th
     // It waited the whole timeout, and the histogram says so.
     assert!(d.metric("proxy.process.http.origin_queue_wait_us.max") >= 900_000);
     // The record is reloadable: with the limit lifted, a request passes the held one.
-    d.write_config(&format!(
+    let (code, out, err) = d.reload(&format!(
         "[proxy.config.http]\nper_server.connection.max = 0\nconnect_attempts_timeout = 1\n\
          [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
         origin.addr
     ));
-    let (code, out, err) = d.ctl(&["config", "reload"]);
     assert_eq!(code, 0, "{out}{err}");
     let r = http::get(d.addr(), "t", "/unlimited").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "/unlimited"));

@@ -222,8 +222,7 @@ fn a_request_that_comes_back_round_a_loop_gets_508() {
             b.addr()
         ))
         .start();
-    b.write_config(&b_config(&a.addr().to_string()));
-    let (code, out, err) = b.ctl(&["config", "reload"]);
+    let (code, out, err) = b.reload(&b_config(&a.addr().to_string()));
     assert_eq!(code, 0, "{out}{err}");
     let r = http::get(a.addr(), "t", "/x").unwrap();
     assert_eq!(r.status, 508, "{}", r.text());
@@ -283,14 +282,13 @@ fn parent_rules_change_on_reload() {
         r.header("via").unwrap_or_default().to_string()
     };
     assert!(via("/1").starts_with("1.1 pa "));
-    c.write_config(&config(&pb));
-    let (code, out, err) = c.ctl(&["config", "reload"]);
+    let (code, out, err) = c.reload(&config(&pb));
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("restart"), "{out}");
     assert!(via("/2").starts_with("1.1 pb "));
     // A parent whose name does not resolve refuses the reload, naming it.
-    c.write_config(&config(&pb).replace(&pb.addr().to_string(), "no-such-host.invalid:80"));
-    let (code, out, err) = c.ctl(&["config", "reload"]);
+    let (code, out, err) =
+        c.reload(&config(&pb).replace(&pb.addr().to_string(), "no-such-host.invalid:80"));
     assert_eq!(code, 1);
     let said = format!("{out}{err}");
     assert!(

@@ -131,12 +131,11 @@ fn no_header_a_bad_one_or_an_untrusted_peer_closes_the_connection() {
     assert_eq!(origin.request_count(), 0);
 
     // Off the allowlist (changed by a reload): a valid header is not believed.
-    d.write_config(&format!(
+    let (code, out, err) = d.reload(&format!(
         "[proxy.config.http]\nproxy_protocol_allowlist = [\"10.0.0.0/8\"]\n\
          [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
         origin.addr
     ));
-    let (code, out, err) = d.ctl(&["config", "reload"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(closed(&get(&v1("192.0.2.1"), "/")).is_empty());
     assert_eq!(d.metric("proxy.process.http.proxy_protocol.refused"), 1);

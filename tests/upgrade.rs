@@ -568,8 +568,7 @@ fn a_reload_out_of_per_thread_mode_resets_no_connection_queued_on_a_closed_socke
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(d.metric("proxy.process.net.connections_currently_open"), 1);
     // Threads mode uses the main socket only: the sibling is retired by the reload.
-    d.write_config(&config(1, 0));
-    let (code, out, err) = d.ctl(&["config", "reload"]);
+    let (code, out, err) = d.reload(&config(1, 0));
     assert_eq!(code, 0, "{out}{err}");
     for (i, mut c) in queued.into_iter().enumerate() {
         let r = c.read_response("GET");

@@ -299,6 +299,13 @@ impl Daemon {
     pub fn write_config(&self, text: &str) {
         std::fs::write(self.config.as_ref().expect("started with a config"), text).unwrap();
     }
+
+    /// Rewrites the config file with `text` and asks for a reload: `ctl config reload`'s
+    /// exit code, stdout and stderr.
+    pub fn reload(&self, text: &str) -> (i32, String, String) {
+        self.write_config(text);
+        self.ctl(&["config", "reload"])
+    }
 }
 
 impl Drop for Daemon {
