@@ -201,6 +201,24 @@ switches() {
     echo "$sum"
 }
 
+# preemptions PIDS: the involuntary context switches of every thread of the pids (the
+# times a thread was made to leave its CPU, as a peer it woke preempted it).
+preemptions() {
+    local p sum=0
+    for p in ${1//,/ }; do
+        sum=$((sum + $(cat /proc/"$p"/task/*/status 2>/dev/null |
+            awk '/^nonvoluntary_ctxt_switches/ { t += $2 } END { print t + 0 }')))
+    done
+    echo "$sum"
+}
+
+# tcp_segments: TCP segments sent since boot, machine-wide (OutSegs, /proc/net/snmp). On
+# loopback each one is a receive as well, the TCP work every process here shares.
+tcp_segments() {
+    awk '/^Tcp:/ && !h { for (i = 1; i <= NF; i++) if ($i == "OutSegs") c = i; h = 1; next }
+        /^Tcp:/ { print $c; exit }' /proc/net/snmp
+}
+
 # service CMD...: runs CMD in a session of its own (setsid, same pid), as a daemon that
 # forks itself into the background or a systemd unit would be. With the kernel's
 # scheduler autogroups (/proc/sys/kernel/sched_autogroup_enabled), CPU is then shared
