@@ -129,6 +129,7 @@ fn settings(cfg: &Config) -> HttpSettings {
         cache_http: cfg.http.cache_http,
         max_doc_size: max_doc_size(cfg),
         max_alts: cfg.cache.max_alts,
+        send_batch: cfg.net.send_batch,
     }
 }
 

@@ -164,6 +164,10 @@ pub struct Net {
     pub listen_backlog: i64,
     /// `.defer_accept`: TCP_DEFER_ACCEPT, s; 0 = off; 0..=3600.
     pub defer_accept_s: u32,
+    /// `.send_batch`: an event thread sends what it held for its plain-TCP peers until
+    /// the end of its batch of events in one io_uring submission (where the kernel has
+    /// io_uring); false: a send(2) each.
+    pub send_batch: bool,
     /// `.connections_throttle`: cap on open client connections; 0 = none. Reloadable.
     pub connections_throttle: u64,
     /// `.throttle_mode`. Reloadable.
@@ -398,6 +402,7 @@ impl Default for Config {
                 throttle_delay_ms: 50,
                 listen_backlog: -1,
                 defer_accept_s: 0,
+                send_batch: true,
                 connections_throttle: 30_000,
                 throttle_mode: ThrottleMode::Pause,
                 sock_options_in: SockOptions {

@@ -29,6 +29,7 @@ fn everything_changed() -> Config {
     c.net.throttle_delay_ms = 51;
     c.net.listen_backlog = 1024;
     c.net.defer_accept_s = 5;
+    c.net.send_batch = false;
     c.net.connections_throttle = 0;
     c.net.throttle_mode = ThrottleMode::Close;
     c.net.sock_options_in = SockOptions {

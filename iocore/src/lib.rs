@@ -27,6 +27,6 @@ pub use eventsystem::{
 };
 pub use net::{
     migrate_req_enabled, AcceptMode, AcceptOptions, Acceptor, Dispatch, ListenOptions, Listener,
-    NetConnection, NetProcessor, NetTuning, SockOptions, Socket, ThrottleMode,
+    NetConnection, NetProcessor, NetTuning, SendBatch, SockOptions, Socket, ThrottleMode,
 };
 pub use stats::Registry;

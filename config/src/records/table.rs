@@ -159,6 +159,14 @@ pub(crate) static RECORDS: &[Record] = &[
         },
     },
     Record {
+        name: "proxy.config.net.send_batch",
+        reloadable: false,
+        kind: Kind::Bool {
+            get: |c| c.net.send_batch,
+            set: |c, v| c.net.send_batch = v,
+        },
+    },
+    Record {
         name: "proxy.config.net.connections_throttle",
         reloadable: true,
         kind: Kind::Int {

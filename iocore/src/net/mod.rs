@@ -20,6 +20,7 @@ mod connection;
 mod listener;
 mod options;
 mod processor;
+mod send_batch;
 mod shared;
 mod socket;
 
@@ -28,4 +29,5 @@ pub use connection::NetConnection;
 pub use listener::{migrate_req_enabled, somaxconn, ListenError, ListenOptions, Listener};
 pub use options::{AcceptMode, AcceptOptions, Dispatch, NetTuning, SockOptions, ThrottleMode};
 pub use processor::NetProcessor;
+pub use send_batch::SendBatch;
 pub use socket::Socket;

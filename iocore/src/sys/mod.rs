@@ -32,3 +32,4 @@ pub(crate) mod eventfd;
 pub(crate) mod fd;
 pub(crate) mod sched;
 pub(crate) mod socket;
+pub(crate) mod uring;

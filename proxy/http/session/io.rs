@@ -226,6 +226,11 @@ impl<W: Wire> Transport<W> {
         } else {
             self.wire.send(buf)
         };
+        self.plain_sent(r)
+    }
+
+    /// What a plain send's result `r` means (a full socket waits for writability).
+    fn plain_sent(&mut self, r: io::Result<usize>) -> io::Result<Sent> {
         match r {
             Ok(n) => Ok(Sent::Bytes(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -325,14 +330,10 @@ impl Session {
     /// Writes what is queued for the client while it takes it: true if anything went.
     pub(super) fn flush_client(&mut self) -> bool {
         let mut wrote = false;
-        // The last bytes of the connection: the close or shutdown follows as soon as they
-        // are out, and carries their tail with its FIN. (Only asked when there is
-        // something to write: this runs on every turn of `drive`.)
-        let last = self.client_pending() > 0
-            && (matches!(self.phase, Phase::Closing { .. })
-                || self.tx.as_ref().is_some_and(|tx| {
-                    !tx.client_keep_alive && tx.resp_body.as_ref().is_some_and(|b| b.done())
-                }));
+        let last = self.client_last();
+        if self.batch.hold_client && !last && self.client_batchable().is_some() {
+            return false; // sent with the batch's (`batch.rs`)
+        }
         loop {
             let ours = !self.out_c.is_empty() || self.out_body.is_some();
             if !self.client.writable || !(ours || self.client.tls_pending()) {
@@ -361,13 +362,8 @@ impl Session {
                     } else if self.out_body.as_mut().is_some_and(|b| b.advance(n)) {
                         self.out_body = None;
                     }
-                    self.sent_c += n as u64;
+                    self.client_took(n);
                     wrote = true;
-                    if !self.first_byte_sent {
-                        self.first_byte_sent = true;
-                        let us = self.client.wire().accepted_at().elapsed().as_micros();
-                        self.shared.metrics.first_byte_us.record(us as u64);
-                    }
                 }
                 Ok(Sent::Later) => {}
                 Err(_) => {
@@ -383,14 +379,68 @@ impl Session {
         {
             keep_spare(&mut self.out_c);
         }
-        if wrote && !matches!(self.phase, Phase::Closing { .. }) {
+        if wrote {
+            self.client_progress();
+        }
+        wrote
+    }
+
+    /// Whether what is queued for the client is the connection's last bytes: the close
+    /// or shutdown follows as soon as they are out, and carries their tail with its FIN.
+    /// (Only asked when there is something to write: this runs on every turn of `drive`.)
+    fn client_last(&self) -> bool {
+        self.client_pending() > 0
+            && (matches!(self.phase, Phase::Closing { .. })
+                || self.tx.as_ref().is_some_and(|tx| {
+                    !tx.client_keep_alive && tx.resp_body.as_ref().is_some_and(|b| b.done())
+                }))
+    }
+
+    /// `n` bytes of the answer went to the client.
+    fn client_took(&mut self, n: usize) {
+        self.sent_c += n as u64;
+        if !self.first_byte_sent {
+            self.first_byte_sent = true;
+            let us = self.client.wire().accepted_at().elapsed().as_micros();
+            self.shared.metrics.first_byte_us.record(us as u64);
+        }
+    }
+
+    /// The client took bytes: its inactivity deadline moves on.
+    fn client_progress(&mut self) {
+        if !matches!(self.phase, Phase::Closing { .. }) {
             let timeouts = &self.shared.settings.timeouts;
             let limit = timeouts
                 .default_inactivity
                 .min(timeouts.transaction_no_activity_out);
             self.deadline = self.deadline.max(Instant::now() + limit);
         }
-        wrote
+    }
+
+    /// A plain client socket and the queued bytes `flush_client` would send on it now,
+    /// for the end-of-batch submission (`batch.rs`); None for TLS, a stored body, or the
+    /// connection's last bytes (sent with MSG_MORE before the close).
+    pub(super) fn client_batchable(&self) -> Option<(&NetConnection, &[u8])> {
+        (self.client.writable
+            && !self.client.is_tls()
+            && self.out_body.is_none()
+            && !self.out_c.is_empty()
+            && !self.client_last())
+        .then(|| (self.client.wire(), &self.out_c[..]))
+    }
+
+    /// Takes the result of a send made for `client_batchable` as `flush_client` takes its
+    /// own.
+    pub(super) fn client_batch_sent(&mut self, r: io::Result<usize>) {
+        match self.client.plain_sent(r) {
+            Ok(Sent::Bytes(n)) => {
+                self.out_c.drain(..n);
+                self.client_took(n);
+                self.client_progress();
+            }
+            Ok(Sent::Later) => {}
+            Err(_) => self.dead = true,
+        }
     }
 
     /// Writes what is queued for the origin while it takes it, unless held for the end
@@ -404,24 +454,53 @@ impl Session {
             let Some(o) = self.origin.as_mut() else {
                 break;
             };
-            match o.wire.send(&self.out_o, false) {
-                Ok(Sent::Bytes(n)) => {
-                    self.out_o.drain(..n);
-                    wrote = true;
-                    if self.tx.as_ref().is_some_and(|tx| tx.uploads) {
-                        self.charge_upload();
-                    }
-                }
-                Ok(Sent::Later) => {}
-                Err(_) => {
-                    // The origin went away; the read side will see it and answer 502.
-                    o.wire.eof = true;
-                    self.out_o.clear();
-                    return true;
-                }
+            let sent = o.wire.send(&self.out_o, false);
+            match self.took_origin_send(sent) {
+                Some(w) => wrote |= w,
+                None => return true,
             }
         }
         wrote
+    }
+
+    /// A plain origin socket and the bytes `flush_origin` would send on it now, for the
+    /// end-of-batch submission (`batch.rs`); None when it would send nothing or speaks
+    /// TLS (the layer writes its own records).
+    pub(super) fn origin_batchable(&self) -> Option<(&Socket, &[u8])> {
+        let o = self.origin.as_ref()?;
+        (self.origin_writable() && !o.wire.is_tls() && !self.out_o.is_empty())
+            .then(|| (o.wire.wire(), &self.out_o[..]))
+    }
+
+    /// Takes the result of a send made for `origin_batchable` as `flush_origin` takes
+    /// its own.
+    pub(super) fn origin_batch_sent(&mut self, r: io::Result<usize>) {
+        if let Some(o) = self.origin.as_mut() {
+            let sent = o.wire.plain_sent(r);
+            self.took_origin_send(sent);
+        }
+    }
+
+    /// What a send of `out_o` did: Some(whether bytes went), None if the origin went
+    /// away (the read side will see it and answer 502).
+    fn took_origin_send(&mut self, sent: io::Result<Sent>) -> Option<bool> {
+        match sent {
+            Ok(Sent::Bytes(n)) => {
+                self.out_o.drain(..n);
+                if self.tx.as_ref().is_some_and(|tx| tx.uploads) {
+                    self.charge_upload();
+                }
+                Some(true)
+            }
+            Ok(Sent::Later) => Some(false),
+            Err(_) => {
+                if let Some(o) = self.origin.as_mut() {
+                    o.wire.eof = true;
+                }
+                self.out_o.clear();
+                None
+            }
+        }
     }
 
     /// Bytes queued for the client and not written yet: `out_c`, then any stored body

@@ -3,6 +3,7 @@
 
 use super::pool::Pool;
 use super::{Session, READ_CHUNK};
+use iocore::SendBatch;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -41,6 +42,9 @@ pub(super) struct ThreadState {
     /// Emptied session buffers kept for the next one that fills from nothing
     /// ([`keep_spare`], [`take_spare`]).
     spare: Vec<Vec<u8>>,
+    /// The end-of-batch origin sender (`batch.rs`): None until first asked for, then
+    /// the ring, or nothing where the kernel has no io_uring.
+    send_batch: Option<Option<SendBatch>>,
 }
 
 thread_local! {
@@ -56,10 +60,24 @@ thread_local! {
         drive_later: Vec::new(),
         scratch: vec![0; READ_CHUNK].into_boxed_slice(),
         spare: Vec::new(),
+        send_batch: None,
     });
 }
 
 impl ThreadState {
+    /// This thread's io_uring sender for the bytes a batch of events held to its end
+    /// (`net.send_batch`), opened the first time it is asked for; None where io_uring is
+    /// missing or disabled (then each session sends its own).
+    pub(super) fn send_batch(&mut self) -> Option<&mut SendBatch> {
+        self.send_batch
+            .get_or_insert_with(|| {
+                SendBatch::new()
+                    .map_err(|e| log::info!("io_uring unavailable ({e}): a send(2) each"))
+                    .ok()
+            })
+            .as_mut()
+    }
+
     /// Reads with `read` into the scratch buffer (`want` bytes at most) and appends what
     /// came to `buf`, which takes a spare first if it holds no memory. A read that brings
     /// nothing leaves `buf` as it was: an idle connection is not handed a spare.

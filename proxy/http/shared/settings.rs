@@ -78,4 +78,6 @@ pub struct HttpSettings {
     pub max_doc_size: u64,
     /// Variants kept per URL (`cache.limits.http.max_alts`); 0 = no limit.
     pub max_alts: usize,
+    /// `net.send_batch`: a batch's plain sends go out in one io_uring submission.
+    pub send_batch: bool,
 }
