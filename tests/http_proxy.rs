@@ -1199,3 +1199,46 @@ fn a_request_queued_past_connect_attempts_timeout_gets_503_and_a_reload_lifts_th
     assert_eq!((r.status, r.text().as_str()), (200, "/after"));
     assert_eq!(d.metric("proxy.process.http.current_origin_queue"), 0);
 }
+
+/// Answers of one batch of events leave in one io_uring submission (`net.send_batch`),
+/// counted by `batched_sends`; with the record off, or where the kernel has no io_uring,
+/// each leaves by its own send and the answers are the same.
+#[test]
+fn a_batch_of_answers_leaves_in_one_submission_and_the_record_turns_it_off() {
+    let origin = Origin::fixed(b"batched");
+    let uring = iocore::SendBatch::new().is_ok();
+    for on in [true, false] {
+        let d = proxy_on_one_thread(&origin, &format!("[proxy.config.net]\nsend_batch = {on}\n"));
+        let mut conns: Vec<Conn> = (0..8).map(|_| Conn::open(d.addr()).unwrap()).collect();
+        // Eight requests at once, round after round: on one event thread their answers
+        // come back within one batch of events now and then, at the latest after a few
+        // rounds.
+        let mut rounds = 0;
+        let batched = wait_until(Duration::from_secs(20), || {
+            rounds += 1;
+            for c in conns.iter_mut() {
+                c.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            }
+            for c in conns.iter_mut() {
+                let r = c.read_response("GET").unwrap();
+                assert_eq!((r.status, r.body.as_slice()), (200, &b"batched"[..]));
+            }
+            d.metric("proxy.process.http.batched_sends") > 0 || rounds >= 50
+        });
+        assert!(batched, "rounds did not finish");
+        let sends = d.metric("proxy.process.http.batched_sends");
+        let batches = d.metric("proxy.process.http.send_batches");
+        if on && uring {
+            assert!(
+                sends >= 2 && batches >= 1,
+                "{sends} sends in {batches} batches"
+            );
+        } else {
+            assert_eq!(
+                (sends, batches),
+                (0, 0),
+                "send_batch = {on}, io_uring: {uring}"
+            );
+        }
+    }
+}

@@ -59,6 +59,10 @@ const HELP: &[(&str, &str)] = &[
         "PURGE requests for a URL that was not cached",
     ),
     (
+        "proxy.process.http.batched_sends",
+        "Sends of a batch of events that left in one io_uring submission (net.send_batch)",
+    ),
+    (
         "proxy.process.http.cache_hit_fresh",
         "Requests answered from the cache with a fresh object",
     ),
@@ -264,6 +268,10 @@ const HELP: &[(&str, &str)] = &[
     (
         "proxy.process.http.origin_requests_queued",
         "Requests that waited for an origin connection under per_server.connection.max",
+    ),
+    (
+        "proxy.process.http.send_batches",
+        "io_uring submissions of a batch's sends (net.send_batch)",
     ),
     (
         "proxy.process.http.session_drive_yields",

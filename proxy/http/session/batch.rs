@@ -20,13 +20,13 @@ pub(super) struct Batch {
     /// Plain bytes for the client too, when the thread sends a batch's bytes in one
     /// io_uring submission (`net.send_batch`).
     pub(super) hold_client: bool,
-    /// In this thread's `origin_flush` queue.
+    /// In this thread's queue of sessions holding bytes (`ThreadState::held`).
     queued: bool,
 }
 
 /// Runs a session after readiness (or a new connection) inside the thread's batch of
 /// events, holding what it has for its origin (and, with `net.send_batch`, for its
-/// client) until the whole batch has been dispatched (`flush_origins`, an `after_io`
+/// client) until the whole batch has been dispatched (`flush_held`, an `after_io`
 /// hook). The requests of a batch then reach their origins back to back, and an origin
 /// that was asleep finds several at once instead of waking for each (HAProxy gets the
 /// same effect from running its streams after the poll's I/O callbacks). Sending at
@@ -60,18 +60,18 @@ pub(super) fn drive_batched(t: &mut EThread, rc: &Rc<RefCell<Session>>) {
     s.batch.queued = true;
     drop(s);
     let first = with_state(|st| {
-        st.origin_flush.push(rc.clone());
-        st.origin_flush.len() == 1
+        st.held.push(rc.clone());
+        st.held.len() == 1
     });
     if first {
-        t.after_io(flush_origins);
+        t.after_io(flush_held);
     }
 }
 
 /// Sends what the batch's sessions held for their origins and clients, in the order
 /// they were held, and lets each go on from there.
-fn flush_origins(t: &mut EThread) {
-    let queued = with_state(|st| std::mem::take(&mut st.origin_flush));
+fn flush_held(t: &mut EThread) {
+    let queued = with_state(|st| std::mem::take(&mut st.held));
     if queued
         .first()
         .is_some_and(|s| s.borrow().shared.settings.send_batch)
@@ -115,6 +115,12 @@ fn send_together(queued: &[Rc<RefCell<Session>>]) {
             batch.send_all(&sends, &mut results);
         }
     });
+    if let Some(first) = queued.first().filter(|_| !results.is_empty()) {
+        let m = &first.borrow().shared.metrics;
+        m.batched_sends.add(results.len() as u64);
+        m.send_batches
+            .add(results.len().div_ceil(iocore::SendBatch::PER_CALL) as u64);
+    }
     for ((i, client), r) in who.into_iter().zip(results) {
         let mut s = queued[i].borrow_mut();
         if client {

@@ -27,9 +27,9 @@ pub(super) struct ThreadState {
     /// lookup), by ticket ([`await_answer`]), and the last ticket given.
     pub(super) awaiting: HashMap<u64, Weak<RefCell<Session>>>,
     pub(super) last_ticket: u64,
-    /// Sessions whose request bytes for their origin wait for the end of the current
-    /// batch of events ([`drive_batched`]).
-    pub(super) origin_flush: Vec<Rc<RefCell<Session>>>,
+    /// Sessions whose bytes for their origin (and client) wait for the end of the
+    /// current batch of events ([`drive_batched`]).
+    pub(super) held: Vec<Rc<RefCell<Session>>>,
     /// Requests waiting for a place under `per_server.connection.max`, per origin, in
     /// arrival order (`queue.rs`).
     pub(super) origin_queue: HashMap<SocketAddr, VecDeque<Weak<RefCell<Session>>>>,
@@ -54,7 +54,7 @@ thread_local! {
         pool_short_until: None,
         awaiting: HashMap::new(),
         last_ticket: 0,
-        origin_flush: Vec::new(),
+        held: Vec::new(),
         origin_queue: HashMap::new(),
         queue_polling: false,
         drive_later: Vec::new(),

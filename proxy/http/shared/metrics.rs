@@ -60,6 +60,10 @@ pub(crate) struct HttpMetrics {
     /// Times a session still making progress after the drive loop's bound yielded to
     /// the other events of its thread (see `session::DRIVE_TURNS`).
     pub(crate) drive_yields: Arc<Counter>,
+    /// Sends that left in an end-of-batch io_uring submission (`net.send_batch`), and
+    /// the submissions.
+    pub(crate) batched_sends: Arc<Counter>,
+    pub(crate) send_batches: Arc<Counter>,
     /// `pp` ports: PROXY headers accepted; connections closed for a missing or bad
     /// header; connections closed because their peer is off `proxy_protocol_allowlist`.
     pub(crate) pp_accepted: Arc<Counter>,
@@ -101,6 +105,8 @@ impl HttpMetrics {
             origin_queue_wait_us: r.histogram(&format!("{p}.origin_queue_wait_us")),
             connect_tunnels: r.counter(&format!("{p}.connect_tunnels")),
             drive_yields: r.counter(&format!("{p}.session_drive_yields")),
+            batched_sends: r.counter(&format!("{p}.batched_sends")),
+            send_batches: r.counter(&format!("{p}.send_batches")),
             cache_hit_fresh: r.counter(&format!("{p}.cache_hit_fresh")),
             cache_stale_swr: r.counter(&format!("{p}.cache_hit_stale_while_revalidate")),
             cache_stale_sie: r.counter(&format!("{p}.cache_hit_stale_if_error")),
