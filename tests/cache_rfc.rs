@@ -102,15 +102,30 @@ fn rfc9111_4_2_1_expires_in_all_three_date_forms_and_invalid_means_expired() {
         let fixdate = httpdate::fmt_http_date(now);
         // The same instant as RFC 850 and asctime (RFC 9110 §5.6.7).
         let parsed: Vec<&str> = fixdate.split_whitespace().collect();
+        // The weekday of that instant, as each form spells it (a date whose weekday is
+        // not its own is no date).
+        let day = parsed[0].trim_end_matches(',');
+        let long = [
+            "Monday",
+            "Tuesday",
+            "Wednesday",
+            "Thursday",
+            "Friday",
+            "Saturday",
+            "Sunday",
+        ]
+        .into_iter()
+        .find(|l| l.starts_with(day))
+        .unwrap();
         let rfc850 = format!(
-            "Sunday, {}-{}-{} {} GMT",
+            "{long}, {}-{}-{} {} GMT",
             parsed[1],
             parsed[2],
             &parsed[3][2..],
             parsed[4]
         );
         let asctime = format!(
-            "Sun {} {:>2} {} {}",
+            "{day} {} {:>2} {} {}",
             parsed[2],
             parsed[1].trim_start_matches('0'),
             parsed[4],
