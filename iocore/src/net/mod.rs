@@ -7,8 +7,11 @@
 //! - `accept_periodic.rs`: `NetAccept` events that try-lock the port's mutex each period;
 //! - `accept.rs`: the step they share: accept4, error classes, throttle, hand-off.
 //!
-//! Files depend on each other one way: `options.rs`, `listener.rs` and `socket.rs` need
-//! nothing else here; `connection.rs` needs `options.rs`; `shared.rs` (what every port's
+//! Beside them, `send_batch.rs`: an event thread's sends of a batch in one io_uring
+//! submission.
+//!
+//! Files depend on each other one way: `options.rs`, `listener.rs`, `socket.rs` and
+//! `send_batch.rs` need nothing else here; `connection.rs` needs `options.rs`; `shared.rs` (what every port's
 //! accept loops share) needs those; `accept.rs` needs `shared.rs`; the three modes need
 //! `accept.rs`; and `processor.rs`, on top, needs them all while nothing needs it.
 

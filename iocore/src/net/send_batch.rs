@@ -1,9 +1,9 @@
-//! Sends to many origin sockets in one system call: the bytes an event thread held
-//! for its origins until the end of its batch of events go out in one io_uring
-//! submission instead of a `send(2)` each. The kernel then wakes each origin once its
-//! request is in, but the thread is not preempted before the whole batch is out: an
-//! origin that a send woke finds every request of the batch at once, instead of
-//! running (on this thread's core, after the first send) for one request at a time.
+//! Sends to many sockets in one system call: what an event thread held for its peers
+//! (origins, clients) until the end of its batch of events goes out in one io_uring
+//! submission instead of a `send(2)` each. The kernel still wakes each peer as its bytes
+//! arrive, but the thread is not preempted before the whole batch is out: a peer that
+//! the first send woke finds all of the batch's bytes for it at once, instead of
+//! running (on this thread's core, at the first send's return) for one at a time.
 //!
 //! Runs on its owner's thread (an ET_NET thread holds one); every send has finished
 //! when `send_all` returns.
@@ -29,8 +29,8 @@ impl SendBatch {
     }
 
     /// Sends each `(socket, bytes)` as [`Socket::send`](super::Socket::send) would, in
-    /// one system call per [`PER_CALL`](Self::PER_CALL); `out[i]` gets the i-th send's result (bytes taken, or the error: `WouldBlock`
-    /// for a full socket).
+    /// one system call per [`PER_CALL`](Self::PER_CALL); `out[i]` gets the i-th send's
+    /// result (bytes taken, or the error: `WouldBlock` for a full socket).
     pub fn send_all(&mut self, sends: &[(&dyn AsFd, &[u8])], out: &mut Vec<io::Result<usize>>) {
         let list: Vec<(BorrowedFd<'_>, &[u8])> =
             sends.iter().map(|(s, b)| (s.as_fd(), *b)).collect();

@@ -39,7 +39,7 @@ pub(super) struct Batch {
 /// request before the next is sent. So with `net.send_batch` every held byte, the
 /// clients' answers too, leaves in one io_uring submission (`send_together`), and the
 /// peers run once the whole batch is theirs: 0.10 context switches per request instead
-/// of 0.35, 27-30 % less CPU per request (README, "Sends of a batch in one
+/// of 0.35, 10-29 % less CPU per request (README, "Sends of a batch in one
 /// submission"). Without it client writes are not held: one by one at the batch's end
 /// they were slower (the client waits longer for its answer and wakes just as often).
 pub(super) fn drive_batched(t: &mut EThread, rc: &Rc<RefCell<Session>>) {
