@@ -10,7 +10,7 @@
 
 use crate::sys::uring::SendRing;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 
 /// One thread's batch sender.
 pub struct SendBatch {
@@ -32,8 +32,6 @@ impl SendBatch {
     /// one system call per [`PER_CALL`](Self::PER_CALL); `out[i]` gets the i-th send's
     /// result (bytes taken, or the error: `WouldBlock` for a full socket).
     pub fn send_all(&mut self, sends: &[(&dyn AsFd, &[u8])], out: &mut Vec<io::Result<usize>>) {
-        let list: Vec<(BorrowedFd<'_>, &[u8])> =
-            sends.iter().map(|(s, b)| (s.as_fd(), *b)).collect();
-        self.ring.send_all(&list, out);
+        self.ring.send_all(sends, out);
     }
 }

@@ -7,7 +7,7 @@
 
 use io_uring::{opcode, types, IoUring};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 
 /// The `user_data` of a cancellation, apart from the sends' (their index in the batch).
 const CANCEL: u64 = u64::MAX;
@@ -39,7 +39,7 @@ impl SendRing {
     /// and waited for (it then counts as `WouldBlock`).
     pub(crate) fn send_all(
         &mut self,
-        sends: &[(BorrowedFd<'_>, &[u8])],
+        sends: &[(&dyn AsFd, &[u8])],
         out: &mut Vec<io::Result<usize>>,
     ) {
         out.clear();
@@ -51,7 +51,7 @@ impl SendRing {
                 // happened or not, so each one is done the plain way.
                 log::debug!("io_uring send batch: {e}; sending one by one");
                 for ((fd, buf), r) in chunk.iter().zip(&mut out[base..]) {
-                    *r = super::socket::send(fd.as_raw_fd(), buf, false);
+                    *r = super::socket::send(fd.as_fd().as_raw_fd(), buf, false);
                 }
             }
         }
@@ -60,7 +60,7 @@ impl SendRing {
     /// Sends one chunk (at most the ring's size) and collects every completion.
     fn submit_chunk(
         &mut self,
-        chunk: &[(BorrowedFd<'_>, &[u8])],
+        chunk: &[(&dyn AsFd, &[u8])],
         out: &mut [io::Result<usize>],
     ) -> io::Result<()> {
         let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
@@ -68,7 +68,8 @@ impl SendRing {
             let mut sq = self.ring.submission();
             for (i, (fd, buf)) in chunk.iter().enumerate() {
                 let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-                let entry = opcode::Send::new(types::Fd(fd.as_raw_fd()), buf.as_ptr(), len)
+                let fd = types::Fd(fd.as_fd().as_raw_fd());
+                let entry = opcode::Send::new(fd, buf.as_ptr(), len)
                     .flags(flags)
                     .build()
                     .user_data(i as u64);
@@ -121,7 +122,6 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    use std::os::fd::AsFd;
 
     fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -142,7 +142,7 @@ mod tests {
         let sends: Vec<_> = pairs
             .iter()
             .zip(&bodies)
-            .map(|((a, _), b)| (a.as_fd(), &b[..]))
+            .map(|((a, _), b)| (a as &dyn AsFd, &b[..]))
             .collect();
         let mut out = Vec::new();
         ring.send_all(&sends, &mut out); // 6 sends through a 4-slot ring: two submissions
@@ -167,7 +167,7 @@ mod tests {
         while a.write(&chunk).is_ok() {}
         let (c, d) = pair();
         let mut out = Vec::new();
-        ring.send_all(&[(a.as_fd(), &chunk[..]), (c.as_fd(), b"hi")], &mut out);
+        ring.send_all(&[(&a as &dyn AsFd, &chunk[..]), (&c, b"hi")], &mut out);
         assert_eq!(
             out[0].as_ref().unwrap_err().kind(),
             io::ErrorKind::WouldBlock
@@ -191,7 +191,7 @@ mod tests {
         // meets the reset.
         let mut failed = false;
         for _ in 0..50 {
-            ring.send_all(&[(a.as_fd(), b"x")], &mut out);
+            ring.send_all(&[(&a as &dyn AsFd, b"x")], &mut out);
             if out[0].is_err() {
                 failed = true;
                 break;

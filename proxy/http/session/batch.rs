@@ -71,19 +71,23 @@ pub(super) fn drive_batched(t: &mut EThread, rc: &Rc<RefCell<Session>>) {
 /// Sends what the batch's sessions held for their origins and clients, in the order
 /// they were held, and lets each go on from there.
 fn flush_held(t: &mut EThread) {
-    let queued = with_state(|st| std::mem::take(&mut st.held));
+    let mut queued = with_state(|st| {
+        let spare = std::mem::take(&mut st.held_spare);
+        std::mem::replace(&mut st.held, spare)
+    });
     if queued
         .first()
         .is_some_and(|s| s.borrow().shared.settings.send_batch)
     {
         send_together(&queued);
     }
-    for rc in queued {
+    for rc in queued.drain(..) {
         let mut s = rc.borrow_mut();
         s.batch.queued = false;
         s.drive(t);
         s.settle(t);
     }
+    with_state(|st| st.held_spare = queued);
 }
 
 /// Sends what `queued` sessions hold for plain origins and clients in one submission
@@ -92,11 +96,11 @@ fn flush_held(t: &mut EThread) {
 /// (TLS, a partial send, a full socket, a lone send) the sessions send or wait for
 /// themselves when driven next.
 fn send_together(queued: &[Rc<RefCell<Session>>]) {
-    let mut results = Vec::new();
-    let mut who = Vec::new();
-    with_state(|st| {
+    let (mut who, mut results) = with_state(|st| {
+        let mut who = std::mem::take(&mut st.sent_by);
+        let mut results = std::mem::take(&mut st.sent);
         let Some(batch) = st.send_batch() else {
-            return;
+            return (who, results);
         };
         let held: Vec<_> = queued.iter().map(|rc| rc.borrow()).collect();
         let mut sends: Vec<(&dyn AsFd, &[u8])> = Vec::with_capacity(held.len());
@@ -114,6 +118,7 @@ fn send_together(queued: &[Rc<RefCell<Session>>]) {
         if sends.len() > 1 {
             batch.send_all(&sends, &mut results);
         }
+        (who, results)
     });
     if let Some(first) = queued.first().filter(|_| !results.is_empty()) {
         let m = &first.borrow().shared.metrics;
@@ -121,7 +126,7 @@ fn send_together(queued: &[Rc<RefCell<Session>>]) {
         m.send_batches
             .add(results.len().div_ceil(iocore::SendBatch::PER_CALL) as u64);
     }
-    for ((i, client), r) in who.into_iter().zip(results) {
+    for ((i, client), r) in who.drain(..).zip(results.drain(..)) {
         let mut s = queued[i].borrow_mut();
         if client {
             s.client_batch_sent(r);
@@ -129,6 +134,7 @@ fn send_together(queued: &[Rc<RefCell<Session>>]) {
             s.origin_batch_sent(r);
         }
     }
+    with_state(|st| (st.sent_by, st.sent) = (who, results));
 }
 
 /// Drives `me` again on the thread's next loop turn, after the events waiting now.

@@ -30,6 +30,11 @@ pub(super) struct ThreadState {
     /// Sessions whose bytes for their origin (and client) wait for the end of the
     /// current batch of events ([`drive_batched`]).
     pub(super) held: Vec<Rc<RefCell<Session>>>,
+    /// `held`'s allocation while it is flushed, and the lists a flush fills: kept from
+    /// one batch to the next (`batch.rs`).
+    pub(super) held_spare: Vec<Rc<RefCell<Session>>>,
+    pub(super) sent_by: Vec<(usize, bool)>,
+    pub(super) sent: Vec<io::Result<usize>>,
     /// Requests waiting for a place under `per_server.connection.max`, per origin, in
     /// arrival order (`queue.rs`).
     pub(super) origin_queue: HashMap<SocketAddr, VecDeque<Weak<RefCell<Session>>>>,
@@ -55,6 +60,9 @@ thread_local! {
         awaiting: HashMap::new(),
         last_ticket: 0,
         held: Vec::new(),
+        held_spare: Vec::new(),
+        sent_by: Vec::new(),
+        sent: Vec::new(),
         origin_queue: HashMap::new(),
         queue_polling: false,
         drive_later: Vec::new(),
