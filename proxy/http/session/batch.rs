@@ -104,7 +104,7 @@ fn send_together(queued: &[Rc<RefCell<Session>>]) {
         };
         let held: Vec<_> = queued.iter().map(|rc| rc.borrow()).collect();
         let mut sends: Vec<(&dyn AsFd, &[u8])> = Vec::with_capacity(held.len());
-        for (i, s) in held.iter().enumerate() {
+        for (i, s) in held.iter().enumerate().filter(|(_, s)| !s.dead) {
             if let Some((sock, bytes)) = s.origin_batchable() {
                 who.push((i, false));
                 sends.push((sock, bytes));
