@@ -191,26 +191,20 @@ ticks() {
     echo "$u $k"
 }
 
-# switches PIDS: context switches (voluntary and not) of every thread of the pids.
+# switches PIDS [KIND]: context switches of every thread of the pids: voluntary and not,
+# or KIND alone ("nonvoluntary": the times a thread was made to leave its CPU, as a peer
+# it woke preempted it).
 switches() {
     local p sum=0
     for p in ${1//,/ }; do
         sum=$((sum + $(cat /proc/"$p"/task/*/status 2>/dev/null |
-            awk '/ctxt_switches/ { t += $2 } END { print t + 0 }')))
+            awk -v k="^${2:-.*}_ctxt_switches" '$1 ~ k { t += $2 } END { print t + 0 }')))
     done
     echo "$sum"
 }
 
-# preemptions PIDS: the involuntary context switches of every thread of the pids (the
-# times a thread was made to leave its CPU, as a peer it woke preempted it).
-preemptions() {
-    local p sum=0
-    for p in ${1//,/ }; do
-        sum=$((sum + $(cat /proc/"$p"/task/*/status 2>/dev/null |
-            awk '/^nonvoluntary_ctxt_switches/ { t += $2 } END { print t + 0 }')))
-    done
-    echo "$sum"
-}
+# preemptions PIDS: the involuntary context switches of every thread of the pids.
+preemptions() { switches "$1" nonvoluntary; }
 
 # tcp_segments: TCP segments sent since boot, machine-wide (OutSegs, /proc/net/snmp). On
 # loopback each one is a receive as well, the TCP work every process here shares.
