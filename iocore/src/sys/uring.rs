@@ -5,38 +5,54 @@
 //! Runs on its owner's thread (in the proxy, an ET_NET thread); holds the ring's
 //! descriptor and its two mapped queues, nothing else.
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{opcode, types, IoUring, Probe};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
-/// The `user_data` of a cancellation, apart from the sends' (their index in the batch).
+/// The `user_data` of a cancellation, apart from the sends' (their index in the chunk).
 const CANCEL: u64 = u64::MAX;
 
 /// A submission ring for batches of non-blocking sends.
 pub(crate) struct SendRing {
-    ring: IoUring,
+    /// None once the ring failed: every send is then a plain send(2).
+    ring: Option<IoUring>,
     /// Sends per submission: the ring's size.
     entries: usize,
 }
 
 impl SendRing {
     /// A ring of `entries` slots (a power of two), or the kernel's refusal: io_uring
-    /// missing (before 5.6) or disabled (`kernel.io_uring_disabled`, seccomp).
+    /// missing or disabled (`kernel.io_uring_disabled`, seccomp), or too old to send
+    /// (IORING_OP_SEND and IORING_OP_ASYNC_CANCEL: Linux 5.6).
     pub(crate) fn new(entries: u32) -> io::Result<SendRing> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_coop_taskrun()
             .build(entries)
             .or_else(|_| IoUring::new(entries))?;
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        if !probe.is_supported(opcode::Send::CODE) || !probe.is_supported(opcode::AsyncCancel::CODE)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no IORING_OP_SEND",
+            ));
+        }
         let entries = ring.params().sq_entries() as usize;
-        Ok(SendRing { ring, entries })
+        Ok(SendRing {
+            ring: Some(ring),
+            entries,
+        })
     }
 
     /// Sends each `(socket, bytes)` as `send(2)` with MSG_DONTWAIT and MSG_NOSIGNAL
     /// would, in order, up to the ring's size per system call; `out[i]` gets the i-th
     /// send's result (bytes taken, or the error: `WouldBlock` for a full socket). Every
     /// send has finished when this returns: one the kernel left in flight is cancelled
-    /// and waited for (it then counts as `WouldBlock`).
+    /// and waited for (it then counts as `WouldBlock`, nothing sent). Each send is made
+    /// once: if the ring fails, what it did not take goes by send(2), and so does every
+    /// later send.
     pub(crate) fn send_all(
         &mut self,
         sends: &[(&dyn AsFd, &[u8])],
@@ -46,74 +62,123 @@ impl SendRing {
         for chunk in sends.chunks(self.entries) {
             let base = out.len();
             out.extend(chunk.iter().map(|_| Err(io::ErrorKind::WouldBlock.into())));
-            if let Err(e) = self.submit_chunk(chunk, &mut out[base..]) {
-                // The ring itself failed: no send of this chunk can be trusted to have
-                // happened or not, so each one is done the plain way.
-                log::debug!("io_uring send batch: {e}; sending one by one");
-                for ((fd, buf), r) in chunk.iter().zip(&mut out[base..]) {
-                    *r = super::socket::send(fd.as_fd().as_raw_fd(), buf, false);
-                }
+            let out = &mut out[base..];
+            let taken = match self.ring.as_mut() {
+                Some(ring) => match submit_chunk(ring, chunk, out) {
+                    Ok(()) => continue,
+                    Err((e, taken)) => {
+                        // The entries the ring did not take go with it: none of them
+                        // can be submitted later, with buffers that are gone by then.
+                        log::warn!("io_uring send batch failed ({e}); sending with send(2)");
+                        self.ring = None;
+                        taken
+                    }
+                },
+                None => 0,
+            };
+            for ((fd, buf), r) in chunk.iter().zip(out.iter_mut()).skip(taken) {
+                *r = super::socket::send(fd.as_fd().as_raw_fd(), buf, false);
             }
         }
     }
+}
 
-    /// Sends one chunk (at most the ring's size) and collects every completion.
-    fn submit_chunk(
-        &mut self,
-        chunk: &[(&dyn AsFd, &[u8])],
-        out: &mut [io::Result<usize>],
-    ) -> io::Result<()> {
-        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-        {
-            let mut sq = self.ring.submission();
-            for (i, (fd, buf)) in chunk.iter().enumerate() {
-                let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-                let fd = types::Fd(fd.as_fd().as_raw_fd());
-                let entry = opcode::Send::new(fd, buf.as_ptr(), len)
-                    .flags(flags)
-                    .build()
-                    .user_data(i as u64);
-                // SAFETY: `buf` and `fd` are borrowed for this whole call, and the call
-                // does not return before the kernel has finished with every entry (each
-                // completes or is cancelled below); the queue has room: the chunk is at
-                // most the ring's size and the queue was empty.
-                unsafe { sq.push(&entry) }
-                    .map_err(|_| io::Error::other("submission queue full"))?;
+/// Whether an io_uring_enter failure is worth another try (a signal, a full completion
+/// queue, memory for a moment).
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+    )
+}
+
+/// Sends one chunk (at most the ring's size; the queue empty) and collects every
+/// completion of what the kernel took. Err: the ring failed with the error and how many
+/// leading entries it had taken (their results are in `out`, the rest untouched).
+fn submit_chunk(
+    ring: &mut IoUring,
+    chunk: &[(&dyn AsFd, &[u8])],
+    out: &mut [io::Result<usize>],
+) -> Result<(), (io::Error, usize)> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    {
+        let mut sq = ring.submission();
+        for (i, (fd, buf)) in chunk.iter().enumerate() {
+            let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+            let fd = types::Fd(fd.as_fd().as_raw_fd());
+            let entry = opcode::Send::new(fd, buf.as_ptr(), len)
+                .flags(flags)
+                .build()
+                .user_data(i as u64);
+            // SAFETY: `buf` and `fd` are borrowed for this whole call, and the call does
+            // not return before the kernel has finished with every entry it took (each
+            // completes or is cancelled below); an entry it did not take is dropped with
+            // the ring before anything could submit it. The queue has room: the chunk is
+            // at most the ring's size and the queue was empty.
+            if unsafe { sq.push(&entry) }.is_err() {
+                return Err((io::Error::other("submission queue full"), 0));
             }
         }
-        let mut pending = chunk.len();
-        let mut cancelling = false;
-        // With MSG_DONTWAIT a send completes during the submission, as send(2) would,
-        // so the first wait normally finds every completion.
-        self.ring.submit_and_wait(pending)?;
-        loop {
-            for cqe in self.ring.completion() {
-                let Some(r) = out.get_mut(cqe.user_data() as usize) else {
-                    continue; // a cancellation's own completion
-                };
-                pending -= 1;
-                *r = match cqe.result() {
-                    n if n >= 0 => Ok(n as usize),
-                    e if -e == libc::ECANCELED => Err(io::ErrorKind::WouldBlock.into()),
-                    e => Err(io::Error::from_raw_os_error(-e)),
-                };
+    }
+    // With MSG_DONTWAIT a send completes during the submission, as send(2) would, so the
+    // first wait normally finds every completion.
+    let mut taken = 0;
+    let mut failed = None;
+    while taken < chunk.len() {
+        match ring.submit_and_wait(chunk.len() - taken) {
+            Ok(0) => {
+                // Nothing taken and no error: not a state a ring gets into; the rest
+                // goes by send(2) rather than round this loop again.
+                failed = Some(io::Error::other("io_uring took no entry"));
+                break;
             }
-            if pending == 0 {
-                return Ok(());
+            Ok(n) => taken += n,
+            Err(e) if transient(&e) => {}
+            Err(e) => {
+                failed = Some(e);
+                break;
             }
-            if !cancelling {
-                // A send the kernel parked to retry later would read the caller's
-                // buffer after this returns: cancel every one still out.
-                cancelling = true;
-                let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-                    .build()
-                    .user_data(CANCEL);
-                // SAFETY: a cancellation reads no memory of ours; the queue is empty.
-                unsafe { self.ring.submission().push(&cancel) }
-                    .map_err(|_| io::Error::other("submission queue full"))?;
-            }
-            self.ring.submit_and_wait(1)?;
         }
+    }
+    let mut pending = taken;
+    let mut cancelling = false;
+    loop {
+        for cqe in ring.completion() {
+            let Some(r) = out.get_mut(cqe.user_data() as usize) else {
+                continue; // a cancellation's own completion
+            };
+            pending -= 1;
+            *r = match cqe.result() {
+                n if n >= 0 => Ok(n as usize),
+                e if -e == libc::ECANCELED => Err(io::ErrorKind::WouldBlock.into()),
+                e => Err(io::Error::from_raw_os_error(-e)),
+            };
+        }
+        if pending == 0 {
+            return match failed {
+                None => Ok(()),
+                Some(e) => Err((e, taken)),
+            };
+        }
+        if !cancelling && failed.is_none() {
+            // A send the kernel parked to retry later would read the caller's buffer
+            // after this returns: cancel every one still out.
+            cancelling = true;
+            let mut sq = ring.submission();
+            for (i, r) in out.iter().enumerate().take(taken) {
+                if r.as_ref()
+                    .is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock)
+                {
+                    let cancel = opcode::AsyncCancel::new(i as u64).build().user_data(CANCEL);
+                    // SAFETY: a cancellation reads no memory of ours; the queue has
+                    // room for one per send, all of which it has given up.
+                    let _ = unsafe { sq.push(&cancel) };
+                }
+            }
+        }
+        // Wait for the rest (a failing wait is tried again: returning now would leave
+        // a send reading the caller's buffer).
+        let _ = ring.submit_and_wait(1);
     }
 }
 
@@ -153,6 +218,22 @@ mod tests {
             (&*b).read_exact(&mut got).unwrap();
             assert_eq!(got, bodies[i]);
         }
+    }
+
+    #[test]
+    fn a_failed_ring_leaves_the_sends_to_send_2() {
+        let Ok(mut ring) = SendRing::new(4) else {
+            eprintln!("io_uring unavailable here: nothing to test");
+            return;
+        };
+        ring.ring = None; // as after a failure
+        let (a, b) = pair();
+        let mut out = Vec::new();
+        ring.send_all(&[(&a as &dyn AsFd, b"plain")], &mut out);
+        assert_eq!(*out[0].as_ref().unwrap(), 5);
+        let mut got = [0; 5];
+        (&b).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"plain");
     }
 
     #[test]
