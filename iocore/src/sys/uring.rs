@@ -188,6 +188,21 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
+    /// A ring, or None (said on stderr) where this kernel or sandbox has no io_uring:
+    /// the daemon then sends with send(2), which the integration tests cover.
+    fn ring(entries: u32) -> Option<SendRing> {
+        SendRing::new(entries)
+            .map_err(|e| eprintln!("io_uring unavailable here ({e}): nothing to test"))
+            .ok()
+    }
+
+    /// `s` brings exactly `want` next.
+    fn assert_received(mut s: &TcpStream, want: &[u8]) {
+        let mut got = vec![0; want.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, want);
+    }
+
     fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -198,8 +213,7 @@ mod tests {
 
     #[test]
     fn a_batch_sends_each_buffer_to_its_socket() {
-        let Ok(mut ring) = SendRing::new(4) else {
-            eprintln!("io_uring unavailable here: nothing to test");
+        let Some(mut ring) = ring(4) else {
             return;
         };
         let pairs: Vec<_> = (0..6).map(|_| pair()).collect();
@@ -214,16 +228,13 @@ mod tests {
         assert_eq!(out.len(), 6);
         for (i, ((_, b), r)) in pairs.iter().zip(&out).enumerate() {
             assert_eq!(*r.as_ref().unwrap(), 100 + i);
-            let mut got = vec![0; 100 + i];
-            (&*b).read_exact(&mut got).unwrap();
-            assert_eq!(got, bodies[i]);
+            assert_received(b, &bodies[i]);
         }
     }
 
     #[test]
     fn a_failed_ring_leaves_the_sends_to_send_2() {
-        let Ok(mut ring) = SendRing::new(4) else {
-            eprintln!("io_uring unavailable here: nothing to test");
+        let Some(mut ring) = ring(4) else {
             return;
         };
         ring.ring = None; // as after a failure
@@ -231,15 +242,12 @@ mod tests {
         let mut out = Vec::new();
         ring.send_all(&[(&a as &dyn AsFd, b"plain")], &mut out);
         assert_eq!(*out[0].as_ref().unwrap(), 5);
-        let mut got = [0; 5];
-        (&b).read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"plain");
+        assert_received(&b, b"plain");
     }
 
     #[test]
     fn a_full_socket_says_would_block_at_once() {
-        let Ok(mut ring) = SendRing::new(4) else {
-            eprintln!("io_uring unavailable here: nothing to test");
+        let Some(mut ring) = ring(4) else {
             return;
         };
         let (mut a, _b) = pair();
@@ -254,15 +262,12 @@ mod tests {
             io::ErrorKind::WouldBlock
         );
         assert_eq!(*out[1].as_ref().unwrap(), 2);
-        let mut got = [0; 2];
-        (&d).read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"hi");
+        assert_received(&d, b"hi");
     }
 
     #[test]
     fn a_closed_peer_is_an_error_not_a_signal() {
-        let Ok(mut ring) = SendRing::new(2) else {
-            eprintln!("io_uring unavailable here: nothing to test");
+        let Some(mut ring) = ring(2) else {
             return;
         };
         let (a, b) = pair();
