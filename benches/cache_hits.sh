@@ -2,8 +2,9 @@
 # Cache hits by kind, with wrk: a 200 hit of a 1 KiB object, a 304 answered from the
 # cache to a conditional request for it (If-None-Match), a 1 KiB range (206) of a 1 MiB
 # object, and the whole 1 MiB object, through each Turnstile build of BINS in turn,
-# ROUNDS alternating rounds, behind one nginx origin serving static files. Prints req/s
-# and Turnstile's CPU per 10k requests (user+sys from /proc), medians over the rounds.
+# ROUNDS alternating rounds, behind one nginx origin serving static files. Prints req/s,
+# Turnstile's CPU per 10k requests (user+sys from /proc) and the TCP segments the
+# machine sent per request (/proc/net/snmp), medians over the rounds.
 # A benchmark, not a test: compare rows of one run only.
 #
 #   bash benches/cache_hits.sh                          # this tree's release build
@@ -45,7 +46,7 @@ cpu_ticks() {
 }
 
 KINDS=(hit200 hit304 range206 whole1m)
-declare -A RPS CPU
+declare -A RPS CPU SEG
 
 i=0
 for bin in $BINS; do
@@ -82,9 +83,9 @@ for round in $(seq 1 "$ROUNDS"); do
                 range206) args=(-H "Range: bytes=1000-2023" "http://127.0.0.1:$port/big") ;;
                 whole1m) args=("http://127.0.0.1:$port/big") ;;
             esac
-            before=$(cpu_ticks "$pid")
+            before=$(cpu_ticks "$pid") seg0=$(tcp_segments)
             out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" "${args[@]}" 2>&1)
-            after=$(cpu_ticks "$pid")
+            after=$(cpu_ticks "$pid") seg1=$(tcp_segments)
             reqs=$(wrk_requests "$out")
             rps=$(wrk_rps "$out")
             non2xx=$(sed -n 's/.*Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
@@ -92,15 +93,18 @@ for round in $(seq 1 "$ROUNDS"); do
             hz=$(getconf CLK_TCK)
             cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="${reqs:-0}" \
                 'BEGIN { if (n > 0) printf "%.3f", t / hz / n * 10000; else print "na" }')
+            seg=$(awk -v g=$((seg1 - seg0)) -v n="${reqs:-0}" \
+                'BEGIN { if (n > 0) printf "%.2f", g / n; else print "na" }')
             RPS[$i,$kind]+="${rps%.*} "
             CPU[$i,$kind]+="$cpu "
-            log "round $round $name ($bin) $kind: ${rps%.*} req/s, $cpu CPU s/10k"
+            SEG[$i,$kind]+="$seg "
+            log "round $round $name ($bin) $kind: ${rps%.*} req/s, $cpu CPU s/10k, $seg TCP segments"
         done
         stop_tree "$pid"
     done
 done
 
-printf '\n| build | %s |\n' "$(printf '%s req/s (CPU s/10k) | ' "${KINDS[@]}" | sed 's/ | $//')"
+printf '\n| build | %s |\n' "$(printf '%s req/s (CPU s/10k, TCP segments) | ' "${KINDS[@]}" | sed 's/ | $//')"
 printf '|---|%s\n' "$(printf -- '---:|%.0s' "${KINDS[@]}")"
 i=0
 for bin in $BINS; do
@@ -108,7 +112,7 @@ for bin in $BINS; do
     row="| $bin |"
     for kind in "${KINDS[@]}"; do
         # shellcheck disable=SC2086
-        row+=" $(median ${RPS[$i,$kind]}) ($(median ${CPU[$i,$kind]})) |"
+        row+=" $(median ${RPS[$i,$kind]}) ($(median ${CPU[$i,$kind]}), $(median ${SEG[$i,$kind]})) |"
     done
     echo "$row"
 done

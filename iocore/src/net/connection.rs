@@ -171,6 +171,13 @@ impl NetConnection {
         socket::send(self.fd.as_raw_fd(), buf, true)
     }
 
+    /// Writes `head` then `tail` in one call (one segment when they fit), as
+    /// [`send`](Self::send) of the two joined would; `last` as in
+    /// [`send_last`](Self::send_last).
+    pub fn send_pair(&self, head: &[u8], tail: &[u8], last: bool) -> io::Result<usize> {
+        socket::send_pair(self.fd.as_raw_fd(), head, tail, last)
+    }
+
     /// Half-closes the write side (sends FIN).
     pub fn shutdown_write(&self) -> io::Result<()> {
         socket::shutdown_write(self.fd.as_raw_fd())

@@ -211,6 +211,30 @@ pub(crate) fn send(fd: RawFd, buf: &[u8], more: bool) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Writes `head` then `tail` in one call (sendmsg with two iovecs), as `send` would
+/// write them joined.
+pub(crate) fn send_pair(fd: RawFd, head: &[u8], tail: &[u8], more: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_ptr().cast_mut().cast(),
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: tail.as_ptr().cast_mut().cast(),
+            iov_len: tail.len(),
+        },
+    ];
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: `msg` points at `iov`, whose two entries describe live buffers of their
+    // lengths, all of which outlive the call; the kernel only reads them.
+    let n = syscall!(sendmsg(fd, &msg, flags))?;
+    Ok(n as usize)
+}
+
 /// Shuts down the writing side of `fd` (sends FIN).
 pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: no pointers are passed.

@@ -257,6 +257,18 @@ impl<W: Wire> Transport<W> {
     }
 }
 
+impl Transport<NetConnection> {
+    /// Writes `head` then `tail` in one call on a plain connection (the two joined, as
+    /// `send` would write them); with TLS, `head` alone.
+    pub(super) fn send_pair(&mut self, head: &[u8], tail: &[u8], last: bool) -> io::Result<Sent> {
+        if self.tls.is_some() {
+            return self.send(head, false);
+        }
+        let r = self.wire.send_pair(head, tail, last);
+        self.plain_sent(r)
+    }
+}
+
 /// Runs a session when one of its sockets is ready.
 pub(super) struct SideHandler {
     pub(super) session: Rc<RefCell<Session>>,
@@ -340,11 +352,15 @@ impl Session {
                 break;
             }
             // The queued bytes, then the stored body streaming behind them (with TLS, the
-            // ciphertext the layer holds goes first).
+            // ciphertext the layer holds goes first); a plain connection takes both in
+            // one call, so a hit's head and body leave in one segment when they fit.
             let from_body = self.out_c.is_empty() && self.out_body.is_some();
-            let sent = match self.out_body.as_ref().filter(|_| from_body) {
-                Some(body) => self.client.send(body.rest(), last),
-                None => {
+            let sent = match self.out_body.as_ref() {
+                Some(body) if from_body => self.client.send(body.rest(), last),
+                Some(body) if !self.client.is_tls() => {
+                    self.client.send_pair(&self.out_c, body.rest(), last)
+                }
+                _ => {
                     let last = last && self.out_body.is_none();
                     self.client.send(&self.out_c, last)
                 }
@@ -357,9 +373,10 @@ impl Session {
                     }
                 }
                 Ok(Sent::Bytes(n)) => {
-                    if !from_body {
-                        self.out_c.drain(..n);
-                    } else if self.out_body.as_mut().is_some_and(|b| b.advance(n)) {
+                    let from_head = n.min(self.out_c.len());
+                    self.out_c.drain(..from_head);
+                    let rest = n - from_head;
+                    if rest > 0 && self.out_body.as_mut().is_some_and(|b| b.advance(rest)) {
                         self.out_body = None;
                     }
                     self.client_took(n);
