@@ -12,26 +12,31 @@ use crate::sys::uring::SendRing;
 use std::io;
 use std::os::fd::AsFd;
 
+/// Sends per system call at most (the ring's slots).
+const PER_CALL: u32 = 64;
+
 /// One thread's batch sender.
 pub struct SendBatch {
     ring: SendRing,
 }
 
 impl SendBatch {
-    /// Sends per system call at most (the ring's slots).
-    pub const PER_CALL: usize = 64;
-
     /// A batch sender, or why the kernel has none (io_uring missing or disabled).
     pub fn new() -> io::Result<SendBatch> {
         Ok(SendBatch {
-            ring: SendRing::new(Self::PER_CALL as u32)?,
+            ring: SendRing::new(PER_CALL)?,
         })
     }
 
     /// Sends each `(socket, bytes)` as [`Socket::send`](super::Socket::send) would, in
-    /// one system call per [`PER_CALL`](Self::PER_CALL); `out[i]` gets the i-th send's
-    /// result (bytes taken, or the error: `WouldBlock` for a full socket).
-    pub fn send_all(&mut self, sends: &[(&dyn AsFd, &[u8])], out: &mut Vec<io::Result<usize>>) {
-        self.ring.send_all(sends, out);
+    /// one system call per 64; `out[i]` gets the i-th send's result (bytes taken, or the
+    /// error: `WouldBlock` for a full socket). Returns the submissions it took (none
+    /// once the ring has failed and the sends go by send(2)).
+    pub fn send_all(
+        &mut self,
+        sends: &[(&dyn AsFd, &[u8])],
+        out: &mut Vec<io::Result<usize>>,
+    ) -> usize {
+        self.ring.send_all(sends, out)
     }
 }

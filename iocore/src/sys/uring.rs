@@ -52,20 +52,24 @@ impl SendRing {
     /// send has finished when this returns: one the kernel left in flight is cancelled
     /// and waited for (it then counts as `WouldBlock`, nothing sent). Each send is made
     /// once: if the ring fails, what it did not take goes by send(2), and so does every
-    /// later send.
+    /// later send. Returns how many submissions (system calls for the ring) it made.
     pub(crate) fn send_all(
         &mut self,
         sends: &[(&dyn AsFd, &[u8])],
         out: &mut Vec<io::Result<usize>>,
-    ) {
+    ) -> usize {
         out.clear();
+        let mut submissions = 0;
         for chunk in sends.chunks(self.entries) {
             let base = out.len();
             out.extend(chunk.iter().map(|_| Err(io::ErrorKind::WouldBlock.into())));
             let out = &mut out[base..];
             let taken = match self.ring.as_mut() {
                 Some(ring) => match submit_chunk(ring, chunk, out) {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        submissions += 1;
+                        continue;
+                    }
                     Err((e, taken)) => {
                         // The entries the ring did not take go with it: none of them
                         // can be submitted later, with buffers that are gone by then.
@@ -80,6 +84,7 @@ impl SendRing {
                 *r = super::socket::send(fd.as_fd().as_raw_fd(), buf, false);
             }
         }
+        submissions
     }
 }
 

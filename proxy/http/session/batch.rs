@@ -96,11 +96,11 @@ fn flush_held(t: &mut EThread) {
 /// (TLS, a partial send, a full socket, a lone send) the sessions send or wait for
 /// themselves when driven next.
 fn send_together(queued: &[Rc<RefCell<Session>>]) {
-    let (mut who, mut results) = with_state(|st| {
+    let (mut who, mut results, submissions) = with_state(|st| {
         let mut who = std::mem::take(&mut st.sent_by);
         let mut results = std::mem::take(&mut st.sent);
         let Some(batch) = st.send_batch() else {
-            return (who, results);
+            return (who, results, 0);
         };
         let held: Vec<_> = queued.iter().map(|rc| rc.borrow()).collect();
         let mut sends: Vec<(&dyn AsFd, &[u8])> = Vec::with_capacity(held.len());
@@ -115,16 +115,17 @@ fn send_together(queued: &[Rc<RefCell<Session>>]) {
             }
         }
         // One send alone is the session's own to make (a plain send(2) costs less).
-        if sends.len() > 1 {
-            batch.send_all(&sends, &mut results);
-        }
-        (who, results)
+        let submissions = if sends.len() > 1 {
+            batch.send_all(&sends, &mut results)
+        } else {
+            0
+        };
+        (who, results, submissions)
     });
-    if let Some(first) = queued.first().filter(|_| !results.is_empty()) {
+    if let Some(first) = queued.first().filter(|_| submissions > 0) {
         let m = &first.borrow().shared.metrics;
         m.batched_sends.add(results.len() as u64);
-        m.send_batches
-            .add(results.len().div_ceil(iocore::SendBatch::PER_CALL) as u64);
+        m.send_batches.add(submissions as u64);
     }
     for ((i, client), r) in who.drain(..).zip(results.drain(..)) {
         let mut s = queued[i].borrow_mut();
