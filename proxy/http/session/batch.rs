@@ -45,8 +45,8 @@ pub(super) struct Batch {
 pub(super) fn drive_batched(t: &mut EThread, rc: &Rc<RefCell<Session>>) {
     let mut s = rc.borrow_mut();
     s.batch.hold_origin = true;
-    s.batch.hold_client =
-        s.shared.settings.send_batch && with_state(|st| st.send_batch().is_some());
+    let enabled = s.shared.settings.send_batch;
+    s.batch.hold_client = with_state(|st| st.send_batch(enabled).is_some());
     s.drive(t);
     s.batch.hold_origin = false;
     let client = std::mem::take(&mut s.batch.hold_client) && s.client_batchable().is_some();
@@ -75,12 +75,7 @@ fn flush_held(t: &mut EThread) {
         let spare = std::mem::take(&mut st.held_spare);
         std::mem::replace(&mut st.held, spare)
     });
-    if queued
-        .first()
-        .is_some_and(|s| s.borrow().shared.settings.send_batch)
-    {
-        send_together(&queued);
-    }
+    send_together(&queued);
     for rc in queued.drain(..) {
         let mut s = rc.borrow_mut();
         s.batch.queued = false;
@@ -99,7 +94,7 @@ fn send_together(queued: &[Rc<RefCell<Session>>]) {
     let (mut who, mut results, submissions) = with_state(|st| {
         let mut who = std::mem::take(&mut st.sent_by);
         let mut results = std::mem::take(&mut st.sent);
-        let Some(batch) = st.send_batch() else {
+        let Some(batch) = st.opened_send_batch() else {
             return (who, results, 0);
         };
         let held: Vec<_> = queued.iter().map(|rc| rc.borrow()).collect();

@@ -47,8 +47,8 @@ pub(super) struct ThreadState {
     /// Emptied session buffers kept for the next one that fills from nothing
     /// ([`keep_spare`], [`take_spare`]).
     spare: Vec<Vec<u8>>,
-    /// The end-of-batch origin sender (`batch.rs`): None until first asked for, then
-    /// the ring, or nothing where the kernel has no io_uring.
+    /// The end-of-batch sender (`batch.rs`): None until first asked for, then the ring,
+    /// or nothing (`net.send_batch` off, or no io_uring).
     send_batch: Option<Option<SendBatch>>,
 }
 
@@ -73,17 +73,25 @@ thread_local! {
 }
 
 impl ThreadState {
-    /// This thread's io_uring sender for the bytes a batch of events held to its end
-    /// (`net.send_batch`), opened the first time it is asked for; None where io_uring is
-    /// missing or disabled (then each session sends its own).
-    pub(super) fn send_batch(&mut self) -> Option<&mut SendBatch> {
+    /// This thread's io_uring sender for the bytes a batch of events held to its end,
+    /// decided the first time it is asked for: opened if `enabled` (`net.send_batch`,
+    /// fixed for the daemon's life) and the kernel has io_uring; None otherwise (then
+    /// each session sends its own), whatever later callers pass.
+    pub(super) fn send_batch(&mut self, enabled: bool) -> Option<&mut SendBatch> {
         self.send_batch
             .get_or_insert_with(|| {
-                SendBatch::new()
+                enabled
+                    .then(SendBatch::new)?
                     .map_err(|e| log::info!("io_uring unavailable ({e}): a send(2) each"))
                     .ok()
             })
             .as_mut()
+    }
+
+    /// The sender [`ThreadState::send_batch`] opened, if it did (a session's first drive
+    /// here decided).
+    pub(super) fn opened_send_batch(&mut self) -> Option<&mut SendBatch> {
+        self.send_batch.as_mut()?.as_mut()
     }
 
     /// Reads with `read` into the scratch buffer (`want` bytes at most) and appends what
