@@ -342,10 +342,10 @@ impl Session {
     /// Writes what is queued for the client while it takes it: true if anything went.
     pub(super) fn flush_client(&mut self) -> bool {
         let mut wrote = false;
-        let last = self.client_last();
-        if self.batch.hold_client && !last && self.client_batchable().is_some() {
+        if self.batch.hold_client && self.client_batchable().is_some() {
             return false; // sent with the batch's (`batch.rs`)
         }
+        let last = self.client_last();
         loop {
             let ours = !self.out_c.is_empty() || self.out_body.is_some();
             if !self.client.writable || !(ours || self.client.tls_pending()) {
@@ -354,16 +354,10 @@ impl Session {
             // The queued bytes, then the stored body streaming behind them (with TLS, the
             // ciphertext the layer holds goes first); a plain connection takes both in
             // one call, so a hit's head and body leave in one segment when they fit.
-            let from_body = self.out_c.is_empty() && self.out_body.is_some();
             let sent = match self.out_body.as_ref() {
-                Some(body) if from_body => self.client.send(body.rest(), last),
-                Some(body) if !self.client.is_tls() => {
-                    self.client.send_pair(&self.out_c, body.rest(), last)
-                }
-                _ => {
-                    let last = last && self.out_body.is_none();
-                    self.client.send(&self.out_c, last)
-                }
+                Some(body) if self.out_c.is_empty() => self.client.send(body.rest(), last),
+                Some(body) => self.client.send_pair(&self.out_c, body.rest(), last),
+                None => self.client.send(&self.out_c, last),
             };
             match sent {
                 // Only TLS ciphertext went (a flush): nothing of ours.
@@ -373,12 +367,6 @@ impl Session {
                     }
                 }
                 Ok(Sent::Bytes(n)) => {
-                    let from_head = n.min(self.out_c.len());
-                    self.out_c.drain(..from_head);
-                    let rest = n - from_head;
-                    if rest > 0 && self.out_body.as_mut().is_some_and(|b| b.advance(rest)) {
-                        self.out_body = None;
-                    }
                     self.client_took(n);
                     wrote = true;
                 }
@@ -413,8 +401,15 @@ impl Session {
                 }))
     }
 
-    /// `n` bytes of the answer went to the client.
+    /// `n` bytes of the answer went to the client: from `out_c`, then from the stored
+    /// body behind it.
     fn client_took(&mut self, n: usize) {
+        let from_head = n.min(self.out_c.len());
+        self.out_c.drain(..from_head);
+        let rest = n - from_head;
+        if rest > 0 && self.out_body.as_mut().is_some_and(|b| b.advance(rest)) {
+            self.out_body = None;
+        }
         self.sent_c += n as u64;
         if !self.first_byte_sent {
             self.first_byte_sent = true;
@@ -436,7 +431,8 @@ impl Session {
 
     /// A plain client socket and the queued bytes `flush_client` would send on it now,
     /// for the end-of-batch submission (`batch.rs`); None for TLS, a stored body, or the
-    /// connection's last bytes (sent with MSG_MORE before the close).
+    /// connection's last bytes (sent with MSG_MORE before the close), which
+    /// `flush_client` sends itself.
     pub(super) fn client_batchable(&self) -> Option<(&NetConnection, &[u8])> {
         (self.client.writable
             && !self.client.is_tls()
@@ -451,7 +447,6 @@ impl Session {
     pub(super) fn client_batch_sent(&mut self, r: io::Result<usize>) {
         match self.client.plain_sent(r) {
             Ok(Sent::Bytes(n)) => {
-                self.out_c.drain(..n);
                 self.client_took(n);
                 self.client_progress();
             }
