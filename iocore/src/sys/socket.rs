@@ -205,16 +205,14 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// Writes from `buf` without raising SIGPIPE; with `more` (MSG_MORE) the kernel may hold
 /// a short write back to join it with what follows.
 pub(crate) fn send(fd: RawFd, buf: &[u8], more: bool) -> io::Result<usize> {
-    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
     // SAFETY: `buf` is a live buffer of `buf.len()` bytes; the kernel only reads it.
-    let n = syscall!(send(fd, buf.as_ptr().cast(), buf.len(), flags))?;
+    let n = syscall!(send(fd, buf.as_ptr().cast(), buf.len(), send_flags(more)))?;
     Ok(n as usize)
 }
 
 /// Writes `head` then `tail` in one call (sendmsg with two iovecs), as `send` would
 /// write them joined.
 pub(crate) fn send_pair(fd: RawFd, head: &[u8], tail: &[u8], more: bool) -> io::Result<usize> {
-    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
     let mut iov = [
         libc::iovec {
             iov_base: head.as_ptr().cast_mut().cast(),
@@ -231,8 +229,13 @@ pub(crate) fn send_pair(fd: RawFd, head: &[u8], tail: &[u8], more: bool) -> io::
     msg.msg_iovlen = iov.len() as _;
     // SAFETY: `msg` points at `iov`, whose two entries describe live buffers of their
     // lengths, all of which outlive the call; the kernel only reads them.
-    let n = syscall!(sendmsg(fd, &msg, flags))?;
+    let n = syscall!(sendmsg(fd, &msg, send_flags(more)))?;
     Ok(n as usize)
+}
+
+/// A send's flags: never SIGPIPE; MSG_MORE with `more`.
+fn send_flags(more: bool) -> libc::c_int {
+    libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 }
 }
 
 /// Shuts down the writing side of `fd` (sends FIN).
