@@ -3,8 +3,8 @@
 # the load tool against fresh Turnstiles behind one nginx origin, alternating the
 # variants turn by turn, round by round. Prints per variant the medians of req/s, CPU
 # per 10k requests, the daemon's context switches per request (every thread's, voluntary
-# and not), p50/p99 latency, and the kernel's ListenOverflows + ListenDrops per turn
-# (machine-wide, /proc/net/netstat). A benchmark: it asserts nothing.
+# and not), p50/p99 latency, the kernel's ListenOverflows + ListenDrops per turn
+# (machine-wide, /proc/net/netstat) and the share of the machine's CPU time left idle. A benchmark: it asserts nothing.
 #
 #   bash benches/accept_ab.sh                                 # this build, threads vs event
 #   VARIANTS="/old/turnstile:1 /new/turnstile:1 /new/turnstile:0" bash benches/accept_ab.sh
@@ -65,7 +65,7 @@ wrk_turn() {
                 n, r, (b[1] + b[2] - a[1] - a[2]) / hz / n * 10000, p50, p99 }' <<<"$out"
 }
 
-declare -A RPS CPU SW P50 P99 DROPS
+declare -A RPS CPU SW P50 P99 DROPS IDLE
 for round in $(seq 1 "$ROUNDS"); do
     n=${#VARIANTS[@]}
     for ((i = 0; i < n; i++)); do
@@ -86,18 +86,19 @@ for round in $(seq 1 "$ROUNDS"); do
             args=(--conns "$CONNS" --secs "$SECS")
             "$LOAD" --target "127.0.0.1:$port" --mode "$MODE" --conns "$CONNS" --secs 1 >/dev/null 2>&1
         fi
-        s0=$(switches "$pid") d0=$(listen_drops)
+        s0=$(switches "$pid") d0=$(listen_drops) i0=$(idle_ticks)
         if [ "$CLIENT" = wrk ]; then
             kv=$(wrk_turn "$port" "$pid")
         else
             kv=$(timeout -k 5 $((SECS + 60)) "$LOAD" --target "127.0.0.1:$port" --mode "$MODE" \
                 "${args[@]}" --pid "$pid" 2>&1 | grep -m1 '^mode=')
         fi
-        s1=$(switches "$pid") d1=$(listen_drops)
+        s1=$(switches "$pid") d1=$(listen_drops) i1=$(idle_ticks)
         stop_tree "$pid"
         log "$v: $kv"
         if ! [[ $kv =~ \ ok=([0-9]+) ]] || [ "${BASH_REMATCH[1]}" = 0 ]; then continue; fi
         DROPS[$v]+="$((d1 - d0)) "
+        IDLE[$v]+="$(idle_share "$i0" "$i1") "
         SW[$v]+="$(awk -v d=$((s1 - s0)) -v n="${BASH_REMATCH[1]}" 'BEGIN { printf "%.2f", d / n }') "
         [[ $kv =~ \ rps=([0-9]+) ]] && RPS[$v]+="${BASH_REMATCH[1]} "
         [[ $kv =~ \ cpu_s_per_10k=([0-9.]+) ]] && CPU[$v]+="${BASH_REMATCH[1]} "
@@ -110,9 +111,9 @@ done
 echo
 echo "## $MODE with $CLIENT, $ROUNDS alternating rounds ($(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)): medians (min–max)"
 echo
-echo "| variant (binary:accept_threads[:defer_accept]) | req/s | CPU s/10k | switches/req | p50 ms | p99 ms | listen drops |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| variant (binary:accept_threads[:defer_accept]) | req/s | CPU s/10k | switches/req | p50 ms | p99 ms | listen drops | CPUs idle |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for v in "${VARIANTS[@]}"; do
     # shellcheck disable=SC2086,SC2046 # one value per round
-    echo "| $v | $(cell ${RPS[$v]:-0}) | $(cell ${CPU[$v]:-0}) | $(cell ${SW[$v]:-0}) | $(cell $(to_ms ${P50[$v]:-0})) | $(cell $(to_ms ${P99[$v]:-0})) | $(cell ${DROPS[$v]:-0}) |"
+    echo "| $v | $(cell ${RPS[$v]:-0}) | $(cell ${CPU[$v]:-0}) | $(cell ${SW[$v]:-0}) | $(cell $(to_ms ${P50[$v]:-0})) | $(cell $(to_ms ${P99[$v]:-0})) | $(cell ${DROPS[$v]:-0}) | $(cell ${IDLE[$v]:-0}) |"
 done

@@ -16,8 +16,8 @@
 # p50 and p99, medians over every burst of every round; "wrk-ka" and
 # "wrk-close" measure with wrk -t1 instead of the load tool, as most operators would, and
 # split each request's CPU between the server's user and sys time, the origin and wrk,
-# beside the server's context switches (and preemptions) and the machine's TCP segments
-# per request),
+# beside the server's context switches (and preemptions), the origin's context switches,
+# the machine's TCP segments per request and the share of its CPU time left idle),
 # SYSCALLS=1 (count each server's system calls per wrk request with perf, if present),
 # ACCEPT_THREADS=0 and NET_THREADS=2 (Turnstile; 1 with PIN=1), PIN=1 (each proxy on CPU 0
 # with one worker or thread, the origin and the clients on CPU 1), KEEP_WORK=0, SESSIONS=own (each server
@@ -107,25 +107,26 @@ ORIGIN=${NAMES[0]}
 # wrk_turn NAME ka|close: a wrk -t1 turn against NAME, as the load tool's key=value line
 # (rps, cpu_s_per_10k), plus where the CPU of a request went, in µs: the server's user
 # and sys time, the origin's, wrk's own (bash's `times` after it), and the server's
-# context switches per request (and of those, the preemptions), and the TCP segments the
-# machine sent per request. "close" sends Connection: close, so wrk reconnects per
+# context switches per request (and of those, the preemptions), the origin's context
+# switches per request, the TCP segments the machine sent per request and the share of
+# the machine's CPU time that stood idle during the turn. "close" sends Connection: close, so wrk reconnects per
 # request.
 wrk_turn() {
-    local name=$1 kind=$2 s0 s1 o0 o1 x0 x1 p0 p1 g0 g1 out reqs rps hz
+    local name=$1 kind=$2 s0 s1 o0 o1 x0 x1 p0 p1 g0 g1 w0 w1 i0 i1 out reqs rps hz
     wrk_args "$kind" "${PORT[$name]}"
     s0=$(ticks "${PIDS[$name]}") o0=$(ticks "${PIDS[$ORIGIN]}") x0=$(switches "${PIDS[$name]}")
-    p0=$(preemptions "${PIDS[$name]}") g0=$(tcp_segments)
+    p0=$(preemptions "${PIDS[$name]}") g0=$(tcp_segments) w0=$(switches "${PIDS[$ORIGIN]}") i0=$(idle_ticks)
     # shellcheck disable=SC2016 # expanded by the inner bash
     out=$(timeout -k 5 $((SECS + 30)) bash -c '"$@" 2>&1; times' _ "${REST_PIN[@]}" wrk "${WRK_ARGS[@]}")
     s1=$(ticks "${PIDS[$name]}") o1=$(ticks "${PIDS[$ORIGIN]}") x1=$(switches "${PIDS[$name]}")
-    p1=$(preemptions "${PIDS[$name]}") g1=$(tcp_segments)
+    p1=$(preemptions "${PIDS[$name]}") g1=$(tcp_segments) w1=$(switches "${PIDS[$ORIGIN]}") i1=$(idle_ticks)
     reqs=$(wrk_requests "$out")
     rps=$(wrk_rps "$out")
     hz=$(getconf CLK_TCK)
     [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || return 0
     # The last line of `times`: the children's user and sys time, "0m1.230s 0m2.340s".
     awk -v k="$kind" -v r="${rps%.*}" -v s0="$s0" -v s1="$s1" -v o0="$o0" -v o1="$o1" \
-        -v x=$((x1 - x0)) -v p=$((p1 - p0)) -v g=$((g1 - g0)) -v hz="$hz" -v n="$reqs" -v origin="$([ "$name" = "$ORIGIN" ] && echo 1)" \
+        -v x=$((x1 - x0)) -v p=$((p1 - p0)) -v g=$((g1 - g0)) -v ow=$((w1 - w0)) -v idle="$(idle_share "$i0" "$i1")" -v hz="$hz" -v n="$reqs" -v origin="$([ "$name" = "$ORIGIN" ] && echo 1)" \
         -v w="$(tail -n 1 <<<"$out")" '
         function secs(t, a) { split(t, a, /[ms]/); return a[1] * 60 + a[2] }
         BEGIN {
@@ -134,8 +135,8 @@ wrk_turn() {
             us = 1e6 / hz / n
             u = (b[1] - a[1]) * us; s = (b[2] - a[2]) * us
             o = origin ? 0 : (d[1] + d[2] - c[1] - c[2]) * us
-            printf "mode=wrk-%s rps=%d cpu_s_per_10k=%.3f user_us=%.2f sys_us=%.2f origin_us=%.2f client_us=%.2f switches=%.3f preempted=%.3f segments=%.2f\n",
-                k, r, (u + s) / 100, u, s, o, (secs(t[1]) + secs(t[2])) * 1e6 / n, x / n, p / n, g / n
+            printf "mode=wrk-%s rps=%d cpu_s_per_10k=%.3f user_us=%.2f sys_us=%.2f origin_us=%.2f client_us=%.2f switches=%.3f preempted=%.3f segments=%.2f origin_switches=%.3f idle=%.3f\n",
+                k, r, (u + s) / 100, u, s, o, (secs(t[1]) + secs(t[2])) * 1e6 / n, x / n, p / n, g / n, origin ? 0 : ow / n, idle
         }'
 }
 
@@ -261,8 +262,8 @@ if [ "$any_split" = 1 ]; then
     echo
     echo "Where a request's CPU went with wrk, µs per request (medians over the rounds):"
     echo
-    echo "| server | mode | server user | server sys | server switches | of them preempted | TCP segments | origin | wrk | all |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| server | mode | server user | server sys | server switches | of them preempted | TCP segments | origin | origin switches | wrk | all | CPUs idle |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     declare -A ALL
     for mode in $MODES; do
         [[ $mode == wrk-* ]] || continue
@@ -272,9 +273,10 @@ if [ "$any_split" = 1 ]; then
             u=$(split_field "$lines" user_us) s=$(split_field "$lines" sys_us)
             o=$(split_field "$lines" origin_us) c=$(split_field "$lines" client_us)
             x=$(split_field "$lines" switches) p=$(split_field "$lines" preempted)
-            g=$(split_field "$lines" segments)
+            g=$(split_field "$lines" segments) ow=$(split_field "$lines" origin_switches)
+            idle=$(split_field "$lines" idle)
             ALL["$name|$mode"]=$(awk -v u="$u" -v s="$s" -v o="$o" -v c="$c" 'BEGIN { printf "%.2f", u + s + o + c }')
-            echo "| $name | $mode | $u | $s | $x | $p | $g | $o | $c | ${ALL["$name|$mode"]} |"
+            echo "| $name | $mode | $u | $s | $x | $p | $g | $o | $ow | $c | ${ALL["$name|$mode"]} | $idle |"
         done
     done
     echo

@@ -213,6 +213,19 @@ tcp_segments() {
         /^Tcp:/ { print $c; exit }' /proc/net/snmp
 }
 
+# idle_ticks: the machine's idle and iowait time since boot, "IDLE TOTAL" in clock
+# ticks over every CPU (/proc/stat).
+idle_ticks() {
+    awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t; exit }' /proc/stat
+}
+
+# idle_share "IDLE0 TOTAL0" "IDLE1 TOTAL1": the share of the CPUs' time idle between the
+# two readings of idle_ticks.
+idle_share() {
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        t = y[2] - x[2]; printf "%.3f", (t > 0 ? (y[1] - x[1]) / t : 0) }'
+}
+
 # service CMD...: runs CMD in a session of its own (setsid, same pid), as a daemon that
 # forks itself into the background or a systemd unit would be. With the kernel's
 # scheduler autogroups (/proc/sys/kernel/sched_autogroup_enabled), CPU is then shared
