@@ -4,10 +4,10 @@
 //! thread.
 
 use crate::tls::TlsLayer;
+use foldhash::HashMap;
 use iocore::{EThread, IoHandler, Ready, Socket, Token, Verdict};
 use rustls::pki_types::ServerName;
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -28,7 +28,10 @@ pub(super) struct PoolKey {
     pub(super) tls: Option<ServerName<'static>>,
 }
 
-/// Idle origin connections by what they are for, most recently pooled last.
+/// Idle origin connections by what they are for, most recently pooled last. Looked up
+/// twice per transaction (taken, given back), so hashed with foldhash, seeded at random
+/// per map, rather than std's SipHash: 3 % fewer user-space instructions per new client
+/// connection (23,069 → 22,313), 1 % per keep-alive request (`benches/instructions.sh`).
 #[derive(Default)]
 pub(super) struct Pool(HashMap<PoolKey, Vec<Pooled>>);
 

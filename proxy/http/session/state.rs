@@ -3,9 +3,10 @@
 
 use super::pool::Pool;
 use super::{Session, READ_CHUNK};
+use foldhash::{HashMap, HashMapExt};
 use iocore::SendBatch;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
