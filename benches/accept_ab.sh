@@ -4,7 +4,8 @@
 # variants turn by turn, round by round. Prints per variant the medians of req/s, CPU
 # per 10k requests, the daemon's context switches per request (every thread's, voluntary
 # and not), p50/p99 latency, the kernel's ListenOverflows + ListenDrops per turn
-# (machine-wide, /proc/net/netstat) and the share of the machine's CPU time left idle. A benchmark: it asserts nothing.
+# (machine-wide, /proc/net/netstat) and the share of the machine's CPU time left idle.
+# A benchmark: it asserts nothing.
 #
 #   bash benches/accept_ab.sh                                 # this build, threads vs event
 #   VARIANTS="/old/turnstile:1 /new/turnstile:1 /new/turnstile:0" bash benches/accept_ab.sh
