@@ -233,8 +233,9 @@ pub(crate) fn send_pair(fd: RawFd, head: &[u8], tail: &[u8], more: bool) -> io::
     Ok(n as usize)
 }
 
-/// A send's flags: never SIGPIPE; MSG_MORE with `more`.
-fn send_flags(more: bool) -> libc::c_int {
+/// A send's flags: never SIGPIPE; MSG_MORE with `more`. The ring's sends
+/// (`uring.rs`) take them too.
+pub(crate) fn send_flags(more: bool) -> libc::c_int {
     libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 }
 }
 

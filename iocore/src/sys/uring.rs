@@ -105,7 +105,7 @@ fn submit_chunk(
     chunk: &[(&dyn AsFd, &[u8])],
     out: &mut [io::Result<usize>],
 ) -> Result<(), (io::Error, usize)> {
-    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    let flags = super::socket::send_flags(false) | libc::MSG_DONTWAIT;
     {
         let mut sq = ring.submission();
         for (i, (fd, buf)) in chunk.iter().enumerate() {
