@@ -2,7 +2,12 @@
 //! offsets of each name and value, so parsing a head costs two allocations however many
 //! fields it carries (a `String` and a `Vec` per field cost 2·n, and were most of the
 //! proxy's allocations per request).
+//!
+//! Each field's name is classified when the field is added ([`super::field_names`]), so
+//! a lookup by a known name compares a small id, and a head without the name answers
+//! at once from a bit mask.
 
+use super::field_names::{bit, classify, Name, UNKNOWN};
 use std::fmt;
 
 /// One field, borrowed from its [`Fields`].
@@ -19,6 +24,8 @@ pub struct Field<'a> {
 struct Span {
     name: (usize, usize),
     value: (usize, usize),
+    /// The name's id among the known names, or `UNKNOWN`.
+    known: u8,
 }
 
 /// Header fields in order, names and values stored in one buffer.
@@ -27,6 +34,8 @@ pub struct Fields {
     /// The head as received (line folds turned to spaces), then any pushed fields.
     bytes: Vec<u8>,
     spans: Vec<Span>,
+    /// The bits of the known names among the fields: a clear bit means the name is absent.
+    present: u64,
 }
 
 impl Fields {
@@ -35,12 +44,15 @@ impl Fields {
         Fields {
             bytes,
             spans: Vec::with_capacity(count),
+            present: 0,
         }
     }
 
     /// Records a field whose name and value are the given ranges of the buffer.
     pub(crate) fn add(&mut self, name: (usize, usize), value: (usize, usize)) {
-        self.spans.push(Span { name, value });
+        let known = classify(self.slice(name));
+        self.present |= bit(known);
+        self.spans.push(Span { name, value, known });
     }
 
     /// The buffer's bytes in `range` (a request line piece or reason phrase); empty if
@@ -64,11 +76,12 @@ impl Fields {
         self.spans.iter().map(|s| field_of(&self.bytes, s))
     }
 
-    /// Every field as raw bytes, in order (no UTF-8 check of the names: for writing).
-    pub(crate) fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    /// Every field as raw bytes, in order (no UTF-8 check of the names: for writing),
+    /// each with its name's bit ([`name_bits`]; 0 for a name not known).
+    pub(crate) fn raw(&self) -> impl Iterator<Item = (u64, &[u8], &[u8])> + '_ {
         self.spans
             .iter()
-            .map(|s| (self.slice(s.name), self.slice(s.value)))
+            .map(|s| (bit(s.known), self.slice(s.name), self.slice(s.value)))
     }
 
     /// Size of the buffer: the head as received plus pushed fields.
@@ -86,24 +99,31 @@ impl Fields {
         self.spans.is_empty()
     }
 
-    /// Every `name` field's value, in order (case-insensitive name).
-    pub fn get_all<'a, 'n>(
+    /// Every `name` field's value, in order (case-insensitive name). A [`Name`] made
+    /// with [`Name::known`] was classified at compile time; a `&str` is classified here.
+    pub fn get_all<'a, 'n, N: Into<Name<'n>>>(
         &'a self,
-        name: &'n str,
-    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
-        self.spans
+        name: N,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n, N> {
+        let Name { known, text } = name.into();
+        let absent = known != UNKNOWN && self.present & bit(known) == 0;
+        let spans = if absent { &[][..] } else { &self.spans[..] };
+        spans
             .iter()
-            .filter(move |s| self.slice(s.name).eq_ignore_ascii_case(name.as_bytes()))
+            .filter(move |s| match known {
+                UNKNOWN => self.slice(s.name).eq_ignore_ascii_case(text.as_bytes()),
+                id => s.known == id,
+            })
             .map(|s| self.slice(s.value))
     }
 
     /// The first `name` field's value.
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
+    pub fn get<'n>(&self, name: impl Into<Name<'n>>) -> Option<&[u8]> {
         self.get_all(name).next()
     }
 
     /// Whether a `name` field is present.
-    pub fn contains(&self, name: &str) -> bool {
+    pub fn contains<'n>(&self, name: impl Into<Name<'n>>) -> bool {
         self.get(name).is_some()
     }
 
@@ -120,6 +140,7 @@ impl Fields {
     pub fn retain(&mut self, mut keep: impl FnMut(Field<'_>) -> bool) {
         let bytes = &self.bytes;
         self.spans.retain(|s| keep(field_of(bytes, s)));
+        self.present = self.spans.iter().fold(0, |bits, s| bits | bit(s.known));
     }
 }
 
@@ -178,5 +199,32 @@ mod tests {
         g.push("b", b"2");
         g.push("a", b"3");
         assert_eq!(f, g);
+    }
+
+    #[test]
+    fn known_names_are_found_in_any_case_and_absent_ones_at_once() {
+        let mut f = Fields::default();
+        f.push("Content-LENGTH", b"5");
+        f.push("X-Other", b"a");
+        f.push("content-length", b"6");
+        f.push("If-None-Match", b"\"x\"");
+        assert_eq!(
+            f.get_all("content-length").collect::<Vec<_>>(),
+            [&b"5"[..], b"6"]
+        );
+        assert_eq!(f.get("CONTENT-length"), Some(&b"5"[..]));
+        assert_eq!(f.get("x-other"), Some(&b"a"[..]));
+        assert_eq!(f.get("if-none-match"), Some(&b"\"x\""[..]));
+        assert!(!f.contains("transfer-encoding"));
+        // A name one byte off a known one is a name of its own.
+        assert!(!f.contains("content-lengths"));
+        f.retain(|h| !h.name.eq_ignore_ascii_case("content-length"));
+        assert!(!f.contains("content-length"));
+        assert_eq!(f.len(), 2);
+        let bits: Vec<u64> = f.raw().map(|(b, _, _)| b).collect();
+        assert_eq!(
+            bits,
+            [0, super::super::field_names::name_bits(&["if-none-match"])]
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod caching;
 #[allow(unreachable_pub)] // its `pub` items are for the fuzz targets
 pub(crate) mod caching;
 pub mod codec;
+pub mod field_names;
 pub mod fields;
 pub mod parent;
 pub mod proxy_protocol;

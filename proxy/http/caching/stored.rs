@@ -13,6 +13,7 @@
 use super::freshness::Storable;
 use super::vary::variant;
 use crate::http::codec::{self, RequestHead, ResponseHead};
+use crate::http::field_names::names;
 use std::sync::Arc;
 
 /// Objects stored before `Vary` was supported: no variant.
@@ -228,7 +229,7 @@ impl<'a> Parts<'a> {
 /// `len` and the blank line.
 fn stored_head(resp: &ResponseHead, strip: &[String], len: usize) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason()).into_bytes();
-    let named: Vec<&[u8]> = codec::tokens(&resp.headers, "connection").collect();
+    let named: Vec<&[u8]> = codec::tokens(&resp.headers, names::CONNECTION).collect();
     for h in resp.headers.iter() {
         if !keeps(h.name, &named, strip) {
             continue;
@@ -302,7 +303,7 @@ impl Stored {
     /// framing, hop-by-hop, `Connection`-named and `Content-Length`), and its age and
     /// freshness start again from it, as `s` says.
     pub fn refresh(&mut self, update: &ResponseHead, s: &Storable, response_time: u64) {
-        let named: Vec<&[u8]> = codec::tokens(&update.headers, "connection").collect();
+        let named: Vec<&[u8]> = codec::tokens(&update.headers, names::CONNECTION).collect();
         let replaced = |name: &str| {
             keeps(name, &named, &[])
                 && update

@@ -5,6 +5,7 @@
 
 use super::scan::tokens;
 use super::{BodyFraming, Fields, RequestHead, ResponseHead};
+use crate::http::field_names::{name_bit, name_bits, names, Name};
 use std::io::Write as _;
 use std::net::IpAddr;
 
@@ -63,55 +64,69 @@ pub struct ForwardResponse<'a> {
     pub framing_override: Option<BodyFraming>,
 }
 
+/// [`HOP_BY_HOP`] as name bits.
+const HOP_BY_HOP_BITS: u64 = name_bits(HOP_BY_HOP);
+/// [`FRAMING`] as name bits.
+const FRAMING_BITS: u64 = name_bits(FRAMING);
+
 /// Names a forwarded message must not carry: hop-by-hop ones and those its Connection
 /// header lists, except framing headers.
 ///
 /// Built per forwarded message; allocates only when the Connection header names fields
-/// beyond the hop-by-hop ones.
+/// the proxy does not know by name (`close`, `keep-alive` and the hop-by-hop ones it
+/// does).
 struct Skip<'a> {
+    /// The known names to skip.
+    bits: u64,
+    /// Other names the Connection header lists.
     named: Vec<&'a [u8]>,
-    extra: &'static [&'static str],
-    framing: bool,
+    /// Skip names holding `_`.
     underscored: bool,
 }
 
 /// Whether `name` is hop-by-hop (RFC 9110 §7.6.1) or a framing header: what a message
 /// built anew (a stored response's head) never takes from its source.
 pub(crate) fn hop_by_hop_or_framing(name: &[u8]) -> bool {
-    listed(HOP_BY_HOP, name) || listed(FRAMING, name)
-}
-
-/// Whether `name` is one of `list` (case-insensitive).
-fn listed(list: &[&str], name: &[u8]) -> bool {
-    list.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+    name_bit(name) & (HOP_BY_HOP_BITS | FRAMING_BITS) != 0
 }
 
 impl<'a> Skip<'a> {
-    fn new(headers: &'a Fields, extra: &'static [&'static str]) -> Skip<'a> {
-        let named = tokens(headers, "connection")
-            .filter(|t| !listed(FRAMING, t) && !listed(HOP_BY_HOP, t))
-            .collect();
+    /// What to skip of `headers`: the hop-by-hop fields, those its Connection header
+    /// lists (never a framing field), the known names of `extra`, with `framing` the
+    /// framing fields, with `underscored` names holding `_`.
+    fn new(headers: &'a Fields, extra: u64, framing: bool, underscored: bool) -> Skip<'a> {
+        let mut bits = HOP_BY_HOP_BITS | extra;
+        if framing {
+            bits |= FRAMING_BITS;
+        }
+        let mut named = Vec::new();
+        for t in tokens(headers, names::CONNECTION) {
+            match name_bit(t) {
+                0 => named.push(t),
+                b => bits |= b & !FRAMING_BITS,
+            }
+        }
         Skip {
+            bits,
             named,
-            extra,
-            framing: false,
-            underscored: false,
+            underscored,
         }
     }
 
-    fn contains(&self, name: &[u8]) -> bool {
-        listed(HOP_BY_HOP, name)
-            || listed(self.extra, name)
-            || (self.framing && listed(FRAMING, name))
-            || (self.underscored && name.contains(&b'_'))
+    /// Whether the field `name`, whose bit is `bit`, is skipped.
+    fn contains(&self, bit: u64, name: &[u8]) -> bool {
+        if bit != 0 {
+            return self.bits & bit != 0;
+        }
+        (self.underscored && name.contains(&b'_'))
             || self.named.iter().any(|n| name.eq_ignore_ascii_case(n))
     }
 }
 
 /// Every field of `headers` that `skip` does not name, in order.
 fn write_fields(headers: &Fields, skip: &Skip<'_>, out: &mut Vec<u8>) {
-    for (name, value) in headers.raw() {
-        if skip.contains(name) {
+    for (bit, name, value) in headers.raw() {
+        if skip.contains(bit, name) {
             continue;
         }
         out.extend_from_slice(name);
@@ -121,16 +136,17 @@ fn write_fields(headers: &Fields, skip: &Skip<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// One `name` field: every existing value, then ours (written by `ours`), comma-joined.
+/// One `name` field: every existing `lookup` value, then ours (written by `ours`),
+/// comma-joined.
 fn write_appended(
     headers: &Fields,
-    name: &str,
+    (name, lookup): (&str, Name<'static>),
     out: &mut Vec<u8>,
     ours: impl FnOnce(&mut Vec<u8>),
 ) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    for v in headers.get_all(name) {
+    for v in headers.get_all(lookup) {
         out.extend_from_slice(v);
         out.extend_from_slice(b", ");
     }
@@ -186,14 +202,12 @@ pub(super) fn write_connection(keep_alive: bool, out: &mut Vec<u8>) {
 /// §8.6: the next hop cannot read a list differently), then Via, X-Forwarded-For and
 /// Connection.
 pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardRequest<'_>) {
-    let extra: &'static [&'static str] = if opts.client_ip.is_some() {
-        &["host", "via", "x-forwarded-for"]
+    let extra = if opts.client_ip.is_some() {
+        name_bits(&["host", "via", "x-forwarded-for"])
     } else {
-        &["host", "via"]
+        name_bits(&["host", "via"])
     };
-    let mut skip = Skip::new(&head.headers, extra);
-    skip.framing = true;
-    skip.underscored = !opts.underscores;
+    let skip = Skip::new(&head.headers, extra, true, !opts.underscores);
     out.reserve(head.headers.byte_len() + opts.path_and_query.len() + opts.via.len() + 96);
     out.extend_from_slice(head.headers.slice(head.method));
     out.push(b' ');
@@ -211,11 +225,16 @@ pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardR
         BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyFraming::None | BodyFraming::UntilClose => {}
     }
-    write_appended(&head.headers, "Via", out, |o| {
+    write_appended(&head.headers, ("Via", names::VIA), out, |o| {
         o.extend_from_slice(opts.via.as_bytes())
     });
     if let Some(ip) = opts.client_ip {
-        write_appended(&head.headers, "X-Forwarded-For", out, |o| push_ip(o, ip));
+        write_appended(
+            &head.headers,
+            ("X-Forwarded-For", names::X_FORWARDED_FOR),
+            out,
+            |o| push_ip(o, ip),
+        );
     }
     write_connection(opts.keep_alive, out);
     out.extend_from_slice(b"\r\n");
@@ -224,13 +243,12 @@ pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardR
 /// Writes the response head to send to the client: always HTTP/1.1, end-to-end fields
 /// in order, Via, and Connection (not on 1xx).
 pub fn write_response_head(head: &ResponseHead, out: &mut Vec<u8>, opts: &ForwardResponse<'_>) {
-    let mut skip = Skip::new(&head.headers, &["via"]);
     let reframe = match opts.framing_override {
         None | Some(BodyFraming::None) => None,
         Some(BodyFraming::UntilClose) if head.framing == BodyFraming::UntilClose => None,
         Some(f) => Some(f),
     };
-    skip.framing = reframe.is_some();
+    let skip = Skip::new(&head.headers, name_bits(&["via"]), reframe.is_some(), false);
     out.reserve(head.headers.byte_len() + opts.via.len() + 96);
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(head.status));
@@ -247,7 +265,7 @@ pub fn write_response_head(head: &ResponseHead, out: &mut Vec<u8>, opts: &Forwar
         Some(BodyFraming::Chunked) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         _ => {}
     }
-    write_appended(&head.headers, "Via", out, |o| {
+    write_appended(&head.headers, ("Via", names::VIA), out, |o| {
         o.extend_from_slice(opts.via.as_bytes())
     });
     if !(100..200).contains(&head.status) {
@@ -363,6 +381,21 @@ mod tests {
             true,
         );
         assert!(s.contains("\r\nX-Forwarded-For: ::1\r\n"), "{s}");
+    }
+
+    #[test]
+    fn connection_tokens_remove_known_and_other_fields_in_any_case() {
+        let s = forward(
+            "GET /x HTTP/1.1\r\nHost: c\r\nConnection: CACHE-control,x-Other , close\r\n\
+             Cache-Control: no-cache\r\nX-OTHER: 1\r\nPragma: no-cache\r\nClose: 1\r\n\r\n",
+            None,
+            true,
+        );
+        assert_eq!(
+            s,
+            "GET /y?z HTTP/1.1\r\nHost: origin:81\r\nPragma: no-cache\r\nVia: 1.1 t\r\n\
+             Connection: keep-alive\r\n\r\n"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::scan::{check_request_lines, collect_fields, locate_head, range, tokens, trim};
 use super::{BodyFraming, Fields, HeadError, MAX_HEADERS};
+use crate::http::field_names::names;
 
 /// A parsed request line and header section.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,7 +126,7 @@ fn parse_request_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     // No value holds NUL, CR or LF: `check_request_lines` refused them in the head.
     let headers = collect_fields(head, req.headers, false);
     {
-        let mut hosts = headers.get_all("host");
+        let mut hosts = headers.get_all(names::HOST);
         match (hosts.next(), hosts.next()) {
             (None, _) if minor_version == 1 => return Err(HeadError::Bad("missing Host header")),
             (Some(_), Some(_)) => return Err(HeadError::Bad("several Host headers")),
@@ -134,14 +135,14 @@ fn parse_request_head(head: &[u8]) -> Result<RequestHead, HeadError> {
         }
     }
     let length = content_length(&headers)?;
-    let framing = if headers.contains("transfer-encoding") {
+    let framing = if headers.contains(names::TRANSFER_ENCODING) {
         if length.is_some() {
             return Err(HeadError::Bad("both Content-Length and Transfer-Encoding"));
         }
         if minor_version == 0 {
             return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request"));
         }
-        let mut codings = tokens(&headers, "transfer-encoding");
+        let mut codings = tokens(&headers, names::TRANSFER_ENCODING);
         match (codings.next(), codings.next()) {
             (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => {}
             _ => return Err(HeadError::Bad("Transfer-Encoding other than chunked")),
@@ -210,7 +211,8 @@ impl RequestHead {
     /// refused.
     pub fn split_target(&self) -> Result<Target, HeadError> {
         let host_header = || {
-            self.header("host")
+            self.headers
+                .get(names::HOST)
                 .map(|h| String::from_utf8_lossy(h).to_ascii_lowercase())
                 .filter(|h| !h.is_empty())
         };
@@ -260,7 +262,7 @@ impl RequestHead {
 /// connection kept open: 1.1 unless `close`, 1.0 only with `keep-alive`.
 pub(super) fn keep_alive(headers: &Fields, minor: u8) -> bool {
     let mut asked = false;
-    for t in tokens(headers, "connection") {
+    for t in tokens(headers, names::CONNECTION) {
         if t.eq_ignore_ascii_case(b"close") {
             return false;
         }
@@ -272,7 +274,7 @@ pub(super) fn keep_alive(headers: &Fields, minor: u8) -> bool {
 /// All Content-Length values, which must agree: `Ok(None)` when absent.
 pub(super) fn content_length(headers: &Fields) -> Result<Option<u64>, HeadError> {
     let mut found: Option<u64> = None;
-    for v in headers.get_all("content-length") {
+    for v in headers.get_all(names::CONTENT_LENGTH) {
         for part in v.split(|b| *b == b',') {
             let part = trim(part);
             if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {

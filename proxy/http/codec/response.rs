@@ -6,6 +6,7 @@
 use super::request::{content_length, keep_alive};
 use super::scan::{collect_fields, locate_head, range, tokens};
 use super::{BodyFraming, Fields, HeadError, MAX_HEADERS};
+use crate::http::field_names::names;
 
 /// A parsed status line and header section.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,12 +93,12 @@ pub fn parse_response_from(
     let head = &buf[..end];
     let reason = range(head, resp.reason.unwrap_or_default().as_bytes());
     let mut headers = collect_fields(head, resp.headers, true);
-    let has_te = headers.contains("transfer-encoding");
+    let has_te = headers.contains(names::TRANSFER_ENCODING);
     // HTTP/1.0 has no Transfer-Encoding: its framing is faulty (RFC 9112 §6.1), so read
     // to the close, and do not reuse the connection.
     let faulty = has_te && minor_version == 0;
     let framing = if has_te {
-        let chunked_last = tokens(&headers, "transfer-encoding")
+        let chunked_last = tokens(&headers, names::TRANSFER_ENCODING)
             .last()
             .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         // Transfer-Encoding overrides Content-Length, which must not be passed on

@@ -4,6 +4,7 @@
 //! slices: no sockets, no state, callable from any thread.
 
 use super::{Fields, HeadError};
+use crate::http::field_names::Name;
 
 /// The position of the first byte at or after `from` for which `hit` holds, testing
 /// eight bytes at a time with `any_in_word` (which may report a word that has none, never
@@ -139,7 +140,7 @@ pub(super) fn collect_fields(head: &[u8], raw: &[httparse::Header<'_>], unfold: 
 /// Comma-separated tokens of every `name` field, trimmed, empty ones skipped.
 pub(crate) fn tokens<'a>(
     headers: &'a Fields,
-    name: &'a str,
+    name: Name<'a>,
 ) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers
         .get_all(name)

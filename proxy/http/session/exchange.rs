@@ -397,6 +397,11 @@ impl Session {
     fn take_response_head(&mut self, t: &mut EThread) -> Option<bool> {
         let max_head = self.shared.settings.max_head;
         let (tx, o) = (self.tx.as_mut()?, self.origin.as_mut()?);
+        if o.inbuf.len() == o.head_searched && !o.wire.eof {
+            // Nothing came since the last look (the pass that sent the request, a turn
+            // for the client's side): no head yet, and no close to act on.
+            return Some(false);
+        }
         let head = match codec::parse_response_from(&o.inbuf, max_head, o.head_searched) {
             Ok(Some((head, len))) => {
                 o.inbuf.drain(..len);
