@@ -2,7 +2,7 @@
 //! a small id and a bit, so a lookup compares ids instead of names, a head's known
 //! names fit in one `u64` mask, and a set of names (the hop-by-hop ones) is a mask
 //! built at compile time. User-space instructions per new connection went from 22,319
-//! to 20,946 and per keep-alive request from 18,890 to 18,095 (`benches/instructions.sh`,
+//! to 20,824 and per keep-alive request from 18,890 to 17,755 (`benches/instructions.sh`,
 //! README "Where a request's CPU goes"). Pure functions and constants: any thread.
 
 /// The names recognised when a field is added, lowercase; a name's id is its index.
@@ -193,8 +193,9 @@ pub(crate) fn name_bit(name: &[u8]) -> u64 {
     bit(classify(name))
 }
 
-/// The bits of `names` (lowercase), for sets of names fixed at compile time: a name not
-/// in [`KNOWN`] fails the build.
+/// The bits of `names` (lowercase), for sets of names fixed at compile time: call it in
+/// a `const` (an item or an inline `const { .. }`), where a name not in [`KNOWN`] fails
+/// the build; called at run time it scans the table on every call.
 pub(crate) const fn name_bits(names: &[&'static str]) -> u64 {
     let mut bits = 0;
     let mut i = 0;

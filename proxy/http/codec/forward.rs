@@ -203,9 +203,9 @@ pub(super) fn write_connection(keep_alive: bool, out: &mut Vec<u8>) {
 /// Connection.
 pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardRequest<'_>) {
     let extra = if opts.client_ip.is_some() {
-        name_bits(&["host", "via", "x-forwarded-for"])
+        const { name_bits(&["host", "via", "x-forwarded-for"]) }
     } else {
-        name_bits(&["host", "via"])
+        const { name_bits(&["host", "via"]) }
     };
     let skip = Skip::new(&head.headers, extra, true, !opts.underscores);
     out.reserve(head.headers.byte_len() + opts.path_and_query.len() + opts.via.len() + 96);
@@ -248,7 +248,12 @@ pub fn write_response_head(head: &ResponseHead, out: &mut Vec<u8>, opts: &Forwar
         Some(BodyFraming::UntilClose) if head.framing == BodyFraming::UntilClose => None,
         Some(f) => Some(f),
     };
-    let skip = Skip::new(&head.headers, name_bits(&["via"]), reframe.is_some(), false);
+    let skip = Skip::new(
+        &head.headers,
+        const { name_bits(&["via"]) },
+        reframe.is_some(),
+        false,
+    );
     out.reserve(head.headers.byte_len() + opts.via.len() + 96);
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(head.status));
