@@ -5,14 +5,9 @@
 //! to 20,824 and per keep-alive request from 18,890 to 17,755 (`benches/instructions.sh`,
 //! README "Where a request's CPU goes"). Pure functions and constants: any thread.
 
-/// The names recognised when a field is added, lowercase; a name's id is its index.
-const KNOWN: [&str; 33] = [
+/// Hop-by-hop fields (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
     "connection",
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "via",
-    "x-forwarded-for",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
@@ -20,6 +15,17 @@ const KNOWN: [&str; 33] = [
     "te",
     "trailer",
     "upgrade",
+];
+
+/// Framing fields. A `Connection` token never removes them: the proxy frames the body
+/// by them, so the next hop must see them too.
+const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
+
+/// The other names the proxy looks up.
+const LOOKED_UP: [&str; 22] = [
+    "host",
+    "via",
+    "x-forwarded-for",
     "cache-control",
     "pragma",
     "authorization",
@@ -39,15 +45,64 @@ const KNOWN: [&str; 33] = [
     "cookie",
     "set-cookie",
     "content-type",
-    // Not a field the proxy reads, but the token a Connection header most often lists:
-    // known, a `Connection: close` names no field the forwarder must look for.
-    "close",
 ];
 
-/// The longest known name, plus one.
-const LEN_LIMIT: usize = 20;
+/// Not a field the proxy reads, but the token a Connection header most often lists:
+/// known, a `Connection: close` names no field the forwarder must look for.
+const CONNECTION_OPTIONS: [&str; 1] = ["close"];
+
+/// The names recognised when a field is added, lowercase; a name's id is its index.
+const KNOWN: [&str; HOP_BY_HOP.len() + FRAMING.len() + LOOKED_UP.len() + CONNECTION_OPTIONS.len()] =
+    join(&[&HOP_BY_HOP, &FRAMING, &LOOKED_UP, &CONNECTION_OPTIONS]);
+
+/// The hop-by-hop names' bits.
+pub(crate) const HOP_BY_HOP_BITS: u64 = name_bits(&HOP_BY_HOP);
+/// The framing names' bits.
+pub(crate) const FRAMING_BITS: u64 = name_bits(&FRAMING);
+
+/// `parts` one after another, in an array of exactly their total length.
+const fn join<const N: usize>(parts: &[&[&'static str]]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let (mut n, mut p) = (0, 0);
+    while p < parts.len() {
+        let mut i = 0;
+        while i < parts[p].len() {
+            out[n] = parts[p][i];
+            n += 1;
+            i += 1;
+        }
+        p += 1;
+    }
+    assert!(n == N, "the parts fill the array");
+    out
+}
+
+/// The longest known name, plus one: the lengths [`BY_LEN`] has a row for.
+const LEN_LIMIT: usize = {
+    let (mut longest, mut id) = (0, 0);
+    while id < KNOWN.len() {
+        if KNOWN[id].len() > longest {
+            longest = KNOWN[id].len();
+        }
+        id += 1;
+    }
+    longest + 1
+};
+
 /// Known names sharing a length, at most.
-const PER_LEN: usize = 4;
+const PER_LEN: usize = {
+    let mut count = [0usize; LEN_LIMIT];
+    let (mut most, mut id) = (0, 0);
+    while id < KNOWN.len() {
+        count[KNOWN[id].len()] += 1;
+        if count[KNOWN[id].len()] > most {
+            most = count[KNOWN[id].len()];
+        }
+        id += 1;
+    }
+    most
+};
+
 /// No known name.
 pub(super) const UNKNOWN: u8 = u8::MAX;
 
@@ -60,7 +115,7 @@ const BY_LEN: [[u8; PER_LEN]; LEN_LIMIT] = {
         let len = KNOWN[id].len();
         let mut slot = 0;
         while table[len][slot] != UNKNOWN {
-            slot += 1; // past PER_LEN: an index out of bounds, a compile error
+            slot += 1;
         }
         table[len][slot] = id as u8;
         id += 1;

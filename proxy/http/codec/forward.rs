@@ -5,25 +5,9 @@
 
 use super::scan::tokens;
 use super::{BodyFraming, Fields, RequestHead, ResponseHead};
-use crate::http::field_names::{name_bit, name_bits, names, Name};
+use crate::http::field_names::{name_bit, name_bits, names, Name, FRAMING_BITS, HOP_BY_HOP_BITS};
 use std::io::Write as _;
 use std::net::IpAddr;
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-/// Framing headers. A `Connection` token never removes them: the proxy frames the body
-/// by them, so the next hop must see them too.
-const FRAMING: &[&str] = &["content-length", "transfer-encoding"];
 
 /// How to forward a request. The strings are written as they are: they come from a
 /// target [`RequestHead::split_target`] accepted, or from configuration.
@@ -64,13 +48,10 @@ pub struct ForwardResponse<'a> {
     pub framing_override: Option<BodyFraming>,
 }
 
-/// [`HOP_BY_HOP`] as name bits.
-const HOP_BY_HOP_BITS: u64 = name_bits(HOP_BY_HOP);
-/// [`FRAMING`] as name bits.
-const FRAMING_BITS: u64 = name_bits(FRAMING);
-
 /// Names a forwarded message must not carry: hop-by-hop ones and those its Connection
-/// header lists, except framing headers.
+/// header lists, except framing headers ([`HOP_BY_HOP_BITS`], [`FRAMING_BITS`]: a
+/// Connection token never removes a framing field, by which the proxy frames the body
+/// and so must the next hop).
 ///
 /// Built per forwarded message; allocates only when the Connection header names fields
 /// the proxy does not know by name (`close`, `keep-alive` and the hop-by-hop ones it
