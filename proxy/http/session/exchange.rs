@@ -399,7 +399,8 @@ impl Session {
         let (tx, o) = (self.tx.as_mut()?, self.origin.as_mut()?);
         if o.inbuf.len() == o.head_searched && !o.wire.eof {
             // Nothing came since the last look (the pass that sent the request, a turn
-            // for the client's side): no head yet, and no close to act on.
+            // for the client's side): no head yet, and no close to act on. The request
+            // head is read by the same rule (`request.rs`, `read_request`).
             return Some(false);
         }
         let head = match codec::parse_response_from(&o.inbuf, max_head, o.head_searched) {

@@ -28,7 +28,9 @@ impl Session {
             return self.read_proxy_header();
         }
         let max_head = self.shared.settings.max_head;
-        if !self.inbuf.is_empty() {
+        // Parsed only when bytes came since the last look, as the response head is
+        // (`exchange.rs`, `take_response_head`).
+        if self.inbuf.len() > self.head_searched {
             match codec::parse_request_from(&self.inbuf, max_head, self.head_searched) {
                 Ok(Some((head, len))) => {
                     self.inbuf.drain(..len);
