@@ -185,7 +185,7 @@ pub(super) fn classify(name: &[u8]) -> u8 {
     UNKNOWN
 }
 
-/// A name to look fields up by, with its id in [`KNOWN`] (or `UNKNOWN`).
+/// A name to look fields up by, with its id among the known names (or `UNKNOWN`).
 #[derive(Clone, Copy, Debug)]
 pub struct Name<'n> {
     pub(super) known: u8,
@@ -193,8 +193,8 @@ pub struct Name<'n> {
 }
 
 impl Name<'static> {
-    /// `name` (lowercase), one of [`KNOWN`], classified at compile time when used in a
-    /// constant: another name fails the build.
+    /// `name` (lowercase), one of the known names, classified at compile time when used
+    /// in a constant: another name fails the build.
     pub const fn known(name: &'static str) -> Name<'static> {
         let mut id = 0;
         while !const_eq(KNOWN[id].as_bytes(), name.as_bytes()) {

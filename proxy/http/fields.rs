@@ -77,7 +77,7 @@ impl Fields {
     }
 
     /// Every field as raw bytes, in order (no UTF-8 check of the names: for writing),
-    /// each with its name's bit ([`name_bits`]; 0 for a name not known).
+    /// each with its name's bit ([`super::field_names`]; 0 for a name not known).
     pub(crate) fn raw(&self) -> impl Iterator<Item = (u64, &[u8], &[u8])> + '_ {
         self.spans
             .iter()
