@@ -4,6 +4,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 /// One resolved rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,8 +16,9 @@ pub struct Rule {
     pub from_path: String,
     /// Where to connect.
     pub to_addr: SocketAddr,
-    /// The Host header sent to the origin (`host[:port]` of the `to` URL).
-    pub to_host: String,
+    /// The Host header sent to the origin (`host[:port]` of the `to` URL); shared, so
+    /// that a request takes it without a copy.
+    pub to_host: Arc<str>,
     /// Path prefix replacing `from_path`.
     pub to_path: String,
     /// An `https://` origin: TLS with this name (SNI, and the name its certificate
@@ -127,7 +129,8 @@ impl RemapTable {
                     }
                 } else {
                     with_port(to_name, r.to.port)
-                },
+                }
+                .into(),
                 to_path: r.to.path.clone(),
                 to_tls,
             });

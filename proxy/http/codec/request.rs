@@ -5,6 +5,7 @@
 use super::scan::{check_request_lines, collect_fields, locate_head, range, tokens, trim};
 use super::{BodyFraming, Fields, HeadError, MAX_HEADERS};
 use crate::http::field_names::names;
+use std::borrow::Cow;
 
 /// A parsed request line and header section.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,13 +26,15 @@ pub struct RequestHead {
 
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
+pub struct Target<'a> {
     /// `Some("http")` for absolute-form targets.
-    pub scheme: Option<String>,
-    /// Lower-cased `host[:port]`, from the URL (absolute form) or the Host header.
-    pub host: Option<String>,
-    /// Path and query, at least `/` (or `*` for `OPTIONS *`).
-    pub path_and_query: String,
+    pub scheme: Option<&'static str>,
+    /// Lower-cased `host[:port]`, from the URL (absolute form) or the Host header:
+    /// borrowed from the head unless lower-casing changed it.
+    pub host: Option<Cow<'a, str>>,
+    /// Path and query, at least `/` (or `*` for `OPTIONS *`): borrowed from the head
+    /// unless it had to gain its leading `/`.
+    pub path_and_query: Cow<'a, str>,
 }
 
 /// Parses a request head at the start of `buf`. `Ok(None)`: incomplete, read more.
@@ -209,11 +212,14 @@ impl RequestHead {
     /// RFC 9112 §3.2.2), else the Host header. Only `http://` absolute targets are
     /// proxied; authority form (CONNECT) and asterisk form other than `OPTIONS *` are
     /// refused.
-    pub fn split_target(&self) -> Result<Target, HeadError> {
+    pub fn split_target(&self) -> Result<Target<'_>, HeadError> {
         let host_header = || {
             self.headers
                 .get(names::HOST)
-                .map(|h| String::from_utf8_lossy(h).to_ascii_lowercase())
+                .map(|h| match String::from_utf8_lossy(h) {
+                    Cow::Borrowed(h) => lowercase(h),
+                    Cow::Owned(h) => Cow::Owned(h.to_ascii_lowercase()),
+                })
                 .filter(|h| !h.is_empty())
         };
         let t = self.target();
@@ -221,7 +227,7 @@ impl RequestHead {
             return Ok(Target {
                 scheme: None,
                 host: host_header(),
-                path_and_query: t.to_string(),
+                path_and_query: Cow::Borrowed(t),
             });
         }
         if t == "*" {
@@ -231,7 +237,7 @@ impl RequestHead {
             return Ok(Target {
                 scheme: None,
                 host: host_header(),
-                path_and_query: "*".into(),
+                path_and_query: Cow::Borrowed("*"),
             });
         }
         let Some(at) = scheme_len(t) else {
@@ -246,15 +252,24 @@ impl RequestHead {
             return Err(HeadError::Bad("invalid authority in request target"));
         }
         let path_and_query = match path {
-            "" => "/".to_string(),
-            p if p.starts_with('?') => format!("/{p}"),
-            p => p.to_string(),
+            "" => Cow::Borrowed("/"),
+            p if p.starts_with('?') => Cow::Owned(format!("/{p}")),
+            p => Cow::Borrowed(p),
         };
         Ok(Target {
-            scheme: Some("http".into()),
-            host: Some(authority.to_ascii_lowercase()),
+            scheme: Some("http"),
+            host: Some(lowercase(authority)),
             path_and_query,
         })
+    }
+}
+
+/// `s` in ASCII lower case, borrowed when it is already (a host name usually is).
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
     }
 }
 
@@ -587,7 +602,23 @@ mod tests {
 
     #[test]
     fn targets_split_by_form() {
-        let t = |raw: &str| head(raw).split_target();
+        // The parts, owned: a target borrows from its head.
+        let t = |raw: &str| {
+            head(raw).split_target().map(|t| Target {
+                scheme: t.scheme,
+                host: t.host.map(|h| Cow::Owned(h.into_owned())),
+                path_and_query: Cow::Owned(t.path_and_query.into_owned()),
+            })
+        };
+        // Borrowed from the head unless lower-casing or a leading `/` changed them.
+        let h = head("GET http://origin:81?q HTTP/1.1\r\nHost: other\r\n\r\n");
+        let a = h.split_target().unwrap();
+        assert!(matches!(a.host, Some(Cow::Borrowed("origin:81"))));
+        assert!(matches!(a.path_and_query, Cow::Owned(ref p) if p == "/?q"));
+        let h = head("GET /p HTTP/1.1\r\nHost: Mixed.Case\r\n\r\n");
+        let o = h.split_target().unwrap();
+        assert!(matches!(o.host, Some(Cow::Owned(ref h)) if h == "mixed.case"));
+        assert!(matches!(o.path_and_query, Cow::Borrowed("/p")));
         let o = t("GET /p?q HTTP/1.1\r\nHost: WWW.X:8080\r\n\r\n").unwrap();
         assert_eq!(
             o,
@@ -603,14 +634,14 @@ mod tests {
         assert_eq!(
             a,
             Target {
-                scheme: Some("http".into()),
+                scheme: Some("http"),
                 host: Some("origin:81".into()),
                 path_and_query: "/a?b".into()
             }
         );
         let a = t("GET HTTP://[::1]:81?x HTTP/1.1\r\nHost: other\r\n\r\n").unwrap();
         assert_eq!(
-            (a.host.as_deref(), a.path_and_query.as_str()),
+            (a.host.as_deref(), &*a.path_and_query),
             (Some("[::1]:81"), "/?x")
         );
         assert_eq!(
@@ -623,7 +654,7 @@ mod tests {
         assert!(!head("CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n").is_absolute_form());
         let star = t("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!(
-            (star.host.as_deref(), star.path_and_query.as_str()),
+            (star.host.as_deref(), &*star.path_and_query),
             (Some("x"), "*")
         );
         for refused in [

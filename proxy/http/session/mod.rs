@@ -115,7 +115,8 @@ pub(super) struct Pending {
     pub(super) addr: SocketAddr,
     /// The origin speaks TLS, with this name (an `https://` remap target).
     pub(super) tls: Option<rustls::pki_types::ServerName<'static>>,
-    pub(super) host_header: String,
+    /// The Host header for the origin: the remap rule's, shared.
+    pub(super) host_header: Arc<str>,
     pub(super) path: String,
     /// `per_server.connection.max` when the request came.
     pub(super) origin_max: usize,

@@ -12,6 +12,7 @@ use crate::error::{Error, ErrorKind};
 use crate::stats_http::{self, Format};
 use iocore::EThread;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 impl Session {
@@ -93,7 +94,7 @@ impl Session {
             Ok(t) => t,
             Err(e) => return self.answer_error(Error::from(e), false),
         };
-        let path = target.path_and_query.as_str();
+        let path = &*target.path_and_query;
         if target.scheme.is_none() {
             if let Some(rest) = path.strip_prefix(settings.stats_path.as_str()) {
                 if let Some(format) = Format::select(rest, head.header("accept")) {
@@ -125,18 +126,10 @@ impl Session {
                 {
                     // Only parents will see it: its origin's name is theirs to look up.
                     let nowhere = SocketAddr::from(([0, 0, 0, 0], port));
-                    (
-                        (nowhere, None),
-                        authority.to_string(),
-                        target.path_and_query.clone(),
-                    )
+                    ((nowhere, None), Arc::from(authority), path.to_string())
                 } else {
                     match self.address_of(&h, port, &mut answer) {
-                        Some(Ok(a)) => (
-                            (a, None),
-                            host.unwrap_or_default().to_string(),
-                            target.path_and_query.clone(),
-                        ),
+                        Some(Ok(a)) => ((a, None), Arc::from(authority), path.to_string()),
                         // The resolver's ResolveFailed: 502.
                         Some(Err(e)) => return self.answer_error(e, keep),
                         None => return self.wait_for_name(t, h, port, head),
