@@ -998,10 +998,15 @@ fn pooled_connections_the_origin_closed_are_never_used() {
                     let _ = s.read(&mut buf);
                 }
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                // Closes a moment after answering, as an origin whose keep-alive timer
+                // fires does: the proxy has pooled the connection by then.
+                std::thread::sleep(Duration::from_millis(5));
             });
         }
     });
+    // One ET_NET thread: every request meets the one pool.
     let d = Daemon::builder()
+        .env("PROXY_CONFIG_EXEC_THREAD_LIMIT", "1")
         .config(&format!("[proxy.config]\naccept_threads = 0\n[[remap]]\nfrom = \"/\"\nto = \"http://{origin_addr}/\"\n"))
         .start();
     for i in 0..20 {
@@ -1014,6 +1019,21 @@ fn pooled_connections_the_origin_closed_are_never_used() {
         };
         assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
     }
+    // The pool's watcher saw each close and dropped that connection: no GET took a dead
+    // one (which its retry would hide). Without the watcher every GET after the first
+    // reuses one (9 or 10 of 10). Each GET comes 20 ms after the close it must have seen;
+    // a machine slower than that may let one or two through.
+    let reused = d.metric("proxy.process.http.origin_connections_reused");
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(20));
+        let r = http::get(d.addr(), "t", "/g").unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "GET {i}");
+    }
+    let taken_dead = d.metric("proxy.process.http.origin_connections_reused") - reused;
+    assert!(
+        taken_dead <= 2,
+        "{taken_dead} of 10 GETs took a dead pooled connection"
+    );
 }
 
 #[test]

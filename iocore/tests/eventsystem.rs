@@ -186,6 +186,59 @@ fn io_handler_sees_readiness_and_remove_closes_its_fd() {
 }
 
 #[test]
+fn is_registered_holds_until_the_handler_removes_its_registration() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::sync::Mutex;
+    let ep = processor(1);
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    // What the thread saw: the token, then is_registered before and after the removal.
+    let seen: Arc<Mutex<(Option<iocore::Token>, Vec<bool>)>> = Arc::default();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (s, r) = (seen.clone(), ran.clone());
+    let fd = a.as_raw_fd();
+    ep.threads()[0].run(move |t| {
+        let handler = move |_t: &mut iocore::EThread, _tok, ready: iocore::Ready| {
+            let _owned = &a;
+            if ready.is_readable() {
+                r.fetch_add(1, Ordering::SeqCst);
+                return iocore::Verdict::Remove;
+            }
+            iocore::Verdict::Keep
+        };
+        let token = t
+            .register(fd, iocore::Interest::READ, Box::new(handler))
+            .unwrap();
+        let mut s = s.lock().unwrap();
+        s.0 = Some(token);
+        s.1.push(t.is_registered(token));
+    });
+    assert!(wait_until(Duration::from_secs(5), || seen
+        .lock()
+        .unwrap()
+        .0
+        .is_some()));
+    b.write_all(b"hi").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || ran
+        .load(Ordering::SeqCst)
+        == 1));
+    let s = seen.clone();
+    ep.threads()[0].run(move |t| {
+        let mut s = s.lock().unwrap();
+        let token = s.0.unwrap();
+        s.1.push(t.is_registered(token));
+    });
+    assert!(wait_until(Duration::from_secs(5), || seen
+        .lock()
+        .unwrap()
+        .1
+        .len()
+        == 2));
+    assert_eq!(seen.lock().unwrap().1, [true, false]);
+}
+
+#[test]
 fn replace_handler_hands_a_registration_over_even_from_the_running_handler() {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;

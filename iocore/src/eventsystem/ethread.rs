@@ -482,6 +482,12 @@ impl EThread {
         self.io.replace(token, handler)
     }
 
+    /// Whether `token` still names a registration of this thread: false once it was
+    /// deregistered, or its handler returned [`Verdict::Remove`].
+    pub fn is_registered(&self, token: Token) -> bool {
+        self.io.is_live(token)
+    }
+
     /// Removes a registration and returns its handler (None if the token is stale, or if
     /// the handler is the one running now: it is then dropped when it returns).
     pub fn deregister(&mut self, token: Token) -> Option<Box<dyn IoHandler>> {

@@ -182,6 +182,13 @@ impl<H: ?Sized> IoTable<H> {
         Ok(token)
     }
 
+    /// Whether `token` names a live registration (not removed since it was made).
+    pub(crate) fn is_live(&self, token: Token) -> bool {
+        self.slots
+            .get(token.index())
+            .is_some_and(|s| s.live && s.generation == token.generation())
+    }
+
     fn live_slot(&mut self, token: Token) -> Option<&mut Slot<H>> {
         self.slots
             .get_mut(token.index())

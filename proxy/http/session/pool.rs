@@ -3,12 +3,12 @@
 //! the origin speaks or closes, so taking one costs no epoll_ctl. Runs on that ET_NET
 //! thread.
 //!
-//! The watcher holds nothing: it finds its connection in the pool by its token, which
-//! it is given with each event. So pooling a connection allocates nothing (a shared
-//! flag and a boxed watcher holding it were two allocations per pooled connection, 5 %
-//! of the user-space instructions per new client connection).
+//! The watcher holds nothing: when the origin speaks or closes, it removes its own
+//! registration, and a pooled connection whose token is no longer registered is dead.
+//! So pooling a connection allocates nothing (a shared "dead" flag and a boxed watcher
+//! holding it were two allocations per pooled connection), and marking one dead costs
+//! no search of the pool.
 
-use super::state::with_state;
 use crate::tls::TlsLayer;
 use foldhash::HashMap;
 use iocore::{EThread, IoHandler, Ready, Socket, Token, Verdict};
@@ -46,24 +46,23 @@ struct Pooled {
     token: Token,
     /// Its TLS state, for a TLS connection.
     tls: Option<Box<TlsLayer>>,
-    /// Set by its [`PoolWatch`]: the origin spoke or closed while it was idle.
-    dead: bool,
     /// When it is closed unless taken before (`keep_alive_no_activity_timeout_out`).
     expires: Instant,
 }
 
 /// Watches a pooled connection: anything from the origin while idle (its close, or bytes
-/// nobody asked for, or an error) makes it unusable. A unit struct, so boxing it for
-/// the thread's I/O table does not allocate.
+/// nobody asked for, or an error) makes it unusable, and the watcher then removes its
+/// registration, which is how the pool tells (the socket itself stays with the pool
+/// until it is taken or swept). A unit struct, so boxing it for the thread's I/O table
+/// does not allocate.
 struct PoolWatch;
 
 impl iocore::IoHandler for PoolWatch {
-    fn ready(&mut self, _t: &mut EThread, token: Token, ready: Ready) -> Verdict {
+    fn ready(&mut self, _t: &mut EThread, _tok: Token, ready: Ready) -> Verdict {
         // Writability alone is no news: an edge-triggered socket reports it again when
         // the origin acknowledges the last request, possibly after it was pooled.
         if ready.is_readable() || ready.is_hup() || ready.is_error() {
-            // Called from the thread's loop, never from inside `with_state`.
-            with_state(|st| st.pool.mark_dead(token));
+            return Verdict::Remove;
         }
         Verdict::Keep
     }
@@ -95,23 +94,9 @@ impl Pool {
             sock,
             token,
             tls,
-            dead: false,
             expires,
         });
         Ok(())
-    }
-
-    /// Marks the pooled connection registered as `token` unusable (its watcher saw the
-    /// origin speak or close). A scan of the pool: rare, and the pool is per thread.
-    fn mark_dead(&mut self, token: Token) {
-        if let Some(p) = self
-            .0
-            .values_mut()
-            .flat_map(|conns| conns.iter_mut())
-            .find(|p| p.token == token)
-        {
-            p.dead = true;
-        }
     }
 
     /// Takes a live connection for `key` for `handler` (most recently pooled first),
@@ -125,7 +110,11 @@ impl Pool {
         mut handler: impl FnMut() -> Box<dyn IoHandler>,
     ) -> Option<(Socket, Token, Option<Box<TlsLayer>>)> {
         while let Some(p) = self.0.get_mut(key)?.pop() {
-            if p.dead || (verify && !origin_alive(&p.sock)) {
+            // Not registered any more: its watcher saw the origin speak or close.
+            if !t.is_registered(p.token) {
+                continue;
+            }
+            if verify && !origin_alive(&p.sock) {
                 drop(t.deregister(p.token));
                 continue;
             }
@@ -140,7 +129,8 @@ impl Pool {
     pub(super) fn sweep(&mut self, t: &mut EThread, now: Instant) {
         for conns in self.0.values_mut() {
             conns.retain(|c| {
-                let keep = !c.dead && c.expires > now;
+                // Dead (its watcher removed the registration) or idle past its time.
+                let keep = t.is_registered(c.token) && c.expires > now;
                 if !keep {
                     drop(t.deregister(c.token));
                 }
