@@ -14,7 +14,7 @@
 # Environment: VARIANTS ("BINARY:ACCEPT_THREADS[:DEFER_ACCEPT] ...", default this tree's
 # release build with 1 and with 0; DEFER_ACCEPT sets net.defer_accept, in seconds),
 # MODE=close (or ka, or burst for BURST=6000 connections at once), ROUNDS=4, SECS=5,
-# CONNS=64, CLIENT=load (benches/load.rs) or wrk (wrk -t1, close and ka only). Turnstile runs 2 event threads with the benchmark config
+# CONNS=64, CLIENT=load (benches/load.rs) or wrk (wrk -t1, -t WRK_THREADS; close and ka only). Turnstile runs 2 event threads with the benchmark config
 # (side_by_side/turnstile.records.toml). Needs nginx and curl (INSTALL=1 apt-get
 # installs missing ones as root).
 

@@ -14,7 +14,8 @@
 # Environment: ROUNDS=6, SECS=4 (per turn), CONNS=64, MODES="ka close" (add "burst"
 # for BURSTS=2 bursts per turn of BURST=6000 connections at once: connect -> first byte
 # p50 and p99, medians over every burst of every round; "wrk-ka" and
-# "wrk-close" measure with wrk -t1 instead of the load tool, as most operators would, and
+# "wrk-close" measure with wrk -t1 (-t WRK_THREADS) instead of the load tool, as most
+# operators would, and
 # split each request's CPU between the server's user and sys time, the origin and wrk,
 # beside the server's context switches (and preemptions), the origin's context switches,
 # the machine's TCP segments per request and the share of its CPU time left idle),
@@ -104,7 +105,7 @@ add "HAProxy $(haproxy -v 2>&1 | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | 
 
 ORIGIN=${NAMES[0]}
 
-# wrk_turn NAME ka|close: a wrk -t1 turn against NAME, as the load tool's key=value line
+# wrk_turn NAME ka|close: a wrk turn (-t WRK_THREADS, 1) against NAME, as the load tool's key=value line
 # (rps, cpu_s_per_10k), plus where the CPU of a request went, in µs: the server's user
 # and sys time, the origin's, wrk's own (bash's `times` after it), and the server's
 # context switches per request (and of those, the preemptions), the origin's context

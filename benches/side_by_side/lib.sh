@@ -156,11 +156,11 @@ result_median() {
     if [ ${#vals[@]} = 0 ]; then printf -- '-'; else median "${vals[@]}"; fi
 }
 
-# wrk_args close|ka PORT: sets WRK_ARGS to wrk's arguments for a one-thread turn of
-# CONNS connections and SECS seconds against 127.0.0.1:PORT, with Connection: close for
-# close (wrk then reconnects per request).
+# wrk_args close|ka PORT: sets WRK_ARGS to wrk's arguments for a turn of WRK_THREADS
+# (1) threads, CONNS connections and SECS seconds against 127.0.0.1:PORT, with
+# Connection: close for close (wrk then reconnects per request).
 wrk_args() {
-    WRK_ARGS=(-t1 -c"$CONNS" -d"${SECS}s")
+    WRK_ARGS=(-t"${WRK_THREADS:-1}" -c"$CONNS" -d"${SECS}s")
     [ "$1" = close ] && WRK_ARGS+=(-H "Connection: close")
     WRK_ARGS+=(-H "Host: bench" "http://127.0.0.1:$2/")
 }
