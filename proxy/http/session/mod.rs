@@ -115,7 +115,8 @@ pub(super) struct Pending {
     pub(super) addr: SocketAddr,
     /// The origin speaks TLS, with this name (an `https://` remap target).
     pub(super) tls: Option<rustls::pki_types::ServerName<'static>>,
-    /// The Host header for the origin: the remap rule's, shared.
+    /// The Host header for the origin: the remap rule's (shared with the rule), or the
+    /// request's authority when it is proxied forward.
     pub(super) host_header: Arc<str>,
     pub(super) path: String,
     /// `per_server.connection.max` when the request came.
