@@ -252,3 +252,32 @@ fn a_variant_whose_head_no_longer_parses_serves_nobody() {
     let decoded = Stored::decode(&encoded(&o)).unwrap();
     assert!(!decoded.serves(&req("GET / HTTP/1.1\r\nHost: h\r\n\r\n")));
 }
+
+#[test]
+fn a_stored_head_keeps_no_hop_by_hop_connection_named_recomputed_or_stripped_field() {
+    let r = resp(
+        "HTTP/1.1 200 OK\r\nConnection: X-Hop, cache-control\r\nX-Hop: 1\r\n\
+         Cache-Control: max-age=60\r\nKeep-Alive: timeout=5\r\nAge: 7\r\nVia: 1.1 up\r\n\
+         X-Strip: s\r\nContent-Length: 5\r\nETag: \"v1\"\r\nX-Kept: k\r\n\r\n",
+    );
+    let s = Storable {
+        lifetime: 10,
+        strip: vec!["x-strip".into()],
+        ..Storable::default()
+    };
+    let mut o = Stored::new(&r, b"hello".to_vec(), &s, 1000, Vec::new());
+    assert_eq!(
+        String::from_utf8_lossy(&o.head),
+        "HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nX-Kept: k\r\nContent-Length: 5\r\n\r\n"
+    );
+    // A 304's fields replace the stored ones of the same names, none of those.
+    let update = resp(
+        "HTTP/1.1 304 Not Modified\r\nConnection: x-new-hop\r\nX-New-Hop: 1\r\n\
+         ETag: \"v2\"\r\nVia: 1.1 up2\r\nAge: 1\r\nX-Strip: t\r\nX-Added: a\r\n\r\n",
+    );
+    o.refresh(&update, &s, 1005);
+    assert_eq!(
+        String::from_utf8_lossy(&o.head),
+        "HTTP/1.1 200 OK\r\nX-Kept: k\r\nETag: \"v2\"\r\nX-Added: a\r\nContent-Length: 5\r\n\r\n"
+    );
+}
