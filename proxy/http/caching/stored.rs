@@ -12,8 +12,9 @@
 
 use super::freshness::Storable;
 use super::vary::variant;
-use crate::http::codec::{self, RequestHead, ResponseHead};
-use crate::http::field_names::names;
+use crate::http::codec::{self, RequestHead, ResponseHead, Skip};
+use crate::http::field_names::name_bits;
+use crate::http::fields::Fields;
 use std::sync::Arc;
 
 /// Objects stored before `Vary` was supported: no variant.
@@ -34,8 +35,9 @@ const NO_CACHE: u32 = 2;
 const IMMUTABLE: u32 = 4;
 
 /// Fields never stored, never taken from a 304, beside the framing and hop-by-hop ones
-/// ([`codec::hop_by_hop_or_framing`]): those recomputed for each answer.
-const RECOMPUTED: &[&str] = &["age", "via"];
+/// and those the Connection header names ([`not_kept`]): those recomputed for each
+/// answer.
+const RECOMPUTED: u64 = name_bits(&["age", "via"]);
 
 /// Fields of a 200 that a 304 answering a client's conditional request carries (RFC
 /// 9110 §15.4.5).
@@ -229,9 +231,9 @@ impl<'a> Parts<'a> {
 /// `len` and the blank line.
 fn stored_head(resp: &ResponseHead, strip: &[String], len: usize) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason()).into_bytes();
-    let named: Vec<&[u8]> = codec::tokens(&resp.headers, names::CONNECTION).collect();
+    let not = not_kept(&resp.headers);
     for h in resp.headers.iter() {
-        if !keeps(h.name, &named, strip) {
+        if !keeps(h.name, &not, strip) {
             continue;
         }
         push_field(&mut head, h.name.as_bytes(), h.value);
@@ -240,14 +242,16 @@ fn stored_head(resp: &ResponseHead, strip: &[String], len: usize) -> Vec<u8> {
     head
 }
 
-/// Whether a field named `name` is kept: not framing, not hop-by-hop, not recomputed,
-/// not named by `Connection` (`named`), not stripped.
-fn keeps(name: &str, named: &[&[u8]], strip: &[String]) -> bool {
-    let bytes = name.as_bytes();
-    !codec::hop_by_hop_or_framing(bytes)
-        && !RECOMPUTED.iter().any(|n| n.eq_ignore_ascii_case(name))
-        && !named.iter().any(|n| n.eq_ignore_ascii_case(bytes))
-        && !strip.iter().any(|n| n.eq_ignore_ascii_case(name))
+/// What a head built anew from `headers` never takes: the fields the forwarder skips
+/// (hop-by-hop, framing, those the Connection header names) and the recomputed ones.
+fn not_kept(headers: &Fields) -> Skip<'_> {
+    Skip::new(headers, RECOMPUTED, true, false)
+}
+
+/// Whether a field named `name` is kept: not skipped by `not` ([`not_kept`]), not
+/// stripped.
+fn keeps(name: &str, not: &Skip<'_>, strip: &[String]) -> bool {
+    !not.skips(name.as_bytes()) && !strip.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -303,9 +307,9 @@ impl Stored {
     /// framing, hop-by-hop, `Connection`-named and `Content-Length`), and its age and
     /// freshness start again from it, as `s` says.
     pub fn refresh(&mut self, update: &ResponseHead, s: &Storable, response_time: u64) {
-        let named: Vec<&[u8]> = codec::tokens(&update.headers, names::CONNECTION).collect();
+        let not = not_kept(&update.headers);
         let replaced = |name: &str| {
-            keeps(name, &named, &[])
+            keeps(name, &not, &[])
                 && update
                     .headers
                     .iter()
@@ -326,7 +330,7 @@ impl Stored {
             push_field(&mut head, h.name.as_bytes(), h.value);
         }
         for h in update.headers.iter() {
-            if keeps(h.name, &named, &s.strip) {
+            if keeps(h.name, &not, &s.strip) {
                 push_field(&mut head, h.name.as_bytes(), h.value);
             }
         }

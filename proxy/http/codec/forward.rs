@@ -53,10 +53,11 @@ pub struct ForwardResponse<'a> {
 /// Connection token never removes a framing field, by which the proxy frames the body
 /// and so must the next hop).
 ///
-/// Built per forwarded message; allocates only when the Connection header names fields
-/// the proxy does not know by name (`close`, `keep-alive` and the hop-by-hop ones it
-/// does).
-struct Skip<'a> {
+/// Built per forwarded message, and per stored response (`caching/stored.rs`: a head
+/// built anew keeps none of them either); allocates only when the Connection header
+/// names fields the proxy does not know by name (`close`, `keep-alive` and the
+/// hop-by-hop ones it does).
+pub(crate) struct Skip<'a> {
     /// The known names to skip.
     bits: u64,
     /// Other names the Connection header lists.
@@ -65,17 +66,16 @@ struct Skip<'a> {
     underscored: bool,
 }
 
-/// Whether `name` is hop-by-hop (RFC 9110 §7.6.1) or a framing header: what a message
-/// built anew (a stored response's head) never takes from its source.
-pub(crate) fn hop_by_hop_or_framing(name: &[u8]) -> bool {
-    name_bit(name) & (HOP_BY_HOP_BITS | FRAMING_BITS) != 0
-}
-
 impl<'a> Skip<'a> {
     /// What to skip of `headers`: the hop-by-hop fields, those its Connection header
     /// lists (never a framing field), the known names of `extra`, with `framing` the
     /// framing fields, with `underscored` names holding `_`.
-    fn new(headers: &'a Fields, extra: u64, framing: bool, underscored: bool) -> Skip<'a> {
+    pub(crate) fn new(
+        headers: &'a Fields,
+        extra: u64,
+        framing: bool,
+        underscored: bool,
+    ) -> Skip<'a> {
         let mut bits = HOP_BY_HOP_BITS | extra;
         if framing {
             bits |= FRAMING_BITS;
@@ -92,6 +92,12 @@ impl<'a> Skip<'a> {
             named,
             underscored,
         }
+    }
+
+    /// Whether a field named `name` is skipped (the name classified here: for callers
+    /// that hold a name without its bit).
+    pub(crate) fn skips(&self, name: &[u8]) -> bool {
+        self.contains(name_bit(name), name)
     }
 
     /// Whether the field `name`, whose bit is `bit`, is skipped.
