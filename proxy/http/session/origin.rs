@@ -75,9 +75,10 @@ impl Session {
             session: self.me.upgrade().expect("a running session is alive"),
             origin: true,
         };
-        // A connection the origin closed while pooled is marked dead by its pool handler;
-        // one closed just now is caught by the retry of a bodiless request, so only a
-        // request that cannot be retried also pays for a health check.
+        // A connection the origin closed while pooled has lost its registration to its
+        // pool watcher (`pool.rs`); one closed just now is caught by the retry of a
+        // bodiless request, so only a request that cannot be retried also pays for a
+        // health check.
         let verify = self.tx.as_ref().is_some_and(|tx| tx.retry.is_none());
         let key = PoolKey {
             addr,
