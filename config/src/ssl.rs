@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::error::Problem;
-use crate::value::{expect_str, read_tables, Entry, Value};
+use crate::value::{expect_str, read_tables, Value};
 
 /// `proxy.config.ssl.*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,16 +174,7 @@ pub(crate) fn certs_to_value(certs: &[SslCert]) -> Value {
                     Some(DestIp::Ip(ip)) => fields.push(("dest_ip", Value::Str(ip.to_string()))),
                     None => {}
                 }
-                Value::Table(
-                    fields
-                        .into_iter()
-                        .map(|(key, value)| Entry {
-                            key: key.to_string(),
-                            line: None,
-                            value,
-                        })
-                        .collect(),
-                )
+                Value::table(fields)
             })
             .collect(),
     )

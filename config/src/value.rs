@@ -130,7 +130,7 @@ impl Value {
     }
 
     /// A table of `(key, value)` pairs, for rendering.
-    pub(crate) fn table<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    pub(crate) fn table<'k>(fields: impl IntoIterator<Item = (&'k str, Value)>) -> Value {
         Value::Table(
             fields
                 .into_iter()
