@@ -1,7 +1,10 @@
-//! What an outside probe found, pinned through the real binary: a client that pipelines
+//! What outside probes found, pinned through the real binary: a client that pipelines
 //! cache hits and never reads holds one answer, not all of them; a slow upload is the
 //! client's time, not the origin's; framing lists, trailers, underscore fields and later
-//! HTTP/1 minor versions reach the origin in one meaning only.
+//! HTTP/1 minor versions reach the origin in one meaning only; and from a second probe,
+//! an unasked-for 101, framing fields on a 204, an early answer's Connection, fields
+//! the client's Connection names, and the status of bad hosts, fragments, codings and
+//! long targets.
 
 mod util;
 
@@ -352,4 +355,173 @@ fn chunked_trailers_underscore_fields_and_http_1_2_are_normalised() {
     assert!(!u.contains('_'), "{u}");
     assert!(!u.to_ascii_lowercase().contains("transfer"), "{u}");
     find("/v");
+}
+
+/// The raw response to `raw` sent through `d` on a fresh connection (the request should
+/// say `Connection: close`).
+fn exchange_raw(d: &Daemon, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    s.write_all(raw).unwrap();
+    String::from_utf8_lossy(&read_all(&mut s, Duration::from_secs(10))).into_owned()
+}
+
+/// The lines of a raw response's head that name `field` (any case).
+fn fields_named<'a>(response: &'a str, field: &str) -> Vec<&'a str> {
+    let head = &response[..response.find("\r\n\r\n").unwrap_or(response.len())];
+    head.lines()
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.eq_ignore_ascii_case(field))
+        })
+        .collect()
+}
+
+#[test]
+fn an_origin_101_the_request_never_asked_for_is_a_502() {
+    let origin = Origin::start(|r| {
+        match r.path.as_str() {
+        "/up" => Some(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nRAW"
+                .to_vec(),
+        ),
+        _ => Some(ok(b"fine", &[])),
+    }
+    });
+    let d = proxy_to(origin.addr, "");
+    // A client's Upgrade is never forwarded, so a 101 cannot be the origin's answer: the
+    // client gets a final status, and the request after it its own answer.
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(b"GET /up HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        .unwrap();
+    let r = c.read_response("GET").unwrap();
+    assert_eq!(r.status, 502);
+    assert!(!r.text().contains("RAW"));
+    let r = http::get(d.addr(), "t", "/next").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "fine"));
+    assert_eq!(d.metric("proxy.process.http.5xx_responses"), 1);
+}
+
+#[test]
+fn a_204_carries_no_content_length_missed_or_hit_and_a_length_list_goes_on_as_one() {
+    let origin = Origin::start(|r| match r.path.as_str() {
+        "/none" => Some(
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nCache-Control: max-age=600\r\n\r\n"
+                .to_vec(),
+        ),
+        _ => Some(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok".to_vec()),
+    });
+    let dir = TempDir::new("bodiless");
+    let d = proxy_to(
+        origin.addr,
+        &format!(
+            "[proxy.config.http]\nwait_for_cache = 1\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]",
+            dir.0.join("span").display()
+        ),
+    );
+    let get = |path: &str| {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        exchange_raw(&d, raw.as_bytes())
+    };
+    // RFC 9110 §8.6: no Content-Length on a 204, from the origin (a miss) or the cache.
+    for turn in ["miss", "hit"] {
+        let r = get("/none");
+        assert!(r.starts_with("HTTP/1.1 204 "), "{turn}: {r}");
+        assert_eq!(
+            fields_named(&r, "content-length"),
+            Vec::<&str>::new(),
+            "{turn}: {r}"
+        );
+        assert!(r.ends_with("\r\n\r\n"), "{turn}: {r}");
+    }
+    assert_eq!(
+        origin.request_count(),
+        1,
+        "the 204 was not served from the cache"
+    );
+    let r = get("/list");
+    assert_eq!(
+        fields_named(&r, "content-length"),
+        ["Content-Length: 2"],
+        "{r}"
+    );
+    assert!(r.ends_with("\r\n\r\nok"), "{r}");
+}
+
+#[test]
+fn a_forwarded_for_or_via_the_client_names_in_connection_is_not_carried_on() {
+    let origin = Origin::start(|_| Some(ok(b"ok", &[])));
+    let d = proxy_to(origin.addr, "");
+    let raw = b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: X-Forwarded-For, Via\r\n\
+        X-Forwarded-For: 6.6.6.6\r\nVia: 1.1 elsewhere\r\n\r\n";
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(raw).unwrap();
+    assert_eq!(c.read_response("GET").unwrap().status, 200);
+    let seen = origin.requests.lock().unwrap();
+    let r = &seen[0];
+    assert_eq!(r.header("x-forwarded-for"), Some("127.0.0.1"));
+    let via = r.header("via").unwrap();
+    assert!(!via.contains("elsewhere"), "{via}");
+}
+
+#[test]
+fn an_answer_before_the_whole_request_body_says_close() {
+    // An origin that answers as soon as it has the head, and never reads the body.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope");
+                std::thread::sleep(Duration::from_secs(5));
+            });
+        }
+    });
+    let d = proxy_to(addr, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 35\r\n\r\n")
+        .unwrap();
+    let r = c.read_response("POST").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (401, "nope"));
+    // The proxy stops reading the body once the answer is out, so it closes: the head
+    // says so (RFC 9112 §9.6).
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+#[test]
+fn bad_hosts_fragments_unknown_codings_and_long_targets_get_their_4xx_or_501() {
+    let (addr, seen) = raw_origin();
+    let d = proxy_to(addr, "[proxy.config.http]\nrequest_header_max_size = 4096");
+    for (host, want) in [("a:xx", 400), ("a:1:2", 400), ("]]a[[", 400), ("a:81", 200)] {
+        let raw = format!("GET /h HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        assert_eq!(send_raw(&d, raw.as_bytes()), want, "Host: {host}");
+    }
+    let fragment = b"GET /f#frag HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_eq!(send_raw(&d, fragment), 400);
+    // RFC 9112 §6.1: chunked last, but a coding before it this proxy does not decode.
+    let gzip = b"POST /g HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n";
+    assert_eq!(send_raw(&d, gzip), 501);
+    // RFC 9112 §3: a request line past the limit is a target too long, not a header
+    // section too large.
+    let long = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(5000));
+    assert_eq!(send_raw(&d, long.as_bytes()), 414);
+    let many = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+        "a".repeat(5000)
+    );
+    assert_eq!(send_raw(&d, many.as_bytes()), 431);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "only the good Host reached the origin"
+    );
 }

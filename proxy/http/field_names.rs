@@ -207,6 +207,13 @@ impl Name<'static> {
     }
 }
 
+impl Name<'_> {
+    /// Its bit among the known names, 0 for another name.
+    pub(crate) fn bit(&self) -> u64 {
+        bit(self.known)
+    }
+}
+
 impl<'n> From<&'n str> for Name<'n> {
     fn from(text: &'n str) -> Name<'n> {
         Name {

@@ -227,8 +227,8 @@ impl<'a> Parts<'a> {
 }
 
 /// Writes `resp`'s status line and the fields a cache keeps of it ([`keeps`]: none its
-/// `Connection` names, none of `strip`), then Content-Length
-/// `len` and the blank line.
+/// `Connection` names, none of `strip`), then Content-Length `len` (but on a 204) and
+/// the blank line.
 fn stored_head(resp: &ResponseHead, strip: &[String], len: usize) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason()).into_bytes();
     let not = not_kept(&resp.headers);
@@ -238,7 +238,11 @@ fn stored_head(resp: &ResponseHead, strip: &[String], len: usize) -> Vec<u8> {
         }
         push_field(&mut head, h.name.as_bytes(), h.value);
     }
-    head.extend_from_slice(format!("Content-Length: {len}\r\n\r\n").as_bytes());
+    // None on a 204 (RFC 9110 §8.6).
+    if resp.status != 204 {
+        head.extend_from_slice(format!("Content-Length: {len}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
     head
 }
 

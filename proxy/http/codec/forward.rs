@@ -60,6 +60,8 @@ pub struct ForwardResponse<'a> {
 pub(crate) struct Skip<'a> {
     /// The known names to skip.
     bits: u64,
+    /// The known names the Connection header lists.
+    listed: u64,
     /// Other names the Connection header lists.
     named: Vec<&'a [u8]>,
     /// Skip names holding `_`.
@@ -81,14 +83,16 @@ impl<'a> Skip<'a> {
             bits |= FRAMING_BITS;
         }
         let mut named = Vec::new();
+        let mut listed = 0;
         for t in tokens(headers, names::CONNECTION) {
             match name_bit(t) {
                 0 => named.push(t),
-                b => bits |= b & !FRAMING_BITS,
+                b => listed |= b & !FRAMING_BITS,
             }
         }
         Skip {
-            bits,
+            bits: bits | listed,
+            listed,
             named,
             underscored,
         }
@@ -124,16 +128,19 @@ fn write_fields(headers: &Fields, skip: &Skip<'_>, out: &mut Vec<u8>) {
 }
 
 /// One `name` field: every existing `lookup` value, then ours (written by `ours`),
-/// comma-joined.
+/// comma-joined; ours alone when the Connection header lists the name (its fields are
+/// the previous hop's, RFC 9110 §7.6.1).
 fn write_appended(
     headers: &Fields,
+    skip: &Skip<'_>,
     (name, lookup): (&str, Name<'static>),
     out: &mut Vec<u8>,
     ours: impl FnOnce(&mut Vec<u8>),
 ) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    for v in headers.get_all(lookup) {
+    let listed = skip.listed & lookup.bit() != 0;
+    for v in headers.get_all(lookup).filter(|_| !listed) {
         out.extend_from_slice(v);
         out.extend_from_slice(b", ");
     }
@@ -212,12 +219,13 @@ pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardR
         BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyFraming::None | BodyFraming::UntilClose => {}
     }
-    write_appended(&head.headers, ("Via", names::VIA), out, |o| {
+    write_appended(&head.headers, &skip, ("Via", names::VIA), out, |o| {
         o.extend_from_slice(opts.via.as_bytes())
     });
     if let Some(ip) = opts.client_ip {
         write_appended(
             &head.headers,
+            &skip,
             ("X-Forwarded-For", names::X_FORWARDED_FOR),
             out,
             |o| push_ip(o, ip),
@@ -228,12 +236,24 @@ pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardR
 }
 
 /// Writes the response head to send to the client: always HTTP/1.1, end-to-end fields
-/// in order, Via, and Connection (not on 1xx).
+/// in order, the framing as one field of the proxy's own, Via, and Connection (not on
+/// 1xx).
 pub fn write_response_head(head: &ResponseHead, out: &mut Vec<u8>, opts: &ForwardResponse<'_>) {
-    let reframe = match opts.framing_override {
-        None | Some(BodyFraming::None) => None,
-        Some(BodyFraming::UntilClose) if head.framing == BodyFraming::UntilClose => None,
-        Some(f) => Some(f),
+    // RFC 9110 §8.6 and RFC 9112 §6.1: no Content-Length or Transfer-Encoding on 1xx and
+    // 204, and a Content-Length list of one value goes on as that value (as on
+    // requests: the next hop cannot read it differently). A HEAD or 304 response keeps
+    // its Content-Length: it is the representation's.
+    let reframe = if head.status < 200 || head.status == 204 {
+        Some(BodyFraming::None)
+    } else {
+        match opts.framing_override {
+            None | Some(BodyFraming::None) => match head.framing {
+                BodyFraming::Length(n) => Some(BodyFraming::Length(n)),
+                _ => None,
+            },
+            Some(BodyFraming::UntilClose) if head.framing == BodyFraming::UntilClose => None,
+            Some(f) => Some(f),
+        }
     };
     let skip = Skip::new(
         &head.headers,
@@ -257,7 +277,7 @@ pub fn write_response_head(head: &ResponseHead, out: &mut Vec<u8>, opts: &Forwar
         Some(BodyFraming::Chunked) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         _ => {}
     }
-    write_appended(&head.headers, ("Via", names::VIA), out, |o| {
+    write_appended(&head.headers, &skip, ("Via", names::VIA), out, |o| {
         o.extend_from_slice(opts.via.as_bytes())
     });
     if !(100..200).contains(&head.status) {
@@ -448,8 +468,26 @@ mod tests {
         );
         assert_eq!(
             s,
-            "HTTP/1.1 200 Fine\r\nContent-Length: 3\r\nX-B: 2\r\nVia: 1.0 o, 1.1 t\r\n\
+            "HTTP/1.1 200 Fine\r\nX-B: 2\r\nContent-Length: 3\r\nVia: 1.0 o, 1.1 t\r\n\
              Connection: keep-alive\r\n\r\n"
+        );
+        // A Content-Length list goes on as its one value; a 204 carries no framing field
+        // (RFC 9110 §8.6).
+        let s = forward_response(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n",
+            true,
+            None,
+        );
+        assert!(s.contains("\r\nContent-Length: 3\r\n"), "{s}");
+        assert_eq!(s.matches("Content-Length").count(), 1, "{s}");
+        let s = forward_response(
+            "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            true,
+            None,
+        );
+        assert_eq!(
+            s,
+            "HTTP/1.1 204 No Content\r\nVia: 1.1 t\r\nConnection: keep-alive\r\n\r\n"
         );
         let s = forward_response("HTTP/1.1 100 Continue\r\n\r\n", true, None);
         assert_eq!(s, "HTTP/1.1 100 Continue\r\nVia: 1.1 t\r\n\r\n");

@@ -49,6 +49,11 @@ pub enum HeadError {
     TooLarge,
     /// Not HTTP/1.0 or HTTP/1.1 (505).
     Version,
+    /// The request line alone is longer than the head may be (414, RFC 9112 §3).
+    UriTooLong,
+    /// A request body in a transfer coding the proxy does not decode, chunked last
+    /// (501, RFC 9112 §6.1).
+    UnknownCoding,
     /// Malformed or ambiguous (400), with the reason.
     Bad(&'static str),
 }
@@ -58,6 +63,8 @@ impl HeadError {
     pub fn status(&self) -> u16 {
         match self {
             HeadError::TooLarge => 431,
+            HeadError::UriTooLong => 414,
+            HeadError::UnknownCoding => 501,
             HeadError::Version => 505,
             HeadError::Bad(_) => 400,
         }
@@ -68,6 +75,8 @@ impl fmt::Display for HeadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HeadError::TooLarge => f.write_str("header section too large"),
+            HeadError::UriTooLong => f.write_str("request line too long"),
+            HeadError::UnknownCoding => f.write_str("transfer coding not implemented"),
             HeadError::Version => f.write_str("HTTP version not supported"),
             HeadError::Bad(why) => write!(f, "bad message: {why}"),
         }

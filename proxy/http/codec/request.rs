@@ -54,8 +54,15 @@ pub fn parse_request_from(
     max_head: usize,
     searched: usize,
 ) -> Result<Option<(RequestHead, usize)>, HeadError> {
-    let Some(end) = locate_head(buf, max_head, searched)? else {
-        return Ok(None);
+    let end = match locate_head(buf, max_head, searched) {
+        Ok(Some(end)) => end,
+        Ok(None) => return Ok(None),
+        // No line end within the limit: the request line alone is too long, and that is
+        // its target (RFC 9112 §3: 414), not the header section (431).
+        Err(HeadError::TooLarge) if !buf[..buf.len().min(max_head)].contains(&b'\n') => {
+            return Err(HeadError::UriTooLong)
+        }
+        Err(e) => return Err(e),
     };
     let head = &buf[..end];
     check_request_lines(head)?;
@@ -119,7 +126,8 @@ fn parse_request_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     if method.is_empty() {
         return Err(HeadError::Bad("empty method"));
     }
-    if target.is_empty() || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
+    // No fragment either: neither origin-form nor absolute-URI has one (RFC 9112 §3.2).
+    if target.is_empty() || target.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
         return Err(HeadError::Bad("invalid request target"));
     }
     let (method, target) = (
@@ -145,9 +153,15 @@ fn parse_request_head(head: &[u8]) -> Result<RequestHead, HeadError> {
         if minor_version == 0 {
             return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request"));
         }
-        let mut codings = tokens(&headers, names::TRANSFER_ENCODING);
-        match (codings.next(), codings.next()) {
-            (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => {}
+        // Chunked once and last frames the body (RFC 9112 §6.3); another coding before
+        // it is one this proxy does not decode (501, §6.1).
+        let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
+        let codings: Vec<&[u8]> = tokens(&headers, names::TRANSFER_ENCODING).collect();
+        match codings.split_last() {
+            Some((last, [])) if chunked(last) => {}
+            Some((last, before)) if chunked(last) && !before.iter().any(|c| chunked(c)) => {
+                return Err(HeadError::UnknownCoding)
+            }
             _ => return Err(HeadError::Bad("Transfer-Encoding other than chunked")),
         }
         BodyFraming::Chunked
@@ -309,10 +323,44 @@ pub(super) fn content_length(headers: &Fields) -> Result<Option<u64>, HeadError>
 }
 
 /// Whether `v` can be a Host value or the authority of an absolute-form target
-/// (RFC 9110 §7.2: `uri-host [ ":" port ]`, no userinfo). Empty is allowed here.
+/// (RFC 9110 §7.2: `uri-host [ ":" port ]`, no userinfo; RFC 3986 §3.2.2: an
+/// IP-literal in brackets, or a reg-name or IPv4 address; `port = *DIGIT`). Empty is
+/// allowed here.
 fn valid_authority(v: &[u8]) -> bool {
-    v.iter()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(b))
+    // unreserved and sub-delims: what a reg-name holds besides pct-encoded octets.
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(b);
+    let (host_ok, port) = match v.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(close) = rest.iter().position(|b| *b == b']') else {
+                return false;
+            };
+            let literal = &rest[..close];
+            let ok = !literal.is_empty() && literal.iter().all(|b| plain(b) || *b == b':');
+            (ok, &rest[close + 1..])
+        }
+        None => {
+            let at = v.iter().position(|b| *b == b':').unwrap_or(v.len());
+            let host = &v[..at];
+            let mut i = 0;
+            let mut ok = true;
+            while ok && i < host.len() {
+                ok = match host[i] {
+                    b'%' => host
+                        .get(i + 1..i + 3)
+                        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+                    b => plain(&b),
+                };
+                i += if host[i] == b'%' { 3 } else { 1 };
+            }
+            (ok, &v[at..])
+        }
+    };
+    host_ok
+        && match port.split_first() {
+            None => true,
+            Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
 }
 
 /// Length of the `scheme` of an absolute-form target (`scheme://...`), if it is one.
@@ -428,8 +476,8 @@ mod tests {
             ),
             ("TE gzip", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
             (
-                "TE gzip, chunked",
-                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                "TE chunked, chunked",
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
             ),
             (
                 "TE chunked, gzip",
@@ -459,6 +507,15 @@ mod tests {
             ("Host with userinfo", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n"),
             ("Host with a path", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"),
             ("Host with a space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            ("Host with a port of letters", "GET / HTTP/1.1\r\nHost: a:xx\r\n\r\n"),
+            ("Host with two ports", "GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n"),
+            ("Host with stray brackets", "GET / HTTP/1.1\r\nHost: ]]a[[\r\n\r\n"),
+            ("Host with an unclosed literal", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n"),
+            ("Host with junk after a literal", "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n"),
+            ("Host with an empty literal", "GET / HTTP/1.1\r\nHost: []\r\n\r\n"),
+            ("Host with a bad escape", "GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n"),
+            ("fragment in target", "GET /a#f HTTP/1.1\r\nHost: x\r\n\r\n"),
+            ("fragment in absolute target", "GET http://x/a#f HTTP/1.1\r\nHost: x\r\n\r\n"),
             ("space in target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n"),
             ("control byte in target", "GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n"),
             ("DEL in target", "GET /a\x7fb HTTP/1.1\r\nHost: x\r\n\r\n"),
@@ -476,6 +533,38 @@ mod tests {
                 "{what}: {raw:?} → {got:?}"
             );
             assert_eq!(got.unwrap_err().status(), 400);
+        }
+    }
+
+    #[test]
+    fn hosts_of_every_authority_form_are_accepted() {
+        for host in [
+            "a",
+            "a:8080",
+            "a:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:81",
+            "[v1.x]",
+            "a%41b",
+            "",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert!(req(&raw).is_ok_and(|r| r.is_some()), "{host:?}");
+        }
+    }
+
+    #[test]
+    fn a_coding_before_chunked_is_not_implemented() {
+        for te in [
+            "gzip, chunked",
+            "identity, chunked",
+            "x\r\nTransfer-Encoding: chunked",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+            let got = req(&raw);
+            assert_eq!(got, Err(HeadError::UnknownCoding), "{te:?}");
+            assert_eq!(got.unwrap_err().status(), 501);
         }
     }
 
@@ -510,6 +599,18 @@ mod tests {
         );
         assert_eq!(req(&big), Err(HeadError::TooLarge));
         assert_eq!(HeadError::TooLarge.status(), 431);
+        // A request line longer than the limit: its target is too long (414), complete
+        // or not.
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(200));
+        assert_eq!(
+            parse_request(long.as_bytes(), 100),
+            Err(HeadError::UriTooLong)
+        );
+        assert_eq!(
+            parse_request(&long.as_bytes()[..150], 100),
+            Err(HeadError::UriTooLong)
+        );
+        assert_eq!(HeadError::UriTooLong.status(), 414);
     }
 
     #[test]

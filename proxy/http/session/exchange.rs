@@ -143,6 +143,10 @@ pub(super) enum HeadAction {
     RelayInterim,
     /// The final response.
     Final(FinalHead),
+    /// A response the request cannot have: a 101, when the proxy never forwards
+    /// `Upgrade` (RFC 9110 §7.8: a server switches only to a protocol the request
+    /// named). The client gets 502, and the origin connection is closed.
+    Invalid,
 }
 
 /// How a final response head is relayed.
@@ -163,7 +167,10 @@ pub(super) struct FinalHead {
 /// Decides what a response head means for `tx`: whether an interim response is passed
 /// on, and how a final one is framed, kept alive and used by the cache. Pure.
 pub(super) fn on_response_head(tx: &Tx, head: &ResponseHead) -> HeadAction {
-    if (100..200).contains(&head.status) && head.status != 101 {
+    if head.status == 101 {
+        return HeadAction::Invalid;
+    }
+    if (100..200).contains(&head.status) {
         return if tx.client_http10 {
             HeadAction::DropInterim
         } else {
@@ -448,6 +455,11 @@ impl Session {
         };
         let via = &self.shared.settings.via;
         match on_response_head(tx, &head) {
+            HeadAction::Invalid => {
+                let why = format!("status {} to a request without Upgrade", head.status);
+                self.fail_tx(Error::new(ErrorKind::BadResponse).context(why));
+                None
+            }
             HeadAction::DropInterim => Some(true),
             HeadAction::RelayInterim => {
                 let opts = ForwardResponse {
@@ -462,8 +474,11 @@ impl Session {
             HeadAction::Final(d) => {
                 tx.origin_keep_alive = d.origin_keep_alive;
                 // A drain (stop, upgrade) that began after the request came: this head
-                // already says close.
-                let client_keep_alive = d.client_keep_alive && !self.shared.draining();
+                // already says close. So does an answer that comes before the whole
+                // request body: the proxy stops reading it when the response ends
+                // (`relay_response_body`), so it closes then (RFC 9112 §9.6).
+                let client_keep_alive =
+                    d.client_keep_alive && !self.shared.draining() && tx.req_body.done();
                 tx.client_keep_alive = client_keep_alive;
                 tx.dechunk = d.dechunk;
                 tx.resp_body = Some(Body::from(d.framing));
@@ -689,12 +704,9 @@ mod tests {
             on_response_head(&t10, &response(r)),
             HeadAction::DropInterim
         );
-        // 101 is final.
-        let up = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
-        assert!(matches!(
-            on_response_head(&t11, &response(up)),
-            HeadAction::Final(_)
-        ));
+        // 101 answers an Upgrade, which the proxy never forwards.
+        let up = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(on_response_head(&t11, &response(up)), HeadAction::Invalid);
     }
 
     #[test]
