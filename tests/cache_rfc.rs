@@ -747,3 +747,155 @@ fn rfc9111_4_3_1_revalidations_offer_every_variants_entity_tag_and_a_304_selects
     );
     assert_eq!(d.metric("proxy.process.cache.revalidated"), 2);
 }
+
+#[test]
+fn rfc9110_6_6_1_a_response_without_date_gets_one_forwarded_and_stored() {
+    let origin = Origin::start(|r| {
+        Some(match r.path.as_str() {
+            "/undated" => ok(b"u", &[("Cache-Control", "max-age=100")]),
+            _ => ok(
+                b"d",
+                &[("Cache-Control", "max-age=100"), ("Date", &http_date(5))],
+            ),
+        })
+    });
+    let span = TempDir::new("rfc-date");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    let near_now = |r: &Response| {
+        let date = r.header("date").unwrap_or_else(|| panic!("no Date: {r:?}"));
+        let at = httpdate::parse_http_date(date).unwrap();
+        let off = std::time::SystemTime::now()
+            .duration_since(at)
+            .unwrap_or_default();
+        off < Duration::from_secs(60)
+    };
+    let miss = get(&mut c, "/undated");
+    assert!(near_now(&miss), "{miss:?}");
+    let hit = get(&mut c, "/undated");
+    assert!(near_now(&hit), "{hit:?}");
+    assert_eq!(seen(&origin, "/undated").len(), 1);
+    assert_eq!(hit.header("date"), miss.header("date"));
+    // An origin's own Date is kept, not replaced.
+    let dated = get(&mut c, "/dated");
+    let want = dated.header("date").map(str::to_string);
+    assert_eq!(
+        get(&mut c, "/dated").header("date").map(str::to_string),
+        want
+    );
+    // Turnstile's own answers are dated too.
+    let own = get(&mut c, "/_stats");
+    assert!(near_now(&own), "{own:?}");
+}
+
+#[test]
+fn rfc9111_5_1_an_age_list_counts_its_first_member() {
+    let origin = Origin::start(|_| {
+        Some(ok(
+            b"a",
+            &[("Cache-Control", "max-age=100"), ("Age", "50, 60")],
+        ))
+    });
+    let span = TempDir::new("rfc-age-list");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    get(&mut c, "/a");
+    let hit = get(&mut c, "/a");
+    assert_eq!(seen(&origin, "/a").len(), 1);
+    assert!((50..60).contains(&age(&hit)), "{hit:?}");
+}
+
+#[test]
+fn rfc9110_13_1_5_if_range_by_date_needs_a_strong_last_modified_and_ims_falls_back_to_date() {
+    let origin = Origin::start(|r| {
+        let weak = http_date(30);
+        let strong_lm = http_date(40);
+        Some(match r.path.as_str() {
+            // Last-Modified equal to Date: weak (RFC 9110 §8.8.2.2).
+            "/weak" => ok(
+                b"0123456789",
+                &[
+                    ("Cache-Control", "max-age=100"),
+                    ("Date", &weak),
+                    ("Last-Modified", &weak),
+                ],
+            ),
+            "/strong" => ok(
+                b"0123456789",
+                &[
+                    ("Cache-Control", "max-age=100"),
+                    ("Date", &weak),
+                    ("Last-Modified", &strong_lm),
+                ],
+            ),
+            _ => ok(
+                b"no-lm",
+                &[("Cache-Control", "max-age=100"), ("Date", &weak)],
+            ),
+        })
+    });
+    let span = TempDir::new("rfc-if-range");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    for path in ["/weak", "/strong", "/no-lm"] {
+        get(&mut c, path);
+    }
+    let ranged = |c: &mut Conn, path: &str| {
+        let stored = get(c, path);
+        let lm = stored.header("last-modified").unwrap().to_string();
+        ask(
+            c,
+            "GET",
+            path,
+            &format!("Range: bytes=0-1\r\nIf-Range: {lm}\r\n"),
+        )
+    };
+    let weak = ranged(&mut c, "/weak");
+    assert_eq!((weak.status, weak.body.len()), (200, 10), "{weak:?}");
+    let strong = ranged(&mut c, "/strong");
+    assert_eq!(
+        (strong.status, strong.text().as_str()),
+        (206, "01"),
+        "{strong:?}"
+    );
+    // If-Modified-Since against a stored response without Last-Modified: its Date
+    // (RFC 9111 §4.3.2).
+    let r = ask(
+        &mut c,
+        "GET",
+        "/no-lm",
+        &format!("If-Modified-Since: {}\r\n", http_date(0)),
+    );
+    assert_eq!(r.status, 304, "{r:?}");
+    let r = ask(
+        &mut c,
+        "GET",
+        "/no-lm",
+        &format!("If-Modified-Since: {}\r\n", http_date(90)),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    for path in ["/weak", "/strong", "/no-lm"] {
+        assert_eq!(seen(&origin, path).len(), 1, "{path}");
+    }
+}
+
+#[test]
+fn rfc9111_4_1_a_vary_field_absent_from_the_request_matches_only_its_absence() {
+    let origin = Origin::start(|r| {
+        let body = format!("foo={:?}", r.header("x-foo"));
+        Some(ok(
+            body.as_bytes(),
+            &[("Cache-Control", "max-age=100"), ("Vary", "X-Foo")],
+        ))
+    });
+    let span = TempDir::new("rfc-vary-absent");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    assert_eq!(get(&mut c, "/v").text(), "foo=None");
+    assert_eq!(
+        ask(&mut c, "GET", "/v", "X-Foo:\r\n").text(),
+        "foo=Some(\"\")"
+    );
+    assert_eq!(get(&mut c, "/v").text(), "foo=None");
+    assert_eq!(seen(&origin, "/v").len(), 2);
+}

@@ -223,7 +223,8 @@ impl<'n> From<&'n str> for Name<'n> {
     }
 }
 
-/// The names the request path looks up on every request, classified at compile time.
+/// The names the request path looks up on every request (and `Date`, on every
+/// response), classified at compile time.
 pub mod names {
     use super::Name;
 
@@ -237,6 +238,8 @@ pub mod names {
     pub const HOST: Name<'static> = Name::known("host");
     /// `Via`.
     pub const VIA: Name<'static> = Name::known("via");
+    /// `Date`.
+    pub const DATE: Name<'static> = Name::known("date");
     /// `X-Forwarded-For`.
     pub const X_FORWARDED_FOR: Name<'static> = Name::known("x-forwarded-for");
 }

@@ -96,17 +96,21 @@ pub enum Precondition {
     Failed,
 }
 
-/// Evaluates `req`'s preconditions against a stored response with entity tag `etag`
-/// and `Last-Modified` `last_modified` (raw field values), in the order of RFC 9110
-/// §13.2.2, for a GET or HEAD answered at `now` (Unix s).
+/// Evaluates `req`'s preconditions against a stored response with entity tag `etag`,
+/// `Last-Modified` `last_modified` and `Date` `date` (raw field values), in the order
+/// of RFC 9110 §13.2.2, for a GET or HEAD answered at `now` (Unix s).
 pub fn evaluate(
     req: &RequestHead,
     etag: Option<&[u8]>,
     last_modified: Option<&[u8]>,
+    date: Option<&[u8]>,
     now: u64,
 ) -> Precondition {
     let etag = etag.and_then(ETag::parse);
     let lm = last_modified.and_then(parse_http_date);
+    // If-Modified-Since against a response without Last-Modified: its Date (RFC 9111
+    // §4.3.2; a stored response always has one, added on receipt if it came without).
+    let modified = lm.or_else(|| date.and_then(parse_http_date));
     // 1. If-Match: strong comparison.
     match tag_list(req, "if-match") {
         Some(TagList::Any) => {}
@@ -141,8 +145,8 @@ pub fn evaluate(
         .header("if-modified-since")
         .and_then(parse_http_date)
         .filter(|since| *since <= now);
-    match (since, lm) {
-        (Some(since), Some(lm)) if lm <= since => Precondition::NotModified,
+    match (since, modified) {
+        (Some(since), Some(modified)) if modified <= since => Precondition::NotModified,
         _ => Precondition::Proceed,
     }
 }
@@ -160,12 +164,14 @@ pub enum RangeAsk {
 }
 
 /// Reads `req`'s `Range` (and `If-Range`) against a stored 200 of `len` bytes with
-/// entity tag `etag` and `Last-Modified` `last_modified` (RFC 9110 §14.2, §13.1.5).
+/// entity tag `etag`, `Last-Modified` `last_modified` and `Date` `date` (RFC 9110
+/// §14.2, §13.1.5).
 pub fn range(
     req: &RequestHead,
     len: u64,
     etag: Option<&[u8]>,
     last_modified: Option<&[u8]>,
+    date: Option<&[u8]>,
 ) -> RangeAsk {
     let mut fields = req.headers_all("range");
     let (Some(value), None) = (fields.next(), fields.next()) else {
@@ -177,12 +183,15 @@ pub fn range(
             Some(tag) => etag
                 .and_then(ETag::parse)
                 .is_some_and(|e| e.strong_eq(&tag)),
-            // A date matches only exactly the stored Last-Modified.
+            // A date matches only exactly the stored Last-Modified, and only if that is
+            // strong: for a cache, at least a second before the stored Date (RFC 9110
+            // §8.8.2.2); a weak one could name two versions within its second.
             None => match (
                 parse_http_date(cond),
                 last_modified.and_then(parse_http_date),
+                date.and_then(parse_http_date),
             ) {
-                (Some(a), Some(b)) => a == b,
+                (Some(a), Some(lm), Some(d)) => a == lm && d >= lm.saturating_add(1),
                 _ => false,
             },
         };
@@ -250,10 +259,36 @@ mod tests {
     use crate::http::codec::test_util::request_with as req;
 
     const LM: &[u8] = b"Sun, 09 Sep 2001 01:46:40 GMT";
+    /// Ten seconds after LM: LM is strong.
+    const DATE: &[u8] = b"Sun, 09 Sep 2001 01:46:50 GMT";
     const NOW: u64 = 1_000_000_100;
 
     fn eval(fields: &str, etag: Option<&str>) -> Precondition {
-        evaluate(&req(fields), etag.map(str::as_bytes), Some(LM), NOW)
+        evaluate(
+            &req(fields),
+            etag.map(str::as_bytes),
+            Some(LM),
+            Some(DATE),
+            NOW,
+        )
+    }
+
+    #[test]
+    fn rfc9111_4_3_2_if_modified_since_without_last_modified_takes_the_date() {
+        let ims = |since: &str| {
+            let fields = format!("If-Modified-Since: {since}\r\n");
+            evaluate(&req(&fields), None, None, Some(DATE), NOW)
+        };
+        assert_eq!(
+            ims("Sun, 09 Sep 2001 01:46:50 GMT"),
+            Precondition::NotModified
+        );
+        assert_eq!(ims("Sun, 09 Sep 2001 01:46:49 GMT"), Precondition::Proceed);
+        let fields = "If-Modified-Since: Sun, 09 Sep 2001 01:46:50 GMT\r\n";
+        assert_eq!(
+            evaluate(&req(fields), None, None, None, NOW),
+            Precondition::Proceed
+        );
     }
 
     #[test]
@@ -385,7 +420,7 @@ mod tests {
     #[test]
     fn rfc9110_13_1_5_if_range() {
         let etag = Some(&b"\"a\""[..]);
-        let ask = |fields: &str| range(&req(fields), 100, etag, Some(LM));
+        let ask = |fields: &str| range(&req(fields), 100, etag, Some(LM), Some(DATE));
         assert_eq!(
             ask("Range: bytes=0-0\r\nIf-Range: \"a\"\r\n"),
             RangeAsk::Part(0, 1)
@@ -411,5 +446,14 @@ mod tests {
             RangeAsk::Whole
         );
         assert_eq!(ask(""), RangeAsk::Whole);
+        // A Last-Modified less than a second before the Date is weak: no date matches it
+        // (RFC 9110 §8.8.2.2), nor one without a Date.
+        let date_ask = "Range: bytes=0-0\r\nIf-Range: Sun, 09 Sep 2001 01:46:40 GMT\r\n";
+        for date in [Some(LM), None] {
+            assert_eq!(
+                range(&req(date_ask), 100, etag, Some(LM), date),
+                RangeAsk::Whole
+            );
+        }
     }
 }

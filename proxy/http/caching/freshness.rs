@@ -42,10 +42,12 @@ fn understood(status: u16) -> bool {
     matches!(status, 200..=205 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421..=426 | 500..=505)
 }
 
-/// The `Age` a response carries (§5.1): a non-negative integer, 2^31 past that;
-/// anything else is ignored (0).
+/// The `Age` a response carries (§5.1): a non-negative integer, 2^31 past that; of a
+/// list (several fields, or one with commas), the first member; anything else is
+/// ignored (0).
 fn age_value(resp: &ResponseHead) -> u64 {
     resp.header("age")
+        .and_then(|v| v.split(|b| *b == b',').next())
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| super::directives::parse_delta(v.trim()))
         .unwrap_or(0)
@@ -327,6 +329,12 @@ mod tests {
         assert_eq!(s.initial_age, 1);
         let s = store("", "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nAge: 99999999999\r\nETag: \"x\"\r\n\r\n").unwrap();
         assert_eq!(s.initial_age, (1 << 31) + 1);
+        // A list: its first member (§5.1), in one field or the first of two.
+        for age in ["50, 60", "50\r\nAge: 60"] {
+            let raw =
+                format!("HTTP/1.1 200 OK\r\nCache-Control: max-age=100\r\nAge: {age}\r\n\r\n");
+            assert_eq!(store("", &raw).unwrap().initial_age, 51, "{age:?}");
+        }
     }
 
     #[test]

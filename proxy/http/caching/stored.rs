@@ -13,7 +13,7 @@
 use super::freshness::Storable;
 use super::vary::variant;
 use crate::http::codec::{self, RequestHead, ResponseHead, Skip};
-use crate::http::field_names::name_bits;
+use crate::http::field_names::{name_bits, names};
 use crate::http::fields::Fields;
 use std::sync::Arc;
 
@@ -227,9 +227,10 @@ impl<'a> Parts<'a> {
 }
 
 /// Writes `resp`'s status line and the fields a cache keeps of it ([`keeps`]: none its
-/// `Connection` names, none of `strip`), then Content-Length `len` (but on a 204) and
-/// the blank line.
-fn stored_head(resp: &ResponseHead, strip: &[String], len: usize) -> Vec<u8> {
+/// `Connection` names, none of `strip`), a `Date` of `response_time` if it had none
+/// (RFC 9110 §6.6.1: a cache records when it received a response without one), then
+/// the framing ([`end_head`]).
+fn stored_head(resp: &ResponseHead, strip: &[String], len: usize, response_time: u64) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason()).into_bytes();
     let not = not_kept(&resp.headers);
     for h in resp.headers.iter() {
@@ -238,12 +239,20 @@ fn stored_head(resp: &ResponseHead, strip: &[String], len: usize) -> Vec<u8> {
         }
         push_field(&mut head, h.name.as_bytes(), h.value);
     }
-    // None on a 204 (RFC 9110 §8.6).
-    if resp.status != 204 {
+    if !resp.headers.contains(names::DATE) {
+        codec::write_date(&mut head, response_time);
+    }
+    end_head(&mut head, resp.status, len);
+    head
+}
+
+/// Ends a stored head: Content-Length `len` (none on a 204, RFC 9110 §8.6), then the
+/// blank line.
+fn end_head(head: &mut Vec<u8>, status: u16, len: usize) {
+    if status != 204 {
         head.extend_from_slice(format!("Content-Length: {len}\r\n").as_bytes());
     }
     head.extend_from_slice(b"\r\n");
-    head
 }
 
 /// What a head built anew from `headers` never takes: the fields the forwarder skips
@@ -285,7 +294,7 @@ impl Stored {
             swr: s.swr,
             sie: s.sie,
             status: resp.status,
-            head: stored_head(resp, &s.strip, body.len()),
+            head: stored_head(resp, &s.strip, body.len(), response_time),
             body: Body::new(body),
             variant,
             generation: 0,
@@ -338,7 +347,7 @@ impl Stored {
                 push_field(&mut head, h.name.as_bytes(), h.value);
             }
         }
-        head.extend_from_slice(format!("Content-Length: {}\r\n\r\n", self.body.len()).as_bytes());
+        end_head(&mut head, old.status, self.body.len());
         self.head = head;
         self.response_time = response_time;
         self.initial_age = s.initial_age;

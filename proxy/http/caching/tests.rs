@@ -268,7 +268,8 @@ fn a_stored_head_keeps_no_hop_by_hop_connection_named_recomputed_or_stripped_fie
     let mut o = Stored::new(&r, b"hello".to_vec(), &s, 1000, Vec::new());
     assert_eq!(
         String::from_utf8_lossy(&o.head),
-        "HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nX-Kept: k\r\nContent-Length: 5\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nX-Kept: k\r\n\
+         Date: Thu, 01 Jan 1970 00:16:40 GMT\r\nContent-Length: 5\r\n\r\n"
     );
     // A 304's fields replace the stored ones of the same names, none of those.
     let update = resp(
@@ -278,6 +279,14 @@ fn a_stored_head_keeps_no_hop_by_hop_connection_named_recomputed_or_stripped_fie
     o.refresh(&update, &s, 1005);
     assert_eq!(
         String::from_utf8_lossy(&o.head),
-        "HTTP/1.1 200 OK\r\nX-Kept: k\r\nETag: \"v2\"\r\nX-Added: a\r\nContent-Length: 5\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nX-Kept: k\r\nDate: Thu, 01 Jan 1970 00:16:40 GMT\r\n\
+         ETag: \"v2\"\r\nX-Added: a\r\nContent-Length: 5\r\n\r\n"
+    );
+    // A response with a Date keeps its own; a 204 has no Content-Length.
+    let r = resp("HTTP/1.1 204 No Content\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n\r\n");
+    let o = Stored::new(&r, Vec::new(), &s, 1000, Vec::new());
+    assert_eq!(
+        String::from_utf8_lossy(&o.head),
+        "HTTP/1.1 204 No Content\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n\r\n"
     );
 }

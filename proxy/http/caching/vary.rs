@@ -34,8 +34,10 @@ pub fn alternate_key(key: &str, generation: u64, variant: &[u8]) -> String {
 /// The request's side of the response's `Vary`: for each field name it lists, in its
 /// order, `name:value` and a line feed, the value being the request's field lines of
 /// that name, their comma-separated members trimmed and joined by commas (lower case
-/// for the fields in `CASE_INSENSITIVE`; empty when it has none). Empty without `Vary`;
-/// None for `Vary: *`, which no request matches.
+/// for the fields in `CASE_INSENSITIVE`; empty when they hold none); `name` alone and a
+/// line feed when the request has no such field, which matches only a request without
+/// one too (RFC 9111 §4.1). Empty without `Vary`; None for `Vary: *`, which no request
+/// matches.
 pub fn variant(resp: &ResponseHead, req: &RequestHead) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     for value in resp.headers_all("vary") {
@@ -49,6 +51,10 @@ pub fn variant(resp: &ResponseHead, req: &RequestHead) -> Option<Vec<u8>> {
             let name = String::from_utf8_lossy(name).to_ascii_lowercase();
             let fold = CASE_INSENSITIVE.contains(&name.as_str());
             out.extend_from_slice(name.as_bytes());
+            if req.headers_all(&name).next().is_none() {
+                out.push(b'\n');
+                continue;
+            }
             out.push(b':');
             let mut first = true;
             for member in req
@@ -116,5 +122,16 @@ mod tests {
             variant(&resp("HTTP/1.1 200 OK\r\nVary: *\r\n\r\n"), &req("")),
             None
         );
+    }
+
+    #[test]
+    fn rfc9111_4_1_an_absent_field_matches_only_an_absent_one() {
+        let r = resp("HTTP/1.1 200 OK\r\nVary: X-Foo\r\n\r\n");
+        let absent = variant(&r, &req("")).unwrap();
+        let empty = variant(&r, &req("X-Foo:\r\n")).unwrap();
+        let blank_members = variant(&r, &req("X-Foo: ,\r\n")).unwrap();
+        assert_ne!(absent, empty);
+        assert_eq!(empty, blank_members);
+        assert_eq!(absent, variant(&r, &req("X-Other: 1\r\n")).unwrap());
     }
 }

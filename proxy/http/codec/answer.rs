@@ -26,6 +26,13 @@ pub fn simple_response(
     for (k, v) in extra_headers {
         let _ = write!(out, "{k}: {v}\r\n");
     }
+    // RFC 9110 §6.6.1: Turnstile is the origin of its own answers, and has a clock.
+    let has_date = extra_headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("date"));
+    if status >= 200 && !has_date {
+        super::write_date_now(out);
+    }
     if !bodiless {
         let _ = write!(out, "Content-Length: {}\r\n", body.len());
     }
@@ -107,12 +114,21 @@ mod tests {
     use super::super::{parse_response, BodyFraming, Method};
     use super::*;
 
+    /// `raw` without its one `Date` line (whose value is now).
+    fn undated(raw: Vec<u8>) -> String {
+        let s = String::from_utf8(raw).unwrap();
+        let at = s.find("\r\nDate: ").expect("a Date") + 2;
+        let end = at + s[at..].find("\r\n").unwrap() + 2;
+        assert!(!s[end..].contains("\r\nDate: "), "two Dates: {s}");
+        format!("{}{}", &s[..at], &s[end..])
+    }
+
     #[test]
     fn simple_responses_are_complete() {
         let mut out = Vec::new();
         simple_response(404, "nope", false, &[], &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            undated(out),
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
         );
         let mut out = Vec::new();
@@ -124,13 +140,13 @@ mod tests {
             &mut out,
         );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            undated(out),
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-A: b\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}"
         );
         let mut out = Vec::new();
         simple_response(204, "ignored", true, &[], &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            undated(out),
             "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
         );
         // What we write, we parse back.

@@ -181,6 +181,22 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
+/// A `Date` field of `unix` seconds (an IMF-fixdate, RFC 9110 §5.6.7).
+pub(crate) fn write_date(out: &mut Vec<u8>, unix: u64) {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+    out.extend_from_slice(b"Date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(at).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A `Date` field of now.
+pub(crate) fn write_date_now(out: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    write_date(out, now);
+}
+
 /// The `Connection` field saying whether the connection stays open.
 pub(super) fn write_connection(keep_alive: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(if keep_alive {
@@ -276,6 +292,10 @@ pub fn write_response_head(head: &ResponseHead, out: &mut Vec<u8>, opts: &Forwar
         }
         Some(BodyFraming::Chunked) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         _ => {}
+    }
+    // RFC 9110 §6.6.1: a response forwarded without a Date gets one of its receipt.
+    if head.status >= 200 && !head.headers.contains(names::DATE) {
+        write_date_now(out);
     }
     write_appended(&head.headers, &skip, ("Via", names::VIA), out, |o| {
         o.extend_from_slice(opts.via.as_bytes())
@@ -446,8 +466,9 @@ mod tests {
         framing_override: Option<BodyFraming>,
     ) -> String {
         let mut out = Vec::new();
+        let head = resp(raw);
         write_response_head(
-            &resp(raw),
+            &head,
             &mut out,
             &ForwardResponse {
                 via: "1.1 t",
@@ -455,7 +476,44 @@ mod tests {
                 framing_override,
             },
         );
-        String::from_utf8(out).unwrap()
+        let s = String::from_utf8(out).unwrap();
+        // A final response without a Date gets one of now (RFC 9110 §6.6.1), which is
+        // taken out here for the exact compares.
+        if head.status < 200 || raw.contains("\r\nDate: ") {
+            return s;
+        }
+        let at = s.find("\r\nDate: ").expect("a Date added") + 2;
+        let end = at + s[at..].find("\r\n").unwrap() + 2;
+        format!("{}{}", &s[..at], &s[end..])
+    }
+
+    #[test]
+    fn a_response_without_a_date_gets_one_and_one_with_keeps_its_own() {
+        let mut out = Vec::new();
+        let opts = ForwardResponse {
+            via: "v",
+            keep_alive: true,
+            framing_override: None,
+        };
+        write_response_head(
+            &resp("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            &mut out,
+            &opts,
+        );
+        let s = String::from_utf8(out).unwrap();
+        let date = s.lines().find_map(|l| l.strip_prefix("Date: ")).expect(&s);
+        let at = httpdate::parse_http_date(date).unwrap();
+        let age = std::time::SystemTime::now()
+            .duration_since(at)
+            .unwrap_or_default();
+        assert!(age.as_secs() < 60, "{s}");
+        let dated =
+            "HTTP/1.1 200 OK\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\nContent-Length: 0\r\n\r\n";
+        let mut out = Vec::new();
+        write_response_head(&resp(dated), &mut out, &opts);
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(s.matches("Date: ").count(), 1, "{s}");
+        assert!(s.contains("Date: Sun, 09 Sep 2001 01:46:40 GMT\r\n"), "{s}");
     }
 
     #[test]
