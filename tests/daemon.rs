@@ -391,3 +391,35 @@ fn serves_on_inherited_socket(
     let _ = child.wait();
     served
 }
+
+#[test]
+fn reload_refuses_a_missing_ca_file_as_check_and_start_do() {
+    let good = "[proxy.config]\naccept_threads = 2\n";
+    let d = Daemon::builder().config(good).start();
+    // No remap goes to an `https://` origin, so nothing would read the file until one did.
+    let bad = format!(
+        "{good}[proxy.config.ssl]\nclient.CA.cert.filename = \"{}\"\n",
+        d.dir.0.join("no-such-ca.pem").display()
+    );
+    let dir = TempDir::new("check-ca");
+    let path = dir.0.join("records.toml");
+    std::fs::write(&path, &bad).unwrap();
+    let (code, out, check_err) = run(&dir.0, &["check", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "check accepted it: {out}");
+    let why = check_err.trim();
+    assert!(
+        why.contains("proxy.config.ssl.client.CA.cert.filename"),
+        "{why}"
+    );
+
+    let (code, out, err) = d.reload(&bad);
+    assert_eq!(code, 1, "reload accepted it: {out}");
+    assert!(
+        err.contains("reload refused; the running configuration stays") && err.contains(why),
+        "check said {why:?}; reload said {err}"
+    );
+    // The running configuration stays: a good file reloads with nothing changed.
+    let (code, out, err) = d.reload(good);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "reloaded\n");
+}

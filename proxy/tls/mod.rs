@@ -230,17 +230,20 @@ impl std::fmt::Debug for TlsClient {
 impl TlsClient {
     /// The client configuration of `cfg`: the system's trust store and
     /// `ssl.client.CA.cert.filename`, checked as `ssl.client.verify.server.policy` says.
-    /// Only built when a remap rule has an `https://` origin (`Ok(None)` otherwise). The
-    /// error names the CA file.
+    /// Only built when a remap rule has an `https://` origin (`Ok(None)` otherwise), but
+    /// the CA file is read either way: it is configuration whether or not a rule uses it
+    /// yet, so start-up, `check` and a reload all refuse a bad one. The error names it.
     pub fn load(
         cfg: &config::Config,
         keep: &TlsKeep,
         metrics: &Arc<TlsMetrics>,
     ) -> Result<Option<Arc<TlsClient>>> {
+        let ca = verify::read_ca_file(cfg)?;
         if !cfg.remap.iter().any(|r| r.to.tls) {
             return Ok(None);
         }
-        let verifier = verify::OriginVerifier::new(cfg, keep.provider.clone(), metrics.clone())?;
+        let verifier =
+            verify::OriginVerifier::new(cfg, ca, keep.provider.clone(), metrics.clone())?;
         let mut c = ClientConfig::builder_with_provider(keep.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::config(format!("TLS: {e}")))?
@@ -262,10 +265,12 @@ impl TlsClient {
     }
 }
 
-/// Checks every TLS file `cfg` names (for `turnstile check`): the error names the file.
+/// Checks every TLS file `cfg` names (for start-up and `turnstile check`): the error
+/// names the file. It builds what a reload builds, with throwaway state, so the three
+/// cannot disagree about which files are acceptable.
 pub fn check(cfg: &config::Config) -> Result<()> {
     let keep = TlsKeep::new()?;
     TlsServer::load(cfg, &keep)?;
-    verify::check_ca_file(cfg)?;
+    TlsClient::load(cfg, &keep, &TlsMetrics::new(&Registry::new()))?;
     Ok(())
 }

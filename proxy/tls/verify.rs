@@ -33,8 +33,8 @@ fn ca_file(cfg: &config::Config) -> Option<PathBuf> {
     (!f.as_os_str().is_empty()).then(|| super::certs::config_dir(cfg).join(f))
 }
 
-/// The certificates of the CA file; the error names it.
-fn read_ca_file(cfg: &config::Config) -> Result<Vec<CertificateDer<'static>>> {
+/// The certificates of the CA file (none when it is not set); the error names it.
+pub(super) fn read_ca_file(cfg: &config::Config) -> Result<Vec<CertificateDer<'static>>> {
     let Some(path) = ca_file(cfg) else {
         return Ok(Vec::new());
     };
@@ -54,14 +54,12 @@ fn read_ca_file(cfg: &config::Config) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-/// Checks the CA file, for `turnstile check`.
-pub(super) fn check_ca_file(cfg: &config::Config) -> Result<()> {
-    read_ca_file(cfg).map(drop)
-}
-
 impl OriginVerifier {
+    /// The verifier of `cfg`'s policy, trusting the system's store and `ca`, the
+    /// certificates of the CA file ([`read_ca_file`]).
     pub(super) fn new(
         cfg: &config::Config,
+        ca: Vec<CertificateDer<'static>>,
         provider: Arc<CryptoProvider>,
         metrics: Arc<TlsMetrics>,
     ) -> Result<OriginVerifier> {
@@ -74,7 +72,7 @@ impl OriginVerifier {
             }
             let (added, ignored) = roots.add_parsable_certificates(native.certs);
             log::debug!("system trust store: {added} CAs ({ignored} unusable)");
-            for c in read_ca_file(cfg)? {
+            for c in ca {
                 roots.add(c).map_err(|e| {
                     Error::config(format!(
                         "proxy.config.ssl.client.CA.cert.filename: {}: {e}",
