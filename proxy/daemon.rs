@@ -681,13 +681,12 @@ impl Daemon {
         let threads = self.events.threads().len();
         let mut swapped = Vec::new();
         let mut errors = Vec::new();
-        for p in &mut self.ports {
-            let Some(spec) = new
-                .http
-                .server_ports
-                .iter()
-                .find(|s| s.same_listener(&p.spec))
-            else {
+        // Matched by rank, not by the first equal spec: with `"0 0:accept_threads=2"` both
+        // ports would otherwise get the first one's accept threads.
+        let running: Vec<config::PortSpec> = self.ports.iter().map(|p| p.spec.clone()).collect();
+        let matched = config::match_listeners(&running, &new.http.server_ports);
+        for (p, spec) in self.ports.iter_mut().zip(matched) {
+            let Some(spec) = spec else {
                 continue;
             };
             let want = plan(&new, spec);
@@ -724,8 +723,9 @@ impl Daemon {
         applied.ssl_multicert = new.ssl_multicert.clone();
         applied.ssl.client_verify_server_policy = new.ssl.client_verify_server_policy;
         applied.ssl.client_ca_cert_filename = new.ssl.client_ca_cert_filename.clone();
-        for p in &mut applied.http.server_ports {
-            if let Some(s) = new.http.server_ports.iter().find(|s| s.same_listener(p)) {
+        let matched = config::match_listeners(&applied.http.server_ports, &new.http.server_ports);
+        for (p, s) in applied.http.server_ports.iter_mut().zip(matched) {
+            if let Some(s) = s {
                 p.accept_threads = s.accept_threads;
             }
         }

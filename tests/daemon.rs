@@ -423,3 +423,34 @@ fn reload_refuses_a_missing_ca_file_as_check_and_start_do() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out, "reloaded\n");
 }
+
+#[test]
+fn reload_matches_equal_ports_by_rank_and_keeps_each_ports_accept_threads() {
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", "0 0:accept_threads=2")
+        .config("[proxy.config]\naccept_threads = 1\n")
+        .start();
+    let threads = || {
+        let (code, out, err) = d.ctl(&["port", "list"]);
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .map(|l| l.split_whitespace().nth(2).unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(threads(), ["threads×1", "threads×2"]);
+    // The same file: nothing to swap.
+    let (code, out, err) = d.reload("[proxy.config]\naccept_threads = 1\n");
+    assert_eq!((code, out.as_str()), (0, "reloaded\n"), "{err}");
+    assert_eq!(threads(), ["threads×1", "threads×2"]);
+    // The default changes only the port without its own accept_threads.
+    let (code, out, err) = d.reload("[proxy.config]\naccept_threads = 3\n");
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(threads(), ["threads×3", "threads×2"], "{out}");
+    assert!(
+        wait_until(Duration::from_secs(5), || d
+            .metric("proxy.process.net.accepts_currently_open")
+            == 5),
+        "gauge {}",
+        d.metric("proxy.process.net.accepts_currently_open")
+    );
+}

@@ -35,7 +35,8 @@ pub use ipnet::IpNet;
 pub use load::{load, load_with, parse, DEFAULT_RECORDS};
 pub use parent::{ParentHost, ParentRule, RoundRobin, MAX_PARENT_WEIGHT};
 pub use ports::{
-    format_server_ports, parse_server_ports, Family, PortKind, PortSpec, MAX_ACCEPT_THREADS,
+    format_server_ports, match_listeners, parse_server_ports, Family, PortKind, PortSpec,
+    MAX_ACCEPT_THREADS,
 };
 pub use records::{record_names, reloadable, MAX_TIMEOUT_S, PORT_ACCEPT_THREADS};
 pub use remap::{RemapRule, RemapUrl};

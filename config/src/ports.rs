@@ -127,6 +127,22 @@ impl PortSpec {
     }
 }
 
+/// For each port of `running`, the port of `new` that is the same listener
+/// ([`PortSpec::same_listener`]) of the same rank among equal ones, if any: `"0 0"` are
+/// two ports, so the second running one is the second new one, not the first again.
+/// Ranks are counted within each list, so equal ports match in order wherever the
+/// others moved to.
+pub fn match_listeners<'a>(running: &[PortSpec], new: &'a [PortSpec]) -> Vec<Option<&'a PortSpec>> {
+    running
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let rank = running[..i].iter().filter(|q| q.same_listener(p)).count();
+            new.iter().filter(|q| q.same_listener(p)).nth(rank)
+        })
+        .collect()
+}
+
 impl fmt::Display for PortSpec {
     /// The descriptor string form; [`parse_server_ports`] reads it back to an equal spec.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -554,5 +570,22 @@ mod tests {
         for s in inputs {
             let _ = parse_server_ports(&s);
         }
+    }
+
+    #[test]
+    fn equal_ports_match_by_rank_wherever_the_others_moved() {
+        let running = parse_server_ports("0 8080 0:accept_threads=2").unwrap();
+        let new = parse_server_ports("8080:accept_threads=3 0:accept_threads=4 0 9000").unwrap();
+        let threads: Vec<Option<Option<u32>>> = match_listeners(&running, &new)
+            .into_iter()
+            .map(|s| s.map(|s| s.accept_threads))
+            .collect();
+        assert_eq!(threads, [Some(Some(4)), Some(Some(3)), Some(None)]);
+        let fewer = parse_server_ports("0").unwrap();
+        let matched: Vec<bool> = match_listeners(&running, &fewer)
+            .iter()
+            .map(Option::is_some)
+            .collect();
+        assert_eq!(matched, [true, false, false]);
     }
 }
