@@ -629,3 +629,29 @@ fn a_client_outside_allow_ip_gets_403_and_nothing_else() {
     let mut allowed = from("127.0.0.1").unwrap();
     assert_eq!(allowed.get("t", "/_stats").unwrap().status, 200);
 }
+
+#[test]
+fn head_carries_the_content_length_a_get_would_have_and_no_body() {
+    let d = Daemon::start();
+    let mut c = Conn::open(d.addr()).unwrap();
+    let get = c.get("t", "/_stats").unwrap();
+    assert_eq!(get.status, 200);
+    c.send(b"HEAD /_stats HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let head = c.read_response("HEAD").unwrap();
+    assert_eq!(head.status, 200);
+    let length: usize = head
+        .header("content-length")
+        .expect("a Content-Length")
+        .parse()
+        .unwrap();
+    // Counters moved between the two requests, so the lengths may differ by a few digits.
+    assert!(
+        length.abs_diff(get.body.len()) < 64,
+        "HEAD says {length}, GET sent {}",
+        get.body.len()
+    );
+    // No body followed the HEAD's head: the next answer on the connection parses.
+    let again = c.get("t", "/_stats").unwrap();
+    assert_eq!(again.status, 200);
+    assert!(again.text().contains("proxy.process"), "{}", again.text());
+}

@@ -7,10 +7,12 @@ use std::io::Write as _;
 
 /// A complete local response with a text body (none for 1xx, 204 and 304, which
 /// cannot have one). `extra_headers` come before the framing; a Content-Type among
-/// them replaces `text/plain`.
+/// them replaces `text/plain`. `head_only` answers a HEAD: the framing says the body's
+/// length, as a GET's answer would (RFC 9110 §8.6 allows no other), and the body stays.
 pub fn simple_response(
     status: u16,
     body: &str,
+    head_only: bool,
     keep_alive: bool,
     extra_headers: &[(&str, &str)],
     out: &mut Vec<u8>,
@@ -40,7 +42,7 @@ pub fn simple_response(
         write_connection(keep_alive, out);
     }
     out.extend_from_slice(b"\r\n");
-    if !bodiless {
+    if !bodiless && !head_only {
         out.extend_from_slice(body.as_bytes());
     }
 }
@@ -126,7 +128,7 @@ mod tests {
     #[test]
     fn simple_responses_are_complete() {
         let mut out = Vec::new();
-        simple_response(404, "nope", false, &[], &mut out);
+        simple_response(404, "nope", false, false, &[], &mut out);
         assert_eq!(
             undated(out),
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
@@ -135,6 +137,7 @@ mod tests {
         simple_response(
             200,
             "{}",
+            false,
             true,
             &[("Content-Type", "application/json"), ("X-A", "b")],
             &mut out,
@@ -144,18 +147,25 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-A: b\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}"
         );
         let mut out = Vec::new();
-        simple_response(204, "ignored", true, &[], &mut out);
+        simple_response(204, "ignored", false, true, &[], &mut out);
         assert_eq!(
             undated(out),
             "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
         );
         // What we write, we parse back.
         let mut out = Vec::new();
-        simple_response(503, "busy", true, &[], &mut out);
+        simple_response(503, "busy", false, true, &[], &mut out);
         let (h, n) = parse_response(&out, 8192).unwrap().unwrap();
         assert_eq!(
             (h.status, h.body(Method::Other), &out[n..]),
             (503, BodyFraming::Length(4), &b"busy"[..])
+        );
+        // A HEAD's answer says the length and sends no body.
+        let mut out = Vec::new();
+        simple_response(200, "{}", true, true, &[], &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n"
         );
     }
 

@@ -356,10 +356,10 @@ impl Session {
         self.shared.note_invalidation(key);
         if found {
             m.purges.inc();
-            self.local_response(200, "purged", keep, &[]);
+            self.local_response(200, "purged", false, keep, &[]);
         } else {
             m.purge_misses.inc();
-            self.local_response(404, "not cached", keep, &[]);
+            self.local_response(404, "not cached", false, keep, &[]);
         }
     }
 

@@ -91,7 +91,14 @@ impl Session {
             }
             Precondition::Failed => {
                 m.cache_not_modified.inc();
-                codec::simple_response(412, "precondition failed", keep, &[], &mut self.out_c);
+                codec::simple_response(
+                    412,
+                    "precondition failed",
+                    false,
+                    keep,
+                    &[],
+                    &mut self.out_c,
+                );
                 return 412;
             }
             Precondition::Proceed => {}

@@ -161,19 +161,21 @@ impl Session {
         if let Some(l) = self.log_req.as_mut() {
             l.aborted |= err.client_aborted();
         }
-        self.local_response(err.status(), &err.message(), keep, &[]);
+        self.local_response(err.status(), &err.message(), false, keep, &[]);
     }
 
     /// A local answer (error, stats): queued in order; closes afterwards unless `keep`.
+    /// `head_only` frames `body` without sending it ([`codec::simple_response`]).
     pub(super) fn local_response(
         &mut self,
         status: u16,
         body: &str,
+        head_only: bool,
         keep: bool,
         headers: &[(&str, &str)],
     ) {
         let keep = keep && !self.shared.draining();
-        codec::simple_response(status, body, keep, headers, &mut self.out_c);
+        codec::simple_response(status, body, head_only, keep, headers, &mut self.out_c);
         self.shared.metrics.count_status(status);
         self.shared.metrics.completed_requests.inc();
         let result = match self.log_req.as_deref() {
@@ -201,15 +203,13 @@ impl Session {
             .unwrap_or_default()
             .as_millis();
         let server = &self.shared.settings.server;
+        // A HEAD renders the body too, for its length: a HEAD's Content-Length must be
+        // the GET's (RFC 9110 §8.6), and rendering is cheap.
         let body = stats_http::render(format, &self.shared.registry, now_ms, server);
-        let body = if head.method() == "HEAD" {
-            ""
-        } else {
-            body.as_str()
-        };
         self.local_response(
             200,
-            body,
+            &body,
+            head.method() == "HEAD",
             keep,
             &[
                 ("Content-Type", format.content_type()),
