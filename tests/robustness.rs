@@ -525,3 +525,26 @@ fn bad_hosts_fragments_unknown_codings_and_long_targets_get_their_4xx_or_501() {
         "only the good Host reached the origin"
     );
 }
+
+#[test]
+fn an_error_answering_a_head_sends_no_body_and_the_next_answer_parses() {
+    let origin = Origin::start(|_| Some(ok(b"ok", &[])));
+    let d = Daemon::builder()
+        .config(&format!(
+            "[[remap]]\nfrom = \"/known\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start();
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(b"HEAD /unknown HTTP/1.1\r\nHost: t\r\n\r\nGET /unknown HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let head = c.read_response("HEAD").unwrap();
+    assert_eq!(head.status, 404);
+    // The length a GET's answer has, and no body: the next answer follows at once.
+    let get = c.read_response("GET").unwrap();
+    assert_eq!(get.status, 404, "{get:?}");
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
+}

@@ -94,7 +94,7 @@ impl Session {
                 codec::simple_response(
                     412,
                     "precondition failed",
-                    false,
+                    head_only,
                     keep,
                     &[],
                     &mut self.out_c,

@@ -203,6 +203,9 @@ pub(crate) struct Session {
     first_byte_sent: bool,
     /// Bytes written to the client so far.
     sent_c: u64,
+    /// The request in progress is a HEAD: a local answer to it frames its body without
+    /// sending it (RFC 9110 §9.3.2).
+    head_only: bool,
     /// The request in progress, for the access log (only with one).
     log_req: Option<Box<LogReq>>,
     /// Where the session is in its thread's batch of events (`batch.rs`).
@@ -255,6 +258,7 @@ pub(crate) fn start(
             head_searched: 0,
             first_byte_sent: false,
             sent_c: 0,
+            head_only: false,
             log_req: None,
             batch: batch::Batch::default(),
             pp_pending: matches!(role, PortRole::HttpProxyProtocol),

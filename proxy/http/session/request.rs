@@ -42,6 +42,7 @@ impl Session {
                 Ok(None) => self.head_searched = self.inbuf.len(),
                 Err(e) => {
                     self.shared.metrics.incoming_requests.inc();
+                    self.head_only = false;
                     self.answer_error(Error::from(e), false);
                     return true;
                 }
@@ -64,6 +65,7 @@ impl Session {
 
     fn begin(&mut self, t: &mut EThread, head: RequestHead) {
         self.shared.metrics.incoming_requests.inc();
+        self.head_only = head.method() == "HEAD";
         if self.shared.access_log().is_some() {
             self.log_begin(&head);
         }
@@ -156,12 +158,12 @@ impl Session {
     }
 
     /// Answers the request in progress (or a head that did not parse) with `err`'s
-    /// status and message, closing afterwards unless `keep`.
+    /// status and message (its head alone to a HEAD), closing afterwards unless `keep`.
     pub(super) fn answer_error(&mut self, err: Error, keep: bool) {
         if let Some(l) = self.log_req.as_mut() {
             l.aborted |= err.client_aborted();
         }
-        self.local_response(err.status(), &err.message(), false, keep, &[]);
+        self.local_response(err.status(), &err.message(), self.head_only, keep, &[]);
     }
 
     /// A local answer (error, stats): queued in order; closes afterwards unless `keep`.
