@@ -787,7 +787,11 @@ impl Daemon {
             }
         }
         let (drained, cut) = self.drain_connections(rx);
-        log::info!("stop: {drained} transactions drained, {cut} cut at the shutdown timeout");
+        log::info!(
+            "stop: {drained} transactions drained, {} cut at the shutdown timeout ({} connections)",
+            cut.transactions,
+            cut.connections
+        );
         self.events.shutdown();
         // Cache writes are queued on the spans' I/O threads: let them land.
         if let Err(e) = self.http.flush_cache() {

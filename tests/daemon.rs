@@ -454,3 +454,25 @@ fn reload_matches_equal_ports_by_rank_and_keeps_each_ports_accept_threads() {
         d.metric("proxy.process.net.accepts_currently_open")
     );
 }
+
+#[test]
+fn a_stop_cut_short_by_a_half_sent_head_counts_its_connection() {
+    use std::io::Write;
+    let mut d = Daemon::builder()
+        .config("[proxy.config.stop]\nshutdown_timeout = 1\n")
+        .start();
+    let mut c = std::net::TcpStream::connect(d.addr()).unwrap();
+    c.write_all(b"GET /_stats HTTP/1.1\r\nHost: x\r\n").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || d
+        .metric("proxy.process.net.connections_currently_open")
+        == 1));
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(st.code(), Some(0));
+    // No transaction began, but a connection was open when the timeout cut the drain.
+    let log = d.log_text();
+    assert!(
+        log.contains("0 cut at the shutdown timeout (1 connections)"),
+        "{log}"
+    );
+}

@@ -288,7 +288,9 @@ impl Daemon {
         });
         successor.send(&self.missed_removals());
         log::info!(
-            "upgrade: {drained} transactions drained, {cut} cut at the shutdown timeout; pid {old_pid} exits"
+            "upgrade: {drained} transactions drained, {} cut at the shutdown timeout ({} connections); pid {old_pid} exits",
+            cut.transactions,
+            cut.connections
         );
         self.events.shutdown();
         self.http.flush_access_log();
@@ -391,8 +393,10 @@ impl Daemon {
     /// Waits until every client connection is closed (idle keep-alive ones at once, busy
     /// ones after their response, which says `Connection: close`) and retired sockets
     /// are drained, or the shutdown timeout; a stop meanwhile cuts it short. Returns the
-    /// transactions completed meanwhile and those still in flight at the end.
-    pub(super) fn drain_connections(&mut self, rx: &Receiver<Control>) -> (u64, i64) {
+    /// transactions completed meanwhile, and what was still open at the end: the
+    /// transactions in flight, and every connection (a client that sent part of a head
+    /// has a connection and no transaction yet).
+    pub(super) fn drain_connections(&mut self, rx: &Receiver<Control>) -> (u64, Cut) {
         let completed = self
             .registry
             .counter("proxy.process.http.completed_requests");
@@ -403,7 +407,7 @@ impl Daemon {
             t.run(crate::http::session::sweep);
         }
         let deadline = Instant::now() + Duration::from_secs(self.cfg.stop.shutdown_timeout_s);
-        let mut cut = 0;
+        let mut cut = Cut::default();
         loop {
             // Every client socket the process holds, from the accept on: one accepted
             // but not started yet (handed to an event thread) counts too.
@@ -411,17 +415,19 @@ impl Daemon {
             if conns <= 0 && !self.ports.iter().any(|p| p.retiring()) {
                 break;
             }
+            let open = || Cut {
+                transactions: self.http.active_transactions().max(0),
+                connections: conns.max(0),
+            };
             if Instant::now() >= deadline {
-                cut = self.http.active_transactions().max(0);
-                log::warn!(
-                    "shutdown timeout: closing {cut} transactions still in flight ({conns} connections)"
-                );
+                cut = open();
+                log::warn!("shutdown timeout: closing {cut} still open");
                 break;
             }
             match rx.recv_timeout(DRAIN_POLL) {
                 Ok(Control::Stop) => {
-                    cut = self.http.active_transactions().max(0);
-                    log::warn!("second stop: exiting now, cutting {cut} transactions");
+                    cut = open();
+                    log::warn!("second stop: exiting now, cutting {cut}");
                     break;
                 }
                 Ok(Control::Upgrade(r)) => {
@@ -477,5 +483,24 @@ impl Daemon {
         log::info!("port {label} {state}");
         let already = if changed { "" } else { " (already)" };
         (0, format!("port {label} {state}{already}\n"))
+    }
+}
+
+/// What a drain left open when it ended (at the shutdown timeout or a second stop).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Cut {
+    /// Transactions in flight.
+    pub(super) transactions: i64,
+    /// Client connections, those transactions' among them.
+    pub(super) connections: i64,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} transactions ({} connections)",
+            self.transactions, self.connections
+        )
     }
 }
