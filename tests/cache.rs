@@ -687,3 +687,101 @@ fn a_fetch_under_way_when_its_url_is_changed_does_not_store_what_it_got() {
     assert_eq!(http::get(d.addr(), "t", "/doc").unwrap().text(), "v1"); // hit
     assert_eq!(origin.request_count(), 3);
 }
+
+#[test]
+fn a_304_whose_validator_matches_no_stored_response_updates_nothing() {
+    // RFC 9111 §4.3.4. The origin first sends representation A; afterwards it has B,
+    // yet answers any conditional request with a 304 carrying B's validators. Such a
+    // 304 selects no stored response: A must not be relabelled as B and kept fresh, the
+    // request goes again without validators and B is what is served (and stored).
+    let origin = Origin::start(|r| {
+        let first = |lm: bool| {
+            let v = if lm {
+                ("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")
+            } else {
+                ("ETag", "\"a\"")
+            };
+            Some(ok(
+                b"representation-A",
+                &[("Cache-Control", "max-age=0"), v],
+            ))
+        };
+        let lm = r.path == "/r2";
+        let b = if lm {
+            ("Last-Modified", "Tue, 02 Jan 2024 00:00:00 GMT")
+        } else {
+            ("ETag", "\"b\"")
+        };
+        let conditional = r.header("if-none-match").or(r.header("if-modified-since"));
+        match (conditional, r.header("x-first")) {
+            (_, Some(_)) => first(lm),
+            (Some(_), None) => Some(
+                format!(
+                    "HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=100\r\n{}: {}\r\n\r\n",
+                    b.0, b.1
+                )
+                .into_bytes(),
+            ),
+            (None, None) => Some(ok(
+                b"representation-B",
+                &[("Cache-Control", "max-age=100"), b],
+            )),
+        }
+    });
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    for (path, validator, old, new) in [
+        ("/r1", "etag", "\"a\"", "\"b\""),
+        (
+            "/r2",
+            "last-modified",
+            "Mon, 01 Jan 2024 00:00:00 GMT",
+            "Tue, 02 Jan 2024 00:00:00 GMT",
+        ),
+    ] {
+        let before = origin.request_count();
+        let r = http::request(d.addr(), "GET", path, &[("X-First", "1")], b"").unwrap();
+        assert_eq!(
+            (r.text().as_str(), r.header(validator)),
+            ("representation-A", Some(old))
+        );
+        // Stale at once: revalidated; the 304 names B, so B is fetched whole.
+        let r = http::request(d.addr(), "GET", path, &[], b"").unwrap();
+        assert_eq!(
+            (r.status, r.text().as_str(), r.header(validator)),
+            (200, "representation-B", Some(new)),
+            "{path}"
+        );
+        let r = http::request(d.addr(), "GET", path, &[], b"").unwrap();
+        assert_eq!(
+            (r.text().as_str(), r.header(validator)),
+            ("representation-B", Some(new)),
+            "{path}"
+        );
+        let reqs = origin.requests.lock().unwrap();
+        let sent: Vec<_> = reqs[before..]
+            .iter()
+            .map(|r| {
+                (
+                    r.header("if-none-match").is_some(),
+                    r.header("if-modified-since").is_some(),
+                )
+            })
+            .collect();
+        // The first fetch, the revalidation with A's validator, the unconditional
+        // fetch; the last GET is a hit on B.
+        let conditional = if validator == "etag" {
+            (true, false)
+        } else {
+            (false, true)
+        };
+        assert_eq!(
+            sent,
+            [(false, false), conditional, (false, false)],
+            "{path}"
+        );
+    }
+    assert_eq!(d.metric("proxy.process.cache.revalidated"), 0);
+}

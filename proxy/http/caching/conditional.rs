@@ -4,7 +4,8 @@
 //! the RFCs say (usually: ignored), never as a wrong byte range.
 
 use super::parse_http_date;
-use crate::http::codec::RequestHead;
+use super::Stored;
+use crate::http::codec::{RequestHead, ResponseHead};
 
 /// An entity tag: opaque part and whether it is weak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +39,73 @@ impl<'a> ETag<'a> {
     /// Strong comparison: both strong and equal.
     pub fn strong_eq(&self, other: &ETag<'_>) -> bool {
         !self.weak && !other.weak && self.opaque == other.opaque
+    }
+}
+
+/// What a 304 selects the stored responses it updates by (RFC 9111 §4.3.4): its entity
+/// tag, else its `Last-Modified`, else nothing. A 304 whose validator selects no stored
+/// response MUST NOT update any: the origin says its current representation is one the
+/// cache does not hold, so refreshing ours would label old content with the new
+/// validators and keep it fresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotModifiedBy<'a> {
+    /// An entity tag: a strong one selects by strong comparison, a weak one by weak
+    /// comparison (§4.3.4's first and second cases). Its `Last-Modified`, if any, is not
+    /// consulted: the tag is the finer validator.
+    Tag(ETag<'a>),
+    /// No entity tag, a `Last-Modified`: selects a stored response with the same date
+    /// (the second case; a date is a weak validator, RFC 9110 §8.8.2.2).
+    LastModified(&'a [u8]),
+    /// No validator: it can only mean the one stored response the request could have
+    /// been answered with (the third case). §4.3.4 also wants that response to lack a
+    /// validator, but a 304 to the cache's own `If-None-Match`/`If-Modified-Since` for
+    /// one response confirms that response's validators (RFC 9110 §13.1.2, §13.1.3), and
+    /// origins that leave them out of 304s are common: it is selected.
+    Nothing,
+}
+
+impl<'a> NotModifiedBy<'a> {
+    /// The validator of 304 `head`; a malformed entity tag counts as none.
+    pub fn of(head: &'a ResponseHead) -> NotModifiedBy<'a> {
+        if let Some(tag) = head.header("etag").and_then(ETag::parse) {
+            return NotModifiedBy::Tag(tag);
+        }
+        match head.header("last-modified") {
+            Some(lm) => NotModifiedBy::LastModified(lm),
+            None => NotModifiedBy::Nothing,
+        }
+    }
+
+    /// Whether it selects `stored` for the update.
+    pub fn selects(&self, stored: &Stored) -> bool {
+        self.selects_fields(stored.field("etag"), stored.field("last-modified"))
+    }
+
+    /// Whether it selects a stored response whose entity tag is `tag` (one of a URL's
+    /// variant list, whose dates are not kept: a date never selects from it).
+    pub fn names_tag(&self, tag: &[u8]) -> bool {
+        matches!(self, NotModifiedBy::Tag(_)) && self.selects_fields(Some(tag), None)
+    }
+
+    /// Whether it selects a stored response with `etag` and `last_modified`.
+    fn selects_fields(&self, etag: Option<&[u8]>, last_modified: Option<&[u8]>) -> bool {
+        match self {
+            NotModifiedBy::Tag(ours) => etag.and_then(ETag::parse).is_some_and(|t| {
+                if ours.weak {
+                    ours.weak_eq(&t)
+                } else {
+                    ours.strong_eq(&t)
+                }
+            }),
+            // The same instant, however each is spelled; bytes when either is no date.
+            NotModifiedBy::LastModified(ours) => {
+                last_modified.is_some_and(|lm| match (parse_http_date(ours), parse_http_date(lm)) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => ours.trim_ascii() == lm.trim_ascii(),
+                })
+            }
+            NotModifiedBy::Nothing => true,
+        }
     }
 }
 
@@ -256,7 +324,7 @@ pub fn parse_range(value: &[u8], len: u64) -> RangeAsk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::codec::test_util::request_with as req;
+    use crate::http::codec::test_util::{request_with as req, resp};
 
     const LM: &[u8] = b"Sun, 09 Sep 2001 01:46:40 GMT";
     /// Ten seconds after LM: LM is strong.
@@ -455,5 +523,40 @@ mod tests {
                 RangeAsk::Whole
             );
         }
+    }
+
+    #[test]
+    fn rfc9111_4_3_4_a_304_selects_only_a_stored_response_with_its_validator() {
+        let lm = "Sun, 09 Sep 2001 01:46:40 GMT";
+        let by = |fields: &str| resp(&format!("HTTP/1.1 304 Not Modified\r\n{fields}\r\n"));
+        let selects = |fields: &str, etag: Option<&str>, last_modified: Option<&str>| {
+            NotModifiedBy::of(&by(fields))
+                .selects_fields(etag.map(str::as_bytes), last_modified.map(str::as_bytes))
+        };
+        // A strong tag selects by strong comparison only.
+        assert!(selects("ETag: \"a\"\r\n", Some("\"a\""), None));
+        assert!(!selects("ETag: \"b\"\r\n", Some("\"a\""), None));
+        assert!(!selects("ETag: \"a\"\r\n", Some("W/\"a\""), None));
+        assert!(!selects("ETag: \"a\"\r\n", None, Some(lm)));
+        // A weak one by weak comparison.
+        assert!(selects("ETag: W/\"a\"\r\n", Some("\"a\""), None));
+        assert!(!selects("ETag: W/\"b\"\r\n", Some("W/\"a\""), None));
+        // The tag decides over a date that agrees.
+        let both = format!("ETag: \"b\"\r\nLast-Modified: {lm}\r\n");
+        assert!(!selects(&both, Some("\"a\""), Some(lm)));
+        // Without a tag, the date: the same instant, however spelled.
+        let date = format!("Last-Modified: {lm}\r\n");
+        assert!(selects(&date, Some("\"a\""), Some(lm)));
+        assert!(selects(&date, None, Some("Sunday, 09-Sep-01 01:46:40 GMT")));
+        assert!(!selects(&date, None, Some("Sun, 09 Sep 2001 01:46:41 GMT")));
+        assert!(!selects(&date, Some("\"a\""), None));
+        // A malformed tag is none; no validator at all selects the one stored.
+        assert!(selects("ETag: a\r\n", Some("\"a\""), Some(lm)));
+        assert!(selects("", Some("\"a\""), Some(lm)));
+        assert_eq!(NotModifiedBy::of(&by("")), NotModifiedBy::Nothing);
+        // A variant list's tags: only a tag selects from them.
+        assert!(NotModifiedBy::of(&by("ETag: \"a\"\r\n")).names_tag(b"\"a\""));
+        assert!(!NotModifiedBy::of(&by("")).names_tag(b"\"a\""));
+        assert!(!NotModifiedBy::of(&by(&date)).names_tag(b"\"a\""));
     }
 }

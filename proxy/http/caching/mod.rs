@@ -18,7 +18,7 @@ mod freshness;
 mod stored;
 mod vary;
 
-pub use conditional::{evaluate, range, ETag, Precondition, RangeAsk};
+pub use conditional::{evaluate, range, NotModifiedBy, Precondition, RangeAsk};
 /// The parsers the fuzz targets drive; the daemon reaches them through the functions
 /// above.
 #[cfg(feature = "fuzzing")]

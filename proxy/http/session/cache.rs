@@ -192,11 +192,12 @@ impl Session {
                     .head
                     .headers
                     .retain(|h| !CONDITIONAL.iter().any(|n| h.name.eq_ignore_ascii_case(n)));
+                // The request as it is without validators is kept, for a 304 that selects
+                // no stored response at hand (§4.3.4).
+                ctx.unconditional = Some(pending.head.clone());
                 // §4.3.1: the entity tags of every variant of the URL go with ours; a 304
-                // then names the one the origin would send this request (the request as
-                // it is without them is kept, for when that one is not at hand).
+                // then names the one the origin would send this request.
                 if let Some(others) = variants.as_ref().and_then(|v| other_tags(&validators, v)) {
-                    ctx.unconditional = Some(pending.head.clone());
                     ctx.offered = true;
                     for (name, value) in validators.iter_mut() {
                         if name == "If-None-Match" {

@@ -236,8 +236,8 @@ impl Session {
             underscores: shared.settings.underscores,
         };
         codec::write_request_head(&head, &mut out, &opts);
-        // A revalidation that offered several variants' tags keeps the request without
-        // them, written alike, for a 304 that names a variant not at hand.
+        // A revalidation keeps the request without validators, written alike, for a 304
+        // that selects no stored response at hand.
         let mut cache = cache;
         if let Some(c) = cache.as_mut() {
             if let Some(bare) = c.unconditional.take() {

@@ -34,8 +34,8 @@ pub(super) struct CacheTx {
     pub(super) variants: Option<UrlVariants>,
     /// An unsafe request: a non-error answer removes the URL's object instead.
     pub(super) invalidate: bool,
-    /// A revalidation that offered other variants' entity tags: the request without any
-    /// validator, to send when a 304 names a variant that is not at hand.
+    /// A revalidation (or a miss that offered other variants' entity tags): the request
+    /// without any validator, to send when a 304 selects no stored response at hand.
     pub(super) unconditional: Option<RequestHead>,
     /// That request as written for the origin (`forward`).
     pub(super) refetch: Option<Vec<u8>>,
@@ -106,8 +106,9 @@ pub(super) enum HeadUse {
     Relay,
     /// The client was answered from the cache in its place.
     Answered,
-    /// It was a 304 naming a variant that is not at hand: send this request (the client's
-    /// without validators) instead, and relay what comes.
+    /// It was a 304 that selects no stored response at hand (one naming a variant not
+    /// in RAM, or a representation the cache does not hold at all): send this request
+    /// (the client's without validators) instead, and relay what comes.
     Resend(Vec<u8>),
 }
 
@@ -117,43 +118,34 @@ enum Selected {
     Held,
     /// Another variant of the URL, read from RAM.
     Other(Stored),
-    /// Another variant, not in RAM: the request goes again without validators.
+    /// None at hand: another variant not in RAM, or nothing stored has the 304's
+    /// validator. The request goes again without validators.
     NotAtHand,
 }
 
-/// The stored response `head` (a 304) selects: by its entity tag among the URL's
-/// variants (ours, `held`, when it has none or names ours).
+/// The stored response `head` (a 304) selects (RFC 9111 §4.3.4): ours, `held`, when its
+/// validator names ours (or it has none); else the variant of the URL its entity tag
+/// names, when we offered the variants' tags. A 304 that selects none updates nothing.
 fn select_variant(
     c: &CacheTx,
     held: Option<&Stored>,
     head: &ResponseHead,
     cache: Option<&Arc<Cache>>,
 ) -> Selected {
-    let named = head.header("etag").and_then(caching::ETag::parse);
-    let Some(named) = named else {
-        return match held {
-            Some(_) => Selected::Held,
-            None => Selected::NotAtHand,
-        };
-    };
-    let same = |tag: &[u8]| caching::ETag::parse(tag).is_some_and(|t| t.weak_eq(&named));
-    if held.and_then(|h| h.field("etag")).is_some_and(same) {
+    let by = caching::NotModifiedBy::of(head);
+    if held.is_some_and(|h| by.selects(h)) {
         return Selected::Held;
     }
     let Some(v) = c.variants.as_ref().filter(|_| c.offered) else {
-        // Offered no other: ours, as §4.3.4 says when only one is stored.
-        return match held {
-            Some(_) => Selected::Held,
-            None => Selected::NotAtHand,
-        };
+        return Selected::NotAtHand;
     };
-    let Some(i) = v.kept.1.iter().position(|t| same(t)) else {
+    let Some(i) = v.kept.1.iter().position(|t| by.names_tag(t)) else {
         return Selected::NotAtHand;
     };
     let key = caching::alternate_key(&c.key, v.generation, &v.kept.0[i]);
     match cache.map(|cache| cache.lookup(&key)) {
         Some(Lookup::Done(Some(bytes))) => match Stored::decode(&bytes) {
-            Some(other) if other.field("etag").is_some_and(same) => Selected::Other(other),
+            Some(other) if by.selects(&other) => Selected::Other(other),
             _ => Selected::NotAtHand,
         },
         _ => Selected::NotAtHand,
@@ -258,12 +250,17 @@ impl Session {
             let mut obj = match held {
                 Some(obj) if effect.stale_for_error => obj,
                 held => {
-                    // §4.3.4: the 304 freshens the stored response its entity tag
+                    // §4.3.4: the 304 freshens the stored response its validator
                     // selects, which may be another variant of the URL than the one we
                     // held (or than none, when the request's own was not stored).
                     match select_variant(c, held.as_ref(), head, shared.cache()) {
                         Selected::Held => held.expect("selected what was held"),
                         Selected::Other(other) => other,
+                        // §4.3.4 forbids updating anything with it, and it is no
+                        // answer for the client, whose request may not have been
+                        // conditional (or not on these validators): the request goes
+                        // again without the cache's validators, and its full response
+                        // is relayed (and stored, if it may be), as for a miss.
                         Selected::NotAtHand => {
                             return match c.refetch.take() {
                                 Some(request) => HeadUse::Resend(request),
