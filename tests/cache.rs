@@ -785,3 +785,63 @@ fn a_304_whose_validator_matches_no_stored_response_updates_nothing() {
     }
     assert_eq!(d.metric("proxy.process.cache.revalidated"), 0);
 }
+
+#[test]
+fn content_location_and_location_references_are_resolved_against_the_target() {
+    // RFC 9111 §4.4 with RFC 3986 §5.2: a relative reference in an unsafe request's
+    // answer names a URL relative to the request's target; a network-path reference
+    // naming the origin's own authority is the origin's; one naming another host is not.
+    let version = Arc::new(AtomicUsize::new(0));
+    let v = version.clone();
+    let origin = Origin::start(move |r| {
+        if r.method == "POST" {
+            v.fetch_add(1, Ordering::SeqCst);
+            let names = r.header("x-names").unwrap_or_default();
+            return Some(
+                format!("HTTP/1.1 201 Created\r\n{names}\r\nContent-Length: 0\r\n\r\n")
+                    .into_bytes(),
+            );
+        }
+        let body = format!("{} v{}", r.path, v.load(Ordering::SeqCst));
+        Some(ok(body.as_bytes(), &[("Cache-Control", "max-age=100")]))
+    });
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let get = |path: &str| {
+        http::request(d.addr(), "GET", path, &[], b"")
+            .unwrap()
+            .text()
+    };
+    let own = origin.addr.to_string();
+    for (names, target, invalidated) in [
+        ("Content-Location: target", "/dir/target", true),
+        ("Location: ./sub/../target#f", "/dir/target", true),
+        ("Content-Location: ../dir/target", "/dir/target", true),
+        ("Content-Location: ?x=1", "/dir/post?x=1", true),
+        (
+            &format!("Location: //{own}/dir/target"),
+            "/dir/target",
+            true,
+        ),
+        (
+            "Content-Location: //other.example/dir/target",
+            "/dir/target",
+            false,
+        ),
+        ("Location: other/target", "/dir/target", false),
+    ] {
+        let before = get(target); // cached (or already)
+        assert_eq!(get(target), before, "{names}: a hit");
+        let r = http::request(d.addr(), "POST", "/dir/post", &[("X-Names", names)], b"x").unwrap();
+        assert_eq!(r.status, 201);
+        let now = version.load(Ordering::SeqCst);
+        let want = if invalidated {
+            format!("{target} v{now}")
+        } else {
+            before
+        };
+        assert_eq!(get(target), want, "{names}");
+    }
+}

@@ -480,43 +480,126 @@ fn placeholder_get() -> RequestHead {
 }
 
 /// The keys of the URLs a response's `Location` and `Content-Location` name on the
-/// same host as `key` (RFC 9111 §4.4), relative references resolved against it.
+/// same origin as `key`, the request's target (RFC 9111 §4.4), relative references
+/// resolved against it.
 fn related_keys(head: &ResponseHead, key: &str) -> Vec<String> {
-    let (https, rest) = match key.strip_prefix("https://") {
-        Some(rest) => (true, rest),
-        None => match key.strip_prefix("http://") {
-            Some(rest) => (false, rest),
-            None => return Vec::new(),
-        },
-    };
-    let scheme = if https { "https://" } else { "http://" };
-    let host = rest.split('/').next().unwrap_or_default();
     let mut keys = Vec::new();
     for name in ["location", "content-location"] {
         let Some(v) = head.header(name).and_then(|v| std::str::from_utf8(v).ok()) else {
             continue;
         };
-        let v = v.split('#').next().unwrap_or_default().trim();
-        let path = if v.starts_with('/') && !v.starts_with("//") {
-            Some(v)
-        } else {
-            v.strip_prefix(scheme)
-                .filter(|r| {
-                    r.split('/')
-                        .next()
-                        .is_some_and(|h| h.eq_ignore_ascii_case(host))
-                })
-                .map(|r| &r[r.find('/').unwrap_or(r.len())..])
-        };
-        if let Some(path) = path {
-            let path = if path.is_empty() { "/" } else { path };
-            let k = caching::key(https, host, path);
+        if let Some(k) = resolve_on_origin(key, v.trim()) {
             if k != key && !keys.contains(&k) {
                 keys.push(k);
             }
         }
     }
     keys
+}
+
+/// The key of the URL `reference` names, resolved against `key` as its base URI (RFC
+/// 3986 §5.2.2, with §5.2.4's removal of dot segments; the fragment dropped), when that
+/// URL is on the same origin: the same scheme and authority (host without regard to
+/// case, an absent port the scheme's default). None for another origin, or for a
+/// reference that is no URI reference we can place (a scheme without an authority).
+/// The result keeps `key`'s spelling of the authority, the spelling keys are made with.
+fn resolve_on_origin(key: &str, reference: &str) -> Option<String> {
+    let (scheme, rest) = key.split_once("://")?;
+    let https = match scheme {
+        "http" => false,
+        "https" => true,
+        _ => return None,
+    };
+    let (authority, base) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let base_path = base.split('?').next().unwrap_or_default();
+    let r = reference.split('#').next().unwrap_or_default();
+    // §3.1: a scheme is a letter, then letters, digits, "+", "-" or ".", before a ":".
+    let r_scheme = r.split_once(':').map(|(s, _)| s).filter(|s| {
+        s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    });
+    let r = match r_scheme {
+        Some(s) if !s.eq_ignore_ascii_case(scheme) => return None,
+        Some(s) => &r[s.len() + 1..],
+        None => r,
+    };
+    let (path, query) = match r.find('?') {
+        Some(i) => r.split_at(i),
+        None => (r, ""),
+    };
+    let target = if let Some(net) = path.strip_prefix("//") {
+        // Network-path (or absolute URI): its own authority, which must be ours.
+        let (r_authority, path) = net.split_at(net.find('/').unwrap_or(net.len()));
+        if !same_authority(r_authority, authority, https) {
+            return None;
+        }
+        remove_dot_segments(path) + query
+    } else if r_scheme.is_some() {
+        // "http:g": no authority to compare; RFC 3986 §5.2.2 (strict) gives it none.
+        return None;
+    } else if path.starts_with('/') {
+        remove_dot_segments(path) + query
+    } else if path.is_empty() {
+        // Query-only (or empty: the target itself).
+        let query = if query.is_empty() {
+            &base[base_path.len()..]
+        } else {
+            query
+        };
+        base_path.to_string() + query
+    } else {
+        // §5.2.3: merged with the base path up to its last "/".
+        let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
+        let merged = if dir.is_empty() {
+            format!("/{path}")
+        } else {
+            format!("{dir}{path}")
+        };
+        remove_dot_segments(&merged) + query
+    };
+    // RFC 9110 §4.2.3: an empty path is "/".
+    let target = if target.is_empty() || target.starts_with('?') {
+        format!("/{target}")
+    } else {
+        target
+    };
+    Some(caching::key(https, authority, &target))
+}
+
+/// Whether authorities `a` and `b` name the same origin under the scheme (RFC 9110
+/// §4.2.3): hosts equal without regard to case, an empty or absent port the default.
+fn same_authority(a: &str, b: &str, https: bool) -> bool {
+    let default = if https { ":443" } else { ":80" };
+    let norm = |x: &str| {
+        let x = x.strip_suffix(default).unwrap_or(x);
+        x.strip_suffix(':').unwrap_or(x).to_ascii_lowercase()
+    };
+    !a.is_empty() && norm(a) == norm(b)
+}
+
+/// RFC 3986 §5.2.4 for an absolute path (or an empty one): "." and ".." segments
+/// removed, ".." taking the segment before it (none above the root), a trailing one
+/// leaving the path ending in "/".
+fn remove_dot_segments(path: &str) -> String {
+    let Some(rest) = path.strip_prefix('/') else {
+        return String::new();
+    };
+    let mut out: Vec<&str> = Vec::new();
+    let mut segments = rest.split('/').peekable();
+    while let Some(seg) = segments.next() {
+        match seg {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            seg => out.push(seg),
+        }
+        if matches!(seg, "." | "..") && segments.peek().is_none() {
+            out.push("");
+        }
+    }
+    format!("/{}", out.join("/"))
 }
 
 #[cfg(test)]
@@ -529,9 +612,14 @@ mod tests {
         let key = "http://o:81/a";
         let r = resp("HTTP/1.1 201 Created\r\nLocation: /b?x#frag\r\nContent-Location: http://O:81/c\r\n\r\n");
         assert_eq!(related_keys(&r, key), ["http://o:81/b?x", "http://o:81/c"]);
-        // Other hosts, schemes and network-path references are not ours to touch.
-        let r = resp("HTTP/1.1 201 Created\r\nLocation: http://other/b\r\nContent-Location: //o:81/c\r\n\r\n");
+        // Other hosts and schemes are not ours to touch; a network-path reference to
+        // our own authority is ours, resolved like the rest.
+        let r = resp("HTTP/1.1 201 Created\r\nLocation: http://other/b\r\nContent-Location: //other:81/c\r\n\r\n");
         assert!(related_keys(&r, key).is_empty());
+        let r = resp(
+            "HTTP/1.1 201 Created\r\nLocation: //o:81/c\r\nContent-Location: c/../d?y\r\n\r\n",
+        );
+        assert_eq!(related_keys(&r, key), ["http://o:81/c", "http://o:81/d?y"]);
         let r = resp("HTTP/1.1 201 Created\r\nLocation: https://o:81/b\r\n\r\n");
         assert!(related_keys(&r, key).is_empty());
         // An https origin's URLs are keyed apart from an http one's of the same name.
@@ -545,5 +633,97 @@ mod tests {
         // The URL itself is not listed twice.
         let r = resp("HTTP/1.1 200 OK\r\nContent-Location: /a\r\n\r\n");
         assert!(related_keys(&r, key).is_empty());
+    }
+
+    #[test]
+    fn rfc3986_5_4_references_resolve_against_the_target() {
+        // RFC 3986 §5.4's examples, base "http://a/b/c/d;p?q" (the base's own and other
+        // hosts' results aside).
+        let base = "http://a/b/c/d;p?q";
+        let normal = [
+            ("g", "/b/c/g"),
+            ("./g", "/b/c/g"),
+            ("g/", "/b/c/g/"),
+            ("/g", "/g"),
+            ("?y", "/b/c/d;p?y"),
+            ("g?y", "/b/c/g?y"),
+            ("#s", "/b/c/d;p?q"),
+            ("g#s", "/b/c/g"),
+            ("g?y#s", "/b/c/g?y"),
+            (";x", "/b/c/;x"),
+            ("g;x", "/b/c/g;x"),
+            ("", "/b/c/d;p?q"),
+            (".", "/b/c/"),
+            ("./", "/b/c/"),
+            ("..", "/b/"),
+            ("../", "/b/"),
+            ("../g", "/b/g"),
+            ("../..", "/"),
+            ("../../", "/"),
+            ("../../g", "/g"),
+        ];
+        let abnormal = [
+            ("../../../g", "/g"),
+            ("../../../../g", "/g"),
+            ("/./g", "/g"),
+            ("/../g", "/g"),
+            ("g.", "/b/c/g."),
+            (".g", "/b/c/.g"),
+            ("g..", "/b/c/g.."),
+            ("..g", "/b/c/..g"),
+            ("./../g", "/b/g"),
+            ("./g/.", "/b/c/g/"),
+            ("g/./h", "/b/c/g/h"),
+            ("g/../h", "/b/c/h"),
+            ("g;x=1/./y", "/b/c/g;x=1/y"),
+            ("g;x=1/../y", "/b/c/y"),
+            ("g?y/./x", "/b/c/g?y/./x"),
+            ("g#s/../x", "/b/c/g"),
+        ];
+        for (reference, path) in normal.iter().chain(&abnormal) {
+            let want = format!("http://a{path}");
+            assert_eq!(
+                resolve_on_origin(base, reference).as_deref(),
+                Some(want.as_str()),
+                "{reference}"
+            );
+        }
+        // Absolute and network-path references: ours when the scheme and authority are
+        // (without regard to case, the default port spelled or not), with their dot
+        // segments removed and an empty path made "/".
+        let ours = [
+            ("http://a/b/../g", "http://a/g"),
+            ("HTTP://A:80/g?y", "http://a/g?y"),
+            ("//a:/g", "http://a/g"),
+            ("//a", "http://a/"),
+            ("//a?y", "http://a/?y"),
+        ];
+        for (reference, want) in ours {
+            assert_eq!(
+                resolve_on_origin(base, reference).as_deref(),
+                Some(want),
+                "{reference}"
+            );
+        }
+        assert_eq!(
+            resolve_on_origin("https://a:8443/x/y", "//A:8443/z").as_deref(),
+            Some("https://a:8443/z")
+        );
+        assert_eq!(
+            resolve_on_origin("http://a:80/x", "http://a/z").as_deref(),
+            Some("http://a:80/z")
+        );
+        for foreign in [
+            "g:h",
+            "http:g",
+            "https://a/g",
+            "//g",
+            "//a:81/g",
+            "http://a:8080/g",
+            "//user@a/g",
+            "ftp://a/g",
+        ] {
+            assert_eq!(resolve_on_origin(base, foreign), None, "{foreign}");
+        }
     }
 }
