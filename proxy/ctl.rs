@@ -207,6 +207,9 @@ fn wait_readable(listener: &UnixListener, woken: &UnixStream) -> bool {
     }
 }
 
+/// The most arguments a request may carry.
+const MAX_ARGS: usize = 1024;
+
 fn serve(stream: UnixStream, handler: &Handler) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(&stream);
@@ -223,11 +226,15 @@ fn serve(stream: UnixStream, handler: &Handler) {
                 args.push(line.to_string());
             }
         }
-        if args.len() > 1024 {
+        if args.len() > MAX_ARGS {
             break;
         }
     }
-    let (code, text) = handler(&args);
+    let (code, text) = if args.len() > MAX_ARGS {
+        (2, format!("too many arguments (at most {MAX_ARGS})\n"))
+    } else {
+        handler(&args)
+    };
     let mut w = &stream;
     let _ = write!(w, "{code}\n{text}");
 }
@@ -236,9 +243,19 @@ fn serve(stream: UnixStream, handler: &Handler) {
 ///
 /// # Errors
 ///
-/// An argument with a newline ([`ErrorKind::Config`]); a daemon that cannot be reached
-/// or does not answer properly ([`ErrorKind::Io`]).
+/// An argument with a newline or none at all (an empty line ends a request), or more
+/// than the daemon takes ([`ErrorKind::Config`]); a daemon that cannot be reached or
+/// does not answer properly ([`ErrorKind::Io`]).
 pub fn call(path: &Path, args: &[String], timeout: Duration) -> Result<(i32, String)> {
+    if args.len() > MAX_ARGS {
+        return Err(Error::config(format!(
+            "too many arguments ({}, at most {MAX_ARGS})",
+            args.len()
+        )));
+    }
+    if args.iter().any(String::is_empty) {
+        return Err(Error::config("arguments cannot be empty"));
+    }
     let mut s = UnixStream::connect(path).map_err(|e| {
         Error::io(
             format_args!("cannot reach the daemon at {}", path.display()),

@@ -476,3 +476,23 @@ fn a_stop_cut_short_by_a_half_sent_head_counts_its_connection() {
         "{log}"
     );
 }
+
+#[test]
+fn ctl_refuses_empty_and_too_many_arguments_with_a_clear_error() {
+    let d = Daemon::start();
+    let (code, _, err) = d.ctl(&["metric", "match", ""]);
+    assert_ne!(code, 0);
+    assert!(err.contains("arguments cannot be empty"), "{err}");
+    let many = vec!["proxy.process.tcp.total_accepts"; 1100];
+    let mut args = vec!["metric", "get"];
+    args.extend(many);
+    let (code, _, err) = d.ctl(&args);
+    assert_ne!(code, 0);
+    assert!(err.contains("too many arguments"), "{err}");
+    // The daemon still answers.
+    assert_eq!(
+        d.ctl(&["metric", "get", "proxy.process.tcp.total_accepts"])
+            .0,
+        0
+    );
+}

@@ -164,7 +164,7 @@ mod tests {
         let mut out = Vec::new();
         simple_response(200, "{}", true, true, &[], &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            undated(out),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n"
         );
     }
