@@ -340,19 +340,7 @@ fn valid_authority(v: &[u8]) -> bool {
         }
         None => {
             let at = v.iter().position(|b| *b == b':').unwrap_or(v.len());
-            let host = &v[..at];
-            let mut i = 0;
-            let mut ok = true;
-            while ok && i < host.len() {
-                ok = match host[i] {
-                    b'%' => host
-                        .get(i + 1..i + 3)
-                        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
-                    b => plain(&b),
-                };
-                i += if host[i] == b'%' { 3 } else { 1 };
-            }
-            (ok, &v[at..])
+            (reg_name(&v[..at], plain), &v[at..])
         }
     };
     host_ok
@@ -361,6 +349,19 @@ fn valid_authority(v: &[u8]) -> bool {
             Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
             Some(_) => false,
         }
+}
+
+/// Whether `s` is a reg-name (or an IPv4 address, which is one too): bytes `plain`
+/// takes, and `%` with two hex digits (RFC 3986 §3.2.2).
+fn reg_name(mut s: &[u8], plain: impl Fn(&u8) -> bool) -> bool {
+    while let Some((b, rest)) = s.split_first() {
+        s = match (b, rest) {
+            (b'%', [h, l, tail @ ..]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => tail,
+            (b, rest) if plain(b) => rest,
+            _ => return false,
+        };
+    }
+    true
 }
 
 /// Length of the `scheme` of an absolute-form target (`scheme://...`), if it is one.
