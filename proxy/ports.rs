@@ -264,9 +264,19 @@ fn open_one(
     }
     let mut o = listen.clone();
     o.addr = addr;
-    o.reuseport |= spec.reuseport;
+    // Only the `reuseport` token asks to share the port with other processes. The
+    // SO_REUSEPORT that `exec_thread.listen` needs for its per-thread sockets is set
+    // after the bind: a bind with it would silently join another same-user process's
+    // group on the port (another daemon) instead of failing like a plain bind.
+    let late_reuseport = o.reuseport && !spec.reuseport;
+    o.reuseport = spec.reuseport;
     // Bound now (a taken port fails start-up), listening only when the port starts.
-    Listener::reserve(&o).map_err(|e| Error::from(e).within(&name))
+    let mut l = Listener::reserve(&o).map_err(|e| Error::from(e).within(&name))?;
+    if late_reuseport {
+        l.enable_reuseport()
+            .map_err(|e| Error::from(e).within(&name))?;
+    }
+    Ok(l)
 }
 
 fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {

@@ -496,3 +496,50 @@ fn ctl_refuses_empty_and_too_many_arguments_with_a_clear_error() {
         0
     );
 }
+
+/// `exec_thread.listen = true` in event mode: one SO_REUSEPORT socket per ET_NET thread.
+const PER_THREAD_LISTEN: &str = "[proxy.config]\naccept_threads = 0\n\
+     [proxy.config.exec_thread]\nlimit = 2\nlisten = true\n";
+
+fn per_thread_daemon(ports: &str) -> util::DaemonBuilder {
+    Daemon::builder()
+        .config(PER_THREAD_LISTEN)
+        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", ports)
+}
+
+#[test]
+fn a_second_daemon_with_per_thread_sockets_on_a_taken_port_exits_1() {
+    let port = util::fixed_port();
+    let first = per_thread_daemon(&port.to_string()).start();
+    assert!(
+        first.log_text().contains("event/reuseport"),
+        "{}",
+        first.log_text()
+    );
+    // Same configuration, its own admin socket: SO_REUSEPORT would let it join the first
+    // daemon's group and take half the connections.
+    let mut second = per_thread_daemon(&port.to_string()).no_wait().start();
+    let status = second
+        .wait_exit(Duration::from_secs(20))
+        .expect("the second daemon exits");
+    let log = second.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("bind 0.0.0.0:{port}: Address already in use")),
+        "{log}"
+    );
+    assert!(http::get(first.addr(), "x", "/_stats").is_ok());
+}
+
+#[test]
+fn a_reuseport_port_is_shared_by_a_second_daemon() {
+    // The `reuseport` token asks for sharing: a second daemon joins the group.
+    let ports = format!("{}:reuseport", util::fixed_port());
+    let _first = per_thread_daemon(&ports).start();
+    let second = per_thread_daemon(&ports).start();
+    assert!(
+        second.log_text().contains("event/reuseport"),
+        "{}",
+        second.log_text()
+    );
+}

@@ -227,9 +227,10 @@ impl Listener {
         self.options.reuseport
     }
 
-    /// Sets SO_REUSEPORT on a socket made without it (an adopted or inherited one), so
-    /// siblings can join it. Linux accepts this on a listening socket: the first sibling
-    /// that listens makes the reuseport group, this socket first.
+    /// Sets SO_REUSEPORT on a socket made without it (an adopted or inherited one, or one
+    /// bound without it so that the bind fails if anyone holds the address), so siblings
+    /// can join it. Linux accepts this after bind, and even after listen: then the first
+    /// sibling that listens makes the reuseport group, this socket first.
     pub fn enable_reuseport(&mut self) -> Result<(), ListenError> {
         if self.options.reuseport {
             return Ok(());
