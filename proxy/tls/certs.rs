@@ -98,19 +98,32 @@ pub enum Pick {
 }
 
 impl CertStore {
-    /// Loads every `[[ssl_multicert]]` entry. The error names the entry and its file.
+    /// Loads every `[[ssl_multicert]]` entry. The error names each entry that failed
+    /// and its file, one a line: an operator mends them all at once, as for records.
     pub fn load(
         certs: &[SslCert],
         dirs: &CertDirs,
         provider: &CryptoProvider,
     ) -> Result<CertStore> {
         let mut store = CertStore::default();
+        let mut errors = Vec::new();
         for (i, entry) in certs.iter().enumerate() {
-            let loaded = load_one(entry, dirs, provider)
-                .map_err(|e| e.within(format!("ssl_multicert entry {}", i + 1)))?;
-            store.add(loaded);
+            match load_one(entry, dirs, provider) {
+                Ok(loaded) => store.add(loaded),
+                Err(e) => errors.push(e.within(format!("ssl_multicert entry {}", i + 1))),
+            }
         }
-        Ok(store)
+        match errors.len() {
+            0 => Ok(store),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::config(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )),
+        }
     }
 
     fn add(&mut self, l: Loaded) {
@@ -375,6 +388,38 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
             err.contains("ssl_multicert entry 1") && err.contains("two.key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_entry_that_fails_is_named() {
+        let dir = std::env::temp_dir().join(format!("ts-certs-all-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&dir, "good", &["good.test"], "good");
+        let entry = |name: &str| SslCert {
+            cert: format!("{name}.pem").into(),
+            key: Some(format!("{name}.key").into()),
+            dest_ip: None,
+        };
+        let dirs = CertDirs {
+            certs: dir.clone(),
+            keys: dir.clone(),
+        };
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let entries = [entry("missing1"), entry("good"), entry("missing3")];
+        let err = CertStore::load(&entries, &dirs, &provider)
+            .unwrap_err()
+            .to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{err}");
+        assert!(
+            lines[0].contains("ssl_multicert entry 1") && lines[0].contains("missing1.pem"),
+            "{err}"
+        );
+        assert!(
+            lines[1].contains("ssl_multicert entry 3") && lines[1].contains("missing3.pem"),
             "{err}"
         );
     }

@@ -266,11 +266,16 @@ impl TlsClient {
 }
 
 /// Checks every TLS file `cfg` names (for start-up and `turnstile check`): the error
-/// names the file. It builds what a reload builds, with throwaway state, so the three
-/// cannot disagree about which files are acceptable.
+/// names each bad file, certificates and the origin CA file together. It builds what a
+/// reload builds, with throwaway state, so the three cannot disagree about which files
+/// are acceptable.
 pub fn check(cfg: &config::Config) -> Result<()> {
     let keep = TlsKeep::new()?;
-    TlsServer::load(cfg, &keep)?;
-    TlsClient::load(cfg, &keep, &TlsMetrics::new(&Registry::new()))?;
-    Ok(())
+    let server = TlsServer::load(cfg, &keep).err();
+    let client = TlsClient::load(cfg, &keep, &TlsMetrics::new(&Registry::new())).err();
+    match (server, client) {
+        (None, None) => Ok(()),
+        (Some(e), None) | (None, Some(e)) => Err(e),
+        (Some(a), Some(b)) => Err(Error::config(format!("{a}\n{b}"))),
+    }
 }
