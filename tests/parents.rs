@@ -324,3 +324,60 @@ fn parent_is_proxy_picks_the_request_form() {
         .collect();
     assert_eq!(hosts, ["127.0.0.1:1", "localhost:1"]);
 }
+
+#[test]
+fn a_parent_that_closes_the_retry_of_a_reused_connection_too_fails_over() {
+    use std::io::{Read, Write};
+    // A parent that answers its first connection's first request, keeps it open, and
+    // closes every later request unanswered (a parent restarting, or shedding load).
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = fake.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for (n, s) in fake.incoming().enumerate() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let read_head = |s: &mut TcpStream, buf: &mut [u8]| {
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(buf) {
+                            Ok(0) | Err(_) => return false,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    true
+                };
+                if n == 0 && read_head(&mut s, &mut buf) {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst");
+                }
+                read_head(&mut s, &mut buf);
+            });
+        }
+    });
+    let origin = cacheable_origin();
+    let span = TempDir::new("parent-retry");
+    let p2 = parent("p2", 0, &span);
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config]\nproxy_name = \"child\"\n\
+             exec_thread.autoconfig.enabled = false\nexec_thread.limit = 1\n\
+             [proxy.config.http]\ncache.http = false\n\
+             parent_proxy.fail_threshold = 10\nparent_proxy.total_connect_attempts = 2\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [\"{fake_addr}\", \"{}\"]\n\
+             round_robin = \"false\"\ngo_direct = false\n",
+            origin.addr,
+            p2.addr()
+        ))
+        .start();
+    // One client connection: its second request goes on the parent connection the
+    // first one used (kept, as the pool runs short).
+    let mut c = http::Conn::open(d.addr()).unwrap();
+    let r = c.get("t", "/first").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "first"));
+    // That connection is reused and closed; its retry on a fresh connection is closed
+    // too: the next parent answers, not a 502.
+    let r = c.get("t", "/second").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "/second"), "{r:?}");
+    assert_eq!(d.metric("proxy.process.http.parent_failovers"), 1);
+}

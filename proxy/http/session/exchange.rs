@@ -593,7 +593,9 @@ impl Session {
     /// the transaction fails.
     fn origin_failed(&mut self, t: &mut EThread, err: Error) {
         let resend = match (err.retry, self.tx.as_mut()) {
-            (Retry::ReusedOnly, Some(tx)) => tx.retry.take(),
+            // Cloned, not taken: if the fresh connection fails too, a parent route sends
+            // the same copy to the next parent (`parent_failover`).
+            (Retry::ReusedOnly, Some(tx)) => tx.retry.clone(),
             _ => None,
         };
         let (Some(req), Some(addr)) = (resend, self.origin.as_ref().map(|o| o.addr)) else {
