@@ -532,3 +532,46 @@ fn a_blind_ssl_port_terminates_tls_then_relays_bytes() {
         1
     );
 }
+
+#[test]
+fn a_close_notify_sent_with_the_request_gets_the_whole_answer_then_the_close() {
+    let ca = Ca::new("Test CA");
+    let leaf = ca.leaf(&["half.test"], "half");
+    const LEN: usize = 1 << 21;
+    let body: &'static [u8] = Box::leak(vec![b'x'; LEN].into_boxed_slice());
+    let origin = Origin::fixed(body);
+    let d = daemon_with(
+        &[(&leaf, "half")],
+        &config(origin.addr, &multicert("half", Some("*"))),
+    );
+    for (round, small) in [(0, false), (1, true), (2, false), (3, true)] {
+        let (cfg, _) = tls::recording_client(V13);
+        let mut s = tls::connect(&cfg, d.addrs()[0], "half.test").unwrap();
+        let path = if small { "/_stats" } else { "/big" };
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        // The client's close_notify right behind its request, no FIN: it still reads
+        // (RFC 8446 §6.1 closes only its write side).
+        s.conn.send_close_notify();
+        s.flush().unwrap();
+        if !small {
+            // A client slow to read: the answer backs up into the socket and the TLS
+            // layer while the proxy reads the close_notify.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut got = Vec::new();
+        // The close must follow the answer at once: a stranded close_notify held the
+        // connection to the keep-alive timeout (the read times out after 10 s).
+        let r = s.read_to_end(&mut got);
+        assert!(r.is_ok(), "round {round}: {r:?} after {} bytes", got.len());
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(got.starts_with(b"HTTP/1.1 200 "), "round {round}");
+        if !small {
+            assert_eq!(
+                got.len() - head_end,
+                LEN,
+                "round {round}: the answer was cut"
+            );
+        }
+    }
+}

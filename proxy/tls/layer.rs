@@ -212,6 +212,9 @@ pub struct TlsLayer {
     eof_in: bool,
     /// The last socket read was short or would block.
     sock_empty: bool,
+    /// rustls has the peer's close_notify: a read returns the end of stream once the
+    /// plaintext before it is taken, with no socket readiness to announce it.
+    closed_in: bool,
     /// Reads are over: the connection failed, and why.
     failed: Option<Failure>,
     /// What rustls said when it failed, for the log.
@@ -248,6 +251,7 @@ impl TlsLayer {
             held: false,
             eof_in: false,
             sock_empty: false,
+            closed_in: false,
             failed: None,
             error: None,
             notified: false,
@@ -393,12 +397,15 @@ impl TlsLayer {
     /// what rustls has to say (its handshake flight, alerts).
     fn process<W: RawIo>(&mut self, io: &W) -> io::Result<()> {
         let before = self.watch_renegotiation && self.conn.wants_write();
-        if let Err(e) = self.conn.process_new_packets() {
-            self.fail(Failure::of(&e));
-            self.error = Some(e.clone());
-            // Tell the peer why (the alert rustls queued), best effort.
-            let _ = self.flush(io, false);
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        match self.conn.process_new_packets() {
+            Ok(state) => self.closed_in |= state.peer_has_closed(),
+            Err(e) => {
+                self.fail(Failure::of(&e));
+                self.error = Some(e.clone());
+                // Tell the peer why (the alert rustls queued), best effort.
+                let _ = self.flush(io, false);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
         }
         if self.watch_renegotiation && !before && self.conn.wants_write() {
             // After a TLS 1.2 handshake rustls writes nothing of its own accord but a
@@ -435,6 +442,12 @@ impl TlsLayer {
     #[inline]
     pub fn sock_empty(&self) -> bool {
         self.sock_empty
+    }
+
+    /// Whether the peer's close_notify has been read: what is left to read ends there,
+    /// and the next read says so without waiting for the socket.
+    pub fn peer_closed(&self) -> bool {
+        self.closed_in
     }
 
     /// Writes pending ciphertext: Ok(true) when none is left. A full socket is

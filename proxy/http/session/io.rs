@@ -198,7 +198,9 @@ impl<W: Wire> Transport<W> {
             // pending): what it held back may go now.
             self.writable = true;
         }
-        let drained = tls.sock_empty();
+        // A close_notify read with the last plaintext brings no more readiness: the
+        // side stays readable, so the next read finds the end of stream.
+        let drained = tls.sock_empty() && !tls.peer_closed();
         self.after_read(r, want, drained)
     }
 

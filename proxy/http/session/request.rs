@@ -49,8 +49,11 @@ impl Session {
             }
         }
         if self.client.eof {
-            // Closed between requests (or mid-head): nothing to answer.
-            self.dead = self.client_pending() == 0 || !self.client.writable;
+            // Closed between requests (or mid-head): nothing more to answer, but what
+            // was answered is still flushed (a half-closed client reads on; a full
+            // socket waits for its writable edge), and a TLS client gets our
+            // close_notify after it (RFC 8446 §6.1): both by the lingering close.
+            self.dead = !self.client.is_tls() && self.client_pending() == 0;
             if !self.dead {
                 self.phase = Phase::closing(false);
             }
