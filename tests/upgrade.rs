@@ -825,3 +825,39 @@ fn the_old_process_closes_idle_keep_alive_connections_at_once_and_answers_busy_o
     assert_eq!(n, 0, "the idle connection was not closed");
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn an_upgrade_that_adds_a_thread_with_a_socket_per_thread_refuses_no_request() {
+    // The new process binds the added thread's socket into the group its predecessor
+    // handed over (the port's first socket is bound without SO_REUSEPORT and joins
+    // after, so that another daemon cannot: tests/daemon.rs).
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let origin = Origin::fixed(b"hello");
+    let config = |threads: u32| {
+        format!(
+            "[proxy.config]\naccept_threads = 0\n[proxy.config.exec_thread]\n\
+             autoconfig.enabled = false\nlimit = {threads}\nlisten = true\n\
+             [proxy.config.http]\nserver_ports = \"0\"\n{}",
+            remap_to(&origin)
+        )
+    };
+    let d = Daemon::builder()
+        .config(&config(1))
+        .unset("PROXY_CONFIG_HTTP_SERVER_PORTS")
+        .unset("PROXY_CONFIG_EXEC_THREAD_LIMIT")
+        .unset("PROXY_CONFIG_EXEC_THREAD_AUTOCONFIG_ENABLED")
+        .start();
+    let addr = d.addr();
+    let load = Load::start(addr, 2);
+    load.wait_for(50);
+    d.write_config(&config(2));
+    upgrade(&d, &mut successors);
+    // Two acceptors now, the added one on a socket of its own, and no client refused.
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.net.accepts_currently_open")
+        == 2));
+    load.wait_for(50);
+    load.finish();
+    assert_eq!(http::get(addr, "t", "/").unwrap().status, 200);
+}
