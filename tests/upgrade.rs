@@ -861,3 +861,67 @@ fn an_upgrade_that_adds_a_thread_with_a_socket_per_thread_refuses_no_request() {
     load.finish();
     assert_eq!(http::get(addr, "t", "/").unwrap().status, 200);
 }
+
+#[test]
+fn an_answer_that_promised_keep_alive_before_an_upgrade_gets_its_next_request_answered() {
+    // An origin that sends /slow's head at once and its body when the test says: the
+    // head goes to the client before the drain begins, saying keep-alive, the end after.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = l.local_addr().unwrap();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = Arc::new(Mutex::new(go_rx));
+    let (head_tx, head_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let (go_rx, head_tx) = (go_rx.clone(), head_tx.clone());
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let slow = buf.starts_with(b"GET /slow ");
+                    buf.drain(..end);
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+                    if slow {
+                        let _ = head_tx.send(());
+                        let _ = go_rx.lock().unwrap().recv_timeout(Duration::from_secs(20));
+                    }
+                    let _ = s.write_all(b"hello");
+                }
+            });
+        }
+    });
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let d = Daemon::builder()
+        .config(&format!(
+            "[[remap]]\nfrom = \"/\"\nto = \"http://{origin}/\"\n"
+        ))
+        .start();
+    let mut c = http::Conn::open(d.addr()).unwrap();
+    c.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    head_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // The head is on its way to the client; the old process drains from here.
+    upgrade(&d, &mut successors);
+    go_tx.send(()).unwrap();
+    let r = c.read_response("GET").unwrap();
+    assert_eq!(
+        (r.status, r.header("connection")),
+        (200, Some("keep-alive"))
+    );
+    // The client takes the promise at its word: its next request on that connection is
+    // answered, with a close, not met by a closed socket.
+    let r = c.get("t", "/next");
+    assert!(
+        matches!(&r, Ok(r) if r.status == 200 && r.header("connection") == Some("close")),
+        "{r:?}\n{}",
+        d.log_text()
+    );
+}

@@ -15,6 +15,7 @@ impl Session {
     /// epoll_ctl fewer per connection-per-request client).
     pub(super) fn after_answer(&mut self, keep: bool, read_whole: bool, now: Instant) {
         if keep {
+            self.idle_since = now;
             self.phase = Phase::ReadRequest;
             self.deadline = now + self.shared.settings.timeouts.keep_alive_in;
         } else {

@@ -584,8 +584,10 @@ impl Session {
         self.end_with_origin(t, keep_attached, tx.origin_keep_alive, now);
         self.idle_since = now;
         keep_spare(&mut self.out_o);
-        // The request body, if any, went to the origin whole.
-        self.after_answer(tx.client_keep_alive && !self.shared.draining(), true, now);
+        // The request body, if any, went to the origin whole. A head that promised
+        // keep-alive before a drain began is kept to: the client may send its next
+        // request at once, and gets it answered (with a close) in the drain's grace.
+        self.after_answer(tx.client_keep_alive, true, now);
     }
 
     /// The origin side failed with `err`: a bodiless request on a reused connection

@@ -79,8 +79,9 @@ const BUF_LIMIT: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing connection is drained so the peer receives our last bytes.
 const LINGER: Duration = Duration::from_secs(2);
-/// While draining (stop, upgrade), how long a connection accepted just before may take
-/// to send its first request before it is closed as idle.
+/// While draining (stop, upgrade), how long a connection accepted just before, or just
+/// answered with a promise of keep-alive, may take to send its next request before it
+/// is closed as idle.
 const DRAIN_FIRST_REQUEST: Duration = Duration::from_secs(1);
 /// Turns of [`Session::drive`] in one go. A session that still makes progress after
 /// them (a large body streaming both ways at full speed) yields to the thread's other
@@ -334,11 +335,19 @@ pub(crate) fn sweep(t: &mut EThread) {
         if s.dead {
             continue;
         }
-        // Draining: an idle keep-alive connection closes now; a new one that has not
-        // sent its request yet gets `DRAIN_FIRST_REQUEST` for it.
-        let idle_drain = s.shared.draining()
-            && s.is_idle()
-            && (s.first_byte_sent || s.idle_since.elapsed() >= DRAIN_FIRST_REQUEST);
+        // Draining: a connection idle for `DRAIN_FIRST_REQUEST` closes now. One that
+        // was just accepted, or just answered with a promise of keep-alive, gets that
+        // long for its next request, which is answered with a close: a client that
+        // sends it as the drain begins is answered, not reset.
+        let mut idle_drain =
+            s.shared.draining() && s.is_idle() && s.idle_since.elapsed() >= DRAIN_FIRST_REQUEST;
+        if idle_drain {
+            // A request may wait unread in the kernel (no readiness edge reached us
+            // yet): read before closing, so that it is answered rather than reset.
+            s.client.readable = true;
+            s.drive(t);
+            idle_drain = s.is_idle() && !s.dead;
+        }
         if s.is_idle() && s.origin.is_some() && s.idle_since.elapsed() >= origin::ATTACHED_IDLE {
             // An idle client should not pin an origin connection: back to the pool.
             s.release_origin(t, true);
