@@ -1,5 +1,5 @@
-//! Signals become control messages: SIGTERM/SIGINT → stop, SIGHUP → reload, SIGUSR2 →
-//! zero-downtime upgrade.
+//! Signals become control messages: SIGTERM/SIGINT → stop, SIGHUP (and SIGUSR1) →
+//! reload, SIGUSR2 → zero-downtime upgrade.
 //!
 //! `block()` runs first in `main`, before any thread exists, so every thread inherits the
 //! mask and only the `[SIGNALS]` thread receives them (in `sigwait`).
@@ -32,6 +32,7 @@ fn handled() -> SigSet {
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     set.add(Signal::SIGHUP);
+    set.add(Signal::SIGUSR1);
     set.add(Signal::SIGUSR2);
     set
 }
@@ -51,7 +52,10 @@ pub fn spawn(tx: Sender<Control>) -> std::io::Result<()> {
         .spawn(move || loop {
             let Ok(sig) = handled().wait() else { continue };
             let msg = match sig {
-                Signal::SIGHUP => Control::Reload(None),
+                // USR1 reopens the logs in nginx, and operators' rotation scripts send
+                // it: here it is a reload (which reopens the access log), not the
+                // signal's default action, which would end the daemon.
+                Signal::SIGHUP | Signal::SIGUSR1 => Control::Reload(None),
                 Signal::SIGUSR2 => Control::Upgrade(None),
                 _ => Control::Stop,
             };

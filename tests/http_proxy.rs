@@ -796,6 +796,19 @@ fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
         std::fs::read_to_string(&rotated).unwrap().lines().count(),
         4
     );
+    // SIGUSR1, which rotation scripts written for nginx send, reopens it too (a reload),
+    // and the daemon lives on.
+    let rotated2 = dir.0.join("access.log.2");
+    std::fs::rename(&log, &rotated2).unwrap();
+    d.signal(libc::SIGUSR1);
+    assert!(wait_until(Duration::from_secs(10), || log.exists()));
+    let r = http::get(d.addr(), "proxied", "/after-usr1").unwrap();
+    assert_eq!(r.status, 200);
+    let lines = log_lines(&log, 1);
+    assert!(
+        lines[0].contains(" http://proxied/after-usr1 "),
+        "{lines:?}"
+    );
     assert_eq!(d.metric("proxy.process.log.access_dropped"), 0);
     // A request just before a stop is in the file once the daemon has exited.
     let mut d = d;
