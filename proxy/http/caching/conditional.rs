@@ -42,6 +42,19 @@ impl<'a> ETag<'a> {
     }
 }
 
+/// A stored response's validators and `Date` (raw field values), read from its head in
+/// one pass ([`Stored::validators_held`]): what preconditions, ranges and a 304's
+/// selection compare against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Validators<'a> {
+    /// `ETag`.
+    pub etag: Option<&'a [u8]>,
+    /// `Last-Modified`.
+    pub last_modified: Option<&'a [u8]>,
+    /// `Date`.
+    pub date: Option<&'a [u8]>,
+}
+
 /// What a 304 selects the stored responses it updates by (RFC 9111 §4.3.4): its entity
 /// tag, else its `Last-Modified`, else nothing. A 304 whose validator selects no stored
 /// response MUST NOT update any: the origin says its current representation is one the
@@ -78,7 +91,8 @@ impl<'a> NotModifiedBy<'a> {
 
     /// Whether it selects `stored` for the update.
     pub fn selects(&self, stored: &Stored) -> bool {
-        self.selects_fields(stored.field("etag"), stored.field("last-modified"))
+        let v = stored.validators_held();
+        self.selects_fields(v.etag, v.last_modified)
     }
 
     /// Whether it selects a stored response whose entity tag is `tag` (one of a URL's
@@ -164,21 +178,14 @@ pub enum Precondition {
     Failed,
 }
 
-/// Evaluates `req`'s preconditions against a stored response with entity tag `etag`,
-/// `Last-Modified` `last_modified` and `Date` `date` (raw field values), in the order
-/// of RFC 9110 §13.2.2, for a GET or HEAD answered at `now` (Unix s).
-pub fn evaluate(
-    req: &RequestHead,
-    etag: Option<&[u8]>,
-    last_modified: Option<&[u8]>,
-    date: Option<&[u8]>,
-    now: u64,
-) -> Precondition {
-    let etag = etag.and_then(ETag::parse);
-    let lm = last_modified.and_then(parse_http_date);
+/// Evaluates `req`'s preconditions against a stored response with validators `v`, in
+/// the order of RFC 9110 §13.2.2, for a GET or HEAD answered at `now` (Unix s).
+pub fn evaluate(req: &RequestHead, v: &Validators<'_>, now: u64) -> Precondition {
+    let etag = v.etag.and_then(ETag::parse);
+    let lm = v.last_modified.and_then(parse_http_date);
     // If-Modified-Since against a response without Last-Modified: its Date (RFC 9111
     // §4.3.2; a stored response always has one, added on receipt if it came without).
-    let modified = lm.or_else(|| date.and_then(parse_http_date));
+    let modified = lm.or_else(|| v.date.and_then(parse_http_date));
     // 1. If-Match: strong comparison.
     match tag_list(req, "if-match") {
         Some(TagList::Any) => {}
@@ -232,15 +239,8 @@ pub enum RangeAsk {
 }
 
 /// Reads `req`'s `Range` (and `If-Range`) against a stored 200 of `len` bytes with
-/// entity tag `etag`, `Last-Modified` `last_modified` and `Date` `date` (RFC 9110
-/// §14.2, §13.1.5).
-pub fn range(
-    req: &RequestHead,
-    len: u64,
-    etag: Option<&[u8]>,
-    last_modified: Option<&[u8]>,
-    date: Option<&[u8]>,
-) -> RangeAsk {
+/// validators `v` (RFC 9110 §14.2, §13.1.5).
+pub fn range(req: &RequestHead, len: u64, v: &Validators<'_>) -> RangeAsk {
     let mut fields = req.headers_all("range");
     let (Some(value), None) = (fields.next(), fields.next()) else {
         return RangeAsk::Whole;
@@ -248,7 +248,8 @@ pub fn range(
     if let Some(cond) = req.header("if-range") {
         let matches = match ETag::parse(cond) {
             // An entity tag matches by strong comparison only.
-            Some(tag) => etag
+            Some(tag) => v
+                .etag
                 .and_then(ETag::parse)
                 .is_some_and(|e| e.strong_eq(&tag)),
             // A date matches only exactly the stored Last-Modified, and only if that is
@@ -256,8 +257,8 @@ pub fn range(
             // §8.8.2.2); a weak one could name two versions within its second.
             None => match (
                 parse_http_date(cond),
-                last_modified.and_then(parse_http_date),
-                date.and_then(parse_http_date),
+                v.last_modified.and_then(parse_http_date),
+                v.date.and_then(parse_http_date),
             ) {
                 (Some(a), Some(lm), Some(d)) => a == lm && d >= lm.saturating_add(1),
                 _ => false,
@@ -331,12 +332,19 @@ mod tests {
     const DATE: &[u8] = b"Sun, 09 Sep 2001 01:46:50 GMT";
     const NOW: u64 = 1_000_000_100;
 
+    /// The validators of a stored response: `etag`, `LM`, `date`.
+    fn held<'a>(etag: Option<&'a [u8]>, date: Option<&'a [u8]>) -> Validators<'a> {
+        Validators {
+            etag,
+            last_modified: Some(LM),
+            date,
+        }
+    }
+
     fn eval(fields: &str, etag: Option<&str>) -> Precondition {
         evaluate(
             &req(fields),
-            etag.map(str::as_bytes),
-            Some(LM),
-            Some(DATE),
+            &held(etag.map(str::as_bytes), Some(DATE)),
             NOW,
         )
     }
@@ -345,7 +353,11 @@ mod tests {
     fn rfc9111_4_3_2_if_modified_since_without_last_modified_takes_the_date() {
         let ims = |since: &str| {
             let fields = format!("If-Modified-Since: {since}\r\n");
-            evaluate(&req(&fields), None, None, Some(DATE), NOW)
+            let v = Validators {
+                date: Some(DATE),
+                ..Validators::default()
+            };
+            evaluate(&req(&fields), &v, NOW)
         };
         assert_eq!(
             ims("Sun, 09 Sep 2001 01:46:50 GMT"),
@@ -354,7 +366,7 @@ mod tests {
         assert_eq!(ims("Sun, 09 Sep 2001 01:46:49 GMT"), Precondition::Proceed);
         let fields = "If-Modified-Since: Sun, 09 Sep 2001 01:46:50 GMT\r\n";
         assert_eq!(
-            evaluate(&req(fields), None, None, None, NOW),
+            evaluate(&req(fields), &Validators::default(), NOW),
             Precondition::Proceed
         );
     }
@@ -488,7 +500,7 @@ mod tests {
     #[test]
     fn rfc9110_13_1_5_if_range() {
         let etag = Some(&b"\"a\""[..]);
-        let ask = |fields: &str| range(&req(fields), 100, etag, Some(LM), Some(DATE));
+        let ask = |fields: &str| range(&req(fields), 100, &held(etag, Some(DATE)));
         assert_eq!(
             ask("Range: bytes=0-0\r\nIf-Range: \"a\"\r\n"),
             RangeAsk::Part(0, 1)
@@ -519,7 +531,7 @@ mod tests {
         let date_ask = "Range: bytes=0-0\r\nIf-Range: Sun, 09 Sep 2001 01:46:40 GMT\r\n";
         for date in [Some(LM), None] {
             assert_eq!(
-                range(&req(date_ask), 100, etag, Some(LM), date),
+                range(&req(date_ask), 100, &held(etag, date)),
                 RangeAsk::Whole
             );
         }

@@ -22,7 +22,7 @@ pub use conditional::{evaluate, range, NotModifiedBy, Precondition, RangeAsk};
 /// The parsers the fuzz targets drive; the daemon reaches them through the functions
 /// above.
 #[cfg(feature = "fuzzing")]
-pub use conditional::{parse_range, tag_list, TagList};
+pub use conditional::{parse_range, tag_list, TagList, Validators};
 #[cfg(feature = "fuzzing")]
 pub use directives::{each_directive, parse_delta, Delta, ResponseDirectives};
 pub use directives::{request_directives, response_directives, RequestDirectives};

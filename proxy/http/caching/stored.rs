@@ -10,6 +10,7 @@
 //! variant, the variants kept (each a u32 length and bytes, then its entity tag, a u32
 //! length and bytes, empty when it has none), and the body.
 
+use super::conditional::Validators;
 use super::freshness::Storable;
 use super::vary::variant;
 use crate::http::codec::{self, RequestHead, ResponseHead, Skip};
@@ -563,13 +564,34 @@ impl Stored {
         })
     }
 
+    /// Its `ETag`, `Last-Modified` and `Date`, in one scan of the stored head (the first
+    /// of each name, as [`Stored::field`] gives).
+    pub fn validators_held(&self) -> Validators<'_> {
+        let mut v = Validators::default();
+        for line in self.head.split(|b| *b == b'\n').skip(1) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                continue;
+            };
+            let slot = match &line[..colon] {
+                n if n.eq_ignore_ascii_case(b"etag") => &mut v.etag,
+                n if n.eq_ignore_ascii_case(b"last-modified") => &mut v.last_modified,
+                n if n.eq_ignore_ascii_case(b"date") => &mut v.date,
+                _ => continue,
+            };
+            slot.get_or_insert(line[colon + 1..].trim_ascii());
+        }
+        v
+    }
+
     /// Conditional fields for revalidating it (RFC 9111 §4.3.1).
     pub fn validators(&self) -> Vec<(String, Vec<u8>)> {
+        let held = self.validators_held();
         let mut v = Vec::new();
-        if let Some(etag) = self.field("etag") {
+        if let Some(etag) = held.etag {
             v.push(("If-None-Match".to_string(), etag.to_vec()));
         }
-        if let Some(lm) = self.field("last-modified") {
+        if let Some(lm) = held.last_modified {
             v.push(("If-Modified-Since".to_string(), lm.to_vec()));
         }
         v

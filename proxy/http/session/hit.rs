@@ -73,14 +73,10 @@ impl Session {
         let via = &self.shared.settings.via;
         let m = &self.shared.metrics;
         let head_only = req.method() == "HEAD";
-        let (etag, lm, date) = (
-            obj.field("etag"),
-            obj.field("last-modified"),
-            obj.field("date"),
-        );
+        let v = obj.validators_held();
         // Preconditions apply to what would be a 2xx (RFC 9110 §13.2.1).
         let pre = match obj.status {
-            200..=299 => caching::evaluate(req, etag, lm, date, now),
+            200..=299 => caching::evaluate(req, &v, now),
             _ => Precondition::Proceed,
         };
         match pre {
@@ -105,7 +101,7 @@ impl Session {
         }
         let len = obj.body.len() as u64;
         let ask = match (obj.status, head_only) {
-            (200, false) => caching::range(req, len, etag, lm, date),
+            (200, false) => caching::range(req, len, &v),
             _ => RangeAsk::Whole,
         };
         let (status, part) = match ask {

@@ -297,11 +297,10 @@ impl Session {
         let head_request = c.request.as_ref().is_some_and(|r| r.method() == "HEAD");
         if head_request && head.status == 200 {
             if let Some(mut obj) = c.stale.take() {
-                let same = obj
-                    .field("etag")
-                    .is_some_and(|e| head.header("etag") == Some(e))
-                    || obj
-                        .field("last-modified")
+                let held = obj.validators_held();
+                let same = held.etag.is_some_and(|e| head.header("etag") == Some(e))
+                    || held
+                        .last_modified
                         .is_some_and(|l| head.header("last-modified") == Some(l));
                 if same {
                     self.refresh_stored(&mut obj, head, now);
