@@ -118,11 +118,7 @@ mod tests {
 
     /// `raw` without its one `Date` line (whose value is now).
     fn undated(raw: Vec<u8>) -> String {
-        let s = String::from_utf8(raw).unwrap();
-        let at = s.find("\r\nDate: ").expect("a Date") + 2;
-        let end = at + s[at..].find("\r\n").unwrap() + 2;
-        assert!(!s[end..].contains("\r\nDate: "), "two Dates: {s}");
-        format!("{}{}", &s[..at], &s[end..])
+        super::super::test_util::undated(&String::from_utf8(raw).unwrap())
     }
 
     #[test]

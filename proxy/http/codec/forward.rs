@@ -482,9 +482,7 @@ mod tests {
         if head.status < 200 || raw.contains("\r\nDate: ") {
             return s;
         }
-        let at = s.find("\r\nDate: ").expect("a Date added") + 2;
-        let end = at + s[at..].find("\r\n").unwrap() + 2;
-        format!("{}{}", &s[..at], &s[end..])
+        super::super::test_util::undated(&s)
     }
 
     #[test]

@@ -45,3 +45,12 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 }
+
+/// `head` (a response head as text) without its one `Date` line, whose value is now:
+/// for exact compares of heads Turnstile dates itself (RFC 9110 §6.6.1).
+pub(crate) fn undated(head: &str) -> String {
+    let at = head.find("\r\nDate: ").expect("a Date") + 2;
+    let end = at + head[at..].find("\r\n").unwrap() + 2;
+    assert!(!head[end..].contains("\r\nDate: "), "two Dates: {head}");
+    format!("{}{}", &head[..at], &head[end..])
+}
