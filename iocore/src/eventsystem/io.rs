@@ -124,6 +124,13 @@ struct Slot<H: ?Sized> {
     sole: bool,
 }
 
+impl<H: ?Sized> Slot<H> {
+    /// Whether it holds `token`'s registration: live, and not reused since.
+    fn holds(&self, token: Token) -> bool {
+        self.live && self.generation == token.generation()
+    }
+}
+
 /// One thread's epoll set and the handlers of its registrations, indexed by token.
 pub(crate) struct IoTable<H: ?Sized> {
     epoll: Epoll,
@@ -186,13 +193,11 @@ impl<H: ?Sized> IoTable<H> {
     pub(crate) fn is_live(&self, token: Token) -> bool {
         self.slots
             .get(token.index())
-            .is_some_and(|s| s.live && s.generation == token.generation())
+            .is_some_and(|s| s.holds(token))
     }
 
     fn live_slot(&mut self, token: Token) -> Option<&mut Slot<H>> {
-        self.slots
-            .get_mut(token.index())
-            .filter(|s| s.live && s.generation == token.generation())
+        self.slots.get_mut(token.index()).filter(|s| s.holds(token))
     }
 
     /// Takes a registration's handler out to run it; None when the token is stale
