@@ -139,6 +139,22 @@ impl Error {
         Error::new(ErrorKind::Config).context(what)
     }
 
+    /// One error for `errors`: the error itself when it is alone, their messages one a
+    /// line when there are several (an operator mends them all at once); None for none.
+    pub fn joined(mut errors: Vec<Error>) -> Option<Error> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(Error::config(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )),
+        }
+    }
+
     /// An I/O failure of Turnstile's own while doing `what`.
     pub fn io(what: impl fmt::Display, e: &std::io::Error) -> Error {
         Error::new(ErrorKind::Io(e.kind())).context(format!("{what}: {e}"))

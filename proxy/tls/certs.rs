@@ -113,16 +113,9 @@ impl CertStore {
                 Err(e) => errors.push(e.within(format!("ssl_multicert entry {}", i + 1))),
             }
         }
-        match errors.len() {
-            0 => Ok(store),
-            1 => Err(errors.remove(0)),
-            _ => Err(Error::config(
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )),
+        match Error::joined(errors) {
+            None => Ok(store),
+            Some(e) => Err(e),
         }
     }
 

@@ -273,9 +273,8 @@ pub fn check(cfg: &config::Config) -> Result<()> {
     let keep = TlsKeep::new()?;
     let server = TlsServer::load(cfg, &keep).err();
     let client = TlsClient::load(cfg, &keep, &TlsMetrics::new(&Registry::new())).err();
-    match (server, client) {
-        (None, None) => Ok(()),
-        (Some(e), None) | (None, Some(e)) => Err(e),
-        (Some(a), Some(b)) => Err(Error::config(format!("{a}\n{b}"))),
+    match Error::joined(server.into_iter().chain(client).collect()) {
+        None => Ok(()),
+        Some(e) => Err(e),
     }
 }
