@@ -300,11 +300,25 @@ fn check_and_start_name_a_missing_or_bad_certificate_file() {
         let p = write(name);
         let (code, _, err) = util::run(&dir.0, &["check", "--config", p.to_str().unwrap()], &[]);
         assert_eq!(code, 2, "{err}");
-        assert!(
-            err.contains(file) && err.contains("ssl_multicert entry 1"),
-            "{err}"
-        );
+        // The file and line of the key that names it, as the records' own errors do.
+        let place = format!("{}:4: ssl_multicert: entry 1: ssl_cert_name: ", p.display());
+        assert!(err.starts_with(&place) && err.contains(file), "{err}");
     }
+    // Set from the environment, the CA file's error names the variable instead.
+    let p = write("missing");
+    let var = "PROXY_CONFIG_SSL_CLIENT_CA_CERT_FILENAME";
+    let (code, _, err) = util::run(
+        &dir.0,
+        &["check", "--config", p.to_str().unwrap()],
+        &[(var, "no-ca.pem")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "environment variable {var}: proxy.config.ssl.client.CA.cert.filename: "
+        )) && err.contains("no-ca.pem"),
+        "{err}"
+    );
     // An ssl port with no certificate at all.
     let p = dir.0.join("records.toml");
     std::fs::write(&p, "[proxy.config.http]\nserver_ports = \"0:ssl\"\n").unwrap();

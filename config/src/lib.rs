@@ -17,6 +17,7 @@ mod connect_ports;
 mod env;
 mod error;
 mod ipnet;
+mod lines;
 mod load;
 mod parent;
 mod ports;
@@ -32,6 +33,7 @@ pub use connect_ports::ConnectPorts;
 pub use env::env_var_name;
 pub use error::{ConfigError, ConfigErrors};
 pub use ipnet::IpNet;
+pub use lines::Lines;
 pub use load::{load, load_with, parse, DEFAULT_RECORDS};
 pub use parent::{ParentHost, ParentRule, RoundRobin, MAX_PARENT_WEIGHT};
 pub use ports::{

@@ -159,6 +159,7 @@ fn override_record(
 }
 
 fn note_override(cfg: &mut Config, record: &str, source: &str) {
+    cfg.lines.forget(record);
     cfg.env_overrides.retain(|(r, _)| r != record);
     cfg.env_overrides
         .push((record.to_string(), source.to_string()));
@@ -193,9 +194,12 @@ fn apply_table(
                     .to_string(),
             );
         } else if let Some(record) = records::find(&name) {
-            if let Err(problems) = record.apply(cfg, &e.value) {
-                for p in problems {
-                    error(p.line.or(e.line), p.message);
+            match record.apply(cfg, &e.value) {
+                Ok(()) => cfg.lines.note(&name, e.line, &e.value),
+                Err(problems) => {
+                    for p in problems {
+                        error(p.line.or(e.line), p.message);
+                    }
                 }
             }
         } else if records::is_table(&name) {

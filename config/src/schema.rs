@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::connect_ports::ConnectPorts;
 use crate::ipnet::IpNet;
+use crate::lines::Lines;
 use crate::parent::ParentRule;
 use crate::ports::PortSpec;
 use crate::remap::RemapRule;
@@ -26,6 +27,9 @@ pub struct Config {
     /// the source is the environment variable name, or the name given to
     /// [`Config::set`] (such as a command-line flag).
     pub env_overrides: Vec<(String, String)>,
+    /// The file's line of each record it set ([`Config::source_of`] says where a value
+    /// came from).
+    pub lines: Lines,
     /// `proxy.config.accept_threads`: dedicated blocking accept threads per port;
     /// 0 = accept on the ET_NET event threads. 0..=256. Reloadable.
     pub accept_threads: u32,
@@ -387,6 +391,7 @@ impl Default for Config {
         Config {
             origin: EMBEDDED_ORIGIN.to_string(),
             env_overrides: Vec::new(),
+            lines: Lines::default(),
             accept_threads: 1,
             exec_thread: ExecThread {
                 autoconfig_enabled: true,
@@ -487,6 +492,24 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where `key` (a record's full name, or `RECORD.N.KEY` as [`Lines::get`] takes) got
+    /// its value, as an error about it begins: `records.toml:12`, the file alone when the
+    /// line is not known, or `environment variable NAME` (the source given to
+    /// [`Config::set`]) when it was overridden.
+    pub fn source_of(&self, key: &str) -> String {
+        let of_record =
+            |r: &str| key == r || key.strip_prefix(r).is_some_and(|k| k.starts_with('.'));
+        let overridden = self.env_overrides.iter().find(|(r, _)| of_record(r));
+        match (overridden, self.lines.get(key)) {
+            (Some((r, source)), _) if *source == crate::env_var_name(r) => {
+                format!("environment variable {source}")
+            }
+            (Some((_, source)), _) => source.clone(),
+            (None, Some(line)) => format!("{}:{line}", self.origin),
+            (None, None) => self.origin.clone(),
+        }
+    }
+
     /// Accept threads for `port`: its own `accept_threads`, else the global one.
     pub fn accept_threads_for(&self, port: &PortSpec) -> u32 {
         port.accept_threads.unwrap_or(self.accept_threads)

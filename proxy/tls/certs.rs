@@ -105,12 +105,25 @@ impl CertStore {
         dirs: &CertDirs,
         provider: &CryptoProvider,
     ) -> Result<CertStore> {
+        CertStore::load_placed(certs, dirs, provider, &|n, key| {
+            format!("ssl_multicert: entry {n}: {key}")
+        })
+    }
+
+    /// [`CertStore::load`], each error led by `place(N, KEY)`: where entry N's `KEY`
+    /// (`ssl_cert_name` or `ssl_key_name`, whichever names the bad file) was written.
+    pub fn load_placed(
+        certs: &[SslCert],
+        dirs: &CertDirs,
+        provider: &CryptoProvider,
+        place: &dyn Fn(usize, &str) -> String,
+    ) -> Result<CertStore> {
         let mut store = CertStore::default();
         let mut errors = Vec::new();
         for (i, entry) in certs.iter().enumerate() {
             match load_one(entry, dirs, provider) {
                 Ok(loaded) => store.add(loaded),
-                Err(e) => errors.push(e.within(format!("ssl_multicert entry {}", i + 1))),
+                Err((key, e)) => errors.push(e.within(place(i + 1, key))),
             }
         }
         match Error::joined(errors) {
@@ -213,31 +226,44 @@ fn under(dir: &Path, name: &Path) -> PathBuf {
     dir.join(name)
 }
 
-fn load_one(entry: &SslCert, dirs: &CertDirs, provider: &CryptoProvider) -> Result<Loaded> {
+/// One entry's certificate and key; an error comes with the key naming the bad file.
+fn load_one(
+    entry: &SslCert,
+    dirs: &CertDirs,
+    provider: &CryptoProvider,
+) -> std::result::Result<Loaded, (&'static str, Error)> {
+    const CERT: &str = "ssl_cert_name";
     let cert_path = under(&dirs.certs, &entry.cert);
-    let key_path = entry
-        .key
-        .as_ref()
-        .map_or_else(|| cert_path.clone(), |k| under(&dirs.keys, k));
-    let file_err =
-        |path: &Path, why: &dyn fmt::Display| Error::config(format!("{}: {why}", path.display()));
-    let pem = std::fs::read(&cert_path).map_err(|e| file_err(&cert_path, &e))?;
+    let (key_name, key_path) = match &entry.key {
+        Some(k) => ("ssl_key_name", under(&dirs.keys, k)),
+        None => (CERT, cert_path.clone()),
+    };
+    let file_err = |name: &'static str, path: &Path, why: &dyn fmt::Display| {
+        (name, Error::config(format!("{}: {why}", path.display())))
+    };
+    let pem = std::fs::read(&cert_path).map_err(|e| file_err(CERT, &cert_path, &e))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| file_err(&cert_path, &format_args!("not PEM: {e}")))?;
+        .map_err(|e| file_err(CERT, &cert_path, &format_args!("not PEM: {e}")))?;
     if chain.is_empty() {
-        return Err(file_err(&cert_path, &"no certificate in it"));
+        return Err(file_err(CERT, &cert_path, &"no certificate in it"));
     }
     let key_pem = if key_path == cert_path {
         pem
     } else {
-        std::fs::read(&key_path).map_err(|e| file_err(&key_path, &e))?
+        std::fs::read(&key_path).map_err(|e| file_err(key_name, &key_path, &e))?
     };
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| file_err(&key_path, &format_args!("no private key in it ({e})")))?;
-    let names = names_of(&chain[0]).map_err(|why| file_err(&cert_path, &why))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        file_err(
+            key_name,
+            &key_path,
+            &format_args!("no private key in it ({e})"),
+        )
+    })?;
+    let names = names_of(&chain[0]).map_err(|why| file_err(CERT, &cert_path, &why))?;
     let key = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
         file_err(
+            key_name,
             &key_path,
             &format_args!("key unusable with {}: {e}", cert_path.display()),
         )
@@ -380,7 +406,7 @@ mod tests {
             .to_string();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
-            err.contains("ssl_multicert entry 1") && err.contains("two.key"),
+            err.contains("ssl_multicert: entry 1: ssl_key_name") && err.contains("two.key"),
             "{err}"
         );
     }
@@ -408,11 +434,13 @@ mod tests {
         let lines: Vec<&str> = err.lines().collect();
         assert_eq!(lines.len(), 2, "{err}");
         assert!(
-            lines[0].contains("ssl_multicert entry 1") && lines[0].contains("missing1.pem"),
+            lines[0].contains("ssl_multicert: entry 1: ssl_cert_name")
+                && lines[0].contains("missing1.pem"),
             "{err}"
         );
         assert!(
-            lines[1].contains("ssl_multicert entry 3") && lines[1].contains("missing3.pem"),
+            lines[1].contains("ssl_multicert: entry 3: ssl_cert_name")
+                && lines[1].contains("missing3.pem"),
             "{err}"
         );
     }

@@ -153,10 +153,15 @@ impl TlsServer {
         if cfg.ssl_multicert.is_empty() {
             return Ok(None);
         }
-        let store = Arc::new(CertStore::load(
+        let place = |n: usize, key: &str| {
+            let source = cfg.source_of(&format!("ssl_multicert.{n}.{key}"));
+            format!("{source}: ssl_multicert: entry {n}: {key}")
+        };
+        let store = Arc::new(CertStore::load_placed(
             &cfg.ssl_multicert,
             &CertDirs::of(cfg),
             &keep.provider,
+            &place,
         )?);
         Ok(Some(Arc::new(TlsServer::with_store(store, keep)?)))
     }

@@ -39,8 +39,10 @@ pub(super) fn read_ca_file(cfg: &config::Config) -> Result<Vec<CertificateDer<'s
         return Ok(Vec::new());
     };
     let bad = |why: &dyn std::fmt::Display| {
+        const RECORD: &str = "proxy.config.ssl.client.CA.cert.filename";
         Error::config(format!(
-            "proxy.config.ssl.client.CA.cert.filename: {}: {why}",
+            "{}: {RECORD}: {}: {why}",
+            cfg.source_of(RECORD),
             path.display()
         ))
     };
