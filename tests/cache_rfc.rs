@@ -595,6 +595,38 @@ fn rfc9111_4_4_unsafe_requests_invalidate_location_and_content_location_and_purg
 }
 
 #[test]
+fn rfc3986_6_2_2_equal_spellings_of_a_url_are_one_object_and_invalidate_each_other() {
+    // Percent-encodings differing in case, or encoding an unreserved character, name one
+    // URL: one object, and a Location in either spelling invalidates it.
+    let origin = Origin::start(|r| {
+        Some(match r.method.as_str() {
+            "POST" => {
+                b"HTTP/1.1 201 Created\r\nLocation: /a~b%2fc?q=%3a\r\nContent-Length: 0\r\n\r\n"
+                    .to_vec()
+            }
+            _ => ok(b"x", &[("Cache-Control", "max-age=600")]),
+        })
+    });
+    let span = TempDir::new("rfc-pct");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    for path in ["/a%7Eb%2Fc?q=%3A", "/a%7eb%2fc?q=%3a", "/%61~b%2Fc?q=%3A"] {
+        get(&mut c, path);
+    }
+    let fetched = || {
+        let reqs = origin.requests.lock().unwrap();
+        reqs.iter().filter(|r| r.method == "GET").count()
+    };
+    assert_eq!(fetched(), 1, "three spellings, one object");
+    ask(&mut c, "POST", "/form", "Content-Length: 0\r\n");
+    get(&mut c, "/a%7Eb%2Fc?q=%3A");
+    assert_eq!(fetched(), 2, "the Location invalidated it");
+    // Reserved characters stay encoded: %2F is not "/".
+    get(&mut c, "/a~b/c?q=%3A");
+    assert_eq!(fetched(), 3);
+}
+
+#[test]
 fn rfc9213_cdn_cache_control_replaces_cache_control_for_this_cache() {
     let origin = Origin::start(|_| {
         Some(ok(

@@ -45,9 +45,50 @@ pub fn now_s() -> u64 {
 
 /// The cache key of a request forwarded to `host` (Host sent to the origin) and `path`,
 /// over TLS when `https`: an `http://` and an `https://` origin of one name are two.
+/// Spellings of one URL that RFC 3986 §6.2.2.1–2 makes equal make one key: a
+/// percent-encoded octet's hex digits upper-cased, an encoded unreserved character
+/// (`%7E`, `%41`) decoded. So a response's `Location` invalidates the object its
+/// request stored however either spelled it.
 pub fn key(https: bool, host: &str, path: &str) -> String {
     let scheme = if https { "https" } else { "http" };
-    format!("{scheme}://{host}{path}")
+    let mut key = String::with_capacity(scheme.len() + 3 + host.len() + path.len());
+    key.push_str(scheme);
+    key.push_str("://");
+    key.push_str(host);
+    push_normalized(&mut key, path);
+    key
+}
+
+/// Appends `path` to `out` with its percent-encodings normalized as [`key`] says.
+fn push_normalized(out: &mut String, path: &str) {
+    let bytes = path.as_bytes();
+    let mut from = 0;
+    let mut i = 0;
+    while let Some(at) = bytes[i..].iter().position(|&b| b == b'%') {
+        i += at;
+        let (Some(h), Some(l)) = (
+            bytes.get(i + 1).and_then(|b| hex(*b)),
+            bytes.get(i + 2).and_then(|b| hex(*b)),
+        ) else {
+            i += 1;
+            continue;
+        };
+        out.push_str(&path[from..i]);
+        let octet = h << 4 | l;
+        if octet.is_ascii_alphanumeric() || b"-._~".contains(&octet) {
+            out.push(char::from(octet));
+        } else {
+            out.push('%');
+            out.push_str(&path[i + 1..i + 3].to_ascii_uppercase());
+        }
+        i += 3;
+        from = i;
+    }
+    out.push_str(&path[from..]);
+}
+
+fn hex(b: u8) -> Option<u8> {
+    char::from(b).to_digit(16).map(|d| d as u8)
 }
 
 /// A new generation for a URL's variants: unique per call in this process, and larger

@@ -290,3 +290,15 @@ fn a_stored_head_keeps_no_hop_by_hop_connection_named_recomputed_or_stripped_fie
         "HTTP/1.1 204 No Content\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n\r\n"
     );
 }
+
+#[test]
+fn keys_normalize_percent_encodings_as_rfc_3986_makes_them_equal() {
+    let k = |path| super::key(false, "o", path);
+    assert_eq!(k("/a%7eb%2fc?x=%3a"), "http://o/a~b%2Fc?x=%3A");
+    assert_eq!(k("/%41%5a%30%2D%2e%5F"), "http://o/AZ0-._");
+    // Not an encoding: kept as it is.
+    assert_eq!(k("/50%"), "http://o/50%");
+    assert_eq!(k("/%zz%4"), "http://o/%zz%4");
+    assert_eq!(k("/%%41"), "http://o/%A");
+    assert_eq!(k("/é%c3%a9"), "http://o/é%C3%A9");
+}
