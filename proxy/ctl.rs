@@ -8,7 +8,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -63,7 +63,18 @@ impl Drop for Serving {
 impl CtlServer {
     /// Binds `path` (replacing a stale socket nobody listens on) and serves `handler`.
     pub fn start(path: &Path, handler: Handler) -> std::io::Result<CtlServer> {
-        if path.exists() {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            // Only a socket is ours to replace: anything else at the path (the
+            // configuration file itself, by a slip of the record) is someone's data.
+            if !meta.file_type().is_socket() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a socket; it is left alone",
+                        path.display()
+                    ),
+                ));
+            }
             if UnixStream::connect(path).is_ok() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::AddrInUse,

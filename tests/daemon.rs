@@ -300,6 +300,26 @@ fn a_stopping_daemon_leaves_a_socket_file_that_is_not_its_own() {
 }
 
 #[test]
+fn an_admin_socket_path_that_holds_a_file_is_refused_and_the_file_kept() {
+    // The record naming the configuration file itself, by a slip: the daemon used to
+    // unlink it and bind its socket there.
+    let text = "[proxy.config]\naccept_threads = 1\n";
+    let mut d = Daemon::builder()
+        .config(text)
+        .env("PROXY_CONFIG_ADMIN_SOCKET", "records.toml")
+        .no_wait()
+        .start();
+    let status = d.wait_exit(Duration::from_secs(20)).expect("the daemon exits");
+    let log = d.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("records.toml exists and is not a socket"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(d.dir.0.join("records.toml")).unwrap(),
+        text
+    );
+}
+
+#[test]
 fn admin_socket_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let d = Daemon::start();
