@@ -35,23 +35,79 @@ impl Format {
     pub fn select(rest: &str, accept: Option<&[u8]>) -> Option<Format> {
         let rest = rest.split('?').next().unwrap_or("");
         match rest.trim_end_matches('/') {
-            "" => {
-                let accept = accept
-                    .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
-                    .unwrap_or_default();
-                if accept.contains("text/csv") {
-                    Some(Format::Csv)
-                } else if accept.contains("text/plain") && accept.contains("version=0.0.4") {
-                    Some(Format::Prometheus)
-                } else {
-                    Some(Format::Json)
-                }
-            }
+            "" => Some(accept.map_or(Format::Json, Format::negotiate)),
             "/json" => Some(Format::Json),
             "/csv" => Some(Format::Csv),
             "/prometheus" => Some(Format::Prometheus),
             _ => None,
         }
+    }
+
+    /// The format an Accept header prefers (RFC 9110 §12.5.1): each format takes the
+    /// weight of the most specific media range that matches it (`text/plain` only with
+    /// `version=0.0.4`, Prometheus's), the heaviest wins, a tie goes to the range listed
+    /// first, and JSON when nothing is acceptable.
+    fn negotiate(accept: &[u8]) -> Format {
+        let accept = String::from_utf8_lossy(accept).to_ascii_lowercase();
+        // Per format: (specificity, q, position) of its best match so far.
+        let mut best = [None::<(u8, u32, usize)>; 3];
+        for (position, range) in accept.split(',').enumerate() {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            let mut q = 1000;
+            let mut version = None;
+            for param in parts {
+                match param.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                    Some(("q", v)) => q = qvalue(v),
+                    Some(("version", v)) => version = Some(v.trim_matches('"')),
+                    _ => {}
+                }
+            }
+            for (i, format) in [Format::Json, Format::Csv, Format::Prometheus]
+                .into_iter()
+                .enumerate()
+            {
+                let (kind, sub) = match format {
+                    Format::Json => ("application", "json"),
+                    Format::Csv => ("text", "csv"),
+                    Format::Prometheus => ("text", "plain"),
+                };
+                let specificity = match media.split_once('/') {
+                    Some(("*", "*")) => 1,
+                    Some((k, "*")) if k == kind => 2,
+                    Some((k, s)) if k == kind && s == sub => {
+                        if format == Format::Prometheus && version != Some("0.0.4") {
+                            continue;
+                        }
+                        3
+                    }
+                    _ => continue,
+                };
+                if best[i].is_none_or(|(s, _, _)| specificity > s) {
+                    best[i] = Some((specificity, q, position));
+                }
+            }
+        }
+        let mut pick = (Format::Json, 0, usize::MAX);
+        for (i, format) in [Format::Json, Format::Csv, Format::Prometheus]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some((_, q, position)) = best[i] {
+                if q > pick.1 || (q == pick.1 && q > 0 && position < pick.2) {
+                    pick = (format, q, position);
+                }
+            }
+        }
+        pick.0
+    }
+}
+
+/// A qvalue (RFC 9110 §12.4.2) in thousandths; what does not parse counts as 1.
+fn qvalue(v: &str) -> u32 {
+    match v.parse::<f64>() {
+        Ok(q) if (0.0..=1.0).contains(&q) => (q * 1000.0).round() as u32,
+        _ => 1000,
     }
 }
 
@@ -153,6 +209,30 @@ mod tests {
             Some(Format::Prometheus)
         );
         assert_eq!(Format::select("/nope", None), None);
+    }
+
+    #[test]
+    fn accept_weights_choose_and_zero_refuses() {
+        let pick = |a: &str| Format::select("", Some(a.as_bytes())).unwrap();
+        assert_eq!(pick("text/csv;q=0, application/json"), Format::Json);
+        assert_eq!(pick("application/json, text/csv;q=0.1"), Format::Json);
+        assert_eq!(pick("text/csv, application/json"), Format::Csv);
+        assert_eq!(pick("application/json;q=0.5, text/csv"), Format::Csv);
+        assert_eq!(pick("text/plain"), Format::Json);
+        assert_eq!(pick("*/*"), Format::Json);
+        assert_eq!(pick("text/*, application/json;q=0.9"), Format::Csv);
+        assert_eq!(pick("text/*;q=0, */*"), Format::Json);
+        // A specific range overrides a wildcard: csv refused, text/* does not bring it back.
+        assert_eq!(
+            pick("text/csv;q=0, text/*;q=0.8, application/json;q=0.5"),
+            Format::Prometheus
+        );
+        // What Prometheus sends when it scrapes.
+        assert_eq!(
+            pick("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"),
+            Format::Prometheus
+        );
+        assert_eq!(pick("application/json;q=0"), Format::Json);
     }
 
     #[test]

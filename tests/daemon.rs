@@ -309,10 +309,15 @@ fn an_admin_socket_path_that_holds_a_file_is_refused_and_the_file_kept() {
         .env("PROXY_CONFIG_ADMIN_SOCKET", "records.toml")
         .no_wait()
         .start();
-    let status = d.wait_exit(Duration::from_secs(20)).expect("the daemon exits");
+    let status = d
+        .wait_exit(Duration::from_secs(20))
+        .expect("the daemon exits");
     let log = d.log_text();
     assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains("records.toml exists and is not a socket"), "{log}");
+    assert!(
+        log.contains("records.toml exists and is not a socket"),
+        "{log}"
+    );
     assert_eq!(
         std::fs::read_to_string(d.dir.0.join("records.toml")).unwrap(),
         text

@@ -83,6 +83,18 @@ fn csv_by_path_and_by_accept() {
         }
         assert!(r.text().contains("proxy.process.tcp.total_accepts,"));
     }
+    // A weight of 0 refuses a type (RFC 9110 §12.4.2); the heavier type wins.
+    for accept in [
+        "text/csv;q=0, application/json",
+        "application/json, text/csv;q=0.1",
+    ] {
+        let r = get_with(d.addr(), "/_stats", Some(accept));
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "{accept}"
+        );
+    }
 }
 
 #[test]
