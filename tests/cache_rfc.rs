@@ -627,6 +627,48 @@ fn rfc3986_6_2_2_equal_spellings_of_a_url_are_one_object_and_invalidate_each_oth
 }
 
 #[test]
+fn rfc9112_9_3_an_answer_that_leaves_a_body_unread_closes_and_never_takes_it_as_a_request() {
+    // PURGE and only-if-cached answer without reading the request's body: its bytes
+    // must not be read as the next request (a CL.0 smuggle), so the connection closes.
+    let origin = Origin::start(|r| Some(ok(r.path.as_bytes(), &[])));
+    let span = TempDir::new("rfc-cl0");
+    let d = daemon(&origin, &span, "");
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+    let n = smuggled.len();
+    for (method, head) in [
+        (
+            "PURGE",
+            format!("PURGE /absent HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\n"),
+        ),
+        (
+            "GET",
+            format!(
+                "GET /absent HTTP/1.1\r\nHost: t\r\nCache-Control: only-if-cached\r\n\
+                 Content-Length: {n}\r\n"
+            ),
+        ),
+        (
+            "PURGE",
+            format!("PURGE /absent HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"),
+        ),
+    ] {
+        let body = if head.contains("chunked") {
+            format!("{n:x}\r\n{smuggled}\r\n0\r\n\r\n")
+        } else {
+            smuggled.to_string()
+        };
+        let mut c = Conn::open(d.addr()).unwrap();
+        c.send(format!("{head}\r\n{body}").as_bytes()).unwrap();
+        let r = c.read_response(method).unwrap();
+        assert!([404, 504].contains(&r.status), "{r:?}");
+        assert_eq!(r.header("connection"), Some("close"), "{head}");
+        let next = c.read_response("GET");
+        assert!(next.is_err(), "{head}: a second answer {next:?}");
+    }
+    assert!(seen(&origin, "/smuggled").is_empty());
+}
+
+#[test]
 fn rfc9213_cdn_cache_control_replaces_cache_control_for_this_cache() {
     let origin = Origin::start(|_| {
         Some(ok(

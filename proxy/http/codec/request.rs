@@ -217,6 +217,13 @@ impl RequestHead {
         self.keep_alive
     }
 
+    /// Whether the connection may stay open after an answer of the proxy's own that
+    /// leaves the request's body unread: only when there is none, so that no byte of a
+    /// body is ever taken as the next request (RFC 9112 §6.3, §9.3).
+    pub fn keep_alive_unread(&self) -> bool {
+        self.keep_alive && !self.has_body()
+    }
+
     /// Whether the target is absolute-form (`scheme://authority/path`).
     pub fn is_absolute_form(&self) -> bool {
         scheme_len(self.target()).is_some()

@@ -68,7 +68,7 @@ impl Session {
         let policy = self.shared.with_live(|live| live.cache_policy.clone());
         let method = pending.head.method();
         if method == "PURGE" {
-            return self.purge(&cache, &key, pending.head.keep_alive());
+            return self.purge(&cache, &key, pending.head.keep_alive_unread());
         }
         if method != "GET" && method != "HEAD" {
             let invalidate = caching::is_unsafe(method).then(|| {
@@ -175,7 +175,7 @@ impl Session {
                 self.serve_hit(&pending.head, &obj, now, LogResult::Hit);
             }
             Verdict::Revalidate if query.dirs.only_if_cached => {
-                self.only_if_cached(pending.head.keep_alive())
+                self.only_if_cached(pending.head.keep_alive_unread())
             }
             Verdict::Revalidate => {
                 // Stale: ask the origin whether it changed, with our validators in
@@ -219,7 +219,7 @@ impl Session {
     /// fills the cache, or waits for the fill another request has under way.
     fn miss(&mut self, t: &mut EThread, mut pending: Pending, mut query: CacheQuery) {
         if query.dirs.only_if_cached {
-            return self.only_if_cached(pending.head.keep_alive());
+            return self.only_if_cached(pending.head.keep_alive_unread());
         }
         let m = &self.shared.metrics;
         let head_only = pending.head.method() == "HEAD";

@@ -212,7 +212,7 @@ impl Session {
                 Ok(Some(to)) => addr = to,
                 Ok(None) => parent = None, // to the origin, as if there were no rule
                 Err(e) => {
-                    let keep = head.keep_alive() && !head.has_body();
+                    let keep = head.keep_alive_unread();
                     return self.answer_error(e, keep);
                 }
             }

@@ -46,7 +46,7 @@ impl Session {
     ) {
         // A body (a GET may have one) is not read: the connection closes after the
         // answer, as after a local response, and its bytes are never taken as a request.
-        let keep = req.keep_alive() && !req.has_body() && !self.shared.draining();
+        let keep = req.keep_alive_unread() && !self.shared.draining();
         let status = self.answer_from(req, obj, now, keep);
         self.shared.metrics.count_status(status);
         self.shared.metrics.completed_requests.inc();

@@ -81,8 +81,7 @@ impl Session {
     pub(super) fn route(&mut self, t: &mut EThread, head: RequestHead, resumed: Option<Resumed>) {
         let shared = self.shared.clone();
         let settings = &shared.settings;
-        let has_body = head.has_body();
-        let keep = head.keep_alive() && !has_body;
+        let keep = head.keep_alive_unread();
         let (mut answer, active) = match resumed {
             Some(r) => (Some(r.answer), Some(r.active)),
             None => (None, None),
