@@ -8,7 +8,7 @@
 
 mod util;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
 use std::sync::{Arc, Mutex};
@@ -546,5 +546,150 @@ fn an_error_answering_a_head_sends_no_body_and_the_next_answer_parses() {
     assert_eq!(
         head.header("content-length"),
         Some(get.body.len().to_string().as_str())
+    );
+}
+
+/// Reads one request head from `s` (GETs and CONNECTs: no bodies); None at EOF, an
+/// error or a read timeout.
+fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut raw = Vec::new();
+    let mut b = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => raw.push(b[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&raw).into_owned())
+}
+
+#[test]
+fn bytes_an_idle_origin_connection_sends_unasked_answer_no_later_request() {
+    // RFC 9112 §9.3: after its answer to /a the origin sends a second response nobody
+    // asked for. It must never answer the client's next request (nor be cached as it).
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = l.local_addr().unwrap();
+    let (answered_tx, answered) = std::sync::mpsc::channel::<()>();
+    let (closed_tx, closed) = std::sync::mpsc::channel::<bool>();
+    let answered = Arc::new(Mutex::new(answered));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let (answered, closed_tx) = (answered.clone(), closed_tx.clone());
+            std::thread::spawn(move || {
+                while let Some(head) = read_head(&mut s) {
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let body = format!("path={path}");
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if path != "/a" {
+                        continue;
+                    }
+                    // Once the client has its answer, the unasked-for one; then the
+                    // proxy should close this connection.
+                    let _ = answered
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(10));
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nCache-Control: max-age=600\r\n\r\nEVIL!!",
+                    );
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut b = [0u8; 1];
+                    // Closed with its bytes unread: a reset, or a FIN.
+                    let closed = match s.peek(&mut b) {
+                        Ok(n) => n == 0,
+                        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                    };
+                    let _ = closed_tx.send(closed);
+                    s.set_read_timeout(None).unwrap();
+                }
+            });
+        }
+    });
+    let span = TempDir::new("unasked");
+    let d = proxy_to(
+        origin,
+        &format!(
+            "[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]",
+            span.0.display()
+        ),
+    );
+    let mut c = Conn::open(d.addr()).unwrap();
+    let get = |c: &mut Conn, path: &str| {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        c.read_response("GET").unwrap().text()
+    };
+    assert_eq!(get(&mut c, "/warm"), "path=/warm");
+    // A connection just opened goes to the pool, not attached to its client, while the
+    // pool counts as short (1 s): wait that out, so /a's connection stays attached.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(get(&mut c, "/a"), "path=/a");
+    answered_tx.send(()).unwrap();
+    let eof = closed.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(get(&mut c, "/b"), "path=/b");
+    assert_eq!(get(&mut c, "/c"), "path=/c");
+    // Nor was it stored as /b.
+    assert_eq!(get(&mut Conn::open(d.addr()).unwrap(), "/b"), "path=/b");
+    assert!(eof, "the connection that spoke unasked was closed at once");
+}
+
+#[test]
+fn a_connect_after_a_request_on_one_connection_is_released_when_the_client_leaves() {
+    // The GET's origin connection stays attached to the client for a moment; the
+    // CONNECT opens another. Both must go when the client does.
+    let origin = Origin::start(|_| Some(ok(b"ok", &[])));
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in echo.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nconnect_ports = \"{echo_port}\"\n\
+             [proxy.config.url_remap]\nremap_required = false\n"
+        ))
+        .start();
+    // A connection opened now goes to the pool, not attached, while the pool counts as
+    // short (1 s): wait that out, so the GETs below keep theirs attached.
+    let warm = format!("http://{}/warm", origin.addr);
+    assert_eq!(http::get(d.addr(), "x", &warm).unwrap().status, 200);
+    std::thread::sleep(Duration::from_millis(1200));
+    for _ in 0..5 {
+        let mut c = Conn::open(d.addr()).unwrap();
+        c.send(
+            format!(
+                "GET http://{}/a HTTP/1.1\r\nHost: x\r\n\r\nCONNECT 127.0.0.1:{echo_port} HTTP/1.1\r\nHost: x\r\n\r\n",
+                origin.addr
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.read_response("GET").unwrap().status, 200);
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            assert!(c.reader.read_line(&mut head).unwrap() > 0, "{head}");
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        c.send(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        c.reader.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+    }
+    let open = || d.metric("proxy.process.net.connections_currently_open");
+    assert!(
+        wait_until(Duration::from_secs(10), || open() == 0),
+        "{} client connections still open",
+        open()
     );
 }

@@ -627,7 +627,7 @@ impl Session {
         };
         o.head_searched = 0;
         self.out_o = request;
-        if reusable && !o.wire.eof && o.inbuf.is_empty() {
+        if reusable && o.quiet() {
             self.deadline =
                 Instant::now() + self.shared.settings.timeouts.transaction_no_activity_out;
             return;

@@ -285,6 +285,13 @@ impl iocore::IoHandler for SideHandler {
                 Some(o) => o.wire.mark(ready),
                 None => return Verdict::Remove,
             }
+            if s.origin_idle() && (ready.is_readable() || ready.is_hup() || ready.is_error()) {
+                // The attached connection's origin spoke or closed between transactions:
+                // unless that edge was stale (the bytes already read), it is unusable,
+                // and goes now rather than meet the next request.
+                s.release_origin(t, true);
+                return Verdict::Keep;
+            }
         } else {
             s.client.mark(ready);
         }

@@ -403,11 +403,17 @@ impl Session {
         }
         // An origin connection attached between transactions is healthy and idle: it goes
         // back to the pool when its client leaves. One mid-transaction is not reusable.
-        let idle_origin = self.tx.is_none()
-            && !matches!(self.phase, Phase::Tunnel(_))
-            && self.origin.as_ref().is_some_and(|o| o.connected);
+        let idle_origin = self.origin_idle();
         self.release_origin(t, idle_origin);
         self.client.unwatch(t);
+    }
+
+    /// Whether the origin connection is attached between transactions: connected, with
+    /// no request on it and no tunnel through it.
+    pub(super) fn origin_idle(&self) -> bool {
+        self.tx.is_none()
+            && !matches!(self.phase, Phase::Tunnel(_))
+            && self.origin.as_ref().is_some_and(|o| o.connected)
     }
 
     /// Between requests, with nothing buffered either way.

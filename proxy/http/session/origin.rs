@@ -39,21 +39,45 @@ pub(super) struct Origin {
     pub(super) head_searched: usize,
 }
 
+impl Origin {
+    /// Whether this idle connection has nothing unasked-for to read: no bytes, no close.
+    /// Known at no cost when the last read drained the socket (a later arrival is a new
+    /// edge, which marks the side readable); else asked of the socket once. Bytes that
+    /// arrive on an idle connection belong to no request (an origin that sent more than
+    /// its response's length, or answered a request body it did not read), so a
+    /// connection holding them is never used again (RFC 9112 §9.3): they would be read
+    /// as the next request's response.
+    pub(super) fn quiet(&mut self) -> bool {
+        if !self.inbuf.is_empty() || self.wire.eof {
+            return false;
+        }
+        if self.wire.readable {
+            if !super::pool::nothing_to_read(self.wire.wire()) {
+                return false;
+            }
+            // Drained: the next arrival brings a new edge.
+            self.wire.readable = false;
+        }
+        true
+    }
+}
+
 impl Session {
     /// Sends the transaction's request on the attached connection to `addr`, a pooled
     /// one, or a new one.
     pub(super) fn send_to_origin(&mut self, t: &mut EThread, addr: SocketAddr) {
         let tls = self.tx.as_ref().and_then(|tx| tx.tls.as_ref());
-        match self.origin.as_ref() {
-            Some(o)
-                if o.addr == addr && o.connected && !o.wire.eof && o.tls_name.as_ref() == tls =>
-            {
+        let usable = |o: &mut Origin| {
+            o.addr == addr && o.connected && o.tls_name.as_ref() == tls && o.quiet()
+        };
+        match self.origin.as_mut().map(usable) {
+            Some(true) => {
                 self.shared.metrics.origin_connections_reused.inc();
                 self.deadline =
                     Instant::now() + self.shared.settings.timeouts.transaction_no_activity_out;
                 return;
             }
-            Some(_) => self.release_origin(t, true),
+            Some(false) => self.release_origin(t, true),
             None => {}
         }
         if let Err(e) = self.connect_origin(t, addr, true) {
@@ -71,6 +95,12 @@ impl Session {
         addr: SocketAddr,
         pooled: bool,
     ) -> Result<(), Error> {
+        // One origin connection a session: one still attached from an earlier
+        // transaction (a CONNECT after a GET) goes back to the pool, or closes. Left in
+        // place, its registration would keep the session alive after its client left.
+        if self.origin.is_some() {
+            self.release_origin(t, true);
+        }
         let handler = || SideHandler {
             session: self.me.upgrade().expect("a running session is alive"),
             origin: true,
@@ -192,12 +222,8 @@ impl Session {
         let Some(mut o) = self.origin.take() else {
             return;
         };
-        let clean = reuse
-            && o.connected
-            && o.inbuf.is_empty()
-            && !o.wire.eof
-            && !o.wire.handshaking()
-            && !o.wire.tls_pending();
+        let clean =
+            reuse && o.connected && !o.wire.handshaking() && !o.wire.tls_pending() && o.quiet();
         keep_spare(&mut o.inbuf);
         let (sock, token, tls) = o.wire.into_parts();
         let Some(token) = token else { return };
@@ -226,10 +252,7 @@ impl Session {
         now: Instant,
     ) {
         let pool_short = with_state(|st| st.pool_short_until.is_some_and(|until| now < until));
-        let clean = self
-            .origin
-            .as_ref()
-            .is_some_and(|o| o.inbuf.is_empty() && !o.wire.eof);
+        let clean = self.origin.as_mut().is_some_and(Origin::quiet);
         if attach && !pool_short && clean {
             // Stay attached: the client's next request most likely goes to the same
             // origin, and then costs no pool round trip (two handler swaps, two lookups).

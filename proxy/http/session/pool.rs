@@ -68,8 +68,9 @@ impl iocore::IoHandler for PoolWatch {
     }
 }
 
-/// Whether an idle connection is still open with nothing unasked-for to read.
-fn origin_alive(s: &Socket) -> bool {
+/// Whether an idle connection is still open with nothing unasked-for to read (a byte
+/// read here is lost, which matters not: such a connection is closed).
+pub(super) fn nothing_to_read(s: &Socket) -> bool {
     let mut b = [0u8; 1];
     matches!(s.recv(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
@@ -114,7 +115,7 @@ impl Pool {
             if !t.is_registered(p.token) {
                 continue;
             }
-            if verify && !origin_alive(&p.sock) {
+            if verify && !nothing_to_read(&p.sock) {
                 drop(t.deregister(p.token));
                 continue;
             }
