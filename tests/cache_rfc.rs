@@ -649,7 +649,7 @@ fn rfc9112_9_3_an_answer_that_leaves_a_body_unread_closes_and_never_takes_it_as_
         ),
         (
             "PURGE",
-            format!("PURGE /absent HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"),
+            "PURGE /absent HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n".to_string(),
         ),
     ] {
         let body = if head.contains("chunked") {
