@@ -391,6 +391,54 @@ fn rfc5861_stale_if_error_serves_the_stale_object_on_5xx_or_an_unreachable_origi
 }
 
 #[test]
+fn rfc9111_5_2_2_4_no_cache_is_never_served_without_validation_on_error_or_while_revalidating() {
+    let mode = Arc::new(AtomicUsize::new(0));
+    let m = mode.clone();
+    let origin = Origin::start(move |r| match m.load(Ordering::SeqCst) {
+        0 | 3 => {
+            let cc = match r.path.as_str() {
+                "/nc" => "no-cache, stale-if-error=600",
+                "/nc-fresh" => "no-cache, max-age=600, stale-if-error=600",
+                _ => "no-cache, max-age=1, stale-while-revalidate=600",
+            };
+            let body: &[u8] = if m.load(Ordering::SeqCst) == 0 {
+                b"old"
+            } else {
+                b"new"
+            };
+            Some(ok(
+                body,
+                &[("Cache-Control", cc), ("Age", "5"), ("ETag", "\"n\"")],
+            ))
+        }
+        1 => Some(b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy".to_vec()),
+        _ => None,
+    });
+    let span = TempDir::new("rfc-nocache");
+    let d = daemon(&origin, &span, "");
+    for p in ["/nc", "/nc-fresh", "/nc-swr"] {
+        assert_eq!(get(&mut Conn::open(d.addr()).unwrap(), p).text(), "old");
+    }
+    // stale-if-error does not apply: a 503 and an unreachable origin reach the client.
+    for m in [1, 2] {
+        mode.store(m, Ordering::SeqCst);
+        for p in ["/nc", "/nc-fresh"] {
+            let r = get(&mut Conn::open(d.addr()).unwrap(), p);
+            assert!(r.status >= 500 && r.text() != "old", "{p} {m}: {r:?}");
+        }
+    }
+    assert_eq!(d.metric("proxy.process.http.cache_hit_stale_if_error"), 0);
+    // Nor stale-while-revalidate: the client waits for the validation's answer.
+    mode.store(3, Ordering::SeqCst);
+    let r = get(&mut Conn::open(d.addr()).unwrap(), "/nc-swr");
+    assert_eq!((r.status, r.text().as_str()), (200, "new"), "{r:?}");
+    assert_eq!(
+        d.metric("proxy.process.http.cache_hit_stale_while_revalidate"),
+        0
+    );
+}
+
+#[test]
 fn rfc9111_4_3_4_a_304_updates_the_stored_fields_and_the_update_survives_a_restart() {
     let origin = Origin::start(|r| {
         Some(if r.header("if-none-match").is_some() {

@@ -248,10 +248,16 @@ pub fn verdict(obj: &Stored, req: &RequestDirectives, policy: &CachePolicy, now:
 }
 
 /// Whether `obj`, stale, may answer in place of an origin error at `now`
-/// (`stale-if-error`, RFC 5861 §4): never past `must-revalidate` or `max_stale_age`.
+/// (`stale-if-error`, RFC 5861 §4): never past `must-revalidate` or `max_stale_age`,
+/// and never one marked `no-cache`, which is not used without successful validation
+/// (RFC 9111 §5.2.2.4, §4.2.4).
 pub fn stale_if_error(obj: &Stored, policy: &CachePolicy, now: u64) -> bool {
     let staleness = obj.current_age(now).saturating_sub(obj.lifetime);
-    !obj.must_revalidate && obj.sie > 0 && staleness <= obj.sie && staleness <= policy.max_stale_age
+    !obj.must_revalidate
+        && !obj.no_cache
+        && obj.sie > 0
+        && staleness <= obj.sie
+        && staleness <= policy.max_stale_age
 }
 
 #[cfg(test)]
@@ -496,6 +502,12 @@ mod tests {
         let strict = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60, stale-while-revalidate=30, stale-if-error=100, must-revalidate\r\nETag: \"a\"\r\n\r\n";
         assert_eq!(v(&obj(strict, 80), ""), Verdict::Revalidate);
         assert!(!stale_if_error(&obj(strict, 80), &p, NOW));
+        // no-cache: never used without successful validation, stale or fresh.
+        for age in [10, 80] {
+            let nc = "HTTP/1.1 200 OK\r\nCache-Control: no-cache, max-age=60, stale-while-revalidate=30, stale-if-error=100\r\nETag: \"a\"\r\n\r\n";
+            assert_eq!(v(&obj(nc, age), ""), Verdict::Revalidate);
+            assert!(!stale_if_error(&obj(nc, age), &p, NOW));
+        }
         // No window, no stale answer, even the second it expired.
         let plain = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nETag: \"a\"\r\n\r\n";
         assert_eq!(v(&obj(plain, 60), ""), Verdict::Revalidate);
