@@ -133,20 +133,37 @@ fn settings(cfg: &Config) -> HttpSettings {
     }
 }
 
-/// Objects are buffered whole before they are stored, so even "no limit" (0) is bounded:
-/// by an eighth of the RAM cache or of the smallest span, whichever is smaller.
+/// The largest object stored (`cache.max_doc_size`). Objects are buffered whole before
+/// they are stored, so even "no limit" (0) is bounded: by an eighth of the smallest span
+/// (of the RAM cache when there is no span, RAM being the only store then). Any limit is
+/// lowered to the largest object the store can keep ([`crate::cache::largest_value`]),
+/// with a warning when it is an explicit one.
 fn max_doc_size(cfg: &Config) -> u64 {
-    let smallest_span = cfg
-        .cache
-        .storage
-        .iter()
-        .map(|s| s.size)
-        .min()
-        .unwrap_or(u64::MAX);
-    let bound = (cfg.cache.ram_cache_size.min(smallest_span) / 8).max(1);
+    let spans: Vec<u64> = cfg.cache.storage.iter().map(|s| s.size).collect();
+    let ram = cfg.cache.ram_cache_size;
+    let storable = crate::cache::largest_value(&spans, ram);
     match cfg.cache.max_doc_size {
-        0 => bound,
-        n => n.min(bound),
+        0 => {
+            let base = spans.iter().min().copied().unwrap_or(ram);
+            (base / 8).min(storable).max(1)
+        }
+        n if n > storable => {
+            let limit = storable.max(1);
+            let why = match spans.iter().min() {
+                Some(smallest) => format!(
+                    "the largest object one record of the smallest span ({smallest} bytes) \
+                     and the disk write queue hold"
+                ),
+                None => "the size of the RAM cache (ram_cache.size), the only store without spans"
+                    .to_string(),
+            };
+            log::warn!(
+                "proxy.config.cache.max_doc_size = {n} is more than the cache can store: \
+                 objects above {limit} bytes ({why}) stream through uncached"
+            );
+            limit
+        }
+        n => n,
     }
 }
 

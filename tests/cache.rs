@@ -502,6 +502,73 @@ fn wait_for_cache_2_and_3_exit_1_naming_the_failed_span() {
 }
 
 #[test]
+fn ram_cache_size_0_is_a_disk_only_cache_and_max_doc_size_is_bounded_only_by_the_span() {
+    let big = vec![7u8; 2 << 20];
+    let body = big.clone();
+    let origin = Origin::start(move |r| {
+        let b: &[u8] = if r.path == "/big" {
+            &body
+        } else {
+            b"small object"
+        };
+        Some(ok(b, &[("Cache-Control", "max-age=60")]))
+    });
+    let start = |dir: &TempDir, cache: &str| {
+        Daemon::builder()
+            .config(&format!(
+                "[proxy.config.http]\nwait_for_cache = 1\n[proxy.config.cache]\n{cache}\n\
+                 storage = [{{ path = \"{}\", size = \"8M\" }}]\n\
+                 [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+                dir.0.display(),
+                origin.addr
+            ))
+            .start()
+    };
+    // No RAM cache: objects, small and of 2 MiB (under max_doc_size, a quarter of the
+    // span), are stored on the span and served from it.
+    let dir = TempDir::new("ram0");
+    let d = start(&dir, "ram_cache.size = \"0\"\nmax_doc_size = \"4M\"");
+    let mut c = Conn::open(d.addr()).unwrap();
+    for path in ["/small", "/big"] {
+        for _ in 0..2 {
+            let r = c.get("t", path).unwrap();
+            assert_eq!(r.status, 200, "{path}");
+        }
+    }
+    let hit = c.get("t", "/big").unwrap();
+    assert!(
+        hit.body == big && hit.header("age").is_some(),
+        "{path:?}",
+        path = hit.headers
+    );
+    assert_eq!(origin.request_count(), 2, "one fill each, then hits");
+    assert_eq!(d.metric("proxy.process.cache.ram_cache.objects"), 0);
+    assert!(!d.log_text().contains("max_doc_size"), "{}", d.log_text());
+    drop(d);
+    // A max_doc_size beyond what one record of the span holds is lowered to that, and
+    // the log says so, with the record, the value and the limit.
+    let dir = TempDir::new("maxdoc");
+    let d = start(&dir, "max_doc_size = \"16M\"");
+    let limit = 8 * 1024 * 1024 - 4096 - 40 - 4096;
+    let warned = |d: &Daemon| {
+        d.log_text().lines().any(|l| {
+            l.contains("WARN")
+                && l.contains("proxy.config.cache.max_doc_size = 16777216")
+                && l.contains(&format!("above {limit} bytes"))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || warned(&d)),
+        "{}",
+        d.log_text()
+    );
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.get("t", "/big").unwrap();
+    assert_eq!(c.get("t", "/big").unwrap().body, big);
+    assert_eq!(origin.request_count(), 3);
+}
+
+#[test]
 fn no_spans_means_the_cache_is_ready_at_once() {
     let d = Daemon::builder()
         .config("[proxy.config.http]\nwait_for_cache = 3\n")

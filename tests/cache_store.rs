@@ -436,6 +436,23 @@ fn span_refuses_values_and_keys_too_large() {
 }
 
 #[test]
+fn largest_value_is_what_the_smallest_span_takes_or_ram_without_spans() {
+    let dir = TempDir::new("largest");
+    let size = MIB + 1000; // not a multiple of the alignment
+    let span = Span::open(&dir.join("s"), size).unwrap();
+    let largest = turnstile::cache::largest_value(&[8 * MIB, size], 0);
+    // With the longest key, that much fits and one byte more does not.
+    let key = "k".repeat(4096);
+    assert!(span.put(&key, &vec![1u8; largest as usize + 1]).is_err());
+    span.put(&key, &vec![2u8; largest as usize]).unwrap();
+    assert_eq!(span.get(&key).map(|v| v.len() as u64), Some(largest));
+    // RAM is no bound with spans; the disk write queue (64 MiB) is; RAM is without.
+    assert_eq!(turnstile::cache::largest_value(&[size], 1 << 40), largest);
+    assert_eq!(turnstile::cache::largest_value(&[1 << 40], 0), 64 * MIB);
+    assert_eq!(turnstile::cache::largest_value(&[], 5000), 5000);
+}
+
+#[test]
 fn span_open_errors_name_the_reason() {
     let dir = TempDir::new("errors");
     let path = dir.join("s");

@@ -76,7 +76,7 @@ impl Shared {
 /// Value bytes queued for the disk at most; a write beyond it is shed (the object stays
 /// in RAM only, and an older value on disk is removed), so a slow disk costs hit rate,
 /// not memory.
-const MAX_QUEUED_BYTES: usize = 64 << 20;
+pub(super) const MAX_QUEUED_BYTES: usize = 64 << 20;
 
 /// The I/O thread of one span; dropping it runs what is queued, then stops the thread.
 pub(super) struct SpanIo {

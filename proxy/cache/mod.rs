@@ -368,6 +368,18 @@ impl Cache {
     }
 }
 
+/// The largest value [`Cache::put`] keeps anywhere, for spans of `span_sizes` bytes and a
+/// RAM cache of `ram_bytes`. With spans, a value goes to its key's span (any of them) and
+/// need not fit in RAM (a value larger than the RAM cache is read from disk on each
+/// hit): it must fit in one record of the smallest span and in a span's write queue, or
+/// the write never lands. Without spans, RAM is the only store: it must fit there.
+pub fn largest_value(span_sizes: &[u64], ram_bytes: u64) -> u64 {
+    match span_sizes.iter().min() {
+        Some(&smallest) => span::largest_value(smallest).min(io::MAX_QUEUED_BYTES as u64),
+        None => ram_bytes,
+    }
+}
+
 /// Opens the cache like [`Cache::open`] on a thread named `[CACHE INIT]`, then calls
 /// `done` on that thread.
 ///

@@ -77,6 +77,16 @@ const TOMBSTONE: u64 = u64::MAX;
 /// Bytes read at a time while scanning.
 const SCAN_CHUNK: usize = 1 << 20;
 
+/// The largest value a span of `size` bytes stores: one record, with a key of the
+/// longest length, filling its whole data region (0 for a span too small to open).
+pub fn largest_value(size: u64) -> u64 {
+    if size < MIN_SPAN_SIZE {
+        return 0;
+    }
+    let capacity = (size - HEADER_SIZE) / ALIGN * ALIGN;
+    capacity.saturating_sub((REC_HEADER + MAX_KEY_LEN) as u64)
+}
+
 /// Why a span could not be opened.
 #[derive(Debug)]
 pub enum SpanErrorKind {
