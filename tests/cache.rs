@@ -723,6 +723,42 @@ fn a_successful_unsafe_request_invalidates_the_url_and_all_its_variants() {
 }
 
 #[test]
+fn the_ram_cache_gauges_are_exact_after_each_purge_and_invalidation() {
+    let (_origin, _dir, d) = cached_daemon();
+    let gauges = || {
+        [
+            "proxy.process.cache.ram_cache.objects",
+            "proxy.process.cache.ram_cache.bytes_used",
+            "proxy.process.cache.span.0.objects",
+        ]
+        .map(|m| d.metric(m))
+    };
+    // The tombstone may reach the span before RAM lets the object go: the gauges must
+    // still come back to 0, with no later write to refresh them.
+    for round in 0..20 {
+        let path = format!("/gauge{round}");
+        let r = http::request(d.addr(), "GET", &path, &[], b"").unwrap();
+        assert_eq!(r.status, 200);
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                let [ram, bytes, span] = gauges();
+                (ram, bytes > 0, span) == (1, true, 1)
+            }),
+            "round {round}: not stored: {:?}",
+            gauges()
+        );
+        let method = if round % 2 == 0 { "PURGE" } else { "POST" };
+        let r = http::request(d.addr(), method, &path, &[], b"").unwrap();
+        assert_eq!(r.status, 200, "{method}");
+        assert!(
+            wait_until(Duration::from_secs(5), || gauges() == [0, 0, 0]),
+            "round {round} ({method}): {:?}",
+            gauges()
+        );
+    }
+}
+
+#[test]
 fn a_fetch_under_way_when_its_url_is_changed_does_not_store_what_it_got() {
     // The origin answers GET with the version of the moment it is asked, but holds the
     // answer until the test lets it go; meanwhile a PUT changes the version.

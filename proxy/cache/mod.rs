@@ -224,6 +224,7 @@ impl Cache {
             d.io.write(key, value.clone());
         }
         self.ram.put(key, value);
+        self.changed();
     }
 
     /// Whether `key` is stored: in RAM, or in its span's index (writes and removals
@@ -246,6 +247,7 @@ impl Cache {
             None => {}
         }
         self.ram.remove(key);
+        self.changed();
     }
 
     /// Stops using the disk (an upgrade hands the spans to the next process): each span's
@@ -308,10 +310,20 @@ impl Cache {
         std::mem::take(&mut *lock(&self.missed_removals))
     }
 
-    /// Sets `f` to be called after each write or removal has reached its span (on the
-    /// span's I/O thread), e.g. to refresh usage gauges. Only the first call counts.
+    /// Sets `f` to be called after each change, e.g. to refresh usage gauges: once a
+    /// [`put`](Self::put) or [`remove`](Self::remove) has changed RAM (on the caller's
+    /// thread), and once its write or removal has reached the span (on the span's I/O
+    /// thread). The span may be done first: the call after the RAM change is what makes
+    /// the RAM figures exact then. Only the first call counts.
     pub fn on_disk_change(&self, f: impl Fn() + Send + Sync + 'static) {
         let _ = self.observer.set(Box::new(f));
+    }
+
+    /// Tells the observer set by [`on_disk_change`](Self::on_disk_change) of a change.
+    fn changed(&self) {
+        if let Some(f) = self.observer.get() {
+            f();
+        }
     }
 
     /// Writes that went to RAM only because their span's queue was full (a slow disk).
