@@ -134,17 +134,22 @@ fn settings(cfg: &Config) -> HttpSettings {
 }
 
 /// The largest object stored (`cache.max_doc_size`). Objects are buffered whole before
-/// they are stored, so even "no limit" (0) is bounded: by an eighth of the smallest span
-/// (of the RAM cache when there is no span, RAM being the only store then). Any limit is
-/// lowered to the largest object the store can keep ([`crate::cache::largest_value`]),
-/// with a warning when it is an explicit one.
+/// they are stored, so even "no limit" (0) is bounded, by an eighth of the RAM cache or
+/// of the smallest span, whichever is smaller: the memory a fill may hold follows the
+/// memory the operator gave the cache. With no RAM cache (0, a disk-only cache), an
+/// eighth of the smallest span. Any limit is lowered to the largest object the store can
+/// keep ([`crate::cache::largest_value`]), with a warning when it is an explicit one.
 fn max_doc_size(cfg: &Config) -> u64 {
     let spans: Vec<u64> = cfg.cache.storage.iter().map(|s| s.size).collect();
     let ram = cfg.cache.ram_cache_size;
     let storable = crate::cache::largest_value(&spans, ram);
     match cfg.cache.max_doc_size {
         0 => {
-            let base = spans.iter().min().copied().unwrap_or(ram);
+            let smallest = spans.iter().min().copied();
+            let base = match (ram, smallest) {
+                (0, Some(span)) => span,
+                (ram, span) => span.map_or(ram, |span| span.min(ram)),
+            };
             (base / 8).min(storable).max(1)
         }
         n if n > storable => {
