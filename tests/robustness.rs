@@ -693,3 +693,82 @@ fn a_connect_after_a_request_on_one_connection_is_released_when_the_client_leave
         open()
     );
 }
+
+#[test]
+fn a_transfer_coding_besides_chunked_is_relayed_never_stored_and_a_502_for_http_1_0() {
+    // Stands for gzip bytes: the proxy decodes no coding but chunked.
+    const CODED: &str = "\x1f\u{8b}coded";
+    let origin = Origin::start(|r| {
+        let head = "HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\n";
+        Some(
+            match r.path.as_str() {
+                "/gzchunked" => format!(
+                    "{head}Transfer-Encoding: gzip, chunked\r\n\r\n{:x}\r\n{CODED}\r\n0\r\n\r\n",
+                    CODED.len()
+                ),
+                "/gzclose" => {
+                    format!("{head}Transfer-Encoding: gzip\r\nConnection: close\r\n\r\n{CODED}")
+                }
+                _ => format!("{head}Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
+            }
+            .into_bytes(),
+        )
+    });
+    let dir = TempDir::new("te-coding");
+    let d = proxy_to(
+        origin.addr,
+        &format!(
+            "[proxy.config.http]\nwait_for_cache = 1\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]",
+            dir.0.join("span").display()
+        ),
+    );
+    let get = |path: &str, version: &str| {
+        let raw = format!("GET {path} HTTP/{version}\r\nHost: t\r\nConnection: close\r\n\r\n");
+        exchange_raw(&d, raw.as_bytes())
+    };
+    // An HTTP/1.1 client gets the codings named, from the origin each time: the cache
+    // holds no payload it cannot decode (RFC 9112 §6.1, §7).
+    for (path, te) in [
+        ("/gzchunked", "Transfer-Encoding: gzip, chunked"),
+        ("/gzclose", "Transfer-Encoding: gzip"),
+    ] {
+        for turn in 0..2 {
+            let r = get(path, "1.1");
+            assert!(r.starts_with("HTTP/1.1 200 "), "{path} #{turn}: {r}");
+            assert_eq!(
+                fields_named(&r, "transfer-encoding"),
+                [te],
+                "{path} #{turn}: {r}"
+            );
+            assert_eq!(
+                fields_named(&r, "content-length"),
+                Vec::<&str>::new(),
+                "{r}"
+            );
+            assert!(r.contains(CODED), "{path} #{turn}: {r}");
+        }
+    }
+    assert_eq!(
+        origin.request_count(),
+        4,
+        "a coded response was served from the cache"
+    );
+    // An HTTP/1.0 client knows no Transfer-Encoding: the coded payload cannot reach it
+    // faithfully, so it gets a 502 (plain chunked is decoded for it, as before).
+    for path in ["/gzchunked", "/gzclose"] {
+        let r = get(path, "1.0");
+        assert!(r.starts_with("HTTP/1.1 502 "), "{path}: {r}");
+        assert!(!r.contains(CODED), "{path}: {r}");
+    }
+    let r = get("/plain", "1.0");
+    assert!(
+        r.starts_with("HTTP/1.1 200 ") && r.ends_with("\r\n\r\nok"),
+        "{r}"
+    );
+    assert_eq!(
+        fields_named(&r, "transfer-encoding"),
+        Vec::<&str>::new(),
+        "{r}"
+    );
+}

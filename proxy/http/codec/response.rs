@@ -23,6 +23,9 @@ pub struct ResponseHead {
     pub(super) framing: BodyFraming,
     /// Whether the origin will keep the connection open (decided at parse time).
     keep_alive: bool,
+    /// Transfer-Encoding names a coding besides `chunked`: see
+    /// [`ResponseHead::transfer_coded`].
+    transfer_coded: bool,
 }
 
 /// The request method as far as the framing of its response cares (RFC 9112 §6.3):
@@ -97,6 +100,10 @@ pub fn parse_response_from(
     // HTTP/1.0 has no Transfer-Encoding: its framing is faulty (RFC 9112 §6.1), so read
     // to the close, and do not reuse the connection.
     let faulty = has_te && minor_version == 0;
+    // A coding other than chunked (`gzip, chunked`, or `gzip` to the close) is a
+    // property of this message, not of the representation (RFC 9112 §6.1, §7).
+    let transfer_coded = has_te
+        && tokens(&headers, names::TRANSFER_ENCODING).any(|c| !c.eq_ignore_ascii_case(b"chunked"));
     let framing = if has_te {
         let chunked_last = tokens(&headers, names::TRANSFER_ENCODING)
             .last()
@@ -130,6 +137,7 @@ pub fn parse_response_from(
             keep_alive: !faulty && keep_alive(&headers, minor_version),
             headers,
             framing,
+            transfer_coded,
         },
         end,
     )))
@@ -171,6 +179,15 @@ impl ResponseHead {
     /// to the close ends it regardless).
     pub fn keep_alive(&self) -> bool {
         self.keep_alive
+    }
+
+    /// Whether its Transfer-Encoding names a coding besides `chunked` (`gzip, chunked`,
+    /// `gzip` read to the close). Such a body is relayed as it came, its codings named,
+    /// to a client that can read them: the proxy decodes none of them but chunked, so
+    /// it cannot store the payload (transfer codings are hop-by-hop, RFC 9112 §6.1, §7)
+    /// nor hand it to an HTTP/1.0 client, which knows no Transfer-Encoding.
+    pub fn transfer_coded(&self) -> bool {
+        self.transfer_coded
     }
 }
 
@@ -387,6 +404,26 @@ mod tests {
             assert_eq!(got, whole);
             assert_eq!(len, whole.1, "found as soon as it was complete");
         }
+    }
+
+    #[test]
+    fn codings_besides_chunked_are_noticed() {
+        for (te, coded) in [
+            ("chunked", false),
+            ("Chunked", false),
+            ("gzip, chunked", true),
+            ("gzip", true),
+            ("chunked, gzip", true),
+        ] {
+            let h = resp(&format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n"
+            ));
+            assert_eq!(h.transfer_coded(), coded, "{te}");
+        }
+        let split =
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(resp(split).transfer_coded());
+        assert!(!resp("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n").transfer_coded());
     }
 
     #[test]

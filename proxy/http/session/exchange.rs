@@ -143,10 +143,12 @@ pub(super) enum HeadAction {
     RelayInterim,
     /// The final response.
     Final(FinalHead),
-    /// A response the request cannot have: a 101, when the proxy never forwards
-    /// `Upgrade` (RFC 9110 §7.8: a server switches only to a protocol the request
-    /// named). The client gets 502, and the origin connection is closed.
-    Invalid,
+    /// A response the proxy cannot relay, with why: a 101, when the proxy never
+    /// forwards `Upgrade` (RFC 9110 §7.8: a server switches only to a protocol the
+    /// request named), or a body in a transfer coding besides chunked for an HTTP/1.0
+    /// client (which knows no Transfer-Encoding, RFC 9112 §6.1; the proxy decodes only
+    /// chunked). The client gets 502, and the origin connection is closed.
+    Invalid(&'static str),
 }
 
 /// How a final response head is relayed.
@@ -168,7 +170,7 @@ pub(super) struct FinalHead {
 /// on, and how a final one is framed, kept alive and used by the cache. Pure.
 pub(super) fn on_response_head(tx: &Tx, head: &ResponseHead) -> HeadAction {
     if head.status == 101 {
-        return HeadAction::Invalid;
+        return HeadAction::Invalid("a 101 to a request without Upgrade");
     }
     if (100..200).contains(&head.status) {
         return if tx.client_http10 {
@@ -178,6 +180,9 @@ pub(super) fn on_response_head(tx: &Tx, head: &ResponseHead) -> HeadAction {
         };
     }
     let framing = head.body(tx.method);
+    if tx.client_http10 && head.transfer_coded() && framing != BodyFraming::None {
+        return HeadAction::Invalid("a transfer coding besides chunked for an HTTP/1.0 client");
+    }
     let until_close = framing == BodyFraming::UntilClose;
     // HTTP/1.0 has no chunked coding: it gets the payload until the close.
     let dechunk = framing == BodyFraming::Chunked && tx.client_http10;
@@ -455,8 +460,8 @@ impl Session {
         };
         let via = &self.shared.settings.via;
         match on_response_head(tx, &head) {
-            HeadAction::Invalid => {
-                let why = format!("status {} to a request without Upgrade", head.status);
+            HeadAction::Invalid(why) => {
+                let why = format!("response from {}: {why}", o.addr);
                 self.fail_tx(Error::new(ErrorKind::BadResponse).context(why));
                 None
             }
@@ -710,7 +715,10 @@ mod tests {
         );
         // 101 answers an Upgrade, which the proxy never forwards.
         let up = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
-        assert_eq!(on_response_head(&t11, &response(up)), HeadAction::Invalid);
+        assert!(matches!(
+            on_response_head(&t11, &response(up)),
+            HeadAction::Invalid(_)
+        ));
     }
 
     #[test]

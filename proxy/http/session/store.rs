@@ -318,8 +318,11 @@ impl Session {
             .as_ref()
             .filter(|r| r.method() == "GET")
             .and_then(|r| caching::storable(r, head, &d, &c.policy, c.request_time, now));
+        // A coding besides chunked is the message's, not the representation's, and is
+        // not decoded here (RFC 9112 §6.1, §7): such a payload is relayed, never stored.
+        let decoded = !head.transfer_coded();
         c.capture = kept
-            .filter(|_| fits)
+            .filter(|_| fits && decoded)
             .zip(c.request.as_ref().and_then(|r| caching::variant(head, r)))
             .map(|(kept, variant)| Capture {
                 head: head.clone(),
