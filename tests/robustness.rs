@@ -772,3 +772,47 @@ fn a_transfer_coding_besides_chunked_is_relayed_never_stored_and_a_502_for_http_
         "{r}"
     );
 }
+
+#[test]
+fn relayed_1xx_responses_are_counted_and_a_status_past_599_is_a_502() {
+    let origin = Origin::start(|r| match r.path.as_str() {
+        "/999" => Some(b"HTTP/1.1 999 Library\r\nContent-Length: 2\r\n\r\nno".to_vec()),
+        _ => Some(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+        ),
+    });
+    let d = proxy_to(origin.addr, "");
+    let get = |path: &str, version: &str| {
+        let raw = format!("GET {path} HTTP/{version}\r\nHost: t\r\nConnection: close\r\n\r\n");
+        exchange_raw(&d, raw.as_bytes())
+    };
+    let r = get("/hints", "1.1");
+    let statuses: Vec<&str> = r
+        .split("\r\n\r\n")
+        .filter_map(|part| part.strip_prefix("HTTP/1.1 "))
+        .map(|s| &s[..3])
+        .collect();
+    assert_eq!(statuses, ["100", "103", "200"], "{r}");
+    // An HTTP/1.0 client gets no 1xx (RFC 9110 §15.2): nothing more to count.
+    let r = get("/hints", "1.0");
+    assert!(
+        r.starts_with("HTTP/1.1 200 ") && r.matches("HTTP/1.1 ").count() == 1,
+        "{r}"
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        d.metric("proxy.process.http.2xx_responses") == 2
+    }));
+    assert_eq!(d.metric("proxy.process.http.1xx_responses"), 2);
+    // RFC 9110 §15: 100-599 are the valid codes; a client treats another as a server
+    // error, so it is an invalid response, a 502 counted in 5xx.
+    let r = get("/999", "1.1");
+    assert!(
+        r.starts_with("HTTP/1.1 502 ") && !r.ends_with("\r\n\r\nno"),
+        "{r}"
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        d.metric("proxy.process.http.5xx_responses") == 1
+    }));
+}

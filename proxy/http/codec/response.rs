@@ -13,7 +13,7 @@ use crate::http::field_names::names;
 pub struct ResponseHead {
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    /// Status code, 100 to 999.
+    /// Status code, 100 to 599: the valid ones (RFC 9110 §15).
     pub status: u16,
     /// Where the reason phrase lies: see [`ResponseHead::reason`].
     pub(super) reason: (usize, usize),
@@ -88,9 +88,12 @@ pub fn parse_response_from(
         }
         Err(_) => return Err(HeadError::Bad("malformed response head")),
     }
+    // RFC 9110 §15: valid status codes lie in 100-599, and a client treats any other
+    // as a server error. Relayed, a 999 would reach a client that can do no better,
+    // and fall in none of the 1xx-5xx counters: it is an invalid response (a 502).
     let status = resp.code.unwrap_or(0);
-    if status < 100 {
-        return Err(HeadError::Bad("invalid status code"));
+    if !(100..=599).contains(&status) {
+        return Err(HeadError::Bad("status code outside 100-599"));
     }
     let minor_version = resp.version.unwrap_or(1);
     let head = &buf[..end];
@@ -318,6 +321,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
             "HTTP/1.1 099 Low\r\n\r\n",
             "HTTP/1.1 20 OK\r\n\r\n",
+            "HTTP/1.1 600 Beyond\r\n\r\n",
+            "HTTP/1.1 999 Library\r\n\r\n",
             "HTTP/1.1 200 OK\r\nX: a\0b\r\n\r\n",
             "HTTP/1.1 200 OK\r\nX : a\r\n\r\n",
             "junk\r\n\r\n",

@@ -474,6 +474,7 @@ impl Session {
                 };
                 take_spare(&mut self.out_c);
                 codec::write_response_head(&head, &mut self.out_c, &opts);
+                self.shared.metrics.count_status(head.status);
                 Some(true)
             }
             HeadAction::Final(d) => {
