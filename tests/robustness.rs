@@ -816,3 +816,66 @@ fn relayed_1xx_responses_are_counted_and_a_status_past_599_is_a_502() {
         d.metric("proxy.process.http.5xx_responses") == 1
     }));
 }
+
+#[test]
+fn a_refused_origin_response_logs_its_origin_and_reason_and_too_many_fields_say_so() {
+    let origin = Origin::start(|r| {
+        Some(match r.path.as_str() {
+            "/conflict" => {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec()
+            }
+            "/fields" => {
+                let cookies: String = (0..200)
+                    .map(|i| format!("Set-Cookie: c{i}=v\r\n"))
+                    .collect();
+                format!("HTTP/1.1 200 OK\r\n{cookies}Content-Length: 2\r\n\r\nok").into_bytes()
+            }
+            _ => format!(
+                "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+                "b".repeat(5000)
+            )
+            .into_bytes(),
+        })
+    });
+    let d = Daemon::builder()
+        .env("TURNSTILE_LOG", "debug")
+        .config(&format!(
+            "[proxy.config.http]\nrequest_header_max_size = 4096\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start();
+    let reasons = [
+        (
+            "/conflict",
+            "bad message: conflicting Content-Length values",
+        ),
+        ("/fields", "more than 128 header fields"),
+        (
+            "/big",
+            "head larger than request_header_max_size (4096 bytes)",
+        ),
+    ];
+    for (path, why) in reasons {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let r = exchange_raw(&d, raw.as_bytes());
+        assert!(r.starts_with("HTTP/1.1 502 "), "{path}: {r}");
+        // The operator learns which origin sent what, at the level connect failures
+        // are logged at; the client only that the response was invalid.
+        let line = format!("response from {}: {why}", origin.addr);
+        assert!(!r.contains(why), "{path}: {r}");
+        assert!(
+            wait_until(Duration::from_secs(10), || d.log_text().contains(&line)),
+            "{path}: no {line:?} in\n{}",
+            d.log_text()
+        );
+    }
+    // A small request head with more fields than the proxy parses: its 431 says so.
+    let fields: String = (0..130).map(|i| format!("X-{i}: v\r\n")).collect();
+    let raw = format!("GET /ok HTTP/1.1\r\nHost: t\r\n{fields}Connection: close\r\n\r\n");
+    assert!(raw.len() < 4096);
+    let r = exchange_raw(&d, raw.as_bytes());
+    assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+    assert!(r.contains("more than 128 header fields"), "{r}");
+    assert_eq!(origin.request_count(), 3);
+}

@@ -39,14 +39,17 @@ pub use forward::{write_request_head, write_response_head, ForwardRequest, Forwa
 pub use request::{parse_request, parse_request_from, RequestHead, Target};
 pub use response::{framing_method, parse_response, parse_response_from, Method, ResponseHead};
 
-/// Most header fields a head may carry; more is [`HeadError::TooLarge`].
+/// Most header fields a head may carry, whatever its size; more is
+/// [`HeadError::TooManyFields`] (431 for a request, 502 for a response).
 pub const MAX_HEADERS: usize = 128;
 
 /// Why a head (or a chunked body) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HeadError {
-    /// The head is larger than allowed, or has too many fields (431).
+    /// The head is larger than allowed (431).
     TooLarge,
+    /// The head has more than [`MAX_HEADERS`] fields (431), however small it is.
+    TooManyFields,
     /// Not HTTP/1.0 or HTTP/1.1 (505).
     Version,
     /// The request line alone is longer than the head may be (414, RFC 9112 §3).
@@ -62,7 +65,7 @@ impl HeadError {
     /// The status to answer with.
     pub fn status(&self) -> u16 {
         match self {
-            HeadError::TooLarge => 431,
+            HeadError::TooLarge | HeadError::TooManyFields => 431,
             HeadError::UriTooLong => 414,
             HeadError::UnknownCoding => 501,
             HeadError::Version => 505,
@@ -75,6 +78,7 @@ impl fmt::Display for HeadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HeadError::TooLarge => f.write_str("header section too large"),
+            HeadError::TooManyFields => write!(f, "more than {MAX_HEADERS} header fields"),
             HeadError::UriTooLong => f.write_str("request line too long"),
             HeadError::UnknownCoding => f.write_str("transfer coding not implemented"),
             HeadError::Version => f.write_str("HTTP version not supported"),
@@ -110,6 +114,10 @@ mod tests {
             "bad message: two Hosts"
         );
         assert_eq!(HeadError::TooLarge.to_string(), "header section too large");
+        assert_eq!(
+            HeadError::TooManyFields.to_string(),
+            "more than 128 header fields"
+        );
     }
 
     /// Arbitrary and mutated inputs never panic, and what is accepted is consistent.

@@ -99,7 +99,7 @@ fn parse_request_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HeadError::Bad("malformed request head")),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
         Err(httparse::Error::Version) => {
             // "HTTP/2.0" is an unsupported version; "GET /a b HTTP/1.1" a malformed line.
             let line = head
@@ -622,7 +622,7 @@ mod tests {
     }
 
     #[test]
-    fn too_many_fields_are_too_large() {
+    fn too_many_fields_are_refused_however_small() {
         let mut raw = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
         for i in 0..MAX_HEADERS - 1 {
             raw.push_str(&format!("X-{i}: v\r\n"));
@@ -630,7 +630,8 @@ mod tests {
         raw.push_str("\r\n");
         assert_eq!(head(&raw).headers.len(), MAX_HEADERS);
         let more = raw.replace("\r\n\r\n", "\r\nX-Last: v\r\n\r\n");
-        assert_eq!(req(&more), Err(HeadError::TooLarge));
+        assert_eq!(req(&more), Err(HeadError::TooManyFields));
+        assert_eq!(HeadError::TooManyFields.status(), 431);
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn parse_response_from(
     match parsed {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HeadError::Bad("malformed response head")),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
         Err(httparse::Error::Version) if buf.starts_with(b"HTTP/") => {
             return Err(HeadError::Version)
         }
@@ -343,6 +343,11 @@ mod tests {
         assert_eq!(
             parse_response(b"HTTP/1.1 200 OK\r\n\r\n", 18),
             Err(HeadError::TooLarge)
+        );
+        let fields: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            p(&format!("HTTP/1.1 200 OK\r\n{fields}\r\n")),
+            Err(HeadError::TooManyFields)
         );
     }
 

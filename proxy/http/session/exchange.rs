@@ -453,8 +453,15 @@ impl Session {
                 o.head_searched = o.inbuf.len();
                 return Some(false);
             }
-            Err(_) => {
-                self.fail_tx(Error::new(ErrorKind::BadResponse));
+            Err(e) => {
+                let why = match e {
+                    HeadError::TooLarge => {
+                        format!("head larger than request_header_max_size ({max_head} bytes)")
+                    }
+                    e => e.to_string(),
+                };
+                let why = format!("response from {}: {why}", o.addr);
+                self.fail_tx(Error::new(ErrorKind::BadResponse).context(why));
                 return None;
             }
         };
