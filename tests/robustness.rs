@@ -879,3 +879,127 @@ fn a_refused_origin_response_logs_its_origin_and_reason_and_too_many_fields_say_
     assert!(r.contains("more than 128 header fields"), "{r}");
     assert_eq!(origin.request_count(), 3);
 }
+
+/// An origin that runs `serve` on each connection it accepts, with the connection's
+/// number (from 0).
+fn scripted_origin(serve: impl Fn(usize, TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let serve = Arc::new(serve);
+    std::thread::spawn(move || {
+        for (n, s) in l.incoming().enumerate() {
+            let Ok(s) = s else { continue };
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(n, s));
+        }
+    });
+    addr
+}
+
+/// Closes `s` with a reset (SO_LINGER 0).
+fn reset(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let lg = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `lg` is a live linger struct and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&lg as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn a_post_on_a_connection_the_origin_closes_unanswered_is_not_sent_again() {
+    // RFC 9112 §9.3.1: the origin may have acted on it; a proxy must not retry a
+    // non-idempotent request by itself. (A GET is retried: see the parents tests.)
+    let posts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = posts.clone();
+    let origin = scripted_origin(move |_, mut s| {
+        while let Some(head) = read_head(&mut s) {
+            if head.starts_with("POST")
+                && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0
+            {
+                return; // read, acted on, closed without a word
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let d = proxy_to(origin, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    assert_eq!(c.get("t", "/warm").unwrap().status, 200);
+    c.send(b"POST /order HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let r = c.read_response("POST").unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_origin_reset_mid_body_is_no_end_and_the_cut_body_is_neither_whole_nor_stored() {
+    // A body read to the close, cut by a reset: RFC 9112 §8 says the client must be
+    // able to tell (so it gets a reset too), and RFC 9111 §3 that it is not stored.
+    let fetched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = fetched.clone();
+    let origin = scripted_origin(move |_, mut s| {
+        let Some(head) = read_head(&mut s) else {
+            return;
+        };
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if head.contains("/chunked") {
+            // An HTTP/1.0 client reads the payload to the close: the FIN after a cut
+            // chunked body must not look like its end.
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\n\r\npartial-");
+        let _ = s.flush();
+        reset(s);
+    });
+    let span = TempDir::new("reset-mid-body");
+    let d = proxy_to(
+        origin,
+        &format!(
+            "[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]",
+            span.0.display()
+        ),
+    );
+    let cut = |request: &[u8]| {
+        let mut s = TcpStream::connect(d.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(request).unwrap();
+        let mut got = Vec::new();
+        let r = s.read_to_end(&mut got);
+        (
+            r.map_err(|e| e.kind()),
+            String::from_utf8_lossy(&got).into_owned(),
+        )
+    };
+    for _ in 0..2 {
+        let (r, got) = cut(b"GET /r HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(
+            r,
+            Err(std::io::ErrorKind::ConnectionReset),
+            "a cut body ended as a whole one: {got:?}"
+        );
+    }
+    assert_eq!(
+        fetched.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "stored cut"
+    );
+    let (r, got) = cut(b"GET /chunked HTTP/1.0\r\nHost: t\r\n\r\n");
+    assert_eq!(
+        r,
+        Err(std::io::ErrorKind::ConnectionReset),
+        "a cut body ended as a whole one: {got:?}"
+    );
+}

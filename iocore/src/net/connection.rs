@@ -182,6 +182,13 @@ impl NetConnection {
     pub fn shutdown_write(&self) -> io::Result<()> {
         socket::shutdown_write(self.fd.as_raw_fd())
     }
+
+    /// Makes the close abortive (SO_LINGER 0): it sends a reset, not a FIN, and drops
+    /// what the kernel has not sent yet. For a peer that must not take what it got for
+    /// the whole message: a body delimited by the close, cut short.
+    pub fn reset_on_close(&self) -> io::Result<()> {
+        socket::set_linger(self.fd.as_raw_fd(), true, 0)
+    }
 }
 
 impl AsRawFd for NetConnection {

@@ -217,6 +217,15 @@ impl RequestHead {
         self.keep_alive
     }
 
+    /// Whether its method is idempotent (RFC 9110 §9.2.2): a request the proxy may send
+    /// again on its own when a connection fails before any answer (RFC 9112 §9.3.1).
+    pub fn idempotent(&self) -> bool {
+        matches!(
+            self.method(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        )
+    }
+
     /// Whether the connection may stay open after an answer of the proxy's own that
     /// leaves the request's body unread: only when there is none, so that no byte of a
     /// body is ever taken as the next request (RFC 9112 §6.3, §9.3).

@@ -253,7 +253,10 @@ impl Session {
         }
         let client_keep_alive = head.keep_alive() && !shared.draining();
         let mut tx = Tx::new(&head, client_keep_alive, self.in_flight(active));
-        tx.retry = tx.req_body.done().then(|| out.clone());
+        // A copy to send again if the connection fails before any answer: only of a
+        // bodiless (or wholly sent) request whose method is idempotent; a POST the
+        // origin may have acted on is never sent twice (RFC 9112 §9.3.1).
+        tx.retry = (tx.req_body.done() && head.idempotent()).then(|| out.clone());
         tx.parent = parent;
         tx.tls = tls;
         tx.cache = cache.map(|mut c| {
@@ -391,8 +394,13 @@ impl Session {
             return false;
         }
         match o.wire.read_into(&mut o.inbuf, room) {
-            Ok(Some(0)) | Err(_) => {
+            Ok(Some(0)) => {
                 o.wire.eof = true;
+                true
+            }
+            Err(_) => {
+                o.wire.eof = true;
+                o.broken = true;
                 true
             }
             Ok(Some(_)) => {
@@ -529,6 +537,9 @@ impl Session {
             return false;
         };
         let mut progress = false;
+        // The client reads this body to the close: cut short, it must see a reset, or it
+        // would take what it got for the whole message (RFC 9112 §8).
+        let client_reads_to_close = tx.dechunk || matches!(body, Body::UntilClose);
         if !o.inbuf.is_empty() && !body.done() {
             // An HTTP/1.0 client gets the payload, decoded in the framing pass.
             let dechunked = (tx.dechunk && !tx.discard).then_some(&mut self.out_c);
@@ -550,17 +561,18 @@ impl Session {
                     o.wire.eof = true;
                     o.inbuf.clear();
                     tx.resp_body = Some(Body::Done);
-                    self.abort_after_flush();
+                    self.abort_after_flush(client_reads_to_close);
                     return true;
                 }
             }
         }
         if o.wire.eof && !body.done() {
-            if matches!(body, Body::UntilClose) {
+            if matches!(body, Body::UntilClose) && !o.broken {
                 *body = Body::Done;
             } else {
-                // Truncated by the origin: pass on what we have, then close.
-                self.abort_after_flush();
+                // Truncated by the origin (a reset is no close that ends a body): pass
+                // on what we have, then close; not stored.
+                self.abort_after_flush(client_reads_to_close);
                 return true;
             }
         }
@@ -664,19 +676,27 @@ impl Session {
         if !head_sent && err.side == Side::Origin && self.stale_instead_of(&mut err) {
             return;
         }
-        self.tx = None;
+        let reads_to_close = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.dechunk || matches!(tx.resp_body, Some(Body::UntilClose)));
         if head_sent {
-            self.phase = Phase::closing(false);
-            self.deadline = Instant::now() + LINGER;
+            self.abort_after_flush(reads_to_close);
         } else {
+            self.tx = None;
             self.answer_error(err, false);
         }
     }
 
-    /// The response cannot complete properly: send what we have, then close.
-    fn abort_after_flush(&mut self) {
+    /// The response cannot complete properly: send what we have, then close; with a
+    /// reset when `abortive` (a client that reads the body to the close cannot tell a
+    /// cut one from a whole one by a FIN).
+    fn abort_after_flush(&mut self, abortive: bool) {
         self.tx = None;
-        self.phase = Phase::closing(false);
+        if abortive {
+            let _ = self.client.wire().reset_on_close();
+        }
+        self.phase = Phase::closing(abortive);
         self.deadline = Instant::now() + LINGER;
     }
 }

@@ -37,6 +37,8 @@ pub(super) struct Origin {
     pub(super) inbuf: Vec<u8>,
     /// How much of `inbuf` the response head parser has searched for the head's end.
     pub(super) head_searched: usize,
+    /// A read failed (a reset): the end of stream it stands for is no message's end.
+    pub(super) broken: bool,
 }
 
 impl Origin {
@@ -166,6 +168,7 @@ impl Session {
             reused: was_reused,
             inbuf: Vec::new(),
             head_searched: 0,
+            broken: false,
         });
         let timeouts = &self.shared.settings.timeouts;
         self.deadline = Instant::now()
