@@ -143,13 +143,11 @@ fn main() -> ExitCode {
         (Ok(c), _) => c,
         // ctl needs only the admin socket: reloading a broken file must still reach the
         // daemon, which refuses it and says why.
-        (Err(_), Some(Command::Ctl { .. })) => {
-            let mut c = config::Config::default();
-            if let Ok(path) = std::env::var(config::env_var_name("proxy.config.admin.socket")) {
-                c.admin.socket = path.into();
-            }
-            c
-        }
+        (Err(_), Some(Command::Ctl { .. })) => config::load_record_leniently(
+            cli.config.as_deref(),
+            "proxy.config.admin.socket",
+            &|var| std::env::var(var).ok(),
+        ),
         (Err(e), _) => {
             eprintln!("{e}");
             if let Some(link) = &old {

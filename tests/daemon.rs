@@ -192,6 +192,24 @@ fn a_bad_file_on_reload_is_refused_and_the_daemon_keeps_serving() {
 }
 
 #[test]
+fn ctl_reload_of_a_broken_file_finds_the_files_socket_and_shows_the_refusal() {
+    // The socket comes from the file alone, under a name that is not the default.
+    let good = "[proxy.config.admin]\nsocket = \"from-file.sock\"\n";
+    let d = Daemon::builder()
+        .config(good)
+        .unset("PROXY_CONFIG_ADMIN_SOCKET")
+        .start();
+    let bad = format!("[proxy.config.net]\naccept_period = 0\n{good}");
+    let (code, out, err) = d.reload(&bad);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("reload refused") && err.contains("proxy.config.net.accept_period"),
+        "{err}"
+    );
+    assert_eq!(d.reload(good).0, 0);
+}
+
+#[test]
 fn accept_coalesce_applies_on_reload_and_the_port_keeps_serving() {
     let d = Daemon::builder()
         .config("[proxy.config.net]\naccept_coalesce = 0\n")

@@ -34,7 +34,7 @@ pub use env::env_var_name;
 pub use error::{ConfigError, ConfigErrors};
 pub use ipnet::IpNet;
 pub use lines::Lines;
-pub use load::{load, load_with, parse, DEFAULT_RECORDS};
+pub use load::{load, load_record_leniently, load_with, parse, DEFAULT_RECORDS};
 pub use parent::{ParentHost, ParentRule, RoundRobin, MAX_PARENT_WEIGHT};
 pub use ports::{
     format_server_ports, match_listeners, parse_server_ports, Family, PortKind, PortSpec,

@@ -2,6 +2,7 @@
 //! overrides, every error collected rather than stopping at the first; and SPEC §2's rule
 //! for which file to read.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use crate::env::{env_var_name, text_to_value};
@@ -97,23 +98,71 @@ pub fn load_with(
     path: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
+    let (text, origin) = read_source(path)?;
+    parse(&text, &origin, env)
+}
+
+/// The text SPEC §2 says to read and its name for errors: `path` if given; else
+/// `./records.toml` if present; else [`DEFAULT_RECORDS`].
+fn read_source(path: Option<&Path>) -> Result<(Cow<'static, str>, String), ConfigError> {
     let local = Path::new("records.toml");
     let path = match path {
         Some(p) => p,
         None if local.exists() => local,
-        None => return parse(DEFAULT_RECORDS, EMBEDDED_ORIGIN, env),
+        None => return Ok((Cow::Borrowed(DEFAULT_RECORDS), EMBEDDED_ORIGIN.to_string())),
     };
     let origin = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &origin, env),
+        Ok(text) => Ok((Cow::Owned(text), origin)),
         Err(e) => Err(ConfigError {
             origin,
             line: None,
             record: String::new(),
             message: format!("cannot read the configuration: {e}"),
-        }
-        .into()),
+        }),
     }
+}
+
+/// The defaults with one record as [`load_with`] would set it, read leniently: from the
+/// file if its own line there reads well, whatever else in the file is wrong; then from
+/// its environment variable if that reads well. Any problem leaves the record's default.
+///
+/// For `ctl`, which needs only the admin socket: reloading a broken file must still reach
+/// the daemon, which refuses the file and says why.
+///
+/// # Examples
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("lenient-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("records.toml");
+/// std::fs::write(&path, "[proxy.config.net]\naccept_period = 0\n[proxy.config.admin]\nsocket = \"a.sock\"\n").unwrap();
+/// assert!(config::load_with(Some(&path), &|_| None).is_err());
+/// let cfg = config::load_record_leniently(Some(&path), "proxy.config.admin.socket", &|_| None);
+/// assert_eq!(cfg.admin.socket, std::path::Path::new("a.sock"));
+/// assert_eq!(cfg.net.accept_period_ms, config::Config::default().net.accept_period_ms);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+pub fn load_record_leniently(
+    path: Option<&Path>,
+    record: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Config {
+    let mut cfg = Config::default();
+    let Some(rec) = records::find(record) else {
+        return cfg;
+    };
+    if let Ok((text, _)) = read_source(path) {
+        let doc = Value::parse_document(&text).ok();
+        if let Some(value) = doc.as_ref().and_then(|d| d.get_dotted(record)) {
+            // A bad value leaves `cfg` unchanged.
+            let _ = rec.apply(&mut cfg, value);
+        }
+    }
+    if let (Some(form), Some(text)) = (rec.env_form(), env(&env_var_name(record))) {
+        // A bad value leaves `cfg` unchanged.
+        let _ = override_record(&mut cfg, rec, form, &text, "");
+    }
+    cfg
 }
 
 impl Config {
@@ -216,5 +265,53 @@ fn apply_table(
                 .unwrap_or_default();
             error(e.line, format!("unknown record{hint}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOCKET: &str = "proxy.config.admin.socket";
+
+    /// Writes `text` to a file of its own and reads [`SOCKET`] leniently from it.
+    fn socket_from(text: &str, env: &dyn Fn(&str) -> Option<String>) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "config-lenient-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("records.toml");
+        std::fs::write(&path, text).unwrap();
+        let cfg = load_record_leniently(Some(&path), SOCKET, env);
+        std::fs::remove_dir_all(&dir).unwrap();
+        cfg.admin.socket
+    }
+
+    #[test]
+    fn one_record_is_read_from_a_file_with_errors_elsewhere() {
+        let text = "[proxy.config.net]\naccept_period = 0\nbogus = 1\n\
+                    [proxy.config.admin]\nsocket = \"/run/t.sock\"\n";
+        assert!(parse(text, "f", &|_| None).is_err());
+        assert_eq!(socket_from(text, &|_| None), Path::new("/run/t.sock"));
+        // Dotted keys name the same record.
+        let dotted = "[proxy.config]\nadmin.socket = \"d.sock\"\naccept_threads = -1\n";
+        assert_eq!(socket_from(dotted, &|_| None), Path::new("d.sock"));
+    }
+
+    #[test]
+    fn a_bad_or_unreadable_record_keeps_its_default_and_the_environment_wins() {
+        let default = Config::default().admin.socket;
+        let bad = "[proxy.config.admin]\nsocket = 5\n";
+        assert_eq!(socket_from(bad, &|_| None), default);
+        let syntax = "[proxy.config.admin]\nsocket = \"a.sock\"\nx = \n";
+        assert_eq!(socket_from(syntax, &|_| None), default);
+        let env = |var: &str| (var == "PROXY_CONFIG_ADMIN_SOCKET").then(|| "e.sock".to_string());
+        assert_eq!(socket_from(syntax, &env), Path::new("e.sock"));
+        let good = "[proxy.config.admin]\nsocket = \"a.sock\"\n";
+        assert_eq!(socket_from(good, &env), Path::new("e.sock"));
+        let empty_env = |var: &str| (var == "PROXY_CONFIG_ADMIN_SOCKET").then(String::new);
+        assert_eq!(socket_from(good, &empty_env), Path::new("a.sock"));
     }
 }

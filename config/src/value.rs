@@ -67,6 +67,15 @@ impl Value {
         }
     }
 
+    /// The value at the dotted `name` (`proxy.config.admin.socket`), walking tables key by
+    /// key as the file's nested tables and dotted keys make them.
+    pub(crate) fn get_dotted(&self, name: &str) -> Option<&Value> {
+        name.split('.').try_fold(self, |value, key| match value {
+            Value::Table(entries) => entries.iter().find(|e| e.key == key).map(|e| &e.value),
+            _ => None,
+        })
+    }
+
     /// Turns byte offsets into line numbers, given where the text's line feeds are.
     fn offsets_to_lines(&mut self, newlines: &[usize]) {
         match self {
