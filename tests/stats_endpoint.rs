@@ -6,7 +6,7 @@ mod util;
 use std::time::Duration;
 use util::http::{self, Conn};
 use util::origin::{ok, Origin};
-use util::{wait_until, Daemon, TempDir};
+use util::{run, wait_until, Daemon, TempDir};
 
 fn get_with(addr: std::net::SocketAddr, path: &str, accept: Option<&str>) -> http::Response {
     let mut c = Conn::open(addr).unwrap();
@@ -16,6 +16,27 @@ fn get_with(addr: std::net::SocketAddr, path: &str, accept: Option<&str>) -> htt
     c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{accept}\r\n").as_bytes())
         .unwrap();
     c.read_response("GET").unwrap()
+}
+
+#[test]
+fn check_refuses_a_stats_path_ending_with_a_slash_naming_the_record() {
+    let dir = TempDir::new("stats-path");
+    let path = dir.0.join("bad.toml");
+    std::fs::write(&path, "[proxy.config.stats]\npath = \"/_stats/\"\n").unwrap();
+    let (code, _, err) = run(&dir.0, &["check", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("bad.toml:2: proxy.config.stats.path: expected a path not ending with \"/\""),
+        "{err}"
+    );
+    let (code, _, err) = run(&dir.0, &["check"], &[("PROXY_CONFIG_STATS_PATH", "/")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "PROXY_CONFIG_STATS_PATH: proxy.config.stats.path: expected a path not ending"
+        ),
+        "{err}"
+    );
 }
 
 const REQUIRED: &[&str] = &[

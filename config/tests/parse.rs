@@ -196,6 +196,19 @@ fn out_of_range_names_record_line_and_value() {
 }
 
 #[test]
+fn a_stats_path_ending_with_a_slash_is_refused_naming_the_record() {
+    for bad in ["/_stats/", "/"] {
+        let errs = errors(&format!("[proxy.config.stats]\npath = {bad:?}\n"));
+        assert_eq!(
+            errs,
+            [format!("records.toml:2: proxy.config.stats.path: expected a path not ending with \"/\" (the formats are PATH/csv, PATH/prometheus), got {bad:?}")]
+        );
+    }
+    let cfg = parse_file("[proxy.config.stats]\npath = \"/a/_stats\"\n").unwrap();
+    assert_eq!(cfg.stats.path, "/a/_stats");
+}
+
+#[test]
 fn connect_ports_errors_name_the_record_and_the_item() {
     let errs = errors("[proxy.config.http]\nconnect_ports = \"443 8000-70000\"\n");
     assert_eq!(

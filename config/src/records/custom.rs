@@ -200,6 +200,13 @@ pub(super) fn apply_stats_path(cfg: &mut Config, value: &Value) -> Result<(), Ve
             "expected a path starting with \"/\" without spaces, \"?\" or \"#\", got {path:?}"
         )));
     }
+    // The formats are `PATH/csv` and `PATH/prometheus`: with a trailing "/" they would be
+    // `PATH//csv`, and "/" itself would take every URL from the origins.
+    if path.ends_with('/') {
+        return Err(one(format!(
+            "expected a path not ending with \"/\" (the formats are PATH/csv, PATH/prometheus), got {path:?}"
+        )));
+    }
     cfg.stats.path = path.to_string();
     Ok(())
 }
