@@ -50,6 +50,25 @@ fn check_names_the_bad_key_and_line_and_exits_2() {
     assert!(err.contains("bad.toml:4: proxy.config.net.nope"), "{err}");
 }
 
+/// `turnstile check` of a file holding `text`: (exit code, stderr).
+fn check_file(text: &str) -> (i32, String) {
+    let dir = TempDir::new("check");
+    let path = dir.0.join("m.toml");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(&dir.0, &["check", "--config", path.to_str().unwrap()], &[]);
+    (code, err)
+}
+
+#[test]
+fn check_names_the_record_of_a_number_too_large_for_toml() {
+    let (code, err) = check_file("[proxy.config.net]\naccept_period = 9223372036854775808\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("m.toml:2: proxy.config.net.accept_period: TOML syntax error"),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_prints_the_effective_toml_and_env_overrides_win() {
     let dir = TempDir::new("check");

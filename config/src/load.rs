@@ -9,7 +9,7 @@ use crate::env::{env_var_name, text_to_value};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::records::{self, Record, RECORDS};
 use crate::schema::{Config, EMBEDDED_ORIGIN};
-use crate::value::{Entry, Value};
+use crate::value::{key_on_line, Entry, Value};
 
 /// The default configuration, as shipped in `records.toml` at the workspace root.
 pub const DEFAULT_RECORDS: &str = include_str!("../../records.toml");
@@ -36,11 +36,14 @@ pub fn parse(
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let doc = Value::parse_document(text).map_err(|(line, message)| ConfigError {
-        origin: origin.to_string(),
-        line,
-        record: String::new(),
-        message: format!("TOML syntax error: {message}"),
+    let doc = Value::parse_document(text).map_err(|(line, message)| {
+        let (record, within) = line.and_then(|l| key_on_line(text, l)).unwrap_or_default();
+        ConfigError {
+            origin: origin.to_string(),
+            line,
+            record,
+            message: format!("{within}TOML syntax error: {message}"),
+        }
     })?;
     let mut cfg = Config {
         origin: origin.to_string(),

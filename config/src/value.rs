@@ -166,6 +166,85 @@ pub(crate) fn toml_key(key: &str) -> String {
     }
 }
 
+/// Where a syntax error lies when its line is one `key = value`: the record (the key's
+/// full dotted name, or the array of tables holding it) and, inside an array of tables,
+/// `entry N: key: ` to put before the message. Found exactly, by parsing `text` again
+/// with that line's value replaced by `0`: the parser itself says which table the key
+/// is in. None when the line is not a `key = value` the parser then accepts.
+pub(crate) fn key_on_line(text: &str, line: usize) -> Option<(String, String)> {
+    let start = match line {
+        0 => return None,
+        1 => 0,
+        n => text.match_indices('\n').nth(n - 2)?.0 + 1,
+    };
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let (key, _) = text[start..end].split_once('=')?;
+    if key.trim().is_empty() {
+        return None;
+    }
+    let mended = format!("{}{key}= 0{}", &text[..start], &text[end..]);
+    let Ok(Value::Table(root)) = Value::parse_document(&mended) else {
+        return None;
+    };
+    let mut path = Vec::new();
+    if !find_leaf(&root, line, &mut path) {
+        return None;
+    }
+    let split = path.iter().position(|s| matches!(s, Step::Entry(_)));
+    let (record, inside) = path.split_at(split.unwrap_or(path.len()));
+    let record: Vec<&str> = record
+        .iter()
+        .filter_map(|s| match s {
+            Step::Key(k) => Some(k.as_str()),
+            Step::Entry(_) => None,
+        })
+        .collect();
+    let prefix: String = inside
+        .iter()
+        .map(|s| match s {
+            Step::Key(k) => format!("{k}: "),
+            Step::Entry(n) => format!("entry {n}: "),
+        })
+        .collect();
+    Some((record.join("."), prefix))
+}
+
+/// One step from a table down to a value: a key, or a 1-based entry of an array of
+/// tables.
+enum Step {
+    Key(String),
+    Entry(usize),
+}
+
+/// Pushes onto `path` the steps to the value `0` whose key is at `line`; false if there
+/// is none.
+fn find_leaf(entries: &[Entry], line: usize, path: &mut Vec<Step>) -> bool {
+    for e in entries {
+        path.push(Step::Key(e.key.clone()));
+        let found = match &e.value {
+            Value::Int(0) => e.line == Some(line),
+            Value::Table(inner) => find_leaf(inner, line, path),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let Value::Table(inner) = item else {
+                    return false;
+                };
+                path.push(Step::Entry(i + 1));
+                let found = find_leaf(inner, line, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            _ => false,
+        };
+        if found {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
 /// toml's messages may span lines; an error here is one line.
 fn one_line(message: &str) -> String {
     let parts: Vec<&str> = message

@@ -269,6 +269,44 @@ fn toml_syntax_error_has_a_line() {
 }
 
 #[test]
+fn a_syntax_error_on_a_key_value_line_names_the_record() {
+    for big in ["9223372036854775808", "99999999999999999999"] {
+        let err = parse_file(&format!("[proxy.config.net]\naccept_period = {big}\n")).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        let e = &err.0[0];
+        assert_eq!(
+            (e.line, e.record.as_str()),
+            (Some(2), "proxy.config.net.accept_period"),
+            "{err}"
+        );
+        assert!(e.message.starts_with("TOML syntax error: "), "{err}");
+    }
+    // Dotted keys and arrays of tables: the parser says where the key is.
+    let err =
+        parse_file("[proxy.config]\nnet.throttle_delay = 99999999999999999999\n").unwrap_err();
+    assert_eq!(err.0[0].record, "proxy.config.net.throttle_delay", "{err}");
+    let err = parse_file(
+        "[[remap]]\nfrom = \"/\"\nto = \"http://a/\"\n[[remap]]\nfrom = 99999999999999999999\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("records.toml:5: remap: entry 2: from: TOML syntax error: "),
+        "{err}"
+    );
+    // Not a key = value line, or a key the parser refuses: no record is guessed.
+    for text in [
+        "[proxy.config]\naccept_threads = 1\naccept_threads = 2\n",
+        "[proxy.config.net\naccept_period = 1\n",
+        "[proxy.config]\nstorage = [\n  99999999999999999999,\n]\n",
+        "a b = 1\n",
+    ] {
+        let err = parse_file(text).unwrap_err();
+        assert_eq!(err.0[0].record, "", "{text:?}: {err}");
+    }
+}
+
+#[test]
 fn datetime_value_is_a_wrong_type_error() {
     let errs = errors("[proxy.config.stop]\nshutdown_timeout = 1979-05-27\n");
     assert!(
