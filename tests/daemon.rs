@@ -70,6 +70,19 @@ fn check_names_the_record_of_a_number_too_large_for_toml() {
 }
 
 #[test]
+fn check_reports_a_duplicate_remap_at_the_duplicates_line() {
+    let (code, err) = check_file(
+        "[[remap]]\nfrom = \"http://a/\"\nto = \"http://127.0.0.1:9/\"\n\n\
+         [[remap]]\nfrom = \"http://a/\"\nto = \"http://127.0.0.1:8/\"\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("m.toml:6: remap: entry 2: from \"http://a/\" is already mapped"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_prints_the_effective_toml_and_env_overrides_win() {
     let dir = TempDir::new("check");
     let path = dir.0.join("records.toml");

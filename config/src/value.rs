@@ -317,6 +317,18 @@ pub(crate) fn read_tables<D: Default, T>(
     }
 }
 
+/// The line of `key` in entry `index` (0-based) of an array of tables, if it has one:
+/// where a problem found after [`read_tables`] (a duplicate) is to be reported.
+pub(crate) fn entry_key_line(value: &Value, index: usize, key: &str) -> Option<usize> {
+    match value {
+        Value::Array(items) => match items.get(index)? {
+            Value::Table(entries) => entries.iter().find(|e| e.key == key)?.line,
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The string in `value`, or the usual "expected a string" message.
 pub(crate) fn expect_str<'v>(value: &'v Value, what: &str) -> Result<&'v str, String> {
     match value {

@@ -255,6 +255,26 @@ fn errors_inside_arrays_of_tables_carry_their_own_lines() {
 }
 
 #[test]
+fn a_duplicate_is_reported_at_its_own_line() {
+    let errs = errors(
+        "[[remap]]\nfrom = \"http://a/\"\nto = \"http://127.0.0.1:9/\"\n\n\
+         [[remap]]\nto = \"http://127.0.0.1:8/\"\nfrom = \"http://a/\"\n",
+    );
+    assert_eq!(
+        errs,
+        ["records.toml:7: remap: entry 2: from \"http://a/\" is already mapped by entry 1"]
+    );
+    let errs = errors(
+        "[proxy.config.cache]\nstorage = [\n  { path = \"/a\", size = \"1M\" },\n  \
+         { path = \"/a\", size = \"2M\" },\n]\n",
+    );
+    assert_eq!(
+        errs,
+        ["records.toml:4: proxy.config.cache.storage: entry 2: path \"/a\" is already span 1"]
+    );
+}
+
+#[test]
 fn toml_syntax_error_has_a_line() {
     let err = parse_file("[proxy.config]\naccept_threads = 1\naccept_threads = = 2\n").unwrap_err();
     assert_eq!(err.0.len(), 1);

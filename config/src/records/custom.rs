@@ -11,7 +11,7 @@ use crate::ports::{format_server_ports, ports_from_value};
 use crate::remap::rules_from_value;
 use crate::schema::{CacheSpan, Config, SockOptions};
 use crate::size::{format_size, parse_size};
-use crate::value::{expect_str, read_tables, Value};
+use crate::value::{entry_key_line, expect_str, read_tables, Value};
 
 /// A list of strings, each read by `item`.
 pub(super) fn string_list<T>(
@@ -139,12 +139,15 @@ pub(super) fn apply_storage(cfg: &mut Config, value: &Value) -> Result<(), Vec<P
     )?;
     for (i, span) in spans.iter().enumerate() {
         if let Some(j) = spans[..i].iter().position(|s| s.path == span.path) {
-            return Err(vec![Problem::new(format!(
-                "entry {}: path {:?} is already span {}",
-                i + 1,
-                span.path,
-                j + 1
-            ))]);
+            return Err(vec![Problem::at(
+                entry_key_line(value, i, "path"),
+                format!(
+                    "entry {}: path {:?} is already span {}",
+                    i + 1,
+                    span.path,
+                    j + 1
+                ),
+            )]);
         }
     }
     cfg.cache.storage = spans;
