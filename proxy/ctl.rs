@@ -303,3 +303,13 @@ pub fn call(path: &Path, args: &[String], timeout: Duration) -> Result<(i32, Str
     })?;
     Ok((code, text.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_configured_socket_path_limit_is_sun_path_less_its_nul() {
+        // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+        let addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        assert_eq!(config::MAX_SOCKET_PATH_LEN + 1, addr.sun_path.len());
+    }
+}

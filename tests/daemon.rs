@@ -83,6 +83,26 @@ fn check_reports_a_duplicate_remap_at_the_duplicates_line() {
 }
 
 #[test]
+fn check_refuses_a_socket_path_too_long_and_a_span_too_small() {
+    let long = format!("/tmp/{}.sock", "x".repeat(120));
+    let (code, err) = check_file(&format!("[proxy.config.admin]\nsocket = {long:?}\n"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("m.toml:2: proxy.config.admin.socket: a socket path is at most 107 bytes"),
+        "{err}"
+    );
+    let (code, err) =
+        check_file("[proxy.config.cache]\nstorage = [{ path = \"/tmp/s\", size = \"1K\" }]\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "m.toml:2: proxy.config.cache.storage: entry 1: size: a span needs a size ≥ 1M"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_prints_the_effective_toml_and_env_overrides_win() {
     let dir = TempDir::new("check");
     let path = dir.0.join("records.toml");

@@ -40,7 +40,10 @@ pub use ports::{
     format_server_ports, match_listeners, parse_server_ports, Family, PortKind, PortSpec,
     MAX_ACCEPT_THREADS,
 };
-pub use records::{record_names, reloadable, MAX_TIMEOUT_S, PORT_ACCEPT_THREADS};
+pub use records::{
+    record_names, reloadable, MAX_SOCKET_PATH_LEN, MAX_TIMEOUT_S, MIN_SPAN_SIZE,
+    PORT_ACCEPT_THREADS,
+};
 pub use remap::{RemapRule, RemapUrl};
 pub use schema::{
     Admin, Affinity, Cache, CacheSpan, Config, ExecThread, Http, Log, Net, ParentProxy,

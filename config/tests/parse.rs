@@ -178,7 +178,7 @@ fn out_of_range_names_record_line_and_value() {
         "[proxy.config.cache]\nram_cache.size = \"1.5G\"",
         "[proxy.config.cache]\nstorage = [{ path = \"/a\", size = \"0\" }]",
         "[proxy.config.cache]\nstorage = [{ path = \"/a\" }]",
-        "[proxy.config.cache]\nstorage = [{ path = \"/a\", size = 1 }, { path = \"/a\", size = 2 }]",
+        "[proxy.config.cache]\nstorage = [{ path = \"/a\", size = \"1M\" }, { path = \"/a\", size = \"2M\" }]",
         "[proxy.config.stats]\npath = \"_stats\"",
         "[proxy.config.stats]\nallow_ip = [\"10.0.0.0/33\"]",
         "[proxy.config.admin]\nsocket = \"\"",
@@ -272,6 +272,36 @@ fn a_duplicate_is_reported_at_its_own_line() {
         errs,
         ["records.toml:4: proxy.config.cache.storage: entry 2: path \"/a\" is already span 1"]
     );
+}
+
+#[test]
+fn limits_the_daemon_would_refuse_are_configuration_errors() {
+    let long = format!("/tmp/{}.sock", "x".repeat(config::MAX_SOCKET_PATH_LEN));
+    let errs = errors(&format!("[proxy.config.admin]\nsocket = {long:?}\n"));
+    assert_eq!(
+        errs,
+        [format!(
+            "records.toml:2: proxy.config.admin.socket: a socket path is at most 107 bytes (sun_path), got {} bytes",
+            long.len()
+        )]
+    );
+    let longest = "x".repeat(config::MAX_SOCKET_PATH_LEN);
+    let cfg = parse_file(&format!("[proxy.config.admin]\nsocket = {longest:?}\n")).unwrap();
+    assert_eq!(cfg.admin.socket.as_os_str().len(), 107);
+
+    for small in ["\"1K\"", "1048575"] {
+        let errs = errors(&format!(
+            "[proxy.config.cache]\nstorage = [{{ path = \"/a\", size = {small} }}]\n"
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("records.toml:2: proxy.config.cache.storage: entry 1: size: a span needs a size ≥ 1M (1048576 bytes)"),
+            "{errs:?}"
+        );
+    }
+    let cfg = parse_file("[proxy.config.cache]\nstorage = [{ path = \"/a\", size = 1048576 }]\n")
+        .unwrap();
+    assert_eq!(cfg.cache.storage[0].size, config::MIN_SPAN_SIZE);
 }
 
 #[test]

@@ -84,7 +84,7 @@ fn everything_changed() -> Config {
         },
         CacheSpan {
             path: PathBuf::from("/var/cache/b"),
-            size: 12345,
+            size: (1 << 20) + 12345,
         },
     ];
     c.cache.ram_cache_size = 3 << 20;

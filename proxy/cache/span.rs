@@ -60,8 +60,8 @@ use super::lock;
 pub const HEADER_SIZE: u64 = 4096;
 /// Records start on multiples of this many bytes (from the start of the file).
 pub const ALIGN: u64 = 512;
-/// The smallest span size accepted.
-pub const MIN_SPAN_SIZE: u64 = 1 << 20;
+/// The smallest span size accepted (the configuration refuses smaller ones already).
+pub const MIN_SPAN_SIZE: u64 = config::MIN_SPAN_SIZE;
 /// The longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 4096;
 /// The file name of a span configured as a directory.

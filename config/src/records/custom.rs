@@ -13,6 +13,8 @@ use crate::schema::{CacheSpan, Config, SockOptions};
 use crate::size::{format_size, parse_size};
 use crate::value::{entry_key_line, expect_str, read_tables, Value};
 
+use super::{MAX_SOCKET_PATH_LEN, MIN_SPAN_SIZE};
+
 /// A list of strings, each read by `item`.
 pub(super) fn string_list<T>(
     value: &Value,
@@ -122,8 +124,11 @@ pub(super) fn apply_storage(cfg: &mut Config, value: &Value) -> Result<(), Vec<P
                             ))
                         }
                     };
-                    if size == 0 {
-                        return Err("a span needs a size ≥ 1".to_string());
+                    if size < MIN_SPAN_SIZE {
+                        return Err(format!(
+                            "a span needs a size ≥ {} ({MIN_SPAN_SIZE} bytes), got {size} bytes",
+                            format_size(MIN_SPAN_SIZE)
+                        ));
                     }
                     d.size = Some(size);
                 }
@@ -241,6 +246,10 @@ pub(super) fn apply_admin_socket(cfg: &mut Config, value: &Value) -> Result<(), 
     match expect_str(value, "a socket path").map_err(one)? {
         "" => Err(one("expected a socket path, got \"\"".to_string())),
         p if p.contains('\0') => Err(one("a socket path cannot contain NUL".to_string())),
+        p if p.len() > MAX_SOCKET_PATH_LEN => Err(one(format!(
+            "a socket path is at most {MAX_SOCKET_PATH_LEN} bytes (sun_path), got {} bytes",
+            p.len()
+        ))),
         p => {
             cfg.admin.socket = PathBuf::from(p);
             Ok(())

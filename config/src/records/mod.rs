@@ -20,6 +20,13 @@ pub(crate) use table::RECORDS;
 /// typos, and keeping them bounded keeps `Instant + timeout` from overflowing.
 pub const MAX_TIMEOUT_S: i64 = 365 * 24 * 3600;
 
+/// Longest admin socket path in bytes: a Unix socket's address holds it in `sun_path`,
+/// 108 bytes on Linux with the terminating NUL.
+pub const MAX_SOCKET_PATH_LEN: usize = 107;
+
+/// Smallest cache span in bytes: room for the span header and some records.
+pub const MIN_SPAN_SIZE: u64 = 1 << 20;
+
 /// One record.
 pub(crate) struct Record {
     /// Full name, e.g. `proxy.config.net.accept_period`; `remap` for the rules.
