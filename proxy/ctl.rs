@@ -255,8 +255,9 @@ fn serve(stream: UnixStream, handler: &Handler) {
 /// # Errors
 ///
 /// An argument with a newline or none at all (an empty line ends a request), or more
-/// than the daemon takes ([`ErrorKind::Config`]); a daemon that cannot be reached or
-/// does not answer properly ([`ErrorKind::Io`]).
+/// than the daemon takes ([`ErrorKind::Config`], found before connecting: a usage
+/// error); a daemon that cannot be reached or does not answer properly
+/// ([`ErrorKind::Io`]).
 pub fn call(path: &Path, args: &[String], timeout: Duration) -> Result<(i32, String)> {
     if args.len() > MAX_ARGS {
         return Err(Error::config(format!(
@@ -267,6 +268,9 @@ pub fn call(path: &Path, args: &[String], timeout: Duration) -> Result<(i32, Str
     if args.iter().any(String::is_empty) {
         return Err(Error::config("arguments cannot be empty"));
     }
+    if args.iter().any(|a| a.contains('\n')) {
+        return Err(Error::config("arguments cannot contain newlines"));
+    }
     let mut s = UnixStream::connect(path).map_err(|e| {
         Error::io(
             format_args!("cannot reach the daemon at {}", path.display()),
@@ -276,9 +280,6 @@ pub fn call(path: &Path, args: &[String], timeout: Duration) -> Result<(i32, Str
     let _ = s.set_read_timeout(Some(timeout));
     let mut req = String::new();
     for a in args {
-        if a.contains('\n') {
-            return Err(Error::config("arguments cannot contain newlines"));
-        }
         req.push_str(a);
         req.push('\n');
     }

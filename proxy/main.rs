@@ -216,7 +216,11 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("{e}");
-                    ExitCode::from(1)
+                    // Arguments the request cannot carry are a usage error (SPEC §2).
+                    match e.kind {
+                        turnstile::error::ErrorKind::Config => ExitCode::from(2),
+                        _ => ExitCode::from(1),
+                    }
                 }
             }
         }

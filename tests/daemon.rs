@@ -576,17 +576,30 @@ fn a_stop_cut_short_by_a_half_sent_head_counts_its_connection() {
 }
 
 #[test]
-fn ctl_refuses_empty_and_too_many_arguments_with_a_clear_error() {
+fn ctl_usage_errors_exit_2_before_the_daemon_is_asked() {
     let d = Daemon::start();
+    // Usage errors (SPEC §2: exit 2), found before the daemon is asked.
     let (code, _, err) = d.ctl(&["metric", "match", ""]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("arguments cannot be empty"), "{err}");
+    let (code, _, err) = d.ctl(&["metric", "get", "a\nb"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("arguments cannot contain newlines"), "{err}");
     let many = vec!["proxy.process.tcp.total_accepts"; 1100];
     let mut args = vec!["metric", "get"];
     args.extend(many);
     let (code, _, err) = d.ctl(&args);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("too many arguments"), "{err}");
+    // No daemon needed to refuse them; a daemon that is not there is a runtime failure.
+    let nowhere = d.dir.0.join("nobody.sock");
+    let nowhere = nowhere.to_str().unwrap();
+    let env = [("PROXY_CONFIG_ADMIN_SOCKET", nowhere)];
+    let (code, _, err) = run(&d.dir.0, &["ctl", "metric", "get", "a\nb"], &env);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(&d.dir.0, &["ctl", "metric", "get", "x"], &env);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot reach the daemon"), "{err}");
     // The daemon still answers.
     assert_eq!(
         d.ctl(&["metric", "get", "proxy.process.tcp.total_accepts"])
