@@ -250,6 +250,21 @@ fn a_request_that_comes_back_round_a_loop_gets_508() {
     let looped = mine.replace(&token, &own_token);
     let r = http::request(direct.addr(), "GET", "/z", &[("Via", &looped)], b"").unwrap();
     assert_eq!(r.status, 508);
+    // A looped CONNECT closes, as its other refusals do: the bytes behind it were meant
+    // for the tunnel and are never read as a request.
+    let mut c = http::Conn::open(direct.addr()).unwrap();
+    c.send(
+        format!(
+            "CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: x\r\nVia: {looped}\r\n\r\n\
+             GET /tunnelled HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let r = c.read_response("CONNECT").unwrap();
+    assert_eq!(r.status, 508);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.read_response("GET").is_err());
     assert_eq!(origin.paths(), ["/y"]);
 }
 

@@ -87,8 +87,11 @@ impl Session {
             None => (None, None),
         };
         if settings.instance.seen_in(head.headers_all("via")) {
-            // Been here before: a parent (or a parent's parent) sent it back.
+            // Been here before: a parent (or a parent's parent) sent it back. A CONNECT
+            // closes, as its other refusals do: what follows it was meant for the
+            // tunnel, never to be read as requests.
             self.shared.metrics.loops_detected.inc();
+            let keep = keep && head.method() != "CONNECT";
             return self.answer_error(Error::new(ErrorKind::LoopDetected), keep);
         }
         if head.method() == "CONNECT" {
