@@ -1275,3 +1275,43 @@ fn a_batch_of_answers_leaves_in_one_submission_and_the_record_turns_it_off() {
         }
     }
 }
+
+#[test]
+fn max_forwards_0_is_answered_here_and_more_is_forwarded_one_less() {
+    // RFC 9110 §7.6.2: TRACE and OPTIONS only.
+    let origin = Origin::start(|r| Some(ok(r.method.as_bytes(), &[])));
+    let d = Daemon::builder()
+        .config(&format!(
+            "[[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start();
+    let ask = |method: &str, mf: &str| {
+        let fields = [("Max-Forwards", mf), ("Cookie", "secret=1")];
+        http::request(d.addr(), method, "/m", &fields, b"").unwrap()
+    };
+    let trace = ask("TRACE", "0");
+    assert_eq!(trace.status, 200);
+    assert_eq!(trace.header("content-type"), Some("message/http"));
+    let echo = trace.text();
+    assert!(echo.starts_with("TRACE /m HTTP/1.1\r\n"), "{echo}");
+    assert!(echo.contains("Max-Forwards: 0\r\n"), "{echo}");
+    assert!(
+        !echo.contains("secret"),
+        "credentials are not reflected: {echo}"
+    );
+    let options = ask("OPTIONS", "0");
+    assert_eq!(options.status, 200);
+    assert!(options.header("allow").unwrap().contains("GET"));
+    assert!(origin.requests.lock().unwrap().is_empty());
+
+    assert_eq!(ask("OPTIONS", "3").text(), "OPTIONS");
+    assert_eq!(
+        ask("GET", "0").text(),
+        "GET",
+        "only TRACE and OPTIONS heed it"
+    );
+    let seen = origin.requests.lock().unwrap();
+    let mf: Vec<Option<&str>> = seen.iter().map(|r| r.header("max-forwards")).collect();
+    assert_eq!(mf, [Some("2"), Some("0")]);
+}

@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
                     client_ip: Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))),
                     keep_alive: true,
                     underscores: data.len() % 2 == 0,
+                    max_forwards: None,
                 },
             );
             let (again, n) = parse_request(&out, 1 << 20)

@@ -22,7 +22,7 @@ const HOP_BY_HOP: [&str; 8] = [
 const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
 
 /// The other names the proxy looks up.
-const LOOKED_UP: [&str; 22] = [
+const LOOKED_UP: [&str; 23] = [
     "host",
     "via",
     "x-forwarded-for",
@@ -45,6 +45,7 @@ const LOOKED_UP: [&str; 22] = [
     "cookie",
     "set-cookie",
     "content-type",
+    "max-forwards",
 ];
 
 /// Not a field the proxy reads, but the token a Connection header most often lists:

@@ -27,6 +27,9 @@ pub struct ForwardRequest<'a> {
     /// otherwise, as nginx does: a `Transfer_Encoding` may mean `Transfer-Encoding` to
     /// a server that maps `_` to `-`.
     pub underscores: bool,
+    /// The `Max-Forwards` to send in place of the client's (RFC 9110 §7.6.2: one less
+    /// on a TRACE or OPTIONS); None sends the client's as it is.
+    pub max_forwards: Option<u64>,
 }
 
 /// How to forward a response.
@@ -217,6 +220,10 @@ pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardR
     } else {
         const { name_bits(&["host", "via"]) }
     };
+    let extra = match opts.max_forwards {
+        Some(_) => extra | const { name_bits(&["max-forwards"]) },
+        None => extra,
+    };
     let skip = Skip::new(&head.headers, extra, true, !opts.underscores);
     out.reserve(head.headers.byte_len() + opts.path_and_query.len() + opts.via.len() + 96);
     out.extend_from_slice(head.headers.slice(head.method));
@@ -226,6 +233,11 @@ pub fn write_request_head(head: &RequestHead, out: &mut Vec<u8>, opts: &ForwardR
     out.extend_from_slice(opts.host.as_bytes());
     out.extend_from_slice(b"\r\n");
     write_fields(&head.headers, &skip, out);
+    if let Some(n) = opts.max_forwards {
+        out.extend_from_slice(b"Max-Forwards: ");
+        push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
+    }
     match head.framing {
         BodyFraming::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
@@ -325,6 +337,7 @@ mod tests {
                 client_ip,
                 keep_alive,
                 underscores: false,
+                max_forwards: None,
             },
         );
         String::from_utf8(out).unwrap()
@@ -368,6 +381,7 @@ mod tests {
                 client_ip: None,
                 keep_alive: true,
                 underscores: true,
+                max_forwards: None,
             },
         );
         let s = String::from_utf8(out).unwrap();

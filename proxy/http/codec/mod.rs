@@ -160,6 +160,7 @@ mod tests {
                     client_ip: None,
                     keep_alive: true,
                     underscores: rng.below(2) == 0,
+                    max_forwards: None,
                 };
                 write_request_head(&h, &mut out, &opts);
                 let (again, _) = parse_request(&out, 1 << 16).unwrap().unwrap();

@@ -226,6 +226,22 @@ impl RequestHead {
         )
     }
 
+    /// What `Max-Forwards` says of a TRACE or OPTIONS request (RFC 9110 §7.6.2): the
+    /// hops it may still take (0: this one answers it). None for other methods, or
+    /// without a valid value (then it goes on as any request does).
+    pub fn max_forwards(&self) -> Option<u64> {
+        if !matches!(self.method(), "TRACE" | "OPTIONS") {
+            return None;
+        }
+        let v = std::str::from_utf8(self.header("max-forwards")?)
+            .ok()?
+            .trim();
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(v.parse().unwrap_or(u64::MAX))
+    }
+
     /// Whether the connection may stay open after an answer of the proxy's own that
     /// leaves the request's body unread: only when there is none, so that no byte of a
     /// body is ever taken as the next request (RFC 9112 §6.3, §9.3).

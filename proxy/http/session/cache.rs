@@ -312,6 +312,7 @@ impl Session {
                 client_ip: Some(self.peer().ip()),
                 keep_alive: false,
                 underscores: settings.underscores,
+                max_forwards: None,
             },
         );
         let kept = query.variants.as_ref().map_or_else(

@@ -239,6 +239,7 @@ impl Session {
             client_ip: Some(self.peer().ip()),
             keep_alive: true,
             underscores: shared.settings.underscores,
+            max_forwards: head.max_forwards().map(|n| n.saturating_sub(1)),
         };
         codec::write_request_head(&head, &mut out, &opts);
         // A revalidation keeps the request without validators, written alike, for a 304

@@ -94,6 +94,9 @@ impl Session {
             let keep = keep && head.method() != "CONNECT";
             return self.answer_error(Error::new(ErrorKind::LoopDetected), keep);
         }
+        if head.max_forwards() == Some(0) {
+            return self.answer_last_hop(&head, keep);
+        }
         if head.method() == "CONNECT" {
             return self.open_connect(t, head, answer);
         }
@@ -194,6 +197,33 @@ impl Session {
             self.phase = Phase::closing(false);
             self.deadline = Instant::now() + LINGER;
         }
+    }
+
+    /// A TRACE or OPTIONS whose `Max-Forwards` is 0: this proxy is its final recipient
+    /// (RFC 9110 §7.6.2). TRACE gets its request back as `message/http` (§9.3.8), less
+    /// the fields that carry credentials; OPTIONS the methods the proxy relays.
+    fn answer_last_hop(&mut self, head: &RequestHead, keep: bool) {
+        if head.method() == "OPTIONS" {
+            let allow = (
+                "Allow",
+                "GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PURGE",
+            );
+            return self.local_response(200, "", false, keep, &[allow]);
+        }
+        let mut echo = format!("TRACE {} HTTP/1.1\r\n", head.target());
+        for f in head.headers.iter() {
+            let secret = ["authorization", "proxy-authorization", "cookie"]
+                .iter()
+                .any(|n| f.name.eq_ignore_ascii_case(n));
+            if !secret {
+                echo.push_str(f.name);
+                echo.push_str(": ");
+                echo.push_str(&String::from_utf8_lossy(f.value));
+                echo.push_str("\r\n");
+            }
+        }
+        echo.push_str("\r\n");
+        self.local_response(200, &echo, false, keep, &[("Content-Type", "message/http")]);
     }
 
     /// The stats endpoint (SPEC §6), for clients `stats.allow_ip` lets in.
