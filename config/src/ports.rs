@@ -354,6 +354,25 @@ fn ip_address(v: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("expected an IPv4 or [IPv6] address, got {v:?}"))
 }
 
+/// Whether a blind port `port` (bound to `ip_in`, else every address) relays to
+/// itself: the same port on a loopback or unspecified address, `localhost`, or its own
+/// bound address.
+fn tunnels_to_itself(port: u16, ip_in: Option<IpAddr>, tunnel: &str) -> bool {
+    let Some((host, to)) = tunnel.rsplit_once(':') else {
+        return false;
+    };
+    if port == 0 || to.parse() != Ok(port) {
+        return false;
+    }
+    let host = host.trim_matches(['[', ']']);
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<IpAddr>().is_ok_and(|ip| {
+        Some(ip) == ip_in || (ip_in.is_none() && (ip.is_loopback() || ip.is_unspecified()))
+    })
+}
+
 /// `HOST:PORT`, the host possibly a bracketed IPv6 address.
 fn tunnel_target(v: &str) -> Result<String, String> {
     let bad = || format!("expected HOST:PORT, got {v:?}");
@@ -486,6 +505,12 @@ impl PortDraft {
             (f, None) => f.unwrap_or_default(),
         };
         let kind = match (self.blind.unwrap_or(false), self.tunnel) {
+            (true, Some(tunnel)) if tunnels_to_itself(port, self.ip_in, &tunnel) => {
+                return Err(format!(
+                    "tunnel=[{tunnel}] is this port itself: each connection would open \
+                     another until no descriptor is left"
+                ))
+            }
             (true, Some(tunnel)) => PortKind::Blind { tunnel },
             (true, None) => return Err("a blind port needs tunnel=[HOST:PORT]".to_string()),
             (false, Some(_)) => return Err("tunnel= is only for blind ports".to_string()),

@@ -269,3 +269,30 @@ fn per_port_accept_threads_overrides_the_global_record() {
         (2, 0)
     );
 }
+
+#[test]
+fn a_blind_port_that_tunnels_to_itself_is_refused() {
+    for ports in [
+        "9000:blind:tunnel=[127.0.0.1:9000]",
+        "9000:blind:tunnel=[localhost:9000]",
+        "9000:blind:tunnel=[[::1]:9000]",
+        "9000:blind:tunnel=[0.0.0.0:9000]",
+        "9000:ip-in=127.0.0.2:blind:tunnel=[127.0.0.2:9000]",
+    ] {
+        let err = parse_server_ports(ports).unwrap_err();
+        assert!(err.contains("is this port itself"), "{ports}: {err}");
+    }
+    for ports in [
+        "9000:blind:tunnel=[127.0.0.1:9001]",
+        "9000:ip-in=127.0.0.2:blind:tunnel=[127.0.0.1:9000]",
+        "0:blind:tunnel=[127.0.0.1:0]",
+        "9000:blind:tunnel=[db:9000]",
+    ] {
+        // (port 0 is refused as a tunnel port on its own.)
+        let r = parse_server_ports(ports);
+        assert!(
+            r.as_ref().map_or_else(|e| !e.contains("itself"), |_| true),
+            "{ports}: {r:?}"
+        );
+    }
+}
