@@ -51,6 +51,9 @@ pub(super) struct ThreadState {
     /// The end-of-batch sender (`batch.rs`): None until first asked for, then the ring,
     /// or nothing (`net.send_batch` off, or no io_uring).
     send_batch: Option<Option<SendBatch>>,
+    /// A ring could not be set up for want of a resource (descriptors, memory): when to
+    /// try again.
+    send_batch_retry: Option<Instant>,
 }
 
 thread_local! {
@@ -70,6 +73,7 @@ thread_local! {
         scratch: vec![0; READ_CHUNK].into_boxed_slice(),
         spare: Vec::new(),
         send_batch: None,
+        send_batch_retry: None,
     });
 }
 
@@ -78,15 +82,42 @@ impl ThreadState {
     /// decided the first time it is asked for: opened if `enabled` (`net.send_batch`,
     /// fixed for the daemon's life) and the kernel has io_uring; None otherwise (then
     /// each session sends its own), whatever later callers pass.
+    ///
+    /// A ring that cannot be set up for want of a resource (EMFILE, ENFILE, ENOMEM: a
+    /// moment of descriptor exhaustion) is no verdict on the kernel: sends go one by one
+    /// meanwhile, and it is tried again a second later.
     pub(super) fn send_batch(&mut self, enabled: bool) -> Option<&mut SendBatch> {
-        self.send_batch
-            .get_or_insert_with(|| {
-                enabled
-                    .then(SendBatch::new)?
-                    .map_err(|e| log::info!("io_uring unavailable ({e}): a send(2) each"))
-                    .ok()
-            })
-            .as_mut()
+        if self.send_batch.is_none() {
+            if !enabled {
+                self.send_batch = Some(None);
+                return None;
+            }
+            let now = Instant::now();
+            if self.send_batch_retry.is_some_and(|at| now < at) {
+                return None;
+            }
+            match SendBatch::new() {
+                Ok(ring) => self.send_batch = Some(Some(ring)),
+                Err(e) if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                ) =>
+                {
+                    if self.send_batch_retry.is_none() {
+                        log::warn!(
+                            "io_uring ring not set up now ({e}): a send(2) each until it can be"
+                        );
+                    }
+                    self.send_batch_retry = Some(now + std::time::Duration::from_secs(1));
+                    return None;
+                }
+                Err(e) => {
+                    log::info!("io_uring unavailable ({e}): a send(2) each");
+                    self.send_batch = Some(None);
+                }
+            }
+        }
+        self.send_batch.as_mut()?.as_mut()
     }
 
     /// The sender [`ThreadState::send_batch`] opened, if it did (a session's first drive
