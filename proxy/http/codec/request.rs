@@ -221,16 +221,21 @@ impl RequestHead {
     /// again on its own when a connection fails before any answer (RFC 9112 §9.3.1).
     pub fn idempotent(&self) -> bool {
         matches!(
-            self.method(),
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+            self.method_bytes(),
+            b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
         )
+    }
+
+    /// The method's bytes, for the hot tests that need no `&str` (no UTF-8 check).
+    fn method_bytes(&self) -> &[u8] {
+        self.headers.slice(self.method)
     }
 
     /// What `Max-Forwards` says of a TRACE or OPTIONS request (RFC 9110 §7.6.2): the
     /// hops it may still take (0: this one answers it). None for other methods, or
     /// without a valid value (then it goes on as any request does).
     pub fn max_forwards(&self) -> Option<u64> {
-        if !matches!(self.method(), "TRACE" | "OPTIONS") {
+        if !matches!(self.method_bytes(), b"TRACE" | b"OPTIONS") {
             return None;
         }
         let v = std::str::from_utf8(self.header("max-forwards")?)

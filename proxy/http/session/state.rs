@@ -98,10 +98,11 @@ impl ThreadState {
             }
             match SendBatch::new() {
                 Ok(ring) => self.send_batch = Some(Some(ring)),
-                Err(e) if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
-                ) =>
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                    ) =>
                 {
                     if self.send_batch_retry.is_none() {
                         log::warn!(
