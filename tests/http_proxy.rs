@@ -164,7 +164,7 @@ fn a_client_gone_while_the_origin_answers_late_leaves_nothing_open() {
         let before = origin.request_count();
         let mut c = TcpStream::connect(d.addr()).unwrap();
         if close_with_rst {
-            assert!(set_linger0(&c), "SO_LINGER");
+            assert!(util::set_linger0(&c), "SO_LINGER");
         }
         c.write_all(b"GET /gone HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
@@ -183,25 +183,6 @@ fn a_client_gone_while_the_origin_answers_late_leaves_nothing_open() {
     }
     // And the port still serves.
     assert_eq!(http::get(d.addr(), "t", "/after").unwrap().text(), "late");
-}
-
-/// Sets SO_LINGER 0 so that dropping `s` sends a reset.
-fn set_linger0(s: &TcpStream) -> bool {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `l` is a live linger struct; the descriptor is open.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        ) == 0
-    }
 }
 
 #[test]
@@ -736,7 +717,7 @@ fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
     let mut c = TcpStream::connect(d.addr()).unwrap();
     c.write_all(b"GET /slow HTTP/1.1\r\nHost: proxied\r\n\r\n")
         .unwrap();
-    assert!(set_linger0(&c), "SO_LINGER");
+    assert!(util::set_linger0(&c), "SO_LINGER");
     drop(c);
     let lines = log_lines(&log, 4);
     assert_eq!(lines.len(), 4, "{lines:?}");

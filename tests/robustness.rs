@@ -161,6 +161,18 @@ fn proxy_to(origin: SocketAddr, records: &str) -> Daemon {
         .start()
 }
 
+/// A daemon in front of `origin` that caches, in an 8M span under `dir`.
+fn caching_proxy_to(origin: SocketAddr, dir: &TempDir) -> Daemon {
+    proxy_to(
+        origin,
+        &format!(
+            "[proxy.config.http]\nwait_for_cache = 1\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]",
+            dir.0.join("span").display()
+        ),
+    )
+}
+
 #[test]
 fn a_slow_upload_under_a_short_origin_timeout_is_delivered_whole() {
     let origin = Origin::start(|r| Some(ok(format!("got {}", r.body.len()).as_bytes(), &[])));
@@ -411,14 +423,7 @@ fn a_204_carries_no_content_length_missed_or_hit_and_a_length_list_goes_on_as_on
         _ => Some(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok".to_vec()),
     });
     let dir = TempDir::new("bodiless");
-    let d = proxy_to(
-        origin.addr,
-        &format!(
-            "[proxy.config.http]\nwait_for_cache = 1\n\
-             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]",
-            dir.0.join("span").display()
-        ),
-    );
+    let d = caching_proxy_to(origin.addr, &dir);
     let get = |path: &str| {
         let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         exchange_raw(&d, raw.as_bytes())
@@ -611,13 +616,7 @@ fn bytes_an_idle_origin_connection_sends_unasked_answer_no_later_request() {
         }
     });
     let span = TempDir::new("unasked");
-    let d = proxy_to(
-        origin,
-        &format!(
-            "[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]",
-            span.0.display()
-        ),
-    );
+    let d = caching_proxy_to(origin, &span);
     let mut c = Conn::open(d.addr()).unwrap();
     let get = |c: &mut Conn, path: &str| {
         c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
@@ -715,14 +714,7 @@ fn a_transfer_coding_besides_chunked_is_relayed_never_stored_and_a_502_for_http_
         )
     });
     let dir = TempDir::new("te-coding");
-    let d = proxy_to(
-        origin.addr,
-        &format!(
-            "[proxy.config.http]\nwait_for_cache = 1\n\
-             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]",
-            dir.0.join("span").display()
-        ),
-    );
+    let d = caching_proxy_to(origin.addr, &dir);
     let get = |path: &str, version: &str| {
         let raw = format!("GET {path} HTTP/{version}\r\nHost: t\r\nConnection: close\r\n\r\n");
         exchange_raw(&d, raw.as_bytes())
@@ -896,26 +888,6 @@ fn scripted_origin(serve: impl Fn(usize, TcpStream) + Send + Sync + 'static) -> 
     addr
 }
 
-/// Closes `s` with a reset (SO_LINGER 0).
-fn reset(s: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let lg = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `lg` is a live linger struct and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&lg as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
-}
-
 #[test]
 fn a_post_on_a_connection_the_origin_closes_unanswered_is_not_sent_again() {
     // RFC 9112 §9.3.1: the origin may have acted on it; a proxy must not retry a
@@ -962,16 +934,11 @@ fn an_origin_reset_mid_body_is_no_end_and_the_cut_body_is_neither_whole_nor_stor
         }
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\n\r\npartial-");
         let _ = s.flush();
-        reset(s);
+        assert!(util::set_linger0(&s), "SO_LINGER");
+        drop(s);
     });
     let span = TempDir::new("reset-mid-body");
-    let d = proxy_to(
-        origin,
-        &format!(
-            "[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]",
-            span.0.display()
-        ),
-    );
+    let d = caching_proxy_to(origin, &span);
     let cut = |request: &[u8]| {
         let mut s = TcpStream::connect(d.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

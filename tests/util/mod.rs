@@ -353,3 +353,22 @@ pub fn log_lines(path: &Path, n: usize) -> Vec<String> {
     wait_until(Duration::from_secs(10), || read().len() >= n);
     read()
 }
+
+/// Sets SO_LINGER 0 so that dropping `s` sends a reset.
+pub fn set_linger0(s: &std::net::TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `l` is a live linger struct; the descriptor is open.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        ) == 0
+    }
+}
