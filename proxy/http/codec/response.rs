@@ -105,8 +105,12 @@ pub fn parse_response_from(
     let faulty = has_te && minor_version == 0;
     // A coding other than chunked (`gzip, chunked`, or `gzip` to the close) is a
     // property of this message, not of the representation (RFC 9112 §6.1, §7).
+    // So is an HTTP/1.0 message's Transfer-Encoding, which is read to the close with
+    // its codings still on, chunked too.
     let transfer_coded = has_te
-        && tokens(&headers, names::TRANSFER_ENCODING).any(|c| !c.eq_ignore_ascii_case(b"chunked"));
+        && (faulty
+            || tokens(&headers, names::TRANSFER_ENCODING)
+                .any(|c| !c.eq_ignore_ascii_case(b"chunked")));
     let framing = if has_te {
         let chunked_last = tokens(&headers, names::TRANSFER_ENCODING)
             .last()
@@ -185,7 +189,8 @@ impl ResponseHead {
     }
 
     /// Whether its Transfer-Encoding names a coding besides `chunked` (`gzip, chunked`,
-    /// `gzip` read to the close). Such a body is relayed as it came, its codings named,
+    /// `gzip` read to the close), or is an HTTP/1.0 message's (faulty framing, read to
+    /// the close with its chunks still on, RFC 9112 §6.1). Such a body is relayed as it came, its codings named,
     /// to a client that can read them: the proxy decodes none of them but chunked, so
     /// it cannot store the payload (transfer codings are hop-by-hop, RFC 9112 §6.1, §7)
     /// nor hand it to an HTTP/1.0 client, which knows no Transfer-Encoding.
@@ -434,6 +439,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(resp(split).transfer_coded());
         assert!(!resp("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n").transfer_coded());
+        // HTTP/1.0 has no chunked coding: read to the close with it still on.
+        assert!(resp("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").transfer_coded());
     }
 
     #[test]
