@@ -121,8 +121,31 @@ impl CtlServer {
         let thread = std::thread::Builder::new()
             .name("[CTL]".into())
             .spawn(move || {
+                let mut warned: Option<std::time::Instant> = None;
                 while wait_readable(&listener, &woken) && !stop2.load(Ordering::Acquire) {
-                    if let Ok((s, _)) = listener.accept() {
+                    let s = match listener.accept() {
+                        Ok((s, _)) => s,
+                        Err(e) if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) =>
+                        {
+                            continue
+                        }
+                        Err(e) => {
+                            // Out of descriptors (EMFILE, ENFILE) or memory: the client
+                            // stays queued and the socket readable, so poll would return
+                            // at once, round after round. Pause as the ports do, warn at
+                            // most once a minute.
+                            if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                                warned = Some(std::time::Instant::now());
+                                log::warn!("admin socket: accept: {e}; pausing for {} ms", CTL_PAUSE.as_millis());
+                            }
+                            std::thread::sleep(CTL_PAUSE);
+                            continue;
+                        }
+                    };
+                    {
                         // A client of its own thread: one command may wait (an upgrade
                         // answers once the new process is ready) while others are served,
                         // a second upgrade refused.
@@ -189,6 +212,10 @@ impl Drop for CtlServer {
         }
     }
 }
+
+/// How long the admin socket's thread pauses after an accept fails for want of a
+/// resource, before it looks again.
+const CTL_PAUSE: Duration = Duration::from_millis(100);
 
 /// Blocks until a client connects to `listener` or `woken` is written to: true for the
 /// former; false when woken or on a poll error (the thread then ends).

@@ -654,3 +654,62 @@ fn a_reuseport_port_is_shared_by_a_second_daemon() {
         second.log_text()
     );
 }
+
+/// User plus system CPU time of `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn the_admin_socket_pauses_rather_than_spins_when_descriptors_run_out() {
+    // A daemon under a limit of 64 descriptors, run through a shell that sets it.
+    let dir = TempDir::new("ctl-emfile");
+    let wrapper = dir.0.join("few-fds.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nulimit -n 64 || exit 3\nexec '{}' \"$@\"\n",
+            util::bin()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let d = Daemon::builder().program(&wrapper).start();
+    let pid = d.child.as_ref().unwrap().id();
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    // Idle clients until the daemon holds every descriptor it may (the rest wait in
+    // the backlog).
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(std::net::TcpStream::connect(d.addr()).unwrap());
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || fds() >= 63),
+        "{} descriptors",
+        fds()
+    );
+    // A ctl client now waits in the admin socket's queue, which stays readable.
+    let _ctl = std::os::unix::net::UnixStream::connect(d.dir.0.join("ctl.sock")).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || d
+        .log_text()
+        .contains("admin socket: accept: Too many open files")));
+    let before = cpu_ticks(pid);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ticks_per_s = 100; // USER_HZ
+    let used = (cpu_ticks(pid) - before) as f64 / ticks_per_s as f64;
+    assert!(used < 1.0, "{used:.2} s of CPU in 2 s: a thread spins");
+    // Descriptors back: ctl answers again.
+    drop(idle);
+    assert!(wait_until(Duration::from_secs(20), || {
+        let (code, _, _) = d.ctl(&["metric", "get", "proxy.process.net.accept_errors"]);
+        code == 0
+    }));
+}
