@@ -125,10 +125,11 @@ impl CtlServer {
                 while wait_readable(&listener, &woken) && !stop2.load(Ordering::Acquire) {
                     let s = match listener.accept() {
                         Ok((s, _)) => s,
-                        Err(e) if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                        ) =>
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                            ) =>
                         {
                             continue
                         }
@@ -139,7 +140,10 @@ impl CtlServer {
                             // most once a minute.
                             if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                                 warned = Some(std::time::Instant::now());
-                                log::warn!("admin socket: accept: {e}; pausing for {} ms", CTL_PAUSE.as_millis());
+                                log::warn!(
+                                    "admin socket: accept: {e}; pausing for {} ms",
+                                    CTL_PAUSE.as_millis()
+                                );
                             }
                             std::thread::sleep(CTL_PAUSE);
                             continue;

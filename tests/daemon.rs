@@ -677,11 +677,18 @@ fn the_admin_socket_pauses_rather_than_spins_when_descriptors_run_out() {
         ),
     )
     .unwrap();
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let d = Daemon::builder().program(&wrapper).start();
     let pid = d.child.as_ref().unwrap().id();
-    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
     // Idle clients until the daemon holds every descriptor it may (the rest wait in
     // the backlog).
     let mut idle = Vec::new();
@@ -712,4 +719,47 @@ fn the_admin_socket_pauses_rather_than_spins_when_descriptors_run_out() {
         let (code, _, _) = d.ctl(&["metric", "get", "proxy.process.net.accept_errors"]);
         code == 0
     }));
+}
+
+#[test]
+fn clients_queued_at_the_throttle_cap_wait_through_a_disable_and_are_served_once_below_it() {
+    // Pause mode in event mode: those waiting in the listen queue when the cap is
+    // reached stay there, through a disable and enable, and are served as soon as the
+    // count falls below 90 % of the cap; a long throttle_delay (for resource errors) does
+    // not hold them.
+    let origin = Origin::start(|_| Some(util::origin::ok(b"served", &[])));
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config]\naccept_threads = 0\n\
+             [proxy.config.net]\nconnections_throttle = 4\nthrottle_mode = \"pause\"\n\
+             throttle_delay = 60000\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start();
+    let open = || d.metric("proxy.process.net.connections_currently_open");
+    let idle: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(d.addr()).unwrap())
+        .collect();
+    assert!(wait_until(Duration::from_secs(10), || open() == 4));
+    let waiting: Vec<_> = (0..3)
+        .map(|i| {
+            let mut c = http::Conn::open(d.addr()).unwrap();
+            c.send(format!("GET /w{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+                .unwrap();
+            c
+        })
+        .collect();
+    let label = d.addr().port().to_string();
+    assert_eq!(d.ctl(&["port", "disable", &label]).0, 0);
+    assert_eq!(d.ctl(&["port", "enable", &label]).0, 0);
+    drop(idle);
+    for mut c in waiting {
+        c.stream()
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let r = c.read_response("GET").expect("served, not reset");
+        assert_eq!(r.text(), "served");
+    }
+    assert_eq!(d.metric("proxy.process.net.connections_throttled_in"), 0);
 }

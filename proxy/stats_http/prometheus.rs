@@ -291,7 +291,7 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "proxy.process.net.accept_pauses",
-        "Pauses in accepting after a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM)",
+        "Pauses in accepting: after a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM), or on reaching connections_throttle in pause mode",
     ),
     (
         "proxy.process.net.accept_queue_delay_us",

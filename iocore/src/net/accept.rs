@@ -71,6 +71,9 @@ fn accept_one(listen_fd: RawFd) -> Outcome {
     }
 }
 
+/// How soon a port paused at the `connections_throttle` cap looks again.
+const CAP_RECHECK: Duration = Duration::from_millis(10);
+
 /// How a batch of accepts ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Batch {
@@ -189,7 +192,9 @@ impl PortAccept {
                 return Batch::Stop;
             }
             if self.net.table.should_pause() {
-                return Batch::Pause(self.net.throttle_delay());
+                // At the cap: looked at again soon, to resume as soon as the count falls
+                // below 90 % of it (`throttle_delay` is for resource errors).
+                return Batch::Pause(CAP_RECHECK);
             }
             match accept_one(listen_fd) {
                 Outcome::Accepted(fd, peer) => {
@@ -229,6 +234,12 @@ impl PortAccept {
         // At most a full backlog: a socket still receiving connections is not drained
         // forever.
         for _ in 0..65_536 {
+            // At the cap in pause mode they wait in the queue, as for any acceptor, for
+            // the one that follows (a reload's, or this port's again on `enable`):
+            // accepted now, they would be closed at once.
+            if self.net.table.should_pause() {
+                return;
+            }
             match accept_one(listen_fd) {
                 Outcome::Accepted(fd, peer) => self.take(fd, peer, here.as_deref_mut()),
                 Outcome::Retry => continue,
