@@ -970,3 +970,20 @@ fn an_origin_reset_mid_body_is_no_end_and_the_cut_body_is_neither_whole_nor_stor
         "a cut body ended as a whole one: {got:?}"
     );
 }
+
+#[test]
+fn a_head_cut_short_by_the_timeout_is_a_408_counted_as_a_request() {
+    let origin = Origin::start(|_| Some(ok(b"ok", &[])));
+    let d = proxy_to(
+        origin.addr,
+        "[proxy.config.http]\naccept_no_activity_timeout = 1",
+    );
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    s.write_all(b"GET /half HTTP/1.1\r\nHost: t\r\n").unwrap();
+    let got = String::from_utf8_lossy(&read_all(&mut s, Duration::from_secs(20))).into_owned();
+    assert!(got.starts_with("HTTP/1.1 408 "), "{got}");
+    // Incoming and completed agree, as for a head that fails to parse.
+    let incoming = d.metric("proxy.process.http.incoming_requests");
+    assert_eq!(incoming, 1);
+    assert_eq!(d.metric("proxy.process.http.completed_requests"), incoming);
+}

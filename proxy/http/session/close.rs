@@ -77,7 +77,13 @@ impl Session {
         match self.phase {
             Phase::ReadRequest if self.pp_pending => self.proxy_header_timed_out(),
             Phase::ReadRequest if self.inbuf.is_empty() || idle_drain => self.dead = true,
-            Phase::ReadRequest => self.answer_error(Error::new(ErrorKind::RequestTimeout), false),
+            Phase::ReadRequest => {
+                // Part of a head came: a request, answered, as a head that fails to parse
+                // is (incoming and completed agree).
+                self.shared.metrics.incoming_requests.inc();
+                self.head_only = false;
+                self.answer_error(Error::new(ErrorKind::RequestTimeout), false)
+            }
             Phase::Exchange => {
                 let connected = self.origin.as_ref().is_some_and(|o| o.connected);
                 let answered = self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_some());
