@@ -662,6 +662,9 @@ impl Daemon {
     /// SPEC §7 reload: a bad file changes nothing; (R) records apply live; the rest are
     /// named as needing a restart.
     fn reload(&mut self) -> (i32, String) {
+        // First, whatever becomes of the file: a rotation script's signal reopens the
+        // access log even when the reload is refused (its path needs a restart to change).
+        self.http.reopen_access_log();
         let new = match self.source.load() {
             Ok(c) => c,
             Err(e) => {
@@ -698,7 +701,6 @@ impl Daemon {
         let restart = self.cfg.restart_required_changes(&new);
         self.net.set_tuning(&tuning(&new));
         self.http.set_live(live);
-        self.http.reopen_access_log();
         let sock = sock_options(&self.cfg);
         let threads = self.events.threads().len();
         let mut swapped = Vec::new();

@@ -790,6 +790,21 @@ fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
         lines[0].contains(" http://proxied/after-usr1 "),
         "{lines:?}"
     );
+    // A mistake left in the file refuses the reload, but the rotation still takes: the
+    // access log is reopened whatever becomes of the file.
+    let rotated3 = dir.0.join("access.log.3");
+    std::fs::rename(&log, &rotated3).unwrap();
+    let (code, _, err) = d.reload(&format!("{config}bogus = 1\n"));
+    assert_eq!(code, 1, "{err}");
+    assert!(wait_until(Duration::from_secs(10), || log.exists()));
+    let r = http::get(d.addr(), "proxied", "/after-refused").unwrap();
+    assert_eq!(r.status, 200);
+    let lines = log_lines(&log, 1);
+    assert!(
+        lines[0].contains(" http://proxied/after-refused "),
+        "{lines:?}"
+    );
+    d.write_config(&config);
     assert_eq!(d.metric("proxy.process.log.access_dropped"), 0);
     // A request just before a stop is in the file once the daemon has exited.
     let mut d = d;
