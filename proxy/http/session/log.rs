@@ -94,13 +94,15 @@ impl Session {
     /// to no request, as a 400 for a head that did not parse), now that it ended.
     pub(super) fn log_end(&mut self, status: u16, result: LogResult) {
         let aborted = self.log_req.as_ref().is_some_and(|l| l.aborted);
-        self.write_log(result.word(aborted), status);
+        self.write_log(result.word(aborted), status, true);
         self.log_req = None;
     }
 
     /// Queues the access log line of the request in progress (if any) with `result` and
     /// `status`; nothing without an access log.
-    fn write_log(&self, result: &str, status: u16) {
+    /// `queued`: the bytes still queued for the client count as sent (they go before
+    /// the connection does); not when the session ends with them, its client gone.
+    fn write_log(&self, result: &str, status: u16, queued: bool) {
         let Some(log) = self.shared.access_log() else {
             return;
         };
@@ -115,7 +117,13 @@ impl Session {
             client: self.peer().ip(),
             result,
             status,
-            bytes: (self.sent_c + self.client_pending() as u64).saturating_sub(mark),
+            bytes: (self.sent_c
+                + if queued {
+                    self.client_pending() as u64
+                } else {
+                    0
+                })
+            .saturating_sub(mark),
             method: l.map_or("", |l| &l.method),
             url: l.map_or("", |l| &l.url),
             origin: l.and_then(|l| l.origin),
@@ -127,7 +135,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         // A request that never finished (client or origin gone, a tunnel's end).
         if let Some(l) = self.log_req.as_deref() {
-            self.write_log(l.result.word(true), l.status);
+            self.write_log(l.result.word(true), l.status, false);
         }
         self.shared.metrics.current_client_connections.dec();
         keep_spare(&mut self.inbuf);
