@@ -9,7 +9,8 @@
 //! Threads: ET_NET threads format a line and hand it over without blocking
 //! ([`AccessLog::write`]); one writer thread appends lines to the file in batches. When
 //! the writer falls behind by [`QUEUE`] lines, new lines are dropped and counted
-//! (`proxy.process.log.access_dropped`) rather than stalling requests. A reload reopens
+//! (`proxy.process.log.access_dropped`) rather than stalling requests; so are lines the
+//! file refuses (a full disk), with a warning at most once a minute. A reload reopens
 //! the file ([`AccessLog::reopen`]), so rotation is a rename and a reload.
 
 use crate::error::{Error, Result};
@@ -134,7 +135,10 @@ impl AccessLog {
         let (path, done) = (path.to_path_buf(), flushed.clone());
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(rx, path, file, &done))
+            .spawn({
+                let dropped = dropped.clone();
+                move || writer(rx, path, file, &done, &dropped)
+            })
             .map_err(|e| Error::io("cannot start the access log writer", &e))?;
         Ok(AccessLog {
             queue,
@@ -191,9 +195,20 @@ fn open_append(path: &Path) -> io::Result<File> {
 /// reopening the file), flushes, then reports finished flush requests; every
 /// `WRITE_EVERY` while lines come, else asleep on the queue until the next message. Ends
 /// when the daemon drops its handle.
-fn writer(rx: Receiver<Msg>, path: PathBuf, file: File, flushed: &(Mutex<u64>, Condvar)) {
+/// How often a failing access log file is warned about.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+fn writer(
+    rx: Receiver<Msg>,
+    path: PathBuf,
+    file: File,
+    flushed: &(Mutex<u64>, Condvar),
+    dropped: &Counter,
+) {
     let mut out = BufWriter::with_capacity(64 << 10, file);
     let mut idle = true;
+    // A full disk fails every line: each is counted, the warning given once a minute.
+    let mut warned: Option<std::time::Instant> = None;
     loop {
         let mut batch = Vec::new();
         if idle {
@@ -221,7 +236,15 @@ fn writer(rx: Receiver<Msg>, path: PathBuf, file: File, flushed: &(Mutex<u64>, C
                 Msg::Line(line) => {
                     lines += 1;
                     if let Err(e) = out.write_all(line.as_bytes()) {
-                        log::warn!("access log {}: {e}", path.display());
+                        dropped.inc();
+                        if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                            warned = Some(std::time::Instant::now());
+                            log::warn!(
+                                "access log {}: {e}; lines are lost, counted in \
+                                 proxy.process.log.access_dropped (warned once a minute)",
+                                path.display()
+                            );
+                        }
                     }
                 }
                 Msg::Reopen => {

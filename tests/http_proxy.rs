@@ -1311,3 +1311,26 @@ fn max_forwards_0_is_answered_here_and_more_is_forwarded_one_less() {
     let mf: Vec<Option<&str>> = seen.iter().map(|r| r.header("max-forwards")).collect();
     assert_eq!(mf, [Some("2"), Some("0")]);
 }
+
+#[test]
+fn an_access_log_on_a_full_disk_counts_its_lost_lines_and_warns_once() {
+    let full = std::path::Path::new("/dev/full");
+    assert!(full.exists(), "this test needs Linux's /dev/full");
+    let origin = Origin::start(|_| Some(ok(b"ok", &[])));
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.log]\naccess_log = \"/dev/full\"\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start();
+    let mut c = Conn::open(d.addr()).unwrap();
+    // More than the writer's 64 KiB buffer holds, so writes reach the file and fail.
+    for i in 0..1500 {
+        assert_eq!(c.get("t", &format!("/{i:0>40}")).unwrap().status, 200);
+    }
+    let dropped = || d.metric("proxy.process.log.access_dropped");
+    assert!(wait_until(Duration::from_secs(10), || dropped() > 0));
+    let warnings = d.log_text().matches("access log /dev/full:").count();
+    assert_eq!(warnings, 1, "{}", d.log_text());
+}

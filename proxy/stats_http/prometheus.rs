@@ -283,7 +283,7 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "proxy.process.log.access_dropped",
-        "Access log lines dropped because the log writer fell behind",
+        "Access log lines dropped because the log writer fell behind or the file refused them (a full disk)",
     ),
     (
         "proxy.process.net.accept_errors",
