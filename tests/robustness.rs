@@ -987,3 +987,52 @@ fn a_head_cut_short_by_the_timeout_is_a_408_counted_as_a_request() {
     assert_eq!(incoming, 1);
     assert_eq!(d.metric("proxy.process.http.completed_requests"), incoming);
 }
+
+#[test]
+fn a_client_that_resets_while_its_origin_is_silent_is_let_go_without_waiting_for_it() {
+    // The origin reads the request and says nothing for 30 s; the client resets after a
+    // moment. Its session and the origin connection go within seconds, not at the
+    // origin's timeout, and the line says aborted with no status sent.
+    let (got_tx, got) = std::sync::mpsc::channel::<()>();
+    let (closed_tx, closed) = std::sync::mpsc::channel::<()>();
+    let got_tx = Mutex::new(got_tx);
+    let closed_tx = Mutex::new(closed_tx);
+    let origin = scripted_origin(move |_, mut s| {
+        if read_head(&mut s).is_none() {
+            return;
+        }
+        let _ = got_tx.lock().unwrap().send(());
+        s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        let mut b = [0u8; 1];
+        if matches!(s.read(&mut b), Ok(0) | Err(_)) {
+            let _ = closed_tx.lock().unwrap().send(());
+        }
+    });
+    let dir = TempDir::new("reset-waiting");
+    let log = dir.0.join("access.log");
+    let d = proxy_to(
+        origin,
+        &format!(
+            "[proxy.config.http]\ntransaction_no_activity_timeout_out = 30\n\
+             [proxy.config.log]\naccess_log = \"{}\"",
+            log.display()
+        ),
+    );
+    let mut c = TcpStream::connect(d.addr()).unwrap();
+    c.write_all(b"GET /silent HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    got.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(util::set_linger0(&c), "SO_LINGER");
+    drop(c);
+    closed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the origin connection closed long before the origin's timeout");
+    let open = || d.metric("proxy.process.http.current_client_connections");
+    assert!(wait_until(Duration::from_secs(10), || open() == 0));
+    let lines = log_lines(&log, 1);
+    assert!(
+        lines.len() == 1 && lines[0].contains(" TCP_MISS_ABORTED/000 0 GET "),
+        "{lines:?}"
+    );
+    assert_eq!(d.metric("proxy.process.http.5xx_responses"), 0);
+}

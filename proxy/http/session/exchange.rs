@@ -107,7 +107,16 @@ pub(super) struct Tx {
     pub(super) queued: Option<Box<(OriginWaiter, Counted, Instant)>>,
     /// Its way through its `[[parent]]` rule's parents, when it has one (`parent.rs`).
     pub(super) parent: Option<Box<ParentRoute>>,
+    /// Sweeps (`mod.rs`, every 200 ms) that found it waiting for its response head with
+    /// the client's socket unwatched: at [`WATCH_CLIENT_AFTER`] the client is watched,
+    /// so that one who resets meanwhile is noticed.
+    pub(super) waited: u8,
 }
+
+/// Sweeps of waiting for a response head (about a second) after which a client's socket
+/// is watched while only the origin is awaited: a fast origin's answer costs no
+/// epoll_ctl, a silent one's client can still be seen to leave.
+pub(super) const WATCH_CLIENT_AFTER: u8 = 5;
 
 impl Tx {
     /// A transaction for `head`, about to be sent; `active` counts it in flight.
@@ -130,6 +139,7 @@ impl Tx {
             slot: None,
             queued: None,
             parent: None,
+            waited: 0,
         }
     }
 }
@@ -275,6 +285,16 @@ impl Session {
 
     /// The transaction's step: the connect, the request body, the response.
     pub(super) fn exchange(&mut self, t: &mut EThread) -> bool {
+        if self.client.reset && self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_none()) {
+            // The client reset its connection while its request waited for the origin:
+            // nobody is left to answer. Logged as aborted, status 000; the origin
+            // connection, mid-request, is closed.
+            if let Some(l) = self.log_req.as_deref_mut() {
+                l.aborted = true;
+            }
+            self.dead = true;
+            return true;
+        }
         let mut progress = match self.finish_connect() {
             Ok(p) => p,
             Err(e) => {

@@ -46,6 +46,8 @@ pub(super) struct Transport<W> {
     pub(super) eof: bool,
     /// epoll reported the peer's FIN (RDHUP/HUP): read until EOF.
     pub(super) hup: bool,
+    /// epoll reported an error on the socket: the peer reset it.
+    pub(super) reset: bool,
 }
 
 impl<W: Wire> Transport<W> {
@@ -59,6 +61,7 @@ impl<W: Wire> Transport<W> {
             writable: true,
             eof: false,
             hup: false,
+            reset: false,
         }
     }
 
@@ -123,6 +126,7 @@ impl<W: Wire> Transport<W> {
     pub(super) fn mark(&mut self, r: Ready) {
         self.readable |= r.is_readable() || r.is_hup() || r.is_error();
         self.hup |= r.is_hup() || r.is_error();
+        self.reset |= r.is_error();
         self.writable |= r.is_writable() || r.is_error();
     }
 

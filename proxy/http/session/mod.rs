@@ -352,6 +352,9 @@ pub(crate) fn sweep(t: &mut EThread) {
             // An idle client should not pin an origin connection: back to the pool.
             s.release_origin(t, true);
         }
+        if s.awaits_origin_unwatched() {
+            s.watch_client(t);
+        }
         if now >= s.deadline || idle_drain {
             s.on_timeout(t, idle_drain);
             s.drive(t);
@@ -406,6 +409,19 @@ impl Session {
         let idle_origin = self.origin_idle();
         self.release_origin(t, idle_origin);
         self.client.unwatch(t);
+    }
+
+    /// Counts a sweep that finds the request waiting for its response head with the
+    /// client's socket unwatched; true once that has lasted about a second.
+    fn awaits_origin_unwatched(&mut self) -> bool {
+        if self.client.watched() || !matches!(self.phase, Phase::Exchange) {
+            return false;
+        }
+        let Some(tx) = self.tx.as_mut().filter(|tx| tx.resp_body.is_none()) else {
+            return false;
+        };
+        tx.waited = tx.waited.saturating_add(1);
+        tx.waited >= exchange::WATCH_CLIENT_AFTER
     }
 
     /// Whether the origin connection is attached between transactions: connected, with
