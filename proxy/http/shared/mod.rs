@@ -46,6 +46,10 @@ pub struct HttpShared {
     revalidator: OnceLock<super::revalidate::Revalidator>,
     /// The access log, when configured.
     access_log: OnceLock<crate::access_log::AccessLog>,
+    /// Held while the cache's gauges are read and set: the event thread that changed
+    /// RAM and the I/O thread that wrote the span both report, and without it the one
+    /// that read the older state could set the gauges last.
+    usage: std::sync::Mutex<()>,
 }
 
 /// The next [`HttpShared::id`].
@@ -68,6 +72,7 @@ impl HttpShared {
             resolver: OnceLock::new(),
             revalidator: OnceLock::new(),
             access_log: OnceLock::new(),
+            usage: std::sync::Mutex::new(()),
         })
     }
 
@@ -166,6 +171,7 @@ impl HttpShared {
         let Some(cache) = self.cache.get() else {
             return;
         };
+        let _one_at_a_time = self.usage.lock().unwrap_or_else(|e| e.into_inner());
         let r = &self.registry;
         let mut total = 0;
         for (i, (_, objects, used, capacity)) in cache.span_stats().into_iter().enumerate() {
