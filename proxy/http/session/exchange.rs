@@ -119,6 +119,12 @@ pub(super) struct Tx {
 pub(super) const WATCH_CLIENT_AFTER: u8 = 5;
 
 impl Tx {
+    /// Whether the client reads the response body to the close: an HTTP/1.0 client of
+    /// a chunked body (decoded for it), or any client of a close-delimited one.
+    fn client_reads_to_close(&self) -> bool {
+        self.dechunk || matches!(self.resp_body, Some(Body::UntilClose))
+    }
+
     /// A transaction for `head`, about to be sent; `active` counts it in flight.
     fn new(head: &RequestHead, client_keep_alive: bool, active: Counted) -> Tx {
         let req_body = Body::from(head.body());
@@ -558,9 +564,6 @@ impl Session {
             return false;
         };
         let mut progress = false;
-        // The client reads this body to the close: cut short, it must see a reset, or it
-        // would take what it got for the whole message (RFC 9112 §8).
-        let client_reads_to_close = tx.dechunk || matches!(body, Body::UntilClose);
         if !o.inbuf.is_empty() && !body.done() {
             // An HTTP/1.0 client gets the payload, decoded in the framing pass.
             let dechunked = (tx.dechunk && !tx.discard).then_some(&mut self.out_c);
@@ -582,7 +585,7 @@ impl Session {
                     o.wire.eof = true;
                     o.inbuf.clear();
                     tx.resp_body = Some(Body::Done);
-                    self.abort_after_flush(client_reads_to_close);
+                    self.abort_after_flush();
                     return true;
                 }
             }
@@ -593,7 +596,7 @@ impl Session {
             } else {
                 // Truncated by the origin (a reset is no close that ends a body): pass
                 // on what we have, then close; not stored.
-                self.abort_after_flush(client_reads_to_close);
+                self.abort_after_flush();
                 return true;
             }
         }
@@ -697,12 +700,8 @@ impl Session {
         if !head_sent && err.side == Side::Origin && self.stale_instead_of(&mut err) {
             return;
         }
-        let reads_to_close = self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.dechunk || matches!(tx.resp_body, Some(Body::UntilClose)));
         if head_sent {
-            self.abort_after_flush(reads_to_close);
+            self.abort_after_flush();
         } else {
             self.tx = None;
             self.answer_error(err, false);
@@ -710,10 +709,10 @@ impl Session {
     }
 
     /// The response cannot complete properly: send what we have, then close; with a
-    /// reset when `abortive` (a client that reads the body to the close cannot tell a
-    /// cut one from a whole one by a FIN).
-    fn abort_after_flush(&mut self, abortive: bool) {
-        self.tx = None;
+    /// reset when the client reads the body to the close (it cannot tell a cut one from
+    /// a whole one by a FIN, RFC 9112 §8).
+    fn abort_after_flush(&mut self) {
+        let abortive = self.tx.take().is_some_and(|tx| tx.client_reads_to_close());
         if abortive {
             let _ = self.client.wire().reset_on_close();
         }
