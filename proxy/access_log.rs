@@ -195,9 +195,6 @@ fn open_append(path: &Path) -> io::Result<File> {
 /// reopening the file), flushes, then reports finished flush requests; every
 /// `WRITE_EVERY` while lines come, else asleep on the queue until the next message. Ends
 /// when the daemon drops its handle.
-/// How often a failing access log file is warned about.
-const WARN_EVERY: Duration = Duration::from_secs(60);
-
 fn writer(
     rx: Receiver<Msg>,
     path: PathBuf,
@@ -208,7 +205,7 @@ fn writer(
     let mut out = BufWriter::with_capacity(64 << 10, file);
     let mut idle = true;
     // A full disk fails every line: each is counted, the warning given once a minute.
-    let mut warned: Option<std::time::Instant> = None;
+    let mut warn = crate::log::WarnEvery::default();
     loop {
         let mut batch = Vec::new();
         if idle {
@@ -237,8 +234,7 @@ fn writer(
                     lines += 1;
                     if let Err(e) = out.write_all(line.as_bytes()) {
                         dropped.inc();
-                        if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                            warned = Some(std::time::Instant::now());
+                        if warn.due() {
                             log::warn!(
                                 "access log {}: {e}; lines are lost, counted in \
                                  proxy.process.log.access_dropped (warned once a minute)",

@@ -121,7 +121,7 @@ impl CtlServer {
         let thread = std::thread::Builder::new()
             .name("[CTL]".into())
             .spawn(move || {
-                let mut warned: Option<std::time::Instant> = None;
+                let mut warn = crate::log::WarnEvery::default();
                 while wait_readable(&listener, &woken) && !stop2.load(Ordering::Acquire) {
                     let s = match listener.accept() {
                         Ok((s, _)) => s,
@@ -138,8 +138,7 @@ impl CtlServer {
                             // stays queued and the socket readable, so poll would return
                             // at once, round after round. Pause as the ports do, warn at
                             // most once a minute.
-                            if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                                warned = Some(std::time::Instant::now());
+                            if warn.due() {
                                 log::warn!(
                                     "admin socket: accept: {e}; pausing for {} ms",
                                     CTL_PAUSE.as_millis()

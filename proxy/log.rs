@@ -85,3 +85,22 @@ mod tests {
         assert_eq!(&timestamp(leap)[..10], "2000-02-29");
     }
 }
+
+/// Says when a warning repeated by a failing resource (a full disk, no descriptors) is
+/// due again: the first time, then at most once a minute, as the ports' accept errors
+/// are. Kept by the one thread that warns.
+#[derive(Default)]
+pub(crate) struct WarnEvery(Option<std::time::Instant>);
+
+impl WarnEvery {
+    /// Whether to warn now (and, if so, the minute starts again).
+    pub(crate) fn due(&mut self) -> bool {
+        let due = self
+            .0
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+        if due {
+            self.0 = Some(std::time::Instant::now());
+        }
+        due
+    }
+}
