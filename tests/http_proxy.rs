@@ -761,17 +761,26 @@ fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
     let slow = fields.iter().find(|f| f[6] == aborted.1).unwrap();
     assert!(slow[1].parse::<u64>().unwrap() >= 250, "{slow:?}");
     // Rotation: rename, reload, and the next line goes to a new file.
-    let rotated = dir.0.join("access.log.1");
-    std::fs::rename(&log, &rotated).unwrap();
-    let (code, out, err) = d.ctl(&["config", "reload"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(wait_until(Duration::from_secs(10), || log.exists()));
-    let r = http::get(d.addr(), "proxied", "/after").unwrap();
-    assert_eq!(r.status, 200);
-    let lines = log_lines(&log, 1);
-    assert!(
-        lines.len() == 1 && lines[0].contains(" http://proxied/after "),
-        "{lines:?}"
+    // Each rotation: rename, `reopen`, and the next request's line is the new file's
+    // first.
+    let rotate = |n: usize, reopen: &dyn Fn(), path: &str| {
+        let rotated = dir.0.join(format!("access.log.{n}"));
+        std::fs::rename(&log, &rotated).unwrap();
+        reopen();
+        assert!(wait_until(Duration::from_secs(10), || log.exists()));
+        assert_eq!(http::get(d.addr(), "proxied", path).unwrap().status, 200);
+        let lines = log_lines(&log, 1);
+        let url = format!(" http://proxied{path} ");
+        assert!(lines.len() == 1 && lines[0].contains(&url), "{lines:?}");
+        rotated
+    };
+    let rotated = rotate(
+        1,
+        &|| {
+            let (code, out, err) = d.ctl(&["config", "reload"]);
+            assert_eq!(code, 0, "{out}{err}");
+        },
+        "/after",
     );
     assert_eq!(
         std::fs::read_to_string(&rotated).unwrap().lines().count(),
@@ -779,30 +788,16 @@ fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
     );
     // SIGUSR1, which rotation scripts written for nginx send, reopens it too (a reload),
     // and the daemon lives on.
-    let rotated2 = dir.0.join("access.log.2");
-    std::fs::rename(&log, &rotated2).unwrap();
-    d.signal(libc::SIGUSR1);
-    assert!(wait_until(Duration::from_secs(10), || log.exists()));
-    let r = http::get(d.addr(), "proxied", "/after-usr1").unwrap();
-    assert_eq!(r.status, 200);
-    let lines = log_lines(&log, 1);
-    assert!(
-        lines[0].contains(" http://proxied/after-usr1 "),
-        "{lines:?}"
-    );
+    rotate(2, &|| d.signal(libc::SIGUSR1), "/after-usr1");
     // A mistake left in the file refuses the reload, but the rotation still takes: the
     // access log is reopened whatever becomes of the file.
-    let rotated3 = dir.0.join("access.log.3");
-    std::fs::rename(&log, &rotated3).unwrap();
-    let (code, _, err) = d.reload(&format!("{config}bogus = 1\n"));
-    assert_eq!(code, 1, "{err}");
-    assert!(wait_until(Duration::from_secs(10), || log.exists()));
-    let r = http::get(d.addr(), "proxied", "/after-refused").unwrap();
-    assert_eq!(r.status, 200);
-    let lines = log_lines(&log, 1);
-    assert!(
-        lines[0].contains(" http://proxied/after-refused "),
-        "{lines:?}"
+    rotate(
+        3,
+        &|| {
+            let (code, _, err) = d.reload(&format!("{config}bogus = 1\n"));
+            assert_eq!(code, 1, "{err}");
+        },
+        "/after-refused",
     );
     d.write_config(&config);
     assert_eq!(d.metric("proxy.process.log.access_dropped"), 0);
