@@ -255,8 +255,8 @@ impl Session {
         now: Instant,
     ) {
         let pool_short = with_state(|st| st.pool_short_until.is_some_and(|until| now < until));
-        let clean = self.origin.as_mut().is_some_and(Origin::quiet);
-        if attach && !pool_short && clean {
+        // Asked only when it would stay attached: `release_origin` asks otherwise.
+        if attach && !pool_short && self.origin.as_mut().is_some_and(Origin::quiet) {
             // Stay attached: the client's next request most likely goes to the same
             // origin, and then costs no pool round trip (two handler swaps, two lookups).
             // Not while this thread's pool runs dry: then an idle client would pin a
