@@ -1308,6 +1308,42 @@ fn max_forwards_0_is_answered_here_and_more_is_forwarded_one_less() {
 }
 
 #[test]
+fn options_asterisk_reaches_the_origin_as_asterisk() {
+    // RFC 9110 §9.3.7: `OPTIONS *` asks about the server, not a resource; through a
+    // proxy it is `OPTIONS http://host` with no path, sent on as `*` (RFC 9112 §3.2.4).
+    let origin = Origin::start(|r| Some(ok(r.path.as_bytes(), &[("Allow", "GET")])));
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.url_remap]\nremap_required = false\n\
+             [[remap]]\nfrom = \"http://site.test/\"\nto = \"http://{}/\"\n",
+            origin.addr
+        ))
+        .start();
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(b"OPTIONS * HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .unwrap();
+    let r = c.read_response("OPTIONS").unwrap();
+    assert_eq!((r.status, r.text()), (200, "*".to_string()));
+    assert_eq!(r.header("allow"), Some("GET"));
+    let forward = format!("OPTIONS http://{} HTTP/1.1\r\nHost: x\r\n\r\n", origin.addr);
+    c.send(forward.as_bytes()).unwrap();
+    let r = c.read_response("OPTIONS").unwrap();
+    assert_eq!((r.status, r.text()), (200, "*".to_string()));
+    // A host no rule maps at its root has no server to ask.
+    c.send(b"OPTIONS * HTTP/1.1\r\nHost: other.test\r\n\r\n")
+        .unwrap();
+    assert_eq!(c.read_response("OPTIONS").unwrap().status, 404);
+    let seen: Vec<String> = origin
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(seen, ["*", "*"]);
+}
+
+#[test]
 fn an_access_log_on_a_full_disk_counts_its_lost_lines_and_warns_once() {
     let full = std::path::Path::new("/dev/full");
     assert!(full.exists(), "this test needs Linux's /dev/full");

@@ -165,6 +165,11 @@ impl RemapTable {
                     return None;
                 }
             }
+            // `OPTIONS *` asks about the server as a whole (RFC 9110 §9.3.7): the rule
+            // that maps the host's root takes it, and its origin gets it as `*`.
+            if path == "*" {
+                return (r.from_path == "/").then(|| (r, path.to_string()));
+            }
             let rest = path.strip_prefix(r.from_path.as_str())?;
             // "/a" must not match "/ab": a prefix ends at a path boundary.
             if !(r.from_path.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?'])) {
@@ -227,6 +232,11 @@ mod tests {
             Some((9002, "/static/a.png".into()))
         );
         assert_eq!(port(None, "/img/a.png"), Some((9000, "/img/a.png".into())));
+        // `OPTIONS *` goes to the rule for the host's root, still as `*`.
+        assert_eq!(port(Some("www.example.com"), "*"), Some((9001, "*".into())));
+        assert_eq!(port(Some("other"), "*"), Some((9000, "*".into())));
+        let sub = table(&[("http://a.test/api/", "http://127.0.0.1:9000/")]);
+        assert!(sub.lookup(Some("a.test"), "*").is_none());
     }
 
     #[test]

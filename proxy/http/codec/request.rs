@@ -303,6 +303,9 @@ impl RequestHead {
             return Err(HeadError::Bad("invalid authority in request target"));
         }
         let path_and_query = match path {
+            // An OPTIONS about the whole server, sent through a proxy: its last proxy
+            // sends it as `*` (RFC 9112 §3.2.4).
+            "" if self.method() == "OPTIONS" => Cow::Borrowed("*"),
             "" => Cow::Borrowed("/"),
             p if p.starts_with('?') => Cow::Owned(format!("/{p}")),
             p => Cow::Borrowed(p),
@@ -797,6 +800,15 @@ mod tests {
             (star.host.as_deref(), &*star.path_and_query),
             (Some("x"), "*")
         );
+        // Through a proxy, an OPTIONS about the whole server has an empty path, and its
+        // last proxy sends it as `*` (RFC 9112 §3.2.4).
+        let abs = t("OPTIONS http://x:81 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(
+            (abs.host.as_deref(), &*abs.path_and_query),
+            (Some("x:81"), "*")
+        );
+        let abs = t("OPTIONS http://x/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(&*abs.path_and_query, "/");
         for refused in [
             "GET https://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
             "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",

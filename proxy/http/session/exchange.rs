@@ -242,6 +242,8 @@ impl Session {
         let absolute;
         let target = match parent.as_deref() {
             Some(p) if p.parent_is_proxy() => {
+                // `OPTIONS *` has an empty path in absolute form (RFC 9112 §3.2.4).
+                let path = if path == "*" { "" } else { path.as_str() };
                 absolute = format!("http://{host_header}{path}");
                 absolute.as_str()
             }
