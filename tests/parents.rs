@@ -396,3 +396,105 @@ fn a_parent_that_closes_the_retry_of_a_reused_connection_too_fails_over() {
     assert_eq!((r.status, r.text().as_str()), (200, "/second"), "{r:?}");
     assert_eq!(d.metric("proxy.process.http.parent_failovers"), 1);
 }
+
+#[test]
+fn an_https_origin_is_asked_of_a_proxy_parent_as_an_https_url_in_plain_http() {
+    // RFC 9112 §3.2.2: the child sends the `https://` URL, in plain HTTP; the parent,
+    // a forward proxy, speaks TLS to the origin and caches what it got.
+    let ca = util::tls::Ca::new("Tier CA");
+    let leaf = ca.leaf(&["localhost"], "localhost");
+    let fields = "Cache-Control: max-age=3600\r\n";
+    let origin = util::tls::TlsOrigin::with_fields(&leaf, fields, "over tls");
+    let span = TempDir::new("tier-tls");
+    let ca_path = span.0.join("ca.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let p = Daemon::builder()
+        .config(&format!(
+            "[proxy.config]\nproxy_name = \"p0\"\n\
+             [proxy.config.http]\nwait_for_cache = 1\n\
+             [proxy.config.log]\naccess_log = \"{0}/access.log\"\n\
+             [proxy.config.url_remap]\nremap_required = false\n\
+             [proxy.config.ssl]\nclient.verify.server.policy = \"ENFORCED\"\n\
+             client.CA.cert.filename = \"{0}/ca.pem\"\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{0}\", size = \"8M\" }}]\n",
+            span.0.display()
+        ))
+        .start();
+    let c = Daemon::builder()
+        .config(&format!(
+            "[proxy.config]\nproxy_name = \"child\"\n\
+             [proxy.config.http]\ncache.http = false\n\
+             [[remap]]\nfrom = \"/\"\nto = \"https://localhost:{}/\"\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [\"{}\"]\n",
+            origin.addr.port(),
+            p.addr()
+        ))
+        .start();
+    for _ in 0..2 {
+        let r = http::get(c.addr(), "t", "/s").unwrap();
+        let logs = || format!("child: {}\nparent: {}", c.log_text(), p.log_text());
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "over tls"),
+            "{}",
+            logs()
+        );
+        assert_eq!(served_by(&r), "p0");
+    }
+    assert_eq!(
+        origin.requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the second came from the parent's cache"
+    );
+    let log = util::log_lines(&span.0.join("access.log"), 2);
+    assert!(
+        log.iter()
+            .any(|l| l.contains(&format!("GET https://localhost:{}/s", origin.addr.port()))),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn stale_hits_during_one_background_revalidation_count_one_parent_request() {
+    // A parent (here a plain server taking the proxy's absolute form) that is slow to
+    // revalidate: the stale hits meanwhile start no revalidation of their own, and so
+    // pick no parent and count no request to one.
+    let p = Origin::start(|r| {
+        if r.header("if-none-match").is_some() {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        let cc = ("Cache-Control", "max-age=1, stale-while-revalidate=60");
+        Some(ok(b"tier", &[cc, ("ETag", "\"v\"")]))
+    });
+    let span = TempDir::new("swr-tier");
+    let c = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 1\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://127.0.0.1:1/\"\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [\"{}\"]\ngo_direct = false\n",
+            span.0.display(),
+            p.addr
+        ))
+        .start();
+    let get = || http::get(c.addr(), "t", "/swr").unwrap();
+    assert_eq!(get().text(), "tier");
+    let started = wait_until(Duration::from_secs(10), || {
+        assert_eq!(get().text(), "tier");
+        c.metric("proxy.process.http.cache_revalidations_background") >= 1
+    });
+    assert!(started);
+    for _ in 0..5 {
+        assert_eq!(get().text(), "tier");
+    }
+    let seen = || p.requests.lock().unwrap().len() as i64;
+    assert!(wait_until(Duration::from_secs(10), || seen() == 2));
+    let counted = c.metric(&format!("proxy.process.http.parent.{}.requests", p.addr));
+    assert_eq!(
+        (
+            counted,
+            c.metric("proxy.process.http.cache_revalidations_background")
+        ),
+        (2, 1)
+    );
+}

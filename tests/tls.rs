@@ -589,3 +589,37 @@ fn a_close_notify_sent_with_the_request_gets_the_whole_answer_then_the_close() {
         }
     }
 }
+
+#[test]
+fn a_stale_object_of_a_tls_origin_is_revalidated_in_the_background_over_tls() {
+    // RFC 5861 §3: served stale at once, while the background revalidation asks the
+    // origin, over TLS as the foreground would.
+    let ca = Ca::new("Origin CA");
+    let leaf = ca.leaf(&["localhost"], "localhost");
+    let fields = "Cache-Control: max-age=1, stale-while-revalidate=60\r\n";
+    let origin = TlsOrigin::with_fields(&leaf, fields, "fresh from tls");
+    let dir = util::TempDir::new("swr-tls");
+    let ca_path = dir.0.join("ca.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 1\n\
+             [proxy.config.ssl]\nclient.CA.cert.filename = \"{}\"\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n\
+             [[remap]]\nfrom = \"/\"\nto = \"https://localhost:{}/\"\n",
+            ca_path.display(),
+            dir.0.display(),
+            origin.addr.port()
+        ))
+        .start();
+    let get = || util::http::get(d.addr(), "x", "/swr").unwrap();
+    assert_eq!(get().text(), "fresh from tls");
+    // Stale after a second: each GET then answers at once, and one of them starts
+    // the revalidation that reaches the origin.
+    let revalidated = wait_until(Duration::from_secs(10), || {
+        assert_eq!(get().text(), "fresh from tls");
+        d.metric("proxy.process.http.cache_revalidated_background") >= 1
+    });
+    assert!(revalidated, "{}", d.log_text());
+    assert_eq!(origin.requests.load(Ordering::SeqCst), 2);
+}

@@ -10,6 +10,8 @@
 use super::caching::{self, CachePolicy, Stored};
 use super::codec::{self, BodyFraming, ChunkedScanner};
 use crate::cache::{Cache, Lookup};
+use crate::tls::TlsClient;
+use rustls::pki_types::ServerName;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -50,6 +52,9 @@ pub(crate) type Seen = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 pub(crate) struct Job {
     /// Where the request goes.
     pub(crate) addr: SocketAddr,
+    /// The name `addr` is spoken to with over TLS, and the live TLS client settings
+    /// (`https://` origins not behind a proxy parent).
+    pub(crate) tls: Option<(ServerName<'static>, Arc<TlsClient>)>,
     /// The conditional request to send (a whole head, `Connection: close`).
     pub(crate) request: Vec<u8>,
     /// The request as the client sent it (for `Vary`).
@@ -111,26 +116,25 @@ impl Revalidator {
         Revalidator { jobs: tx, busy }
     }
 
-    /// Queues `job` unless its URL is being revalidated already (however many clients
-    /// ask, one revalidation runs): true if queued.
-    pub(crate) fn spawn(&self, job: Job, cache: Arc<Cache>) -> bool {
-        if !self
-            .busy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(job.key.clone())
-        {
+    /// Queues the job `make` builds for `key`, unless the URL is being revalidated
+    /// already (however many clients ask, one revalidation runs): `make` is called only
+    /// then, so that what it does (picking a parent, counted) is done once. true if
+    /// queued; `make` may decline with None.
+    pub(crate) fn spawn(
+        &self,
+        key: &str,
+        cache: Arc<Cache>,
+        make: impl FnOnce() -> Option<Job>,
+    ) -> bool {
+        let busy = || self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if !busy().insert(key.to_string()) {
             return false;
         }
-        let key = job.key.clone();
-        if self.jobs.send((job, cache)).is_err() {
-            self.busy
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
-            return false;
+        let queued = make().is_some_and(|job| self.jobs.send((job, cache)).is_ok());
+        if !queued {
+            busy().remove(key);
         }
-        true
+        queued
     }
 }
 
@@ -145,19 +149,32 @@ fn run(mut job: Job, cache: &Cache) -> Option<Outcome> {
         _ => {}
     }
     let (mut s, mut buf, head, len) = head?;
-    store_answer(job, cache, &mut s, &mut buf, head, len, request_time)
+    store_answer(job, cache, &mut *s, &mut buf, head, len, request_time)
 }
 
-/// A socket, what was read, and the response head and its length.
-type Answer = (TcpStream, Vec<u8>, codec::ResponseHead, usize);
+/// A blocking connection to an origin or parent: a socket, or TLS over one.
+trait Wire: Read + Write {}
+impl<T: Read + Write> Wire for T {}
+
+/// A connection, what was read, and the response head and its length.
+type Answer = (Box<dyn Wire>, Vec<u8>, codec::ResponseHead, usize);
 
 /// Connects, sends the request and reads the final response head; None if any of it
-/// failed (the parent, if any, is then counted as failing).
+/// failed (the parent, if any, is then counted as failing). Over TLS, a close without
+/// `close_notify` is an error here as everywhere (a body cut short is never stored).
 fn exchange_head(job: &mut Job) -> Option<Answer> {
-    let mut s = TcpStream::connect_timeout(&job.addr, job.connect_timeout).ok()?;
-    s.set_read_timeout(Some(job.io_timeout)).ok()?;
-    s.set_write_timeout(Some(job.io_timeout)).ok()?;
+    let tcp = TcpStream::connect_timeout(&job.addr, job.connect_timeout).ok()?;
+    tcp.set_read_timeout(Some(job.io_timeout)).ok()?;
+    tcp.set_write_timeout(Some(job.io_timeout)).ok()?;
+    let mut s: Box<dyn Wire> = match &job.tls {
+        Some((name, client)) => {
+            let conn = client.connect(name).ok()?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+        None => Box::new(tcp),
+    };
     s.write_all(&job.request).ok()?;
+    s.flush().ok()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let (head, len) = loop {
@@ -183,7 +200,7 @@ fn exchange_head(job: &mut Job) -> Option<Answer> {
 fn store_answer(
     mut job: Job,
     cache: &Cache,
-    s: &mut TcpStream,
+    s: &mut dyn Wire,
     buf: &mut Vec<u8>,
     head: codec::ResponseHead,
     len: usize,

@@ -235,16 +235,17 @@ impl std::fmt::Debug for TlsClient {
 impl TlsClient {
     /// The client configuration of `cfg`: the system's trust store and
     /// `ssl.client.CA.cert.filename`, checked as `ssl.client.verify.server.policy` says.
-    /// Only built when a remap rule has an `https://` origin (`Ok(None)` otherwise), but
-    /// the CA file is read either way: it is configuration whether or not a rule uses it
-    /// yet, so start-up, `check` and a reload all refuse a bad one. The error names it.
+    /// Only built when an origin may be `https://`: a remap rule's, or any a forward
+    /// proxy is asked for (`Ok(None)` otherwise). The CA file is read either way: it is
+    /// configuration whether or not a rule uses it yet, so start-up, `check` and a
+    /// reload all refuse a bad one. The error names it.
     pub fn load(
         cfg: &config::Config,
         keep: &TlsKeep,
         metrics: &Arc<TlsMetrics>,
     ) -> Result<Option<Arc<TlsClient>>> {
         let ca = verify::read_ca_file(cfg)?;
-        if !cfg.remap.iter().any(|r| r.to.tls) {
+        if cfg.url_remap.remap_required && !cfg.remap.iter().any(|r| r.to.tls) {
             return Ok(None);
         }
         let verifier =

@@ -223,10 +223,17 @@ fn read_response(s: &mut impl Read) -> std::io::Result<(u16, String)> {
 pub struct TlsOrigin {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
+    pub requests: Arc<AtomicUsize>,
 }
 
 impl TlsOrigin {
     pub fn start(leaf: &Leaf, body: &'static str) -> TlsOrigin {
+        TlsOrigin::with_fields(leaf, "", body)
+    }
+
+    /// Its answers carry `fields` too (whole lines, each ending in CRLF); counts
+    /// requests as well as connections.
+    pub fn with_fields(leaf: &Leaf, fields: &'static str, body: &'static str) -> TlsOrigin {
         let chain: Vec<CertificateDer<'static>> =
             rustls::pki_types::pem::PemObject::pem_slice_iter(leaf.cert_pem.as_bytes())
                 .collect::<Result<_, _>>()
@@ -245,11 +252,14 @@ impl TlsOrigin {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let count = connections.clone();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
         std::thread::spawn(move || {
             for tcp in listener.incoming() {
                 let Ok(tcp) = tcp else { continue };
                 count.fetch_add(1, Ordering::SeqCst);
                 let cfg = cfg.clone();
+                let served = counted.clone();
                 std::thread::spawn(move || {
                     let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
                     let Ok(conn) = rustls::ServerConnection::new(cfg) else {
@@ -263,8 +273,9 @@ impl TlsOrigin {
                             Ok(_) => {}
                         }
                         if line == "\r\n" {
+                            served.fetch_add(1, Ordering::SeqCst);
                             let resp = format!(
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                                "HTTP/1.1 200 OK\r\n{fields}Content-Length: {}\r\n\r\n{body}",
                                 body.len()
                             );
                             if s.get_mut().write_all(resp.as_bytes()).is_err() {
@@ -276,6 +287,10 @@ impl TlsOrigin {
                 });
             }
         });
-        TlsOrigin { addr, connections }
+        TlsOrigin {
+            addr,
+            connections,
+            requests,
+        }
     }
 }

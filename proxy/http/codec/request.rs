@@ -27,7 +27,7 @@ pub struct RequestHead {
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target<'a> {
-    /// `Some("http")` for absolute-form targets.
+    /// `Some("http")` or `Some("https")` for absolute-form targets.
     pub scheme: Option<&'static str>,
     /// Lower-cased `host[:port]`, from the URL (absolute form) or the Host header:
     /// borrowed from the head unless lower-casing changed it.
@@ -260,9 +260,9 @@ impl RequestHead {
     }
 
     /// Where the request goes: the URL's authority for absolute form (it wins over Host,
-    /// RFC 9112 §3.2.2), else the Host header. Only `http://` absolute targets are
-    /// proxied; authority form (CONNECT) and asterisk form other than `OPTIONS *` are
-    /// refused.
+    /// RFC 9112 §3.2.2), else the Host header. Only `http://` and `https://` absolute
+    /// targets are proxied; authority form (CONNECT) and asterisk form other than
+    /// `OPTIONS *` are refused.
     pub fn split_target(&self) -> Result<Target<'_>, HeadError> {
         let host_header = || {
             self.headers
@@ -294,9 +294,15 @@ impl RequestHead {
         let Some(at) = scheme_len(t) else {
             return Err(HeadError::Bad("unsupported request target form"));
         };
-        if !t[..at].eq_ignore_ascii_case("http") {
+        // `https://` is asked of a proxy in plain HTTP (a child of a cache tier asks
+        // its parent so); the proxy speaks TLS to the origin.
+        let scheme = if t[..at].eq_ignore_ascii_case("http") {
+            "http"
+        } else if t[..at].eq_ignore_ascii_case("https") {
+            "https"
+        } else {
             return Err(HeadError::Bad("unsupported scheme in request target"));
-        }
+        };
         let rest = &t[at + 3..];
         let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
         if authority.is_empty() || !valid_authority(authority.as_bytes()) {
@@ -311,7 +317,7 @@ impl RequestHead {
             p => Cow::Borrowed(p),
         };
         Ok(Target {
-            scheme: Some("http"),
+            scheme: Some(scheme),
             host: Some(lowercase(authority)),
             path_and_query,
         })
@@ -810,7 +816,7 @@ mod tests {
         let abs = t("OPTIONS http://x/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!(&*abs.path_and_query, "/");
         for refused in [
-            "GET https://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET ftp://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
             "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
             "GET * HTTP/1.1\r\nHost: x\r\n\r\n",
             "GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n",

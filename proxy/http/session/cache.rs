@@ -10,6 +10,7 @@ use super::super::caching::{self, CachePolicy, RequestDirectives, Stored, Verdic
 use super::super::revalidate::Job;
 use super::super::shared::Claim;
 use super::batch::{answered, await_answer};
+use super::exchange::absolute_form;
 use super::log::LogResult;
 use super::store::{CacheTx, UrlVariants};
 use super::{Pending, Phase, Session};
@@ -274,6 +275,18 @@ impl Session {
         let Some(cache) = self.shared.cache().cloned() else {
             return;
         };
+        let queued = self
+            .shared
+            .revalidator()
+            .spawn(&query.key, cache, || self.revalidation(pending, query, obj));
+        if queued {
+            self.shared.metrics.revalidations_background.inc();
+        }
+    }
+
+    /// The background revalidation of `obj`, once its URL has none under way: None when
+    /// it has nowhere to go.
+    fn revalidation(&self, pending: &mut Pending, query: &CacheQuery, obj: &Stored) -> Option<Job> {
         // Under a parent rule, to the parent the request would go to (its health learns
         // how it went), or the origin when the rule lets it go direct.
         let mut parent = pending.parent.take();
@@ -284,15 +297,21 @@ impl Session {
                 parent = None;
                 pending.addr
             }
-            Some(Err(_)) => return, // no parent up, none to go direct to
+            Some(Err(_)) => return None, // no parent up, none to go direct to
         };
+        let https = pending.tls.is_some();
         let absolute;
-        let target = match parent.as_deref() {
+        let (target, tls) = match parent.as_deref() {
+            // A parent that is a proxy is asked in plain HTTP, for the `https://` URL.
             Some(p) if p.parent_is_proxy() => {
-                absolute = format!("http://{}{}", pending.host_header, pending.path);
-                absolute.as_str()
+                absolute = absolute_form(https, &pending.host_header, &pending.path);
+                (absolute.as_str(), None)
             }
-            _ => pending.path.as_str(),
+            _ => (pending.path.as_str(), pending.tls.clone()),
+        };
+        let tls = match tls {
+            Some(name) => Some((name, self.shared.with_live(|l| l.tls_client.clone())?)),
+            None => None,
         };
         let mut head = pending.head.clone();
         head.headers
@@ -320,8 +339,9 @@ impl Session {
             |v| v.kept.clone(),
         );
         let (shared, key, began) = (self.shared.clone(), query.key.clone(), Instant::now());
-        let job = Job {
+        Some(Job {
             addr,
+            tls,
             parent,
             request,
             client_request: pending.head.clone(),
@@ -335,10 +355,7 @@ impl Session {
             connect_timeout: settings.timeouts.connect,
             io_timeout: settings.timeouts.transaction_no_activity_out,
             invalidated: Box::new(move || shared.invalidated_since(&key, began)),
-        };
-        if self.shared.revalidator().spawn(job, cache) {
-            self.shared.metrics.revalidations_background.inc();
-        }
+        })
     }
 
     /// PURGE (SPEC §5): from an address `http.cache.purge_allow_ip` lets in, removes the

@@ -119,6 +119,16 @@ pub(super) struct Tx {
 pub(super) const WATCH_CLIENT_AFTER: u8 = 5;
 
 impl Tx {
+    /// The TLS the connection for this transaction speaks: the origin's, but none to a
+    /// parent that is a proxy, which is asked in plain HTTP for the `https://` URL.
+    pub(super) fn wire_tls(&self) -> Option<&rustls::pki_types::ServerName<'static>> {
+        let to_proxy = self
+            .parent
+            .as_deref()
+            .is_some_and(|p| p.on_parent() && p.parent_is_proxy());
+        self.tls.as_ref().filter(|_| !to_proxy)
+    }
+
     /// Whether the client reads the response body to the close: an HTTP/1.0 client of
     /// a chunked body (decoded for it), or any client of a close-delimited one.
     fn client_reads_to_close(&self) -> bool {
@@ -148,6 +158,15 @@ impl Tx {
             waited: 0,
         }
     }
+}
+
+/// The absolute form of a request's URL, for a parent that is a proxy (RFC 9112
+/// §3.2.2): `https://` when its origin speaks TLS, which the parent then does. `OPTIONS
+/// *` has an empty path in this form (§3.2.4).
+pub(super) fn absolute_form(https: bool, authority: &str, path: &str) -> String {
+    let scheme = if https { "https" } else { "http" };
+    let path = if path == "*" { "" } else { path };
+    format!("{scheme}://{authority}{path}")
 }
 
 /// What a response head means for its transaction.
@@ -242,9 +261,7 @@ impl Session {
         let absolute;
         let target = match parent.as_deref() {
             Some(p) if p.parent_is_proxy() => {
-                // `OPTIONS *` has an empty path in absolute form (RFC 9112 §3.2.4).
-                let path = if path == "*" { "" } else { path.as_str() };
-                absolute = format!("http://{host_header}{path}");
+                absolute = absolute_form(tls.is_some(), &host_header, &path);
                 absolute.as_str()
             }
             _ => path.as_str(),

@@ -68,7 +68,7 @@ impl Session {
     /// Sends the transaction's request on the attached connection to `addr`, a pooled
     /// one, or a new one.
     pub(super) fn send_to_origin(&mut self, t: &mut EThread, addr: SocketAddr) {
-        let tls = self.tx.as_ref().and_then(|tx| tx.tls.as_ref());
+        let tls = self.tx.as_ref().and_then(|tx| tx.wire_tls());
         let usable = |o: &mut Origin| {
             o.addr == addr && o.connected && o.tls_name.as_ref() == tls && o.quiet()
         };
@@ -114,7 +114,7 @@ impl Session {
         let verify = self.tx.as_ref().is_some_and(|tx| tx.retry.is_none());
         let key = PoolKey {
             addr,
-            tls: self.tx.as_ref().and_then(|tx| tx.tls.clone()),
+            tls: self.tx.as_ref().and_then(|tx| tx.wire_tls().cloned()),
         };
         let reused = if pooled {
             with_state(|st| st.pool.take_live(t, &key, verify, || Box::new(handler())))

@@ -127,21 +127,32 @@ impl Session {
     }
 }
 
-/// Rewrites the request line `METHOD http://authority/path HTTP/1.1` of a request
-/// written for a proxy into the origin form `METHOD /path HTTP/1.1`, for the origin.
+/// Rewrites the request line `METHOD http://authority/path HTTP/1.1` (or `https://`) of
+/// a request written for a proxy into the origin form `METHOD /path HTTP/1.1`, for the
+/// origin; `OPTIONS http://authority HTTP/1.1` into `OPTIONS * HTTP/1.1`.
 fn origin_form(req: &mut Vec<u8>) {
     let Some(sp) = req.iter().position(|&b| b == b' ') else {
         return;
     };
     let target = &req[sp + 1..];
-    if !target.starts_with(b"http://") {
-        return;
-    }
-    let Some(path) = target[7..].iter().position(|&b| b == b'/' || b == b' ') else {
+    let scheme = if target.starts_with(b"http://") {
+        7
+    } else if target.starts_with(b"https://") {
+        8
+    } else {
         return;
     };
-    if target[7 + path] == b'/' {
-        req.drain(sp + 1..sp + 1 + 7 + path);
+    let Some(path) = target[scheme..]
+        .iter()
+        .position(|&b| b == b'/' || b == b' ')
+    else {
+        return;
+    };
+    let authority = sp + 1..sp + 1 + scheme + path;
+    if target[scheme + path] == b'/' {
+        req.drain(authority);
+    } else {
+        req.splice(authority, *b"*");
     }
 }
 
@@ -154,6 +165,12 @@ mod tests {
         let mut r = b"GET http://a.example:8080/x?y HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
         origin_form(&mut r);
         assert_eq!(r, b"GET /x?y HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut r = b"GET https://a.example/x HTTP/1.1\r\n\r\n".to_vec();
+        origin_form(&mut r);
+        assert_eq!(r, b"GET /x HTTP/1.1\r\n\r\n");
+        let mut r = b"OPTIONS http://a.example:81 HTTP/1.1\r\n\r\n".to_vec();
+        origin_form(&mut r);
+        assert_eq!(r, b"OPTIONS * HTTP/1.1\r\n\r\n");
         let mut r = b"GET /already HTTP/1.1\r\n\r\n".to_vec();
         origin_form(&mut r);
         assert_eq!(r, b"GET /already HTTP/1.1\r\n\r\n");

@@ -11,6 +11,7 @@ use super::{Counted, Pending, Phase, Session, LINGER};
 use crate::error::{Error, ErrorKind};
 use crate::stats_http::{self, Format};
 use iocore::EThread;
+use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -128,18 +129,29 @@ impl Session {
                 let Some((h, port)) = host.and_then(split_authority) else {
                     return self.answer_error(Error::new(ErrorKind::BadTarget), false);
                 };
-                let port = port.unwrap_or(80);
+                let https = target.scheme == Some("https");
+                let port = port.unwrap_or(if https { 443 } else { 80 });
                 let authority = host.unwrap_or_default();
+                // `https://` asked in plain HTTP: the origin is spoken to over TLS, with
+                // the URL's host name.
+                let name = h.trim_start_matches('[').trim_end_matches(']');
+                let tls = match https.then(|| ServerName::try_from(name)) {
+                    Some(Ok(name)) => Some(name.to_owned()),
+                    Some(Err(_)) => {
+                        return self.answer_error(Error::new(ErrorKind::BadTarget), false)
+                    }
+                    None => None,
+                };
                 if parents
                     .as_deref()
                     .is_some_and(|p| Self::parent_only(p, authority))
                 {
                     // Only parents will see it: its origin's name is theirs to look up.
                     let nowhere = SocketAddr::from(([0, 0, 0, 0], port));
-                    ((nowhere, None), Arc::from(authority), path.to_string())
+                    ((nowhere, tls), Arc::from(authority), path.to_string())
                 } else {
                     match self.address_of(&h, port, &mut answer) {
-                        Some(Ok(a)) => ((a, None), Arc::from(authority), path.to_string()),
+                        Some(Ok(a)) => ((a, tls), Arc::from(authority), path.to_string()),
                         // The resolver's ResolveFailed: 502.
                         Some(Err(e)) => return self.answer_error(e, keep),
                         None => return self.wait_for_name(t, h, port, head),
