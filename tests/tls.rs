@@ -623,3 +623,82 @@ fn a_stale_object_of_a_tls_origin_is_revalidated_in_the_background_over_tls() {
     assert!(revalidated, "{}", d.log_text());
     assert_eq!(origin.requests.load(Ordering::SeqCst), 2);
 }
+
+/// A TLS origin answering each connection's request with a close-delimited cacheable
+/// body, then closing: with its close_notify when the path is `/clean`, with a bare FIN
+/// (a truncation, as an attacker could make one) otherwise.
+fn close_delimited_origin(leaf: &Leaf) -> SocketAddr {
+    let cfg = tls::server_config(leaf);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let cfg = cfg.clone();
+            std::thread::spawn(move || {
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+                let conn = rustls::ServerConnection::new(cfg).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let clean = head.starts_with(b"GET /clean ");
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nConnection: close\r\n\r\nPARTIAL-BODY",
+                );
+                let _ = s.flush();
+                if clean {
+                    s.conn.send_close_notify();
+                    let _ = s.conn.write_tls(&mut s.sock);
+                }
+                let _ = s.sock.shutdown(std::net::Shutdown::Write);
+                let _ = s.sock.read(&mut b);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_close_delimited_body_a_tls_origin_ends_without_close_notify_is_not_stored() {
+    // RFC 9112 §9.8: over TLS, a body delimited by the close is whole only when a
+    // close_notify came; a bare FIN may be a truncation, and is not stored as whole.
+    let ca = Ca::new("Origin CA");
+    let origin = close_delimited_origin(&ca.leaf(&["localhost"], "localhost"));
+    let dir = util::TempDir::new("tls-trunc");
+    let ca_path = dir.0.join("ca.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 1\n\
+             [proxy.config.ssl]\nclient.CA.cert.filename = \"{}\"\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n\
+             [[remap]]\nfrom = \"/\"\nto = \"https://localhost:{}/\"\n",
+            ca_path.display(),
+            dir.0.display(),
+            origin.port()
+        ))
+        .start();
+    for path in ["/clean", "/cut"] {
+        let mut c = TcpStream::connect(d.addr()).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // What came before the end: all of it (a cut one with a reset after it).
+        let got = util::read_all(&mut c, Duration::from_secs(10));
+        assert!(got.ends_with(b"PARTIAL-BODY"), "{path}: {got:?}");
+    }
+    let writes = || d.metric("proxy.process.cache.writes");
+    assert!(wait_until(Duration::from_secs(5), || writes() >= 1));
+    assert_eq!(
+        writes(),
+        1,
+        "only the body ended by a close_notify is stored"
+    );
+    let hit = util::http::get(d.addr(), "x", "/clean").unwrap();
+    assert_eq!((hit.status, hit.text().as_str()), (200, "PARTIAL-BODY"));
+    assert_eq!(d.metric("proxy.process.cache.hits"), 1);
+}

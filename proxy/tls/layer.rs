@@ -338,7 +338,8 @@ impl TlsLayer {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The peer's end of stream without a close_notify: the end all the
-                // same (HTTP framing says whether what came was whole).
+                // same (HTTP framing says whether what came was whole; where only the
+                // close delimits, `peer_closed` tells a truncation).
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.established => {
                     return Ok(0)
                 }

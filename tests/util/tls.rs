@@ -218,6 +218,24 @@ fn read_response(s: &mut impl Read) -> std::io::Result<(u16, String)> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// A server configuration presenting `leaf`.
+pub fn server_config(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> =
+        rustls::pki_types::pem::PemObject::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key: PrivateKeyDer<'static> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    )
+}
+
 /// A TLS origin: thread per connection, keep-alive, answering every request with 200
 /// and `body`; counts connections.
 pub struct TlsOrigin {
@@ -234,20 +252,7 @@ impl TlsOrigin {
     /// Its answers carry `fields` too (whole lines, each ending in CRLF); counts
     /// requests as well as connections.
     pub fn with_fields(leaf: &Leaf, fields: &'static str, body: &'static str) -> TlsOrigin {
-        let chain: Vec<CertificateDer<'static>> =
-            rustls::pki_types::pem::PemObject::pem_slice_iter(leaf.cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let key: PrivateKeyDer<'static> =
-            rustls::pki_types::pem::PemObject::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-        let cfg = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .unwrap(),
-        );
+        let cfg = server_config(leaf);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));

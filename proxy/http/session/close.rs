@@ -30,7 +30,7 @@ impl Session {
         if self.client_pending() > 0 || self.client.tls_pending() {
             return false; // flush_client runs first and will bring us back
         }
-        let Phase::Closing { quick, shut } = &mut self.phase else {
+        let Phase::Closing { quick, shut, .. } = &mut self.phase else {
             return false;
         };
         if *quick {

@@ -610,11 +610,12 @@ impl Session {
             }
         }
         if o.wire.eof && !body.done() {
-            if matches!(body, Body::UntilClose) && !o.broken {
+            if matches!(body, Body::UntilClose) && !o.broken && o.wire.closed_cleanly() {
                 *body = Body::Done;
             } else {
-                // Truncated by the origin (a reset is no close that ends a body): pass
-                // on what we have, then close; not stored.
+                // Truncated by the origin (a reset is no close that ends a body, nor is
+                // a TLS origin's FIN without its close_notify, RFC 9112 §9.8): pass on
+                // what we have, then close; not stored.
                 self.abort_after_flush();
                 return true;
             }
@@ -735,7 +736,11 @@ impl Session {
         if abortive {
             let _ = self.client.wire().reset_on_close();
         }
-        self.phase = Phase::closing(abortive);
+        self.phase = if abortive {
+            Phase::resetting()
+        } else {
+            Phase::closing(false)
+        };
         self.deadline = Instant::now() + LINGER;
     }
 }

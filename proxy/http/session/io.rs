@@ -99,6 +99,14 @@ impl<W: Wire> Transport<W> {
         self.tls.as_ref().is_some_and(|t| t.pending())
     }
 
+    /// Whether the peer's end of stream, once read, was a clean close: always over
+    /// plain TCP; over TLS only with its close_notify (a FIN without one may be an
+    /// attacker's truncation, RFC 9112 §9.8, RFC 8446 §6.1).
+    #[inline]
+    pub(super) fn closed_cleanly(&self) -> bool {
+        self.tls.as_ref().is_none_or(|t| t.peer_closed())
+    }
+
     /// A TLS side still in its handshake.
     #[inline]
     pub(super) fn handshaking(&self) -> bool {
@@ -408,7 +416,7 @@ impl Session {
     /// (Only asked when there is something to write: this runs on every turn of `drive`.)
     fn client_last(&self) -> bool {
         self.client_pending() > 0
-            && (matches!(self.phase, Phase::Closing { .. })
+            && (matches!(self.phase, Phase::Closing { reset: false, .. })
                 || self.tx.as_ref().is_some_and(|tx| {
                     !tx.client_keep_alive && tx.resp_body.as_ref().is_some_and(|b| b.done())
                 }))

@@ -164,14 +164,33 @@ enum Phase {
     /// A byte relay: a CONNECT tunnel or a blind port.
     Tunnel(Pipe),
     /// Flushing our last bytes, then (unless `quick`) half-closing and draining the
-    /// client until EOF or the linger limit; `shut` once our FIN is sent.
-    Closing { quick: bool, shut: bool },
+    /// client until EOF or the linger limit; `shut` once our FIN is sent. `reset`: the
+    /// close is abortive (a body cut short), so the last bytes are not held back for a
+    /// FIN that never comes (no MSG_MORE: the reset would drop them unsent).
+    Closing {
+        quick: bool,
+        shut: bool,
+        reset: bool,
+    },
 }
 
 impl Phase {
     /// Closing, not yet half-closed.
     fn closing(quick: bool) -> Phase {
-        Phase::Closing { quick, shut: false }
+        Phase::Closing {
+            quick,
+            shut: false,
+            reset: false,
+        }
+    }
+
+    /// Closing with a reset once the last bytes are out.
+    fn resetting() -> Phase {
+        Phase::Closing {
+            quick: true,
+            shut: false,
+            reset: true,
+        }
     }
 }
 
