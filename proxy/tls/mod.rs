@@ -262,6 +262,14 @@ impl TlsClient {
         })))
     }
 
+    /// What tells these settings from any others in force while a connection made with
+    /// them lives (each holds the configuration, so its address is not reused
+    /// meanwhile): a pooled connection is reused only under the settings that made it,
+    /// so a reload to a stricter policy or another CA file applies at once.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.config) as usize
+    }
+
     /// A client connection to the origin named `name`.
     pub fn connect(
         &self,

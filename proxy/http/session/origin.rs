@@ -28,6 +28,8 @@ pub(super) struct Origin {
     /// The name TLS is spoken to (SNI, and the name its certificate must have); None:
     /// plain HTTP.
     pub(super) tls_name: Option<ServerName<'static>>,
+    /// The TLS client settings it speaks under (`PoolKey::tls_settings`).
+    pub(super) tls_settings: usize,
     pub(super) connected: bool,
     /// Taken from the pool (or kept from an earlier transaction): the origin may have
     /// closed it meanwhile, so a request that fails on it before any answer is sent
@@ -69,8 +71,13 @@ impl Session {
     /// one, or a new one.
     pub(super) fn send_to_origin(&mut self, t: &mut EThread, addr: SocketAddr) {
         let tls = self.tx.as_ref().and_then(|tx| tx.wire_tls());
+        let settings = self.tls_settings(tls);
         let usable = |o: &mut Origin| {
-            o.addr == addr && o.connected && o.tls_name.as_ref() == tls && o.quiet()
+            o.addr == addr
+                && o.connected
+                && o.tls_name.as_ref() == tls
+                && o.tls_settings == settings
+                && o.quiet()
         };
         match self.origin.as_mut().map(usable) {
             Some(true) => {
@@ -112,9 +119,11 @@ impl Session {
         // bodiless request, so only a request that cannot be retried also pays for a
         // health check.
         let verify = self.tx.as_ref().is_some_and(|tx| tx.retry.is_none());
+        let tls = self.tx.as_ref().and_then(|tx| tx.wire_tls().cloned());
         let key = PoolKey {
             addr,
-            tls: self.tx.as_ref().and_then(|tx| tx.wire_tls().cloned()),
+            tls_settings: self.tls_settings(tls.as_ref()),
+            tls,
         };
         let reused = if pooled {
             with_state(|st| st.pool.take_live(t, &key, verify, || Box::new(handler())))
@@ -164,6 +173,7 @@ impl Session {
             wire,
             addr,
             tls_name: key.tls,
+            tls_settings: key.tls_settings,
             connected,
             reused: was_reused,
             inbuf: Vec::new(),
@@ -178,6 +188,16 @@ impl Session {
                 timeouts.connect
             };
         Ok(())
+    }
+
+    /// The live TLS client settings a connection speaking `tls` is made under
+    /// ([`crate::tls::TlsClient::id`]), 0 for plain TCP.
+    fn tls_settings(&self, tls: Option<&ServerName<'static>>) -> usize {
+        if tls.is_none() {
+            return 0;
+        }
+        self.shared
+            .with_live(|live| live.tls_client.as_ref().map_or(0, |c| c.id()))
     }
 
     /// A TLS client for the origin named `name`, from the live settings.
@@ -235,6 +255,7 @@ impl Session {
             let key = PoolKey {
                 addr: o.addr,
                 tls: o.tls_name,
+                tls_settings: o.tls_settings,
             };
             let pooled = with_state(|st| st.pool.put(t, key, sock, token, tls, expires));
             if pooled.is_ok() {

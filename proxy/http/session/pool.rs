@@ -30,6 +30,9 @@ const POOL_PER_ORIGIN: usize = 1024;
 pub(super) struct PoolKey {
     pub(super) addr: SocketAddr,
     pub(super) tls: Option<ServerName<'static>>,
+    /// The TLS client settings it was made with ([`crate::tls::TlsClient::id`]; 0 for
+    /// plain TCP).
+    pub(super) tls_settings: usize,
 }
 
 /// Idle origin connections by what they are for, most recently pooled last. Looked up
