@@ -498,3 +498,46 @@ fn stale_hits_during_one_background_revalidation_count_one_parent_request() {
         (2, 1)
     );
 }
+
+#[test]
+fn a_parent_that_takes_a_request_and_falls_silent_fails_over() {
+    // A parent that accepts and never answers is a failure as one that refuses is: the
+    // GET goes to the next parent once `transaction_no_activity_timeout_out` passes,
+    // and the silent one is counted against its health.
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let over = done.clone();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        hung.set_nonblocking(true).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < until && !over.load(std::sync::atomic::Ordering::SeqCst) {
+            match hung.accept() {
+                Ok((s, _)) => conns.push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        conns
+    });
+    let good = Origin::start(|r| Some(ok(r.path.as_bytes(), &[])));
+    let c = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\ncache.http = false\n\
+             transaction_no_activity_timeout_out = 1\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://127.0.0.1:1/\"\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [\"{hung_addr}\", \"{}\"]\n\
+             round_robin = \"false\"\ngo_direct = false\n",
+            good.addr
+        ))
+        .start();
+    let r = http::get(c.addr(), "t", "/g").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "http://127.0.0.1:1/g"));
+    let failures = c.metric(&format!(
+        "proxy.process.http.parent.{hung_addr}.connect_failures"
+    ));
+    assert_eq!(failures, 1);
+    assert_eq!(c.metric("proxy.process.http.parent_failovers"), 1);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(held.join());
+}

@@ -702,3 +702,109 @@ fn a_close_delimited_body_a_tls_origin_ends_without_close_notify_is_not_stored()
     assert_eq!((hit.status, hit.text().as_str()), (200, "PARTIAL-BODY"));
     assert_eq!(d.metric("proxy.process.cache.hits"), 1);
 }
+
+#[test]
+fn a_reload_to_a_stricter_policy_applies_to_pooled_origin_connections_at_once() {
+    // A connection made under PERMISSIVE to an origin whose certificate names another
+    // host is not reused once a reload says ENFORCED: attached to its client or pooled,
+    // the next request makes a new one, which fails verification (502).
+    let ca = Ca::new("Origin CA");
+    let origin = TlsOrigin::start(&ca.leaf(&["other.test"], "other.test"), "misnamed");
+    let dir = util::TempDir::new("tls-policy");
+    let ca_path = dir.0.join("ca.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let config = |policy: &str| {
+        format!(
+            "[proxy.config.ssl]\nclient.verify.server.policy = \"{policy}\"\n\
+             client.CA.cert.filename = \"{}\"\n\
+             [[remap]]\nfrom = \"/\"\nto = \"https://localhost:{}/\"\n",
+            ca_path.display(),
+            origin.addr.port()
+        )
+    };
+    let d = Daemon::builder().config(&config("PERMISSIVE")).start();
+    let mut kept = util::http::Conn::open(d.addr()).unwrap();
+    assert_eq!(kept.get("x", "/a").unwrap().text(), "misnamed");
+    // Each event thread's pool gets a connection too.
+    for _ in 0..4 {
+        let r = util::http::get(d.addr(), "x", "/b").unwrap();
+        assert_eq!(r.text(), "misnamed");
+    }
+    let (code, _, err) = d.reload(&config("ENFORCED"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(kept.get("x", "/c").unwrap().status, 502, "the attached one");
+    for _ in 0..4 {
+        assert_eq!(util::http::get(d.addr(), "x", "/d").unwrap().status, 502);
+    }
+}
+
+#[test]
+fn a_tls_client_gets_close_notify_before_every_close_but_a_reset() {
+    // RFC 8446 §6.1: each party sends close_notify before it closes its write side.
+    // Here: after a body whose end only its origin's close told (the last bytes went
+    // before that), after an idle timeout, and a silent connection counts as a failed
+    // handshake attempt.
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin_addr = origin.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in origin.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut b = [0u8; 4096];
+                let _ = s.read(&mut b);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it");
+                // The body is relayed before the close says it ended.
+                std::thread::sleep(Duration::from_millis(200));
+            });
+        }
+    });
+    let ca = Ca::new("Test CA");
+    let leaf = ca.leaf(&["exact.test"], "exact");
+    let d = daemon_env(
+        &[(&leaf, "exact")],
+        &config(origin_addr, &multicert("exact", Some("*"))),
+        &[("PROXY_CONFIG_HTTP_ACCEPT_NO_ACTIVITY_TIMEOUT", "1")],
+    );
+    let addr = d.addrs()[0];
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(tls::provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca.roots())
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = Arc::new(cfg);
+
+    // rustls reads a close without close_notify as UnexpectedEof.
+    let mut s = tls::connect(&cfg, addr, "exact.test").unwrap();
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET /c HTTP/1.1\r\nHost: exact.test\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let end = s.read_to_end(&mut got);
+    assert!(got.ends_with(b"all of it"), "{got:?}");
+    assert!(
+        end.is_ok(),
+        "close_notify after a close-delimited body: {end:?}"
+    );
+
+    let mut idle = tls::connect(&cfg, addr, "exact.test").unwrap();
+    idle.sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let end = idle.read_to_end(&mut Vec::new());
+    assert!(end.is_ok(), "close_notify before an idle close: {end:?}");
+
+    let m = |n: &str| d.metric(&format!("proxy.process.ssl.{n}"));
+    let mut silent = TcpStream::connect(addr).unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(10)));
+    assert!(wait_until(Duration::from_secs(5), || {
+        m("total_handshake_failures_in") == 1
+    }));
+    assert_eq!(
+        m("total_attempts_handshake_count_in"),
+        m("total_success_handshake_count_in") + m("total_handshake_failures_in"),
+        "a silent connection is an attempt that failed"
+    );
+}

@@ -500,6 +500,12 @@ impl TlsLayer {
         Ok(Wrote::Taken(n))
     }
 
+    /// Whether a close now owes the peer a close_notify (RFC 8446 §6.1): the handshake
+    /// is done and none was sent yet.
+    pub fn owes_close_notify(&self) -> bool {
+        self.established && !self.notified
+    }
+
     /// Sends a close_notify, then half-closes the socket once every ciphertext byte
     /// before it is out (now, or at a later flush).
     pub fn shutdown_write<W: RawIo>(&mut self, io: &W) {

@@ -30,10 +30,18 @@ impl Session {
         if self.client_pending() > 0 || self.client.tls_pending() {
             return false; // flush_client runs first and will bring us back
         }
-        let Phase::Closing { quick, shut, .. } = &mut self.phase else {
+        let Phase::Closing { quick, shut, reset } = &mut self.phase else {
             return false;
         };
         if *quick {
+            // A TLS client is told the end before the close (RFC 8446 §6.1): its last
+            // bytes may have gone before it was known they were the last (a body that
+            // ended with its origin's close). Not before a reset: a body cut short
+            // must not look whole.
+            if !*reset && self.client.owes_close_notify() {
+                self.client.shutdown_write();
+                return true; // back here once the close_notify is out
+            }
             self.dead = true;
             return true;
         }
@@ -68,15 +76,27 @@ impl Session {
     /// stop closes idle connections.
     pub(super) fn on_timeout(&mut self, t: &mut EThread, idle_drain: bool) {
         if self.client.handshaking() && !idle_drain {
-            // A TLS handshake that stalled: closed, and counted.
+            // A TLS handshake that stalled: closed, and counted. One whose client never
+            // sent a byte was never counted as begun: it is an attempt all the same,
+            // so that successes and failures add up to the attempts.
             let m = &self.shared.metrics.tls;
+            if !self.client.tls().is_some_and(|t| t.begun()) {
+                m.attempts_in.inc();
+            }
             m.handshake_failed(crate::tls::Failure::Timeout);
             self.dead = true;
             return;
         }
         match self.phase {
             Phase::ReadRequest if self.pp_pending => self.proxy_header_timed_out(),
-            Phase::ReadRequest if self.inbuf.is_empty() || idle_drain => self.dead = true,
+            Phase::ReadRequest if self.inbuf.is_empty() || idle_drain => {
+                // Idle: closed, with a TLS client told so first (RFC 8446 §6.1; best
+                // effort, the socket of an idle connection has room).
+                if self.client.owes_close_notify() {
+                    self.client.shutdown_write();
+                }
+                self.dead = true;
+            }
             Phase::ReadRequest => {
                 // Part of a head came: a request, answered, as a head that fails to parse
                 // is (incoming and completed agree).
@@ -101,7 +121,13 @@ impl Session {
                         self.fail_tx(Error::new(ErrorKind::BodyTimeout));
                     }
                 } else if !answered {
-                    self.fail_tx(Error::new(ErrorKind::OriginTimeout));
+                    // A parent that took the request and fell silent fails as one that
+                    // refused it: counted against its health, and a request that can go
+                    // again goes to the next parent.
+                    let e = Error::new(ErrorKind::OriginTimeout);
+                    if !self.parent_failover(t, &e) {
+                        self.fail_tx(e);
+                    }
                 } else {
                     self.dead = true;
                 }

@@ -107,6 +107,12 @@ impl<W: Wire> Transport<W> {
         self.tls.as_ref().is_none_or(|t| t.peer_closed())
     }
 
+    /// A TLS side that a close now owes a close_notify (never a plain one).
+    #[inline]
+    pub(super) fn owes_close_notify(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.owes_close_notify())
+    }
+
     /// A TLS side still in its handshake.
     #[inline]
     pub(super) fn handshaking(&self) -> bool {
