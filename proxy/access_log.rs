@@ -53,6 +53,9 @@ pub struct Entry<'a> {
     pub url: &'a str,
     /// The origin it went to, if any.
     pub origin: Option<std::net::SocketAddr>,
+    /// `origin` is a parent proxy (`[[parent]]`): logged `PARENT_HIT/`, as Traffic
+    /// Server logs a fetch from its parent, where the origin itself is `DIRECT/`.
+    pub parent: bool,
 }
 
 impl Entry<'_> {
@@ -79,7 +82,8 @@ impl Entry<'_> {
         push_field(&mut line, self.url);
         match self.origin {
             Some(a) => {
-                let _ = writeln!(line, " - DIRECT/{a} -");
+                let hierarchy = if self.parent { "PARENT_HIT" } else { "DIRECT" };
+                let _ = writeln!(line, " - {hierarchy}/{a} -");
             }
             None => line.push_str(" - NONE/- -\n"),
         }
@@ -282,6 +286,7 @@ mod tests {
             method: "GET",
             url: "http://h/a b\n%41",
             origin: Some("127.0.0.1:9000".parse().unwrap()),
+            parent: false,
         };
         assert_eq!(
             e.format(),
@@ -293,6 +298,7 @@ mod tests {
             method: "",
             url: "",
             origin: None,
+            parent: false,
             ..e
         };
         let line = local.format();
@@ -317,6 +323,7 @@ mod tests {
             method: "GET",
             url,
             origin: None,
+            parent: false,
         };
         let count = |p: &Path| {
             std::fs::read_to_string(p)

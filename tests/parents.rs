@@ -541,3 +541,51 @@ fn a_parent_that_takes_a_request_and_falls_silent_fails_over() {
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     drop(held.join());
 }
+
+#[test]
+fn a_childs_hit_keeps_the_parents_via_entry_and_its_log_names_the_parent() {
+    // RFC 9110 §7.6.3: the Via of a stored response names the hops it came by; a hit
+    // adds this proxy's entry after them, as the miss did.
+    let origin = cacheable_origin();
+    let span = TempDir::new("via-p0");
+    let p = parent("p0", 0, &span);
+    let child_span = TempDir::new("via-child");
+    let c = Daemon::builder()
+        .config(&format!(
+            "[proxy.config]\nproxy_name = \"child\"\n\
+             [proxy.config.http]\nwait_for_cache = 1\n\
+             [proxy.config.log]\naccess_log = \"{0}/access.log\"\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{0}\", size = \"8M\" }}]\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{origin}/\"\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [\"{1}\"]\n",
+            child_span.0.display(),
+            p.addr(),
+            origin = origin.addr
+        ))
+        .start();
+    let miss = fetch(&c, "/v");
+    let hit = fetch(&c, "/v");
+    assert_eq!(c.metric("proxy.process.cache.hits"), 1);
+    for r in [&miss, &hit] {
+        // One field line or several: a list either way (RFC 9110 §5.3).
+        let lines: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("via"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let via = lines.join(", ");
+        let hops: Vec<&str> = via
+            .split(',')
+            .map(|e| e.trim().split(' ').nth(1).unwrap_or(""))
+            .collect();
+        assert_eq!(hops, ["p0", "child"], "{via}");
+    }
+    // The access log tells a fetch from a parent from one from the origin.
+    let lines = util::log_lines(&child_span.0.join("access.log"), 2);
+    assert!(
+        lines[0].ends_with(&format!(" - PARENT_HIT/{} -", p.addr())),
+        "{lines:?}"
+    );
+    assert!(lines[1].contains("TCP_HIT/200") && lines[1].ends_with(" - NONE/- -"));
+}

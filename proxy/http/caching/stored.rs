@@ -37,8 +37,9 @@ const IMMUTABLE: u32 = 4;
 
 /// Fields never stored, never taken from a 304, beside the framing and hop-by-hop ones
 /// and those the Connection header names ([`not_kept`]): those recomputed for each
-/// answer.
-const RECOMPUTED: u64 = name_bits(&["age", "via"]);
+/// answer. `Via` is stored as it came (the hops before this one, a parent's among
+/// them), and each answer adds this proxy's own entry after it (RFC 9110 §7.6.3).
+const RECOMPUTED: u64 = name_bits(&["age"]);
 
 /// Fields of a 200 that a 304 answering a client's conditional request carries (RFC
 /// 9110 §15.4.5).

@@ -255,6 +255,7 @@ fn a_variant_whose_head_no_longer_parses_serves_nobody() {
 
 #[test]
 fn a_stored_head_keeps_no_hop_by_hop_connection_named_recomputed_or_stripped_field() {
+    // `Via` is kept as it came: the hops before this one (RFC 9110 §7.6.3).
     let r = resp(
         "HTTP/1.1 200 OK\r\nConnection: X-Hop, cache-control\r\nX-Hop: 1\r\n\
          Cache-Control: max-age=60\r\nKeep-Alive: timeout=5\r\nAge: 7\r\nVia: 1.1 up\r\n\
@@ -268,10 +269,11 @@ fn a_stored_head_keeps_no_hop_by_hop_connection_named_recomputed_or_stripped_fie
     let mut o = Stored::new(&r, b"hello".to_vec(), &s, 1000, Vec::new());
     assert_eq!(
         String::from_utf8_lossy(&o.head),
-        "HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nX-Kept: k\r\n\
+        "HTTP/1.1 200 OK\r\nVia: 1.1 up\r\nETag: \"v1\"\r\nX-Kept: k\r\n\
          Date: Thu, 01 Jan 1970 00:16:40 GMT\r\nContent-Length: 5\r\n\r\n"
     );
-    // A 304's fields replace the stored ones of the same names, none of those.
+    // A 304's fields replace the stored ones of the same names (its Via too: the path
+    // it came by), none of the others.
     let update = resp(
         "HTTP/1.1 304 Not Modified\r\nConnection: x-new-hop\r\nX-New-Hop: 1\r\n\
          ETag: \"v2\"\r\nVia: 1.1 up2\r\nAge: 1\r\nX-Strip: t\r\nX-Added: a\r\n\r\n",
@@ -280,7 +282,7 @@ fn a_stored_head_keeps_no_hop_by_hop_connection_named_recomputed_or_stripped_fie
     assert_eq!(
         String::from_utf8_lossy(&o.head),
         "HTTP/1.1 200 OK\r\nX-Kept: k\r\nDate: Thu, 01 Jan 1970 00:16:40 GMT\r\n\
-         ETag: \"v2\"\r\nX-Added: a\r\nContent-Length: 5\r\n\r\n"
+         ETag: \"v2\"\r\nVia: 1.1 up2\r\nX-Added: a\r\nContent-Length: 5\r\n\r\n"
     );
     // A response with a Date keeps its own; a 204 has no Content-Length.
     let r = resp("HTTP/1.1 204 No Content\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n\r\n");

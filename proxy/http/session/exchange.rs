@@ -293,6 +293,7 @@ impl Session {
         // bodiless (or wholly sent) request whose method is idempotent; a POST the
         // origin may have acted on is never sent twice (RFC 9112 §9.3.1).
         tx.retry = (tx.req_body.done() && head.idempotent()).then(|| out.clone());
+        let on_parent = parent.is_some();
         tx.parent = parent;
         tx.tls = tls;
         tx.cache = cache.map(|mut c| {
@@ -304,6 +305,7 @@ impl Session {
         self.phase = Phase::Exchange;
         if let Some(l) = self.log_req.as_mut() {
             l.origin = Some(addr);
+            l.parent = on_parent;
         }
         self.admit(t, addr, origin_max);
     }

@@ -60,6 +60,8 @@ pub(super) struct LogReq {
     /// The client fell silent or left: logged as aborted even when answered.
     pub(super) aborted: bool,
     pub(super) origin: Option<SocketAddr>,
+    /// `origin` is a parent proxy.
+    pub(super) parent: bool,
 }
 
 impl Session {
@@ -87,6 +89,7 @@ impl Session {
             result: LogResult::Miss,
             aborted: false,
             origin: None,
+            parent: false,
         }));
     }
 
@@ -127,6 +130,7 @@ impl Session {
             method: l.map_or("", |l| &l.method),
             url: l.map_or("", |l| &l.url),
             origin: l.and_then(|l| l.origin),
+            parent: l.is_some_and(|l| l.parent),
         });
     }
 }

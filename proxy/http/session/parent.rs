@@ -108,7 +108,8 @@ impl Session {
             },
         };
         let mut req = req;
-        if next.is_some() && !route.on_parent() && route.parent_is_proxy() {
+        let on_parent = route.on_parent();
+        if next.is_some() && !on_parent && route.parent_is_proxy() {
             origin_form(&mut req);
         }
         // A place under per_server.connection.max was the failed parent's.
@@ -121,6 +122,7 @@ impl Session {
         self.out_o = req;
         if let Some(l) = self.log_req.as_mut() {
             l.origin = Some(addr);
+            l.parent = on_parent;
         }
         self.send_to_origin(t, addr);
         true
