@@ -244,7 +244,7 @@ fn load_one(
     let pem = std::fs::read(&cert_path).map_err(|e| file_err(CERT, &cert_path, &e))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| file_err(CERT, &cert_path, &format_args!("not PEM: {e}")))?;
+        .map_err(|e| file_err(CERT, &cert_path, &super::pem_error(&e)))?;
     if chain.is_empty() {
         return Err(file_err(CERT, &cert_path, &"no certificate in it"));
     }
@@ -318,6 +318,18 @@ mod tests {
         std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
         std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
         cert.der().to_vec()
+    }
+
+    #[test]
+    fn a_cut_pem_file_is_named_in_words() {
+        let pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n";
+        let e = CertificateDer::pem_slice_iter(pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .unwrap_err();
+        assert_eq!(
+            crate::tls::pem_error(&e),
+            "not PEM: no \"-----END CERTIFICATE-----\" line (the file is cut short?)"
+        );
     }
 
     fn entry(file: &str, dest_ip: Option<DestIp>) -> SslCert {

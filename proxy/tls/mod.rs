@@ -279,6 +279,23 @@ impl TlsClient {
     }
 }
 
+/// Why a file is not PEM, in words: the parser's own message shows the marker or line
+/// it choked on as a list of byte values.
+pub(crate) fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error as Pem;
+    match e {
+        Pem::MissingSectionEnd { end_marker } => format!(
+            "not PEM: no \"-----END {}-----\" line (the file is cut short?)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Pem::IllegalSectionStart { line } => format!(
+            "not PEM: bad section start \"{}\"",
+            String::from_utf8_lossy(line)
+        ),
+        other => format!("not PEM: {other}"),
+    }
+}
+
 /// Checks every TLS file `cfg` names (for start-up and `turnstile check`): the error
 /// names each bad file, certificates and the origin CA file together. It builds what a
 /// reload builds, with throwaway state, so the three cannot disagree about which files

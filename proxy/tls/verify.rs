@@ -49,7 +49,7 @@ pub(super) fn read_ca_file(cfg: &config::Config) -> Result<Vec<CertificateDer<'s
     let pem = std::fs::read(&path).map_err(|e| bad(&e))?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| bad(&format_args!("not PEM: {e}")))?;
+        .map_err(|e| bad(&super::pem_error(&e)))?;
     if certs.is_empty() {
         return Err(bad(&"no certificate in it"));
     }
