@@ -589,3 +589,26 @@ fn a_childs_hit_keeps_the_parents_via_entry_and_its_log_names_the_parent() {
     );
     assert!(lines[1].contains("TCP_HIT/200") && lines[1].ends_with(" - NONE/- -"));
 }
+
+#[test]
+fn a_name_only_the_parents_resolve_still_goes_to_them_under_go_direct() {
+    // With go_direct, a forward proxy looks its origin's name up for the way direct;
+    // a name it cannot resolve still goes to the parents, with no way direct.
+    let p = Origin::start(|r| Some(ok(r.path.as_bytes(), &[])));
+    let c = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\ncache.http = false\n\
+             [proxy.config.url_remap]\nremap_required = false\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [\"{}\"]\ngo_direct = true\n",
+            p.addr
+        ))
+        .start();
+    let mut conn = http::Conn::open(c.addr()).unwrap();
+    conn.send(b"GET http://no-such-host.invalid/x HTTP/1.1\r\nHost: no-such-host.invalid\r\n\r\n")
+        .unwrap();
+    let r = conn.read_response("GET").unwrap();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "http://no-such-host.invalid/x")
+    );
+}

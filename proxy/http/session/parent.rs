@@ -18,13 +18,20 @@ impl Session {
     /// Whether a request for `authority` (`host[:port]` of the remapped URL) falls under
     /// a parent rule whose `go_direct` is false: then it needs no origin address at all.
     pub(super) fn parent_only(table: &ParentTable, authority: &str) -> bool {
-        let host = split_authority(authority).map(|(h, _)| h);
-        host.and_then(|h| {
-            table
-                .rule_for(h.trim_start_matches('[').trim_end_matches(']'))
-                .map(|r| !r.rule.go_direct)
-        })
-        .unwrap_or(false)
+        Self::rule_goes_direct(table, authority) == Some(false)
+    }
+
+    /// Whether a parent rule covers a request for `authority`.
+    pub(super) fn parent_covers(table: &ParentTable, authority: &str) -> bool {
+        Self::rule_goes_direct(table, authority).is_some()
+    }
+
+    /// The `go_direct` of the parent rule for `authority`, if one covers it.
+    fn rule_goes_direct(table: &ParentTable, authority: &str) -> Option<bool> {
+        let (host, _) = split_authority(authority)?;
+        table
+            .rule_for(host.trim_start_matches('[').trim_end_matches(']'))
+            .map(|r| r.rule.go_direct)
     }
 
     /// The way through the parents for a request for `authority` whose path and query

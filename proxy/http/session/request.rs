@@ -3,6 +3,7 @@
 //! Turnstile gives itself (errors, stats). Runs on the session's ET_NET thread.
 
 use super::super::codec::{self, RequestHead};
+use super::super::parent::ParentTable;
 use super::super::remap::split_authority;
 use super::dns::Resumed;
 use super::log::LogResult;
@@ -142,21 +143,25 @@ impl Session {
                     }
                     None => None,
                 };
-                if parents
-                    .as_deref()
-                    .is_some_and(|p| Self::parent_only(p, authority))
-                {
-                    // Only parents will see it: its origin's name is theirs to look up.
-                    let nowhere = SocketAddr::from(([0, 0, 0, 0], port));
-                    ((nowhere, tls), Arc::from(authority), path.to_string())
+                let rule = |f: fn(&ParentTable, &str) -> bool| {
+                    parents.as_deref().is_some_and(|p| f(p, authority))
+                };
+                // Only parents will see it: its origin's name is theirs to look up.
+                let nowhere = SocketAddr::from(([0, 0, 0, 0], port));
+                let addr = if rule(Self::parent_only) {
+                    nowhere
                 } else {
                     match self.address_of(&h, port, &mut answer) {
-                        Some(Ok(a)) => ((a, tls), Arc::from(authority), path.to_string()),
+                        Some(Ok(a)) => a,
+                        // A name only the parents can resolve: they still take it, with
+                        // no origin to go direct to.
+                        Some(Err(_)) if rule(Self::parent_covers) => nowhere,
                         // The resolver's ResolveFailed: 502.
                         Some(Err(e)) => return self.answer_error(e, keep),
                         None => return self.wait_for_name(t, h, port, head),
                     }
-                }
+                };
+                ((addr, tls), Arc::from(authority), path.to_string())
             }
             None => return self.answer_error(Error::new(ErrorKind::NoRemap), keep),
         };
