@@ -142,3 +142,73 @@ fn no_header_a_bad_one_or_an_untrusted_peer_closes_the_connection() {
     assert_eq!(d.metric("proxy.process.http.proxy_protocol.accepted"), 0);
     assert_eq!(origin.request_count(), 0);
 }
+
+#[test]
+fn on_a_pp_ssl_port_the_header_comes_in_plain_text_before_the_tls_handshake_and_silence_is_no_bad_header(
+) {
+    // As a balancer's `send-proxy` on a TLS port sends it (HAProxy, ATS's `pp:ssl`):
+    // the header first, then the ClientHello; whole or in pieces.
+    use std::io::Read;
+    use std::sync::Arc;
+    let origin = Origin::start(|r| {
+        Some(ok(
+            r.header("x-forwarded-for").unwrap_or("-").as_bytes(),
+            &[],
+        ))
+    });
+    let ca = util::tls::Ca::new("PP CA");
+    let dir = TempDir::new("pp-tls");
+    ca.leaf(&["pp.test"], "pp.test").write(&dir.0, "pp");
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", "0:pp:ssl")
+        .env("PROXY_CONFIG_HTTP_ACCEPT_NO_ACTIVITY_TIMEOUT", "1")
+        .config(&format!(
+            "[[ssl_multicert]]\nssl_cert_name = \"{0}/pp.pem\"\n\
+             ssl_key_name = \"{0}/pp.key\"\ndest_ip = \"*\"\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{1}/\"\n",
+            dir.0.display(),
+            origin.addr
+        ))
+        .start();
+    let cfg = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(util::tls::provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(ca.roots())
+            .with_no_client_auth(),
+    );
+    for (i, split) in [None, Some(9)].into_iter().enumerate() {
+        let mut tcp = TcpStream::connect(d.addr()).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let header = v1(&format!("192.0.2.{}", 10 + i));
+        if let Some(at) = split {
+            tcp.write_all(&header[..at]).unwrap();
+            // Shapes the input into two segments; nothing waits on it.
+            std::thread::sleep(Duration::from_millis(50));
+            tcp.write_all(&header[at..]).unwrap();
+        } else {
+            tcp.write_all(&header).unwrap();
+        }
+        let name = rustls::pki_types::ServerName::try_from("pp.test").unwrap();
+        let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = tls.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with(&format!("192.0.2.{}", 10 + i)), "{text}");
+    }
+    assert_eq!(d.metric("proxy.process.http.proxy_protocol.accepted"), 2);
+    assert_eq!(
+        d.metric("proxy.process.ssl.total_success_handshake_count_in"),
+        2
+    );
+    // A connection that sends nothing (a balancer's TCP check) is closed at the
+    // accept timeout, and is no malformed header.
+    let mut silent = TcpStream::connect(d.addr()).unwrap();
+    assert!(read_all(&mut silent, Duration::from_secs(10)).is_empty());
+    assert_eq!(d.metric("proxy.process.http.proxy_protocol.malformed"), 0);
+}

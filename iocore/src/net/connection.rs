@@ -159,6 +159,12 @@ impl NetConnection {
         socket::recv(self.fd.as_raw_fd(), buf)
     }
 
+    /// Reads into `buf` without taking the bytes from the socket (MSG_PEEK): the next
+    /// read gets them again. Non-blocking, as [`recv`](Self::recv).
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        socket::peek(self.fd.as_raw_fd(), buf)
+    }
+
     /// Writes from `buf` without blocking and without raising SIGPIPE.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
         socket::send(self.fd.as_raw_fd(), buf, false)

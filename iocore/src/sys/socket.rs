@@ -202,6 +202,13 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Reads into `buf` what a `recv` would, leaving it in the socket (MSG_PEEK).
+pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes.
+    let n = syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK))?;
+    Ok(n as usize)
+}
+
 /// Writes from `buf` without raising SIGPIPE; with `more` (MSG_MORE) the kernel may hold
 /// a short write back to join it with what follows.
 pub(crate) fn send(fd: RawFd, buf: &[u8], more: bool) -> io::Result<usize> {

@@ -75,6 +75,10 @@ impl Session {
     /// The deadline passed: each phase blames the side it waits for. `idle_drain`: a
     /// stop closes idle connections.
     pub(super) fn on_timeout(&mut self, t: &mut EThread, idle_drain: bool) {
+        if self.pp_pending && matches!(self.phase, Phase::ReadRequest) {
+            // Before the PROXY header, and before any TLS (it comes first).
+            return self.proxy_header_timed_out();
+        }
         if self.client.handshaking() && !idle_drain {
             // A TLS handshake that stalled: closed, and counted. One whose client never
             // sent a byte was never counted as begun: it is an attempt all the same,
@@ -88,7 +92,6 @@ impl Session {
             return;
         }
         match self.phase {
-            Phase::ReadRequest if self.pp_pending => self.proxy_header_timed_out(),
             Phase::ReadRequest if self.inbuf.is_empty() || idle_drain => {
                 // Idle: closed, with a TLS client told so first (RFC 8446 §6.1; best
                 // effort, the socket of an idle connection has room).

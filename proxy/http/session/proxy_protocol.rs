@@ -26,8 +26,16 @@ impl Session {
         }
         match proxy_protocol::parse(&self.inbuf, self.shared.settings.max_head) {
             Header::Parsed { len, client } => {
+                if self.client.is_tls() && !self.take_peeked(len) {
+                    self.dead = true;
+                    return true;
+                }
                 m.pp_accepted.inc();
                 self.inbuf.drain(..len);
+                if self.client.is_tls() {
+                    // What was peeked behind the header is still in the socket, for TLS.
+                    self.inbuf.clear();
+                }
                 self.pp_client = client;
                 self.pp_pending = false;
                 true
@@ -46,6 +54,7 @@ impl Session {
                 self.dead = true;
                 true
             }
+            Header::Incomplete if self.client.is_tls() => self.peek_client(),
             Header::Incomplete => {
                 let room = (self.shared.settings.max_head + 1).saturating_sub(self.inbuf.len());
                 self.read_client(room)
@@ -53,9 +62,57 @@ impl Session {
         }
     }
 
-    /// The accept timeout passed before a whole PROXY header came.
+    /// On a `pp:ssl` port the header comes in plain text before the TLS handshake (as a
+    /// balancer's `send-proxy` sends it): it is peeked into `inbuf`, all of what came so
+    /// far each time, and left in the socket until it is whole, so that the TLS layer
+    /// finds the ClientHello first when it reads. true when anything happened.
+    fn peek_client(&mut self) -> bool {
+        if !self.client.readable || self.client.eof {
+            return false;
+        }
+        let before = self.inbuf.len();
+        self.inbuf.resize(self.shared.settings.max_head + 1, 0);
+        let peeked = self.client.wire().peek(&mut self.inbuf);
+        match peeked {
+            Ok(0) => {
+                self.inbuf.truncate(before);
+                self.client.eof = true;
+                true
+            }
+            Ok(n) => {
+                self.inbuf.truncate(n);
+                // Nothing new: wait for the next arrival's edge.
+                if n == before {
+                    self.client.readable = false;
+                }
+                n > before
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.inbuf.truncate(before);
+                self.client.readable = false;
+                false
+            }
+            Err(_) => {
+                self.inbuf.truncate(before);
+                self.dead = true;
+                true
+            }
+        }
+    }
+
+    /// Takes the `len` bytes of a whole header peeked on a `pp:ssl` port from the
+    /// socket: false if they could not be.
+    fn take_peeked(&self, len: usize) -> bool {
+        let mut header = vec![0u8; len];
+        matches!(self.client.wire().recv(&mut header), Ok(n) if n == len)
+    }
+
+    /// The accept timeout passed before a whole PROXY header came. A connection that
+    /// sent nothing at all (a balancer's TCP check) is no malformed header.
     pub(super) fn proxy_header_timed_out(&mut self) {
-        self.shared.metrics.pp_malformed.inc();
+        if !self.inbuf.is_empty() {
+            self.shared.metrics.pp_malformed.inc();
+        }
         self.dead = true;
     }
 }
