@@ -653,7 +653,7 @@ impl Daemon {
                 Ok(Control::Port(words, reply)) => {
                     let _ = reply.send(self.port_command(&words));
                 }
-                Ok(Control::CacheReattached) => {}
+                Ok(Control::CacheReattached) => self.up.reattaching = false,
                 Ok(Control::Stop) | Err(()) => return self.stop(rx),
             }
         }

@@ -23,7 +23,8 @@ pub enum Control {
     Link(crate::upgrade::LinkEvent),
     /// `ctl port …`: the words after `port`, and where the reply goes.
     Port(Vec<String>, Sender<(i32, String)>),
-    /// The released cache spans were opened again after a failed upgrade.
+    /// The released cache spans were opened again (or failed to) after a failed
+    /// upgrade: another upgrade may start.
     CacheReattached,
 }
 

@@ -925,3 +925,63 @@ fn an_answer_that_promised_keep_alive_before_an_upgrade_gets_its_next_request_an
         d.log_text()
     );
 }
+
+#[test]
+fn an_upgrade_while_the_spans_are_being_reopened_is_refused() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    // Big enough that reopening it (its index rebuilt from a scan) takes a while.
+    let span = TempDir::new("upgrade-span-reopening");
+    let origin = Origin::start(|_| Some(ok(b"kept", &[("Cache-Control", "max-age=600")])));
+    let dir = TempDir::new("span-reopening-bin");
+    let exe = dir.0.join("turnstile");
+    let real = dir.0.join("turnstile.real");
+    std::fs::copy(util::bin(), &exe).unwrap();
+    std::fs::copy(util::bin(), &real).unwrap();
+    let d = Daemon::builder()
+        .program(&exe)
+        .config(&format!(
+            "[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"512M\" }}]\n{}",
+            span.0.display(),
+            remap_to(&origin)
+        ))
+        .start();
+    assert!(wait_until(Duration::from_secs(30), || d
+        .log_text()
+        .contains("cache ready")));
+    assert_eq!(http::get(d.addr(), "t", "/a").unwrap().status, 200);
+    // A new binary that takes the spans, then fails: the old process reopens them.
+    let script = "#!/bin/bash\nfd=$TURNSTILE_UPGRADE_FD\nread -r hello <&$fd\n\
+                  echo '{\"msg\":\"want_spans\"}' >&$fd\nread -r released <&$fd\nexit 3\n";
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::write(&exe, script).unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, _, err) = d.ctl(&["server", "upgrade"]);
+    assert_eq!(code, 1, "{err}");
+    // The real binary again, and at once an upgrade, while the span is being reopened.
+    std::fs::rename(&real, &exe).unwrap();
+    d.signal(libc::SIGUSR2);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let text = d.log_text();
+            text.contains("upgrade refused") || text.matches("upgrade: started").count() > 1
+        }),
+        "{}",
+        d.log_text()
+    );
+    let text = d.log_text();
+    assert!(
+        text.contains("upgrade refused: the cache spans are being reopened"),
+        "{text}"
+    );
+    assert!(!text.contains("released 0 cache spans"), "{text}");
+    // Once they are back, the upgrade goes through and the new process has the span.
+    assert!(wait_until(Duration::from_secs(20), || d
+        .log_text()
+        .contains(": back in use (")));
+    upgrade(&d, &mut successors);
+    assert_eq!(d.log_text().matches("released 1 cache spans").count(), 2);
+    assert!(wait_until(Duration::from_secs(20), || d
+        .metric("proxy.process.cache.spans_online")
+        == 1));
+}

@@ -39,6 +39,10 @@ pub(super) struct Upgrade {
     pub(super) serving: bool,
     /// New side: what was carried from the old process's counters.
     pub(super) carried: Carried,
+    /// Old side: the cache spans a failed upgrade gave back are being opened again (on
+    /// a `[CACHE INIT]` thread): another upgrade would be handed spans this process is
+    /// about to lock, so it waits until they are back.
+    pub(super) reattaching: bool,
 }
 
 impl Upgrade {
@@ -113,6 +117,12 @@ impl Daemon {
         }
         if !self.ports_started {
             return refuse(reply, "the ports are not accepting yet".into());
+        }
+        if self.up.reattaching {
+            return refuse(
+                reply,
+                "the cache spans are being reopened after a failed upgrade; try again once they are open".into(),
+            );
         }
         if !self.cfg.cache.storage.is_empty() && !self.http.cache_ready() {
             return refuse(
@@ -368,8 +378,9 @@ impl Daemon {
                         }
                         let _ = tx.send(Control::CacheReattached);
                     });
-                if let Err(e) = spawned {
-                    log::error!("cache: cannot reopen the spans: {e}");
+                match spawned {
+                    Ok(_) => self.up.reattaching = true,
+                    Err(e) => log::error!("cache: cannot reopen the spans: {e}"),
                 }
             }
         }
