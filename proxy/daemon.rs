@@ -618,14 +618,7 @@ impl Daemon {
                 None => rx.recv().map_err(drop),
             };
             match msg {
-                Ok(Control::Reload(reply)) => {
-                    crate::notify::reloading("reloading the configuration");
-                    let (code, text) = self.reload();
-                    crate::notify::ready();
-                    if let Some(r) = reply {
-                        let _ = r.send((code, text));
-                    }
-                }
+                Ok(Control::Reload(reply)) => self.reload_or_defer(reply),
                 Ok(Control::StartPorts) => {
                     if let Err(e) = self.start_ports() {
                         log::error!("{e}");
@@ -656,6 +649,16 @@ impl Daemon {
                 Ok(Control::CacheReattached) => self.up.reattaching = false,
                 Ok(Control::Stop) | Err(()) => return self.stop(rx),
             }
+        }
+    }
+
+    /// A reload now, systemd told around it, answered to `reply` if someone asked.
+    fn reload_and_answer(&mut self, reply: Option<Sender<(i32, String)>>) {
+        crate::notify::reloading("reloading the configuration");
+        let (code, text) = self.reload();
+        crate::notify::ready();
+        if let Some(r) = reply {
+            let _ = r.send((code, text));
         }
     }
 

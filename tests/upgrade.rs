@@ -985,3 +985,81 @@ fn an_upgrade_while_the_spans_are_being_reopened_is_refused() {
         .metric("proxy.process.cache.spans_online")
         == 1));
 }
+
+/// Replaces the file at `path` (atomically, as a package upgrade does) with a shell
+/// script running `body`.
+fn script_binary(path: &std::path::Path, body: &str) {
+    let tmp = path.with_extension("next");
+    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn a_reload_during_an_upgrade_waits_for_its_end_and_resets_no_request() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let origin = Origin::fixed(b"hello");
+    let config = |threads: u32| {
+        format!(
+            "[proxy.config]\naccept_threads = {threads}\n[proxy.config.exec_thread]\nlisten = true\n{}",
+            remap_to(&origin)
+        )
+    };
+    let dir = TempDir::new("reload-during-upgrade");
+    let exe = dir.0.join("turnstile");
+    std::fs::copy(util::bin(), &exe).unwrap();
+    let d = Daemon::builder().program(&exe).config(&config(1)).start();
+    let addr = d.addr();
+    let load = Load::start(addr, 3);
+    load.wait_for(50);
+    // The next binary takes a second to start: the reload comes meanwhile, and moves the
+    // port to event mode with a socket per thread.
+    script_binary(&exe, &format!("sleep 1\nexec {} \"$@\"", util::bin()));
+    d.write_config(&config(0));
+    let upgrading = {
+        let mut cmd = d.ctl_command(&["server", "upgrade"]);
+        std::thread::spawn(move || cmd.output().unwrap())
+    };
+    assert!(wait_until(Duration::from_secs(10), || d
+        .log_text()
+        .contains("upgrade: started")));
+    let (code, out, err) = d.ctl(&["config", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("deferred"), "{out}");
+    let out = upgrading.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let new: i32 = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    successors.0.push(new);
+    load.wait_for(50);
+    let old = d.child.as_ref().unwrap().id() as i32;
+    assert!(wait_until(Duration::from_secs(10), || Successors::exited(
+        old
+    )));
+    load.wait_for(50);
+    load.finish();
+    // The process that serves now applied the reload, passed on to it.
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log_text()
+            .split(&format!("reload deferred meanwhile goes to pid {new}"))
+            .nth(1)
+            .is_some_and(|after| after.contains("configuration reloaded"))),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .ctl(&["port", "list"])
+            .1
+            .contains("event/reuseport")),
+        "{}",
+        d.log_text()
+    );
+}

@@ -43,6 +43,9 @@ pub(super) struct Upgrade {
     /// a `[CACHE INIT]` thread): another upgrade would be handed spans this process is
     /// about to lock, so it waits until they are back.
     pub(super) reattaching: bool,
+    /// Old side: a reload was asked while the new process was starting; it applies
+    /// when the upgrade ends, in whichever process serves then.
+    pub(super) reload_deferred: bool,
 }
 
 impl Upgrade {
@@ -181,6 +184,49 @@ impl Daemon {
         }
     }
 
+    /// A reload, unless an upgrade is in progress: then it waits for the upgrade's end.
+    /// Why: a reload that changes a port's accept mode makes (or retires) sockets the
+    /// hello did not name; the new process would never get them, and what waits in
+    /// them would be reset when this process exits. Deferring refuses no one: the
+    /// reload applies here if the upgrade fails, and in the new process if it succeeds.
+    pub(super) fn reload_or_defer(&mut self, reply: Option<Sender<(i32, String)>>) {
+        let Some(new) = &self.up.new else {
+            return self.reload_and_answer(reply);
+        };
+        let text = format!(
+            "reload deferred until the upgrade in progress (new process pid {}) ends; \
+             it then applies in the process that serves\n",
+            new.pid()
+        );
+        log::info!("{}", text.trim_end());
+        self.up.reload_deferred = true;
+        if let Some(r) = reply {
+            let _ = r.send((0, text));
+        }
+    }
+
+    /// Old side, the upgrade over: a reload deferred meanwhile applies here (it failed)
+    /// or goes to `successor`, the new process that serves now, as a SIGHUP (it reads
+    /// the same configuration file).
+    fn run_deferred_reload(&mut self, successor: Option<u32>) {
+        if !std::mem::take(&mut self.up.reload_deferred) {
+            return;
+        }
+        match successor {
+            None => {
+                log::info!("upgrade over: applying the reload deferred meanwhile");
+                self.reload_and_answer(None);
+            }
+            Some(pid) => {
+                log::info!("upgrade: the reload deferred meanwhile goes to pid {pid}");
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP) {
+                    log::error!("upgrade: cannot pass the deferred reload to pid {pid}: {e}");
+                }
+            }
+        }
+    }
+
     /// What the other process of an upgrade said; Some(exit code) when this process is
     /// done (it handed over and drained).
     pub(super) fn on_link(&mut self, event: LinkEvent, rx: &Receiver<Control>) -> Option<i32> {
@@ -289,6 +335,7 @@ impl Daemon {
             format!("upgraded: pid {old_pid} -> {new_pid}\n"),
         );
         new.send(&ToNew::Go);
+        self.run_deferred_reload(Some(new_pid));
         let successor = new.into_successor();
         self.up.serving = false;
         log::info!("upgrade: pid {new_pid} serves; this process stopped accepting and drains");
@@ -386,10 +433,13 @@ impl Daemon {
         }
         crate::notify::ready();
         answer(reply, 1, text);
+        self.run_deferred_reload(None);
     }
 
     /// At a stop: a new process being started is ended first.
     pub(super) fn abort_upgrade_for_stop(&mut self) {
+        // The daemon stops: a deferred reload has nothing left to apply to.
+        self.up.reload_deferred = false;
         if let Some(mut new) = self.up.new.take() {
             let reply = new.reply.take();
             new.kill();
