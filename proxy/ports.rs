@@ -525,8 +525,15 @@ impl Port {
 
     /// An upgrade handed this port to the next process, which took the sockets named in
     /// `kept` (this process has stopped accepting): the others are retired, their new
-    /// connections steered to the kept ones or, with none kept, refused.
-    pub fn hand_over(&mut self, net: &NetProcessor, kept: &[String], sock: &SockOptions) {
+    /// connections steered to the kept ones or, with none kept, refused. Returns the
+    /// drains of the retired sockets; this process's descriptors of the kept ones close
+    /// with the port.
+    pub fn hand_over(
+        mut self,
+        net: &NetProcessor,
+        kept: &[String],
+        sock: &SockOptions,
+    ) -> Vec<Action> {
         let main_kept = kept.contains(&socket_id(&self.key, 0));
         let mut retired = Vec::new();
         let mut keep = 1;
@@ -551,6 +558,11 @@ impl Port {
             }
         }
         self.retire(net, retired, sock);
+        // The kept sockets stay open in the new process. This process's copies close
+        // now (the port is dropped on return): held through the drain, they would keep a
+        // socket listening after the new process stopped, its connects completing into a
+        // queue nobody reads, then reset when this process exits.
+        std::mem::take(&mut self.retiring)
     }
 
     /// At a stop: accepts what waits in the queues now (those clients completed their

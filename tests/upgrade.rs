@@ -38,12 +38,21 @@ fn remap_to(origin: &Origin) -> String {
 struct Successors(Vec<i32>);
 
 impl Successors {
-    /// Whether `pid` has exited (reaping it if it is our child).
+    /// Whether `pid` has exited (reaping it if it is our child): a new process stays a
+    /// zombie until its parent, the old one, exits, and counts as exited.
     fn exited(pid: i32) -> bool {
         let mut status = 0;
         // SAFETY: waitpid writes the status into a live local.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        r == pid || (r < 0 && std::fs::metadata(format!("/proc/{pid}")).is_err())
+        // Not our child (yet): gone, or a zombie its parent has not reaped.
+        let gone_or_zombie = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+        };
+        r == pid || (r < 0 && gone_or_zombie())
     }
 }
 
@@ -1062,4 +1071,37 @@ fn a_reload_during_an_upgrade_waits_for_its_end_and_resets_no_request() {
         "{}",
         d.log_text()
     );
+}
+
+#[test]
+fn stopping_the_new_process_while_the_old_one_drains_refuses_new_connects() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let seen_tx = Mutex::new(seen_tx);
+    let origin = Origin::start(move |r| {
+        if r.path == "/slow" {
+            let _ = seen_tx.lock().unwrap().send(());
+            std::thread::sleep(Duration::from_millis(2000));
+        }
+        Some(ok(b"hello", &[]))
+    });
+    let d = Daemon::builder().config(&remap_to(&origin)).start();
+    let addr = d.addr();
+    let mut busy = http::send_get(addr, "/slow");
+    seen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (old, new) = upgrade(&d, &mut successors);
+    // SAFETY: sending a signal to a process this test started.
+    unsafe { libc::kill(new, libc::SIGTERM) };
+    assert!(wait_until(Duration::from_secs(10), || Successors::exited(
+        new
+    )));
+    // The old process still drains, and no longer holds the listening socket.
+    assert!(!Successors::exited(old));
+    let r = TcpStream::connect(addr);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{r:?}"
+    );
+    assert_eq!(busy.read_response("GET").unwrap().status, 200);
 }

@@ -46,6 +46,8 @@ pub(super) struct Upgrade {
     /// Old side: a reload was asked while the new process was starting; it applies
     /// when the upgrade ends, in whichever process serves then.
     pub(super) reload_deferred: bool,
+    /// Old side, handed over: the drains of the sockets the new process did not take.
+    pub(super) retiring: Vec<iocore::Action>,
 }
 
 impl Upgrade {
@@ -317,9 +319,12 @@ impl Daemon {
             p.wait_stopped(Duration::from_secs(1));
         }
         let sock = sock_options(&self.cfg);
-        for p in &mut self.ports {
-            p.hand_over(&self.net, kept, &sock);
-        }
+        // The ports go: the new process serves them, and this one must not hold their
+        // sockets open behind it.
+        self.up.retiring = std::mem::take(&mut self.ports)
+            .into_iter()
+            .flat_map(|p| p.hand_over(&self.net, kept, &sock))
+            .collect();
         new.send(&ToNew::Counts {
             counts: upgrade::counts(&self.registry),
         });
@@ -473,7 +478,9 @@ impl Daemon {
             // Every client socket the process holds, from the accept on: one accepted
             // but not started yet (handed to an event thread) counts too.
             let conns = self.net.connections_open();
-            if conns <= 0 && !self.ports.iter().any(|p| p.retiring()) {
+            let retiring = self.ports.iter().any(|p| p.retiring())
+                || self.up.retiring.iter().any(|a| a.running() > 0);
+            if conns <= 0 && !retiring {
                 break;
             }
             let open = || Cut {
