@@ -279,8 +279,9 @@ fn start(
     source: ConfigSource,
     old: &mut Option<OldProcess>,
 ) -> Result<(Daemon, Receiver<Control>)> {
-    // Before anything could replace the file: an upgrade starts the binary at this path.
-    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find this binary", &e))?;
+    // An upgrade starts the binary at this path, whatever it then holds.
+    let exe =
+        crate::upgrade::started_from().map_err(|e| Error::io("cannot find this binary", &e))?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     log::info!("{SERVER} starting (configuration: {})", cfg.origin);
     for (record, by) in &cfg.env_overrides {

@@ -42,7 +42,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -137,6 +137,41 @@ pub enum LinkEvent {
     FromOld(ToNew),
     /// The old process's end closed: it exited.
     OldGone,
+}
+
+/// The binary an upgrade starts: the path this process was started from (argv[0]) made
+/// absolute against the working directory at start-up, not canonicalized, so that a
+/// symlink repointed to a new version, or a file a package replaced, is what runs next
+/// (`/proc/self/exe` names the file this process runs, already resolved). An argv[0]
+/// without a slash was found on PATH, and is looked up there the same way. When it
+/// cannot be found, the binary running now. Runs on the main thread at start-up.
+pub fn started_from() -> std::io::Result<PathBuf> {
+    let argv0 = std::env::args_os().next().map(PathBuf::from);
+    match argv0.and_then(|a| locate(&a)) {
+        Some(path) => Ok(path),
+        None => std::env::current_exe(),
+    }
+}
+
+/// Where `argv0` is, as a shell would have found it: relative to the working directory
+/// when it has a slash, else on PATH.
+fn locate(argv0: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if argv0.as_os_str().as_bytes().contains(&b'/') {
+        let path = std::env::current_dir().ok()?.join(argv0);
+        return executable(&path).then_some(path);
+    }
+    if argv0.as_os_str().is_empty() {
+        return None;
+    }
+    let dirs = std::env::var_os("PATH")?;
+    std::env::split_paths(&dirs)
+        .map(|dir| dir.join(argv0))
+        .find(|p| p.is_absolute() && executable(p))
 }
 
 /// The registry's monotonic values now.

@@ -1105,3 +1105,35 @@ fn stopping_the_new_process_while_the_old_one_drains_refuses_new_connects() {
     );
     assert_eq!(busy.read_response("GET").unwrap().status, 200);
 }
+
+#[test]
+fn an_upgrade_starts_the_binary_a_repointed_symlink_names() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let origin = Origin::fixed(b"hello");
+    let dir = TempDir::new("symlink-exe");
+    let v1 = dir.0.join("turnstile-1");
+    std::fs::copy(util::bin(), &v1).unwrap();
+    let link = dir.0.join("turnstile");
+    std::os::unix::fs::symlink(&v1, &link).unwrap();
+    let d = Daemon::builder()
+        .program(&link)
+        .config(&remap_to(&origin))
+        .start();
+    // Version 2 says it ran, then is the real binary; the link is repointed at once.
+    let marker = dir.0.join("v2-started");
+    let v2 = dir.0.join("turnstile-2");
+    script_binary(
+        &v2,
+        &format!("touch {}\nexec {} \"$@\"", marker.display(), util::bin()),
+    );
+    let tmp = dir.0.join("turnstile.new");
+    std::os::unix::fs::symlink(&v2, &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    upgrade(&d, &mut successors);
+    assert!(
+        marker.exists(),
+        "the upgrade did not start the link's new target"
+    );
+    assert_eq!(http::get(d.addr(), "t", "/").unwrap().status, 200);
+}
