@@ -814,7 +814,7 @@ impl Daemon {
                 a.cancel();
             }
         }
-        let (drained, cut) = self.drain_connections(rx);
+        let (drained, cut) = self.drain_connections(rx, true);
         log::info!(
             "stop: {drained} transactions drained, {} cut at the shutdown timeout ({} connections)",
             cut.transactions,

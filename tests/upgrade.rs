@@ -1137,3 +1137,33 @@ fn an_upgrade_starts_the_binary_a_repointed_symlink_names() {
     );
     assert_eq!(http::get(d.addr(), "t", "/").unwrap().status, 200);
 }
+
+#[test]
+fn a_first_sigterm_to_the_draining_old_process_lets_its_requests_finish() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let seen_tx = Mutex::new(seen_tx);
+    let origin = Origin::start(move |r| {
+        if r.path == "/slow" {
+            let _ = seen_tx.lock().unwrap().send(());
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        Some(ok(b"late", &[]))
+    });
+    let mut d = Daemon::builder().config(&remap_to(&origin)).start();
+    let mut busy = http::send_get(d.addr(), "/slow");
+    seen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    upgrade(&d, &mut successors);
+    // The old process drains; a stop now is its first, not a second one.
+    d.signal(libc::SIGTERM);
+    let r = busy.read_response("GET").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "late"));
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let text = d.log_text();
+    assert!(!text.contains("second stop: exiting now"), "{text}");
+    assert!(text.contains("1 transactions drained, 0 cut"), "{text}");
+}

@@ -344,7 +344,7 @@ impl Daemon {
         let successor = new.into_successor();
         self.up.serving = false;
         log::info!("upgrade: pid {new_pid} serves; this process stopped accepting and drains");
-        let (drained, cut) = self.drain_connections(rx);
+        let (drained, cut) = self.drain_connections(rx, false);
         successor.send(&ToNew::Counts {
             counts: upgrade::counts(&self.registry),
         });
@@ -458,11 +458,17 @@ impl Daemon {
 
     /// Waits until every client connection is closed (idle keep-alive ones at once, busy
     /// ones after their response, which says `Connection: close`) and retired sockets
-    /// are drained, or the shutdown timeout; a stop meanwhile cuts it short. Returns the
-    /// transactions completed meanwhile, and what was still open at the end: the
-    /// transactions in flight, and every connection (a client that sent part of a head
-    /// has a connection and no transaction yet).
-    pub(super) fn drain_connections(&mut self, rx: &Receiver<Control>) -> (u64, Cut) {
+    /// are drained, or the shutdown timeout; a second stop cuts it short. `stopping`: a
+    /// stop started this drain (else an upgrade did, and the first stop meanwhile only
+    /// lets it go on: a SIGTERM to an old process lets its transactions finish too).
+    /// Returns the transactions completed meanwhile, and what was still open at the end:
+    /// the transactions in flight, and every connection (a client that sent part of a
+    /// head has a connection and no transaction yet).
+    pub(super) fn drain_connections(
+        &mut self,
+        rx: &Receiver<Control>,
+        mut stopping: bool,
+    ) -> (u64, Cut) {
         let completed = self
             .registry
             .counter("proxy.process.http.completed_requests");
@@ -493,6 +499,12 @@ impl Daemon {
                 break;
             }
             match rx.recv_timeout(DRAIN_POLL) {
+                Ok(Control::Stop) if !stopping => {
+                    stopping = true;
+                    log::info!(
+                        "stop: already draining after the upgrade; in-flight transactions finish (a second stop cuts them)"
+                    );
+                }
                 Ok(Control::Stop) => {
                     cut = open();
                     log::warn!("second stop: exiting now, cutting {cut}");
