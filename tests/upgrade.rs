@@ -1167,3 +1167,58 @@ fn a_first_sigterm_to_the_draining_old_process_lets_its_requests_finish() {
     assert!(!text.contains("second stop: exiting now"), "{text}");
     assert!(text.contains("1 transactions drained, 0 cut"), "{text}");
 }
+
+#[test]
+fn back_to_back_upgrades_lose_no_count_of_the_first_process() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let seen_tx = Mutex::new(seen_tx);
+    let origin = Origin::start(move |r| {
+        if r.path == "/slow" {
+            let _ = seen_tx.lock().unwrap().send(());
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        Some(ok(b"hello", &[]))
+    });
+    let d = Daemon::builder().config(&remap_to(&origin)).start();
+    for _ in 0..3 {
+        assert_eq!(http::get(d.addr(), "t", "/").unwrap().status, 200);
+    }
+    let before = d.metric("proxy.process.http.completed_requests");
+    let mut busy = http::send_get(d.addr(), "/slow");
+    seen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // A hands over to B, and B at once to C, while A still drains its slow request.
+    let (a, b) = upgrade(&d, &mut successors);
+    let mut c = None;
+    assert!(wait_until(Duration::from_secs(10), || {
+        let (code, out, err) = d.ctl(&["server", "upgrade"]);
+        if code == 0 {
+            c = out
+                .trim()
+                .rsplit(' ')
+                .next()
+                .and_then(|p| p.parse::<i32>().ok());
+        }
+        assert!(code == 0 || err.contains("still taking over"), "{err}");
+        code == 0
+    }));
+    successors.0.push(c.unwrap());
+    assert_eq!(busy.read_response("GET").unwrap().status, 200);
+    for pid in [a, b] {
+        assert!(wait_until(Duration::from_secs(10), || Successors::exited(
+            pid
+        )));
+    }
+    // C counts A's last request, which completed after C took over.
+    let mut now = 0;
+    let counted = wait_until(Duration::from_secs(5), || {
+        now = d.metric("proxy.process.http.completed_requests");
+        now > before
+    });
+    assert!(
+        counted,
+        "completed_requests {before} -> {now}\n{}",
+        d.log_text()
+    );
+}

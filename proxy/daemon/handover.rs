@@ -46,6 +46,10 @@ pub(super) struct Upgrade {
     /// Old side: a reload was asked while the new process was starting; it applies
     /// when the upgrade ends, in whichever process serves then.
     pub(super) reload_deferred: bool,
+    /// New side: the old process's link is open (it drains, and sends its last counts
+    /// when it exits). Should this process hand over in turn meanwhile, it waits for
+    /// them before its own last counts go to its successor, or they would be lost.
+    pub(super) predecessor: bool,
     /// Old side, handed over: the drains of the sockets the new process did not take.
     pub(super) retiring: Vec<iocore::Action>,
 }
@@ -102,8 +106,9 @@ impl Daemon {
             .iter()
             .flat_map(|p| p.sockets().into_iter().map(|(id, _)| id))
             .collect();
-        if let Err(e) = old.ready(kept, self.post()) {
-            log::error!("{e}");
+        match old.ready(kept, self.post()) {
+            Ok(()) => self.up.predecessor = true,
+            Err(e) => log::error!("{e}"),
         }
     }
 
@@ -261,14 +266,7 @@ impl Daemon {
                 None
             }
             LinkEvent::FromOld(ToNew::Removed { keys }) => {
-                match self.http.cache_store() {
-                    Some(cache) => keys.iter().for_each(|k| cache.remove(k)),
-                    None if !keys.is_empty() => log::warn!(
-                        "upgrade: {} cache removals of the old process arrived before the cache opened",
-                        keys.len()
-                    ),
-                    None => {}
-                }
+                self.apply_removals(&keys);
                 None
             }
             LinkEvent::FromOld(ToNew::Go) => {
@@ -276,6 +274,7 @@ impl Daemon {
                 None
             }
             LinkEvent::OldGone => {
+                self.up.predecessor = false;
                 if !self.up.serving {
                     log::warn!("upgrade: the old process went away before handing over");
                     self.serve();
@@ -283,6 +282,32 @@ impl Daemon {
                 None
             }
             LinkEvent::FromOld(_) => None,
+        }
+    }
+
+    /// New side: cache keys the old process removed after it released the spans.
+    fn apply_removals(&self, keys: &[String]) {
+        match self.http.cache_store() {
+            Some(cache) => keys.iter().for_each(|k| cache.remove(k)),
+            None if !keys.is_empty() => log::warn!(
+                "upgrade: {} cache removals of the old process arrived before the cache opened",
+                keys.len()
+            ),
+            None => {}
+        }
+    }
+
+    /// A link event while this process drains after handing over in turn: what its own
+    /// predecessor still reports (its counts, its removals) is taken in, to go on to the
+    /// successor with this process's last counts; nothing else matters any more.
+    fn on_link_draining(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::FromOld(ToNew::Counts { counts }) => {
+                self.up.carried.apply(&self.registry, &counts);
+            }
+            LinkEvent::FromOld(ToNew::Removed { keys }) => self.apply_removals(&keys),
+            LinkEvent::OldGone => self.up.predecessor = false,
+            _ => {}
         }
     }
 
@@ -479,6 +504,9 @@ impl Daemon {
             t.run(crate::http::session::sweep);
         }
         let deadline = Instant::now() + Duration::from_secs(self.cfg.stop.shutdown_timeout_s);
+        // After an upgrade, the predecessor's last counts are awaited too (bounded by
+        // the same deadline: it stopped accepting before this process did).
+        let await_predecessor = !stopping;
         let mut cut = Cut::default();
         loop {
             // Every client socket the process holds, from the accept on: one accepted
@@ -486,7 +514,8 @@ impl Daemon {
             let conns = self.net.connections_open();
             let retiring = self.ports.iter().any(|p| p.retiring())
                 || self.up.retiring.iter().any(|a| a.running() > 0);
-            if conns <= 0 && !retiring {
+            let predecessor = await_predecessor && self.up.predecessor;
+            if conns <= 0 && !retiring && !predecessor {
                 break;
             }
             let open = || Cut {
@@ -496,6 +525,9 @@ impl Daemon {
             if Instant::now() >= deadline {
                 cut = open();
                 log::warn!("shutdown timeout: closing {cut} still open");
+                if predecessor {
+                    log::warn!("upgrade: the previous process's last counts did not come in time");
+                }
                 break;
             }
             match rx.recv_timeout(DRAIN_POLL) {
@@ -519,6 +551,7 @@ impl Daemon {
                 Ok(Control::Port(_, r)) => {
                     let _ = r.send((1, "draining to exit\n".into()));
                 }
+                Ok(Control::Link(event)) => self.on_link_draining(event),
                 _ => {}
             }
         }
