@@ -1222,3 +1222,28 @@ fn back_to_back_upgrades_lose_no_count_of_the_first_process() {
         d.log_text()
     );
 }
+
+#[test]
+fn the_pid_file_names_the_new_process_when_ctl_upgrade_returns() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let dir = TempDir::new("pidfile-at-answer");
+    let pid_file = dir.0.join("turnstile.pid");
+    let d = Daemon::builder()
+        .config("")
+        .env("PROXY_CONFIG_PID_FILE", pid_file.to_str().unwrap())
+        .start();
+    let first = d.child.as_ref().unwrap().id();
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.trim() == first.to_string())
+    }));
+    for _ in 0..10 {
+        let (_, new) = upgrade(&d, &mut successors);
+        let named = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        assert_eq!(
+            named.trim(),
+            new.to_string(),
+            "right after `ctl server upgrade`"
+        );
+    }
+}

@@ -359,6 +359,9 @@ impl Daemon {
         // it only once this one no longer does).
         let ctl_clients = self.ctl.take().map(CtlServer::hand_over);
         crate::notify::main_pid(new_pid);
+        // Before the answer: whoever reads the pid file once `ctl` returns finds the new
+        // process (which writes it again when go reaches it, to its own configured path).
+        crate::pid_file::write_pid(&self.cfg.pid_file, new_pid);
         answer(
             new.reply.take(),
             0,
