@@ -570,6 +570,11 @@ impl Port {
     /// refused instead of waiting in a backlog nobody reads. Runs after [`Port::stop`].
     pub fn close(self, net: &NetProcessor, sock: &SockOptions) -> Vec<Action> {
         let mut drains = Vec::new();
+        if !self.listening {
+            // Only bound (a stop before the ports started, or a port disabled before
+            // then): no queue to drain, and an accept would fail with EINVAL.
+            return self.retiring;
+        }
         for l in std::iter::once(self.listener).chain(self.siblings) {
             let mut opts = AcceptOptions::new(
                 self.label.clone(),

@@ -763,3 +763,31 @@ fn clients_queued_at_the_throttle_cap_wait_through_a_disable_and_are_served_once
     }
     assert_eq!(d.metric("proxy.process.net.connections_throttled_in"), 0);
 }
+
+#[test]
+fn a_stop_while_waiting_for_the_cache_logs_no_accept_error() {
+    // A span this size takes over a second to format: the stop comes while the daemon
+    // waits for it, its ports bound but not listening.
+    let span = util::TempDir::new("stop-waiting-span");
+    let mut d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 1\nserver_ports = \"0 0\"\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"512M\" }}]\n",
+            span.0.display()
+        ))
+        .unset("PROXY_CONFIG_HTTP_SERVER_PORTS")
+        .no_wait()
+        .start();
+    assert!(util::wait_until(Duration::from_secs(10), || d
+        .log_text()
+        .contains("waiting for cache")));
+    d.signal(libc::SIGTERM);
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let text = d.log_text();
+    assert!(!text.contains("ports accepting"), "inconclusive: {text}");
+    assert!(!text.contains("accept:"), "{text}");
+    assert!(!text.contains("WARN") && !text.contains("ERROR"), "{text}");
+}
