@@ -317,6 +317,9 @@ impl NewProcess {
         fds.push(theirs.as_raw_fd());
         let mut cmd = Command::new(exe);
         cmd.args(args).env(ENV_FD, theirs.as_raw_fd().to_string());
+        // A group of its own, so that ending it ends what it started too: a wrapper
+        // script's children inherit the listening sockets, and would hold them open.
+        cmd.process_group(0);
         // SAFETY: the hook runs in the child between fork and exec, where it only calls
         // fcntl (async-signal-safe) on descriptors this process holds open, and reads a
         // vector allocated before the fork.
@@ -369,17 +372,21 @@ impl NewProcess {
         }
     }
 
-    /// Ends a new process that failed (if it has not exited yet) and says how it ended.
+    /// Ends a new process that failed (if it has not exited yet), and whatever it left
+    /// in its process group, and says how it ended.
     pub fn end(mut self) -> String {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return describe(status),
+                Ok(Some(status)) => {
+                    self.kill_group();
+                    return describe(status);
+                }
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 _ => {
-                    let _ = self.child.kill();
+                    self.kill_group();
                     return match self.child.wait() {
                         Ok(_) => "ended".to_string(),
                         Err(e) => format!("could not be waited for: {e}"),
@@ -389,10 +396,21 @@ impl NewProcess {
         }
     }
 
-    /// Kills the new process now (not ready in time, or this one stops) and waits for it.
+    /// Kills the new process now (not ready in time, or this one stops), with its process
+    /// group, and waits for it.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
+        self.kill_group();
         let _ = self.child.wait();
+    }
+
+    /// SIGKILL to the new process's group (it leads it: see [`NewProcess::start`]). The
+    /// group's id stays reserved while any member lives, even once the leader was reaped.
+    fn kill_group(&mut self) {
+        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        if nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL).is_err() {
+            // No group left (every member exited): the process itself, if it lingers.
+            let _ = self.child.kill();
+        }
     }
 
     /// Hands the link over for the last counts, once the new process serves: the child

@@ -1247,3 +1247,37 @@ fn the_pid_file_names_the_new_process_when_ctl_upgrade_returns() {
         );
     }
 }
+
+#[test]
+fn an_abandoned_upgrade_ends_the_children_of_a_wrapper_script_too() {
+    let _serial = serial();
+    let origin = Origin::fixed(b"hello");
+    let dir = TempDir::new("wrapper-group");
+    let exe = dir.0.join("turnstile");
+    std::fs::copy(util::bin(), &exe).unwrap();
+    let d = Daemon::builder()
+        .program(&exe)
+        .config(&remap_to(&origin))
+        .env("PROXY_CONFIG_UPGRADE_READY_TIMEOUT", "1")
+        .start();
+    // A wrapper whose child (holding the inherited sockets) outlives a killed shell.
+    let sleeper = dir.0.join("sleeper.pid");
+    script_binary(
+        &exe,
+        &format!("sleep 20 &\necho $! > {}\nwait", sleeper.display()),
+    );
+    let (code, _, err) = d.ctl(&["server", "upgrade"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not ready within 1 s"), "{err}");
+    let pid: i32 = std::fs::read_to_string(&sleeper)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let gone = wait_until(Duration::from_secs(5), || Successors::exited(pid));
+    // SAFETY: sending a signal to a process this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    Successors::exited(pid);
+    assert!(gone, "the wrapper's child outlived the abandoned upgrade");
+    assert_eq!(http::get(d.addr(), "t", "/").unwrap().status, 200);
+}
