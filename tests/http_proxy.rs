@@ -1365,3 +1365,146 @@ fn an_access_log_on_a_full_disk_counts_its_lost_lines_and_warns_once() {
     let warnings = d.log_text().matches("access log /dev/full:").count();
     assert_eq!(warnings, 1, "{}", d.log_text());
 }
+
+/// A target that answers each connection with `n` bytes, then a reset.
+fn bytes_then_reset(n: usize) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let _ = s.write_all(&vec![b'x'; n]);
+                // Let the bytes go before the reset drops what is still unsent.
+                std::thread::sleep(Duration::from_millis(200));
+                util::set_linger0(&s);
+            });
+        }
+    });
+    addr
+}
+
+/// Reads until the end: the bytes, and whether it ended in a reset.
+fn read_to_reset(s: &mut TcpStream) -> (usize, bool) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = 0;
+    let mut b = [0u8; 65536];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return (got, false),
+            Ok(n) => got += n,
+            Err(e) => return (got, e.kind() == std::io::ErrorKind::ConnectionReset),
+        }
+    }
+}
+
+#[test]
+fn a_reset_on_one_side_of_a_tunnel_reaches_the_other_as_a_reset() {
+    // A FIN would tell the client the stream ended whole (RFC 9112 §6.3's rule for a
+    // cut body, and the README's for relays): a reset stays a reset, both ways.
+    let target = bytes_then_reset(100_000);
+    let d = forward_proxy_builder(&target.port().to_string())
+        .env(
+            "PROXY_CONFIG_HTTP_SERVER_PORTS",
+            &format!("0 0:blind:tunnel=[{target}]"),
+        )
+        .start();
+    let mut blind = TcpStream::connect(d.addrs()[1]).unwrap();
+    assert_eq!(read_to_reset(&mut blind), (100_000, true), "blind port");
+    let mut connect = connect_through(&d, &target.to_string(), b"");
+    assert_eq!(read_to_reset(&mut connect), (100_000, true), "CONNECT");
+    // The client's reset reaches the target as one.
+    let (l, echo) = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    };
+    let d = forward_proxy(&echo.port().to_string());
+    let c = connect_through(&d, &echo.to_string(), b"some bytes");
+    let (mut at_target, _) = l.accept().unwrap();
+    let mut b = [0u8; 10];
+    at_target
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    at_target.read_exact(&mut b).unwrap();
+    assert!(util::set_linger0(&c));
+    drop(c);
+    assert_eq!(read_to_reset(&mut at_target), (0, true), "to the target");
+    assert!(wait_until(Duration::from_secs(5), || {
+        d.metric("proxy.process.net.connections_currently_open") == 0
+    }));
+}
+
+#[test]
+fn a_connect_by_name_with_its_fin_right_behind_is_tunnelled() {
+    // `printf 'CONNECT localhost:P …\r\n\r\nDATA' | nc -N`: the client half-closes while
+    // the name is looked up; its FIN is for the tunnel to pass on.
+    let echo_addr = echo_then_bye();
+    let d = forward_proxy(&echo_addr.port().to_string());
+    // The first: its name is not in the resolver's answers yet.
+    {
+        let mut s = TcpStream::connect(d.addr()).unwrap();
+        let target = format!("localhost:{}", echo_addr.port());
+        let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\nDATA");
+        s.write_all(request.as_bytes()).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let got = read_all(&mut s, Duration::from_secs(10));
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 200 Connection Established\r\n\r\nDATAbye after 4"),
+            "{text}"
+        );
+    }
+}
+
+/// A loopback listener whose queue is full: a connect to it stays pending (the kernel
+/// drops its SYNs). The returned sockets keep it so.
+fn full_backlog() -> (std::net::SocketAddr, Vec<TcpStream>, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns; `addr` is a live,
+    // initialised sockaddr_in of the length given.
+    let fd = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        assert_eq!(libc::listen(fd, 0), 0);
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    };
+    let l = std::net::TcpListener::from(fd.try_clone().unwrap());
+    let addr = l.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    (addr, held, fd)
+}
+
+#[test]
+fn a_connect_clients_reset_while_its_connect_is_pending_ends_it_at_once() {
+    let (target, _held, _listener) = full_backlog();
+    let dir = TempDir::new("connect-pending");
+    let log = dir.0.join("access.log");
+    let d = forward_proxy_builder(&target.port().to_string())
+        .env("PROXY_CONFIG_LOG_ACCESS_LOG", &log.display().to_string())
+        .start();
+    let mut c = TcpStream::connect(d.addr()).unwrap();
+    write!(c, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let open = || d.metric("proxy.process.net.connections_currently_open");
+    assert!(wait_until(Duration::from_secs(5), || open() == 1));
+    assert!(util::set_linger0(&c));
+    drop(c);
+    // Well before the 30 s connect timeout.
+    assert!(wait_until(Duration::from_secs(5), || open() == 0));
+    let lines = log_lines(&log, 1);
+    assert!(lines[0].contains("_ABORTED/000"), "{lines:?}");
+}

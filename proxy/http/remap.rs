@@ -39,6 +39,8 @@ pub fn split_authority(a: &str) -> Option<(String, Option<u16>)> {
     }
     let (host, port) = if let Some(rest) = a.strip_prefix('[') {
         let end = rest.find(']')?;
+        // Brackets hold an IPv6 address (RFC 3986 §3.2.2), nothing else.
+        rest[..end].parse::<std::net::Ipv6Addr>().ok()?;
         let host = &a[..end + 2];
         match &rest[end + 1..] {
             "" => (host, None),
@@ -55,6 +57,8 @@ pub fn split_authority(a: &str) -> Option<(String, Option<u16>)> {
     }
     let port = match port {
         None => None,
+        // Digits only (RFC 3986 §3.2.3): `parse` would take a leading `+` too.
+        Some(p) if !p.bytes().all(|b| b.is_ascii_digit()) => return None,
         Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0)?),
     };
     Some((host.to_ascii_lowercase(), port))
@@ -263,6 +267,10 @@ mod tests {
             Some(("[::1]".into(), Some(8080)))
         );
         assert_eq!(split_authority("Host"), Some(("host".into(), None)));
+        // A port is digits; brackets hold IPv6 only.
+        assert_eq!(split_authority("127.0.0.1:+80"), None);
+        assert_eq!(split_authority("h:"), None);
+        assert_eq!(split_authority("[127.0.0.1]:80"), None);
         assert_eq!(split_authority("h:0"), None);
         assert_eq!(split_authority("h:x"), None);
     }

@@ -58,6 +58,12 @@ impl Socket {
     pub fn shutdown_write(&self) -> io::Result<()> {
         socket::shutdown_write(self.fd.as_raw_fd())
     }
+
+    /// Makes the close abortive (SO_LINGER 0): a reset, not a FIN, as
+    /// [`NetConnection::reset_on_close`](super::connection::NetConnection::reset_on_close).
+    pub fn reset_on_close(&self) -> io::Result<()> {
+        socket::set_linger(self.fd.as_raw_fd(), true, 0)
+    }
 }
 
 impl AsRawFd for Socket {

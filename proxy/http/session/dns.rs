@@ -15,6 +15,13 @@ pub(super) struct Resolving {
     active: Counted,
 }
 
+impl Resolving {
+    /// The request waiting for its name is a CONNECT.
+    pub(super) fn is_connect(&self) -> bool {
+        self.head.method() == "CONNECT"
+    }
+}
+
 /// A request routed again once its name was looked up.
 pub(super) struct Resumed {
     /// Still counted in flight since it first waited.

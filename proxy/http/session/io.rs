@@ -399,6 +399,10 @@ impl Session {
                 }
                 Ok(Sent::Later) => {}
                 Err(_) => {
+                    // A relay's origin hears of it as a reset, not a FIN (`tunnel.rs`).
+                    if let (Phase::Tunnel(_), Some(o)) = (&self.phase, &self.origin) {
+                        let _ = o.wire.wire().reset_on_close();
+                    }
                     self.dead = true;
                     return true;
                 }
@@ -535,6 +539,8 @@ impl Session {
             Err(_) => {
                 if let Some(o) = self.origin.as_mut() {
                     o.wire.eof = true;
+                    // A relay passes this on as a reset (`tunnel.rs`).
+                    o.broken = true;
                 }
                 self.out_o.clear();
                 None

@@ -57,7 +57,11 @@ impl Session {
     /// reset its connection is dropped: no place is spent on it, and a queue moves on.
     /// true: it was.
     pub(super) fn client_left(&mut self) -> bool {
-        if self.client.hup {
+        // A CONNECT's client may half-close right behind its head and the bytes for the
+        // tunnel (`printf 'CONNECT …\r\n\r\nDATA' | nc -N`): its FIN is for the
+        // tunnel to pass on. Only a reset ends it here.
+        let connect = matches!(&self.phase, Phase::Resolve(r) if r.is_connect());
+        if self.client.reset || (self.client.hup && !connect) {
             self.dead = true;
         }
         self.dead

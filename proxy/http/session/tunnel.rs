@@ -110,6 +110,16 @@ impl Session {
             return true;
         };
         if !o.connected {
+            if self.client.reset {
+                // The client reset while the connect was pending: nobody is left to
+                // answer (logged aborted, no status), and the connect is dropped now,
+                // not at its timeout.
+                if let Some(l) = self.log_req.as_deref_mut() {
+                    l.aborted = true;
+                }
+                self.dead = true;
+                return true;
+            }
             return progress;
         }
         if pipe.reply_pending {
@@ -126,23 +136,40 @@ impl Session {
             }
             progress = true;
         }
+        // A reset (or a failed write) on either side is passed on as a reset: a FIN would
+        // tell the other side the stream ended whole (as a cut body must not look whole,
+        // RFC 9112 §6.3). The relay ends; what it held goes with it.
+        let mut client_reset = self.client.reset;
+        let mut origin_reset = o.wire.reset || o.broken;
         // Client → origin.
-        if self.out_o.len() < BUF_LIMIT && self.client.readable && !self.client.eof {
+        if !client_reset && self.out_o.len() < BUF_LIMIT && self.client.readable && !self.client.eof
+        {
             let room = BUF_LIMIT - self.out_o.len();
             match self.client.read_into(&mut self.out_o, room) {
-                Ok(Some(0)) | Err(_) => self.client.eof = true,
+                Ok(Some(0)) => self.client.eof = true,
+                Err(_) => client_reset = true,
                 Ok(Some(_)) | Ok(None) => {}
             }
             progress = true;
         }
         // Origin → client.
-        if self.out_c.len() < BUF_LIMIT && o.wire.readable && !o.wire.eof {
+        if !origin_reset && self.out_c.len() < BUF_LIMIT && o.wire.readable && !o.wire.eof {
             let room = BUF_LIMIT - self.out_c.len();
             match o.wire.read_into(&mut self.out_c, room) {
-                Ok(Some(0)) | Err(_) => o.wire.eof = true,
+                Ok(Some(0)) => o.wire.eof = true,
+                Err(_) => origin_reset = true,
                 Ok(Some(_)) | Ok(None) => {}
             }
             progress = true;
+        }
+        if client_reset || origin_reset {
+            let _ = if client_reset {
+                o.wire.wire().reset_on_close()
+            } else {
+                self.client.wire().reset_on_close()
+            };
+            self.dead = true;
+            return true;
         }
         // A TLS client still in its handshake keeps the accept deadline.
         if progress && !self.client.handshaking() {
