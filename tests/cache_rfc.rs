@@ -538,6 +538,8 @@ fn rfc9110_13_and_14_conditionals_and_ranges_are_answered_from_the_cache() {
         (r.status, r.header("content-range")),
         (416, Some("bytes */100"))
     );
+    // Made here, so dated here (RFC 9110 §6.6.1), as the 304 and 206 are.
+    assert!(r.header("date").is_some(), "{r:?}");
     // If-Range that does not match, and several ranges: the whole 200.
     let r = ask(
         &mut c,

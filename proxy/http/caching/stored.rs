@@ -648,9 +648,12 @@ impl Stored {
         finish_head(out, self.current_age(now), via, keep_alive);
     }
 
-    /// A 416 for a range the body does not have (RFC 9110 §15.5.17).
+    /// A 416 for a range the body does not have (RFC 9110 §15.5.17), dated `now`: it is
+    /// made here, not stored, and a 4xx from a server with a clock carries a `Date` (RFC
+    /// 9110 §6.6.1), as every other answer Turnstile makes does.
     pub fn write_unsatisfiable(&self, out: &mut Vec<u8>, via: &str, keep_alive: bool, now: u64) {
         out.extend_from_slice(b"HTTP/1.1 416 Range Not Satisfiable\r\n");
+        codec::write_date(out, now);
         out.extend_from_slice(
             format!(
                 "Content-Range: bytes */{}\r\nContent-Length: 0\r\n",

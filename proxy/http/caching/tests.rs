@@ -304,3 +304,18 @@ fn keys_normalize_percent_encodings_as_rfc_3986_makes_them_equal() {
     assert_eq!(k("/%%41"), "http://o/%A");
     assert_eq!(k("/é%c3%a9"), "http://o/é%C3%A9");
 }
+
+#[test]
+fn rfc9110_6_6_1_a_416_made_from_the_cache_is_dated() {
+    let r = resp("HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n\r\n");
+    let s = Stored::new(&r, b"0123456789".to_vec(), &kept(60), 1000, Vec::new());
+    let mut out = Vec::new();
+    s.write_unsatisfiable(&mut out, "1.1 t", false, 784_111_777);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("HTTP/1.1 416 "), "{text}");
+    assert!(
+        text.contains("\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("\r\nContent-Range: bytes */10\r\n"), "{text}");
+}
