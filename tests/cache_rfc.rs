@@ -285,6 +285,10 @@ fn rfc9111_5_2_1_request_directives() {
     let r = ask(&mut c, "GET", "/o", "Cache-Control: only-if-cached\r\n");
     assert_eq!(r.status, 504);
     assert!(seen(&origin, "/o").is_empty());
+    // Nor with Authorization, which the cache never answers (§3.5).
+    let auth = "Authorization: Basic eDp5\r\nCache-Control: only-if-cached\r\n";
+    assert_eq!(ask(&mut c, "GET", "/o", auth).status, 504);
+    assert!(seen(&origin, "/o").is_empty());
     get(&mut c, "/o");
     assert_eq!(
         ask(&mut c, "GET", "/o", "Cache-Control: only-if-cached\r\n").status,

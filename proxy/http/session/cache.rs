@@ -79,9 +79,15 @@ impl Session {
             });
             return self.forward(t, pending, invalidate);
         }
+        let dirs = caching::request_directives(&pending.head);
         if pending.head.header("authorization").is_some() {
             // RFC 9111 §3.5: not answered from the cache; its response is stored only
-            // when the origin says a shared cache may (checked when it comes).
+            // when the origin says a shared cache may (checked when it comes). So
+            // nothing stored answers `only-if-cached`, and the origin is not asked
+            // either (§5.2.1.7).
+            if dirs.only_if_cached {
+                return self.only_if_cached(pending.head.keep_alive_unread());
+            }
             let store = (method == "GET").then(|| CacheTx::new(key, None, None, policy));
             return self.forward(t, pending, store);
         }
@@ -89,7 +95,7 @@ impl Session {
             key,
             alternate: None,
             variants: None,
-            dirs: caching::request_directives(&pending.head),
+            dirs,
             conditional: CONDITIONAL
                 .iter()
                 .any(|name| pending.head.header(name).is_some()),
