@@ -311,6 +311,40 @@ fn rfc9111_5_2_1_request_directives() {
 }
 
 #[test]
+fn rfc9111_5_2_1_5_a_no_store_request_stores_nothing_over_a_stale_object_either() {
+    let origin = Origin::start(|r| {
+        let conditional = r.header("if-none-match").is_some();
+        Some(match r.path.as_str() {
+            // Stale at once; a revalidation's 304 would make it fresh for 600 s.
+            "/refresh" if conditional => b"HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\
+                  Cache-Control: max-age=600\r\n\r\n"
+                .to_vec(),
+            "/refresh" => ok(b"a", &[("Cache-Control", "max-age=0"), ("ETag", "\"a\"")]),
+            // Stale at once, then replaced by a response fresh for 600 s.
+            "/replace" if conditional => ok(b"b2", &[("Cache-Control", "max-age=600")]),
+            "/replace" => ok(b"b1", &[("Cache-Control", "max-age=0"), ("ETag", "\"b\"")]),
+            _ => ok(b"p", &[("Cache-Control", "public, max-age=600")]),
+        })
+    });
+    let span = TempDir::new("rfc-no-store");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    let no_store = "Cache-Control: no-store\r\n";
+    for path in ["/refresh", "/replace"] {
+        get(&mut c, path);
+        assert_eq!(ask(&mut c, "GET", path, no_store).status, 200);
+        // Neither the 304's refresh nor the new 200 was kept: still stale, revalidated.
+        get(&mut c, path);
+        assert_eq!(seen(&origin, path).len(), 3, "{path}");
+    }
+    // Nor a public response to an authenticated request (§3.5 would let it be stored).
+    let auth = "Authorization: Basic eDp5\r\nCache-Control: no-store\r\n";
+    ask(&mut c, "GET", "/auth", auth);
+    assert_eq!(get(&mut c, "/auth").status, 200);
+    assert_eq!(seen(&origin, "/auth").len(), 2);
+}
+
+#[test]
 fn rfc5861_stale_while_revalidate_serves_at_once_and_revalidates_once_in_the_background() {
     let version = Arc::new(AtomicUsize::new(1));
     let v = version.clone();

@@ -88,7 +88,8 @@ impl Session {
             if dirs.only_if_cached {
                 return self.only_if_cached(pending.head.keep_alive_unread());
             }
-            let store = (method == "GET").then(|| CacheTx::new(key, None, None, policy));
+            let store = (method == "GET" && !dirs.no_store)
+                .then(|| CacheTx::new(key, None, None, policy));
             return self.forward(t, pending, store);
         }
         let query = CacheQuery {
@@ -184,6 +185,9 @@ impl Session {
             Verdict::Revalidate if query.dirs.only_if_cached => {
                 self.only_if_cached(pending.head.keep_alive_unread())
             }
+            // §5.2.1.5: nothing of this exchange may be stored, a refresh of the stale
+            // object no more than a new response: the request goes as a miss's does.
+            Verdict::Revalidate if query.dirs.no_store => self.miss(t, pending, query),
             Verdict::Revalidate => {
                 // Stale: ask the origin whether it changed, with our validators in
                 // place of the client's conditional fields (and without its range: the
