@@ -526,6 +526,39 @@ fn rfc9111_4_3_4_a_304_updates_the_stored_fields_and_the_update_survives_a_resta
 }
 
 #[test]
+fn rfc9111_3_2_a_304_with_content_range_leaves_the_stored_one_alone() {
+    let origin = Origin::start(|r| {
+        Some(if r.header("if-none-match").is_some() {
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"c\"\r\nContent-Range: bytes 0-3/10\r\n\
+              Cache-Control: max-age=600\r\n\r\n"
+                .to_vec()
+        } else {
+            ok(
+                b"0123456789",
+                &[("Cache-Control", "max-age=0"), ("ETag", "\"c\"")],
+            )
+        })
+    });
+    let span = TempDir::new("rfc-304-range");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    get(&mut c, "/c");
+    let r = get(&mut c, "/c");
+    assert_eq!((r.status, r.text().as_str()), (200, "0123456789"));
+    assert_eq!(r.header("content-range"), None, "{r:?}");
+    // Fresh now: the 206 is made from the cache, with its own Content-Range alone.
+    let r = ask(&mut c, "GET", "/c", "Range: bytes=5-\r\n");
+    let ranges: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("content-range"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!((r.status, ranges), (206, vec!["bytes 5-9/10"]));
+    assert_eq!(seen(&origin, "/c").len(), 2);
+}
+
+#[test]
 fn rfc9110_13_and_14_conditionals_and_ranges_are_answered_from_the_cache() {
     let lm = http_date(3600);
     let body: Vec<u8> = (0..100u8).collect();

@@ -41,6 +41,13 @@ const IMMUTABLE: u32 = 4;
 /// them), and each answer adds this proxy's own entry after it (RFC 9110 §7.6.3).
 const RECOMPUTED: u64 = name_bits(&["age"]);
 
+/// Fields an update (a 304, or a HEAD's 200) never changes in a stored response, beside
+/// those never stored (RFC 9111 §3.2): `Content-Length`, which stays the stored body's,
+/// and `Content-Range`, which describes the message that carried it, not the stored one
+/// (§3.2 lets a cache ignore the fields it processes and removes; a 206 made from the
+/// stored response writes its own).
+const NOT_UPDATED: &[&str] = &["content-length", "content-range"];
+
 /// Fields of a 200 that a 304 answering a client's conditional request carries (RFC
 /// 9110 §15.4.5).
 const IN_304: &[&str] = &[
@@ -319,12 +326,15 @@ impl Stored {
 
     /// Applies a 304 (or the head of a HEAD response, §4.3.5) that validated it (RFC
     /// 9111 §3.2, §4.3.4): its fields replace the stored ones of the same names (but
-    /// framing, hop-by-hop, `Connection`-named and `Content-Length`), and its age and
+    /// framing, hop-by-hop, `Connection`-named and [`NOT_UPDATED`] ones), and its age and
     /// freshness start again from it, as `s` says.
     pub fn refresh(&mut self, update: &ResponseHead, s: &Storable, response_time: u64) {
         let not = not_kept(&update.headers);
+        let updates = |name: &str, strip: &[String]| {
+            keeps(name, &not, strip) && !NOT_UPDATED.iter().any(|n| n.eq_ignore_ascii_case(name))
+        };
         let replaced = |name: &str| {
-            keeps(name, &not, &[])
+            updates(name, &[])
                 && update
                     .headers
                     .iter()
@@ -345,7 +355,7 @@ impl Stored {
             push_field(&mut head, h.name.as_bytes(), h.value);
         }
         for h in update.headers.iter() {
-            if keeps(h.name, &not, &s.strip) {
+            if updates(h.name, &s.strip) {
                 push_field(&mut head, h.name.as_bytes(), h.value);
             }
         }

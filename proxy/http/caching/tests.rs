@@ -319,3 +319,23 @@ fn rfc9110_6_6_1_a_416_made_from_the_cache_is_dated() {
     );
     assert!(text.contains("\r\nContent-Range: bytes */10\r\n"), "{text}");
 }
+
+#[test]
+fn rfc9111_3_2_an_update_changes_neither_content_length_nor_content_range() {
+    let r = resp("HTTP/1.1 200 OK\r\nETag: \"v\"\r\nX-Meta: old\r\n\r\n");
+    let mut o = Stored::new(&r, b"0123456789".to_vec(), &kept(0), 1000, Vec::new());
+    let update = resp(
+        "HTTP/1.1 304 Not Modified\r\nETag: \"v\"\r\nContent-Range: bytes 0-3/10\r\n\
+         Content-Length: 4\r\nX-Meta: new\r\n\r\n",
+    );
+    o.refresh(&update, &kept(60), 1005);
+    assert_eq!(o.field("x-meta"), Some(&b"new"[..]));
+    assert_eq!(o.field("content-length"), Some(&b"10"[..]));
+    assert_eq!(o.field("content-range"), None);
+    // So a range of it carries the one Content-Range the 206 writes.
+    let mut out = Vec::new();
+    o.write_partial(&mut out, (5, 10), "1.1 t", true, 1005);
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.matches("Content-Range").count(), 1, "{text}");
+    assert!(text.contains("Content-Range: bytes 5-9/10\r\n"), "{text}");
+}
