@@ -883,6 +883,68 @@ fn rfc9110_9_3_2_head_is_answered_from_a_stored_get_and_a_head_refreshes_it() {
 }
 
 #[test]
+fn rfc9111_4_3_5_a_head_with_other_validators_or_length_outdates_the_stored_get() {
+    let lm = http_date(86400);
+    let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = changed.clone();
+    let origin = Origin::start(move |r| {
+        // The origin changes its GET body once it has answered a HEAD. What each
+        // path's HEAD says, against the GET stored first ("e1", 8 bytes, one
+        // Last-Modified): another tag with the same date, another length, the same.
+        let (etag, len) = match r.path.as_str() {
+            "/etag" => ("\"e2\"", 8),
+            "/length" => ("\"e1\"", 9),
+            _ => ("\"e1\"", 8),
+        };
+        if r.method == "HEAD" {
+            flag.store(true, Ordering::SeqCst);
+            return Some(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nETag: {etag}\r\n\
+                     Last-Modified: {lm}\r\nCache-Control: max-age=600\r\nX-Head: yes\r\n\r\n"
+                )
+                .into_bytes(),
+            );
+        }
+        let body: &[u8] = if flag.load(Ordering::SeqCst) {
+            b"new-body"
+        } else {
+            b"old-body"
+        };
+        let fields = [
+            ("Cache-Control", "max-age=0"),
+            ("ETag", "\"e1\""),
+            ("Last-Modified", &lm),
+        ];
+        Some(ok(body, &fields))
+    });
+    let span = TempDir::new("rfc-head-outdates");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    for path in ["/etag", "/length", "/same"] {
+        changed.store(false, Ordering::SeqCst);
+        assert_eq!(get(&mut c, path).text(), "old-body");
+        // Stale: the HEAD goes to the origin, and its 200 is relayed.
+        let r = ask(&mut c, "HEAD", path, "");
+        assert_eq!((r.status, r.header("x-head")), (200, Some("yes")), "{path}");
+        let r = get(&mut c, path);
+        let reqs = seen(&origin, path);
+        if path == "/same" {
+            // Refreshed by the HEAD: a hit, with its fields.
+            assert_eq!(
+                (r.text().as_str(), r.header("x-head")),
+                ("old-body", Some("yes"))
+            );
+            assert_eq!(reqs.len(), 2);
+        } else {
+            // Outdated: the GET went to the origin, unconditionally, for what it has.
+            assert_eq!((reqs.len(), r.text().as_str()), (3, "new-body"), "{path}");
+            assert_eq!(reqs[2].header("if-none-match"), None, "{path}");
+        }
+    }
+}
+
+#[test]
 fn rfc9111_4_3_1_revalidations_offer_every_variants_entity_tag_and_a_304_selects_one() {
     // The origin negotiates: fr-CA gets the French representation.
     let origin = Origin::start(|r| {

@@ -10,7 +10,7 @@
 //! variant, the variants kept (each a u32 length and bytes, then its entity tag, a u32
 //! length and bytes, empty when it has none), and the body.
 
-use super::conditional::Validators;
+use super::conditional::{NotModifiedBy, Validators};
 use super::freshness::Storable;
 use super::vary::variant;
 use crate::http::codec::{self, RequestHead, ResponseHead, Skip};
@@ -369,6 +369,25 @@ impl Stored {
         self.immutable = s.immutable;
         self.swr = s.swr;
         self.sie = s.sie;
+    }
+
+    /// Whether `head`, a 200 to a HEAD request, describes the same representation as
+    /// this stored GET response, so it may update it (RFC 9111 §4.3.5; otherwise it
+    /// outdates it): the same entity tag when either has one (strong comparison for a
+    /// strong one), else the same `Last-Modified`, and the same `Content-Length` when
+    /// `head` has one. Without any validator nothing says it is the same.
+    pub fn same_as_head(&self, head: &ResponseHead) -> bool {
+        let by = NotModifiedBy::of(head);
+        let validated = match by {
+            NotModifiedBy::Tag(_) => by.selects(self),
+            // A date alone does not vouch for a stored response that has a tag.
+            NotModifiedBy::LastModified(_) => {
+                self.validators_held().etag.is_none() && by.selects(self)
+            }
+            NotModifiedBy::Nothing => false,
+        };
+        let length = head.header("content-length").map(<[u8]>::trim_ascii);
+        validated && length.is_none_or(|n| self.field("content-length") == Some(n))
     }
 
     /// Whether it may answer `req`: always without `Vary`, else when the request has

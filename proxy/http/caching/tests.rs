@@ -339,3 +339,26 @@ fn rfc9111_3_2_an_update_changes_neither_content_length_nor_content_range() {
     assert_eq!(text.matches("Content-Range").count(), 1, "{text}");
     assert!(text.contains("Content-Range: bytes 5-9/10\r\n"), "{text}");
 }
+
+#[test]
+fn rfc9111_4_3_5_a_head_updates_only_a_stored_get_with_its_validators_and_length() {
+    let lm = "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+    let stored = |fields: &str| {
+        let r = resp(&format!("HTTP/1.1 200 OK\r\n{fields}\r\n"));
+        Stored::new(&r, b"12345678".to_vec(), &kept(0), 1000, Vec::new())
+    };
+    let head = |fields: &str| resp(&format!("HTTP/1.1 200 OK\r\n{fields}\r\n"));
+    let tagged = stored(&format!("ETag: \"e1\"\r\n{lm}"));
+    assert!(tagged.same_as_head(&head(&format!("ETag: \"e1\"\r\n{lm}Content-Length: 8\r\n"))));
+    assert!(tagged.same_as_head(&head("ETag: \"e1\"\r\n")));
+    // Another tag, however equal the date; no tag against ours; another length.
+    assert!(!tagged.same_as_head(&head(&format!("ETag: \"e2\"\r\n{lm}"))));
+    assert!(!tagged.same_as_head(&head(lm)));
+    assert!(!tagged.same_as_head(&head("ETag: \"e1\"\r\nContent-Length: 9\r\n")));
+    // Without tags the date decides; without any validator nothing does.
+    let dated = stored(lm);
+    assert!(dated.same_as_head(&head(lm)));
+    assert!(!dated.same_as_head(&head("Last-Modified: Mon, 07 Nov 1994 08:49:37 GMT\r\n")));
+    assert!(!dated.same_as_head(&head(&format!("ETag: \"e1\"\r\n{lm}"))));
+    assert!(!stored("").same_as_head(&head("Content-Length: 8\r\n")));
+}

@@ -88,8 +88,8 @@ impl Session {
             if dirs.only_if_cached {
                 return self.only_if_cached(pending.head.keep_alive_unread());
             }
-            let store = (method == "GET" && !dirs.no_store)
-                .then(|| CacheTx::new(key, None, None, policy));
+            let store =
+                (method == "GET" && !dirs.no_store).then(|| CacheTx::new(key, None, None, policy));
             return self.forward(t, pending, store);
         }
         let query = CacheQuery {

@@ -297,15 +297,11 @@ impl Session {
         let head_request = c.request.as_ref().is_some_and(|r| r.method() == "HEAD");
         if head_request && head.status == 200 {
             if let Some(mut obj) = c.stale.take() {
-                let held = obj.validators_held();
-                let same = held.etag.is_some_and(|e| head.header("etag") == Some(e))
-                    || held
-                        .last_modified
-                        .is_some_and(|l| head.header("last-modified") == Some(l));
-                if same {
+                if obj.same_as_head(head) {
                     self.refresh_stored(&mut obj, head, now);
                 } else if let Some(cache) = shared.cache() {
-                    cache.remove(&self.tx_key());
+                    // Another representation now: the next GET fetches it.
+                    forget(cache, &c.key, &obj);
                 }
                 return HeadUse::Relay;
             }
@@ -339,21 +335,10 @@ impl Session {
             c.fill = None;
             // Replaced by something we may not keep: forget the old one.
             if let (Some(old), Some(cache)) = (&c.stale, shared.cache()) {
-                cache.remove(&c.key);
-                if let Some(alternate) = old.alternate_at(&c.key) {
-                    cache.remove(&alternate);
-                }
+                forget(cache, &c.key, old);
             }
         }
         HeadUse::Relay
-    }
-
-    /// The key of the transaction's cache part ("" without one).
-    fn tx_key(&self) -> String {
-        self.tx
-            .as_ref()
-            .and_then(|tx| tx.cache.as_ref())
-            .map_or_else(String::new, |c| c.key.clone())
     }
 
     /// Applies a validating response head (a 304, or a HEAD's 200) to `obj` (RFC 9111
@@ -468,6 +453,14 @@ impl Session {
             *err = Error::new(ErrorKind::OriginTimeout).context("stale and must-revalidate");
         }
         false
+    }
+}
+
+/// Removes `old`, the object at `key` (and, a variant, at its alternate key too).
+fn forget(cache: &Cache, key: &str, old: &Stored) {
+    cache.remove(key);
+    if let Some(alternate) = old.alternate_at(key) {
+        cache.remove(&alternate);
     }
 }
 
