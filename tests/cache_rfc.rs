@@ -945,6 +945,62 @@ fn rfc9111_4_3_5_a_head_with_other_validators_or_length_outdates_the_stored_get(
 }
 
 #[test]
+fn rfc9111_4_1_a_304_that_adds_vary_refreshes_nothing_and_the_response_is_fetched_anew() {
+    let varies = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let v = varies.clone();
+    let origin = Origin::start(move |r| {
+        // One entity tag per value of X-V; `Vary` (X-V, or `*` on /star) once `varies`.
+        let xv = r.header("x-v").unwrap_or("-").to_string();
+        let tag = format!("\"t{xv}\"");
+        let vary = match (v.load(Ordering::SeqCst), r.path.as_str()) {
+            (false, _) => String::new(),
+            (true, "/star") => "Vary: *\r\n".to_string(),
+            (true, _) => "Vary: X-V\r\n".to_string(),
+        };
+        if r.header("if-none-match")
+            .is_some_and(|inm| inm.contains(&tag))
+        {
+            return Some(
+                format!(
+                    "HTTP/1.1 304 Not Modified\r\nETag: {tag}\r\n{vary}\
+                     Cache-Control: max-age=600\r\n\r\n"
+                )
+                .into_bytes(),
+            );
+        }
+        let age = if vary.is_empty() {
+            "max-age=0"
+        } else {
+            "max-age=600"
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {tag}\r\n{vary}\
+             Cache-Control: {age}\r\n\r\n{xv}",
+            xv.len()
+        );
+        Some(head.into_bytes())
+    });
+    let span = TempDir::new("rfc-304-vary");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    for (path, other) in [("/add", "2"), ("/star", "3")] {
+        varies.store(false, Ordering::SeqCst);
+        assert_eq!(ask(&mut c, "GET", path, "X-V: 1\r\n").text(), "1");
+        varies.store(true, Ordering::SeqCst);
+        // Stale: revalidated; the 304 says Vary now, and refreshes nothing: the request
+        // went again without validators.
+        assert_eq!(ask(&mut c, "GET", path, "X-V: 1\r\n").text(), "1");
+        let reqs = seen(&origin, path);
+        assert_eq!(reqs.len(), 3, "{path}");
+        assert_eq!(reqs[2].header("if-none-match"), None, "{path}");
+        // So the object of X-V: 1 never answers another value.
+        let r = ask(&mut c, "GET", path, &format!("X-V: {other}\r\n"));
+        assert_eq!(r.text(), other, "{path}: {r:?}");
+        assert_eq!(seen(&origin, path).len(), 4, "{path}");
+    }
+}
+
+#[test]
 fn rfc9111_4_3_1_revalidations_offer_every_variants_entity_tag_and_a_304_selects_one() {
     // The origin negotiates: fr-CA gets the French representation.
     let origin = Origin::start(|r| {

@@ -219,10 +219,11 @@ fn store_answer(
         now,
     );
     if head.status == 304 {
-        // RFC 9111 §4.3.4: one naming a representation other than the stale one updates
-        // nothing; it fails like an error, and the request past the window that
-        // revalidates in the foreground fetches what the origin has.
-        if !caching::NotModifiedBy::of(&head).selects(&job.stale) {
+        // RFC 9111 §4.3.4: one naming a representation other than the stale one (or
+        // changing its `Vary`) updates nothing; it fails like an error, and the request
+        // past the window that revalidates in the foreground fetches what the origin
+        // has.
+        if !job.stale.selected_by(&head) {
             return None;
         }
         let kept = kept.or_else(|| {

@@ -371,11 +371,33 @@ impl Stored {
         self.sie = s.sie;
     }
 
+    /// Whether 304 `update` selects it (RFC 9111 §4.3.4, [`NotModifiedBy`]) and may
+    /// update it: not when it changes `Vary` ([`Stored::same_vary`]).
+    pub fn selected_by(&self, update: &ResponseHead) -> bool {
+        NotModifiedBy::of(update).selects(self) && self.same_vary(update)
+    }
+
+    /// Whether `update` leaves its `Vary` as it is: it has none (§3.2 keeps the stored
+    /// one), or one naming the same fields in the same order. A stored response answers
+    /// only requests that match the one it was fetched with on the fields its `Vary`
+    /// names (§4.1); that request's values of other fields are not kept (its
+    /// [`variant`] holds those of the old `Vary` alone), so a response whose `Vary`
+    /// changes cannot say which requests it answers: it is not updated, and the request
+    /// fetches the response anew.
+    pub fn same_vary(&self, update: &ResponseHead) -> bool {
+        if update.headers_all("vary").next().is_none() {
+            return true;
+        }
+        self.response()
+            .is_some_and(|old| vary_names(&old) == vary_names(update))
+    }
+
     /// Whether `head`, a 200 to a HEAD request, describes the same representation as
     /// this stored GET response, so it may update it (RFC 9111 §4.3.5; otherwise it
     /// outdates it): the same entity tag when either has one (strong comparison for a
-    /// strong one), else the same `Last-Modified`, and the same `Content-Length` when
-    /// `head` has one. Without any validator nothing says it is the same.
+    /// strong one), else the same `Last-Modified`; the same `Content-Length` when
+    /// `head` has one, and the same `Vary` ([`Stored::same_vary`]). Without any
+    /// validator nothing says it is the same.
     pub fn same_as_head(&self, head: &ResponseHead) -> bool {
         let by = NotModifiedBy::of(head);
         let validated = match by {
@@ -387,7 +409,9 @@ impl Stored {
             NotModifiedBy::Nothing => false,
         };
         let length = head.header("content-length").map(<[u8]>::trim_ascii);
-        validated && length.is_none_or(|n| self.field("content-length") == Some(n))
+        validated
+            && length.is_none_or(|n| self.field("content-length") == Some(n))
+            && self.same_vary(head)
     }
 
     /// Whether it may answer `req`: always without `Vary`, else when the request has
@@ -704,6 +728,16 @@ impl Stored {
             out.extend_from_slice(b"\r\n");
         }
     }
+}
+
+/// The field names `head`'s `Vary` lists, in order, lower-cased.
+fn vary_names(head: &ResponseHead) -> Vec<Vec<u8>> {
+    head.headers_all("vary")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_ascii_lowercase)
+        .collect()
 }
 
 /// Ends a head with `Age`, `Via`, `Connection` and the blank line.

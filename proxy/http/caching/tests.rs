@@ -362,3 +362,35 @@ fn rfc9111_4_3_5_a_head_updates_only_a_stored_get_with_its_validators_and_length
     assert!(!dated.same_as_head(&head(&format!("ETag: \"e1\"\r\n{lm}"))));
     assert!(!stored("").same_as_head(&head("Content-Length: 8\r\n")));
 }
+
+#[test]
+fn rfc9111_4_1_a_304_that_changes_vary_updates_nothing() {
+    let r = resp("HTTP/1.1 200 OK\r\nETag: \"v\"\r\nVary: Accept-Encoding, X-A\r\n\r\n");
+    let o = Stored::new(&r, b"x".to_vec(), &kept(0), 1000, b"x".to_vec());
+    let not_modified = |fields: &str| resp(&format!("HTTP/1.1 304 Not Modified\r\n{fields}\r\n"));
+    // Without Vary (the stored one stays), or the same names however spelled: selected.
+    assert!(o.selected_by(&not_modified("ETag: \"v\"\r\n")));
+    assert!(o.selected_by(&not_modified(
+        "ETag: \"v\"\r\nVary: accept-encoding\r\nVary: x-a\r\n"
+    )));
+    // Names added, dropped, reordered, or `*`: not.
+    for vary in [
+        "Accept-Encoding, X-A, X-B",
+        "X-A",
+        "X-A, Accept-Encoding",
+        "*",
+    ] {
+        let update = not_modified(&format!("ETag: \"v\"\r\nVary: {vary}\r\n"));
+        assert!(!o.selected_by(&update), "{vary}");
+    }
+    // An object without Vary given one by a 304 is not selected either.
+    let plain = Stored::new(
+        &resp("HTTP/1.1 200 OK\r\nETag: \"v\"\r\n\r\n"),
+        Vec::new(),
+        &kept(0),
+        1000,
+        Vec::new(),
+    );
+    assert!(!plain.selected_by(&not_modified("ETag: \"v\"\r\nVary: X-A\r\n")));
+    assert!(!plain.selected_by(&not_modified("ETag: \"w\"\r\n")));
+}

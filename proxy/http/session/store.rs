@@ -125,7 +125,8 @@ enum Selected {
 
 /// The stored response `head` (a 304) selects (RFC 9111 §4.3.4): ours, `held`, when its
 /// validator names ours (or it has none); else the variant of the URL its entity tag
-/// names, when we offered the variants' tags. A 304 that selects none updates nothing.
+/// names, when we offered the variants' tags. A 304 that selects none updates nothing;
+/// nor does one that changes the `Vary` of the one it names (`Stored::same_vary`).
 fn select_variant(
     c: &CacheTx,
     held: Option<&Stored>,
@@ -133,7 +134,7 @@ fn select_variant(
     cache: Option<&Arc<Cache>>,
 ) -> Selected {
     let by = caching::NotModifiedBy::of(head);
-    if held.is_some_and(|h| by.selects(h)) {
+    if held.is_some_and(|h| h.selected_by(head)) {
         return Selected::Held;
     }
     let Some(v) = c.variants.as_ref().filter(|_| c.offered) else {
@@ -145,7 +146,7 @@ fn select_variant(
     let key = caching::alternate_key(&c.key, v.generation, &v.kept.0[i]);
     match cache.map(|cache| cache.lookup(&key)) {
         Some(Lookup::Done(Some(bytes))) => match Stored::decode(&bytes) {
-            Some(other) if by.selects(&other) => Selected::Other(other),
+            Some(other) if other.selected_by(head) => Selected::Other(other),
             _ => Selected::NotAtHand,
         },
         _ => Selected::NotAtHand,
