@@ -634,6 +634,61 @@ fn rfc9110_13_and_14_conditionals_and_ranges_are_answered_from_the_cache() {
 }
 
 #[test]
+fn rfc9110_13_2_2_a_clients_conditions_set_aside_for_a_revalidation_are_answered_from_its_new_200()
+{
+    let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = changed.clone();
+    let origin = Origin::start(move |_| {
+        Some(if flag.load(Ordering::SeqCst) {
+            ok(
+                b"ABCDEFGHIJ",
+                &[("Cache-Control", "max-age=600"), ("ETag", "\"e2\"")],
+            )
+        } else {
+            ok(
+                b"0123456789",
+                &[("Cache-Control", "max-age=0"), ("ETag", "\"e1\"")],
+            )
+        })
+    });
+    let span = TempDir::new("rfc-set-aside");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    for path in ["/im", "/inm", "/range"] {
+        get(&mut c, path);
+    }
+    changed.store(true, Ordering::SeqCst);
+    // Stale: revalidated with the cache's validators alone; the origin's new 200 is
+    // stored, and answers what the client asked (all on one kept-alive connection).
+    let r = ask(
+        &mut c,
+        "GET",
+        "/im",
+        "If-Match: \"e1\"\r\nRange: bytes=5-\r\n",
+    );
+    assert_eq!(r.status, 412, "{r:?}");
+    let asked = &seen(&origin, "/im")[1];
+    assert_eq!(asked.header("if-none-match"), Some("\"e1\""));
+    assert_eq!(
+        (asked.header("if-match"), asked.header("range")),
+        (None, None)
+    );
+    let r = ask(&mut c, "GET", "/inm", "If-None-Match: \"e2\"\r\n");
+    assert_eq!((r.status, r.header("etag")), (304, Some("\"e2\"")), "{r:?}");
+    let r = ask(&mut c, "GET", "/range", "Range: bytes=0-1\r\n");
+    assert_eq!(
+        (r.status, r.header("content-range"), r.text().as_str()),
+        (206, Some("bytes 0-1/10"), "AB"),
+        "{r:?}"
+    );
+    // And it was stored: fresh now, from the cache.
+    for path in ["/im", "/inm", "/range"] {
+        assert_eq!(get(&mut c, path).text(), "ABCDEFGHIJ");
+        assert_eq!(seen(&origin, path).len(), 2, "{path}");
+    }
+}
+
+#[test]
 fn a_range_of_a_large_object_streams_from_the_stored_value() {
     let body: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
     let b = body.clone();

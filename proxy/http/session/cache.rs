@@ -199,6 +199,7 @@ impl Session {
                 let mut validators = obj.validators();
                 let mut ctx = CacheTx::new(query.key, Some(obj), None, query.policy);
                 ctx.request = Some(pending.head.clone());
+                ctx.set_aside = query.conditional;
                 pending
                     .head
                     .headers

@@ -87,7 +87,8 @@ pub(super) struct Tx {
     /// reads the body up to the close.
     dechunk: bool,
     /// The response's body goes nowhere: the client was answered from the cache in its
-    /// place (`stale-if-error`); it is read to keep the origin connection usable.
+    /// place (`stale-if-error`), or will be once it is stored (`HeadUse::Withheld`); it
+    /// is read to keep the origin connection usable.
     pub(super) discard: bool,
     /// A reused origin connection failed before answering: resend this once on a new one.
     pub(super) retry: Option<Vec<u8>>,
@@ -554,6 +555,7 @@ impl Session {
                 match self.cache_response_head(&head, d.framing, d.cache) {
                     HeadUse::Relay => {}
                     HeadUse::Answered => return None,
+                    HeadUse::Withheld => return Some(true),
                     HeadUse::Resend(request) => {
                         self.resend(t, request, d.origin_keep_alive);
                         return None;
@@ -642,7 +644,8 @@ impl Session {
     fn finish_tx(&mut self, t: &mut EThread) {
         let Some(mut tx) = self.tx.take() else { return };
         if let Some(c) = tx.cache.as_deref_mut() {
-            self.store_capture(c);
+            let obj = self.store_capture(c);
+            self.answer_withheld(c, obj, &mut tx.client_keep_alive);
         }
         drop(tx.active);
         self.shared.metrics.completed_requests.inc();

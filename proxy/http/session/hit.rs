@@ -56,9 +56,10 @@ impl Session {
     }
 
     /// Answers `req` from `obj` in the middle of an exchange (after a 304 refreshed it,
-    /// or in place of a server error): the exchange ends as the origin's response does.
-    pub(super) fn serve_answer(&mut self, req: &RequestHead, obj: &Stored, now: u64) {
-        let keep = self.tx.as_ref().is_some_and(|tx| tx.client_keep_alive);
+    /// in place of a server error, or once a new response to a revalidation is stored),
+    /// keeping the connection when `keep`: the exchange ends as the origin's response
+    /// does.
+    pub(super) fn serve_answer(&mut self, req: &RequestHead, obj: &Stored, now: u64, keep: bool) {
         let status = self.answer_from(req, obj, now, keep);
         self.shared.metrics.count_status(status);
         if let Some(l) = self.log_req.as_mut() {

@@ -41,6 +41,12 @@ pub(super) struct CacheTx {
     pub(super) refetch: Option<Vec<u8>>,
     /// Other variants' entity tags went with the request.
     pub(super) offered: bool,
+    /// The client's preconditions or range were set aside for a revalidation: they are
+    /// answered from the stored object, not from what the origin sends the cache.
+    pub(super) set_aside: bool,
+    /// The response is withheld from the client (its body read, not relayed) and
+    /// answers the set-aside fields once it is whole and stored.
+    withheld: bool,
     /// What the cache obeys for this transaction.
     policy: Arc<CachePolicy>,
     /// When it began (an invalidation of `key` after that keeps it from storing), and
@@ -67,6 +73,8 @@ impl CacheTx {
             unconditional: None,
             refetch: None,
             offered: false,
+            set_aside: false,
+            withheld: false,
             policy,
             began: Instant::now(),
             request_time: caching::now_s(),
@@ -110,6 +118,9 @@ pub(super) enum HeadUse {
     /// in RAM, or a representation the cache does not hold at all): send this request
     /// (the client's without validators) instead, and relay what comes.
     Resend(Vec<u8>),
+    /// Read its body without relaying it: once whole and stored, it answers the
+    /// client's set-aside preconditions and range ([`Session::answer_withheld`]).
+    Withheld,
 }
 
 /// Which stored response a 304 freshens (RFC 9111 §4.3.4).
@@ -291,7 +302,8 @@ impl Session {
             }
             shared.metrics.cache_hits.inc();
             let request = client.unwrap_or_else(placeholder_get);
-            self.serve_answer(&request, &obj, now);
+            let keep = self.tx.as_ref().is_some_and(|tx| tx.client_keep_alive);
+            self.serve_answer(&request, &obj, now, keep);
             return HeadUse::Answered;
         }
         // §4.3.5: a HEAD response may update, or outdate, the stored GET response.
@@ -330,6 +342,17 @@ impl Session {
                 chunked: (framing == BodyFraming::Chunked).then(ChunkedScanner::new),
                 limit,
             });
+        // The client's own preconditions and range, set aside for the revalidation, are
+        // answered from the new response as a hit's would be, once it is stored. Only
+        // with a known length, which the capture cannot outgrow midway: a chunked or
+        // close-delimited one is relayed as it comes (its capture may still fail).
+        if c.set_aside && c.capture.is_some() && matches!(framing, BodyFraming::Length(_)) {
+            c.withheld = true;
+            if let Some(tx) = self.tx.as_mut() {
+                tx.discard = true;
+            }
+            return HeadUse::Withheld;
+        }
         if c.capture.is_none() {
             // Nothing to store: let the requests waiting for this fill go to the origin
             // now, not after this whole transfer.
@@ -394,10 +417,11 @@ impl Session {
         true
     }
 
-    /// Stores what the transaction captured, if it may still.
-    pub(super) fn store_capture(&self, c: &mut CacheTx) {
+    /// Stores what the transaction captured, if it may still; returns the object made
+    /// of it (stored or not).
+    pub(super) fn store_capture(&self, c: &mut CacheTx) -> Option<Stored> {
         let (Some(cap), Some(cache)) = (c.capture.take(), self.shared.cache()) else {
-            return;
+            return None;
         };
         let mut obj = Stored::new(
             &cap.head,
@@ -427,6 +451,21 @@ impl Session {
             revalidate::store(cache, &c.key, &mut obj, kept, self.shared.settings.max_alts);
             self.shared.metrics.cache_writes.inc();
             self.shared.note_cache_usage();
+        }
+        Some(obj)
+    }
+
+    /// Ends a withheld response ([`HeadUse::Withheld`]): `obj`, made of it, answers the
+    /// client's request with its preconditions and range, as a hit does. Without it
+    /// (which a known length rules out) the client gets nothing more, and the
+    /// connection closes (`keep` is cleared).
+    pub(super) fn answer_withheld(&mut self, c: &CacheTx, obj: Option<Stored>, keep: &mut bool) {
+        if !c.withheld {
+            return;
+        }
+        match (obj, c.request.as_ref()) {
+            (Some(obj), Some(request)) => self.serve_answer(request, &obj, caching::now_s(), *keep),
+            _ => *keep = false,
         }
     }
 
