@@ -590,6 +590,25 @@ fn a_close_notify_sent_with_the_request_gets_the_whole_answer_then_the_close() {
     }
 }
 
+/// A daemon with a cache in front of the TLS origin `https://localhost:PORT/`, trusting
+/// `ca`; its directory (span, CA file) lives as long as the returned one.
+fn caching_daemon_of_tls_origin(ca: &Ca, port: u16, tag: &str) -> (Daemon, util::TempDir) {
+    let dir = util::TempDir::new(tag);
+    let ca_path = dir.0.join("ca.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 1\n\
+             [proxy.config.ssl]\nclient.CA.cert.filename = \"{}\"\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n\
+             [[remap]]\nfrom = \"/\"\nto = \"https://localhost:{port}/\"\n",
+            ca_path.display(),
+            dir.0.display(),
+        ))
+        .start();
+    (d, dir)
+}
+
 #[test]
 fn a_stale_object_of_a_tls_origin_is_revalidated_in_the_background_over_tls() {
     // RFC 5861 §3: served stale at once, while the background revalidation asks the
@@ -598,20 +617,7 @@ fn a_stale_object_of_a_tls_origin_is_revalidated_in_the_background_over_tls() {
     let leaf = ca.leaf(&["localhost"], "localhost");
     let fields = "Cache-Control: max-age=1, stale-while-revalidate=60\r\n";
     let origin = TlsOrigin::with_fields(&leaf, fields, "fresh from tls");
-    let dir = util::TempDir::new("swr-tls");
-    let ca_path = dir.0.join("ca.pem");
-    std::fs::write(&ca_path, &ca.pem).unwrap();
-    let d = Daemon::builder()
-        .config(&format!(
-            "[proxy.config.http]\nwait_for_cache = 1\n\
-             [proxy.config.ssl]\nclient.CA.cert.filename = \"{}\"\n\
-             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n\
-             [[remap]]\nfrom = \"/\"\nto = \"https://localhost:{}/\"\n",
-            ca_path.display(),
-            dir.0.display(),
-            origin.addr.port()
-        ))
-        .start();
+    let (d, _dir) = caching_daemon_of_tls_origin(&ca, origin.addr.port(), "swr-tls");
     let get = || util::http::get(d.addr(), "x", "/swr").unwrap();
     assert_eq!(get().text(), "fresh from tls");
     // Stale after a second: each GET then answers at once, and one of them starts
@@ -670,20 +676,7 @@ fn a_close_delimited_body_a_tls_origin_ends_without_close_notify_is_not_stored()
     // close_notify came; a bare FIN may be a truncation, and is not stored as whole.
     let ca = Ca::new("Origin CA");
     let origin = close_delimited_origin(&ca.leaf(&["localhost"], "localhost"));
-    let dir = util::TempDir::new("tls-trunc");
-    let ca_path = dir.0.join("ca.pem");
-    std::fs::write(&ca_path, &ca.pem).unwrap();
-    let d = Daemon::builder()
-        .config(&format!(
-            "[proxy.config.http]\nwait_for_cache = 1\n\
-             [proxy.config.ssl]\nclient.CA.cert.filename = \"{}\"\n\
-             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n\
-             [[remap]]\nfrom = \"/\"\nto = \"https://localhost:{}/\"\n",
-            ca_path.display(),
-            dir.0.display(),
-            origin.port()
-        ))
-        .start();
+    let (d, _dir) = caching_daemon_of_tls_origin(&ca, origin.port(), "tls-trunc");
     for path in ["/clean", "/cut"] {
         let mut c = TcpStream::connect(d.addr()).unwrap();
         write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();

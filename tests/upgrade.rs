@@ -231,6 +231,21 @@ fn upgrades_under_load(d: &Daemon, rounds: usize) -> Successors {
     successors
 }
 
+/// An origin answering `/slow` after `slow` (each such request announced on the
+/// returned channel as it arrives), and every path with `body`.
+fn slow_origin(slow: Duration, body: &'static [u8]) -> (Origin, std::sync::mpsc::Receiver<()>) {
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let seen_tx = Mutex::new(seen_tx);
+    let origin = Origin::start(move |r| {
+        if r.path == "/slow" {
+            let _ = seen_tx.lock().unwrap().send(());
+            std::thread::sleep(slow);
+        }
+        Some(ok(body, &[]))
+    });
+    (origin, seen_rx)
+}
+
 #[test]
 fn ten_upgrades_in_threads_mode_refuse_and_reset_no_request() {
     let _serial = serial();
@@ -804,15 +819,7 @@ fn an_upgrade_that_drops_a_port_and_a_thread_resets_nothing_queued() {
 fn the_old_process_closes_idle_keep_alive_connections_at_once_and_answers_busy_ones_with_close() {
     let _serial = serial();
     let mut successors = Successors::default();
-    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-    let seen_tx = Mutex::new(seen_tx);
-    let origin = Origin::start(move |r| {
-        if r.path == "/slow" {
-            let _ = seen_tx.lock().unwrap().send(());
-            std::thread::sleep(Duration::from_millis(800));
-        }
-        Some(ok(b"hello", &[]))
-    });
+    let (origin, seen_rx) = slow_origin(Duration::from_millis(800), b"hello");
     let d = Daemon::builder().config(&remap_to(&origin)).start();
     // An idle keep-alive connection, and a busy one, both on the old process.
     let mut idle = http::Conn::open(d.addr()).unwrap();
@@ -1077,15 +1084,7 @@ fn a_reload_during_an_upgrade_waits_for_its_end_and_resets_no_request() {
 fn stopping_the_new_process_while_the_old_one_drains_refuses_new_connects() {
     let _serial = serial();
     let mut successors = Successors::default();
-    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-    let seen_tx = Mutex::new(seen_tx);
-    let origin = Origin::start(move |r| {
-        if r.path == "/slow" {
-            let _ = seen_tx.lock().unwrap().send(());
-            std::thread::sleep(Duration::from_millis(2000));
-        }
-        Some(ok(b"hello", &[]))
-    });
+    let (origin, seen_rx) = slow_origin(Duration::from_millis(2000), b"hello");
     let d = Daemon::builder().config(&remap_to(&origin)).start();
     let addr = d.addr();
     let mut busy = http::send_get(addr, "/slow");
@@ -1142,15 +1141,7 @@ fn an_upgrade_starts_the_binary_a_repointed_symlink_names() {
 fn a_first_sigterm_to_the_draining_old_process_lets_its_requests_finish() {
     let _serial = serial();
     let mut successors = Successors::default();
-    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-    let seen_tx = Mutex::new(seen_tx);
-    let origin = Origin::start(move |r| {
-        if r.path == "/slow" {
-            let _ = seen_tx.lock().unwrap().send(());
-            std::thread::sleep(Duration::from_millis(1500));
-        }
-        Some(ok(b"late", &[]))
-    });
+    let (origin, seen_rx) = slow_origin(Duration::from_millis(1500), b"late");
     let mut d = Daemon::builder().config(&remap_to(&origin)).start();
     let mut busy = http::send_get(d.addr(), "/slow");
     seen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -1172,15 +1163,7 @@ fn a_first_sigterm_to_the_draining_old_process_lets_its_requests_finish() {
 fn back_to_back_upgrades_lose_no_count_of_the_first_process() {
     let _serial = serial();
     let mut successors = Successors::default();
-    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-    let seen_tx = Mutex::new(seen_tx);
-    let origin = Origin::start(move |r| {
-        if r.path == "/slow" {
-            let _ = seen_tx.lock().unwrap().send(());
-            std::thread::sleep(Duration::from_millis(1500));
-        }
-        Some(ok(b"hello", &[]))
-    });
+    let (origin, seen_rx) = slow_origin(Duration::from_millis(1500), b"hello");
     let d = Daemon::builder().config(&remap_to(&origin)).start();
     for _ in 0..3 {
         assert_eq!(http::get(d.addr(), "t", "/").unwrap().status, 200);
