@@ -75,6 +75,17 @@ fn cert_dir(d: &Daemon) -> std::path::PathBuf {
     dir.into()
 }
 
+/// A client trusting `ca`, asking for ALPN `http/1.1`.
+fn trusting(ca: &Ca) -> Arc<rustls::ClientConfig> {
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(tls::provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca.roots())
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
 /// The certificate the server presents to a client asking for `name`.
 fn presented(addr: SocketAddr, name: &str) -> CertificateDer<'static> {
     let (cfg, rec) = tls::recording_client(V13);
@@ -148,13 +159,7 @@ fn sni_picks_exact_then_wildcard_then_the_default_and_http_flows_over_tls() {
     );
 
     // HTTP over TLS, keep-alive, verified against the test CA.
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(tls::provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(ca.roots())
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let cfg = Arc::new(cfg);
+    let cfg = trusting(&ca);
     let mut s = tls::connect(&cfg, addr, "exact.test").unwrap();
     for _ in 0..3 {
         assert_eq!(
@@ -759,13 +764,7 @@ fn a_tls_client_gets_close_notify_before_every_close_but_a_reset() {
         &[("PROXY_CONFIG_HTTP_ACCEPT_NO_ACTIVITY_TIMEOUT", "1")],
     );
     let addr = d.addrs()[0];
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(tls::provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(ca.roots())
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let cfg = Arc::new(cfg);
+    let cfg = trusting(&ca);
 
     // rustls reads a close without close_notify as UnexpectedEof.
     let mut s = tls::connect(&cfg, addr, "exact.test").unwrap();
