@@ -1267,3 +1267,29 @@ fn rfc9111_4_1_a_vary_field_absent_from_the_request_matches_only_its_absence() {
     assert_eq!(get(&mut c, "/v").text(), "foo=None");
     assert_eq!(seen(&origin, "/v").len(), 2);
 }
+
+#[test]
+fn rfc9110_15_6_3_a_withheld_answer_cut_by_its_origin_is_a_502_not_a_silent_close() {
+    // The new 200 of a revalidation, withheld to answer the client's set-aside
+    // precondition once stored, is cut short: the client has had nothing yet, so it
+    // gets the error a cut response before its head gets.
+    let origin = Origin::start(|r| {
+        Some(if r.header("if-none-match").is_some() {
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nETag: \"e2\"\r\n\
+              Content-Length: 10\r\nConnection: close\r\n\r\nABC"
+                .to_vec()
+        } else {
+            ok(
+                b"0123456789",
+                &[("Cache-Control", "max-age=0"), ("ETag", "\"e1\"")],
+            )
+        })
+    });
+    let span = TempDir::new("rfc-withheld-cut");
+    let d = daemon(&origin, &span, "");
+    let mut c = Conn::open(d.addr()).unwrap();
+    get(&mut c, "/cut");
+    let r = ask(&mut c, "GET", "/cut", "If-None-Match: \"zz\"\r\n");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(seen(&origin, "/cut").len(), 2);
+}

@@ -143,6 +143,44 @@ fn no_header_a_bad_one_or_an_untrusted_peer_closes_the_connection() {
     assert_eq!(origin.request_count(), 0);
 }
 
+/// A daemon with one `pp:ssl` port (a certificate for `pp.test` signed by `ca`), its
+/// accept timeout `accept_timeout` seconds, remapping to `origin`.
+fn pp_ssl_daemon(ca: &util::tls::Ca, origin: &Origin, accept_timeout: &str) -> (Daemon, TempDir) {
+    let dir = TempDir::new("pp-tls");
+    ca.leaf(&["pp.test"], "pp.test").write(&dir.0, "pp");
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", "0:pp:ssl")
+        .env(
+            "PROXY_CONFIG_HTTP_ACCEPT_NO_ACTIVITY_TIMEOUT",
+            accept_timeout,
+        )
+        .config(&format!(
+            "[[ssl_multicert]]\nssl_cert_name = \"{0}/pp.pem\"\n\
+             ssl_key_name = \"{0}/pp.key\"\ndest_ip = \"*\"\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{1}/\"\n",
+            dir.0.display(),
+            origin.addr
+        ))
+        .start();
+    (d, dir)
+}
+
+#[test]
+fn on_a_pp_ssl_port_a_close_mid_header_ends_the_connection_at_once() {
+    // A peek never reads the FIN behind the bytes: the hang-up does. Well before the
+    // accept timeout (here an hour), the connection is closed and counted.
+    let origin = Origin::start(|_| Some(ok(b"-", &[])));
+    let (d, _dir) = pp_ssl_daemon(&util::tls::Ca::new("PP CA"), &origin, "3600");
+    let mut c = TcpStream::connect(d.addr()).unwrap();
+    c.write_all(b"PROXY TCP4 10.1.2.3").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(read_all(&mut c, Duration::from_secs(10)).is_empty());
+    assert!(util::wait_until(Duration::from_secs(10), || {
+        d.metric("proxy.process.net.connections_currently_open") == 0
+    }));
+    assert_eq!(d.metric("proxy.process.http.proxy_protocol.malformed"), 1);
+}
+
 #[test]
 fn on_a_pp_ssl_port_the_header_comes_in_plain_text_before_the_tls_handshake_and_silence_is_no_bad_header(
 ) {
@@ -157,19 +195,7 @@ fn on_a_pp_ssl_port_the_header_comes_in_plain_text_before_the_tls_handshake_and_
         ))
     });
     let ca = util::tls::Ca::new("PP CA");
-    let dir = TempDir::new("pp-tls");
-    ca.leaf(&["pp.test"], "pp.test").write(&dir.0, "pp");
-    let d = Daemon::builder()
-        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", "0:pp:ssl")
-        .env("PROXY_CONFIG_HTTP_ACCEPT_NO_ACTIVITY_TIMEOUT", "1")
-        .config(&format!(
-            "[[ssl_multicert]]\nssl_cert_name = \"{0}/pp.pem\"\n\
-             ssl_key_name = \"{0}/pp.key\"\ndest_ip = \"*\"\n\
-             [[remap]]\nfrom = \"/\"\nto = \"http://{1}/\"\n",
-            dir.0.display(),
-            origin.addr
-        ))
-        .start();
+    let (d, _dir) = pp_ssl_daemon(&ca, &origin, "1");
     let cfg = Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(util::tls::provider()))
             .with_safe_default_protocol_versions()

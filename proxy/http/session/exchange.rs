@@ -608,7 +608,7 @@ impl Session {
                     o.wire.eof = true;
                     o.inbuf.clear();
                     tx.resp_body = Some(Body::Done);
-                    self.abort_after_flush();
+                    self.cut_short(ErrorKind::BadResponse);
                     return true;
                 }
             }
@@ -620,7 +620,7 @@ impl Session {
                 // Truncated by the origin (a reset is no close that ends a body, nor is
                 // a TLS origin's FIN without its close_notify, RFC 9112 §9.8): pass on
                 // what we have, then close; not stored.
-                self.abort_after_flush();
+                self.cut_short(ErrorKind::OriginClosed);
                 return true;
             }
         }
@@ -643,9 +643,13 @@ impl Session {
     /// connection stays attached or goes back to the pool, the next request may come.
     fn finish_tx(&mut self, t: &mut EThread) {
         let Some(mut tx) = self.tx.take() else { return };
-        if let Some(c) = tx.cache.as_deref_mut() {
-            let obj = self.store_capture(c);
-            self.answer_withheld(c, obj, &mut tx.client_keep_alive);
+        if let Some(mut c) = tx.cache.take() {
+            let obj = self.store_capture(&mut c);
+            self.answer_withheld(&c, obj, &mut tx.client_keep_alive);
+            // Its fill ends here, before a request pipelined behind it looks the URL up
+            // (`after_answer` lets it be read at once): one that stored nothing would
+            // otherwise have it wait for the fill of its own connection.
+            drop(c);
         }
         drop(tx.active);
         self.shared.metrics.completed_requests.inc();
@@ -717,7 +721,11 @@ impl Session {
     /// by closing after what was sent).
     pub(super) fn fail_tx(&mut self, mut err: Error) {
         log::debug!("{}: {err}", self.peer());
-        let head_sent = self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_some());
+        // A response withheld for the cache (`HeadUse::Withheld`) sent the client nothing
+        // yet: it gets the error (or the stale object) as if no head had come.
+        let head_sent = self.tx.as_ref().is_some_and(|tx| {
+            tx.resp_body.is_some() && !tx.cache.as_ref().is_some_and(|c| c.withheld())
+        });
         if let Some(o) = self.origin.as_mut() {
             o.wire.eof = true;
         }
@@ -730,6 +738,22 @@ impl Session {
         } else {
             self.tx = None;
             self.answer_error(err, false);
+        }
+    }
+
+    /// The response was cut short mid-body (or its framing broke): a client that had
+    /// its head gets what came, then the close ([`Session::abort_after_flush`]); one
+    /// whose answer was withheld for the cache (`HeadUse::Withheld`) has had nothing,
+    /// and gets the error (`kind`) or the stale object, as before a head.
+    fn cut_short(&mut self, kind: ErrorKind) {
+        let withheld = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.cache.as_ref().is_some_and(|c| c.withheld()));
+        if withheld {
+            self.fail_tx(Error::new(kind));
+        } else {
+            self.abort_after_flush();
         }
     }
 

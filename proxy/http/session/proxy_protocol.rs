@@ -81,8 +81,14 @@ impl Session {
             }
             Ok(n) => {
                 self.inbuf.truncate(n);
-                // Nothing new: wait for the next arrival's edge.
                 if n == before {
+                    // Nothing new. A peek never reads the FIN behind the bytes: epoll's
+                    // hang-up says the peer closed mid-header. Else wait for the next
+                    // arrival's edge.
+                    if self.client.hup {
+                        self.client.eof = true;
+                        return true;
+                    }
                     self.client.readable = false;
                 }
                 n > before

@@ -56,6 +56,11 @@ pub(super) struct CacheTx {
 }
 
 impl CacheTx {
+    /// Its response is withheld from the client until stored ([`HeadUse::Withheld`]).
+    pub(super) fn withheld(&self) -> bool {
+        self.withheld
+    }
+
     pub(super) fn new(
         key: String,
         stale: Option<Stored>,
