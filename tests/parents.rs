@@ -612,3 +612,39 @@ fn a_name_only_the_parents_resolve_still_goes_to_them_under_go_direct() {
         (200, "http://no-such-host.invalid/x")
     );
 }
+
+#[test]
+fn a_request_failed_over_to_the_next_parent_takes_a_place_under_its_limit() {
+    // per_server.connection.max holds for a parent a request fails over to, as for the
+    // first: two requests moved from a refusing parent reach the next one by turns.
+    let (_l, _c, refused) = dead_addr();
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (n, m) = (now.clone(), most.clone());
+    let slow = Origin::start(move |r| {
+        use std::sync::atomic::Ordering::SeqCst;
+        let at = n.fetch_add(1, SeqCst) + 1;
+        m.fetch_max(at, SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        n.fetch_sub(1, SeqCst);
+        Some(ok(r.path.as_bytes(), &[("Connection", "close")]))
+    });
+    let c = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\ncache.http = false\nper_server.connection.max = 1\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://127.0.0.1:1/\"\n\
+             [[parent]]\ndest_domain = \".\"\nparents = [\"{refused}\", \"{}\"]\n\
+             round_robin = \"false\"\ngo_direct = false\n",
+            slow.addr
+        ))
+        .start();
+    let addr = c.addr();
+    let clients: Vec<_> = (0..2)
+        .map(|i| std::thread::spawn(move || http::get(addr, "t", &format!("/{i}")).unwrap()))
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap().status, 200);
+    }
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(c.metric("proxy.process.http.parent_failovers"), 2);
+}

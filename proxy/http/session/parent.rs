@@ -119,7 +119,8 @@ impl Session {
         if next.is_some() && !on_parent && route.parent_is_proxy() {
             origin_form(&mut req);
         }
-        // A place under per_server.connection.max was the failed parent's.
+        // A place under per_server.connection.max was the failed parent's; the next
+        // one takes its own (`admit`, below), or waits for it.
         tx.slot = None;
         self.release_origin(t, false);
         let Some(addr) = next else {
@@ -131,7 +132,8 @@ impl Session {
             l.origin = Some(addr);
             l.parent = on_parent;
         }
-        self.send_to_origin(t, addr);
+        let max = self.shared.with_live(|live| live.origin_max);
+        self.admit(t, addr, max);
         true
     }
 }
