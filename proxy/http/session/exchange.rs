@@ -605,10 +605,9 @@ impl Session {
                     // Broken framing mid-body: the client cannot trust the rest.
                     tx.client_keep_alive = false;
                     tx.origin_keep_alive = false;
-                    o.wire.eof = true;
                     o.inbuf.clear();
                     tx.resp_body = Some(Body::Done);
-                    self.cut_short(ErrorKind::BadResponse);
+                    self.fail_tx(Error::new(ErrorKind::BadResponse));
                     return true;
                 }
             }
@@ -618,9 +617,10 @@ impl Session {
                 *body = Body::Done;
             } else {
                 // Truncated by the origin (a reset is no close that ends a body, nor is
-                // a TLS origin's FIN without its close_notify, RFC 9112 §9.8): pass on
-                // what we have, then close; not stored.
-                self.cut_short(ErrorKind::OriginClosed);
+                // a TLS origin's FIN without its close_notify, RFC 9112 §9.8): the
+                // client gets what came, then the close (or, withheld, the error); not
+                // stored.
+                self.fail_tx(Error::new(ErrorKind::OriginClosed));
                 return true;
             }
         }
@@ -718,7 +718,7 @@ impl Session {
     }
 
     /// Ends the transaction with `err`'s answer (or, when a response head already went,
-    /// by closing after what was sent).
+    /// by closing after what was sent: a body cut short mid-way, or whose framing broke).
     pub(super) fn fail_tx(&mut self, mut err: Error) {
         log::debug!("{}: {err}", self.peer());
         // A response withheld for the cache (`HeadUse::Withheld`) sent the client nothing
@@ -738,22 +738,6 @@ impl Session {
         } else {
             self.tx = None;
             self.answer_error(err, false);
-        }
-    }
-
-    /// The response was cut short mid-body (or its framing broke): a client that had
-    /// its head gets what came, then the close ([`Session::abort_after_flush`]); one
-    /// whose answer was withheld for the cache (`HeadUse::Withheld`) has had nothing,
-    /// and gets the error (`kind`) or the stale object, as before a head.
-    fn cut_short(&mut self, kind: ErrorKind) {
-        let withheld = self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.cache.as_ref().is_some_and(|c| c.withheld()));
-        if withheld {
-            self.fail_tx(Error::new(kind));
-        } else {
-            self.abort_after_flush();
         }
     }
 
