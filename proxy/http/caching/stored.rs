@@ -732,10 +732,7 @@ impl Stored {
 
 /// The field names `head`'s `Vary` lists, in order, lower-cased.
 fn vary_names(head: &ResponseHead) -> Vec<Vec<u8>> {
-    head.headers_all("vary")
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|n| !n.is_empty())
+    codec::tokens(&head.headers, "vary".into())
         .map(<[u8]>::to_ascii_lowercase)
         .collect()
 }
