@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use crate::error::Problem;
-use crate::value::{entry_key_line, expect_str, read_tables, Value};
+use crate::value::{expect_str, no_repeats, read_tables, Value};
 
 /// One remap rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -185,19 +185,13 @@ pub(crate) fn rules_from_value(value: &Value) -> Result<Vec<RemapRule>, Vec<Prob
             (_, None) => Err("missing to".to_string()),
         },
     )?;
-    for (i, rule) in rules.iter().enumerate() {
-        if let Some(j) = rules[..i].iter().position(|r| r.from == rule.from) {
-            return Err(vec![Problem::at(
-                entry_key_line(value, i, "from"),
-                format!(
-                    "entry {}: from \"{}\" is already mapped by entry {}",
-                    i + 1,
-                    rule.from,
-                    j + 1
-                ),
-            )]);
-        }
-    }
+    no_repeats(
+        value,
+        &rules,
+        "from",
+        |r| &r.from,
+        |r, j| format!("from \"{}\" is already mapped by entry {j}", r.from),
+    )?;
     Ok(rules)
 }
 

@@ -317,9 +317,30 @@ pub(crate) fn read_tables<D: Default, T>(
     }
 }
 
+/// Refuses `items`, read by [`read_tables`] from `value`, when an entry repeats an
+/// earlier one's `key` (`of` gives it): the first such entry is reported at its `key`
+/// line, `said(entry, earlier)` telling what it repeats (`earlier` 1-based).
+pub(crate) fn no_repeats<T, K: PartialEq + ?Sized>(
+    value: &Value,
+    items: &[T],
+    key: &str,
+    of: impl Fn(&T) -> &K,
+    said: impl Fn(&T, usize) -> String,
+) -> Result<(), Vec<Problem>> {
+    for (i, item) in items.iter().enumerate() {
+        if let Some(j) = items[..i].iter().position(|x| of(x) == of(item)) {
+            return Err(vec![Problem::at(
+                entry_key_line(value, i, key),
+                format!("entry {}: {}", i + 1, said(item, j + 1)),
+            )]);
+        }
+    }
+    Ok(())
+}
+
 /// The line of `key` in entry `index` (0-based) of an array of tables, if it has one:
 /// where a problem found after [`read_tables`] (a duplicate) is to be reported.
-pub(crate) fn entry_key_line(value: &Value, index: usize, key: &str) -> Option<usize> {
+fn entry_key_line(value: &Value, index: usize, key: &str) -> Option<usize> {
     match value {
         Value::Array(items) => match items.get(index)? {
             Value::Table(entries) => entries.iter().find(|e| e.key == key)?.line,

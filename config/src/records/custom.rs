@@ -11,7 +11,7 @@ use crate::ports::{format_server_ports, ports_from_value};
 use crate::remap::rules_from_value;
 use crate::schema::{CacheSpan, Config, SockOptions};
 use crate::size::{format_size, parse_size};
-use crate::value::{entry_key_line, expect_str, read_tables, Value};
+use crate::value::{expect_str, no_repeats, read_tables, Value};
 
 use super::{MAX_SOCKET_PATH_LEN, MIN_SPAN_SIZE};
 
@@ -142,19 +142,13 @@ pub(super) fn apply_storage(cfg: &mut Config, value: &Value) -> Result<(), Vec<P
             (_, None) => Err("missing size".to_string()),
         },
     )?;
-    for (i, span) in spans.iter().enumerate() {
-        if let Some(j) = spans[..i].iter().position(|s| s.path == span.path) {
-            return Err(vec![Problem::at(
-                entry_key_line(value, i, "path"),
-                format!(
-                    "entry {}: path {:?} is already span {}",
-                    i + 1,
-                    span.path,
-                    j + 1
-                ),
-            )]);
-        }
-    }
+    no_repeats(
+        value,
+        &spans,
+        "path",
+        |s| &s.path,
+        |s, j| format!("path {:?} is already span {j}", s.path),
+    )?;
     cfg.cache.storage = spans;
     Ok(())
 }

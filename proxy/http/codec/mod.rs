@@ -35,10 +35,10 @@ pub use super::fields::{Field, Fields};
 pub use answer::simple_response;
 pub use body::{encode_chunk, ChunkedScanner, ScanResult, LAST_CHUNK};
 pub(crate) use forward::{write_date, write_date_now, Skip};
-pub(crate) use scan::tokens;
 pub use forward::{write_request_head, write_response_head, ForwardRequest, ForwardResponse};
 pub use request::{parse_request, parse_request_from, RequestHead, Target};
 pub use response::{framing_method, parse_response, parse_response_from, Method, ResponseHead};
+pub(crate) use scan::tokens;
 
 /// Most header fields a head may carry, whatever its size; more is
 /// [`HeadError::TooManyFields`] (431 for a request, 502 for a response).
