@@ -231,6 +231,23 @@ fn upgrades_under_load(d: &Daemon, rounds: usize) -> Successors {
     successors
 }
 
+/// A daemon run from `exe` (a copy an upgrade may replace) with one span of `size` in
+/// `span`, remapping to `origin`, once its cache is ready.
+fn cache_daemon(exe: &std::path::Path, span: &TempDir, size: &str, origin: &Origin) -> Daemon {
+    let d = Daemon::builder()
+        .program(exe)
+        .config(&format!(
+            "[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"{size}\" }}]\n{}",
+            span.0.display(),
+            remap_to(origin)
+        ))
+        .start();
+    assert!(wait_until(Duration::from_secs(30), || d
+        .log_text()
+        .contains("cache ready")));
+    d
+}
+
 /// An origin answering `/slow` after `slow` (each such request announced on the
 /// returned channel as it arrives), and every path with `body`.
 fn slow_origin(slow: Duration, body: &'static [u8]) -> (Origin, std::sync::mpsc::Receiver<()>) {
@@ -705,17 +722,7 @@ fn a_failed_upgrade_gives_the_cache_spans_back_with_the_purges_made_meanwhile() 
     let dir = TempDir::new("span-back-bin");
     let exe = dir.0.join("turnstile");
     std::fs::copy(util::bin(), &exe).unwrap();
-    let d = Daemon::builder()
-        .program(&exe)
-        .config(&format!(
-            "[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"4M\" }}]\n{}",
-            span.0.display(),
-            remap_to(&origin)
-        ))
-        .start();
-    assert!(wait_until(Duration::from_secs(10), || d
-        .log_text()
-        .contains("cache ready")));
+    let d = cache_daemon(&exe, &span, "4M", &origin);
     for path in ["/a", "/b"] {
         assert_eq!(http::get(d.addr(), "t", path).unwrap().status, 200);
     }
@@ -954,17 +961,7 @@ fn an_upgrade_while_the_spans_are_being_reopened_is_refused() {
     let real = dir.0.join("turnstile.real");
     std::fs::copy(util::bin(), &exe).unwrap();
     std::fs::copy(util::bin(), &real).unwrap();
-    let d = Daemon::builder()
-        .program(&exe)
-        .config(&format!(
-            "[proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"512M\" }}]\n{}",
-            span.0.display(),
-            remap_to(&origin)
-        ))
-        .start();
-    assert!(wait_until(Duration::from_secs(30), || d
-        .log_text()
-        .contains("cache ready")));
+    let d = cache_daemon(&exe, &span, "512M", &origin);
     assert_eq!(http::get(d.addr(), "t", "/a").unwrap().status, 200);
     // A new binary that takes the spans, then fails: the old process reopens them.
     let script = "#!/bin/bash\nfd=$TURNSTILE_UPGRADE_FD\nread -r hello <&$fd\n\
