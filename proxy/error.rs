@@ -94,6 +94,9 @@ pub struct Error {
     pub retry: Retry,
     /// What was being done, for logs and `ctl` (not sent to clients).
     pub context: Option<String>,
+    /// An origin-side failure that came from a parent proxy, not the origin: the
+    /// client's body names the parent ([`Error::from_parent`]).
+    pub parent: bool,
 }
 
 /// Results of the proxy's fallible steps.
@@ -131,6 +134,7 @@ impl Error {
             side,
             retry: Retry::Never,
             context: None,
+            parent: false,
         }
     }
 
@@ -188,6 +192,14 @@ impl Error {
             None => self.message(),
         };
         Error::config(format!("{what}: {detail}"))
+    }
+
+    /// The same failure, met on a parent proxy (`parent_is_proxy`) rather than the
+    /// origin: its message says "parent proxy" where it says "origin", so an operator
+    /// reading a client's 502 looks at the tier, not the origin.
+    pub fn from_parent(mut self) -> Error {
+        self.parent = self.side == Side::Origin;
+        self
     }
 
     /// With a retry rule.
@@ -250,7 +262,11 @@ impl Error {
             ErrorKind::Config => "configuration error",
             ErrorKind::Io(_) => "internal error",
         };
-        fixed.to_string()
+        if self.parent {
+            fixed.replace("origin", "parent proxy")
+        } else {
+            fixed.to_string()
+        }
     }
 
     /// The client went away or fell silent: the access log marks the request aborted.
@@ -302,6 +318,17 @@ mod tests {
         assert!(!Error::new(ErrorKind::RequestTimeout).client_aborted());
         assert_eq!(Error::new(ErrorKind::OriginBusy).status(), 503);
         assert_eq!(Error::new(ErrorKind::OriginTimeout).status(), 504);
+    }
+
+    #[test]
+    fn a_parents_failure_is_worded_as_the_parents() {
+        let e = Error::new(ErrorKind::OriginTimeout).from_parent();
+        assert_eq!((e.status(), e.message().as_str()), (504, "parent proxy timeout"));
+        let e = Error::new(ErrorKind::BadResponse).from_parent();
+        assert_eq!(e.message(), "invalid response from parent proxy");
+        // Not the origin's side: nothing to reword.
+        let e = Error::new(ErrorKind::NotCached).from_parent();
+        assert_eq!(e.message(), "not cached (only-if-cached)");
     }
 
     #[test]

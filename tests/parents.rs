@@ -648,3 +648,27 @@ fn a_request_failed_over_to_the_next_parent_takes_a_place_under_its_limit() {
     assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(c.metric("proxy.process.http.parent_failovers"), 2);
 }
+
+#[test]
+fn a_parents_bad_answer_is_worded_as_the_parents_not_the_origins() {
+    use std::io::{Read, Write};
+    // A parent that answers every request with a head no HTTP parser takes: a response
+    // byte came, so the request does not fail over, and the client's 502 names the
+    // parent as what failed.
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = fake.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut s in fake.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 999 Nonsense\r\nContent-Length: 0\r\n\r\n");
+            });
+        }
+    });
+    let origin = cacheable_origin();
+    let d = child(origin.addr, &[fake_addr], "");
+    let r = http::get(d.addr(), "t", "/x").unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("from parent proxy"), "{}", r.text());
+}

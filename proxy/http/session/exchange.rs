@@ -720,6 +720,12 @@ impl Session {
     /// Ends the transaction with `err`'s answer (or, when a response head already went,
     /// by closing after what was sent: a body cut short mid-way, or whose framing broke).
     pub(super) fn fail_tx(&mut self, mut err: Error) {
+        let on_parent_proxy = self.tx.as_ref().is_some_and(|tx| {
+            (tx.parent.as_deref()).is_some_and(|r| r.on_parent() && r.parent_is_proxy())
+        });
+        if on_parent_proxy {
+            err = err.from_parent();
+        }
         log::debug!("{}: {err}", self.peer());
         // A response withheld for the cache (`HeadUse::Withheld`) sent the client nothing
         // yet: it gets the error (or the stale object) as if no head had come.
