@@ -704,6 +704,7 @@ impl Daemon {
         }
         let restart = self.cfg.restart_required_changes(&new);
         self.net.set_tuning(&tuning(&new));
+        (self.http.live().parents).retire_removed(&live.parents, &self.registry);
         self.http.set_live(live);
         let sock = sock_options(&self.cfg);
         let threads = self.events.threads().len();

@@ -297,10 +297,17 @@ fn parent_rules_change_on_reload() {
         r.header("via").unwrap_or_default().to_string()
     };
     assert!(via("/1").starts_with("1.1 pa "));
+    let up = |p: &Daemon| format!("proxy.process.http.parent.{}.up", p.addr());
+    assert_eq!(c.metric(&up(&pa)), 1);
     let (code, out, err) = c.reload(&config(&pb));
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("restart"), "{out}");
     assert!(via("/2").starts_with("1.1 pb "));
+    // The parent the reload removed leaves the stats; the new one is there.
+    assert_eq!(c.metric(&up(&pb)), 1);
+    let (_, out, _) = c.ctl(&["metric", "match", "proxy.process.http.parent."]);
+    assert!(!out.contains(&pa.addr().to_string()), "{out}");
+    assert!(out.contains(&format!("{}.requests 1", pb.addr())), "{out}");
     // A parent whose name does not resolve refuses the reload, naming it.
     let (code, out, err) =
         c.reload(&config(&pb).replace(&pb.addr().to_string(), "no-such-host.invalid:80"));

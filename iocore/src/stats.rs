@@ -219,6 +219,15 @@ impl Registry {
             .insert(name.to_string(), Metric::Counter(counter));
     }
 
+    /// Unregisters the metric called `name` (whoever holds it may go on updating it,
+    /// unseen): for a series whose subject is gone, such as a parent a reload removed.
+    pub fn remove(&self, name: &str) {
+        self.metrics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
     /// Every metric's current value, sorted by name. A histogram `NAME` appears as
     /// `NAME.p50`, `NAME.p99` and `NAME.max`.
     pub fn snapshot(&self) -> Vec<(String, i64)> {

@@ -23,7 +23,7 @@ use config::{ParentRule, RoundRobin};
 use iocore::stats::{Counter, Gauge};
 use iocore::Registry;
 use ring::Ring;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -65,9 +65,17 @@ enum Availability {
     Down,
 }
 
+/// The last parts of a parent's metric names.
+const METRIC_LEAVES: [&str; 4] = ["requests", "connect_failures", "marked_down", "up"];
+
+/// The name of the parent `name`'s metric `leaf` (one of [`METRIC_LEAVES`]).
+fn metric_name(name: &str, leaf: &str) -> String {
+    format!("proxy.process.http.parent.{name}.{leaf}")
+}
+
 impl ParentState {
     fn new(name: String, addr: SocketAddr, registry: &Registry) -> ParentState {
-        let metric = |leaf: &str| format!("proxy.process.http.parent.{name}.{leaf}");
+        let metric = |leaf: &str| metric_name(&name, leaf);
         let up = registry.gauge(&metric("up"));
         up.set(1);
         ParentState {
@@ -167,12 +175,8 @@ impl ParentTable {
         registry: &Registry,
         previous: &ParentTable,
     ) -> Result<ParentTable> {
-        let mut known: HashMap<&str, &Arc<ParentState>> = previous
-            .rules
-            .iter()
-            .flat_map(|r| r.parents.iter())
-            .map(|p| (p.name.as_str(), p))
-            .collect();
+        let mut known: HashMap<&str, &Arc<ParentState>> =
+            previous.states().map(|p| (p.name.as_str(), p)).collect();
         let mut made: HashMap<String, Arc<ParentState>> = HashMap::new();
         let mut rules = Vec::with_capacity(cfg.parents.len());
         for (n, rule) in cfg.parents.iter().enumerate() {
@@ -217,6 +221,23 @@ impl ParentTable {
             retry_ms: pp.retry_time_s.saturating_mul(1000),
             max_attempts: pp.total_connect_attempts,
         })
+    }
+
+    /// Unregisters the metrics of every parent of this table that `next`, the table
+    /// replacing it, no longer has: a removed parent's `up` would otherwise read 1 for
+    /// the life of the process.
+    pub fn retire_removed(&self, next: &ParentTable, registry: &Registry) {
+        let kept: HashSet<&str> = next.states().map(|p| p.name.as_str()).collect();
+        for p in self.states().filter(|p| !kept.contains(p.name.as_str())) {
+            for leaf in METRIC_LEAVES {
+                registry.remove(&metric_name(&p.name, leaf));
+            }
+        }
+    }
+
+    /// Every parent of every rule (one parent under several rules, several times).
+    fn states(&self) -> impl Iterator<Item = &Arc<ParentState>> {
+        self.rules.iter().flat_map(|r| r.parents.iter())
     }
 
     /// Whether there are any rules at all (most configurations have none).
