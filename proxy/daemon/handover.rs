@@ -200,6 +200,16 @@ impl Daemon {
         let Some(new) = &self.up.new else {
             return self.reload_and_answer(reply);
         };
+        // A file that would be refused is refused now, while its writer waits for the
+        // answer, not when the upgrade ends with only the log to tell.
+        if let Err(e) = self.source.load() {
+            let text = format!("reload refused; the running configuration stays:\n{e}\n");
+            log::error!("{}", text.trim_end());
+            if let Some(r) = reply {
+                let _ = r.send((1, text));
+            }
+            return;
+        }
         let text = format!(
             "reload deferred until the upgrade in progress (new process pid {}) ends; \
              it then applies in the process that serves\n",
