@@ -323,7 +323,10 @@ mod tests {
     #[test]
     fn a_parents_failure_is_worded_as_the_parents() {
         let e = Error::new(ErrorKind::OriginTimeout).from_parent();
-        assert_eq!((e.status(), e.message().as_str()), (504, "parent proxy timeout"));
+        assert_eq!(
+            (e.status(), e.message().as_str()),
+            (504, "parent proxy timeout")
+        );
         let e = Error::new(ErrorKind::BadResponse).from_parent();
         assert_eq!(e.message(), "invalid response from parent proxy");
         // Not the origin's side: nothing to reword.

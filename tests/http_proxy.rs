@@ -1174,6 +1174,46 @@ fn requests_queued_for_an_origin_are_answered_through_a_stop() {
 }
 
 #[test]
+fn a_keep_alive_clients_next_request_waits_its_turn_despite_its_attached_connection() {
+    let gate = Gate::default();
+    let g = gate.clone();
+    let origin = Origin::start(move |req| {
+        match req.path.as_str() {
+            "/hold" => g.wait(),
+            // Past the second after a new origin connection in which a finished
+            // transaction gives its connection back to the pool rather than keep it.
+            "/k1" => std::thread::sleep(Duration::from_millis(1200)),
+            _ => {}
+        }
+        Some(ok(req.path.as_bytes(), &[]))
+    });
+    let d = proxy_on_one_thread(
+        &origin,
+        "[proxy.config.http]\nper_server.connection.max = 1\n",
+    );
+    // A keep-alive client's first request is answered; its origin connection stays
+    // attached to it.
+    let mut k = http::Conn::open(d.addr()).unwrap();
+    assert_eq!(k.get("t", "/k1").unwrap().text(), "/k1");
+    // Another client takes the one place, and the first asks again: its request waits
+    // in the queue, and the connection still attached to it does not carry it past.
+    let mut first = http::send_get(d.addr(), "/hold");
+    assert!(origin.wait_for_requests(2));
+    k.send(b"GET /k2 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert!(queue_holds(&d, 1));
+    // Not synchronisation: time for a request sent past the queue to reach the origin.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(origin.paths(), ["/k1", "/hold"]);
+    gate.open();
+    assert_eq!(first.read_response("GET").unwrap().text(), "/hold");
+    assert_eq!(k.read_response("GET").unwrap().text(), "/k2");
+    assert_eq!(origin.paths(), ["/k1", "/hold", "/k2"]);
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_active_transactions")
+        == 0));
+}
+
+#[test]
 fn a_queued_request_whose_client_leaves_is_dropped_from_the_queue() {
     let (gate, origin, d, mut first) = one_place_taken(false, "");
     let gone = http::send_get(d.addr(), "/gone");

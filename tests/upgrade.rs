@@ -1038,10 +1038,16 @@ fn a_reload_during_an_upgrade_waits_for_its_end_and_resets_no_request() {
         .log_text()
         .contains("upgrade: started")));
     // A file with a mistake is refused at once, not deferred.
-    d.write_config(&format!("{}\n[proxy.config.net]\nlisten_backlog = \"x\"\n", config(0)));
+    d.write_config(&format!(
+        "{}\n[proxy.config.net]\nlisten_backlog = \"x\"\n",
+        config(0)
+    ));
     let (code, out, err) = d.ctl(&["config", "reload"]);
     assert_eq!(code, 1, "{out}{err}");
-    assert!(format!("{out}{err}").contains("listen_backlog"), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("listen_backlog"),
+        "{out}{err}"
+    );
     d.write_config(&config(0));
     let (code, out, err) = d.ctl(&["config", "reload"]);
     assert_eq!(code, 0, "{out}{err}");

@@ -360,7 +360,13 @@ impl Session {
     }
 
     /// Bytes for the origin that `flush_origin` would send now (were they not held).
+    /// None while the request waits for its place under `per_server.connection.max`:
+    /// a connection still attached from the client's last request must not carry it
+    /// past the queue.
     pub(super) fn origin_writable(&self) -> bool {
+        if matches!(self.phase, Phase::OriginWait) {
+            return false;
+        }
         self.origin.as_ref().is_some_and(|o| {
             (!self.out_o.is_empty() || o.wire.tls_pending()) && o.connected && o.wire.writable
         })
