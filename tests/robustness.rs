@@ -152,6 +152,40 @@ fn pipelined_hits_to_a_client_that_never_reads_hold_one_answer_per_connection() 
     }
 }
 
+#[test]
+fn a_hit_to_a_client_that_closes_after_it_is_sent_whole_however_slowly_it_reads() {
+    const OBJECT: usize = 1 << 20;
+    let body: Vec<u8> = (0..OBJECT).map(|i| (i % 251) as u8).collect();
+    let served = body.clone();
+    let origin = Origin::start(move |_| Some(ok(&served, &[("Cache-Control", "max-age=600")])));
+    let span = TempDir::new("slow-hit-close");
+    let d = caching_proxy_to(origin.addr, &span);
+    let r = http::get(d.addr(), "t", "/big").unwrap();
+    assert_eq!((r.status, r.body.len()), (200, OBJECT));
+    // A hit to a client that asks for the close, reads nothing for longer than the
+    // lingering close's 2 s, then reads slowly: its connection closes once the whole
+    // answer is out, not at a deadline counted from when it was queued.
+    let mut s = small_window_conn(d.addr(), 4096);
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Not synchronisation: the pause is the slow reader this test is about.
+    std::thread::sleep(Duration::from_millis(3000));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("after {} bytes: {e}", got.len()),
+        }
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200 "));
+    assert_eq!(got.len() - head_end, OBJECT, "the body was cut short");
+    assert!(got[head_end..] == body[..], "the body differs");
+}
+
 /// A daemon in front of `origin` with extra records.
 fn proxy_to(origin: SocketAddr, records: &str) -> Daemon {
     Daemon::builder()
@@ -969,6 +1003,52 @@ fn an_origin_reset_mid_body_is_no_end_and_the_cut_body_is_neither_whole_nor_stor
         Err(std::io::ErrorKind::ConnectionReset),
         "a cut body ended as a whole one: {got:?}"
     );
+}
+
+#[test]
+fn an_origin_silent_mid_body_past_its_timeout_is_no_end_either() {
+    // As a reset: a body read to the close, cut by the origin falling silent past
+    // `transaction_no_activity_timeout_out`, must not end with a FIN (RFC 9112 §8).
+    let origin = scripted_origin(move |_, mut s| {
+        let Some(head) = read_head(&mut s) else {
+            return;
+        };
+        let part: &[u8] = if head.contains("/chunked") {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\n\r\npartial-"
+        };
+        let _ = s.write_all(part);
+        // Silent, the connection open, until the proxy gives up on it.
+        let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+        let _ = s.read(&mut [0u8; 1]);
+    });
+    let span = TempDir::new("silent-mid-body");
+    let d = proxy_to(
+        origin,
+        &format!(
+            "[proxy.config.http]\nwait_for_cache = 1\ntransaction_no_activity_timeout_out = 1\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]",
+            span.0.join("span").display()
+        ),
+    );
+    for request in [
+        &b"GET /close HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+        b"GET /chunked HTTP/1.0\r\nHost: t\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(d.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(request).unwrap();
+        let mut got = Vec::new();
+        let r = s.read_to_end(&mut got).map_err(|e| e.kind());
+        assert_eq!(
+            r,
+            Err(std::io::ErrorKind::ConnectionReset),
+            "a cut body ended as a whole one: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    assert_eq!(d.metric("proxy.process.cache.writes"), 0);
 }
 
 #[test]

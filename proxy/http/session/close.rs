@@ -20,12 +20,13 @@ impl Session {
             self.deadline = now + self.shared.settings.timeouts.keep_alive_in;
         } else {
             self.phase = Phase::closing(read_whole && self.inbuf.is_empty());
-            self.deadline = now + LINGER;
+            self.deadline = now + self.write_limit();
         }
     }
 
-    /// Flushes our last bytes, then half-closes and drains what the client still sends
-    /// (so a late request byte does not turn our close into a reset), until its EOF.
+    /// Flushes our last bytes (the client's write deadline moving on while it takes
+    /// them), then half-closes and drains what the client still sends (so a late
+    /// request byte does not turn our close into a reset), until its EOF or LINGER.
     pub(super) fn closing(&mut self) -> bool {
         if self.client_pending() > 0 || self.client.tls_pending() {
             return false; // flush_client runs first and will bring us back
@@ -46,8 +47,10 @@ impl Session {
             return true;
         }
         if !*shut {
+            // Our last bytes are out: the drain has LINGER from now.
             self.client.shutdown_write();
             *shut = true;
+            self.deadline = Instant::now() + LINGER;
             return true;
         }
         if self.client.eof {
@@ -70,6 +73,12 @@ impl Session {
                 true
             }
         }
+    }
+
+    /// Whether the transaction's response body has begun and not ended.
+    fn origin_owes_body(&self) -> bool {
+        let body = self.tx.as_ref().and_then(|tx| tx.resp_body.as_ref());
+        body.is_some_and(|b| !b.done())
     }
 
     /// The deadline passed: each phase blames the side it waits for. `idle_drain`: a
@@ -131,6 +140,11 @@ impl Session {
                     if !self.parent_failover(t, &e) {
                         self.fail_tx(e);
                     }
+                } else if self.origin_owes_body() {
+                    // The origin fell silent mid-body: the client gets what came, then
+                    // a reset where it reads the body to the close (a FIN would tell it
+                    // the body was whole, RFC 9112 §8); nothing is stored.
+                    self.fail_tx(Error::new(ErrorKind::OriginTimeout));
                 } else {
                     self.dead = true;
                 }

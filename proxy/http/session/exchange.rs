@@ -11,7 +11,7 @@ use super::super::parent::ParentRoute;
 use super::super::shared::{OriginSlot, OriginWaiter};
 use super::state::{keep_spare, take_spare};
 use super::store::{CacheTx, HeadUse, ResponseEffect};
-use super::{Counted, Pending, Phase, Session, BUF_LIMIT, LINGER};
+use super::{Counted, Pending, Phase, Session, BUF_LIMIT};
 use crate::error::{Error, ErrorKind, Retry, Side};
 use iocore::EThread;
 use std::time::Instant;
@@ -760,7 +760,7 @@ impl Session {
         } else {
             Phase::closing(false)
         };
-        self.deadline = Instant::now() + LINGER;
+        self.deadline = Instant::now() + self.write_limit();
     }
 }
 

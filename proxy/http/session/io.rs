@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A byte stream a session reads and writes without blocking: the socket calls of
 /// [`RawIo`] (which the TLS layer uses too) and its descriptor.
@@ -455,15 +455,20 @@ impl Session {
         }
     }
 
-    /// The client took bytes: its inactivity deadline moves on.
+    /// The client took bytes: its inactivity deadline moves on. Closing too, while
+    /// our last bytes go: the lingering drain's own deadline starts once they are out.
     fn client_progress(&mut self) {
-        if !matches!(self.phase, Phase::Closing { .. }) {
-            let timeouts = &self.shared.settings.timeouts;
-            let limit = timeouts
-                .default_inactivity
-                .min(timeouts.transaction_no_activity_out);
-            self.deadline = self.deadline.max(Instant::now() + limit);
+        if !matches!(self.phase, Phase::Closing { shut: true, .. }) {
+            self.deadline = self.deadline.max(Instant::now() + self.write_limit());
         }
+    }
+
+    /// How long a client may take no bytes of an answer before it is given up.
+    pub(super) fn write_limit(&self) -> Duration {
+        let timeouts = &self.shared.settings.timeouts;
+        timeouts
+            .default_inactivity
+            .min(timeouts.transaction_no_activity_out)
     }
 
     /// A plain client socket and the queued bytes `flush_client` would send on it now,

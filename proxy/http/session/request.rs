@@ -8,7 +8,7 @@ use super::super::remap::split_authority;
 use super::dns::Resumed;
 use super::log::LogResult;
 use super::state::keep_spare;
-use super::{Counted, Pending, Phase, Session, LINGER};
+use super::{Counted, Pending, Phase, Session};
 use crate::error::{Error, ErrorKind};
 use crate::stats_http::{self, Format};
 use iocore::EThread;
@@ -212,7 +212,7 @@ impl Session {
         self.log_end(status, result);
         if !keep {
             self.phase = Phase::closing(false);
-            self.deadline = Instant::now() + LINGER;
+            self.deadline = Instant::now() + self.write_limit();
         }
     }
 
