@@ -9,7 +9,7 @@
 mod util;
 
 use std::io::{BufRead, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -520,8 +520,14 @@ fn an_answer_before_the_whole_request_body_says_close() {
                         Ok(n) => raw.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope");
-                std::thread::sleep(Duration::from_secs(5));
+                // Then a staged close of its own, as RFC 9112 §9.6 has it: half-closed,
+                // the rest read and dropped.
+                let _ = s.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope",
+                );
+                let _ = s.shutdown(Shutdown::Write);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
             });
         }
     });
@@ -534,6 +540,22 @@ fn an_answer_before_the_whole_request_body_says_close() {
     // The proxy stops reading the body once the answer is out, so it closes: the head
     // says so (RFC 9112 §9.6).
     assert_eq!(r.header("connection"), Some("close"));
+    // A client still sending a large body, which reads the answer only later, gets it:
+    // the close drains what it sent instead of resetting the connection under the
+    // unread answer (§9.6's staged close).
+    let mut c = Conn::open(d.addr()).unwrap();
+    c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 52428800\r\n\r\n")
+        .unwrap();
+    let mut w = c.stream().try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&vec![b'x'; 256 * 1024]);
+    });
+    // Not synchronisation: the client reads late, as one busy sending does.
+    std::thread::sleep(Duration::from_millis(300));
+    let r = c.read_response("POST").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (401, "nope"));
+    writer.join().unwrap();
 }
 
 #[test]

@@ -94,6 +94,10 @@ pub(super) struct Tx {
     pub(super) retry: Option<Vec<u8>>,
     /// The request has a body to stream (`Session::charge_upload` keeps its timers).
     pub(super) uploads: bool,
+    /// The origin answered before the request body was whole, and the rest of it was
+    /// left unread: the close drains it rather than reset the client's connection
+    /// under its unread answer (RFC 9112 §9.6).
+    body_left: bool,
     /// The origin is spoken to over TLS, with this name (`https://` remap targets).
     pub(super) tls: Option<rustls::pki_types::ServerName<'static>>,
     /// What the cache has to do with this transaction.
@@ -142,6 +146,7 @@ impl Tx {
         Tx {
             method: codec::framing_method(head.method()),
             uploads: !req_body.done(),
+            body_left: false,
             req_body,
             resp_body: None,
             client_keep_alive,
@@ -634,6 +639,7 @@ impl Session {
             tx.client_keep_alive = false;
             tx.origin_keep_alive = false;
             tx.req_body = Body::Done;
+            tx.body_left = true;
             return true;
         }
         progress
@@ -662,10 +668,10 @@ impl Session {
         self.end_with_origin(t, keep_attached, tx.origin_keep_alive, now);
         self.idle_since = now;
         keep_spare(&mut self.out_o);
-        // The request body, if any, went to the origin whole. A head that promised
-        // keep-alive before a drain began is kept to: the client may send its next
-        // request at once, and gets it answered (with a close) in the drain's grace.
-        self.after_answer(tx.client_keep_alive, true, now);
+        // A head that promised keep-alive before a drain began is kept to: the client
+        // may send its next request at once, and gets it answered (with a close) in the
+        // drain's grace.
+        self.after_answer(tx.client_keep_alive, !tx.body_left, now);
     }
 
     /// The origin side failed with `err`: a bodiless request on a reused connection
