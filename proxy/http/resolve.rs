@@ -6,7 +6,11 @@
 //! Threads: [`Resolver::resolve`] runs on the asking (ET_NET) thread and never blocks;
 //! the lookup and its callback run on a resolver thread. Answers (a name's address,
 //! whatever the port) are cached for [`TTL`]; failures are not (the next request asks
-//! again). Concurrent lookups of one name share one `getaddrinfo`.
+//! again). Concurrent lookups of one name share one `getaddrinfo`. A lookup that hangs
+//! (a name server that never answers) holds its thread for the resolver's whole timeout;
+//! so when every thread is busy and a name waits, one more starts, up to
+//! [`MAX_THREADS`], and those beyond the first ones end after [`IDLE_EXIT`] idle: a
+//! client asking for names that never resolve cannot hold up everyone else's.
 
 use crate::error::{Error, ErrorKind};
 use iocore::stats::Counter;
@@ -33,10 +37,35 @@ struct State {
     pending: HashMap<String, Vec<(u16, Done)>>,
 }
 
+/// Resolver threads at most.
+pub(crate) const MAX_THREADS: usize = 16;
+/// How long a thread beyond the pool's first ones waits for a name before it ends.
+const IDLE_EXIT: Duration = Duration::from_secs(60);
+
 /// A pool of resolver threads with a shared answer cache.
 pub(crate) struct Resolver {
     jobs: mpsc::Sender<String>,
     state: Arc<Mutex<State>>,
+    pool: Arc<Pool>,
+}
+
+/// How busy the resolver threads are.
+#[derive(Default)]
+struct Counts {
+    running: usize,
+    waiting: usize,
+    queued: usize,
+}
+
+/// The resolver threads: how many run, how many wait for a name, and what each needs.
+struct Pool {
+    rx: Mutex<mpsc::Receiver<String>>,
+    /// Threads that stay however idle.
+    core: usize,
+    /// Threads running and waiting for a name, and names sent and not yet taken.
+    counts: Mutex<Counts>,
+    lookup: Lookup,
+    stats: ResolverStats,
 }
 
 /// What the resolver counts: lookups made (one per name, however many wait for it),
@@ -51,19 +80,33 @@ pub(crate) struct ResolverStats {
 const ANSWERS_KEPT: usize = 4096;
 
 impl Resolver {
-    /// Starts `threads` resolver threads running `lookup`, counting into `stats`.
+    /// Starts `threads` resolver threads running `lookup`, counting into `stats`; more
+    /// start while names wait (up to [`MAX_THREADS`]).
     pub(crate) fn new(threads: usize, lookup: Lookup, stats: ResolverStats) -> Resolver {
         let (tx, rx) = mpsc::channel::<String>();
-        let rx = Arc::new(Mutex::new(rx));
+        let core = threads.clamp(1, MAX_THREADS);
+        let pool = Arc::new(Pool {
+            rx: Mutex::new(rx),
+            core,
+            counts: Mutex::new(Counts::default()),
+            lookup,
+            stats,
+        });
         let state = Arc::new(Mutex::new(State::default()));
-        for i in 0..threads.max(1) {
-            let (rx, state, stats) = (rx.clone(), state.clone(), stats.clone());
-            std::thread::Builder::new()
-                .name(format!("resolver-{i}"))
-                .spawn(move || run(&rx, &state, lookup, &stats))
-                .expect("spawn a resolver thread");
+        for _ in 0..core {
+            start_thread(&pool, &state);
         }
-        Resolver { jobs: tx, state }
+        Resolver {
+            jobs: tx,
+            state,
+            pool,
+        }
+    }
+
+    /// Resolver threads running now.
+    #[cfg(test)]
+    fn threads(&self) -> usize {
+        lock(&self.pool.counts).running
     }
 
     /// The answer for `host:port` without waiting: an IP literal, or a cached address.
@@ -90,7 +133,17 @@ impl Resolver {
             state.pending.insert(host.to_string(), vec![(port, done)]);
         }
         let sent = self.jobs.send(host.to_string());
-        if sent.is_err() {
+        if sent.is_ok() {
+            // More names wait than threads do (some lookups may hang): one more thread.
+            let more = {
+                let mut c = lock(&self.pool.counts);
+                c.queued += 1;
+                c.queued > c.waiting && c.running < MAX_THREADS
+            };
+            if more {
+                start_thread(&self.pool, &self.state);
+            }
+        } else {
             // No resolver thread left (cannot happen while the pool lives): fail fast.
             let waiting = lock(&self.state).pending.remove(host).unwrap_or_default();
             for (_, done) in waiting {
@@ -106,17 +159,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A resolver thread: looks names up one after another, until the pool is dropped.
-fn run(
-    rx: &Mutex<mpsc::Receiver<String>>,
-    state: &Mutex<State>,
-    lookup: Lookup,
-    stats: &ResolverStats,
-) {
+/// Starts one more resolver thread (counted as running and waiting from now); a
+/// thread that cannot be made is logged, and the others serve.
+fn start_thread(pool: &Arc<Pool>, state: &Arc<Mutex<State>>) {
+    let n = {
+        let mut c = lock(&pool.counts);
+        c.running += 1;
+        c.waiting += 1;
+        c.running
+    };
+    let (p, st) = (pool.clone(), state.clone());
+    let spawned = std::thread::Builder::new()
+        .name(format!("resolver-{}", n - 1))
+        .spawn(move || run(&p, &st));
+    if let Err(e) = spawned {
+        let mut c = lock(&pool.counts);
+        c.running -= 1;
+        c.waiting -= 1;
+        log::warn!("cannot start a resolver thread: {e}");
+    }
+}
+
+/// A resolver thread: looks names up one after another, until the pool is dropped (or,
+/// beyond the pool's first threads, until it has waited [`IDLE_EXIT`] for a name).
+fn run(pool: &Pool, state: &Mutex<State>) {
     loop {
-        let Ok(host) = lock(rx).recv() else { return };
+        let next = lock(&pool.rx).recv_timeout(IDLE_EXIT);
+        let host = {
+            let mut c = lock(&pool.counts);
+            match next {
+                Ok(host) => {
+                    c.waiting -= 1;
+                    c.queued -= 1;
+                    host
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if c.running <= pool.core => continue,
+                Err(_) => {
+                    c.running -= 1;
+                    c.waiting -= 1;
+                    return;
+                }
+            }
+        };
+        let stats = &pool.stats;
         stats.lookups.inc();
-        let answer = lookup(&host, 0).map(|a| a.ip());
+        let answer = (pool.lookup)(&host, 0).map(|a| a.ip());
         if answer.is_err() {
             stats.failures.inc();
         }
@@ -136,6 +223,7 @@ fn run(
         for (port, done) in waiting {
             done(answer.clone().map(|ip| SocketAddr::new(ip, port)));
         }
+        lock(&pool.counts).waiting += 1;
     }
 }
 
@@ -205,6 +293,31 @@ mod tests {
         assert!(rx.recv_timeout(limit).unwrap().1.is_err());
         assert_eq!(r.cached("bad", 80), None);
         assert_eq!((stats.lookups.get(), stats.failures.get()), (3, 1));
+    }
+
+    /// Lookups of "hang-N" never end while the test runs (a name server that is gone).
+    fn hanging(host: &str, port: u16) -> Answer {
+        if host.starts_with("hang") {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        Ok(SocketAddr::from(([10, 0, 0, 1], port)))
+    }
+
+    #[test]
+    fn names_that_never_resolve_do_not_hold_up_the_others() {
+        let r = Resolver::new(2, hanging, ResolverStats::default());
+        let (tx, rx) = mpsc::channel();
+        for i in 0..6 {
+            ask(&r, &format!("hang-{i}"), &tx);
+        }
+        ask(&r, "fine", &tx);
+        let (name, a) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((name.as_str(), a.is_ok()), ("fine", true));
+        // Names are shared however many ask: a thread each, up to the bound.
+        for i in 0..40 {
+            ask(&r, &format!("hang-more-{i}"), &tx);
+        }
+        assert_eq!(r.threads(), MAX_THREADS);
     }
 
     #[test]
