@@ -662,6 +662,48 @@ fn a_request_waiting_for_another_fill_is_in_flight_and_answered_through_a_stop()
 }
 
 #[test]
+fn a_request_waiting_for_another_fill_whose_client_resets_is_let_go_at_once() {
+    let gate = Gate::default();
+    let held = gate.clone();
+    let origin = Origin::start(move |_| {
+        held.wait();
+        Some(ok(b"held", &[("Cache-Control", "max-age=60")]))
+    });
+    let dir = TempDir::new("cache");
+    let log = dir.0.join("access.log");
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_LOG_ACCESS_LOG", &log.display().to_string())
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let mut first = http::send_get(d.addr(), "/held");
+    assert!(origin.wait_for_requests(1));
+    let second = http::send_get(d.addr(), "/held");
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_active_transactions")
+        == 2));
+    // The waiting client resets: its session goes while the fill is still under way,
+    // logged as aborted with no status sent, not as a hit when the fill ends.
+    assert!(util::set_linger0(second.reader.get_ref()));
+    drop(second);
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .metric("proxy.process.http.current_client_connections")
+            == 1
+            && d.metric("proxy.process.http.current_active_transactions") == 1),
+        "the waiter's session outlived its client"
+    );
+    let lines = log_lines(&log, 1);
+    assert!(
+        lines[0].contains(" TCP_MISS_ABORTED/000 0 GET "),
+        "{lines:?}"
+    );
+    gate.open();
+    let r = first.read_response("GET").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "held"));
+    assert_eq!(d.metric("proxy.process.cache.hits"), 0);
+}
+
+#[test]
 fn a_successful_unsafe_request_invalidates_the_url_and_all_its_variants() {
     // /doc changes with every PUT; a DELETE is refused (403) and changes nothing.
     let version = Arc::new(AtomicUsize::new(0));

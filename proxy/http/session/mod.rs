@@ -398,7 +398,13 @@ impl Session {
                 Phase::Tunnel(_) => self.tunnel(),
                 Phase::Closing { .. } => self.closing(),
                 Phase::OriginWait | Phase::Resolve(_) => self.client_left(),
-                Phase::CacheWait(_) | Phase::CacheRead(_) => false,
+                // A FIN may be a half-close behind the request; a reset is the client
+                // gone, and its wait with it.
+                Phase::CacheWait(_) => {
+                    self.dead |= self.client.reset;
+                    self.dead
+                }
+                Phase::CacheRead(_) => false,
             };
             if !progress {
                 return;
