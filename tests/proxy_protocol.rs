@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 use util::http::{self, Conn};
 use util::origin::{ok, Origin};
-use util::{log_lines, read_all, Daemon, TempDir};
+use util::{log_lines, read_all, wait_until, Daemon, TempDir};
 
 fn v2(src: std::net::Ipv6Addr, port: u16) -> Vec<u8> {
     let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
@@ -128,6 +128,14 @@ fn no_header_a_bad_one_or_an_untrusted_peer_closes_the_connection() {
         "closed mid-header"
     );
     assert_eq!(d.metric("proxy.process.http.proxy_protocol.malformed"), 3);
+    // Reset mid-header: malformed as well.
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    s.write_all(b"PROXY TCP4 1.2.3.4").unwrap();
+    assert!(util::set_linger0(&s));
+    drop(s);
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.proxy_protocol.malformed")
+        == 4));
     assert_eq!(origin.request_count(), 0);
 
     // Off the allowlist (changed by a reload): a valid header is not believed.

@@ -54,10 +54,18 @@ impl Session {
                 self.dead = true;
                 true
             }
-            Header::Incomplete if self.client.is_tls() => self.peek_client(),
             Header::Incomplete => {
-                let room = (self.shared.settings.max_head + 1).saturating_sub(self.inbuf.len());
-                self.read_client(room)
+                let progress = if self.client.is_tls() {
+                    self.peek_client()
+                } else {
+                    let room = (self.shared.settings.max_head + 1).saturating_sub(self.inbuf.len());
+                    self.read_client(room)
+                };
+                // Reset mid-header: as a close mid-header, a malformed one.
+                if self.dead && !self.inbuf.is_empty() {
+                    self.shared.metrics.pp_malformed.inc();
+                }
+                progress
             }
         }
     }
