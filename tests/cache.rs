@@ -361,6 +361,60 @@ fn concurrent_misses_for_one_url_fetch_it_once() {
     assert_eq!(origin.connections.load(Ordering::SeqCst), 1);
 }
 
+#[test]
+fn a_fill_cut_short_hands_the_url_to_one_waiter_which_stores_it() {
+    // The origin's first answer stops halfway (it closes its connection): that fill
+    // fails. Nothing says the URL is not storable, so its waiters do not all go to the
+    // origin uncached: one fills it again, the others wait for that fill.
+    let gate = Gate::default();
+    let held = gate.clone();
+    let answered = AtomicUsize::new(0);
+    let origin = Origin::start(move |_| {
+        let whole = |fill| ok(&[fill; 1000], &[("Cache-Control", "max-age=60")]);
+        if answered.fetch_add(1, Ordering::SeqCst) > 0 {
+            return Some(whole(b'y'));
+        }
+        held.wait();
+        let mut cut = ok(
+            &[b'x'; 1000],
+            &[("Cache-Control", "max-age=60"), ("Connection", "close")],
+        );
+        cut.truncate(cut.len() - 500);
+        Some(cut)
+    });
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let mut filler = http::send_get(d.addr(), "/cut");
+    assert!(origin.wait_for_requests(1));
+    let waiters: Vec<Conn> = (0..4).map(|_| http::send_get(d.addr(), "/cut")).collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .metric("proxy.process.http.current_active_transactions")
+            == 5),
+        "the waiters are not parked on the fill"
+    );
+    gate.open();
+    assert!(
+        filler.read_response("GET").is_err(),
+        "the cut body is not whole"
+    );
+    for mut w in waiters {
+        let r = w.read_response("GET").unwrap();
+        assert_eq!((r.status, r.body), (200, vec![b'y'; 1000]));
+    }
+    assert_eq!(
+        origin.request_count(),
+        2,
+        "one fetch again, not one per waiter"
+    );
+    let r = http::get(d.addr(), "t", "/cut").unwrap();
+    assert_eq!((r.status, r.body), (200, vec![b'y'; 1000]));
+    assert_eq!(origin.request_count(), 2, "stored by the second fill");
+    assert_eq!(d.metric("proxy.process.cache.writes"), 1);
+}
+
 /// A span with enough objects that initialising it takes a while.
 fn big_span(dir: &std::path::Path) -> String {
     let origin = Origin::start(|r| {

@@ -104,11 +104,18 @@ impl CacheTx {
     }
 
     /// Takes response body bytes into the capture; one too large (or broken) streams
-    /// through uncached, and the requests waiting for this fill go on without it.
+    /// through uncached, and the requests waiting for this fill go on without it (too
+    /// large, the URL counts as not storable for a while).
     pub(super) fn feed(&mut self, bytes: &[u8]) {
-        if self.capture.as_mut().is_some_and(|cap| !cap.feed(bytes)) {
+        let Some(fed) = self.capture.as_mut().map(|cap| cap.feed(bytes)) else {
+            return;
+        };
+        if fed != Fed::More {
             self.capture = None;
-            self.fill = None;
+            // Broken framing fails the transfer, which says nothing of the URL.
+            if let (Fed::TooLarge, Some(fill)) = (fed, self.fill.take()) {
+                fill.unstorable();
+            }
         }
     }
 }
@@ -213,18 +220,33 @@ struct Capture {
     limit: u64,
 }
 
+/// What a capture made of body bytes ([`Capture::feed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fed {
+    /// Taken; more may come.
+    More,
+    /// The object is larger than the cache stores.
+    TooLarge,
+    /// The chunked framing is broken.
+    Broken,
+}
+
 impl Capture {
-    /// Adds framed body bytes; false when the object turns out too large (or broken).
-    fn feed(&mut self, bytes: &[u8]) -> bool {
+    /// Adds framed body bytes.
+    fn feed(&mut self, bytes: &[u8]) -> Fed {
         match self.chunked.as_mut() {
             Some(sc) => {
                 if sc.decode(bytes, &mut self.body).is_err() {
-                    return false;
+                    return Fed::Broken;
                 }
             }
             None => self.body.extend_from_slice(bytes),
         }
-        self.body.len() as u64 <= self.limit
+        if self.body.len() as u64 <= self.limit {
+            Fed::More
+        } else {
+            Fed::TooLarge
+        }
     }
 }
 
@@ -288,9 +310,6 @@ impl Session {
                 }
             };
             if effect.refreshes {
-                if let Some(fill) = c.fill.as_mut() {
-                    fill.stored(); // the URL is cached: misses need not skip filling it
-                }
                 self.refresh_stored(&mut obj, head, now);
                 shared.metrics.cache_revalidated.inc();
                 if let Some(l) = self.log_req.as_mut() {
@@ -360,8 +379,10 @@ impl Session {
         }
         if c.capture.is_none() {
             // Nothing to store: let the requests waiting for this fill go to the origin
-            // now, not after this whole transfer.
-            c.fill = None;
+            // now, not after this whole transfer, and the next ones for a while too.
+            if let Some(fill) = c.fill.take() {
+                fill.unstorable();
+            }
             // Replaced by something we may not keep: forget the old one.
             if let (Some(old), Some(cache)) = (&c.stale, shared.cache()) {
                 forget(cache, &c.key, old);
@@ -449,9 +470,6 @@ impl Session {
         };
         // A change to the URL accepted while this was under way may postdate it: not
         // stored then, but the URL stays storable (the next miss fills it).
-        if let Some(fill) = c.fill.as_mut() {
-            fill.stored();
-        }
         if !self.shared.invalidated_since(&c.key, c.began) {
             revalidate::store(cache, &c.key, &mut obj, kept, self.shared.settings.max_alts);
             self.shared.metrics.cache_writes.inc();

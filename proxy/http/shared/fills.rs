@@ -1,7 +1,8 @@
 //! The cache's bookkeeping across threads: which keys a transaction is filling now (the
-//! misses for them wait, and are woken when the fill ends), which recent fills stored
-//! nothing (misses for those skip the wait), and which keys were invalidated while a
-//! fetch was under way (it must not store what it got). Any thread; short locks.
+//! misses for them wait, and are woken when the fill ends), which recent fills brought a
+//! response not storable (misses for those skip the wait), and which keys were
+//! invalidated while a fetch was under way (it must not store what it got). Any thread;
+//! short locks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,24 +43,28 @@ pub(crate) enum Claim {
     Fill(Fill),
     /// Another transaction is filling it: wait for that.
     InFlight,
-    /// Its last fill stored nothing, not long ago: fetch without filling or waiting.
+    /// Its last fill brought a response not storable, not long ago: fetch without
+    /// filling or waiting.
     Unstorable,
 }
 
 /// The right to fill one cache key: while it lives, other misses for the key wait; when
-/// it ends, they are woken. Dropped without [`Fill::stored`], it marks the key
-/// unstorable for a while, so that requests for a URL that is never cached (no
-/// freshness, `no-store`, too big) do not queue behind each other's fills.
+/// it ends, they are woken, and the first of them to look again fills next (the others
+/// wait for that one). Ended after [`Fill::unstorable`], it marks the key unstorable for
+/// a while, so that requests for a URL that is never cached (no freshness, `no-store`,
+/// too big) do not queue behind each other's fills. Ended otherwise (stored, or failed:
+/// the origin or the client went away), it leaves no mark.
 pub(crate) struct Fill {
     table: Arc<FillTable>,
     key: String,
-    stored: bool,
+    unstorable: bool,
 }
 
 impl Fill {
-    /// The object was stored: the fill succeeded.
-    pub(crate) fn stored(&mut self) {
-        self.stored = true;
+    /// The response turned out not storable: misses for the key skip filling it (and
+    /// waiting for its fill) for a while.
+    pub(crate) fn unstorable(mut self) {
+        self.unstorable = true;
     }
 }
 
@@ -70,9 +75,7 @@ impl Drop for Fill {
             let Some(waiting) = fills.filling.remove(&self.key) else {
                 return;
             };
-            if self.stored {
-                fills.unstorable.remove(&self.key);
-            } else {
+            if self.unstorable {
                 let now = Instant::now();
                 let unexpired = |until: &Instant| *until > now;
                 insert_bounded(
@@ -82,6 +85,12 @@ impl Drop for Fill {
                     UNSTORABLE_MAX,
                     unexpired,
                 );
+            } else {
+                // Any mark is expired (this fill was claimed): stored, or failed
+                // (a transfer cut short says nothing of the response), the next miss
+                // fills, and the waiters wait for it rather than all going to the
+                // origin.
+                fills.unstorable.remove(&self.key);
             }
             waiting
         };
@@ -98,7 +107,7 @@ impl FillTable {
     }
 
     /// What a miss for `key` may do: fill it, wait for the fill in flight, or fetch
-    /// without filling because the last fill, not long ago, stored nothing.
+    /// without filling because the last fill, not long ago, was not storable.
     pub(crate) fn claim(self: &Arc<Self>, key: &str) -> Claim {
         let mut fills = self.fills();
         if fills
@@ -115,7 +124,7 @@ impl FillTable {
         Claim::Fill(Fill {
             table: self.clone(),
             key: key.to_string(),
-            stored: false,
+            unstorable: false,
         })
     }
 
@@ -227,13 +236,12 @@ mod tests {
             }) as Wake
         };
         assert!(!table.wait("k", wake()), "nothing in flight to wait for");
-        let Claim::Fill(mut fill) = table.claim("k") else {
+        let Claim::Fill(fill) = table.claim("k") else {
             panic!("the first miss fills")
         };
         assert!(matches!(table.claim("k"), Claim::InFlight));
         assert!(table.wait("k", wake()) && table.wait("k", wake()));
         assert_eq!(woken.load(Ordering::SeqCst), 0);
-        fill.stored();
         drop(fill);
         assert_eq!(woken.load(Ordering::SeqCst), 2);
         assert!(!table.wait("k", wake()));
@@ -241,12 +249,26 @@ mod tests {
     }
 
     #[test]
-    fn a_fill_that_stored_nothing_lets_misses_skip_the_wait_for_a_while() {
+    fn a_fill_not_storable_lets_misses_skip_the_wait_for_a_while() {
         let table = Arc::new(FillTable::default());
         let Claim::Fill(fill) = table.claim("k") else {
             panic!()
         };
-        drop(fill);
+        fill.unstorable();
         assert!(matches!(table.claim("k"), Claim::Unstorable));
+    }
+
+    #[test]
+    fn a_failed_fill_leaves_no_mark_and_the_next_miss_fills_while_the_rest_wait() {
+        let table = Arc::new(FillTable::default());
+        let Claim::Fill(fill) = table.claim("k") else {
+            panic!()
+        };
+        // Ended without being stored or found unstorable: a transfer cut short.
+        drop(fill);
+        let Claim::Fill(_next) = table.claim("k") else {
+            panic!("the URL is filled again, not fetched uncached")
+        };
+        assert!(matches!(table.claim("k"), Claim::InFlight));
     }
 }

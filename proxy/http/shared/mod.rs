@@ -221,7 +221,7 @@ impl HttpShared {
     }
 
     /// What a miss for `key` may do: fill it, wait for the fill in flight, or fetch
-    /// without filling because the last fill, not long ago, stored nothing.
+    /// without filling because the last fill, not long ago, was not storable.
     pub(crate) fn claim_fill(&self, key: &str) -> Claim {
         self.fills.claim(key)
     }
