@@ -623,6 +623,76 @@ fn ram_cache_size_0_is_a_disk_only_cache_and_max_doc_size_is_bounded_only_by_the
 }
 
 #[test]
+fn an_object_whose_record_does_not_fit_its_span_is_not_stored_and_its_misses_do_not_queue() {
+    // A 2 MiB span holds a value of 2,088,920 bytes at most, the limit max_doc_size is
+    // lowered to. A body of that size with a 12 kB head does not fit one record; nor
+    // does an object under a key longer than a span's 4096 bytes. Without a RAM cache
+    // neither is stored anywhere: no write is counted, and misses for them go to the
+    // origin side by side, as for a response not storable, not one fill after another.
+    const LIMIT: usize = 2 * 1024 * 1024 - 4096 - 40 - 4096;
+    let long = format!("/long/{}", "k".repeat(5000));
+    let gate = Gate::default();
+    let held = gate.clone();
+    let seen: std::sync::Mutex<std::collections::HashMap<String, usize>> = Default::default();
+    let origin = Origin::start(move |r| {
+        let nth = {
+            let mut seen = seen.lock().unwrap();
+            let n = seen.entry(r.path.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        if nth == 2 {
+            held.wait(); // the second request for each URL waits for the test
+        }
+        let fresh = ("Cache-Control", "max-age=60");
+        Some(match r.path.as_str() {
+            "/big-head" => ok(&vec![b'b'; LIMIT], &[fresh, ("X-Pad", &"p".repeat(12_000))]),
+            _ => ok(b"long key", &[fresh]),
+        })
+    });
+    let dir = TempDir::new("unfit");
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 1\n[proxy.config.cache]\n\
+             ram_cache.size = \"0\"\nmax_doc_size = \"64M\"\n\
+             storage = [{{ path = \"{}\", size = \"2M\" }}]\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            dir.0.display(),
+            origin.addr
+        ))
+        .start();
+    let paths = ["/big-head", long.as_str()];
+    for path in paths {
+        let r = http::get(d.addr(), "t", path).unwrap();
+        assert_eq!(r.status, 200, "{}", &path[..10]);
+    }
+    assert_eq!(
+        d.metric("proxy.process.cache.writes"),
+        0,
+        "nothing was stored"
+    );
+    // Each URL: one miss held at the origin, and another that goes there meanwhile
+    // instead of waiting for the first one's fill.
+    let mut clients = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        clients.push(http::send_get(d.addr(), path));
+        assert!(origin.wait_for_requests(2 + 2 * i + 1));
+        clients.push(http::send_get(d.addr(), path));
+        assert!(
+            origin.wait_for_requests(2 + 2 * i + 2),
+            "a miss for {} waits for a fill that stores nothing",
+            &path[..10]
+        );
+    }
+    gate.open();
+    for mut c in clients {
+        assert_eq!(c.read_response("GET").unwrap().status, 200);
+    }
+    assert_eq!(d.metric("proxy.process.cache.writes"), 0);
+    assert_eq!(d.metric("proxy.process.cache.span.0.objects"), 0);
+}
+
+#[test]
 fn no_spans_means_the_cache_is_ready_at_once() {
     let d = Daemon::builder()
         .config("[proxy.config.http]\nwait_for_cache = 3\n")

@@ -423,6 +423,8 @@ fn span_refuses_values_and_keys_too_large() {
     let dir = TempDir::new("large");
     let span = Span::open(&dir.join("s"), MIB).unwrap();
     let room = span.capacity() as usize - 40 - 1;
+    assert!(span.fits("k", room as u64) && !span.fits("k", room as u64 + 1));
+    assert!(span.fits(&"y".repeat(4096), 1) && !span.fits(&"x".repeat(4097), 1));
     let e = span.put("k", &vec![1u8; room + 1]).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
     assert_eq!(span.len(), 0);
@@ -676,12 +678,35 @@ fn cache_put_too_large_for_disk_drops_the_older_disk_value() {
     let dir = TempDir::new("cachebig");
     let config = spans(&dir, &["only"]);
     let (cache, _) = Cache::open(&config, 8 * MIB);
-    cache.put("k", b"old");
-    cache.put("k", &vec![9u8; 3 * MIB as usize]);
+    assert!(cache.put("k", b"old"));
+    assert!(cache.put("k", &vec![9u8; 3 * MIB as usize]), "held in RAM");
     assert_eq!(cache.get("k").map(|v| v.len()), Some(3 * MIB as usize));
     drop(cache);
     let (cache, _) = Cache::open(&config, 8 * MIB);
     assert_eq!(cache.get("k"), None, "the old value must not come back");
+}
+
+#[test]
+fn cache_put_is_false_when_neither_the_span_nor_ram_holds_the_value() {
+    let dir = TempDir::new("cachenowhere");
+    let config = spans(&dir, &["only"]);
+    let (cache, _) = Cache::open(&config, 0);
+    assert!(cache.put("k", b"old"));
+    assert!(
+        !cache.put("k", &vec![9u8; 3 * MIB as usize]),
+        "too large a record"
+    );
+    let long = "x".repeat(4097);
+    assert!(!cache.put(&long, b"v"), "too long a key");
+    cache.sync().unwrap();
+    assert_eq!(cache.get("k"), None, "the old value is gone");
+    assert_eq!(cache.get(&long), None);
+    assert_eq!(cache.span_stats()[0].1, 0);
+    // RAM only, without spans: what RAM holds.
+    let (ram_only, _) = Cache::open(&[], 1000);
+    assert!(ram_only.put(&long, &[1u8; 1000]));
+    assert!(!ram_only.put(&long, &[1u8; 1001]));
+    assert_eq!(ram_only.get(&long), None);
 }
 
 #[test]

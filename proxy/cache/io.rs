@@ -124,11 +124,14 @@ impl SpanIo {
         self.shared.changes.load(Ordering::Acquire) == 0
     }
 
-    pub(super) fn write(&self, key: &str, value: Arc<[u8]>) {
+    /// Queues the write of `value` under `key`; false when it is shed instead (see
+    /// `MAX_QUEUED_BYTES`): then a removal of any older value is queued.
+    pub(super) fn write(&self, key: &str, value: Arc<[u8]>) -> bool {
         let queued = self.shared.queued_bytes.load(Ordering::Acquire);
         if queued.saturating_add(value.len()) > MAX_QUEUED_BYTES {
             self.shared.shed.fetch_add(1, Ordering::Relaxed);
-            return self.remove(key);
+            self.remove(key);
+            return false;
         }
         self.shared
             .queued_bytes
@@ -138,6 +141,7 @@ impl SpanIo {
             key: key.to_string(),
             value,
         });
+        true
     }
 
     pub(super) fn remove(&self, key: &str) {

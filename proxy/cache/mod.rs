@@ -211,20 +211,30 @@ impl Cache {
     }
 
     /// Stores `value` under `key`: in RAM at once, on the key's span by its I/O thread.
-    /// A disk failure is logged and leaves the object in RAM only; any older value on
-    /// disk is then removed so that it cannot come back once RAM lets the new one go.
-    pub fn put(&self, key: &str, value: &[u8]) {
+    /// False when it is stored nowhere: RAM cannot hold it, and the span neither (its
+    /// record would not fit, the write was shed, or the span is released). A span that
+    /// does not take it, or a disk failure (logged), leaves the object in RAM only; any
+    /// older value on disk is then removed so that it cannot come back once RAM lets the
+    /// new one go.
+    pub fn put(&self, key: &str, value: &[u8]) -> bool {
         let value: Arc<[u8]> = Arc::from(value);
         // The disk write is queued before RAM changes. A read queued before the write
         // took its `seen` before the RAM change, so what it brings back is not promoted
         // over it; a read whose `seen` is after the RAM change was queued after the
         // write, so it reads the new value. (RAM first would let a read slip in between
         // and promote the old value over a new one too big for RAM.)
-        if let Some(d) = self.span_for(key).and_then(Online::disk) {
-            d.io.write(key, value.clone());
-        }
-        self.ram.put(key, value);
+        let on_disk = match self.span_for(key).and_then(Online::disk) {
+            Some(d) if d.span.fits(key, value.len() as u64) => d.io.write(key, value.clone()),
+            Some(d) => {
+                log::debug!("cache: {key:?} not stored on disk: its record does not fit");
+                d.io.remove(key);
+                false
+            }
+            None => false,
+        };
+        let in_ram = self.ram.put(key, value);
         self.changed();
+        on_disk || in_ram
     }
 
     /// Whether `key` is stored: in RAM, or in its span's index (writes and removals

@@ -91,12 +91,13 @@ impl RamCache {
     }
 
     /// Stores `value` under `key` as the most recently used, evicting the least recently
-    /// used values until it fits. A value larger than the whole capacity is not stored,
-    /// and any older value under `key` is dropped, so a stale one is never served.
-    pub fn put(&self, key: &str, value: Arc<[u8]>) {
+    /// used values until it fits (true). A value larger than the whole capacity is not
+    /// stored (false), and any older value under `key` is dropped, so a stale one is
+    /// never served.
+    pub fn put(&self, key: &str, value: Arc<[u8]>) -> bool {
         let mut lru = lock(&self.inner);
         lru.stamp(key);
-        lru.insert(self.capacity, key, value);
+        lru.insert(self.capacity, key, value)
     }
 
     /// Stores `value` under `key` like [`put`](Self::put), unless `key` may have been
@@ -111,8 +112,7 @@ impl RamCache {
         if lru.stamps[slot(key)] > seen {
             return false;
         }
-        lru.insert(self.capacity, key, value);
-        true
+        lru.insert(self.capacity, key, value)
     }
 
     /// The mutation clock, to pass to [`promote`](Self::promote) later.
@@ -161,13 +161,15 @@ impl Lru {
         self.stamps[slot(key)] = self.clock;
     }
 
-    fn insert(&mut self, capacity: u64, key: &str, value: Arc<[u8]>) {
+    /// Stores `value` under `key` (true), or only drops the older value when it is
+    /// larger than `capacity` (false).
+    fn insert(&mut self, capacity: u64, key: &str, value: Arc<[u8]>) -> bool {
         if let Some(&i) = self.map.get(key) {
             self.delete(i);
         }
         let size = value.len() as u64;
         if size > capacity {
-            return;
+            return false;
         }
         while self.bytes + size > capacity && self.tail != NIL {
             self.delete(self.tail);
@@ -184,6 +186,7 @@ impl Lru {
         self.map.insert(key, i);
         self.bytes += size;
         debug_assert!(self.bytes <= capacity);
+        true
     }
 
     /// Unlinks node `i` and fills its slot with the last node.

@@ -411,25 +411,27 @@ impl Span {
         self.io_errors.load(Ordering::Relaxed)
     }
 
+    /// Whether [`put`](Self::put) takes a value of `value_len` bytes under `key`: the key
+    /// is within [`MAX_KEY_LEN`] and the record fits in the data region.
+    pub fn fits(&self, key: &str, value_len: u64) -> bool {
+        key.len() <= MAX_KEY_LEN && record_len(key.len(), value_len) <= self.capacity()
+    }
+
     fn append(&self, key: &str, value: Option<&[u8]>) -> io::Result<()> {
         let value_len = value.map_or(0, <[u8]>::len);
-        if key.len() > MAX_KEY_LEN {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("key of {} bytes, the maximum is {MAX_KEY_LEN}", key.len()),
-            ));
-        }
-        let len = align_up((REC_HEADER + key.len()) as u64 + value_len as u64);
-        if len > self.capacity() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
+        if !self.fits(key, value_len as u64) {
+            let why = if key.len() > MAX_KEY_LEN {
+                format!("key of {} bytes, the maximum is {MAX_KEY_LEN}", key.len())
+            } else {
                 format!(
                     "value of {value_len} bytes does not fit in span {} ({} data bytes)",
                     self.path.display(),
                     self.capacity()
-                ),
-            ));
+                )
+            };
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
+        let len = record_len(key.len(), value_len as u64);
 
         let mut head = lock(&self.head);
         let mut at = head.offset;

@@ -25,8 +25,14 @@ use std::time::Duration;
 /// are serialized by its fill, but a request read the list at its lookup, which may
 /// precede the previous fill's store (the variant stored then would be missing from
 /// the list, and never dropped). `seen` is that earlier list (with its entity tags), for
-/// when `key` is not in RAM.
-pub(crate) fn store(cache: &Cache, key: &str, obj: &mut Stored, seen: &Seen, max_alts: usize) {
+/// when `key` is not in RAM. False when the cache stored it nowhere ([`Cache::put`]).
+pub(crate) fn store(
+    cache: &Cache,
+    key: &str,
+    obj: &mut Stored,
+    seen: &Seen,
+    max_alts: usize,
+) -> bool {
     let varies = !obj.variant.is_empty() && max_alts > 0;
     let now = match varies.then(|| cache.lookup(key)) {
         Some(Lookup::Done(Some(bytes))) => Stored::decode_variants(&bytes)
@@ -39,10 +45,10 @@ pub(crate) fn store(cache: &Cache, key: &str, obj: &mut Stored, seen: &Seen, max
         cache.remove(&caching::alternate_key(key, obj.generation, &old));
     }
     let bytes = obj.encode();
-    if let Some(alternate) = obj.alternate_at(key) {
-        cache.put(&alternate, &bytes);
-    }
-    cache.put(key, &bytes);
+    let alternate = obj
+        .alternate_at(key)
+        .is_none_or(|alternate| cache.put(&alternate, &bytes));
+    cache.put(key, &bytes) && alternate
 }
 
 /// A URL's variants as one request saw them: their request sides and entity tags.

@@ -471,8 +471,14 @@ impl Session {
         // A change to the URL accepted while this was under way may postdate it: not
         // stored then, but the URL stays storable (the next miss fills it).
         if !self.shared.invalidated_since(&c.key, c.began) {
-            revalidate::store(cache, &c.key, &mut obj, kept, self.shared.settings.max_alts);
-            self.shared.metrics.cache_writes.inc();
+            let max_alts = self.shared.settings.max_alts;
+            if revalidate::store(cache, &c.key, &mut obj, kept, max_alts) {
+                self.shared.metrics.cache_writes.inc();
+            } else if let Some(fill) = c.fill.take() {
+                // Stored nowhere (its record too large for its span, or its key too
+                // long, and RAM could not hold it): not storable, as if too large.
+                fill.unstorable();
+            }
             self.shared.note_cache_usage();
         }
         Some(obj)
