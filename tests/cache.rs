@@ -925,6 +925,56 @@ fn the_ram_cache_gauges_are_exact_after_each_purge_and_invalidation() {
 }
 
 #[test]
+fn the_ram_cache_gauges_count_objects_read_from_disk_and_what_they_evict() {
+    // 10 kB objects and a RAM cache that holds two of them (max_doc_size set: its
+    // default would be an eighth of that). After a restart RAM is empty; each object
+    // read from the span goes into RAM, the older ones making room.
+    let origin = Origin::start(|_| Some(ok(&[b'o'; 10_000], &[("Cache-Control", "max-age=600")])));
+    let dir = TempDir::new("cache");
+    let text = config(&origin, &dir.0, "").replace(
+        "[proxy.config.cache]\n",
+        "[proxy.config.cache]\nram_cache.size = \"25K\"\nmax_doc_size = \"1M\"\n",
+    );
+    let paths: Vec<String> = (0..5).map(|i| format!("/r{i}")).collect();
+    {
+        let mut d = Daemon::builder().config(&text).start();
+        for path in &paths {
+            assert_eq!(http::get(d.addr(), "t", path).unwrap().status, 200);
+        }
+        assert!(wait_until(Duration::from_secs(10), || d
+            .metric("proxy.process.cache.span.0.objects")
+            == 5));
+        d.signal(libc::SIGTERM);
+        assert!(d.wait_exit(Duration::from_secs(20)).is_some());
+    }
+    let d = Daemon::builder().config(&text).start();
+    let gauges = || {
+        [
+            "proxy.process.cache.ram_cache.objects",
+            "proxy.process.cache.ram_cache.bytes_used",
+        ]
+        .map(|m| d.metric(m))
+    };
+    assert_eq!(gauges(), [0, 0]);
+    for (i, path) in paths.iter().enumerate() {
+        let r = http::get(d.addr(), "t", path).unwrap();
+        assert_eq!((r.status, r.body.len()), (200, 10_000));
+        let held = (i + 1).min(2) as i64;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                let [objects, bytes] = gauges();
+                objects == held && bytes > held * 10_000 && bytes <= 25 * 1024
+            }),
+            "after {} disk reads: {:?}",
+            i + 1,
+            gauges()
+        );
+    }
+    assert_eq!(d.metric("proxy.process.cache.disk_reads"), 5);
+    assert_eq!(origin.request_count(), 5);
+}
+
+#[test]
 fn a_fetch_under_way_when_its_url_is_changed_does_not_store_what_it_got() {
     // The origin answers GET with the version of the moment it is asked, but holds the
     // answer until the test lets it go; meanwhile a PUT changes the version.

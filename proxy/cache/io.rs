@@ -18,7 +18,8 @@ use std::thread::{self, JoinHandle};
 /// Called with the value read (None: not on the span, or unreadable), on the I/O thread.
 pub(super) type ReadDone = Box<dyn FnOnce(Option<Arc<[u8]>>) + Send>;
 
-/// Called on the I/O thread after each write or removal reached the span.
+/// Called on the I/O thread after each write or removal reached the span, and after a
+/// read put its value into RAM.
 pub(super) type Observer = Arc<OnceLock<Box<dyn Fn() + Send + Sync>>>;
 
 enum Job {
@@ -231,12 +232,15 @@ impl Drop for SpanIo {
 
 /// On the I/O thread: runs jobs in order until stopped and the queue is empty.
 fn run(shared: &Shared, span: &Span, ram: &RamCache, observer: &Observer) {
-    // A queued change (write or removal) has reached the span.
-    let changed = || {
-        shared.changes.fetch_sub(1, Ordering::AcqRel);
+    let notify = || {
         if let Some(f) = observer.get() {
             f();
         }
+    };
+    // A queued change (write or removal) has reached the span.
+    let changed = || {
+        shared.changes.fetch_sub(1, Ordering::AcqRel);
+        notify();
     };
     loop {
         let job = {
@@ -254,10 +258,14 @@ fn run(shared: &Shared, span: &Span, ram: &RamCache, observer: &Observer) {
         match job {
             Job::Read { key, seen, done } => {
                 let value: Option<Arc<[u8]>> = span.get(&key).map(Arc::from);
-                if let Some(v) = &value {
-                    // Not if a put or remove of `key` came after the read was queued:
-                    // RAM then holds the newer state already.
-                    ram.promote(&key, v.clone(), seen);
+                // Not if a put or remove of `key` came after the read was queued: RAM
+                // then holds the newer state already. RAM changed if it took it (and
+                // may have evicted others for it).
+                if value
+                    .as_ref()
+                    .is_some_and(|v| ram.promote(&key, v.clone(), seen))
+                {
+                    notify();
                 }
                 done(value);
             }

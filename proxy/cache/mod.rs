@@ -323,8 +323,9 @@ impl Cache {
     /// Sets `f` to be called after each change, e.g. to refresh usage gauges: once a
     /// [`put`](Self::put) or [`remove`](Self::remove) has changed RAM (on the caller's
     /// thread), and once its write or removal has reached the span (on the span's I/O
-    /// thread). The span may be done first: the call after the RAM change is what makes
-    /// the RAM figures exact then. Only the first call counts.
+    /// thread); and once a disk read has put its value into RAM (on the I/O thread). The
+    /// span may be done first: the call after the RAM change is what makes the RAM
+    /// figures exact then. Only the first call counts.
     pub fn on_disk_change(&self, f: impl Fn() + Send + Sync + 'static) {
         let _ = self.observer.set(Box::new(f));
     }
