@@ -98,8 +98,9 @@ pub enum ToNew {
         /// Values.
         counts: Counts,
     },
-    /// Cache keys the old process removed (PURGE, invalidations) after it released
-    /// the spans, which the new one removes too.
+    /// Cache keys the old process removed (PURGE, invalidations) or stored anew (in RAM
+    /// only) after it released the spans: the spans' copies are out of date, and the new
+    /// process removes them.
     Removed {
         /// The keys.
         keys: Vec<String>,

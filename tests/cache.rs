@@ -1164,3 +1164,113 @@ fn content_location_and_location_references_are_resolved_against_the_target() {
         assert_eq!(get(target), want, "{names}");
     }
 }
+
+/// Holds the lock on the span file at `path` as another process would, so that a
+/// daemon starting meanwhile finds the span unavailable.
+fn hold_span(path: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: flock takes a descriptor `f` owns and keeps open for the call, and flags.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(rc, 0, "flock {}", path.display());
+    f
+}
+
+#[test]
+fn a_span_missing_at_one_start_brings_back_nothing_purged_or_replaced_meanwhile() {
+    // Each fetch of a path gets the next version of it.
+    let versions = std::sync::Mutex::new(std::collections::HashMap::<String, usize>::new());
+    let origin = Origin::start(move |r| {
+        let mut v = versions.lock().unwrap();
+        let n = v.entry(r.path.clone()).or_default();
+        *n += 1;
+        let body = format!("{} v{n}", r.path);
+        Some(ok(body.as_bytes(), &[("Cache-Control", "max-age=600")]))
+    });
+    let dir = TempDir::new("span-back");
+    let (a, b) = (dir.0.join("a"), dir.0.join("b"));
+    let text = format!(
+        "[proxy.config.http]\nwait_for_cache = 1\n[proxy.config.cache]\n\
+         storage = [{{ path = \"{}\", size = \"4M\" }}, {{ path = \"{}\", size = \"4M\" }}]\n\
+         [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+        a.display(),
+        b.display(),
+        origin.addr
+    );
+    let paths: Vec<String> = (0..30).map(|i| format!("/o{i}")).collect();
+    let cached = |d: &Daemon, p: &str| {
+        let r = http::request(
+            d.addr(),
+            "GET",
+            p,
+            &[("Cache-Control", "only-if-cached")],
+            b"",
+        )
+        .unwrap();
+        (r.status == 200).then(|| r.text())
+    };
+    let stop = |mut d: Daemon| {
+        d.signal(libc::SIGTERM);
+        let code = d.wait_exit(Duration::from_secs(20)).and_then(|s| s.code());
+        assert_eq!(code, Some(0), "{}", d.log_text());
+    };
+    let d = Daemon::builder().config(&text).start();
+    for p in &paths {
+        assert_eq!(
+            http::get(d.addr(), "t", p).unwrap().text(),
+            format!("{p} v1")
+        );
+    }
+    stop(d);
+
+    // Span a is unavailable at this start: its URLs move to b, are fetched again (v2),
+    // and half of them purged.
+    let held = hold_span(&a);
+    let d = Daemon::builder().config(&text).start();
+    assert_eq!(d.metric("proxy.process.cache.spans_failed"), 1);
+    let moved: Vec<&String> = paths.iter().filter(|p| cached(&d, p).is_none()).collect();
+    assert!(!moved.is_empty() && moved.len() < paths.len(), "{moved:?}");
+    for p in &moved {
+        assert_eq!(
+            http::get(d.addr(), "t", p).unwrap().text(),
+            format!("{p} v2")
+        );
+    }
+    let purged = &moved[..moved.len() / 2];
+    for p in purged {
+        assert_eq!(
+            http::request(d.addr(), "PURGE", p, &[], b"")
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    stop(d);
+    drop(held);
+
+    // Back with a: nothing of what a held for the moved URLs is served (v1 purged or
+    // replaced), nor b's v2; the URLs that stayed on b are hits.
+    let d = Daemon::builder().config(&text).start();
+    assert_eq!(d.metric("proxy.process.cache.spans_online"), 2);
+    for p in &moved {
+        assert_eq!(cached(&d, p), None, "{p}\n{}", d.log_text());
+    }
+    for p in paths.iter().filter(|p| !moved.contains(p)) {
+        assert_eq!(cached(&d, p), Some(format!("{p} v1")));
+    }
+    for p in &moved {
+        assert_eq!(
+            http::get(d.addr(), "t", p).unwrap().text(),
+            format!("{p} v3")
+        );
+    }
+    stop(d);
+
+    // Without a once more: b's v2 copies went when a came back, and do not return.
+    let held = hold_span(&a);
+    let d = Daemon::builder().config(&text).start();
+    for p in &moved {
+        assert_eq!(cached(&d, p), None, "{p}");
+    }
+    drop(held);
+}

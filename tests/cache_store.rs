@@ -881,3 +881,189 @@ fn span_init_and_hits_for_1mib_objects() {
         gets as f64 / elapsed.as_secs_f64()
     );
 }
+
+#[test]
+fn span_epoch_survives_a_restart_and_a_header_without_one_reads_as_0() {
+    let dir = TempDir::new("epoch");
+    let path = dir.join("s");
+    {
+        let mut span = Span::open(&path, MIB).unwrap();
+        assert_eq!(span.epoch(), 0);
+        span.put("k", b"v").unwrap();
+        span.set_epoch(7).unwrap();
+        span.sync().unwrap();
+    }
+    let mut span = Span::open(&path, MIB).unwrap();
+    assert_eq!(
+        (span.epoch(), span.get("k").as_deref()),
+        (7, Some(&b"v"[..]))
+    );
+    span.clear(8).unwrap();
+    assert_eq!((span.len(), span.get("k")), (0, None));
+    span.put("after", b"a").unwrap();
+    span.sync().unwrap();
+    drop(span);
+    let span = Span::open(&path, MIB).unwrap();
+    assert_eq!(span.epoch(), 8);
+    assert_eq!(
+        span.keys(),
+        vec![Arc::<str>::from("after")],
+        "cleared for good"
+    );
+    drop(span);
+    // An earlier build's header: the bytes after the first checksum are zero.
+    overwrite(&path, 44, &[0u8; 12]);
+    let span = Span::open(&path, MIB).unwrap();
+    assert_eq!((span.epoch(), span.len()), (0, 1));
+}
+
+/// Holds `path` as another process would (its `flock`), so that a cache opening it
+/// finds it unavailable.
+fn hold(path: &Path) -> Span {
+    Span::open(path, 2 * MIB).unwrap()
+}
+
+/// Those of `keys`, stored with every span of `config` there, that live on the span at
+/// `path`: some, not all.
+fn keys_on(config: &[(PathBuf, u64)], path: &Path, keys: &[String]) -> Vec<String> {
+    let span = hold(path);
+    let on: Vec<String> = keys.iter().filter(|k| span.contains(k)).cloned().collect();
+    assert!(!on.is_empty() && on.len() < keys.len(), "{config:?}");
+    on
+}
+
+#[test]
+fn a_span_back_after_a_start_without_it_serves_nothing_purged_or_replaced_meanwhile() {
+    let dir = TempDir::new("span-back");
+    let config = spans(&dir, &["a", "b"]);
+    let keys: Vec<String> = (0..60).map(|i| format!("http://h/{i}")).collect();
+    {
+        let (cache, _) = Cache::open(&config, MIB);
+        keys.iter().for_each(|k| cache.put(k, b"v1"));
+        cache.sync().unwrap();
+    }
+    let moved = keys_on(&config, &dir.join("a"), &keys);
+    let (purged, replaced) = moved.split_at(moved.len() / 2);
+    {
+        // A start without span a: its keys move to b, where they change.
+        let held = hold(&dir.join("a"));
+        let (cache, status) = Cache::open(&config, MIB);
+        assert!(status[0].result.is_err() && cache.spans_online() == 1);
+        moved.iter().for_each(|k| assert_eq!(cache.get(k), None));
+        moved.iter().for_each(|k| cache.put(k, b"v2"));
+        purged.iter().for_each(|k| cache.remove(k));
+        cache.sync().unwrap();
+        drop(held);
+    }
+    {
+        // Back: what a held is older than what the cache said meanwhile.
+        let (cache, status) = Cache::open(&config, MIB);
+        for k in &moved {
+            assert_eq!(cache.get(k), None, "{k}: neither v1 back nor v2 from b");
+        }
+        assert_eq!(status[0].result, Ok((0, 0)), "span a emptied");
+        for k in keys.iter().filter(|k| !moved.contains(k)) {
+            assert_eq!(cache.get(k).as_deref(), Some(&b"v1"[..]), "{k} kept on b");
+        }
+        replaced.iter().for_each(|k| cache.put(k, b"v3"));
+        cache.sync().unwrap();
+    }
+    // Without a again: b's copies of its keys (v2) were removed when a came back.
+    let held = hold(&dir.join("a"));
+    let (cache, _) = Cache::open(&config, MIB);
+    for k in &moved {
+        assert_eq!(cache.get(k), None, "{k}: b's v2 must not come back");
+    }
+    for k in keys.iter().filter(|k| !moved.contains(k)) {
+        assert_eq!(cache.get(k).as_deref(), Some(&b"v1"[..]), "{k} kept on b");
+    }
+    drop(held);
+}
+
+#[test]
+fn spans_present_throughout_keep_every_object_and_their_epoch() {
+    let dir = TempDir::new("span-throughout");
+    let config = spans(&dir, &["a", "b"]);
+    let keys: Vec<String> = (0..40).map(|i| format!("http://h/{i}")).collect();
+    for round in 0..3 {
+        let (cache, status) = Cache::open(&config, MIB);
+        let found: usize = status.iter().map(|s| s.result.as_ref().unwrap().0).sum();
+        assert_eq!(found, if round == 0 { 0 } else { keys.len() });
+        if round == 0 {
+            keys.iter().for_each(|k| cache.put(k, b"v"));
+        }
+        cache.sync().unwrap();
+    }
+    for name in ["a", "b"] {
+        assert_eq!(hold(&dir.join(name)).epoch(), 0, "no header written");
+    }
+    // Span b alone keeps its own objects through a start without a, and after it.
+    let on_b = keys_on(&config, &dir.join("b"), &keys);
+    {
+        let held = hold(&dir.join("a"));
+        let (cache, status) = Cache::open(&config, MIB);
+        assert_eq!(status[1].result.as_ref().unwrap().0, on_b.len());
+        on_b.iter()
+            .for_each(|k| assert!(cache.get(k).is_some(), "{k}"));
+        drop(held);
+    }
+    let (cache, _) = Cache::open(&config, MIB);
+    on_b.iter()
+        .for_each(|k| assert!(cache.get(k).is_some(), "{k}"));
+}
+
+#[test]
+fn a_reattach_drops_what_changed_while_released_and_a_span_left_away_is_emptied_later() {
+    let dir = TempDir::new("reattach");
+    let config = spans(&dir, &["a", "b"]);
+    let keys: Vec<String> = (0..60).map(|i| format!("http://h/{i}")).collect();
+    let on_b = {
+        let (cache, _) = Cache::open(&config, MIB);
+        keys.iter().for_each(|k| cache.put(k, b"v1"));
+        cache.sync().unwrap();
+        drop(cache);
+        keys_on(&config, &dir.join("b"), &keys)
+    };
+    let on_a: Vec<String> = keys.iter().filter(|k| !on_b.contains(k)).cloned().collect();
+    {
+        let (cache, _) = Cache::open(&config, MIB);
+        assert_eq!(cache.release(), 2);
+        // While released: changes go to RAM only.
+        cache.put(&on_a[0], b"v2");
+        cache.remove(&on_a[1]);
+        cache.put(&on_b[0], b"v2");
+        cache.remove(&on_b[1]);
+        // Span b does not come back (another process holds it).
+        let held = hold(&dir.join("b"));
+        let status = cache.reattach();
+        assert!(
+            status[0].result.is_ok() && status[1].result.is_err(),
+            "{status:?}"
+        );
+        drop(held);
+        assert_eq!(cache.get(&on_a[0]).as_deref(), Some(&b"v2"[..]), "from RAM");
+        // Meanwhile b's keys still change in RAM alone.
+        cache.remove(&on_b[2]);
+        cache.sync().unwrap();
+    }
+    let (cache, status) = Cache::open(&config, MIB);
+    assert_eq!(cache.get(&on_a[0]), None, "v1 must not come back under v2");
+    assert_eq!(
+        cache.get(&on_a[1]),
+        None,
+        "the removal made while released holds"
+    );
+    assert_eq!(
+        cache.get(&on_a[2]).as_deref(),
+        Some(&b"v1"[..]),
+        "unchanged: kept"
+    );
+    for k in &on_b[..3] {
+        assert_eq!(cache.get(k), None, "{k}");
+    }
+    assert_eq!(
+        status[1].result,
+        Ok((0, 0)),
+        "span b emptied: it missed changes"
+    );
+}

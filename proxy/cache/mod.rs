@@ -8,6 +8,24 @@
 //! [`open_async`] does the whole open on a `[CACHE INIT]` thread for the daemon's
 //! `wait_for_cache` gate. The store knows nothing of HTTP: keys are strings, values bytes.
 //!
+//! # Epochs: spans that come back
+//!
+//! A span missing at a start (or released and not reopened mid-run, [`Cache::reattach`])
+//! misses the changes made meanwhile: its keys are stored, replaced and purged on other
+//! spans (or in RAM only). When it comes back, its objects may be older than what the
+//! cache said meanwhile, and are dropped. To tell, every span's header holds an epoch
+//! ([`Span::epoch`]): the spans in use carry the newest one, and whenever the cache runs
+//! without one of its configured spans, the others move to a new epoch before any change
+//! is made. A span whose epoch is older than another's at a start missed part of the
+//! cache's life and is emptied ([`Span::clear`]). When every span is there throughout,
+//! no header is written and nothing is dropped. The spans judge each other: a span
+//! that comes back while every span that ran without it is missing cannot tell.
+//!
+//! The other spans meanwhile took the keys that moved off the missing span; those keys
+//! go back to it on its return, and their copies left behind would come back out of date
+//! when it goes missing again. So at each start, a span removes (with tombstones, from
+//! its I/O thread) every key whose home is now another span.
+//!
 //! Disk I/O runs on one `[CACHE I/O n]` thread per span (`io.rs`), never on the caller's
 //! thread: [`Cache::lookup`] answers from RAM at once or hands back the disk read to
 //! queue ([`DiskRead::then`]), which calls back, and [`Cache::put`] / [`Cache::remove`] change RAM at once and queue the disk
@@ -25,6 +43,7 @@ pub use ram::RamCache;
 pub use span::{Span, SpanError, SpanErrorKind};
 
 use crate::error::{Error, ErrorKind, Result};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread;
@@ -47,8 +66,11 @@ pub struct Cache {
     ram: Arc<RamCache>,
     spans: Vec<Online>,
     observer: io::Observer,
-    /// Keys removed while the spans were released (an upgrade in progress).
-    missed_removals: Mutex<Vec<String>>,
+    /// Whether every configured span is in use (they all opened at start).
+    complete: bool,
+    /// Keys stored or removed while their span was released (an upgrade in progress), or
+    /// had not come back from one: the span's copy of each is out of date.
+    missed: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -121,7 +143,7 @@ impl Cache {
     /// and returns the cache of those that opened, with one status per configured span in
     /// the same order. With no spans, the cache holds objects in RAM only.
     pub fn open(spans: &[(PathBuf, u64)], ram_bytes: u64) -> (Cache, Vec<SpanStatus>) {
-        let opened: Vec<(Result<Span>, Duration)> = thread::scope(|s| {
+        let mut opened: Vec<(Result<Span>, Duration)> = thread::scope(|s| {
             let handles: Vec<_> = spans
                 .iter()
                 .enumerate()
@@ -146,20 +168,23 @@ impl Cache {
                 .collect()
         });
 
+        let complete = settle_epochs(opened.iter_mut().map(|(r, _)| r), true);
         let ram = Arc::new(RamCache::new(ram_bytes));
         let observer = io::Observer::default();
         let mut statuses = Vec::with_capacity(spans.len());
         let mut online = Vec::new();
+        let mut disks = Vec::new();
         for ((path, size), (result, elapsed)) in spans.iter().zip(opened) {
             let result = result.and_then(|span| {
                 let stats = (span.len(), span.bytes_used());
-                let disk = Disk::start(online.len(), span, &ram, &observer)?;
+                let disk = Arc::new(Disk::start(online.len(), span, &ram, &observer)?);
                 online.push(Online {
                     configured: path.clone(),
                     size: *size,
                     seed: fnv1a(path.as_os_str().as_encoded_bytes()),
-                    disk: RwLock::new(Some(Arc::new(disk))),
+                    disk: RwLock::new(Some(disk.clone())),
                 });
+                disks.push(disk);
                 Ok(stats)
             });
             statuses.push(SpanStatus {
@@ -172,8 +197,12 @@ impl Cache {
             ram,
             spans: online,
             observer,
-            missed_removals: Mutex::new(Vec::new()),
+            complete,
+            missed: Mutex::new(HashSet::new()),
         };
+        for (i, disk) in disks.iter().enumerate() {
+            cache.drop_strays(i, disk);
+        }
         (cache, statuses)
     }
 
@@ -223,15 +252,17 @@ impl Cache {
         // over it; a read whose `seen` is after the RAM change was queued after the
         // write, so it reads the new value. (RAM first would let a read slip in between
         // and promote the old value over a new one too big for RAM.)
-        let on_disk = match self.span_for(key).and_then(Online::disk) {
-            Some(d) if d.span.fits(key, value.len() as u64) => d.io.write(key, value.clone()),
-            Some(d) => {
-                log::debug!("cache: {key:?} not stored on disk: its record does not fit");
-                d.io.remove(key);
-                false
-            }
-            None => false,
-        };
+        let on_disk = self
+            .change(key, |d| {
+                if d.span.fits(key, value.len() as u64) {
+                    d.io.write(key, value.clone())
+                } else {
+                    log::debug!("cache: {key:?} not stored on disk: its record does not fit");
+                    d.io.remove(key);
+                    false
+                }
+            })
+            .unwrap_or(false);
         let in_ram = self.ram.put(key, value);
         self.changed();
         on_disk || in_ram
@@ -250,20 +281,53 @@ impl Cache {
     /// Removes `key` from RAM at once and from its span by the span's I/O thread (the
     /// removal is queued first, as in [`put`](Self::put)).
     pub fn remove(&self, key: &str) {
-        match self.span_for(key).map(|s| (s, s.disk())) {
-            Some((_, Some(d))) => d.io.remove(key),
-            // Released: the disk is another process's now, and still holds the key.
-            Some((_, None)) => lock(&self.missed_removals).push(key.to_string()),
-            None => {}
-        }
+        self.change(key, |d| d.io.remove(key));
         self.ram.remove(key);
         self.changed();
     }
 
+    /// Queues a change of `key` on its span's I/O thread, or notes the key as missed
+    /// while the span is released (its disk is another process's, or not back, and holds
+    /// the old state). Holds the span's lock meanwhile, so that a release or reattach
+    /// never comes between the check and the queueing.
+    /// What `queue` returned: None when the key has no span or its span is released.
+    fn change<R>(&self, key: &str, queue: impl FnOnce(&Disk) -> R) -> Option<R> {
+        let s = self.span_for(key)?;
+        match &*s.disk.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(d) => Some(queue(d)),
+            None => {
+                lock(&self.missed).insert(key.to_string());
+                None
+            }
+        }
+    }
+
+    /// Queues the removal from span `i` (on `disk`) of every key whose home is another
+    /// span (see "Epochs" in the module doc).
+    fn drop_strays(&self, i: usize, disk: &Disk) {
+        let home = &self.spans[i];
+        let strays: Vec<_> = disk
+            .span
+            .keys()
+            .into_iter()
+            .filter(|k| !self.span_for(k).is_some_and(|s| std::ptr::eq(s, home)))
+            .collect();
+        if !strays.is_empty() {
+            log::info!(
+                "cache span {}: {} objects whose keys belong to another span now are removed",
+                home.configured.display(),
+                strays.len()
+            );
+        }
+        for k in &strays {
+            disk.io.remove(k);
+        }
+    }
+
     /// Stops using the disk (an upgrade hands the spans to the next process): each span's
     /// queued writes land, its I/O thread ends, the file is flushed and its lock given up.
-    /// From then on the cache answers from RAM only, stores in RAM only, and keeps the
-    /// keys it removes for [`Cache::take_missed_removals`]. Returns the spans released.
+    /// From then on the cache answers from RAM only, stores in RAM only, and notes the
+    /// keys it stores or removes for [`Cache::take_missed`]. Returns the spans released.
     pub fn release(&self) -> usize {
         let mut n = 0;
         for s in &self.spans {
@@ -286,20 +350,40 @@ impl Cache {
     }
 
     /// Opens the released spans again (the upgrade that took them failed, and its
-    /// process has exited): their index is rebuilt from what is on disk now, and the
-    /// removals made meanwhile are applied. Blocks while the spans open: call it off the
-    /// event threads. Returns the status of each span reopened.
+    /// process has exited): their index is rebuilt from what is on disk now, their epochs
+    /// are settled as at a start (the new process may have run without some), and the
+    /// copies of the keys stored or removed meanwhile are removed from them (RAM holds
+    /// what the cache said since). A span that does not open stays away, and the others
+    /// move to a new epoch, so that it is emptied if it comes back at a later start.
+    /// Blocks while the spans open: call it off the event threads. Returns the status of
+    /// each span reopened.
     pub fn reattach(&self) -> Vec<SpanStatus> {
+        let away: Vec<usize> = (0..self.spans.len())
+            .filter(|&i| self.spans[i].disk().is_none())
+            .collect();
+        let mut opened: Vec<(Result<Span>, Duration)> = away
+            .iter()
+            .map(|&i| timed_open(&self.spans[i].configured, self.spans[i].size))
+            .collect();
+        settle_epochs(opened.iter_mut().map(|(r, _)| r), self.complete);
         let mut statuses = Vec::new();
-        for (i, s) in self.spans.iter().enumerate() {
-            if s.disk().is_some() {
-                continue;
-            }
-            let (opened, elapsed) = timed_open(&s.configured, s.size);
+        for (&i, (opened, elapsed)) in away.iter().zip(opened) {
+            let s = &self.spans[i];
             let result = opened.and_then(|span| {
                 let stats = (span.len(), span.bytes_used());
                 let disk = Disk::start(i, span, &self.ram, &self.observer)?;
-                *s.disk.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(disk));
+                self.drop_strays(i, &disk);
+                // Queued before the disk is in use, and with its lock held, so that no
+                // read of an out-of-date copy comes first and no change is noted after.
+                let mut slot = s.disk.write().unwrap_or_else(PoisonError::into_inner);
+                lock(&self.missed).retain(|key| {
+                    let here = self.span_for(key).is_some_and(|h| std::ptr::eq(h, s));
+                    if here {
+                        disk.io.remove(key);
+                    }
+                    !here
+                });
+                *slot = Some(Arc::new(disk));
                 Ok(stats)
             });
             statuses.push(SpanStatus {
@@ -308,16 +392,14 @@ impl Cache {
                 elapsed,
             });
         }
-        for key in self.take_missed_removals() {
-            self.remove(&key);
-        }
         statuses
     }
 
-    /// Keys removed while the spans were released (see [`Cache::release`]), which the
-    /// process now holding the spans should remove too.
-    pub fn take_missed_removals(&self) -> Vec<String> {
-        std::mem::take(&mut *lock(&self.missed_removals))
+    /// Keys stored or removed while their span was released (see [`Cache::release`]):
+    /// the copies on the span are out of date, and the process now holding the spans
+    /// should remove them.
+    pub fn take_missed(&self) -> Vec<String> {
+        lock(&self.missed).drain().collect()
     }
 
     /// Sets `f` to be called after each change, e.g. to refresh usage gauges: once a
@@ -437,6 +519,54 @@ impl Disk {
         let io = io::SpanIo::start(index, span.clone(), ram.clone(), observer.clone())
             .map_err(|e| Error::io("cannot start its I/O thread", &e))?;
         Ok(Disk { span, io })
+    }
+}
+
+/// Settles the epochs of spans opened together, before any change reaches them (see
+/// "Epochs" in the module doc): with every configured span there (`complete`, and none
+/// of `spans` failed) the newest epoch stays; otherwise the spans with the newest move
+/// to a new one. Spans with an older epoch are emptied. A span whose header cannot be
+/// written fails. Writes nothing when every span is there with the same epoch. Returns
+/// whether every configured span is in use. Runs on the thread that opened the spans (a
+/// `[CACHE INIT]` one in the daemon), before their I/O threads start.
+fn settle_epochs<'a>(spans: impl Iterator<Item = &'a mut Result<Span>>, complete: bool) -> bool {
+    let mut spans: Vec<&mut Result<Span>> = spans.collect();
+    'settle: loop {
+        let complete = complete && spans.iter().all(|r| r.is_ok());
+        let ok = |r: &&mut Result<Span>| r.as_ref().ok().map(Span::epoch);
+        let newest = spans.iter().filter_map(ok).max().unwrap_or(0);
+        let epoch = if complete { newest } else { newest + 1 };
+        // The up-to-date spans first: should this stop half-way (a crash), no span that
+        // missed the newest epoch is left holding it.
+        for stale in [false, true] {
+            for r in spans.iter_mut() {
+                let Ok(span) = &mut **r else {
+                    continue;
+                };
+                let was = span.epoch();
+                if was == epoch || (was < newest) != stale {
+                    continue;
+                }
+                let written = if stale {
+                    let objects = span.len();
+                    span.clear(epoch).inspect(|()| {
+                        if objects > 0 {
+                            log::warn!(
+                                "cache span {}: the cache ran without it (its epoch {was}, another's {newest}): its {objects} objects are dropped, as they may be older than what the cache holds",
+                                span.path().display()
+                            )
+                        }
+                    })
+                } else {
+                    span.set_epoch(epoch)
+                };
+                if let Err(e) = written {
+                    **r = Err(Error::io("cannot write its header", &e));
+                    continue 'settle;
+                }
+            }
+        }
+        return complete;
     }
 }
 

@@ -6,6 +6,7 @@
 //! ```text
 //! 0       4 KiB header   "TSTLSPAN" | version u32 = 1 | alignment u32 = 512 | size u64
 //!                        | salt u64 | data start u64 = 4096 | CRC-32C of bytes 0..40 u32
+//!                        | epoch u64 | CRC-32C of bytes 0..52 u32 | zeros
 //! 4096    data region    records, each starting on a 512-byte boundary:
 //!   +0   magic "TSR1"   +4 key length u32   +8 sequence u64   +16 value length u64
 //!   +24  salt u64 (the header's)   +32 zero u32   +36 CRC-32C of bytes 0..36, key and value
@@ -14,7 +15,13 @@
 //!
 //! A value length of `u64::MAX` marks a tombstone, written by [`Span::remove`]. The salt
 //! is random per span, so bytes that a client got cached inside a value cannot pose as a
-//! record of their own once the front of the record around them is overwritten.
+//! record of their own once the front of the record around them is overwritten; a new
+//! salt ([`Span::clear`]) thus empties a span at the cost of one header write.
+//!
+//! The epoch is the cache's, for telling a span that missed part of the cache's life
+//! (see `super` and [`Span::epoch`]). It lies in what the first headers left zero and
+//! has a checksum of its own, so builds that predate it open the span as before, and a
+//! header they wrote reads as epoch 0.
 //!
 //! # Writing
 //!
@@ -207,7 +214,10 @@ impl std::error::Error for SpanError {
 pub struct Span {
     file: File,
     path: PathBuf,
+    /// The configured size, as the header records it.
+    size: u64,
     salt: u64,
+    epoch: u64,
     data_start: u64,
     data_end: u64,
     head: Mutex<WriteHead>,
@@ -283,22 +293,27 @@ impl Span {
         let unformatted = file_len == 0
             || (file_len == size
                 && header_is_blank(&file).map_err(|e| err(SpanErrorKind::Io(e)))?);
-        let salt = if unformatted {
-            format(&file, size).map_err(|e| err(SpanErrorKind::Io(e)))?
+        let (salt, epoch) = if unformatted {
+            (
+                format(&file, size).map_err(|e| err(SpanErrorKind::Io(e)))?,
+                0,
+            )
         } else {
-            let salt = check_header(&file, size).map_err(err)?;
+            let header = check_header(&file, size).map_err(err)?;
             if file_len != size {
                 return Err(err(SpanErrorKind::WrongFileLength {
                     file: file_len,
                     configured: size,
                 }));
             }
-            salt
+            header
         };
         let mut span = Span {
             file,
             path: path.clone(),
+            size,
             salt,
+            epoch,
             data_start: HEADER_SIZE,
             data_end: HEADER_SIZE + (size - HEADER_SIZE) / ALIGN * ALIGN,
             head: Mutex::new(WriteHead {
@@ -415,6 +430,52 @@ impl Span {
     /// is within [`MAX_KEY_LEN`] and the record fits in the data region.
     pub fn fits(&self, key: &str, value_len: u64) -> bool {
         key.len() <= MAX_KEY_LEN && record_len(key.len(), value_len) <= self.capacity()
+    }
+
+    /// The epoch in the header: the last epoch of the cache this span was in use in (0
+    /// for a new span, or one written by a build that did not record it).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Records `epoch` in the header, on the device before this returns.
+    ///
+    /// # Errors
+    ///
+    /// The header could not be written or flushed; it may hold either epoch.
+    pub fn set_epoch(&mut self, epoch: u64) -> io::Result<()> {
+        self.write_header(self.salt, epoch)
+    }
+
+    /// Empties the span and records `epoch` in its header: a new salt makes every record
+    /// on disk invalid at once, so nothing is zeroed. On the device before this returns.
+    ///
+    /// # Errors
+    ///
+    /// The header could not be written or flushed. The span must not be used then: on
+    /// disk it may still hold its old records.
+    pub fn clear(&mut self, epoch: u64) -> io::Result<()> {
+        self.write_header(new_salt(self.size), epoch)?;
+        *self.index.get_mut().unwrap_or_else(|p| p.into_inner()) = Index::default();
+        *self.head.get_mut().unwrap_or_else(|p| p.into_inner()) = WriteHead {
+            offset: self.data_start,
+            next_seq: 1,
+        };
+        Ok(())
+    }
+
+    /// The keys of the objects held.
+    pub fn keys(&self) -> Vec<Arc<str>> {
+        lock(&self.index).by_key.keys().cloned().collect()
+    }
+
+    fn write_header(&mut self, salt: u64, epoch: u64) -> io::Result<()> {
+        self.file
+            .write_all_at(&encode_header(self.size, salt, epoch), 0)
+            .and_then(|()| self.file.sync_data())
+            .inspect_err(|e| self.io_error("header write", 0, e))?;
+        (self.salt, self.epoch) = (salt, epoch);
+        Ok(())
     }
 
     fn append(&self, key: &str, value: Option<&[u8]>) -> io::Result<()> {
@@ -738,7 +799,7 @@ fn le64(b: &[u8]) -> u64 {
 }
 
 /// Encodes a span header.
-fn encode_header(size: u64, salt: u64) -> Vec<u8> {
+fn encode_header(size: u64, salt: u64, epoch: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER_SIZE as usize);
     h.extend_from_slice(&SPAN_MAGIC);
     h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -748,19 +809,27 @@ fn encode_header(size: u64, salt: u64) -> Vec<u8> {
     h.extend_from_slice(&HEADER_SIZE.to_le_bytes());
     let crc = Crc32c::of(&[&h]);
     h.extend_from_slice(&crc.to_le_bytes());
+    h.extend_from_slice(&epoch.to_le_bytes());
+    let crc = Crc32c::of(&[&h]);
+    h.extend_from_slice(&crc.to_le_bytes());
     h.resize(HEADER_SIZE as usize, 0);
     h
 }
 
-/// Sizes a new span file and writes its header; returns its salt.
-fn format(file: &File, size: u64) -> io::Result<u64> {
+/// A random salt for a span of `size` bytes.
+fn new_salt(size: u64) -> u64 {
     // RandomState is seeded from the OS's randomness once per process and then varied,
     // which is all a salt needs.
-    let salt = RandomState::new().hash_one((size, std::process::id()));
+    RandomState::new().hash_one((size, std::process::id()))
+}
+
+/// Sizes a new span file and writes its header (epoch 0); returns its salt.
+fn format(file: &File, size: u64) -> io::Result<u64> {
+    let salt = new_salt(size);
     // Size first: a crash before the header is written leaves a blank header, which the
     // next start formats again.
     file.set_len(size)?;
-    file.write_all_at(&encode_header(size, salt), 0)?;
+    file.write_all_at(&encode_header(size, salt, 0), 0)?;
     file.sync_all()?;
     Ok(salt)
 }
@@ -772,9 +841,10 @@ fn header_is_blank(file: &File) -> io::Result<bool> {
     Ok(h.iter().all(|&b| b == 0))
 }
 
-/// Checks an existing span's header against the configured size; returns its salt.
-fn check_header(file: &File, size: u64) -> Result<u64, SpanErrorKind> {
-    let mut h = [0u8; 44];
+/// Checks an existing span's header against the configured size; returns its salt and
+/// epoch (0 when the epoch's checksum does not match: a header of an earlier build).
+fn check_header(file: &File, size: u64) -> Result<(u64, u64), SpanErrorKind> {
+    let mut h = [0u8; 56];
     file.read_exact_at(&mut h, 0).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             SpanErrorKind::BadMagic
@@ -802,7 +872,12 @@ fn check_header(file: &File, size: u64) -> Result<u64, SpanErrorKind> {
             configured: size,
         });
     }
-    Ok(le64(&h[24..32]))
+    let epoch = if Crc32c::of(&[&h[..52]]) == le32(&h[52..56]) {
+        le64(&h[44..52])
+    } else {
+        0
+    };
+    Ok((le64(&h[24..32]), epoch))
 }
 
 impl Span {
@@ -894,7 +969,7 @@ mod tests {
         assert_eq!(record_crc(&r[..36], &r[REC_HEADER..]), 0x902D_42B6);
         let t = encode_record(salt, 8, "http://example.com/", None);
         assert_eq!(le32(&t[36..40]), 0x8E19_9D30);
-        let h = encode_header(64 << 20, salt);
+        let h = encode_header(64 << 20, salt, 9);
         assert_eq!(le32(&h[40..44]), 0xFB10_5D44);
     }
 }

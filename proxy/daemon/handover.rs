@@ -295,7 +295,8 @@ impl Daemon {
         }
     }
 
-    /// New side: cache keys the old process removed after it released the spans.
+    /// New side: cache keys the old process removed or stored anew after it released the
+    /// spans, whose copies on them are out of date.
     fn apply_removals(&self, keys: &[String]) {
         match self.http.cache_store() {
             Some(cache) => keys.iter().for_each(|k| cache.remove(k)),
@@ -400,12 +401,13 @@ impl Daemon {
         0
     }
 
-    /// The cache keys removed since the spans were released, for the new process.
+    /// The cache keys removed or stored anew since the spans were released, for the new
+    /// process.
     fn missed_removals(&self) -> ToNew {
         let keys = self
             .http
             .cache_store()
-            .map(|c| c.take_missed_removals())
+            .map(|c| c.take_missed())
             .unwrap_or_default();
         ToNew::Removed { keys }
     }
