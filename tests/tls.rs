@@ -525,6 +525,50 @@ fn bad_input_on_a_tls_port_is_closed_and_counted() {
 }
 
 #[test]
+fn handshake_counters_add_up_when_a_client_resets_mid_hello_and_a_tcp_check_counts_nowhere() {
+    let ca = Ca::new("Test CA");
+    let leaf = ca.leaf(&["sum.test"], "sum");
+    let origin = Origin::fixed(b"ok");
+    let d = daemon_with(
+        &[(&leaf, "s")],
+        &config(origin.addr, &multicert("s", Some("*"))),
+    );
+    let addr = d.addrs()[0];
+    let m = |n: &str| d.metric(&format!("proxy.process.ssl.{n}"));
+    let limit = Duration::from_secs(5);
+    let all_closed = || wait_until(limit, || m("user_agent_sessions") == 0);
+
+    // Part of a ClientHello, then a reset: an attempt that failed (the client left).
+    let s = raw(addr, &[0x16, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3]);
+    assert!(wait_until(limit, || m("total_attempts_handshake_count_in") == 1));
+    assert!(util::set_linger0(&s), "SO_LINGER");
+    drop(s);
+    assert!(all_closed());
+    assert_eq!(
+        m("total_handshake_failures_in"),
+        1,
+        "the reset is a failure"
+    );
+    assert_eq!(m("failure.eof.handshakes_in"), 1);
+
+    // A balancer's TCP check, closed with a FIN or a reset before any byte: counted
+    // nowhere, as on a `pp` port.
+    for reset in [false, true] {
+        let s = TcpStream::connect(addr).unwrap();
+        assert!(wait_until(limit, || m("user_agent_sessions") == 1));
+        if reset {
+            assert!(util::set_linger0(&s), "SO_LINGER");
+        }
+        drop(s);
+        assert!(all_closed());
+    }
+    assert_eq!(m("total_attempts_handshake_count_in"), 1);
+    assert_eq!(m("total_handshake_failures_in"), 1);
+    assert_eq!(m("failure.eof.handshakes_in"), 1);
+    assert_eq!(m("total_success_handshake_count_in"), 0);
+}
+
+#[test]
 fn a_blind_ssl_port_terminates_tls_then_relays_bytes() {
     let ca = Ca::new("Test CA");
     let leaf = ca.leaf(&["blind.test"], "blind");
@@ -740,8 +784,8 @@ fn a_reload_to_a_stricter_policy_applies_to_pooled_origin_connections_at_once() 
 fn a_tls_client_gets_close_notify_before_every_close_but_a_reset() {
     // RFC 8446 §6.1: each party sends close_notify before it closes its write side.
     // Here: after a body whose end only its origin's close told (the last bytes went
-    // before that), after an idle timeout, and a silent connection counts as a failed
-    // handshake attempt.
+    // before that), after an idle timeout; and a connection silent till its timeout is
+    // no handshake attempt.
     let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let origin_addr = origin.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -789,14 +833,22 @@ fn a_tls_client_gets_close_notify_before_every_close_but_a_reset() {
     assert!(end.is_ok(), "close_notify before an idle close: {end:?}");
 
     let m = |n: &str| d.metric(&format!("proxy.process.ssl.{n}"));
+    let attempts = m("total_attempts_handshake_count_in");
     let mut silent = TcpStream::connect(addr).unwrap();
     assert!(closed_within(&mut silent, Duration::from_secs(10)));
     assert!(wait_until(Duration::from_secs(5), || {
-        m("total_handshake_failures_in") == 1
+        m("user_agent_sessions") == 0
     }));
+    assert_eq!(
+        (
+            m("total_attempts_handshake_count_in"),
+            m("total_handshake_failures_in")
+        ),
+        (attempts, 0),
+        "a connection silent till its timeout is no attempt, as on a pp port"
+    );
     assert_eq!(
         m("total_attempts_handshake_count_in"),
         m("total_success_handshake_count_in") + m("total_handshake_failures_in"),
-        "a silent connection is an attempt that failed"
     );
 }

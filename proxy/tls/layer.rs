@@ -202,7 +202,8 @@ pub struct TlsLayer {
     metrics: Arc<TlsMetrics>,
     /// A ClientConnection (origin side) rather than a server one.
     client: bool,
-    /// The first ciphertext byte came at this time (handshake time runs from it).
+    /// The first ciphertext byte came at this time (handshake time runs from it; the
+    /// handshake was an attempt from then on).
     started: Option<Instant>,
     /// The handshake ended (well: counted once).
     established: bool,
@@ -288,11 +289,6 @@ impl TlsLayer {
         std::mem::take(&mut self.blocked)
     }
 
-    /// Any ciphertext was read (a handshake is under way).
-    pub fn begun(&self) -> bool {
-        self.started.is_some()
-    }
-
     /// The SNI name the client asked for (server side).
     pub fn server_name(&self) -> Option<&str> {
         match &self.conn {
@@ -306,22 +302,34 @@ impl TlsLayer {
         self.conn.alpn_protocol()
     }
 
-    /// Counts a failure of `why` (once) and ends reads.
+    /// Ends reads for `why`, and counts it once: a handshake that began and failed (a
+    /// connection that ends before it began, a balancer's TCP check, counts nowhere, as
+    /// it was no attempt), or a renegotiation after one that succeeded.
     pub fn fail(&mut self, why: Failure) {
         if self.failed.is_some() {
             return;
         }
         self.failed = Some(why);
         let m = &self.metrics;
-        if self.client {
-            if !self.established {
-                m.failures_out.inc();
+        if self.established {
+            if why == Failure::Renegotiation && !self.client {
+                m.failures_by_reason[why as usize].inc();
             }
-        } else if !self.established {
+            return;
+        }
+        if self.client {
+            m.failures_out.inc();
+        } else if self.started.is_some() {
             m.failures_in.inc();
             m.failures_by_reason[why as usize].inc();
-        } else if why == Failure::Renegotiation {
-            m.failures_by_reason[why as usize].inc();
+        }
+    }
+
+    /// A socket error (the peer reset the connection, mostly): a handshake under way
+    /// failed because the peer left, as when it closes.
+    fn socket_failed(&mut self) {
+        if !self.established {
+            self.fail(Failure::Eof);
         }
     }
 
@@ -376,7 +384,10 @@ impl TlsLayer {
                     self.fail(Failure::Oversized);
                     return Err(e);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.socket_failed();
+                    return Err(e);
+                }
             }
             if let Some(b) = rd.first {
                 self.started = Some(Instant::now());
@@ -463,7 +474,10 @@ impl TlsLayer {
                     return Ok(false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.socket_failed();
+                    return Err(e);
+                }
             }
         }
         if self.shut_owed {
@@ -518,6 +532,17 @@ impl TlsLayer {
     }
 }
 
+impl Drop for TlsLayer {
+    /// A handshake that began and never ended, one its session gave up on without a
+    /// reason of the layer's own (its client left while an origin's handshake ran, a
+    /// stop closed it), failed all the same (`other`): every attempt has one outcome.
+    fn drop(&mut self) {
+        if !self.established {
+            self.fail(Failure::Other);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,6 +557,8 @@ mod tests {
     struct Pipe {
         bytes: RefCell<VecDeque<u8>>,
         closed: std::cell::Cell<bool>,
+        /// The peer reset the connection: reads and writes fail.
+        reset: std::cell::Cell<bool>,
     }
 
     /// The server's socket: reads from `inbound`, writes to `outbound` (at most
@@ -544,6 +571,9 @@ mod tests {
 
     impl RawIo for MemIo<'_> {
         fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.inbound.reset.get() {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
             let mut q = self.inbound.bytes.borrow_mut();
             if q.is_empty() {
                 return if self.inbound.closed.get() {
@@ -559,6 +589,9 @@ mod tests {
             Ok(n)
         }
         fn send(&self, buf: &[u8]) -> io::Result<usize> {
+            if self.inbound.reset.get() {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
             let mut q = self.outbound.bytes.borrow_mut();
             let n = buf.len().min(self.room.saturating_sub(q.len()));
             if n == 0 {
@@ -742,5 +775,62 @@ mod tests {
             metrics.failures_by_reason[Failure::PlainHttp as usize].get(),
             1
         );
+    }
+
+    /// The inbound counters: attempts, successes, failures, and `eof` failures.
+    fn counts_in(m: &TlsMetrics) -> [u64; 4] {
+        [
+            m.attempts_in.get(),
+            m.success_in.get(),
+            m.failures_in.get(),
+            m.failures_by_reason[Failure::Eof as usize].get(),
+        ]
+    }
+
+    #[test]
+    fn a_reset_mid_hello_is_an_eof_failure_and_a_connection_without_a_byte_counts_nowhere() {
+        let hello = [0x16, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3];
+        fn io_of<'a>(inbound: &'a Pipe, outbound: &'a Pipe) -> MemIo<'a> {
+            MemIo {
+                inbound,
+                outbound,
+                room: 1 << 20,
+            }
+        }
+
+        // Part of a ClientHello, then a reset: an attempt that failed (eof).
+        let (mut s, m, _) = server();
+        let (inp, out) = (Pipe::default(), Pipe::default());
+        inp.bytes.borrow_mut().extend(hello);
+        let io = io_of(&inp, &out);
+        assert_eq!(
+            s.read(&io, &mut [0u8; 16]).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        inp.reset.set(true);
+        assert!(s.read(&io, &mut [0u8; 16]).is_err());
+        assert_eq!(s.failure(), Some(Failure::Eof));
+        drop(s);
+        assert_eq!(counts_in(&m), [1, 0, 1, 1]);
+
+        // A connect closed (FIN) or reset before any byte: no attempt, no failure.
+        for reset in [false, true] {
+            let (mut s, m, _) = server();
+            let (inp, out) = (Pipe::default(), Pipe::default());
+            inp.closed.set(true);
+            inp.reset.set(reset);
+            assert!(s.read(&io_of(&inp, &out), &mut [0u8; 16]).is_err());
+            drop(s);
+            assert_eq!(counts_in(&m), [0, 0, 0, 0], "reset: {reset}");
+        }
+
+        // A handshake its session gave up on (a stop) failed all the same.
+        let (mut s, m, _) = server();
+        let (inp, out) = (Pipe::default(), Pipe::default());
+        inp.bytes.borrow_mut().extend(hello);
+        assert!(s.read(&io_of(&inp, &out), &mut [0u8; 16]).is_err());
+        drop(s);
+        assert_eq!(counts_in(&m), [1, 0, 1, 0]);
+        assert_eq!(m.failures_by_reason[Failure::Other as usize].get(), 1);
     }
 }

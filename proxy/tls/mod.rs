@@ -33,7 +33,8 @@ pub const SESSION_CACHE_SIZE: usize = 20_480;
 
 /// TLS counters and the handshake time (SPEC §9).
 pub struct TlsMetrics {
-    /// ClientHellos begun (a first byte came) on `ssl` ports.
+    /// ClientHellos begun (a first byte came) on `ssl` ports: each ends in a success or
+    /// a failure (a connection that sent no byte is no attempt).
     pub attempts_in: Arc<Counter>,
     /// Client handshakes completed.
     pub success_in: Arc<Counter>,
@@ -95,9 +96,10 @@ impl TlsMetrics {
         })
     }
 
-    /// Counts a failure of an `ssl` port's handshake that the layer did not see end
-    /// (a stalled handshake closed by its deadline).
-    pub fn handshake_failed(&self, why: Failure) {
+    /// Counts a handshake an `ssl` port refused before it began (no TLS configuration
+    /// for the connection): an attempt that failed, so the two still add up.
+    pub fn handshake_refused(&self, why: Failure) {
+        self.attempts_in.inc();
         self.failures_in.inc();
         self.failures_by_reason[why as usize].inc();
     }

@@ -4,6 +4,7 @@
 
 use super::{Phase, Session, LINGER};
 use crate::error::{Error, ErrorKind};
+use crate::tls::Failure;
 use iocore::EThread;
 use std::io;
 use std::time::Instant;
@@ -89,14 +90,9 @@ impl Session {
             return self.proxy_header_timed_out();
         }
         if self.client.handshaking() && !idle_drain {
-            // A TLS handshake that stalled: closed, and counted. One whose client never
-            // sent a byte was never counted as begun: it is an attempt all the same,
-            // so that successes and failures add up to the attempts.
-            let m = &self.shared.metrics.tls;
-            if !self.client.tls().is_some_and(|t| t.begun()) {
-                m.attempts_in.inc();
-            }
-            m.handshake_failed(crate::tls::Failure::Timeout);
+            // A TLS handshake that stalled: closed, and counted (not a connection that
+            // sent no byte: no attempt, as on a `pp` port).
+            self.client.handshake_failed(Failure::Timeout);
             self.dead = true;
             return;
         }

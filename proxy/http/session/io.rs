@@ -9,7 +9,7 @@
 use super::batch::drive_batched;
 use super::state::{keep_spare, with_state};
 use super::{Phase, Session, BUF_LIMIT, READ_CHUNK};
-use crate::tls::{RawIo, TlsLayer, Wrote};
+use crate::tls::{Failure, RawIo, TlsLayer, Wrote};
 use iocore::{EThread, Interest, NetConnection, Ready, Socket, Token, Verdict};
 use std::cell::RefCell;
 use std::io;
@@ -117,6 +117,14 @@ impl<W: Wire> Transport<W> {
     #[inline]
     pub(super) fn handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.handshaking())
+    }
+
+    /// A TLS side whose handshake the session ends for `why` (its deadline passed):
+    /// counted as the failures the layer sees itself are, once.
+    pub(super) fn handshake_failed(&mut self, why: Failure) {
+        if let Some(tls) = self.tls.as_mut().filter(|t| t.handshaking()) {
+            tls.fail(why);
+        }
     }
 
     /// Registered with this thread's epoll as `token`.

@@ -303,7 +303,7 @@ fn tls_for(conn: &NetConnection, shared: &HttpShared) -> Option<Box<crate::tls::
     let metrics = &shared.metrics.tls;
     let server = shared.with_live(|live| live.tls_server.clone());
     let Some(server) = server else {
-        metrics.handshake_failed(crate::tls::Failure::NoCertificate);
+        metrics.handshake_refused(crate::tls::Failure::NoCertificate);
         return None;
     };
     let local = local_ip(conn, &server);
@@ -317,7 +317,7 @@ fn tls_for(conn: &NetConnection, shared: &HttpShared) -> Option<Box<crate::tls::
         }
         Err(e) => {
             ::log::debug!("TLS from {}: {e}", conn.peer_addr());
-            metrics.handshake_failed(crate::tls::Failure::Other);
+            metrics.handshake_refused(crate::tls::Failure::Other);
             None
         }
     }
