@@ -569,6 +569,75 @@ fn handshake_counters_add_up_when_a_client_resets_mid_hello_and_a_tcp_check_coun
 }
 
 #[test]
+fn an_origin_that_resets_closes_or_stalls_the_handshake_counts_as_a_failure_out() {
+    // Four origins that never finish a handshake, one route each.
+    let modes = ["reset", "close", "hello-reset", "stall"];
+    let mut routes = String::new();
+    for mode in modes {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        routes += &format!(
+            "[[remap]]\nfrom = \"/{mode}/\"\nto = \"https://localhost:{}/\"\n",
+            l.local_addr().unwrap().port()
+        );
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                match mode {
+                    "reset" => {
+                        util::set_linger0(&s);
+                    }
+                    "close" => {}
+                    "hello-reset" => {
+                        let _ = s.read(&mut [0u8; 100]);
+                        util::set_linger0(&s);
+                    }
+                    _ => {
+                        held.push(s);
+                        continue;
+                    }
+                }
+                drop(s);
+            }
+        });
+    }
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_HTTP_TRANSACTION_NO_ACTIVITY_TIMEOUT_OUT", "1")
+        .config(&format!(
+            "[proxy.config.http]\nserver_ports = \"0\"\n\
+             [proxy.config.ssl]\nclient.verify.server.policy = \"DISABLED\"\n{routes}"
+        ))
+        .start();
+    let m = |n: &str| d.metric(&format!("proxy.process.ssl.{n}"));
+    let reason = |r: &str| m(&format!("failure.{r}.handshakes_out"));
+    for mode in modes {
+        let r = util::http::get(d.addr(), "x", &format!("/{mode}/a")).unwrap();
+        let want = if mode == "stall" { 504 } else { 502 };
+        assert_eq!(r.status, want, "{mode}");
+        // Every handshake begun ends in a success or a failure (one the origin reset
+        // before the ClientHello went may not have begun).
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                m("total_attempts_handshake_count_out")
+                    == m("total_success_handshake_count_out") + m("total_handshake_failures_out")
+            }),
+            "{mode}: {:?}",
+            d.ctl(&["metric", "match", "ssl.*_out"])
+        );
+    }
+    assert_eq!(m("total_success_handshake_count_out"), 0);
+    assert!(
+        reason("eof") >= 1,
+        "the origin that read the hello, then reset"
+    );
+    assert_eq!(reason("timeout"), 1, "the origin that stalled");
+    assert_eq!(
+        m("total_handshake_failures_out"),
+        reason("eof") + reason("timeout")
+    );
+}
+
+#[test]
 fn a_blind_ssl_port_terminates_tls_then_relays_bytes() {
     let ca = Ca::new("Test CA");
     let leaf = ca.leaf(&["blind.test"], "blind");

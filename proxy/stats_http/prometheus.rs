@@ -346,6 +346,10 @@ const HELP: &[(&str, &str)] = &[
         "TLS handshakes on ssl ports closed for this reason (plain_http, bad_client_hello, oversized, no_certificate, incompatible, alert, renegotiation, eof, timeout, other)",
     ),
     (
+        "proxy.process.ssl.failure.handshakes_out",
+        "TLS handshakes with https origins that failed for this reason (bad_server_hello, oversized, incompatible, alert, eof, timeout, other)",
+    ),
+    (
         "proxy.process.ssl.handshake_time_us",
         "Time from a client's first TLS byte to the end of its handshake",
     ),

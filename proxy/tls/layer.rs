@@ -107,6 +107,26 @@ impl Failure {
         Failure::Other,
     ];
 
+    /// The reasons an origin's handshake can fail for, in counter order (a plain-HTTP
+    /// origin's answer is a hello that does not parse; the rest are the client's).
+    pub const OUT: [Failure; 7] = [
+        Failure::BadHello,
+        Failure::Oversized,
+        Failure::Incompatible,
+        Failure::Alert,
+        Failure::Eof,
+        Failure::Timeout,
+        Failure::Other,
+    ];
+
+    /// The metric's name for it, on an origin's handshake (`OUT`).
+    pub fn name_out(self) -> &'static str {
+        match self {
+            Failure::BadHello => "bad_server_hello",
+            other => other.name(),
+        }
+    }
+
     /// The metric's name for it.
     pub fn name(self) -> &'static str {
         match self {
@@ -202,8 +222,9 @@ pub struct TlsLayer {
     metrics: Arc<TlsMetrics>,
     /// A ClientConnection (origin side) rather than a server one.
     client: bool,
-    /// The first ciphertext byte came at this time (handshake time runs from it; the
-    /// handshake was an attempt from then on).
+    /// The handshake began at this time (counted as an attempt then): a client's first
+    /// ciphertext byte came (handshake time runs from it), or the layer was first used
+    /// on an origin connection whose connect is done.
     started: Option<Instant>,
     /// The handshake ended (well: counted once).
     established: bool,
@@ -240,9 +261,6 @@ impl TlsLayer {
         // pending, one during the handshake), so rustls's own limit never turns a write
         // into a partial one.
         conn.set_buffer_limit(None);
-        if client {
-            metrics.attempts_out.inc();
-        }
         TlsLayer {
             conn,
             metrics,
@@ -289,6 +307,16 @@ impl TlsLayer {
         std::mem::take(&mut self.blocked)
     }
 
+    /// An origin's handshake begins at the layer's first read or write, once its TCP
+    /// connect is done (a refused connect is no handshake): counted as an attempt then.
+    #[inline]
+    fn begin_out(&mut self) {
+        if self.client && self.started.is_none() {
+            self.started = Some(Instant::now());
+            self.metrics.attempts_out.inc();
+        }
+    }
+
     /// The SNI name the client asked for (server side).
     pub fn server_name(&self) -> Option<&str> {
         match &self.conn {
@@ -317,9 +345,20 @@ impl TlsLayer {
             }
             return;
         }
+        if self.started.is_none() {
+            return;
+        }
         if self.client {
             m.failures_out.inc();
-        } else if self.started.is_some() {
+            let why = if Failure::OUT.contains(&why) {
+                why
+            } else {
+                Failure::Other
+            };
+            if let Some(c) = &m.failures_out_by_reason[why as usize] {
+                c.inc();
+            }
+        } else {
             m.failures_in.inc();
             m.failures_by_reason[why as usize].inc();
         }
@@ -337,6 +376,7 @@ impl TlsLayer {
     /// close_notify, or the socket's end), `Err(WouldBlock)` when there is none now.
     /// Handshake messages are read, answered and counted on the way.
     pub fn read<W: RawIo>(&mut self, io: &W, dst: &mut [u8]) -> io::Result<usize> {
+        self.begin_out();
         loop {
             if self.failed.is_some() {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS failed"));
@@ -465,6 +505,7 @@ impl TlsLayer {
     /// Writes pending ciphertext: Ok(true) when none is left. A full socket is
     /// `Ok(false)` (and [`TlsLayer::take_blocked`] says so).
     pub fn flush<W: RawIo>(&mut self, io: &W, last: bool) -> io::Result<bool> {
+        self.begin_out();
         while self.conn.wants_write() {
             let mut w = SockWrite { io, last };
             match self.conn.write_tls(&mut w) {
@@ -832,5 +873,47 @@ mod tests {
         drop(s);
         assert_eq!(counts_in(&m), [1, 0, 1, 0]);
         assert_eq!(m.failures_by_reason[Failure::Other as usize].get(), 1);
+    }
+
+    #[test]
+    fn an_origin_handshake_that_is_reset_or_abandoned_fails_and_an_unused_one_counts_nowhere() {
+        let (_, _, root) = server();
+        let m = TlsMetrics::new(&Registry::default());
+        let out_reason = |f: Failure| m.failures_out_by_reason[f as usize].as_ref().unwrap().get();
+        let (to_origin, from_origin) = (Pipe::default(), Pipe::default());
+        let io = MemIo {
+            inbound: &from_origin,
+            outbound: &to_origin,
+            room: 1 << 20,
+        };
+
+        // Made, never used (its connect failed): no attempt.
+        drop(TlsLayer::new(
+            Connection::Client(client(root.clone())),
+            m.clone(),
+        ));
+        assert_eq!(m.attempts_out.get(), 0);
+        assert_eq!(m.failures_out.get(), 0);
+
+        // The ClientHello goes, then the origin resets: an eof failure.
+        let mut c = TlsLayer::new(Connection::Client(client(root.clone())), m.clone());
+        assert!(c.flush(&io, false).unwrap());
+        assert!(!to_origin.bytes.borrow().is_empty(), "the ClientHello went");
+        from_origin.reset.set(true);
+        assert!(c.read(&io, &mut [0u8; 16]).is_err());
+        drop(c);
+        assert_eq!(m.attempts_out.get(), 1);
+        assert_eq!(m.failures_out.get(), 1);
+        assert_eq!(out_reason(Failure::Eof), 1);
+
+        // Given up on by its session (its client left) mid-handshake: other.
+        from_origin.reset.set(false);
+        let mut c = TlsLayer::new(Connection::Client(client(root)), m.clone());
+        assert!(c.flush(&io, false).unwrap());
+        drop(c);
+        assert_eq!(m.attempts_out.get(), 2);
+        assert_eq!(m.failures_out.get(), 2);
+        assert_eq!(out_reason(Failure::Other), 1);
+        assert_eq!(m.success_out.get(), 0);
     }
 }

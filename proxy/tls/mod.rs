@@ -48,12 +48,15 @@ pub struct TlsMetrics {
     pub handshake_time_us: Arc<Histogram>,
     /// Open client connections on `ssl` ports.
     pub current_in: Arc<Gauge>,
-    /// Handshakes with origins begun.
+    /// Handshakes with origins begun (the TCP connect done): each ends in a success or
+    /// a failure.
     pub attempts_out: Arc<Counter>,
     /// Handshakes with origins completed.
     pub success_out: Arc<Counter>,
-    /// Handshakes with origins that failed.
+    /// Handshakes with origins that failed, for any reason.
     pub failures_out: Arc<Counter>,
+    /// ... by reason, indexed as `failures_by_reason`: `Some` for [`Failure::OUT`].
+    pub failures_out_by_reason: Vec<Option<Arc<Counter>>>,
     /// Origin certificates that did not verify (refused under ENFORCED, logged under
     /// PERMISSIVE).
     pub origin_bad_cert: Arc<Counter>,
@@ -89,6 +92,14 @@ impl TlsMetrics {
             attempts_out: r.counter(&format!("{p}.total_attempts_handshake_count_out")),
             success_out: r.counter(&format!("{p}.total_success_handshake_count_out")),
             failures_out: r.counter(&format!("{p}.total_handshake_failures_out")),
+            failures_out_by_reason: Failure::ALL
+                .iter()
+                .map(|f| {
+                    Failure::OUT
+                        .contains(f)
+                        .then(|| r.counter(&format!("{p}.failure.{}.handshakes_out", f.name_out())))
+                })
+                .collect(),
             origin_bad_cert: r.counter(&format!("{p}.origin_server_bad_cert")),
             certificates: r.gauge(&format!("{p}.certificates_loaded")),
             cert_reloads: r.counter(&format!("{p}.certificate_reloads")),

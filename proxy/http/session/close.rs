@@ -131,7 +131,11 @@ impl Session {
                 } else if !answered {
                     // A parent that took the request and fell silent fails as one that
                     // refused it: counted against its health, and a request that can go
-                    // again goes to the next parent.
+                    // again goes to the next parent. An origin silent in its TLS
+                    // handshake failed it.
+                    if let Some(o) = self.origin.as_mut() {
+                        o.wire.handshake_failed(Failure::Timeout);
+                    }
                     let e = Error::new(ErrorKind::OriginTimeout);
                     if !self.parent_failover(t, &e) {
                         self.fail_tx(e);
