@@ -1138,3 +1138,44 @@ fn a_client_that_resets_while_its_origin_is_silent_is_let_go_without_waiting_for
     );
     assert_eq!(d.metric("proxy.process.http.5xx_responses"), 0);
 }
+
+#[test]
+fn an_answer_whose_client_reset_before_its_first_byte_is_logged_000_and_not_counted() {
+    // The client resets while its origin thinks; the origin answers at once after, so
+    // the reset is noticed only when the answer is written. Not one byte of it went:
+    // the line says 000, and 2xx_responses does not count it.
+    let (got_tx, got) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let got_tx = Mutex::new(got_tx);
+    let go = Mutex::new(go);
+    let origin = scripted_origin(move |_, mut s| {
+        if read_head(&mut s).is_none() {
+            return;
+        }
+        let _ = got_tx.lock().unwrap().send(());
+        let _ = go.lock().unwrap().recv_timeout(Duration::from_secs(10));
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let _ = s.read(&mut [0u8; 1]);
+    });
+    let dir = TempDir::new("reset-before-answer");
+    let log = dir.0.join("access.log");
+    let d = proxy_to(
+        origin,
+        &format!("[proxy.config.log]\naccess_log = \"{}\"", log.display()),
+    );
+    let mut c = TcpStream::connect(d.addr()).unwrap();
+    c.write_all(b"GET /late HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    got.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(util::set_linger0(&c), "SO_LINGER");
+    drop(c);
+    go_tx.send(()).unwrap();
+    let open = || d.metric("proxy.process.http.current_client_connections");
+    assert!(wait_until(Duration::from_secs(10), || open() == 0));
+    let lines = log_lines(&log, 1);
+    assert!(
+        lines.len() == 1 && lines[0].contains(" TCP_MISS_ABORTED/000 0 GET "),
+        "{lines:?}"
+    );
+    assert_eq!(d.metric("proxy.process.http.2xx_responses"), 0);
+}

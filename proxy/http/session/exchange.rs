@@ -566,7 +566,7 @@ impl Session {
                         return None;
                     }
                 }
-                self.shared.metrics.count_status(head.status);
+                self.owe_status(head.status);
                 if let Some(l) = self.log_req.as_mut() {
                     l.status = head.status;
                 }

@@ -456,11 +456,25 @@ impl Session {
             self.out_body = None;
         }
         self.sent_c += n as u64;
+        if let Some((at, status)) = self.status_owed {
+            if self.sent_c > at {
+                self.status_owed = None;
+                self.shared.metrics.count_status(status);
+            }
+        }
         if !self.first_byte_sent {
             self.first_byte_sent = true;
             let us = self.client.wire().accepted_at().elapsed().as_micros();
             self.shared.metrics.first_byte_us.record(us as u64);
         }
+    }
+
+    /// The answer about to be queued for the client has `status`: its class
+    /// (`2xx_responses`, ...) is counted once its first byte is written, so an answer
+    /// whose client went first (a reset noticed only at that write) is not counted as
+    /// sent, and its log line says 000.
+    pub(super) fn owe_status(&mut self, status: u16) {
+        self.status_owed = Some((self.sent_c + self.client_pending() as u64, status));
     }
 
     /// The client took bytes: its inactivity deadline moves on. Closing too, while

@@ -137,9 +137,11 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // A request that never finished (client or origin gone, a tunnel's end).
+        // A request that never finished (client or origin gone, a tunnel's end): no
+        // status was sent if no byte of its answer was.
         if let Some(l) = self.log_req.as_deref() {
-            self.write_log(l.result.word(true), l.status, false);
+            let status = if self.sent_c > l.mark { l.status } else { 0 };
+            self.write_log(l.result.word(true), status, false);
         }
         self.shared.metrics.current_client_connections.dec();
         keep_spare(&mut self.inbuf);

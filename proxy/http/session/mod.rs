@@ -223,6 +223,10 @@ pub(crate) struct Session {
     first_byte_sent: bool,
     /// Bytes written to the client so far.
     sent_c: u64,
+    /// The status of an answer queued from this offset of the client's stream: its
+    /// class is counted once the answer's first byte is written (`io.rs`,
+    /// `owe_status`).
+    status_owed: Option<(u64, u16)>,
     /// The request in progress is a HEAD: a local answer to it frames its body without
     /// sending it (RFC 9110 §9.3.2).
     head_only: bool,
@@ -278,6 +282,7 @@ pub(crate) fn start(
             head_searched: 0,
             first_byte_sent: false,
             sent_c: 0,
+            status_owed: None,
             head_only: false,
             log_req: None,
             batch: batch::Batch::default(),

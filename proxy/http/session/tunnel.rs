@@ -124,11 +124,12 @@ impl Session {
         }
         if pipe.reply_pending {
             pipe.reply_pending = false;
+            // As `owe_status` (nothing else is queued for the client of a CONNECT).
+            self.status_owed = Some((self.sent_c + self.out_c.len() as u64, 200));
             self.out_c
                 .extend_from_slice(b"HTTP/1.1 200 Connection Established\r\n\r\n");
             let m = &self.shared.metrics;
             m.connect_tunnels.inc();
-            m.count_status(200);
             m.completed_requests.inc();
             // Logged when the tunnel ends, with what went through it.
             if let Some(l) = self.log_req.as_mut() {
