@@ -939,7 +939,9 @@ fn a_span_back_after_a_start_without_it_serves_nothing_purged_or_replaced_meanwh
     let keys: Vec<String> = (0..60).map(|i| format!("http://h/{i}")).collect();
     {
         let (cache, _) = Cache::open(&config, MIB);
-        keys.iter().for_each(|k| cache.put(k, b"v1"));
+        for k in &keys {
+            cache.put(k, b"v1");
+        }
         cache.sync().unwrap();
     }
     let moved = keys_on(&config, &dir.join("a"), &keys);
@@ -950,7 +952,9 @@ fn a_span_back_after_a_start_without_it_serves_nothing_purged_or_replaced_meanwh
         let (cache, status) = Cache::open(&config, MIB);
         assert!(status[0].result.is_err() && cache.spans_online() == 1);
         moved.iter().for_each(|k| assert_eq!(cache.get(k), None));
-        moved.iter().for_each(|k| cache.put(k, b"v2"));
+        for k in &moved {
+            cache.put(k, b"v2");
+        }
         purged.iter().for_each(|k| cache.remove(k));
         cache.sync().unwrap();
         drop(held);
@@ -965,7 +969,9 @@ fn a_span_back_after_a_start_without_it_serves_nothing_purged_or_replaced_meanwh
         for k in keys.iter().filter(|k| !moved.contains(k)) {
             assert_eq!(cache.get(k).as_deref(), Some(&b"v1"[..]), "{k} kept on b");
         }
-        replaced.iter().for_each(|k| cache.put(k, b"v3"));
+        for k in replaced {
+            cache.put(k, b"v3");
+        }
         cache.sync().unwrap();
     }
     // Without a again: b's copies of its keys (v2) were removed when a came back.
@@ -990,7 +996,9 @@ fn spans_present_throughout_keep_every_object_and_their_epoch() {
         let found: usize = status.iter().map(|s| s.result.as_ref().unwrap().0).sum();
         assert_eq!(found, if round == 0 { 0 } else { keys.len() });
         if round == 0 {
-            keys.iter().for_each(|k| cache.put(k, b"v"));
+            for k in &keys {
+                cache.put(k, b"v");
+            }
         }
         cache.sync().unwrap();
     }
@@ -1019,7 +1027,9 @@ fn a_reattach_drops_what_changed_while_released_and_a_span_left_away_is_emptied_
     let keys: Vec<String> = (0..60).map(|i| format!("http://h/{i}")).collect();
     let on_b = {
         let (cache, _) = Cache::open(&config, MIB);
-        keys.iter().for_each(|k| cache.put(k, b"v1"));
+        for k in &keys {
+            cache.put(k, b"v1");
+        }
         cache.sync().unwrap();
         drop(cache);
         keys_on(&config, &dir.join("b"), &keys)
