@@ -132,25 +132,26 @@ impl Resolver {
             }
             state.pending.insert(host.to_string(), vec![(port, done)]);
         }
-        let sent = self.jobs.send(host.to_string());
-        if sent.is_ok() {
-            // More names wait than threads do (some lookups may hang): one more thread.
-            let more = {
-                let mut c = lock(&self.pool.counts);
-                c.queued += 1;
-                c.queued > c.waiting && c.running < MAX_THREADS
-            };
-            if more {
-                start_thread(&self.pool, &self.state);
-            }
-        } else {
+        // Counted before it is sent, so that the thread taking it never counts it off
+        // first. More names wait than threads do (some lookups may hang): one more.
+        let more = {
+            let mut c = lock(&self.pool.counts);
+            c.queued += 1;
+            c.queued > c.waiting && c.running < MAX_THREADS
+        };
+        if self.jobs.send(host.to_string()).is_err() {
             // No resolver thread left (cannot happen while the pool lives): fail fast.
+            lock(&self.pool.counts).queued -= 1;
             let waiting = lock(&self.state).pending.remove(host).unwrap_or_default();
             for (_, done) in waiting {
                 done(Err(
                     Error::new(ErrorKind::ResolveFailed).context("no resolver thread")
                 ));
             }
+            return;
+        }
+        if more {
+            start_thread(&self.pool, &self.state);
         }
     }
 }
