@@ -1549,3 +1549,25 @@ fn a_connect_clients_reset_while_its_connect_is_pending_ends_it_at_once() {
     let lines = log_lines(&log, 1);
     assert!(lines[0].contains("_ABORTED/000"), "{lines:?}");
 }
+
+#[test]
+fn a_refused_connect_is_no_origin_connection_opened() {
+    // Nothing listens at the local end of a connection this test holds.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let dead = held.local_addr().unwrap();
+    let d = Daemon::builder()
+        .config(&format!(
+            "[[remap]]\nfrom = \"/\"\nto = \"http://{dead}/\"\n"
+        ))
+        .start();
+    let r = http::get(d.addr(), "t", "/").unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(d.metric("proxy.process.http.origin_connections_opened"), 0);
+    // A connect that completes counts.
+    let origin = Origin::start(|_| Some(ok(b"up", &[])));
+    let d = proxy_to(&origin, "");
+    assert_eq!(http::get(d.addr(), "t", "/").unwrap().text(), "up");
+    assert_eq!(d.metric("proxy.process.http.origin_connections_opened"), 1);
+    drop((l, held));
+}

@@ -251,7 +251,7 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "proxy.process.http.origin_connections_opened",
-        "Connections opened to origins",
+        "Connections opened to origins (connects that completed)",
     ),
     (
         "proxy.process.http.origin_connections_reused",

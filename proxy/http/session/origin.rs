@@ -141,7 +141,6 @@ impl Session {
                     let until = Instant::now() + POOL_SHORT_FOR;
                     with_state(|st| st.pool_short_until = Some(until));
                 }
-                self.shared.metrics.origin_connections_opened.inc();
                 let failed = |e: io::Error| {
                     Error::new(ErrorKind::ConnectFailed).context(format!("connect {addr}: {e}"))
                 };
@@ -163,6 +162,9 @@ impl Session {
         // A fresh connect to a near origin has usually completed already: then the
         // request goes out now rather than a loop turn later, on the writable event.
         let connected = was_reused || sock.is_established();
+        if connected && !was_reused {
+            self.shared.metrics.origin_connections_opened.inc();
+        }
         let mut wire = Transport::with_tls(sock, tls);
         wire.set_token(token);
         wire.writable = connected;
@@ -228,6 +230,8 @@ impl Session {
             Ok(None) => {
                 o.connected = true;
                 o.wire.readable = true;
+                // Opened once the connect is done: a refused one is no connection.
+                self.shared.metrics.origin_connections_opened.inc();
                 self.deadline =
                     Instant::now() + self.shared.settings.timeouts.transaction_no_activity_out;
                 Ok(true)
