@@ -506,30 +506,18 @@ fn a_forwarded_for_or_via_the_client_names_in_connection_is_not_carried_on() {
 #[test]
 fn an_answer_before_the_whole_request_body_says_close() {
     // An origin that answers as soon as it has the head, and never reads the body.
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut raw = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => raw.extend_from_slice(&buf[..n]),
-                    }
-                }
-                // Then a staged close of its own, as RFC 9112 §9.6 has it: half-closed,
-                // the rest read and dropped.
-                let _ = s.write_all(
-                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope",
-                );
-                let _ = s.shutdown(Shutdown::Write);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-            });
+    let addr = scripted_origin(|_, mut s| {
+        if read_head(&mut s).is_none() {
+            return;
         }
+        // Then a staged close of its own, as RFC 9112 §9.6 has it: half-closed, the
+        // rest read and dropped.
+        let _ = s.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope",
+        );
+        let _ = s.shutdown(Shutdown::Write);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        while matches!(s.read(&mut [0u8; 4096]), Ok(n) if n > 0) {}
     });
     let d = proxy_to(addr, "");
     let mut c = Conn::open(d.addr()).unwrap();
