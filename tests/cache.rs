@@ -1209,18 +1209,22 @@ fn a_span_missing_at_one_start_brings_back_nothing_purged_or_replaced_meanwhile(
         .unwrap();
         (r.status == 200).then(|| r.text())
     };
+    // Fetches each of `ps`, which must come as version `v`.
+    let fetch = |d: &Daemon, ps: &[&String], v: u32| {
+        for p in ps {
+            assert_eq!(
+                http::get(d.addr(), "t", p).unwrap().text(),
+                format!("{p} v{v}")
+            );
+        }
+    };
     let stop = |mut d: Daemon| {
         d.signal(libc::SIGTERM);
         let code = d.wait_exit(Duration::from_secs(20)).and_then(|s| s.code());
         assert_eq!(code, Some(0), "{}", d.log_text());
     };
     let d = Daemon::builder().config(&text).start();
-    for p in &paths {
-        assert_eq!(
-            http::get(d.addr(), "t", p).unwrap().text(),
-            format!("{p} v1")
-        );
-    }
+    fetch(&d, &paths.iter().collect::<Vec<_>>(), 1);
     stop(d);
 
     // Span a is unavailable at this start: its URLs move to b, are fetched again (v2),
@@ -1230,12 +1234,7 @@ fn a_span_missing_at_one_start_brings_back_nothing_purged_or_replaced_meanwhile(
     assert_eq!(d.metric("proxy.process.cache.spans_failed"), 1);
     let moved: Vec<&String> = paths.iter().filter(|p| cached(&d, p).is_none()).collect();
     assert!(!moved.is_empty() && moved.len() < paths.len(), "{moved:?}");
-    for p in &moved {
-        assert_eq!(
-            http::get(d.addr(), "t", p).unwrap().text(),
-            format!("{p} v2")
-        );
-    }
+    fetch(&d, &moved, 2);
     let purged = &moved[..moved.len() / 2];
     for p in purged {
         assert_eq!(
@@ -1258,12 +1257,7 @@ fn a_span_missing_at_one_start_brings_back_nothing_purged_or_replaced_meanwhile(
     for p in paths.iter().filter(|p| !moved.contains(p)) {
         assert_eq!(cached(&d, p), Some(format!("{p} v1")));
     }
-    for p in &moved {
-        assert_eq!(
-            http::get(d.addr(), "t", p).unwrap().text(),
-            format!("{p} v3")
-        );
-    }
+    fetch(&d, &moved, 3);
     stop(d);
 
     // Without a once more: b's v2 copies went when a came back, and do not return.
