@@ -1108,23 +1108,35 @@ fn a_client_that_resets_while_its_origin_is_silent_is_let_go_without_waiting_for
             log.display()
         ),
     );
+    reset_once_the_origin_has(&d, "/silent", &got);
+    closed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the origin connection closed long before the origin's timeout");
+    let_go_and_logged_aborted_with_no_status(&d, &log);
+    assert_eq!(d.metric("proxy.process.http.5xx_responses"), 0);
+}
+
+/// Sends `GET path` through `d`, waits until the origin says on `got` that it has it,
+/// then resets the connection.
+fn reset_once_the_origin_has(d: &Daemon, path: &str, got: &std::sync::mpsc::Receiver<()>) {
     let mut c = TcpStream::connect(d.addr()).unwrap();
-    c.write_all(b"GET /silent HTTP/1.1\r\nHost: t\r\n\r\n")
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
         .unwrap();
     got.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(util::set_linger0(&c), "SO_LINGER");
     drop(c);
-    closed
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the origin connection closed long before the origin's timeout");
+}
+
+/// Waits until `d` holds no client connection, then checks that the one line in `log`
+/// says the request was aborted with no status sent.
+fn let_go_and_logged_aborted_with_no_status(d: &Daemon, log: &std::path::Path) {
     let open = || d.metric("proxy.process.http.current_client_connections");
     assert!(wait_until(Duration::from_secs(10), || open() == 0));
-    let lines = log_lines(&log, 1);
+    let lines = log_lines(log, 1);
     assert!(
         lines.len() == 1 && lines[0].contains(" TCP_MISS_ABORTED/000 0 GET "),
         "{lines:?}"
     );
-    assert_eq!(d.metric("proxy.process.http.5xx_responses"), 0);
 }
 
 #[test]
@@ -1151,19 +1163,8 @@ fn an_answer_whose_client_reset_before_its_first_byte_is_logged_000_and_not_coun
         origin,
         &format!("[proxy.config.log]\naccess_log = \"{}\"", log.display()),
     );
-    let mut c = TcpStream::connect(d.addr()).unwrap();
-    c.write_all(b"GET /late HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    got.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert!(util::set_linger0(&c), "SO_LINGER");
-    drop(c);
+    reset_once_the_origin_has(&d, "/late", &got);
     go_tx.send(()).unwrap();
-    let open = || d.metric("proxy.process.http.current_client_connections");
-    assert!(wait_until(Duration::from_secs(10), || open() == 0));
-    let lines = log_lines(&log, 1);
-    assert!(
-        lines.len() == 1 && lines[0].contains(" TCP_MISS_ABORTED/000 0 GET "),
-        "{lines:?}"
-    );
+    let_go_and_logged_aborted_with_no_status(&d, &log);
     assert_eq!(d.metric("proxy.process.http.2xx_responses"), 0);
 }
