@@ -951,9 +951,9 @@ fn an_answer_that_promised_keep_alive_before_an_upgrade_gets_its_next_request_an
 
 #[test]
 fn an_upgrade_while_the_spans_are_being_reopened_is_refused() {
+    use std::os::fd::AsRawFd;
     let _serial = serial();
     let mut successors = Successors::default();
-    // Big enough that reopening it (its index rebuilt from a scan) takes a while.
     let span = TempDir::new("upgrade-span-reopening");
     let origin = Origin::start(|_| Some(ok(b"kept", &[("Cache-Control", "max-age=600")])));
     let dir = TempDir::new("span-reopening-bin");
@@ -961,17 +961,47 @@ fn an_upgrade_while_the_spans_are_being_reopened_is_refused() {
     let real = dir.0.join("turnstile.real");
     std::fs::copy(util::bin(), &exe).unwrap();
     std::fs::copy(util::bin(), &real).unwrap();
-    let d = cache_daemon(&exe, &span, "512M", &origin);
+    let d = cache_daemon(&exe, &span, "64M", &origin);
     assert_eq!(http::get(d.addr(), "t", "/a").unwrap().status, 200);
-    // A new binary that takes the spans, then fails: the old process reopens them.
-    let script = "#!/bin/bash\nfd=$TURNSTILE_UPGRADE_FD\nread -r hello <&$fd\n\
-                  echo '{\"msg\":\"want_spans\"}' >&$fd\nread -r released <&$fd\nexit 3\n";
+    // A new binary that takes the spans, then fails once this test holds the span's lock
+    // (as a process of the failed upgrade still exiting would): the old process tries
+    // the span again until the lock is let go, and is reopening it all that time.
+    let (released, go) = (dir.0.join("released"), dir.0.join("go"));
+    let script = format!(
+        "#!/bin/bash\nfd=$TURNSTILE_UPGRADE_FD\nread -r hello <&$fd\n\
+         echo '{{\"msg\":\"want_spans\"}}' >&$fd\nread -r line <&$fd\ntouch {}\n\
+         for i in $(seq 1000); do [ -e {} ] && exit 3; sleep 0.01; done\nexit 4\n",
+        released.display(),
+        go.display()
+    );
     std::fs::remove_file(&exe).unwrap();
     std::fs::write(&exe, script).unwrap();
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let holder = std::thread::spawn(move || {
+        assert!(wait_until(Duration::from_secs(10), || released.exists()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(span.0.join("turnstile.span"))
+            .unwrap();
+        // SAFETY: flock takes a descriptor `file` owns and keeps open for the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(
+            rc,
+            0,
+            "the span is released: {}",
+            std::io::Error::last_os_error()
+        );
+        std::fs::write(go, b"").unwrap();
+        (file, span)
+    });
     let (code, _, err) = d.ctl(&["server", "upgrade"]);
     assert_eq!(code, 1, "{err}");
-    // The real binary again, and at once an upgrade, while the span is being reopened.
+    let (lock, _span) = holder.join().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || d
+        .log_text()
+        .contains("still locked by another process")));
+    // The real binary again, and an upgrade while the span is being reopened.
     std::fs::rename(&real, &exe).unwrap();
     d.signal(libc::SIGUSR2);
     assert!(
@@ -988,15 +1018,18 @@ fn an_upgrade_while_the_spans_are_being_reopened_is_refused() {
         "{text}"
     );
     assert!(!text.contains("released 0 cache spans"), "{text}");
-    // Once they are back, the upgrade goes through and the new process has the span.
+    // Once the lock is let go the span is back, the upgrade goes through, and the new
+    // process has the span and its object.
+    drop(lock);
     assert!(wait_until(Duration::from_secs(20), || d
         .log_text()
-        .contains(": back in use (")));
+        .contains(": back in use (1 objects)")));
     upgrade(&d, &mut successors);
     assert_eq!(d.log_text().matches("released 1 cache spans").count(), 2);
     assert!(wait_until(Duration::from_secs(20), || d
         .metric("proxy.process.cache.spans_online")
         == 1));
+    assert_eq!(d.metric("proxy.process.cache.spans_failed"), 0);
 }
 
 /// Replaces the file at `path` (atomically, as a package upgrade does) with a shell

@@ -363,7 +363,7 @@ impl Cache {
             .collect();
         let mut opened: Vec<(Result<Span>, Duration)> = away
             .iter()
-            .map(|&i| timed_open(&self.spans[i].configured, self.spans[i].size))
+            .map(|&i| reopen(&self.spans[i].configured, self.spans[i].size))
             .collect();
         settle_epochs(opened.iter_mut().map(|(r, _)| r), self.complete);
         let mut statuses = Vec::new();
@@ -574,6 +574,37 @@ fn timed_open(path: &Path, size: u64) -> (Result<Span>, Duration) {
     let t = Instant::now();
     let r = Span::open(path, size).map_err(|e| span_failure(&e));
     (r, t.elapsed())
+}
+
+/// How long [`Cache::reattach`] tries a span that another process still has locked.
+const REOPEN_LOCKED_FOR: Duration = Duration::from_secs(30);
+
+/// [`timed_open`] for a span released to a new process that failed: the lock of a
+/// process of that upgrade may outlive the one waited for (a wrapper's child, killed
+/// with its group, still exiting), so a span still locked is tried again every 50 ms
+/// for up to [`REOPEN_LOCKED_FOR`].
+fn reopen(path: &Path, size: u64) -> (Result<Span>, Duration) {
+    let t = Instant::now();
+    let mut said = false;
+    loop {
+        match Span::open(path, size) {
+            Err(e) if matches!(e.kind(), SpanErrorKind::Locked) => {
+                if t.elapsed() >= REOPEN_LOCKED_FOR {
+                    return (Err(span_failure(&e)), t.elapsed());
+                }
+                if !said {
+                    said = true;
+                    log::warn!(
+                        "cache span {}: still locked by another process; trying again for up to {} s",
+                        path.display(),
+                        REOPEN_LOCKED_FOR.as_secs()
+                    );
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            r => return (r.map_err(|e| span_failure(&e)), t.elapsed()),
+        }
+    }
 }
 
 /// Why a span did not open, without its path (the status names it): an I/O error of
