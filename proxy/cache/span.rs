@@ -35,14 +35,17 @@
 //!
 //! # Initialisation
 //!
-//! [`Span::open`] reads the whole data region and tries every 512-byte boundary: a valid
+//! [`Span::open`] reads the whole data region (less the file's holes, where nothing was
+//! ever written: a sparse span opens in a time that grows with what it holds, not with
+//! its size) and tries every 512-byte boundary: a valid
 //! record (magic, salt, lengths in range, CRC) is kept and the scan jumps past it; any
 //! other boundary (a torn write, a flipped byte, remains of overwritten records) is
 //! skipped. The write head goes just past the record with the highest sequence number.
 //! Walking the log from there, oldest first, sequence numbers must rise; a record older
 //! than one before it is a survivor of a write the crash lost, and is dropped rather than
 //! served in place of data that replaced it. Then, per key, the newest record wins, and a
-//! tombstone removes the key. Initialisation time thus grows with the span's size.
+//! tombstone removes the key. Initialisation time thus grows with what the span holds, its
+//! whole size once its log has wrapped.
 //!
 //! The file is locked with `flock` while open, so two daemons (or one span configured
 //! twice) never write the same span.
@@ -323,7 +326,10 @@ impl Span {
             index: Mutex::new(Index::default()),
             io_errors: AtomicU64::new(0),
         };
-        span.rebuild().map_err(|e| err(SpanErrorKind::Io(e)))?;
+        if !unformatted {
+            // A span formatted just now holds nothing to index.
+            span.rebuild().map_err(|e| err(SpanErrorKind::Io(e)))?;
+        }
         Ok(span)
     }
 
@@ -629,6 +635,19 @@ impl Span {
         let mut window = Window::new(&self.file, self.data_end);
         let mut pos = self.data_start;
         while pos + REC_HEADER as u64 <= self.data_end {
+            if !window.holds(pos) {
+                // Past what was read: skip the file's holes (never written, so no record
+                // starts there), which makes a sparse span that is mostly empty quick
+                // to open however large it is.
+                match self.next_data(pos) {
+                    Some(data) if data > pos => {
+                        pos = data.div_ceil(ALIGN) * ALIGN;
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
             match self.check_record(&mut window, pos)? {
                 Some(r) => {
                     pos += r.len;
@@ -638,6 +657,17 @@ impl Span {
             }
         }
         Ok(found)
+    }
+
+    /// The first offset at or after `pos` that holds data rather than a hole, `pos`
+    /// itself where the file system cannot tell, or `None` when only holes follow.
+    fn next_data(&self, pos: u64) -> Option<u64> {
+        use nix::unistd::{lseek, Whence};
+        match lseek(self.file.as_raw_fd(), pos as libc::off_t, Whence::SeekData) {
+            Ok(data) => Some(data as u64),
+            Err(nix::errno::Errno::ENXIO) => None,
+            Err(_) => Some(pos),
+        }
     }
 
     /// The record at `pos`, if one is there intact.
@@ -928,6 +958,11 @@ impl<'a> Window<'a> {
             start: 0,
             len: 0,
         }
+    }
+
+    /// True if `pos` lies in what was last read.
+    fn holds(&self, pos: u64) -> bool {
+        pos >= self.start && pos < self.start + self.len as u64
     }
 
     /// The `n` bytes at `pos` (`n` ≤ [`SCAN_CHUNK`], `pos + n` ≤ the end).
