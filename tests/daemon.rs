@@ -771,14 +771,17 @@ fn clients_queued_at_the_throttle_cap_wait_through_a_disable_and_are_served_once
 
 #[test]
 fn a_stop_while_waiting_for_the_cache_logs_no_accept_error() {
-    // A span this size takes over a second to format: the stop comes while the daemon
-    // waits for it, its ports bound but not listening.
-    let span = util::TempDir::new("stop-waiting-span");
+    // The span file is under this test's read lease, so the daemon's open of it waits
+    // (until the lease is let go, or the kernel's lease-break-time passes): the stop
+    // comes while the daemon waits for its cache, its ports bound but not listening.
+    let dir = util::TempDir::new("stop-waiting-span");
+    let span = dir.0.join("span");
+    let _lease = lease(&span);
     let mut d = Daemon::builder()
         .config(&format!(
             "[proxy.config.http]\nwait_for_cache = 1\nserver_ports = \"0 0\"\n\
-             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"512M\" }}]\n",
-            span.0.display()
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"64M\" }}]\n",
+            span.display()
         ))
         .unset("PROXY_CONFIG_HTTP_SERVER_PORTS")
         .no_wait()
@@ -792,7 +795,24 @@ fn a_stop_while_waiting_for_the_cache_logs_no_accept_error() {
         Some(0)
     );
     let text = d.log_text();
-    assert!(!text.contains("ports accepting"), "inconclusive: {text}");
+    assert!(!text.contains("ports accepting"), "{text}");
     assert!(!text.contains("accept:"), "{text}");
     assert!(!text.contains("WARN") && !text.contains("ERROR"), "{text}");
+}
+
+/// Creates the file at `path` and takes a read lease on it: another process's open of
+/// it for writing blocks until the returned file is dropped (or the kernel's
+/// `fs.lease-break-time` passes). The break is signalled to this process with SIGURG,
+/// which is ignored unless handled (SIGIO, the default, would end the test process).
+fn lease(path: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    std::fs::write(path, b"").unwrap();
+    let f = std::fs::File::open(path).unwrap();
+    const F_SETSIG: libc::c_int = 10; // Linux's <fcntl.h>; not in the libc crate
+    for (cmd, arg) in [(F_SETSIG, libc::SIGURG), (libc::F_SETLEASE, libc::F_RDLCK)] {
+        // SAFETY: fcntl takes a descriptor `f` owns and keeps open for the call, and ints.
+        let rc = unsafe { libc::fcntl(f.as_raw_fd(), cmd, arg) };
+        assert_eq!(rc, 0, "fcntl {cmd}: {}", std::io::Error::last_os_error());
+    }
+    f
 }
