@@ -415,6 +415,75 @@ fn a_fill_cut_short_hands_the_url_to_one_waiter_which_stores_it() {
     assert_eq!(d.metric("proxy.process.cache.writes"), 1);
 }
 
+#[test]
+fn a_fill_goes_at_the_origins_pace_not_at_its_slow_clients() {
+    // The first client asks for a large object and does not read: its fill still takes
+    // the whole body from the origin (held for that client within the read-ahead
+    // budget) and stores it, so a second request waiting for the fill is answered from
+    // the cache at once, not once the first client has taken it all.
+    let body: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    let served = body.clone();
+    let origin = Origin::start(move |_| Some(ok(&served, &[("Cache-Control", "max-age=60")])));
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(
+            &config(&origin, &dir.0, "")
+                .replace("\"8M\"", "\"64M\"")
+                .replace(
+                    "[proxy.config.cache]\n",
+                    "[proxy.config.cache]\nram_cache.size = \"64M\"\nmax_doc_size = \"32M\"\n",
+                ),
+        )
+        .start();
+    let mut slow = Conn::open(d.addr()).unwrap();
+    // A receive buffer of its own size, so that the kernel holds little of the body for
+    // the client that does not read.
+    set_receive_buffer(&mut slow, 64 << 10);
+    slow.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert!(origin.wait_for_requests(1));
+    let addr = d.addr();
+    let (done, answered) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(http::get(addr, "t", "/big").map(|r| (r.status, r.body)));
+    });
+    let (status, got) = answered
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the waiting request is answered while the first client reads nothing")
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(got == body, "the waiter's body is the origin's");
+    assert_eq!(origin.request_count(), 1);
+    assert_eq!(d.metric("proxy.process.cache.writes"), 1);
+    assert!(d.metric("proxy.process.cache.fill_read_ahead_bytes") > 0);
+    set_receive_buffer(&mut slow, 4 << 20);
+    let r = slow.read_response("GET").unwrap();
+    assert!(
+        r.status == 200 && r.body == body,
+        "the slow client gets it whole"
+    );
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.cache.fill_read_ahead_bytes")
+        == 0));
+    assert_eq!(d.metric("proxy.process.cache.fill_read_ahead_refused"), 0);
+}
+
+/// Sets the connection's SO_RCVBUF (which also ends the kernel's tuning of it).
+fn set_receive_buffer(c: &mut Conn, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt reads `bytes`, which lives across the call, as the int of its
+    // length, on a descriptor the stream owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            c.stream().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+}
+
 /// A span with enough objects that initialising it takes a while.
 fn big_span(dir: &std::path::Path) -> String {
     let origin = Origin::start(|r| {
@@ -1165,17 +1234,6 @@ fn content_location_and_location_references_are_resolved_against_the_target() {
     }
 }
 
-/// Holds the lock on the span file at `path` as another process would, so that a
-/// daemon starting meanwhile finds the span unavailable.
-fn hold_span(path: &std::path::Path) -> std::fs::File {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(path).unwrap();
-    // SAFETY: flock takes a descriptor `f` owns and keeps open for the call, and flags.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    assert_eq!(rc, 0, "flock {}", path.display());
-    f
-}
-
 #[test]
 fn a_span_missing_at_one_start_brings_back_nothing_purged_or_replaced_meanwhile() {
     // Each fetch of a path gets the next version of it.
@@ -1229,7 +1287,7 @@ fn a_span_missing_at_one_start_brings_back_nothing_purged_or_replaced_meanwhile(
 
     // Span a is unavailable at this start: its URLs move to b, are fetched again (v2),
     // and half of them purged.
-    let held = hold_span(&a);
+    let held = util::hold_span(&a);
     let d = Daemon::builder().config(&text).start();
     assert_eq!(d.metric("proxy.process.cache.spans_failed"), 1);
     let moved: Vec<&String> = paths.iter().filter(|p| cached(&d, p).is_none()).collect();
@@ -1261,7 +1319,7 @@ fn a_span_missing_at_one_start_brings_back_nothing_purged_or_replaced_meanwhile(
     stop(d);
 
     // Without a once more: b's v2 copies went when a came back, and do not return.
-    let held = hold_span(&a);
+    let held = util::hold_span(&a);
     let d = Daemon::builder().config(&text).start();
     for p in &moved {
         assert_eq!(cached(&d, p), None, "{p}");

@@ -951,7 +951,6 @@ fn an_answer_that_promised_keep_alive_before_an_upgrade_gets_its_next_request_an
 
 #[test]
 fn an_upgrade_while_the_spans_are_being_reopened_is_refused() {
-    use std::os::fd::AsRawFd;
     let _serial = serial();
     let mut successors = Successors::default();
     let span = TempDir::new("upgrade-span-reopening");
@@ -979,19 +978,7 @@ fn an_upgrade_while_the_spans_are_being_reopened_is_refused() {
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let holder = std::thread::spawn(move || {
         assert!(wait_until(Duration::from_secs(10), || released.exists()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(span.0.join("turnstile.span"))
-            .unwrap();
-        // SAFETY: flock takes a descriptor `file` owns and keeps open for the call.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        assert_eq!(
-            rc,
-            0,
-            "the span is released: {}",
-            std::io::Error::last_os_error()
-        );
+        let file = util::hold_span(&span.0.join("turnstile.span"));
         std::fs::write(go, b"").unwrap();
         (file, span)
     });

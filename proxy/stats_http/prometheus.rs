@@ -143,6 +143,14 @@ const HELP: &[(&str, &str)] = &[
         "Cache lookups answered by reading a span on its I/O thread",
     ),
     (
+        "proxy.process.cache.fill_read_ahead_bytes",
+        "Bytes of responses being stored held ahead of their clients, so that fills go at the origin's pace",
+    ),
+    (
+        "proxy.process.cache.fill_read_ahead_refused",
+        "Times a fill found the read-ahead budget spent and went at its client's pace",
+    ),
+    (
         "proxy.process.cache.hits",
         "Requests answered from the cache",
     ),

@@ -16,6 +16,9 @@ use crate::error::{Error, ErrorKind, Retry, Side};
 use iocore::EThread;
 use std::time::Instant;
 
+/// Bytes of the fills' read-ahead budget a session leases at a time (`origin_room`).
+const READ_AHEAD_STEP: usize = 1 << 20;
+
 /// How much of a message body is left.
 pub(super) enum Body {
     Done,
@@ -438,13 +441,20 @@ impl Session {
         progress | self.relay_response_body(t)
     }
 
-    /// Reads origin bytes while the client's buffer has room: true if any (or EOF) came.
+    /// Reads origin bytes while the client's buffer has room (more for a fill, see
+    /// [`Session::origin_room`]): true if any (or EOF) came.
     fn read_origin(&mut self) -> bool {
-        let room = BUF_LIMIT.saturating_sub(self.out_c.len());
+        let Some(o) = self.origin.as_ref() else {
+            return false;
+        };
+        if !o.wire.readable || o.wire.eof {
+            return false;
+        }
+        let room = self.origin_room();
         let Some(o) = self.origin.as_mut() else {
             return false;
         };
-        if room == 0 || !o.wire.readable || o.wire.eof {
+        if room == 0 {
             return false;
         }
         match o.wire.read_into(&mut o.inbuf, room) {
@@ -464,6 +474,31 @@ impl Session {
             }
             Ok(None) => false,
         }
+    }
+
+    /// How many origin bytes may be read now: what the client's buffer has room for;
+    /// past that, while the response is captured for the cache, what the session can
+    /// lease of the fills' read-ahead budget, so that a fill (and the requests waiting
+    /// for it) goes at the origin's pace rather than at its client's. The capture's own
+    /// limit (`max_doc_size`) bounds what one fill holds; the budget, all of them.
+    fn origin_room(&mut self) -> usize {
+        let room = BUF_LIMIT.saturating_sub(self.out_c.len());
+        let capturing = self
+            .tx
+            .as_ref()
+            .and_then(|tx| tx.cache.as_deref())
+            .is_some_and(CacheTx::relayed_capture);
+        if room > 0 || !capturing {
+            return room;
+        }
+        let beyond = self.out_c.len() - BUF_LIMIT;
+        if beyond + READ_AHEAD_STEP > self.read_ahead {
+            if !self.shared.lease_read_ahead(READ_AHEAD_STEP) {
+                return 0;
+            }
+            self.read_ahead += READ_AHEAD_STEP;
+        }
+        self.read_ahead.saturating_sub(beyond).min(BUF_LIMIT)
     }
 
     /// Parses and acts on the response head, once it is whole. Some(progress); None:
@@ -642,7 +677,26 @@ impl Session {
             tx.body_left = true;
             return true;
         }
+        if body.done() {
+            self.store_ahead_of_client();
+        }
         progress
+    }
+
+    /// The response is whole from the origin while the client is still taking it:
+    /// stored now, so that the requests waiting for this fill need not wait for the
+    /// client (it takes the rest from `out_c` as before).
+    fn store_ahead_of_client(&mut self) {
+        let Some(mut c) = self.tx.as_mut().and_then(|tx| tx.cache.take()) else {
+            return;
+        };
+        if c.relayed_capture() {
+            self.store_capture(&mut c);
+            c.end_fill();
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.cache = Some(c);
+        }
     }
 
     /// The transaction ended whole: the cache stores what it captured, the origin

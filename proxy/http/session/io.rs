@@ -455,6 +455,10 @@ impl Session {
         if rest > 0 && self.out_body.as_mut().is_some_and(|b| b.advance(rest)) {
             self.out_body = None;
         }
+        if self.read_ahead > 0 && self.out_c.len() <= BUF_LIMIT {
+            self.shared
+                .return_read_ahead(std::mem::take(&mut self.read_ahead));
+        }
         self.sent_c += n as u64;
         if let Some((at, status)) = self.status_owed {
             if self.sent_c > at {

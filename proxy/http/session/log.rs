@@ -144,6 +144,7 @@ impl Drop for Session {
             self.write_log(l.result.word(true), status, false);
         }
         self.shared.metrics.current_client_connections.dec();
+        self.shared.return_read_ahead(self.read_ahead);
         keep_spare(&mut self.inbuf);
         keep_spare(&mut self.out_c);
         if self.client.is_tls() {

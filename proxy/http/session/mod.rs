@@ -208,6 +208,9 @@ pub(crate) struct Session {
     out_c: Vec<u8>,
     /// A stored body streaming to the client behind `out_c` (`hit.rs`).
     out_body: Option<hit::BodySlice>,
+    /// Bytes of the fills' read-ahead budget this session holds: what `out_c` may hold
+    /// beyond `BUF_LIMIT` while a response is captured for the cache (`exchange.rs`).
+    read_ahead: usize,
     /// Bytes for the origin, not yet written.
     out_o: Vec<u8>,
     phase: Phase,
@@ -273,6 +276,7 @@ pub(crate) fn start(
             inbuf: Vec::new(),
             out_c: Vec::new(),
             out_body: None,
+            read_ahead: 0,
             out_o: Vec::new(),
             phase: Phase::ReadRequest,
             tx: None,

@@ -103,6 +103,18 @@ impl CacheTx {
         }
     }
 
+    /// Capturing a response that goes to the client as it comes (not withheld): the
+    /// origin may be read ahead of the client, so that the fill goes at the origin's
+    /// pace (`read_origin`).
+    pub(super) fn relayed_capture(&self) -> bool {
+        self.capture.is_some() && !self.withheld
+    }
+
+    /// Ends this transaction's fill: the requests waiting for it look the key up again.
+    pub(super) fn end_fill(&mut self) {
+        self.fill = None;
+    }
+
     /// Takes response body bytes into the capture; one too large (or broken) streams
     /// through uncached, and the requests waiting for this fill go on without it (too
     /// large, the URL counts as not storable for a while).

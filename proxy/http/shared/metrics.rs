@@ -21,6 +21,12 @@ pub(crate) struct HttpMetrics {
     pub(crate) cache_disk_reads: Arc<Counter>,
     pub(crate) cache_writes: Arc<Counter>,
     pub(crate) cache_revalidated: Arc<Counter>,
+    /// Bytes of responses being stored that their clients have not taken yet, held
+    /// beyond the clients' buffers so that a fill goes at the origin's pace (the budget
+    /// for it, [`super::FILL_READ_AHEAD`]).
+    pub(crate) fill_read_ahead: Arc<Gauge>,
+    /// Times a fill found that budget spent and went at its client's pace.
+    pub(crate) fill_read_ahead_refused: Arc<Counter>,
     /// Objects removed because an unsafe request (PUT, POST, DELETE, …) to their URL
     /// got a non-error answer.
     pub(crate) cache_invalidations: Arc<Counter>,
@@ -98,6 +104,8 @@ impl HttpMetrics {
             first_byte_us: r.histogram(&format!("{p}.accept_to_first_byte_us")),
             cache_writes: r.counter("proxy.process.cache.writes"),
             cache_revalidated: r.counter("proxy.process.cache.revalidated"),
+            fill_read_ahead: r.gauge("proxy.process.cache.fill_read_ahead_bytes"),
+            fill_read_ahead_refused: r.counter("proxy.process.cache.fill_read_ahead_refused"),
             cache_invalidations: r.counter("proxy.process.cache.invalidations"),
             origin_queued: r.counter(&format!("{p}.origin_requests_queued")),
             origin_queue: r.gauge(&format!("{p}.current_origin_queue")),

@@ -52,6 +52,10 @@ pub struct HttpShared {
     usage: std::sync::Mutex<()>,
 }
 
+/// Bytes that fills may hold beyond their clients' buffers, all together
+/// ([`HttpShared::lease_read_ahead`]).
+pub(crate) const FILL_READ_AHEAD: usize = 256 << 20;
+
 /// The next [`HttpShared::id`].
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -239,6 +243,24 @@ impl HttpShared {
     /// Whether `key` was invalidated after `began`.
     pub(crate) fn invalidated_since(&self, key: &str, began: Instant) -> bool {
         self.fills.invalidated_since(key, began)
+    }
+
+    /// Takes `n` bytes of [`FILL_READ_AHEAD`] for a fill to read its origin ahead of its
+    /// client; false (and counted) when the budget is spent. Give them back with
+    /// [`HttpShared::return_read_ahead`].
+    pub(crate) fn lease_read_ahead(&self, n: usize) -> bool {
+        let m = &self.metrics;
+        if m.fill_read_ahead.add(n as i64) <= FILL_READ_AHEAD as i64 {
+            return true;
+        }
+        m.fill_read_ahead.add(-(n as i64));
+        m.fill_read_ahead_refused.inc();
+        false
+    }
+
+    /// Gives back `n` bytes taken with [`HttpShared::lease_read_ahead`].
+    pub(crate) fn return_read_ahead(&self, n: usize) {
+        self.metrics.fill_read_ahead.add(-(n as i64));
     }
 
     /// A new request's place among the `max` transactions in flight to `addr` (0: no
