@@ -231,6 +231,10 @@ fn prometheus_output_passes_promtool_and_the_strict_parser() {
         "counter"
     );
     assert_eq!(families["proxy_process_exec_threads"].kind, "gauge");
+    assert_eq!(
+        families["proxy_process_cache_writes_shed_total"].kind,
+        "counter"
+    );
     for (name, f) in &families {
         assert!(
             !f.help.starts_with("Turnstile "),

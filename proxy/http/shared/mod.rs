@@ -188,8 +188,10 @@ impl HttpShared {
             total += used;
         }
         r.gauge("proxy.process.cache.bytes_used").set(total as i64);
-        r.gauge("proxy.process.cache.writes_shed")
-            .set(cache.writes_shed() as i64);
+        // A counter (writes are shed, never unshed): what the cache counted since the
+        // last report is added, under the lock above, so it only ever rises.
+        let shed = r.counter("proxy.process.cache.writes_shed");
+        shed.add(cache.writes_shed().saturating_sub(shed.get()));
         r.gauge("proxy.process.cache.ram_cache.bytes_used")
             .set(cache.ram().bytes() as i64);
         r.gauge("proxy.process.cache.ram_cache.objects")
