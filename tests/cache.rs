@@ -362,6 +362,49 @@ fn concurrent_misses_for_one_url_fetch_it_once() {
 }
 
 #[test]
+fn concurrent_requests_for_one_stale_object_revalidate_it_once() {
+    // Stale on arrival (an Age beyond its max-age) but with a lifetime: refreshed by a
+    // 304 it is fresh again, so the requests that find it stale meanwhile wait for the
+    // one revalidation under way, as misses wait for a fill.
+    let origin = Origin::start(|r| {
+        if r.header("if-none-match") == Some("\"v1\"") {
+            std::thread::sleep(Duration::from_millis(300));
+            return Some(
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nCache-Control: max-age=60\r\n\r\n"
+                    .to_vec(),
+            );
+        }
+        Some(ok(
+            b"stale body",
+            &[
+                ("ETag", "\"v1\""),
+                ("Cache-Control", "max-age=60"),
+                ("Age", "100"),
+            ],
+        ))
+    });
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let addr = d.addr();
+    assert_eq!(http::get(addr, "t", "/s").unwrap().text(), "stale body");
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || http::get(addr, "t", "/s").map(|r| (r.status, r.text())))
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().unwrap(), (200, "stale body".to_string()));
+    }
+    assert_eq!(origin.request_count(), 2, "one fetch and one revalidation");
+    assert_eq!(d.metric("proxy.process.cache.revalidated"), 1);
+    // Fresh after the 304: a hit.
+    assert_eq!(http::get(addr, "t", "/s").unwrap().text(), "stale body");
+    assert_eq!(origin.request_count(), 2);
+}
+
+#[test]
 fn a_fill_cut_short_hands_the_url_to_one_waiter_which_stores_it() {
     // The origin's first answer stops halfway (it closes its connection): that fill
     // fails. Nothing says the URL is not storable, so its waiters do not all go to the

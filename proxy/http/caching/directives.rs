@@ -115,6 +115,14 @@ pub struct RequestDirectives {
     pub only_if_cached: bool,
 }
 
+impl RequestDirectives {
+    /// The request bounds what it takes by more than the response's own freshness
+    /// (`no-cache`, `max-age`, `min-fresh`): an object just refreshed may not do for it.
+    pub fn narrows_freshness(&self) -> bool {
+        self.no_cache || self.max_age != Delta::Absent || self.min_fresh != Delta::Absent
+    }
+}
+
 /// Calls `f` with each directive of `value`: its name in lower case and its value, if
 /// any (quoted strings unquoted, escapes removed). Tolerant: junk up to the next comma
 /// is skipped.

@@ -189,6 +189,24 @@ impl Session {
             // object no more than a new response: the request goes as a miss's does.
             Verdict::Revalidate if query.dirs.no_store => self.miss(t, pending, query),
             Verdict::Revalidate => {
+                // Concurrent requests for one stale object are revalidated once, as
+                // misses are filled once, when the object refreshed will serve them.
+                let fill = if collapsible(&obj, &query.dirs) {
+                    match self.shared.claim_fill(&query.key) {
+                        Claim::Fill(fill) => Some(fill),
+                        Claim::InFlight
+                            if query.since.elapsed() < self.shared.settings.timeouts.connect =>
+                        {
+                            pending.hold(&m.active_transactions);
+                            query.alternate = None;
+                            query.variants = None;
+                            return self.wait_for_fill(t, Waiting { pending, query });
+                        }
+                        Claim::Unstorable | Claim::InFlight => None,
+                    }
+                } else {
+                    None
+                };
                 // Stale: ask the origin whether it changed, with our validators in
                 // place of the client's conditional fields (and without its range: the
                 // answer is for the cache).
@@ -197,7 +215,7 @@ impl Session {
                     .take()
                     .or_else(|| (!obj.variant.is_empty()).then(|| UrlVariants::of(&obj)));
                 let mut validators = obj.validators();
-                let mut ctx = CacheTx::new(query.key, Some(obj), None, query.policy);
+                let mut ctx = CacheTx::new(query.key, Some(obj), fill, query.policy);
                 ctx.request = Some(pending.head.clone());
                 ctx.set_aside = query.conditional;
                 pending
@@ -484,4 +502,14 @@ fn fill_ended(t: &mut EThread, ticket: u64) {
     s.fill_wait_over(t);
     s.drive(t);
     s.settle(t);
+}
+
+/// Whether requests for stale `obj` may wait for one revalidation of it (see `lookup`)
+/// rather than each ask the origin: only when the object refreshed would be fresh
+/// for them. One the origin wants revalidated at every use (`no-cache`, or no
+/// lifetime), or a request that wants a validation of its own (`no-cache`,
+/// `max-age`, `min-fresh`), would find it stale again after the wait, and the
+/// requests would go to the origin one after another.
+fn collapsible(obj: &Stored, dirs: &RequestDirectives) -> bool {
+    !obj.no_cache && obj.lifetime > 0 && !dirs.narrows_freshness()
 }
