@@ -267,6 +267,55 @@ fn a_varying_response_serves_only_requests_with_the_same_values_and_each_keeps_i
 }
 
 #[test]
+fn misses_for_different_variants_of_one_url_go_to_the_origin_side_by_side() {
+    // Once the URL's variants are known, a miss waits only for a fill of its own
+    // variant: two other variants are fetched at once (the origin holds both answers
+    // until both requests have come), and a third request for one of them waits for it.
+    let gate = Gate::default();
+    let held = gate.clone();
+    let origin = Origin::start(move |r| {
+        let lang = r.header("accept-language").unwrap_or("none").to_string();
+        if lang != "en" {
+            held.wait();
+        }
+        Some(ok(
+            format!("in {lang}").as_bytes(),
+            &[("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")],
+        ))
+    });
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let addr = d.addr();
+    let get = move |lang: &'static str| {
+        std::thread::spawn(move || {
+            let r = http::request(addr, "GET", "/v", &[("Accept-Language", lang)], b"").unwrap();
+            (r.status, r.text())
+        })
+    };
+    assert_eq!(get("en").join().unwrap(), (200, "in en".to_string()));
+    let (fr, de) = (get("fr"), get("de"));
+    assert!(
+        origin.wait_for_requests(3),
+        "the second variant's miss waited for the first's fill"
+    );
+    let fr_again = get("fr");
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_active_transactions")
+        == 3));
+    gate.open();
+    assert_eq!(fr.join().unwrap(), (200, "in fr".to_string()));
+    assert_eq!(de.join().unwrap(), (200, "in de".to_string()));
+    assert_eq!(fr_again.join().unwrap(), (200, "in fr".to_string()));
+    assert_eq!(
+        origin.request_count(),
+        3,
+        "the second fr waited for the first's fill"
+    );
+}
+
+#[test]
 fn variants_beyond_max_alts_drop_the_oldest() {
     let dir = TempDir::new("cache");
     let origin = cached_origin();

@@ -29,7 +29,8 @@ pub(super) struct Waiting {
 
 /// What a request asks the cache.
 struct CacheQuery {
-    /// The URL's key: the object there, its fill, what a response is stored under.
+    /// The URL's key: the object there, what a response is stored under, and the key
+    /// of its fill until the request's variant is known (`fill_key`).
     key: String,
     /// Set once the object at `key` turned out to be another variant (`Vary`): the key
     /// of this request's own (`caching::alternate_key`), read next.
@@ -45,6 +46,15 @@ struct CacheQuery {
     conditional: bool,
     /// When the request first asked.
     since: Instant,
+}
+
+impl CacheQuery {
+    /// The key whose fill (or revalidation) this request claims or waits for: its own
+    /// variant's once the URL's variants are known, so that misses for different
+    /// variants of one URL go to the origin side by side; else the URL's.
+    fn fill_key(&self) -> &str {
+        self.alternate.as_deref().unwrap_or(&self.key)
+    }
 }
 
 /// Request fields that ask for a conditional or partial answer.
@@ -192,14 +202,12 @@ impl Session {
                 // Concurrent requests for one stale object are revalidated once, as
                 // misses are filled once, when the object refreshed will serve them.
                 let fill = if collapsible(&obj, &query.dirs) {
-                    match self.shared.claim_fill(&query.key) {
+                    match self.shared.claim_fill(query.fill_key()) {
                         Claim::Fill(fill) => Some(fill),
                         Claim::InFlight
                             if query.since.elapsed() < self.shared.settings.timeouts.connect =>
                         {
                             pending.hold(&m.active_transactions);
-                            query.alternate = None;
-                            query.variants = None;
                             return self.wait_for_fill(t, Waiting { pending, query });
                         }
                         Claim::Unstorable | Claim::InFlight => None,
@@ -247,7 +255,7 @@ impl Session {
     /// Nothing stored answers: `only-if-cached` gets 504; a HEAD, a conditional or
     /// partial request, or one that forbids storing goes to the origin as it is; a GET
     /// fills the cache, or waits for the fill another request has under way.
-    fn miss(&mut self, t: &mut EThread, mut pending: Pending, mut query: CacheQuery) {
+    fn miss(&mut self, t: &mut EThread, mut pending: Pending, query: CacheQuery) {
         if query.dirs.only_if_cached {
             return self.only_if_cached(pending.head.keep_alive_unread());
         }
@@ -257,7 +265,7 @@ impl Session {
             m.cache_misses.inc();
             return self.forward(t, pending, None);
         }
-        match self.shared.claim_fill(&query.key) {
+        match self.shared.claim_fill(query.fill_key()) {
             Claim::Fill(fill) => {
                 m.cache_misses.inc();
                 let mut ctx = CacheTx::new(query.key, None, Some(fill), query.policy);
@@ -275,9 +283,6 @@ impl Session {
             }
             Claim::InFlight if query.since.elapsed() < self.shared.settings.timeouts.connect => {
                 pending.hold(&m.active_transactions);
-                // When the fill ends, the lookup starts over from the URL's key.
-                query.alternate = None;
-                query.variants = None;
                 self.wait_for_fill(t, Waiting { pending, query });
             }
             // Not storable last time: fetch alongside the others instead of queueing
@@ -419,7 +424,7 @@ impl Session {
         // Runs on the thread that ends the fill: hands the news back to this thread.
         let wake = Box::new(move || here.run(move |t| fill_ended(t, ticket)));
         let deadline = waiting.query.since + self.shared.settings.timeouts.connect;
-        if self.shared.wait_for_fill(&waiting.query.key, wake) {
+        if self.shared.wait_for_fill(waiting.query.fill_key(), wake) {
             self.deadline = deadline;
             self.phase = Phase::CacheWait(Box::new(waiting));
         } else {
@@ -435,8 +440,12 @@ impl Session {
         }
     }
 
-    fn look_again(&mut self, t: &mut EThread, w: Waiting) {
+    fn look_again(&mut self, t: &mut EThread, mut w: Waiting) {
         self.phase = Phase::ReadRequest;
+        // The lookup starts over from the URL's key: the fill may have changed its
+        // variants.
+        w.query.alternate = None;
+        w.query.variants = None;
         match self.shared.cache().cloned() {
             Some(cache) => self.lookup(t, w.pending, &cache, w.query),
             None => self.forward(t, w.pending, None),
