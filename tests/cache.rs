@@ -559,6 +559,52 @@ fn a_fill_goes_at_the_origins_pace_not_at_its_slow_clients() {
     assert_eq!(d.metric("proxy.process.cache.fill_read_ahead_refused"), 0);
 }
 
+#[test]
+fn a_hit_whose_client_resets_midway_is_logged_aborted_with_the_bytes_it_took() {
+    let body = vec![b'h'; 8 << 20];
+    let served = body.clone();
+    let origin = Origin::start(move |_| Some(ok(&served, &[("Cache-Control", "max-age=60")])));
+    let dir = TempDir::new("cache");
+    let log = dir.0.join("access.log");
+    let d = Daemon::builder()
+        .config(
+            &config(
+                &origin,
+                &dir.0,
+                &format!("[proxy.config.log]\naccess_log = \"{}\"", log.display()),
+            )
+            .replace("\"8M\"", "\"64M\"")
+            .replace(
+                "[proxy.config.cache]\n",
+                "[proxy.config.cache]\nram_cache.size = \"64M\"\nmax_doc_size = \"32M\"\n",
+            ),
+        )
+        .start();
+    assert!(http::get(d.addr(), "t", "/big").unwrap().body == body);
+    let mut c = Conn::open(d.addr()).unwrap();
+    set_receive_buffer(&mut c, 64 << 10);
+    c.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut some = vec![0; 100_000];
+    std::io::Read::read_exact(&mut c.reader, &mut some).unwrap();
+    assert!(util::set_linger0(c.stream()), "SO_LINGER");
+    drop(c);
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_client_connections")
+        == 0));
+    let lines = log_lines(&log, 2);
+    let fields: Vec<&str> = lines[1].split_whitespace().collect();
+    let at = fields
+        .iter()
+        .position(|f| f.starts_with("TCP_HIT"))
+        .unwrap();
+    assert_eq!(fields[at], "TCP_HIT_ABORTED/200", "{lines:?}");
+    let bytes: usize = fields[at + 1].parse().unwrap();
+    assert!(
+        (100_000..body.len()).contains(&bytes),
+        "the bytes the client took, not the whole answer: {lines:?}"
+    );
+}
+
 /// Sets the connection's SO_RCVBUF (which also ends the kernel's tuning of it).
 fn set_receive_buffer(c: &mut Conn, bytes: libc::c_int) {
     use std::os::fd::AsRawFd;

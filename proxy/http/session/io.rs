@@ -460,6 +460,9 @@ impl Session {
                 .return_read_ahead(std::mem::take(&mut self.read_ahead));
         }
         self.sent_c += n as u64;
+        if !self.logs_owed.is_empty() {
+            self.logs_sent();
+        }
         if let Some((at, status)) = self.status_owed {
             if self.sent_c > at {
                 self.status_owed = None;

@@ -93,23 +93,46 @@ impl Session {
         }));
     }
 
-    /// Writes the access log line of the request in progress (or of a bare answer
-    /// to no request, as a 400 for a head that did not parse), now that it ended.
+    /// Ends the access log line of the request in progress (or of a bare answer to no
+    /// request, as a 400 for a head that did not parse): written now if its answer is
+    /// out, else once its last byte is ([`Session::logs_sent`]), or as aborted with
+    /// what went if the session ends first. A hit's or a local answer's is so written
+    /// with the bytes the client took, not those queued.
     pub(super) fn log_end(&mut self, status: u16, result: LogResult) {
-        let aborted = self.log_req.as_ref().is_some_and(|l| l.aborted);
-        self.write_log(result.word(aborted), status, true);
-        self.log_req = None;
+        let end = self.sent_c + self.client_pending() as u64;
+        match self.log_req.take() {
+            Some(req) if end > self.sent_c && self.shared.access_log().is_some() => {
+                self.logs_owed.push_back(OwedLog {
+                    end,
+                    req,
+                    status,
+                    result,
+                });
+            }
+            req => {
+                let word = result.word(req.as_ref().is_some_and(|l| l.aborted));
+                self.write_log(req.as_deref(), word, status, end);
+            }
+        }
     }
 
-    /// Queues the access log line of the request in progress (if any) with `result` and
-    /// `status`; nothing without an access log.
-    /// `queued`: the bytes still queued for the client count as sent (they go before
-    /// the connection does); not when the session ends with them, its client gone.
-    fn write_log(&self, result: &str, status: u16, queued: bool) {
+    /// Writes the lines owed for answers the client has now taken whole.
+    pub(super) fn logs_sent(&mut self) {
+        while self.logs_owed.front().is_some_and(|o| o.end <= self.sent_c) {
+            if let Some(o) = self.logs_owed.pop_front() {
+                let word = o.result.word(o.req.aborted);
+                self.write_log(Some(&o.req), word, o.status, o.end);
+            }
+        }
+    }
+
+    /// Queues an access log line for `l` (None: a bare answer) with `result` and
+    /// `status`, its bytes those the client got up to `end` (a count of `sent_c`);
+    /// nothing without an access log.
+    fn write_log(&self, l: Option<&LogReq>, result: &str, status: u16, end: u64) {
         let Some(log) = self.shared.access_log() else {
             return;
         };
-        let l = self.log_req.as_deref();
         let (started, elapsed, mark) = match l {
             Some(l) => (l.started, l.at.elapsed(), l.mark),
             None => (SystemTime::now(), Duration::ZERO, self.sent_c),
@@ -120,13 +143,7 @@ impl Session {
             client: self.peer().ip(),
             result,
             status,
-            bytes: (self.sent_c
-                + if queued {
-                    self.client_pending() as u64
-                } else {
-                    0
-                })
-            .saturating_sub(mark),
+            bytes: end.saturating_sub(mark),
             method: l.map_or("", |l| &l.method),
             url: l.map_or("", |l| &l.url),
             origin: l.and_then(|l| l.origin),
@@ -135,13 +152,32 @@ impl Session {
     }
 }
 
+/// An access log line whose answer is still queued for the client ([`Session::log_end`]).
+pub(super) struct OwedLog {
+    /// `sent_c` once its last byte is out.
+    end: u64,
+    req: Box<LogReq>,
+    status: u16,
+    result: LogResult,
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         // A request that never finished (client or origin gone, a tunnel's end): no
         // status was sent if no byte of its answer was.
+        // Answers queued whole, their client gone before it took them: what went.
+        for o in std::mem::take(&mut self.logs_owed) {
+            let status = if self.sent_c > o.req.mark {
+                o.status
+            } else {
+                0
+            };
+            let word = o.result.word(true);
+            self.write_log(Some(&o.req), word, status, self.sent_c);
+        }
         if let Some(l) = self.log_req.as_deref() {
             let status = if self.sent_c > l.mark { l.status } else { 0 };
-            self.write_log(l.result.word(true), status, false);
+            self.write_log(Some(l), l.result.word(true), status, self.sent_c);
         }
         self.shared.metrics.current_client_connections.dec();
         self.shared.return_read_ahead(self.read_ahead);

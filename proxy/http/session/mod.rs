@@ -235,6 +235,8 @@ pub(crate) struct Session {
     head_only: bool,
     /// The request in progress, for the access log (only with one).
     log_req: Option<Box<LogReq>>,
+    /// Access log lines of answers queued whole, written as the client takes them.
+    logs_owed: std::collections::VecDeque<log::OwedLog>,
     /// Where the session is in its thread's batch of events (`batch.rs`).
     batch: batch::Batch,
     /// A `pp` port's PROXY header is still to be read (`proxy_protocol.rs`).
@@ -289,6 +291,7 @@ pub(crate) fn start(
             status_owed: None,
             head_only: false,
             log_req: None,
+            logs_owed: std::collections::VecDeque::new(),
             batch: batch::Batch::default(),
             pp_pending: matches!(role, PortRole::HttpProxyProtocol),
             pp_client: None,
