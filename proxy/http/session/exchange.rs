@@ -483,12 +483,7 @@ impl Session {
     /// limit (`max_doc_size`) bounds what one fill holds; the budget, all of them.
     fn origin_room(&mut self) -> usize {
         let room = BUF_LIMIT.saturating_sub(self.out_c.len());
-        let capturing = self
-            .tx
-            .as_ref()
-            .and_then(|tx| tx.cache.as_deref())
-            .is_some_and(CacheTx::relayed_capture);
-        if room > 0 || !capturing {
+        if room > 0 || !self.relaying_capture() {
             return room;
         }
         let beyond = self.out_c.len() - BUF_LIMIT;
@@ -687,16 +682,25 @@ impl Session {
     /// stored now, so that the requests waiting for this fill need not wait for the
     /// client (it takes the rest from `out_c` as before).
     fn store_ahead_of_client(&mut self) {
+        if !self.relaying_capture() {
+            return;
+        }
         let Some(mut c) = self.tx.as_mut().and_then(|tx| tx.cache.take()) else {
             return;
         };
-        if c.relayed_capture() {
-            self.store_capture(&mut c);
-            c.end_fill();
-        }
+        self.store_capture(&mut c);
+        c.end_fill();
         if let Some(tx) = self.tx.as_mut() {
             tx.cache = Some(c);
         }
+    }
+
+    /// The transaction's response is captured for the cache as it is relayed.
+    fn relaying_capture(&self) -> bool {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.cache.as_deref())
+            .is_some_and(CacheTx::relayed_capture)
     }
 
     /// The transaction ended whole: the cache stores what it captured, the origin

@@ -180,7 +180,9 @@ impl Drop for Session {
             self.write_log(Some(l), l.result.word(true), status, self.sent_c);
         }
         self.shared.metrics.current_client_connections.dec();
-        self.shared.return_read_ahead(self.read_ahead);
+        if self.read_ahead > 0 {
+            self.shared.return_read_ahead(self.read_ahead);
+        }
         keep_spare(&mut self.inbuf);
         keep_spare(&mut self.out_c);
         if self.client.is_tls() {
