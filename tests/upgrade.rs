@@ -348,6 +348,35 @@ fn a_cached_object_is_a_hit_from_the_new_process_without_the_origin() {
 }
 
 #[test]
+fn the_upgraded_process_joins_its_predecessors_process_group() {
+    // Started in a group of its own, the new process moves to the old one's once it
+    // serves, so a Ctrl-C at the terminal that started the daemon reaches it.
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let origin = Origin::fixed(b"hello");
+    let d = Daemon::builder().config(&remap_to(&origin)).start();
+    let group = |pid: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // pid (comm) state ppid pgrp …: after the last ')'.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        after
+            .split_whitespace()
+            .nth(2)
+            .and_then(|g| g.parse::<i32>().ok())
+    };
+    // SAFETY: getpgrp takes nothing and cannot fail.
+    let ours = unsafe { libc::getpgrp() };
+    for _ in 0..2 {
+        let (_, new) = upgrade(&d, &mut successors);
+        assert!(
+            wait_until(Duration::from_secs(10), || group(new) == Some(ours)),
+            "pid {new} in group {:?}, not {ours}",
+            group(new)
+        );
+    }
+}
+
+#[test]
 fn an_upgrade_to_a_binary_that_fails_leaves_the_old_process_serving() {
     let _serial = serial();
     let origin = Origin::fixed(b"hello");

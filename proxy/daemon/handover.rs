@@ -335,6 +335,7 @@ impl Daemon {
             }
         }
         crate::pid_file::write(&self.cfg.pid_file);
+        join_predecessors_group();
         log::info!(
             "upgrade complete: this process (pid {}) serves",
             std::process::id()
@@ -630,5 +631,23 @@ impl std::fmt::Display for Cut {
             "{} transactions ({} connections)",
             self.transactions, self.connections
         )
+    }
+}
+
+/// New side, once it serves: leaves the process group of its own it was started in (so
+/// that a start that failed ended with everything it started) for its predecessor's, its
+/// parent's, so that a Ctrl-C at the terminal that runs the daemon in the foreground
+/// reaches the process serving, as it reached the first. Nothing when the parent is not
+/// the predecessor (a wrapper script that forked it: its group is this one's) or is
+/// gone.
+fn join_predecessors_group() {
+    use nix::unistd::{getpgid, getppid, setpgid, Pid};
+    let Ok(theirs) = getpgid(Some(getppid())) else {
+        return;
+    };
+    if getpgid(None).is_ok_and(|ours| ours != theirs) {
+        if let Err(e) = setpgid(Pid::from_raw(0), theirs) {
+            log::debug!("upgrade: cannot join the old process's group {theirs}: {e}");
+        }
     }
 }
