@@ -128,6 +128,7 @@ fn settings(cfg: &Config) -> HttpSettings {
         underscores: cfg.http.underscores_in_headers,
         cache_http: cfg.http.cache_http,
         max_doc_size: max_doc_size(cfg),
+        fill_read_ahead: usize::try_from(cfg.cache.fill_read_ahead).unwrap_or(usize::MAX),
         max_alts: cfg.cache.max_alts,
         send_batch: cfg.net.send_batch,
     }

@@ -507,31 +507,52 @@ fn a_fill_cut_short_hands_the_url_to_one_waiter_which_stores_it() {
     assert_eq!(d.metric("proxy.process.cache.writes"), 1);
 }
 
+/// A daemon that stores objects of up to 32 MiB (`http` goes after its
+/// `[proxy.config.http]` records, `cache` after its `[proxy.config.cache]` line) in front
+/// of an origin answering every path with `body`, fresh for a minute.
+fn big_object_daemon(body: &[u8], http: &str, cache: &str) -> (Origin, TempDir, Daemon) {
+    let served = body.to_vec();
+    let origin = Origin::start(move |_| Some(ok(&served, &[("Cache-Control", "max-age=60")])));
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(
+            &config(&origin, &dir.0, http)
+                .replace("\"8M\"", "\"64M\"")
+                .replace(
+                    "[proxy.config.cache]\n",
+                    &format!(
+                        "[proxy.config.cache]\nram_cache.size = \"64M\"\nmax_doc_size = \"32M\"\n{cache}"
+                    ),
+                ),
+        )
+        .start();
+    (origin, dir, d)
+}
+
+/// A connection that has sent `GET path` and reads nothing yet, with a receive buffer
+/// of its own size, so that the kernel holds little of the answer for it.
+fn slow_reader(d: &Daemon, path: &str) -> Conn {
+    let mut c = Conn::open(d.addr()).unwrap();
+    set_receive_buffer(&mut c, 64 << 10);
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    c
+}
+
+/// A body of `len` bytes that a shifted copy does not match.
+fn patterned(len: u32) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
 #[test]
 fn a_fill_goes_at_the_origins_pace_not_at_its_slow_clients() {
     // The first client asks for a large object and does not read: its fill still takes
     // the whole body from the origin (held for that client within the read-ahead
     // budget) and stores it, so a second request waiting for the fill is answered from
     // the cache at once, not once the first client has taken it all.
-    let body: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
-    let served = body.clone();
-    let origin = Origin::start(move |_| Some(ok(&served, &[("Cache-Control", "max-age=60")])));
-    let dir = TempDir::new("cache");
-    let d = Daemon::builder()
-        .config(
-            &config(&origin, &dir.0, "")
-                .replace("\"8M\"", "\"64M\"")
-                .replace(
-                    "[proxy.config.cache]\n",
-                    "[proxy.config.cache]\nram_cache.size = \"64M\"\nmax_doc_size = \"32M\"\n",
-                ),
-        )
-        .start();
-    let mut slow = Conn::open(d.addr()).unwrap();
-    // A receive buffer of its own size, so that the kernel holds little of the body for
-    // the client that does not read.
-    set_receive_buffer(&mut slow, 64 << 10);
-    slow.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let body = patterned(24 << 20);
+    let (origin, _dir, d) = big_object_daemon(&body, "", "");
+    let mut slow = slow_reader(&d, "/big");
     assert!(origin.wait_for_requests(1));
     let addr = d.addr();
     let (done, answered) = std::sync::mpsc::channel();
@@ -560,30 +581,42 @@ fn a_fill_goes_at_the_origins_pace_not_at_its_slow_clients() {
 }
 
 #[test]
+fn fills_hold_no_more_ahead_of_their_clients_than_fill_read_ahead() {
+    // With 1 MiB of read-ahead for all fills, the fill of a large object to a client
+    // that reads nothing holds that much for it, then goes at its pace (and says so).
+    let body = patterned(24 << 20);
+    let (origin, _dir, d) = big_object_daemon(&body, "", "fill_read_ahead = \"1M\"\n");
+    let mut slow = slow_reader(&d, "/big");
+    assert!(origin.wait_for_requests(1));
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.cache.fill_read_ahead_refused")
+        > 0));
+    assert_eq!(
+        d.metric("proxy.process.cache.fill_read_ahead_bytes"),
+        1 << 20
+    );
+    assert_eq!(d.metric("proxy.process.cache.writes"), 0);
+    set_receive_buffer(&mut slow, 4 << 20);
+    let r = slow.read_response("GET").unwrap();
+    assert!(r.status == 200 && r.body == body);
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.cache.fill_read_ahead_bytes")
+        == 0));
+    assert_eq!(d.metric("proxy.process.cache.writes"), 1);
+}
+
+#[test]
 fn a_hit_whose_client_resets_midway_is_logged_aborted_with_the_bytes_it_took() {
     let body = vec![b'h'; 8 << 20];
-    let served = body.clone();
-    let origin = Origin::start(move |_| Some(ok(&served, &[("Cache-Control", "max-age=60")])));
-    let dir = TempDir::new("cache");
-    let log = dir.0.join("access.log");
-    let d = Daemon::builder()
-        .config(
-            &config(
-                &origin,
-                &dir.0,
-                &format!("[proxy.config.log]\naccess_log = \"{}\"", log.display()),
-            )
-            .replace("\"8M\"", "\"64M\"")
-            .replace(
-                "[proxy.config.cache]\n",
-                "[proxy.config.cache]\nram_cache.size = \"64M\"\nmax_doc_size = \"32M\"\n",
-            ),
-        )
-        .start();
+    let logs = TempDir::new("hit-log");
+    let log = logs.0.join("access.log");
+    let (_origin, _dir, d) = big_object_daemon(
+        &body,
+        &format!("[proxy.config.log]\naccess_log = \"{}\"", log.display()),
+        "",
+    );
     assert!(http::get(d.addr(), "t", "/big").unwrap().body == body);
-    let mut c = Conn::open(d.addr()).unwrap();
-    set_receive_buffer(&mut c, 64 << 10);
-    c.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut c = slow_reader(&d, "/big");
     let mut some = vec![0; 100_000];
     std::io::Read::read_exact(&mut c.reader, &mut some).unwrap();
     assert!(util::set_linger0(c.stream()), "SO_LINGER");

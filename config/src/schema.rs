@@ -328,6 +328,9 @@ pub struct Cache {
     pub ram_cache_size: u64,
     /// `.max_doc_size`: larger objects stream through uncached, bytes; 0 = no limit.
     pub max_doc_size: u64,
+    /// `.fill_read_ahead`: bytes of responses being stored that all fills together may
+    /// hold ahead of their clients; 0 = none (a fill goes at its client's pace).
+    pub fill_read_ahead: u64,
     /// `.limits.http.max_alts`: variants (`Vary`) kept per URL, the oldest dropped
     /// beyond it; 0 = no limit.
     pub max_alts: usize,
@@ -457,6 +460,7 @@ impl Default for Config {
                 storage: Vec::new(),
                 ram_cache_size: 64 << 20,
                 max_doc_size: 0,
+                fill_read_ahead: 256 << 20,
                 max_alts: 5,
             },
             stats: Stats {

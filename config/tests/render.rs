@@ -89,6 +89,7 @@ fn everything_changed() -> Config {
     ];
     c.cache.ram_cache_size = 3 << 20;
     c.cache.max_doc_size = 1000;
+    c.cache.fill_read_ahead = 1 << 20;
     c.cache.max_alts = 0;
     c.stats.path = "/stats".into();
     c.stats.allow_ip = vec![

@@ -519,6 +519,17 @@ pub(crate) static RECORDS: &[Record] = &[
         },
     },
     Record {
+        name: "proxy.config.cache.fill_read_ahead",
+        reloadable: false,
+        kind: Kind::Size {
+            min: 0,
+            max: u64::MAX,
+            as_string: true,
+            get: |c| c.cache.fill_read_ahead,
+            set: |c, v| c.cache.fill_read_ahead = v,
+        },
+    },
+    Record {
         name: "proxy.config.cache.limits.http.max_alts",
         reloadable: false,
         kind: Kind::Int {

@@ -23,7 +23,7 @@ pub(crate) struct HttpMetrics {
     pub(crate) cache_revalidated: Arc<Counter>,
     /// Bytes of responses being stored that their clients have not taken yet, held
     /// beyond the clients' buffers so that a fill goes at the origin's pace (the budget
-    /// for it, [`super::FILL_READ_AHEAD`]).
+    /// for it, `cache.fill_read_ahead`).
     pub(crate) fill_read_ahead: Arc<Gauge>,
     /// Times a fill found that budget spent and went at its client's pace.
     pub(crate) fill_read_ahead_refused: Arc<Counter>,

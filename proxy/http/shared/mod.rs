@@ -52,10 +52,6 @@ pub struct HttpShared {
     usage: std::sync::Mutex<()>,
 }
 
-/// Bytes that fills may hold beyond their clients' buffers, all together
-/// ([`HttpShared::lease_read_ahead`]).
-pub(crate) const FILL_READ_AHEAD: usize = 256 << 20;
-
 /// The next [`HttpShared::id`].
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -247,12 +243,13 @@ impl HttpShared {
         self.fills.invalidated_since(key, began)
     }
 
-    /// Takes `n` bytes of [`FILL_READ_AHEAD`] for a fill to read its origin ahead of its
-    /// client; false (and counted) when the budget is spent. Give them back with
+    /// Takes `n` bytes of the fills' read-ahead budget (`cache.fill_read_ahead`) for a
+    /// fill to read its origin ahead of its client; false (and counted) when it is spent. Give them back with
     /// [`HttpShared::return_read_ahead`].
     pub(crate) fn lease_read_ahead(&self, n: usize) -> bool {
         let m = &self.metrics;
-        if m.fill_read_ahead.add(n as i64) <= FILL_READ_AHEAD as i64 {
+        let budget = i64::try_from(self.settings.fill_read_ahead).unwrap_or(i64::MAX);
+        if m.fill_read_ahead.add(n as i64) <= budget {
             return true;
         }
         m.fill_read_ahead.add(-(n as i64));

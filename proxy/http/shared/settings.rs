@@ -76,6 +76,8 @@ pub struct HttpSettings {
     /// Largest object stored, bytes (`cache.max_doc_size`, or a bound derived from the
     /// cache's size when that is 0); larger ones stream through uncached.
     pub max_doc_size: u64,
+    /// Bytes all fills may hold ahead of their clients (`cache.fill_read_ahead`).
+    pub fill_read_ahead: usize,
     /// Variants kept per URL (`cache.limits.http.max_alts`); 0 = no limit.
     pub max_alts: usize,
     /// `net.send_batch`: a batch's plain sends go out in one io_uring submission.
