@@ -544,16 +544,38 @@ fn patterned(len: u32) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
+/// The fill of a 24 MiB object under way (`cache` as for [`big_object_daemon`]) for a
+/// client that reads nothing yet: the body, the origin (asked once), the span
+/// directory, the daemon and that client.
+fn slow_fill(cache: &str) -> (Vec<u8>, Origin, TempDir, Daemon, Conn) {
+    let body = patterned(24 << 20);
+    let (origin, dir, d) = big_object_daemon(&body, "", cache);
+    let slow = slow_reader(&d, "/big");
+    assert!(origin.wait_for_requests(1));
+    (body, origin, dir, d, slow)
+}
+
+/// The slow client of [`slow_fill`] reads at last: it gets `body` whole, and the fills'
+/// read-ahead goes back to nothing.
+fn read_at_last(mut slow: Conn, d: &Daemon, body: &[u8]) {
+    set_receive_buffer(&mut slow, 4 << 20);
+    let r = slow.read_response("GET").unwrap();
+    assert!(
+        r.status == 200 && r.body == body,
+        "the slow client gets it whole"
+    );
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.cache.fill_read_ahead_bytes")
+        == 0));
+}
+
 #[test]
 fn a_fill_goes_at_the_origins_pace_not_at_its_slow_clients() {
     // The first client asks for a large object and does not read: its fill still takes
     // the whole body from the origin (held for that client within the read-ahead
     // budget) and stores it, so a second request waiting for the fill is answered from
     // the cache at once, not once the first client has taken it all.
-    let body = patterned(24 << 20);
-    let (origin, _dir, d) = big_object_daemon(&body, "", "");
-    let mut slow = slow_reader(&d, "/big");
-    assert!(origin.wait_for_requests(1));
+    let (body, origin, _dir, d, slow) = slow_fill("");
     let addr = d.addr();
     let (done, answered) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -568,15 +590,7 @@ fn a_fill_goes_at_the_origins_pace_not_at_its_slow_clients() {
     assert_eq!(origin.request_count(), 1);
     assert_eq!(d.metric("proxy.process.cache.writes"), 1);
     assert!(d.metric("proxy.process.cache.fill_read_ahead_bytes") > 0);
-    set_receive_buffer(&mut slow, 4 << 20);
-    let r = slow.read_response("GET").unwrap();
-    assert!(
-        r.status == 200 && r.body == body,
-        "the slow client gets it whole"
-    );
-    assert!(wait_until(Duration::from_secs(10), || d
-        .metric("proxy.process.cache.fill_read_ahead_bytes")
-        == 0));
+    read_at_last(slow, &d, &body);
     assert_eq!(d.metric("proxy.process.cache.fill_read_ahead_refused"), 0);
 }
 
@@ -584,10 +598,7 @@ fn a_fill_goes_at_the_origins_pace_not_at_its_slow_clients() {
 fn fills_hold_no_more_ahead_of_their_clients_than_fill_read_ahead() {
     // With 1 MiB of read-ahead for all fills, the fill of a large object to a client
     // that reads nothing holds that much for it, then goes at its pace (and says so).
-    let body = patterned(24 << 20);
-    let (origin, _dir, d) = big_object_daemon(&body, "", "fill_read_ahead = \"1M\"\n");
-    let mut slow = slow_reader(&d, "/big");
-    assert!(origin.wait_for_requests(1));
+    let (body, _origin, _dir, d, slow) = slow_fill("fill_read_ahead = \"1M\"\n");
     assert!(wait_until(Duration::from_secs(10), || d
         .metric("proxy.process.cache.fill_read_ahead_refused")
         > 0));
@@ -596,12 +607,7 @@ fn fills_hold_no_more_ahead_of_their_clients_than_fill_read_ahead() {
         1 << 20
     );
     assert_eq!(d.metric("proxy.process.cache.writes"), 0);
-    set_receive_buffer(&mut slow, 4 << 20);
-    let r = slow.read_response("GET").unwrap();
-    assert!(r.status == 200 && r.body == body);
-    assert!(wait_until(Duration::from_secs(10), || d
-        .metric("proxy.process.cache.fill_read_ahead_bytes")
-        == 0));
+    read_at_last(slow, &d, &body);
     assert_eq!(d.metric("proxy.process.cache.writes"), 1);
 }
 
