@@ -996,15 +996,21 @@ fn a_corrupted_span_tail_is_skipped_and_earlier_objects_are_served() {
     assert_eq!(origin.request_count(), before + 1);
 }
 
-#[test]
-fn a_request_waiting_for_another_fill_is_in_flight_and_answered_through_a_stop() {
-    // The origin holds its answer until the test lets it go.
+/// An origin that holds every answer (`held`, fresh for a minute) until the returned
+/// gate opens.
+fn held_origin() -> (Gate, Origin) {
     let gate = Gate::default();
     let held = gate.clone();
     let origin = Origin::start(move |_| {
         held.wait();
         Some(ok(b"held", &[("Cache-Control", "max-age=60")]))
     });
+    (gate, origin)
+}
+
+#[test]
+fn a_request_waiting_for_another_fill_is_in_flight_and_answered_through_a_stop() {
+    let (gate, origin) = held_origin();
     let dir = TempDir::new("cache");
     let mut d = Daemon::builder()
         .config(&config(&origin, &dir.0, ""))
@@ -1033,12 +1039,7 @@ fn a_request_waiting_for_another_fill_is_in_flight_and_answered_through_a_stop()
 
 #[test]
 fn a_request_waiting_for_another_fill_whose_client_resets_is_let_go_at_once() {
-    let gate = Gate::default();
-    let held = gate.clone();
-    let origin = Origin::start(move |_| {
-        held.wait();
-        Some(ok(b"held", &[("Cache-Control", "max-age=60")]))
-    });
+    let (gate, origin) = held_origin();
     let dir = TempDir::new("cache");
     let log = dir.0.join("access.log");
     let d = Daemon::builder()
