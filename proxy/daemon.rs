@@ -200,6 +200,7 @@ fn live(
                 .map(|n| n.trim().to_ascii_lowercase())
                 .filter(|n| !n.is_empty())
                 .collect(),
+            background_fill_threshold: cfg.http.background_fill_threshold,
         }),
         purge_allow: Arc::new(cfg.http.purge_allow_ip.clone()),
         parents: Arc::new(ParentTable::build(cfg, registry, previous)?),
@@ -747,6 +748,7 @@ impl Daemon {
         applied.http.heuristic_max_lifetime_s = new.http.heuristic_max_lifetime_s;
         applied.http.heuristic_lm_factor = new.http.heuristic_lm_factor;
         applied.http.max_stale_age_s = new.http.max_stale_age_s;
+        applied.http.background_fill_threshold = new.http.background_fill_threshold;
         applied.http.targeted_cache_control_headers =
             new.http.targeted_cache_control_headers.clone();
         applied.http.purge_allow_ip = new.http.purge_allow_ip.clone();

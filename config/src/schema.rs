@@ -279,6 +279,10 @@ pub struct Http {
     pub heuristic_min_lifetime_s: u64,
     /// `.cache.heuristic_max_lifetime`: most heuristic freshness, s. Reloadable.
     pub heuristic_max_lifetime_s: u64,
+    /// `.background_fill_completed_threshold`: a response being stored whose client
+    /// leaves is still read from its origin and stored when at least this share of it
+    /// had come (0: always; of a body of unknown length only at 0). Reloadable.
+    pub background_fill_threshold: f64,
     /// `.cache.heuristic_lm_factor`: heuristic freshness as this share of the time since
     /// Last-Modified. Reloadable.
     pub heuristic_lm_factor: f64,
@@ -440,6 +444,7 @@ impl Default for Config {
                 heuristic_min_lifetime_s: 3600,
                 heuristic_max_lifetime_s: 86_400,
                 heuristic_lm_factor: 0.10,
+                background_fill_threshold: 0.0,
                 max_stale_age_s: 604_800,
                 targeted_cache_control_headers: "CDN-Cache-Control".to_string(),
                 purge_allow_ip: vec![

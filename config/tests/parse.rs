@@ -196,6 +196,31 @@ fn out_of_range_names_record_line_and_value() {
 }
 
 #[test]
+fn a_share_is_a_number_from_0_to_1_both_included() {
+    let errs = errors("[proxy.config.http]\nbackground_fill_completed_threshold = -0.1\n");
+    assert_eq!(
+        errs,
+        ["records.toml:2: proxy.config.http.background_fill_completed_threshold: expected a number ≥ 0 and ≤ 1, got -0.1"]
+    );
+    assert_eq!(
+        errors("[proxy.config.http]\nbackground_fill_completed_threshold = 1.01\n").len(),
+        1
+    );
+    for (text, share) in [("0", 0.0), ("0.0", 0.0), ("0.5", 0.5), ("1", 1.0)] {
+        let cfg = parse_file(&format!(
+            "[proxy.config.http]\nbackground_fill_completed_threshold = {text}\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.http.background_fill_threshold, share, "{text}");
+    }
+    // The lower bound of the other numbers stays out.
+    assert_eq!(
+        errors("[proxy.config.http]\ncache.heuristic_lm_factor = 0\n"),
+        ["records.toml:2: proxy.config.http.cache.heuristic_lm_factor: expected a number > 0 and ≤ 1, got 0"]
+    );
+}
+
+#[test]
 fn a_stats_path_ending_with_a_slash_is_refused_naming_the_record() {
     for bad in ["/_stats/", "/"] {
         let errs = errors(&format!("[proxy.config.stats]\npath = {bad:?}\n"));

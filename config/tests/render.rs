@@ -59,6 +59,7 @@ fn everything_changed() -> Config {
     c.http.heuristic_min_lifetime_s = 60;
     c.http.heuristic_max_lifetime_s = 600;
     c.http.heuristic_lm_factor = 0.5;
+    c.http.background_fill_threshold = 0.25;
     c.http.max_stale_age_s = 10;
     c.http.targeted_cache_control_headers = "Edge-Cache-Control, CDN-Cache-Control".into();
     c.http.purge_allow_ip = vec!["10.0.0.0/8".parse().unwrap()];
@@ -221,7 +222,7 @@ fn other_changes_are_named_as_restart_required() {
     assert!(restart.contains(&"proxy.config.exec_thread.limit".to_string()));
     assert!(!restart.contains(&"proxy.config.accept_threads".to_string()));
     assert!(!restart.contains(&"remap".to_string()));
-    assert_eq!(restart.len(), config::record_names().count() - 25);
+    assert_eq!(restart.len(), config::record_names().count() - 26);
 
     let mut moved = old.clone();
     moved.http.server_ports = parse_server_ports("8080 8081").unwrap();

@@ -59,6 +59,14 @@ const HELP: &[(&str, &str)] = &[
         "PURGE requests for a URL that was not cached",
     ),
     (
+        "proxy.process.http.background_fills",
+        "Responses read on from their origins and stored after their clients left",
+    ),
+    (
+        "proxy.process.http.current_background_fills",
+        "Background fills under way: responses being stored whose clients left",
+    ),
+    (
         "proxy.process.http.batched_sends",
         "Sends of a batch of events that left in one io_uring submission (net.send_batch)",
     ),

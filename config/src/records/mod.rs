@@ -47,9 +47,10 @@ pub(crate) enum Kind {
         get: fn(&Config) -> i64,
         set: fn(&mut Config, i64),
     },
-    /// A number (integer or float) in `(above, max]`.
+    /// A number (integer or float) in `(min, max]`, or `[min, max]` when `min_allowed`.
     Float {
-        above: f64,
+        min: f64,
+        min_allowed: bool,
         max: f64,
         get: fn(&Config) -> f64,
         set: fn(&mut Config, f64),
@@ -113,7 +114,11 @@ impl Record {
                 }
             },
             Kind::Float {
-                above, max, set, ..
+                min,
+                min_allowed,
+                max,
+                set,
+                ..
             } => {
                 let n = match value {
                     Value::Float(f) => Some(*f),
@@ -121,12 +126,13 @@ impl Record {
                     _ => None,
                 };
                 match n {
-                    Some(n) if n > *above && n <= *max => {
+                    Some(n) if (n > *min || (*min_allowed && n == *min)) && n <= *max => {
                         set(cfg, n);
                         Ok(())
                     }
                     _ => Err(one(format!(
-                        "expected a number > {above} and ≤ {max}, got {}",
+                        "expected a number {} {min} and ≤ {max}, got {}",
+                        if *min_allowed { "≥" } else { ">" },
                         value.describe()
                     ))),
                 }

@@ -58,7 +58,8 @@ pub(crate) static RECORDS: &[Record] = &[
         name: "proxy.config.exec_thread.autoconfig.scale",
         reloadable: false,
         kind: Kind::Float {
-            above: 0.0,
+            min: 0.0,
+            min_allowed: false,
             max: 64.0,
             get: |c| c.exec_thread.autoconfig_scale,
             set: |c, v| c.exec_thread.autoconfig_scale = v,
@@ -398,10 +399,22 @@ pub(crate) static RECORDS: &[Record] = &[
         name: "proxy.config.http.cache.heuristic_lm_factor",
         reloadable: true,
         kind: Kind::Float {
-            above: 0.0,
+            min: 0.0,
+            min_allowed: false,
             max: 1.0,
             get: |c| c.http.heuristic_lm_factor,
             set: |c, v| c.http.heuristic_lm_factor = v,
+        },
+    },
+    Record {
+        name: "proxy.config.http.background_fill_completed_threshold",
+        reloadable: true,
+        kind: Kind::Float {
+            min: 0.0,
+            min_allowed: true,
+            max: 1.0,
+            get: |c| c.http.background_fill_threshold,
+            set: |c, v| c.http.background_fill_threshold = v,
         },
     },
     Record {

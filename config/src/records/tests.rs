@@ -51,6 +51,7 @@ fn reloadable_matches_the_spec_list() {
             "proxy.config.http.cache.heuristic_min_lifetime",
             "proxy.config.http.cache.heuristic_max_lifetime",
             "proxy.config.http.cache.heuristic_lm_factor",
+            "proxy.config.http.background_fill_completed_threshold",
             "proxy.config.http.cache.max_stale_age",
             "proxy.config.http.cache.targeted_cache_control_headers",
             "proxy.config.http.cache.purge_allow_ip",

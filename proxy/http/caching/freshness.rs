@@ -19,6 +19,9 @@ pub struct CachePolicy {
     pub max_stale_age: u64,
     /// `http.cache.targeted_cache_control_headers`, lower case, most specific first.
     pub targeted: Vec<String>,
+    /// `http.background_fill_completed_threshold`: the share of a response being stored
+    /// that must have come for it to be read on and stored once its client leaves.
+    pub background_fill_threshold: f64,
 }
 
 impl Default for CachePolicy {
@@ -29,6 +32,7 @@ impl Default for CachePolicy {
             lm_factor: 0.10,
             max_stale_age: 604_800,
             targeted: vec!["cdn-cache-control".to_string()],
+            background_fill_threshold: 0.0,
         }
     }
 }

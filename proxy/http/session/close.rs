@@ -2,7 +2,10 @@
 //! the close), the lingering close (`Phase::Closing`), and what each phase does when its
 //! deadline passes. Runs on the session's ET_NET thread.
 
-use super::{Phase, Session, LINGER};
+use super::exchange::Body;
+use super::state::keep_spare;
+use super::store::CacheTx;
+use super::{Counted, Phase, Session, LINGER};
 use crate::error::{Error, ErrorKind};
 use crate::tls::Failure;
 use iocore::EThread;
@@ -74,6 +77,73 @@ impl Session {
                 true
             }
         }
+    }
+
+    /// The client left (the session is dead) in the middle of a response being
+    /// captured for the cache: unless too little of it had come
+    /// (`http.background_fill_completed_threshold`), the session lives on without its
+    /// client, reading the response from its origin and storing it (a background fill,
+    /// as Traffic Server's), so that the origin's work is not lost and the requests
+    /// waiting for this fill are answered from the cache rather than one of them
+    /// fetching it again. The client's log line is written now, aborted with what it
+    /// took; its socket is closed when the fill ends. The origin's silence
+    /// (`transaction_no_activity_timeout_out`) and `max_doc_size` bound the fill.
+    pub(super) fn fill_alone(&mut self, t: &mut EThread) {
+        if !self.may_fill_alone() {
+            return;
+        }
+        self.log_unfinished();
+        let m = &self.shared.metrics;
+        m.background_fills.inc();
+        self.alone = Some(Counted::new(&m.current_background_fills));
+        self.dead = false;
+        self.status_owed = None;
+        keep_spare(&mut self.out_c);
+        self.out_body = None;
+        if self.read_ahead > 0 {
+            self.shared
+                .return_read_ahead(std::mem::take(&mut self.read_ahead));
+        }
+        self.client.unwatch(t);
+        (self.client.readable, self.client.writable) = (false, false);
+        self.client.eof = true;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.discard = true;
+            tx.client_keep_alive = false;
+        }
+        ::log::debug!(
+            "{}: client left, its response is stored without it",
+            self.peer()
+        );
+        self.drive(t);
+    }
+
+    /// Whether the session may go on as a background fill: mid-response, the request
+    /// sent whole, the origin still there, the response captured (enough of it), and
+    /// no stop or upgrade draining the process.
+    fn may_fill_alone(&self) -> bool {
+        if !matches!(self.phase, Phase::Exchange) || self.shared.draining() {
+            return false;
+        }
+        let Some(tx) = self.tx.as_ref() else {
+            return false;
+        };
+        let (Some(body), Some(c)) = (tx.resp_body.as_ref(), tx.cache.as_deref()) else {
+            return false;
+        };
+        let origin_there = (self.origin.as_ref()).is_some_and(|o| o.connected && !o.broken);
+        let left = match body {
+            Body::Length(left) => Some(*left),
+            _ => None,
+        };
+        origin_there && !body.done() && tx.req_body.done() && c.outlives_client(left)
+    }
+
+    /// A background fill still has a response to capture.
+    pub(super) fn still_filling(&self) -> bool {
+        (self.tx.as_ref())
+            .and_then(|tx| tx.cache.as_deref())
+            .is_some_and(CacheTx::capturing)
     }
 
     /// Whether the transaction's response body has begun and not ended.

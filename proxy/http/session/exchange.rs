@@ -321,6 +321,10 @@ impl Session {
 
     /// The transaction's step: the connect, the request body, the response.
     pub(super) fn exchange(&mut self, t: &mut EThread) -> bool {
+        if self.alone.is_some() && !self.still_filling() {
+            self.dead = true; // a background fill whose capture ended (too large)
+            return true;
+        }
         if self.client.reset && self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_none()) {
             // The client reset its connection while its request waited for the origin:
             // nobody is left to answer. Logged as aborted, status 000; the origin
@@ -707,6 +711,17 @@ impl Session {
     /// connection stays attached or goes back to the pool, the next request may come.
     fn finish_tx(&mut self, t: &mut EThread) {
         let Some(mut tx) = self.tx.take() else { return };
+        if self.alone.is_some() {
+            // A background fill, whole: stored, and the session ends with it (its client
+            // left, and was logged, before).
+            if let Some(mut c) = tx.cache.take() {
+                self.store_capture(&mut c);
+            }
+            drop(tx.active);
+            self.end_with_origin(t, false, tx.origin_keep_alive, Instant::now());
+            self.dead = true;
+            return;
+        }
         if let Some(mut c) = tx.cache.take() {
             let obj = self.store_capture(&mut c);
             self.answer_withheld(&c, obj, &mut tx.client_keep_alive);
@@ -791,6 +806,10 @@ impl Session {
             err = err.from_parent();
         }
         log::debug!("{}: {err}", self.peer());
+        if self.alone.is_some() {
+            self.dead = true; // a background fill that failed: nobody to answer
+            return;
+        }
         // A response withheld for the cache (`HeadUse::Withheld`) sent the client nothing
         // yet: it gets the error (or the stale object) as if no head had come.
         let head_sent = self.tx.as_ref().is_some_and(|tx| {

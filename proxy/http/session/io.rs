@@ -333,6 +333,9 @@ impl Session {
     /// that leaves meanwhile is noticed at the first write to it, as before, since the
     /// exchange reads nothing from it then.
     pub(super) fn waits_on_client(&self) -> bool {
+        if self.alone.is_some() {
+            return false; // its client left: a background fill
+        }
         let origin_only = matches!(self.phase, Phase::Exchange)
             && self.origin.is_some()
             && self.client_pending() == 0

@@ -161,11 +161,12 @@ pub(super) struct OwedLog {
     result: LogResult,
 }
 
-impl Drop for Session {
-    fn drop(&mut self) {
-        // A request that never finished (client or origin gone, a tunnel's end): no
-        // status was sent if no byte of its answer was.
-        // Answers queued whole, their client gone before it took them: what went.
+impl Session {
+    /// Writes the lines of the requests the client leaves unfinished, as aborted with
+    /// what went: answers queued whole that it did not take, and the request in
+    /// progress (client or origin gone, a tunnel's end). No status was sent if no byte
+    /// of its answer was.
+    pub(super) fn log_unfinished(&mut self) {
         for o in std::mem::take(&mut self.logs_owed) {
             let status = if self.sent_c > o.req.mark {
                 o.status
@@ -175,10 +176,16 @@ impl Drop for Session {
             let word = o.result.word(true);
             self.write_log(Some(&o.req), word, status, self.sent_c);
         }
-        if let Some(l) = self.log_req.as_deref() {
+        if let Some(l) = self.log_req.take() {
             let status = if self.sent_c > l.mark { l.status } else { 0 };
-            self.write_log(Some(l), l.result.word(true), status, self.sent_c);
+            self.write_log(Some(&l), l.result.word(true), status, self.sent_c);
         }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.log_unfinished();
         self.shared.metrics.current_client_connections.dec();
         if self.read_ahead > 0 {
             self.shared.return_read_ahead(self.read_ahead);

@@ -243,6 +243,9 @@ pub(crate) struct Session {
     pp_pending: bool,
     /// The client's address as the PROXY header gave it, when it gave one.
     pp_client: Option<SocketAddr>,
+    /// The client left while its response was being stored, which goes on without it
+    /// (a background fill, `close.rs`): its unit of `current_background_fills`.
+    alone: Option<Counted>,
 }
 
 /// Starts a session for `conn` (`ssl`: TLS is terminated first). Runs on the ET_NET
@@ -295,6 +298,7 @@ pub(crate) fn start(
             batch: batch::Batch::default(),
             pp_pending: matches!(role, PortRole::HttpProxyProtocol),
             pp_client: None,
+            alone: None,
             shared,
         })
     });
@@ -435,6 +439,9 @@ impl Session {
     /// and it is not watched yet; releases both registrations of a dead session (which
     /// drops it).
     fn settle(&mut self, t: &mut EThread) {
+        if self.dead && self.alone.is_none() {
+            self.fill_alone(t);
+        }
         if !self.dead && !self.client.watched() && self.waits_on_client() {
             self.watch_client(t);
         }

@@ -110,6 +110,27 @@ impl CacheTx {
         self.capture.is_some() && !self.withheld
     }
 
+    /// A response is being captured for storing.
+    pub(super) fn capturing(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Whether the capture may go on once its client has left (a background fill): it
+    /// is capturing, and at least `http.background_fill_completed_threshold` of the
+    /// response has come, `left` bytes being still to come (None: unknown, which only a
+    /// threshold of 0 lets go on).
+    pub(super) fn outlives_client(&self, left: Option<u64>) -> bool {
+        let Some(cap) = self.capture.as_ref() else {
+            return false;
+        };
+        let threshold = self.policy.background_fill_threshold;
+        if threshold <= 0.0 {
+            return true;
+        }
+        let have = cap.body.len() as f64;
+        left.is_some_and(|left| have >= threshold * (have + left as f64))
+    }
+
     /// Ends this transaction's fill: the requests waiting for it look the key up again.
     pub(super) fn end_fill(&mut self) {
         self.fill = None;

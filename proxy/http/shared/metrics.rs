@@ -27,6 +27,10 @@ pub(crate) struct HttpMetrics {
     pub(crate) fill_read_ahead: Arc<Gauge>,
     /// Times a fill found that budget spent and went at its client's pace.
     pub(crate) fill_read_ahead_refused: Arc<Counter>,
+    /// Responses read on from their origins and stored after their clients left.
+    pub(crate) background_fills: Arc<Counter>,
+    /// Such background fills under way now.
+    pub(crate) current_background_fills: Arc<Gauge>,
     /// Objects removed because an unsafe request (PUT, POST, DELETE, …) to their URL
     /// got a non-error answer.
     pub(crate) cache_invalidations: Arc<Counter>,
@@ -107,6 +111,8 @@ impl HttpMetrics {
             fill_read_ahead: r.gauge("proxy.process.cache.fill_read_ahead_bytes"),
             fill_read_ahead_refused: r.counter("proxy.process.cache.fill_read_ahead_refused"),
             cache_invalidations: r.counter("proxy.process.cache.invalidations"),
+            background_fills: r.counter(&format!("{p}.background_fills")),
+            current_background_fills: r.gauge(&format!("{p}.current_background_fills")),
             origin_queued: r.counter(&format!("{p}.origin_requests_queued")),
             origin_queue: r.gauge(&format!("{p}.current_origin_queue")),
             origin_queue_timeouts: r.counter(&format!("{p}.origin_queue_timeouts")),

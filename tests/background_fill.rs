@@ -1,0 +1,178 @@
+//! Background fills through the real binary: a response being stored whose client
+//! leaves midway is read on from its origin and stored, answering the requests that
+//! waited for it, unless less than `http.background_fill_completed_threshold` of it had
+//! come (a reloadable record).
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use util::http::{self, Conn};
+use util::origin::Gate;
+use util::{log_lines, wait_until, Daemon, TempDir};
+
+/// The body every path is answered with: 1 MiB, fresh for a minute.
+const BODY_LEN: usize = 1 << 20;
+
+fn body() -> Vec<u8> {
+    (0..BODY_LEN).map(|i| (i % 251) as u8).collect()
+}
+
+/// An origin answering every request with [`body`]: its head and first half at once,
+/// the second half once the request's gate opens (the first request's is `gates[0]`,
+/// and so on; none past the last). Returns its address and a count of its requests.
+fn half_held_origin(gates: Vec<Gate>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            let (gates, counted) = (gates.clone(), counted.clone());
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+                // Keep-alive: the proxy may send its next request on this connection.
+                while read_head(&mut s) {
+                    let n = counted.fetch_add(1, Ordering::SeqCst);
+                    let body = body();
+                    let (first, second) = body.split_at(BODY_LEN / 2);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {BODY_LEN}\r\nCache-Control: max-age=60\r\n\r\n"
+                    );
+                    if s.write_all(head.as_bytes()).is_err() || s.write_all(first).is_err() {
+                        return;
+                    }
+                    if let Some(gate) = gates.get(n) {
+                        gate.wait();
+                    }
+                    if s.write_all(second).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, requests)
+}
+
+/// Reads a request head (these requests have no body): false at EOF or an error.
+fn read_head(s: &mut std::net::TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        if !matches!(s.read(&mut byte), Ok(1)) {
+            return false;
+        }
+        head.push(byte[0]);
+    }
+    true
+}
+
+fn config(origin: SocketAddr, span: &Path, log: &Path, threshold: &str) -> String {
+    format!(
+        "[proxy.config.http]\nwait_for_cache = 1\nbackground_fill_completed_threshold = {threshold}\n\
+         [proxy.config.log]\naccess_log = \"{}\"\n\
+         [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n\
+         [[remap]]\nfrom = \"/\"\nto = \"http://{origin}/\"\n",
+        log.display(),
+        span.display(),
+    )
+}
+
+/// A client asks for `path` and a second waits for its fill; the first takes some of
+/// the answer and resets its connection while the origin holds the second half.
+/// Returns the waiter, its answer still to come.
+fn first_client_leaves_midway(d: &Daemon, path: &str) -> Conn {
+    let active = d.metric("proxy.process.http.current_active_transactions");
+    let mut first = http::send_get(d.addr(), path);
+    let mut some = vec![0; 100_000];
+    first.reader.read_exact(&mut some).unwrap();
+    let waiter = http::send_get(d.addr(), path);
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .metric("proxy.process.http.current_active_transactions")
+            == active + 2),
+        "the second request is not parked on the first's fill"
+    );
+    assert!(util::set_linger0(first.stream()), "SO_LINGER");
+    drop(first);
+    waiter
+}
+
+#[test]
+fn a_fill_whose_client_leaves_midway_is_stored_and_answers_its_waiters() {
+    let gate = Gate::default();
+    let (origin, requests) = half_held_origin(vec![gate.clone()]);
+    let (dir, logs) = (TempDir::new("bg-fill"), TempDir::new("bg-fill-log"));
+    let log = logs.0.join("access.log");
+    let d = Daemon::builder()
+        .config(&config(origin, &dir.0, &log, "0.0"))
+        .start();
+    let mut waiter = first_client_leaves_midway(&d, "/big");
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .metric("proxy.process.http.current_background_fills")
+            == 1),
+        "the fill does not go on without its client"
+    );
+    gate.open();
+    let r = waiter.read_response("GET").unwrap();
+    assert!(
+        r.status == 200 && r.body == body(),
+        "the waiter gets it whole"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "fetched once");
+    assert_eq!(d.metric("proxy.process.cache.writes"), 1);
+    assert_eq!(d.metric("proxy.process.http.background_fills"), 1);
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_background_fills")
+        == 0));
+    // The client that left is logged once, aborted, with what it took.
+    let lines = log_lines(&log, 2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let left = lines.iter().find(|l| l.contains("ABORTED")).unwrap();
+    assert!(left.contains("TCP_MISS_ABORTED/200"), "{lines:?}");
+    // Stored: the next request is a hit.
+    let r = http::get(d.addr(), "t", "/big").unwrap();
+    assert!(r.status == 200 && r.body == body());
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn below_the_threshold_a_fill_ends_with_its_client_until_a_reload_lowers_it() {
+    let gates = vec![Gate::default(), Gate::default(), Gate::default()];
+    let (origin, requests) = half_held_origin(gates.clone());
+    let (dir, logs) = (TempDir::new("bg-fill"), TempDir::new("bg-fill-log"));
+    let log = logs.0.join("access.log");
+    let d = Daemon::builder()
+        .config(&config(origin, &dir.0, &log, "0.9"))
+        .start();
+    // About half had come when the client left: the fill ends, and the waiter fetches.
+    let mut waiter = first_client_leaves_midway(&d, "/a");
+    assert!(
+        wait_until(Duration::from_secs(10), || requests.load(Ordering::SeqCst)
+            == 2),
+        "the waiter does not fetch the object itself"
+    );
+    gates[0].open();
+    gates[1].open();
+    let r = waiter.read_response("GET").unwrap();
+    assert!(r.status == 200 && r.body == body());
+    assert_eq!(d.metric("proxy.process.http.background_fills"), 0);
+    // With the threshold at 0 the next such fill goes on without its client.
+    let (code, out, err) = d.reload(&config(origin, &dir.0, &log, "0"));
+    assert_eq!(code, 0, "{out}{err}");
+    let mut waiter = first_client_leaves_midway(&d, "/b");
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_background_fills")
+        == 1));
+    gates[2].open();
+    let r = waiter.read_response("GET").unwrap();
+    assert!(r.status == 200 && r.body == body());
+    assert_eq!(requests.load(Ordering::SeqCst), 3, "/b fetched once");
+    assert_eq!(d.metric("proxy.process.http.background_fills"), 1);
+}
