@@ -1168,3 +1168,44 @@ fn an_answer_whose_client_reset_before_its_first_byte_is_logged_000_and_not_coun
     let_go_and_logged_aborted_with_no_status(&d, &log);
     assert_eq!(d.metric("proxy.process.http.2xx_responses"), 0);
 }
+
+#[test]
+fn hits_and_local_answers_whose_client_reset_before_their_first_byte_are_not_counted() {
+    // The daemon is stopped while a client connects, sends its request and resets; run
+    // again, it reads the request and the reset together, queues its answer (a hit, then
+    // a 400) and finds the connection gone at the first write. Not one byte went: the
+    // answer is not counted in 2xx_responses or 4xx_responses.
+    let origin = Origin::start(|_| Some(ok(b"stored", &[("Cache-Control", "max-age=600")])));
+    let dir = TempDir::new("reset-before-hit");
+    let d = caching_proxy_to(origin.addr, &dir);
+    assert_eq!(http::get(d.addr(), "t", "/obj").unwrap().text(), "stored");
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.cache.writes")
+        == 1));
+    let requests: [(&[u8], &str); 2] = [
+        (b"GET /obj HTTP/1.1\r\nHost: t\r\n\r\n", "2xx"),
+        (b"NOT A REQUEST\r\n\r\n", "4xx"),
+    ];
+    for (request, class) in requests {
+        let counted = format!("proxy.process.http.{class}_responses");
+        let before = d.metric(&counted);
+        let incoming = d.metric("proxy.process.http.incoming_requests");
+        d.signal(libc::SIGSTOP);
+        let mut c = TcpStream::connect(d.addr()).unwrap(); // the kernel completes it
+        c.write_all(request).unwrap();
+        assert!(util::set_linger0(&c), "SO_LINGER");
+        drop(c);
+        d.signal(libc::SIGCONT);
+        assert!(
+            wait_until(Duration::from_secs(10), || d
+                .metric("proxy.process.http.incoming_requests")
+                == incoming + 1),
+            "the request is read ({class})"
+        );
+        assert!(wait_until(Duration::from_secs(10), || d
+            .metric("proxy.process.http.current_client_connections")
+            == 0));
+        assert_eq!(d.metric(&counted), before, "{class} counted");
+    }
+    assert_eq!(origin.request_count(), 1, "the GET was a hit");
+}

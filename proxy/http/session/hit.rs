@@ -47,8 +47,9 @@ impl Session {
         // A body (a GET may have one) is not read: the connection closes after the
         // answer, as after a local response, and its bytes are never taken as a request.
         let keep = req.keep_alive_unread() && !self.shared.draining();
+        let at = self.queued_end();
         let status = self.answer_from(req, obj, now, keep);
-        self.shared.metrics.count_status(status);
+        self.owe_status_from(at, status);
         self.shared.metrics.completed_requests.inc();
         self.log_end(status, result);
         // An unread body is drained by the lingering close.
@@ -60,8 +61,9 @@ impl Session {
     /// keeping the connection when `keep`: the exchange ends as the origin's response
     /// does.
     pub(super) fn serve_answer(&mut self, req: &RequestHead, obj: &Stored, now: u64, keep: bool) {
+        let at = self.queued_end();
         let status = self.answer_from(req, obj, now, keep);
-        self.shared.metrics.count_status(status);
+        self.owe_status_from(at, status);
         if let Some(l) = self.log_req.as_mut() {
             l.status = status;
         }

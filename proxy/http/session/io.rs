@@ -484,7 +484,18 @@ impl Session {
     /// whose client went first (a reset noticed only at that write) is not counted as
     /// sent, and its log line says 000.
     pub(super) fn owe_status(&mut self, status: u16) {
-        self.status_owed = Some((self.sent_c + self.client_pending() as u64, status));
+        self.owe_status_from(self.queued_end(), status);
+    }
+
+    /// As [`Session::owe_status`], for an answer already queued from `at` (a count of
+    /// `sent_c`, [`Session::queued_end`] before it was queued).
+    pub(super) fn owe_status_from(&mut self, at: u64, status: u16) {
+        self.status_owed = Some((at, status));
+    }
+
+    /// Where the next answer queued for the client will begin in its stream.
+    pub(super) fn queued_end(&self) -> u64 {
+        self.sent_c + self.client_pending() as u64
     }
 
     /// The client took bytes: its inactivity deadline moves on. Closing too, while

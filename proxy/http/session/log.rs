@@ -82,7 +82,7 @@ impl Session {
         self.log_req = Some(Box::new(LogReq {
             started: SystemTime::now(),
             at: Instant::now(),
-            mark: self.sent_c + self.client_pending() as u64,
+            mark: self.queued_end(),
             method: head.method().to_string(),
             url,
             status: 0,
@@ -99,7 +99,7 @@ impl Session {
     /// what went if the session ends first. A hit's or a local answer's is so written
     /// with the bytes the client took, not those queued.
     pub(super) fn log_end(&mut self, status: u16, result: LogResult) {
-        let end = self.sent_c + self.client_pending() as u64;
+        let end = self.queued_end();
         match self.log_req.take() {
             Some(req) if end > self.sent_c && self.shared.access_log().is_some() => {
                 self.logs_owed.push_back(OwedLog {

@@ -202,8 +202,8 @@ impl Session {
         headers: &[(&str, &str)],
     ) {
         let keep = keep && !self.shared.draining();
+        self.owe_status(status);
         codec::simple_response(status, body, head_only, keep, headers, &mut self.out_c);
-        self.shared.metrics.count_status(status);
         self.shared.metrics.completed_requests.inc();
         let result = match self.log_req.as_deref() {
             Some(l) if l.origin.is_some() => l.result,

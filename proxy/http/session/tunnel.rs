@@ -124,7 +124,8 @@ impl Session {
         }
         if pipe.reply_pending {
             pipe.reply_pending = false;
-            // As `owe_status` (nothing else is queued for the client of a CONNECT).
+            // As `owe_status` (`pipe` holds the phase; nothing else is queued for the
+            // client of a CONNECT).
             self.status_owed = Some((self.sent_c + self.out_c.len() as u64, 200));
             self.out_c
                 .extend_from_slice(b"HTTP/1.1 200 Connection Established\r\n\r\n");
