@@ -73,10 +73,21 @@ fn read_head(s: &mut std::net::TcpStream) -> bool {
 }
 
 fn config(origin: SocketAddr, span: &Path, log: &Path, threshold: &str) -> String {
+    config_with(origin, span, log, threshold, "")
+}
+
+/// As [`config`], `cache` going after the `[proxy.config.cache]` table's storage.
+fn config_with(
+    origin: SocketAddr,
+    span: &Path,
+    log: &Path,
+    threshold: &str,
+    cache: &str,
+) -> String {
     format!(
         "[proxy.config.http]\nwait_for_cache = 1\nbackground_fill_completed_threshold = {threshold}\n\
          [proxy.config.log]\naccess_log = \"{}\"\n\
-         [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n\
+         [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n{cache}\n\
          [[remap]]\nfrom = \"/\"\nto = \"http://{origin}/\"\n",
         log.display(),
         span.display(),
@@ -175,4 +186,38 @@ fn below_the_threshold_a_fill_ends_with_its_client_until_a_reload_lowers_it() {
     assert!(r.status == 200 && r.body == body());
     assert_eq!(requests.load(Ordering::SeqCst), 3, "/b fetched once");
     assert_eq!(d.metric("proxy.process.http.background_fills"), 1);
+}
+
+#[test]
+fn background_fills_hold_no_more_than_fill_read_ahead() {
+    // A background fill keeps all it reads until it is stored, so what background fills
+    // read is leased from the fills' read-ahead budget: with none, a fill whose client
+    // leaves ends with it (as before background fills), and the waiter fetches.
+    let gates = vec![Gate::default(), Gate::default()];
+    let (origin, requests) = half_held_origin(gates.clone());
+    let (dir, logs) = (TempDir::new("bg-fill"), TempDir::new("bg-fill-log"));
+    let log = logs.0.join("access.log");
+    let d = Daemon::builder()
+        .config(&config_with(
+            origin,
+            &dir.0,
+            &log,
+            "0",
+            "fill_read_ahead = \"0\"",
+        ))
+        .start();
+    let mut waiter = first_client_leaves_midway(&d, "/big");
+    assert!(
+        wait_until(Duration::from_secs(10), || requests.load(Ordering::SeqCst)
+            == 2),
+        "the waiter does not fetch the object itself"
+    );
+    for g in &gates {
+        g.open();
+    }
+    let r = waiter.read_response("GET").unwrap();
+    assert!(r.status == 200 && r.body == body());
+    assert_eq!(d.metric("proxy.process.http.background_fills"), 0);
+    assert!(d.metric("proxy.process.cache.fill_read_ahead_refused") > 0);
+    assert_eq!(d.metric("proxy.process.cache.fill_read_ahead_bytes"), 0);
 }

@@ -1209,3 +1209,57 @@ fn hits_and_local_answers_whose_client_reset_before_their_first_byte_are_not_cou
     }
     assert_eq!(origin.request_count(), 1, "the GET was a hit");
 }
+
+#[test]
+fn a_client_that_resets_while_its_origin_stalls_mid_body_is_let_go_without_waiting_for_it() {
+    // The origin sends the head and the start of a body, then falls silent; the client
+    // reads what came and resets. The client took all that was queued, so no write of
+    // the proxy's would find the reset: its socket is watched after about a second
+    // without news from the origin, and the session and the origin connection go then,
+    // not at the origin's timeout (30 s).
+    let (closed_tx, closed) = std::sync::mpsc::channel::<()>();
+    let closed_tx = Mutex::new(closed_tx);
+    let origin = scripted_origin(move |_, mut s| {
+        if read_head(&mut s).is_none() {
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst part");
+        s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        if matches!(s.read(&mut [0u8; 1]), Ok(0) | Err(_)) {
+            let _ = closed_tx.lock().unwrap().send(());
+        }
+    });
+    let dir = TempDir::new("reset-mid-body");
+    let log = dir.0.join("access.log");
+    let d = proxy_to(
+        origin,
+        &format!(
+            "[proxy.config.http]\ntransaction_no_activity_timeout_out = 30\n\
+             [proxy.config.log]\naccess_log = \"{}\"",
+            log.display()
+        ),
+    );
+    let mut c = TcpStream::connect(d.addr()).unwrap();
+    c.write_all(b"GET /stalls HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"first part") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(util::set_linger0(&c), "SO_LINGER");
+    drop(c);
+    closed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the origin connection closed long before the origin's timeout");
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_client_connections")
+        == 0));
+    let lines = log_lines(&log, 1);
+    assert!(
+        lines.len() == 1 && lines[0].contains(" TCP_MISS_ABORTED/200 "),
+        "{lines:?}"
+    );
+}

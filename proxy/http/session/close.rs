@@ -2,10 +2,10 @@
 //! the close), the lingering close (`Phase::Closing`), and what each phase does when its
 //! deadline passes. Runs on the session's ET_NET thread.
 
-use super::exchange::Body;
+use super::exchange::{Body, READ_AHEAD_STEP};
 use super::state::keep_spare;
 use super::store::CacheTx;
-use super::{Counted, Phase, Session, LINGER};
+use super::{Alone, Counted, Phase, Session, LINGER};
 use crate::error::{Error, ErrorKind};
 use crate::tls::Failure;
 use iocore::EThread;
@@ -87,23 +87,32 @@ impl Session {
     /// waiting for this fill are answered from the cache rather than one of them
     /// fetching it again. The client's log line is written now, aborted with what it
     /// took; its socket is closed when the fill ends. The origin's silence
-    /// (`transaction_no_activity_timeout_out`) and `max_doc_size` bound the fill.
+    /// (`transaction_no_activity_timeout_out`) and `max_doc_size` bound the fill, and
+    /// what all background fills read is leased from `cache.fill_read_ahead`, since they
+    /// hold it until stored: one that finds the budget spent ends there.
     pub(super) fn fill_alone(&mut self, t: &mut EThread) {
         if !self.may_fill_alone() {
             return;
         }
-        self.log_unfinished();
-        let m = &self.shared.metrics;
-        m.background_fills.inc();
-        self.alone = Some(Counted::new(&m.current_background_fills));
-        self.dead = false;
-        self.status_owed = None;
-        keep_spare(&mut self.out_c);
-        self.out_body = None;
         if self.read_ahead > 0 {
             self.shared
                 .return_read_ahead(std::mem::take(&mut self.read_ahead));
         }
+        if !self.shared.lease_read_ahead(READ_AHEAD_STEP) {
+            return; // no budget to hold what it would read: it ends with its client
+        }
+        self.read_ahead = READ_AHEAD_STEP;
+        self.log_unfinished();
+        let m = &self.shared.metrics;
+        m.background_fills.inc();
+        self.alone = Some(Alone {
+            _counted: Counted::new(&m.current_background_fills),
+            read: 0,
+        });
+        self.dead = false;
+        self.status_owed = None;
+        keep_spare(&mut self.out_c);
+        self.out_body = None;
         self.client.unwatch(t);
         (self.client.readable, self.client.writable) = (false, false);
         self.client.eof = true;

@@ -17,7 +17,7 @@ use iocore::EThread;
 use std::time::Instant;
 
 /// Bytes of the fills' read-ahead budget a session leases at a time (`origin_room`).
-const READ_AHEAD_STEP: usize = 1 << 20;
+pub(super) const READ_AHEAD_STEP: usize = 1 << 20;
 
 /// How much of a message body is left.
 pub(super) enum Body {
@@ -115,13 +115,13 @@ pub(super) struct Tx {
     pub(super) queued: Option<Box<(OriginWaiter, Counted, Instant)>>,
     /// Its way through its `[[parent]]` rule's parents, when it has one (`parent.rs`).
     pub(super) parent: Option<Box<ParentRoute>>,
-    /// Sweeps (`mod.rs`, every 200 ms) that found it waiting for its response head with
-    /// the client's socket unwatched: at [`WATCH_CLIENT_AFTER`] the client is watched,
+    /// Sweeps (`mod.rs`, every 200 ms) that found it waiting for its origin (the
+    /// response head, or more body) with the client's socket unwatched: at [`WATCH_CLIENT_AFTER`] the client is watched,
     /// so that one who resets meanwhile is noticed.
     pub(super) waited: u8,
 }
 
-/// Sweeps of waiting for a response head (about a second) after which a client's socket
+/// Sweeps of waiting for the origin (about a second) after which a client's socket
 /// is watched while only the origin is awaited: a fast origin's answer costs no
 /// epoll_ctl, a silent one's client can still be seen to leave.
 pub(super) const WATCH_CLIENT_AFTER: u8 = 5;
@@ -325,10 +325,12 @@ impl Session {
             self.dead = true; // a background fill whose capture ended (too large)
             return true;
         }
-        if self.client.reset && self.tx.as_ref().is_some_and(|tx| tx.resp_body.is_none()) {
-            // The client reset its connection while its request waited for the origin:
-            // nobody is left to answer. Logged as aborted, status 000; the origin
-            // connection, mid-request, is closed.
+        if self.client.reset && self.alone.is_none() && self.tx.is_some() {
+            // The client reset its connection: nobody is left to answer. Logged as
+            // aborted (status 000 while its request waited for the origin); the origin
+            // connection, mid-transaction, is closed, unless the response being stored
+            // goes on without the client (`fill_alone`). Acted on as soon as epoll tells
+            // of it, not at the next write, which a stalled origin might hold off.
             if let Some(l) = self.log_req.as_deref_mut() {
                 l.aborted = true;
             }
@@ -471,7 +473,10 @@ impl Session {
                 o.broken = true;
                 true
             }
-            Ok(Some(_)) => {
+            Ok(Some(n)) => {
+                if let Some(a) = self.alone.as_mut() {
+                    a.read += n;
+                }
                 self.deadline =
                     Instant::now() + self.shared.settings.timeouts.transaction_no_activity_out;
                 true
@@ -486,6 +491,18 @@ impl Session {
     /// for it) goes at the origin's pace rather than at its client's. The capture's own
     /// limit (`max_doc_size`) bounds what one fill holds; the budget, all of them.
     fn origin_room(&mut self) -> usize {
+        if let Some(read) = self.alone.as_ref().map(|a| a.read) {
+            // A background fill holds all it reads until it is stored: leased too, and
+            // ended (as its client was) when the budget is spent.
+            if read >= self.read_ahead {
+                if !self.shared.lease_read_ahead(READ_AHEAD_STEP) {
+                    self.dead = true;
+                    return 0;
+                }
+                self.read_ahead += READ_AHEAD_STEP;
+            }
+            return (self.read_ahead - read).min(BUF_LIMIT);
+        }
         let room = BUF_LIMIT.saturating_sub(self.out_c.len());
         if room > 0 || !self.relaying_capture() {
             return room;

@@ -110,6 +110,14 @@ impl Drop for Counted {
     }
 }
 
+/// A background fill under way: its unit of `current_background_fills`, and the origin
+/// bytes it has read since its client left (held until stored, leased from the fills'
+/// read-ahead budget: `exchange.rs`, `origin_room`).
+pub(super) struct Alone {
+    _counted: Counted,
+    read: usize,
+}
+
 /// A request resolved to its origin, not yet sent.
 pub(super) struct Pending {
     pub(super) head: RequestHead,
@@ -244,8 +252,8 @@ pub(crate) struct Session {
     /// The client's address as the PROXY header gave it, when it gave one.
     pp_client: Option<SocketAddr>,
     /// The client left while its response was being stored, which goes on without it
-    /// (a background fill, `close.rs`): its unit of `current_background_fills`.
-    alone: Option<Counted>,
+    /// (a background fill, `close.rs`).
+    alone: Option<Alone>,
 }
 
 /// Starts a session for `conn` (`ssl`: TLS is terminated first). Runs on the ET_NET
@@ -455,13 +463,17 @@ impl Session {
         self.client.unwatch(t);
     }
 
-    /// Counts a sweep that finds the request waiting for its response head with the
-    /// client's socket unwatched; true once that has lasted about a second.
+    /// Counts a sweep that finds the exchange waiting for its origin (the response head,
+    /// or more of a body the client has taken all of so far) with the client's socket
+    /// unwatched; true once that has lasted about a second. A client that resets
+    /// meanwhile is then seen to, rather than at the next write, which a stalled origin
+    /// may hold off for as long as its timeout (and a fill being stored with it:
+    /// `fill_alone`).
     fn awaits_origin_unwatched(&mut self) -> bool {
-        if self.client.watched() || !matches!(self.phase, Phase::Exchange) {
+        if self.client.watched() || !matches!(self.phase, Phase::Exchange) || self.alone.is_some() {
             return false;
         }
-        let Some(tx) = self.tx.as_mut().filter(|tx| tx.resp_body.is_none()) else {
+        let Some(tx) = self.tx.as_mut() else {
             return false;
         };
         tx.waited = tx.waited.saturating_add(1);
