@@ -454,6 +454,51 @@ fn concurrent_requests_for_one_stale_object_revalidate_it_once() {
 }
 
 #[test]
+fn requests_waiting_for_a_revalidation_that_fails_get_the_stale_object_without_asking_again() {
+    // Stale on arrival, stale-if-error allowed: the revalidation the first request sends
+    // is held, the others wait for it, then the origin fails it (503). All are answered
+    // with the stale object, and the waiters do not each ask the failing origin again.
+    let gate = Gate::default();
+    let held = gate.clone();
+    let origin = Origin::start(move |r| {
+        if r.header("if-none-match").is_some() {
+            held.wait();
+            return Some(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec());
+        }
+        Some(ok(
+            b"stale body",
+            &[
+                ("ETag", "\"v1\""),
+                ("Cache-Control", "max-age=60, stale-if-error=600"),
+                ("Age", "100"),
+            ],
+        ))
+    });
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(&origin, &dir.0, ""))
+        .start();
+    let addr = d.addr();
+    assert_eq!(http::get(addr, "t", "/s").unwrap().text(), "stale body");
+    let get = move || http::get(addr, "t", "/s").map(|r| (r.status, r.text()));
+    let first = std::thread::spawn(get);
+    assert!(origin.wait_for_requests(2));
+    let waiters: Vec<_> = (0..10).map(|_| std::thread::spawn(get)).collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .metric("proxy.process.http.current_active_transactions")
+            == 11),
+        "the requests do not wait for the revalidation"
+    );
+    gate.open();
+    for c in std::iter::once(first).chain(waiters) {
+        assert_eq!(c.join().unwrap().unwrap(), (200, "stale body".to_string()));
+    }
+    assert_eq!(origin.request_count(), 2, "one fetch and one revalidation");
+    assert_eq!(d.metric("proxy.process.http.cache_hit_stale_if_error"), 11);
+}
+
+#[test]
 fn a_fill_cut_short_hands_the_url_to_one_waiter_which_stores_it() {
     // The origin's first answer stops halfway (it closes its connection): that fill
     // fails. Nothing says the URL is not storable, so its waiters do not all go to the

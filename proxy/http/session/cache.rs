@@ -198,6 +198,18 @@ impl Session {
             // §5.2.1.5: nothing of this exchange may be stored, a refresh of the stale
             // object no more than a new response: the request goes as a miss's does.
             Verdict::Revalidate if query.dirs.no_store => self.miss(t, pending, query),
+            Verdict::Revalidate
+                if collapsible(&obj, &query.dirs)
+                    && caching::stale_if_error(&obj, &query.policy, now)
+                    && self.shared.revalidation_failed_recently(query.fill_key()) =>
+            {
+                // Its revalidation failed at the origin a moment ago and was answered
+                // with it: so are the requests that waited for that revalidation, and
+                // those that come meanwhile, rather than each asking the failing origin.
+                m.cache_hits.inc();
+                m.cache_stale_sie.inc();
+                self.serve_hit(&pending.head, &obj, now, LogResult::RefreshFailOld);
+            }
             Verdict::Revalidate => {
                 // Concurrent requests for one stale object are revalidated once, as
                 // misses are filled once, when the object refreshed will serve them.

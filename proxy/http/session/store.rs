@@ -350,6 +350,9 @@ impl Session {
                 }
             } else {
                 shared.metrics.cache_stale_sie.inc();
+                if let Some(fill) = c.fill.take() {
+                    fill.failed();
+                }
                 if let Some(tx) = self.tx.as_mut() {
                     tx.discard = true; // the error's body goes nowhere
                 }
@@ -543,6 +546,9 @@ impl Session {
         };
         let now = caching::now_s();
         if caching::stale_if_error(stale, &c.policy, now) {
+            if let Some(fill) = c.fill.take() {
+                fill.failed();
+            }
             let obj = c.stale.take().expect("checked");
             let request = c.request.clone().unwrap_or_else(placeholder_get);
             self.shared.metrics.cache_hits.inc();

@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 const UNSTORABLE_FOR: Duration = Duration::from_secs(10);
 /// Keys remembered as unstorable at most (expired ones are dropped first).
 const UNSTORABLE_MAX: usize = 10_000;
+/// How long after a revalidation failed at its origin (and was answered with the stale
+/// object, `stale-if-error`) the requests that find that object stale are answered
+/// with it too, rather than each asking the failing origin again: the waiters the
+/// failed revalidation wakes, and whoever comes in the meantime.
+const FAILED_FOR: Duration = Duration::from_secs(1);
 /// How long an invalidation is remembered: a fetch that began before it and ends within
 /// this long after it stores nothing.
 const INVALIDATION_MEMORY: Duration = Duration::from_secs(600);
@@ -35,6 +40,8 @@ struct Fills {
     /// Keys whose last fill brought nothing storable, until when misses for them skip
     /// the fill (and the wait for it) and go to the origin side by side.
     unstorable: HashMap<String, Instant>,
+    /// Keys whose last revalidation failed at the origin, until when (`FAILED_FOR`).
+    failed: HashMap<String, Instant>,
 }
 
 /// What a cache miss may do about filling its key ([`FillTable::claim`]).
@@ -58,6 +65,7 @@ pub(crate) struct Fill {
     table: Arc<FillTable>,
     key: String,
     unstorable: bool,
+    failed: bool,
 }
 
 impl Fill {
@@ -65,6 +73,13 @@ impl Fill {
     /// waiting for its fill) for a while.
     pub(crate) fn unstorable(mut self) {
         self.unstorable = true;
+    }
+
+    /// This fill was a revalidation that failed at the origin, and the stale object
+    /// answered instead (`stale-if-error`): for `FAILED_FOR`, requests that find the
+    /// object stale are answered so too ([`FillTable::failed_recently`]).
+    pub(crate) fn failed(mut self) {
+        self.failed = true;
     }
 }
 
@@ -75,6 +90,20 @@ impl Drop for Fill {
             let Some(waiting) = fills.filling.remove(&self.key) else {
                 return;
             };
+            if self.failed {
+                let now = Instant::now();
+                let unexpired = |until: &Instant| *until > now;
+                let failed = &mut fills.failed;
+                insert_bounded(
+                    failed,
+                    &self.key,
+                    now + FAILED_FOR,
+                    UNSTORABLE_MAX,
+                    unexpired,
+                );
+            } else {
+                fills.failed.remove(&self.key);
+            }
             if self.unstorable {
                 let now = Instant::now();
                 let unexpired = |until: &Instant| *until > now;
@@ -125,7 +154,18 @@ impl FillTable {
             table: self.clone(),
             key: key.to_string(),
             unstorable: false,
+            failed: false,
         })
+    }
+
+    /// Whether the last revalidation of `key` failed at its origin less than
+    /// `FAILED_FOR` ago ([`Fill::failed`]).
+    pub(crate) fn failed_recently(&self, key: &str) -> bool {
+        let fills = self.fills();
+        fills
+            .failed
+            .get(key)
+            .is_some_and(|until| *until > Instant::now())
     }
 
     /// Has `wake` run when the fill of `key` ends. False (and `wake` dropped unrun): no

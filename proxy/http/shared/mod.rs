@@ -228,6 +228,11 @@ impl HttpShared {
         self.fills.claim(key)
     }
 
+    /// Whether the last revalidation of `key` failed at its origin just now.
+    pub(crate) fn revalidation_failed_recently(&self, key: &str) -> bool {
+        self.fills.failed_recently(key)
+    }
+
     /// Has `wake` run when the fill of `key` ends; false if it already did.
     pub(crate) fn wait_for_fill(&self, key: &str, wake: Wake) -> bool {
         self.fills.wait(key, wake)
