@@ -410,6 +410,19 @@ fn concurrent_misses_for_one_url_fetch_it_once() {
     assert_eq!(origin.connections.load(Ordering::SeqCst), 1);
 }
 
+/// "stale body" with entity tag "v1" and `cache_control`, whose `Age` (100) is beyond
+/// its max-age (60): stale on arrival, with a lifetime.
+fn stale_on_arrival(cache_control: &str) -> Vec<u8> {
+    ok(
+        b"stale body",
+        &[
+            ("ETag", "\"v1\""),
+            ("Cache-Control", cache_control),
+            ("Age", "100"),
+        ],
+    )
+}
+
 #[test]
 fn concurrent_requests_for_one_stale_object_revalidate_it_once() {
     // Stale on arrival (an Age beyond its max-age) but with a lifetime: refreshed by a
@@ -423,14 +436,7 @@ fn concurrent_requests_for_one_stale_object_revalidate_it_once() {
                     .to_vec(),
             );
         }
-        Some(ok(
-            b"stale body",
-            &[
-                ("ETag", "\"v1\""),
-                ("Cache-Control", "max-age=60"),
-                ("Age", "100"),
-            ],
-        ))
+        Some(stale_on_arrival("max-age=60"))
     });
     let dir = TempDir::new("cache");
     let d = Daemon::builder()
@@ -465,14 +471,7 @@ fn requests_waiting_for_a_revalidation_that_fails_get_the_stale_object_without_a
             held.wait();
             return Some(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec());
         }
-        Some(ok(
-            b"stale body",
-            &[
-                ("ETag", "\"v1\""),
-                ("Cache-Control", "max-age=60, stale-if-error=600"),
-                ("Age", "100"),
-            ],
-        ))
+        Some(stale_on_arrival("max-age=60, stale-if-error=600"))
     });
     let dir = TempDir::new("cache");
     let d = Daemon::builder()

@@ -1092,13 +1092,21 @@ fn a_client_that_resets_while_its_origin_is_silent_is_let_go_without_waiting_for
             return;
         }
         let _ = got_tx.lock().unwrap().send(());
-        s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
-        let mut b = [0u8; 1];
-        if matches!(s.read(&mut b), Ok(0) | Err(_)) {
-            let _ = closed_tx.lock().unwrap().send(());
-        }
+        tell_when_closed(&mut s, &closed_tx);
     });
     let dir = TempDir::new("reset-waiting");
+    let (d, log) = patient_logging_proxy_to(origin, &dir);
+    reset_once_the_origin_has(&d, "/silent", &got);
+    closed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the origin connection closed long before the origin's timeout");
+    let_go_and_logged_aborted_with_no_status(&d, &log);
+    assert_eq!(d.metric("proxy.process.http.5xx_responses"), 0);
+}
+
+/// A daemon in front of `origin` that waits 30 s for a silent origin and logs each
+/// request to `access.log` under `dir`, and the log's path.
+fn patient_logging_proxy_to(origin: SocketAddr, dir: &TempDir) -> (Daemon, std::path::PathBuf) {
     let log = dir.0.join("access.log");
     let d = proxy_to(
         origin,
@@ -1108,12 +1116,15 @@ fn a_client_that_resets_while_its_origin_is_silent_is_let_go_without_waiting_for
             log.display()
         ),
     );
-    reset_once_the_origin_has(&d, "/silent", &got);
-    closed
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the origin connection closed long before the origin's timeout");
-    let_go_and_logged_aborted_with_no_status(&d, &log);
-    assert_eq!(d.metric("proxy.process.http.5xx_responses"), 0);
+    (d, log)
+}
+
+/// Origin side: says on `closed` when the proxy closes `s` (within 40 s).
+fn tell_when_closed(s: &mut TcpStream, closed: &Mutex<std::sync::mpsc::Sender<()>>) {
+    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    if matches!(s.read(&mut [0u8; 1]), Ok(0) | Err(_)) {
+        let _ = closed.lock().unwrap().send(());
+    }
 }
 
 /// Sends `GET path` through `d`, waits until the origin says on `got` that it has it,
@@ -1224,21 +1235,10 @@ fn a_client_that_resets_while_its_origin_stalls_mid_body_is_let_go_without_waiti
             return;
         }
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst part");
-        s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
-        if matches!(s.read(&mut [0u8; 1]), Ok(0) | Err(_)) {
-            let _ = closed_tx.lock().unwrap().send(());
-        }
+        tell_when_closed(&mut s, &closed_tx);
     });
     let dir = TempDir::new("reset-mid-body");
-    let log = dir.0.join("access.log");
-    let d = proxy_to(
-        origin,
-        &format!(
-            "[proxy.config.http]\ntransaction_no_activity_timeout_out = 30\n\
-             [proxy.config.log]\naccess_log = \"{}\"",
-            log.display()
-        ),
-    );
+    let (d, log) = patient_logging_proxy_to(origin, &dir);
     let mut c = TcpStream::connect(d.addr()).unwrap();
     c.write_all(b"GET /stalls HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 /// How long a key whose fill brought nothing storable is fetched without coalescing.
 const UNSTORABLE_FOR: Duration = Duration::from_secs(10);
-/// Keys remembered as unstorable at most (expired ones are dropped first).
-const UNSTORABLE_MAX: usize = 10_000;
+/// Keys remembered as unstorable, or as failed, at most (expired ones are dropped first).
+const MARKS_MAX: usize = 10_000;
 /// How long after a revalidation failed at its origin (and was answered with the stale
 /// object, `stale-if-error`) the requests that find that object stale are answered
 /// with it too, rather than each asking the failing origin again: the waiters the
@@ -90,37 +90,20 @@ impl Drop for Fill {
             let Some(waiting) = fills.filling.remove(&self.key) else {
                 return;
             };
-            if self.failed {
-                let now = Instant::now();
-                let unexpired = |until: &Instant| *until > now;
-                let failed = &mut fills.failed;
-                insert_bounded(
-                    failed,
-                    &self.key,
-                    now + FAILED_FOR,
-                    UNSTORABLE_MAX,
-                    unexpired,
-                );
-            } else {
-                fills.failed.remove(&self.key);
-            }
-            if self.unstorable {
-                let now = Instant::now();
-                let unexpired = |until: &Instant| *until > now;
-                insert_bounded(
-                    &mut fills.unstorable,
-                    &self.key,
-                    now + UNSTORABLE_FOR,
-                    UNSTORABLE_MAX,
-                    unexpired,
-                );
-            } else {
-                // Any mark is expired (this fill was claimed): stored, or failed
-                // (a transfer cut short says nothing of the response), the next miss
-                // fills, and the waiters wait for it rather than all going to the
-                // origin.
-                fills.unstorable.remove(&self.key);
-            }
+            // Without its mark, any earlier one is expired (this fill was claimed). Not
+            // storable: stored, or failed (a transfer cut short says nothing of the
+            // response), the next miss fills, and the waiters wait for it rather than
+            // all going to the origin.
+            mark(
+                &mut fills.failed,
+                &self.key,
+                self.failed.then_some(FAILED_FOR),
+            );
+            mark(
+                &mut fills.unstorable,
+                &self.key,
+                self.unstorable.then_some(UNSTORABLE_FOR),
+            );
             waiting
         };
         // Outside the lock: each wakes a session on its own thread.
@@ -217,6 +200,17 @@ impl Invalidations {
     fn since(&self, key: &str, began: Instant) -> bool {
         self.all.is_some_and(|at| at > began) || self.at.get(key).is_some_and(|at| *at > began)
     }
+}
+
+/// Marks `key` in `marks` (kept under `MARKS_MAX` entries) until `for_` from now,
+/// or, with None, takes its mark away.
+fn mark(marks: &mut HashMap<String, Instant>, key: &str, for_: Option<Duration>) {
+    let Some(d) = for_ else {
+        marks.remove(key);
+        return;
+    };
+    let now = Instant::now();
+    insert_bounded(marks, key, now + d, MARKS_MAX, |until| *until > now);
 }
 
 /// Inserts `key` → `value` into a map kept under `max` entries: when full, the entries
