@@ -130,6 +130,8 @@ fn a_fill_whose_client_leaves_midway_is_stored_and_answers_its_waiters() {
             == 1),
         "the fill does not go on without its client"
     );
+    // The client that left no longer counts; the waiter does.
+    assert_eq!(d.metric("proxy.process.http.current_client_connections"), 1);
     gate.open();
     let r = waiter.read_response("GET").unwrap();
     assert!(
@@ -141,7 +143,9 @@ fn a_fill_whose_client_leaves_midway_is_stored_and_answers_its_waiters() {
     assert_eq!(d.metric("proxy.process.http.background_fills"), 1);
     assert!(wait_until(Duration::from_secs(10), || d
         .metric("proxy.process.http.current_background_fills")
-        == 0));
+        == 0
+        && d.metric("proxy.process.http.current_client_connections")
+            == 1));
     // The client that left is logged once, aborted, with what it took.
     let lines = log_lines(&log, 2);
     assert_eq!(lines.len(), 2, "{lines:?}");

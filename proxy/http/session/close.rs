@@ -86,7 +86,8 @@ impl Session {
     /// as Traffic Server's), so that the origin's work is not lost and the requests
     /// waiting for this fill are answered from the cache rather than one of them
     /// fetching it again. The client's log line is written now, aborted with what it
-    /// took; its socket is closed when the fill ends. The origin's silence
+    /// took, and it no longer counts in `current_client_connections`; its socket (dead:
+    /// reset, or failing writes) is closed when the fill ends. The origin's silence
     /// (`transaction_no_activity_timeout_out`) and `max_doc_size` bound the fill, and
     /// what all background fills read is leased from `cache.fill_read_ahead`, since they
     /// hold it until stored: one that finds the budget spent ends there.
@@ -105,6 +106,7 @@ impl Session {
         self.log_unfinished();
         let m = &self.shared.metrics;
         m.background_fills.inc();
+        m.current_client_connections.dec(); // gone, whatever holds its socket
         self.alone = Some(Alone {
             _counted: Counted::new(&m.current_background_fills),
             read: 0,

@@ -186,7 +186,10 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.log_unfinished();
-        self.shared.metrics.current_client_connections.dec();
+        if self.alone.is_none() {
+            // (A background fill's client stopped counting when it left: `fill_alone`.)
+            self.shared.metrics.current_client_connections.dec();
+        }
         if self.read_ahead > 0 {
             self.shared.return_read_ahead(self.read_ahead);
         }
