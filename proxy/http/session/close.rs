@@ -2,7 +2,7 @@
 //! the close), the lingering close (`Phase::Closing`), and what each phase does when its
 //! deadline passes. Runs on the session's ET_NET thread.
 
-use super::exchange::{Body, READ_AHEAD_STEP};
+use super::exchange::Body;
 use super::state::keep_spare;
 use super::store::CacheTx;
 use super::{Alone, Counted, Phase, Session, LINGER};
@@ -95,14 +95,10 @@ impl Session {
         if !self.may_fill_alone() {
             return;
         }
-        if self.read_ahead > 0 {
-            self.shared
-                .return_read_ahead(std::mem::take(&mut self.read_ahead));
-        }
-        if !self.shared.lease_read_ahead(READ_AHEAD_STEP) {
+        self.return_read_ahead();
+        if !self.lease_read_ahead_step() {
             return; // no budget to hold what it would read: it ends with its client
         }
-        self.read_ahead = READ_AHEAD_STEP;
         self.log_unfinished();
         let m = &self.shared.metrics;
         m.background_fills.inc();

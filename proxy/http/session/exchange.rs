@@ -17,7 +17,7 @@ use iocore::EThread;
 use std::time::Instant;
 
 /// Bytes of the fills' read-ahead budget a session leases at a time (`origin_room`).
-pub(super) const READ_AHEAD_STEP: usize = 1 << 20;
+const READ_AHEAD_STEP: usize = 1 << 20;
 
 /// How much of a message body is left.
 pub(super) enum Body {
@@ -494,12 +494,9 @@ impl Session {
         if let Some(read) = self.alone.as_ref().map(|a| a.read) {
             // A background fill holds all it reads until it is stored: leased too, and
             // ended (as its client was) when the budget is spent.
-            if read >= self.read_ahead {
-                if !self.shared.lease_read_ahead(READ_AHEAD_STEP) {
-                    self.dead = true;
-                    return 0;
-                }
-                self.read_ahead += READ_AHEAD_STEP;
+            if read >= self.read_ahead && !self.lease_read_ahead_step() {
+                self.dead = true;
+                return 0;
             }
             return (self.read_ahead - read).min(BUF_LIMIT);
         }
@@ -508,13 +505,28 @@ impl Session {
             return room;
         }
         let beyond = self.out_c.len() - BUF_LIMIT;
-        if beyond + READ_AHEAD_STEP > self.read_ahead {
-            if !self.shared.lease_read_ahead(READ_AHEAD_STEP) {
-                return 0;
-            }
-            self.read_ahead += READ_AHEAD_STEP;
+        if beyond + READ_AHEAD_STEP > self.read_ahead && !self.lease_read_ahead_step() {
+            return 0;
         }
         self.read_ahead.saturating_sub(beyond).min(BUF_LIMIT)
+    }
+
+    /// Leases one more step of the fills' read-ahead budget for this session: false
+    /// (and counted) when the budget is spent.
+    pub(super) fn lease_read_ahead_step(&mut self) -> bool {
+        let leased = self.shared.lease_read_ahead(READ_AHEAD_STEP);
+        if leased {
+            self.read_ahead += READ_AHEAD_STEP;
+        }
+        leased
+    }
+
+    /// Gives back all of the read-ahead budget this session holds.
+    pub(super) fn return_read_ahead(&mut self) {
+        if self.read_ahead > 0 {
+            self.shared
+                .return_read_ahead(std::mem::take(&mut self.read_ahead));
+        }
     }
 
     /// Parses and acts on the response head, once it is whole. Some(progress); None:

@@ -458,9 +458,8 @@ impl Session {
         if rest > 0 && self.out_body.as_mut().is_some_and(|b| b.advance(rest)) {
             self.out_body = None;
         }
-        if self.read_ahead > 0 && self.out_c.len() <= BUF_LIMIT {
-            self.shared
-                .return_read_ahead(std::mem::take(&mut self.read_ahead));
+        if self.out_c.len() <= BUF_LIMIT {
+            self.return_read_ahead();
         }
         self.sent_c += n as u64;
         if !self.logs_owed.is_empty() {

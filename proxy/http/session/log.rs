@@ -190,9 +190,7 @@ impl Drop for Session {
             // (A background fill's client stopped counting when it left: `fill_alone`.)
             self.shared.metrics.current_client_connections.dec();
         }
-        if self.read_ahead > 0 {
-            self.shared.return_read_ahead(self.read_ahead);
-        }
+        self.return_read_ahead();
         keep_spare(&mut self.inbuf);
         keep_spare(&mut self.out_c);
         if self.client.is_tls() {
