@@ -206,9 +206,7 @@ impl Session {
                 // Its revalidation failed at the origin a moment ago and was answered
                 // with it: so are the requests that waited for that revalidation, and
                 // those that come meanwhile, rather than each asking the failing origin.
-                m.cache_hits.inc();
-                m.cache_stale_sie.inc();
-                self.serve_hit(&pending.head, &obj, now, LogResult::RefreshFailOld);
+                self.serve_stale_for_error(&pending.head, &obj, now);
             }
             Verdict::Revalidate => {
                 // Concurrent requests for one stale object are revalidated once, as

@@ -131,6 +131,14 @@ impl CacheTx {
         left.is_some_and(|left| have >= threshold * (have + left as f64))
     }
 
+    /// Its revalidation failed at the origin and the stale object answers instead: the
+    /// fill ends so marked ([`Fill::failed`]).
+    fn revalidation_failed(&mut self) {
+        if let Some(fill) = self.fill.take() {
+            fill.failed();
+        }
+    }
+
     /// Ends this transaction's fill: the requests waiting for it look the key up again.
     pub(super) fn end_fill(&mut self) {
         self.fill = None;
@@ -350,9 +358,7 @@ impl Session {
                 }
             } else {
                 shared.metrics.cache_stale_sie.inc();
-                if let Some(fill) = c.fill.take() {
-                    fill.failed();
-                }
+                c.revalidation_failed();
                 if let Some(tx) = self.tx.as_mut() {
                     tx.discard = true; // the error's body goes nowhere
                 }
@@ -546,21 +552,25 @@ impl Session {
         };
         let now = caching::now_s();
         if caching::stale_if_error(stale, &c.policy, now) {
-            if let Some(fill) = c.fill.take() {
-                fill.failed();
-            }
+            c.revalidation_failed();
             let obj = c.stale.take().expect("checked");
             let request = c.request.clone().unwrap_or_else(placeholder_get);
-            self.shared.metrics.cache_hits.inc();
-            self.shared.metrics.cache_stale_sie.inc();
             self.tx = None;
-            self.serve_hit(&request, &obj, now, LogResult::RefreshFailOld);
+            self.serve_stale_for_error(&request, &obj, now);
             return true;
         }
         if stale.must_revalidate && err.status() == 502 {
             *err = Error::new(ErrorKind::OriginTimeout).context("stale and must-revalidate");
         }
         false
+    }
+
+    /// Answers `req` with the stale `obj` in place of an origin's error
+    /// (`stale-if-error`), as a hit.
+    pub(super) fn serve_stale_for_error(&mut self, req: &RequestHead, obj: &Stored, now: u64) {
+        self.shared.metrics.cache_hits.inc();
+        self.shared.metrics.cache_stale_sie.inc();
+        self.serve_hit(req, obj, now, LogResult::RefreshFailOld);
     }
 }
 
