@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// How long a key whose fill brought nothing storable is fetched without coalescing.
 const UNSTORABLE_FOR: Duration = Duration::from_secs(10);
-/// Keys remembered as unstorable, or as failed, at most (expired ones are dropped first).
+/// Keys marked ([`Mark`]) at most (expired marks are dropped first).
 const MARKS_MAX: usize = 10_000;
 /// How long after a revalidation failed at its origin (and was answered with the stale
 /// object, `stale-if-error`) the requests that find that object stale are answered
@@ -37,11 +37,38 @@ pub(crate) struct FillTable {
 struct Fills {
     /// Keys some transaction is filling now, each with the requests waiting for it.
     filling: HashMap<String, Vec<Wake>>,
-    /// Keys whose last fill brought nothing storable, until when misses for them skip
-    /// the fill (and the wait for it) and go to the origin side by side.
-    unstorable: HashMap<String, Instant>,
-    /// Keys whose last revalidation failed at the origin, until when (`FAILED_FOR`).
-    failed: HashMap<String, Instant>,
+    /// What the last fill of a key taught, until when ([`Mark`]).
+    marks: HashMap<String, (Mark, Instant)>,
+}
+
+/// What a fill that ended taught of its key, for a while.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mark {
+    /// It brought nothing storable: misses for the key skip the fill (and the wait for
+    /// it) and go to the origin side by side, for `UNSTORABLE_FOR`.
+    Unstorable,
+    /// It was a revalidation that failed at the origin, answered with the stale object
+    /// (`stale-if-error`), which answers the requests that find it stale for
+    /// `FAILED_FOR`.
+    Failed,
+}
+
+impl Mark {
+    fn lasts(self) -> Duration {
+        match self {
+            Mark::Unstorable => UNSTORABLE_FOR,
+            Mark::Failed => FAILED_FOR,
+        }
+    }
+}
+
+impl Fills {
+    /// Whether `key` bears `mark`, unexpired.
+    fn marked(&self, key: &str, mark: Mark) -> bool {
+        self.marks
+            .get(key)
+            .is_some_and(|(m, until)| *m == mark && *until > Instant::now())
+    }
 }
 
 /// What a cache miss may do about filling its key ([`FillTable::claim`]).
@@ -64,22 +91,21 @@ pub(crate) enum Claim {
 pub(crate) struct Fill {
     table: Arc<FillTable>,
     key: String,
-    unstorable: bool,
-    failed: bool,
+    mark: Option<Mark>,
 }
 
 impl Fill {
     /// The response turned out not storable: misses for the key skip filling it (and
     /// waiting for its fill) for a while.
     pub(crate) fn unstorable(mut self) {
-        self.unstorable = true;
+        self.mark = Some(Mark::Unstorable);
     }
 
     /// This fill was a revalidation that failed at the origin, and the stale object
     /// answered instead (`stale-if-error`): for `FAILED_FOR`, requests that find the
     /// object stale are answered so too ([`FillTable::failed_recently`]).
     pub(crate) fn failed(mut self) {
-        self.failed = true;
+        self.mark = Some(Mark::Failed);
     }
 }
 
@@ -94,16 +120,17 @@ impl Drop for Fill {
             // storable: stored, or failed (a transfer cut short says nothing of the
             // response), the next miss fills, and the waiters wait for it rather than
             // all going to the origin.
-            mark(
-                &mut fills.failed,
-                &self.key,
-                self.failed.then_some(FAILED_FOR),
-            );
-            mark(
-                &mut fills.unstorable,
-                &self.key,
-                self.unstorable.then_some(UNSTORABLE_FOR),
-            );
+            match self.mark {
+                None => {
+                    fills.marks.remove(&self.key);
+                }
+                Some(mark) => {
+                    let now = Instant::now();
+                    let until = (mark, now + mark.lasts());
+                    let unexpired = |(_, until): &(Mark, Instant)| *until > now;
+                    insert_bounded(&mut fills.marks, &self.key, until, MARKS_MAX, unexpired);
+                }
+            }
             waiting
         };
         // Outside the lock: each wakes a session on its own thread.
@@ -122,11 +149,7 @@ impl FillTable {
     /// without filling because the last fill, not long ago, was not storable.
     pub(crate) fn claim(self: &Arc<Self>, key: &str) -> Claim {
         let mut fills = self.fills();
-        if fills
-            .unstorable
-            .get(key)
-            .is_some_and(|until| *until > Instant::now())
-        {
+        if fills.marked(key, Mark::Unstorable) {
             return Claim::Unstorable;
         }
         if fills.filling.contains_key(key) {
@@ -136,19 +159,14 @@ impl FillTable {
         Claim::Fill(Fill {
             table: self.clone(),
             key: key.to_string(),
-            unstorable: false,
-            failed: false,
+            mark: None,
         })
     }
 
     /// Whether the last revalidation of `key` failed at its origin less than
     /// `FAILED_FOR` ago ([`Fill::failed`]).
     pub(crate) fn failed_recently(&self, key: &str) -> bool {
-        let fills = self.fills();
-        fills
-            .failed
-            .get(key)
-            .is_some_and(|until| *until > Instant::now())
+        self.fills().marked(key, Mark::Failed)
     }
 
     /// Has `wake` run when the fill of `key` ends. False (and `wake` dropped unrun): no
@@ -202,26 +220,15 @@ impl Invalidations {
     }
 }
 
-/// Marks `key` in `marks` (kept under `MARKS_MAX` entries) until `for_` from now,
-/// or, with None, takes its mark away.
-fn mark(marks: &mut HashMap<String, Instant>, key: &str, for_: Option<Duration>) {
-    let Some(d) = for_ else {
-        marks.remove(key);
-        return;
-    };
-    let now = Instant::now();
-    insert_bounded(marks, key, now + d, MARKS_MAX, |until| *until > now);
-}
-
 /// Inserts `key` → `value` into a map kept under `max` entries: when full, the entries
 /// `live` rejects go first, and if that is not enough, all of them (true: it came to
 /// that, and the map now remembers only `key`).
-fn insert_bounded(
-    map: &mut HashMap<String, Instant>,
+fn insert_bounded<V>(
+    map: &mut HashMap<String, V>,
     key: &str,
-    value: Instant,
+    value: V,
     max: usize,
-    live: impl Fn(&Instant) -> bool,
+    live: impl Fn(&V) -> bool,
 ) -> bool {
     let mut cleared = false;
     if map.len() >= max {
