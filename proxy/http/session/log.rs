@@ -167,18 +167,15 @@ impl Session {
     /// progress (client or origin gone, a tunnel's end). No status was sent if no byte
     /// of its answer was.
     pub(super) fn log_unfinished(&mut self) {
-        for o in std::mem::take(&mut self.logs_owed) {
-            let status = if self.sent_c > o.req.mark {
-                o.status
-            } else {
-                0
-            };
-            let word = o.result.word(true);
-            self.write_log(Some(&o.req), word, status, self.sent_c);
-        }
-        if let Some(l) = self.log_req.take() {
-            let status = if self.sent_c > l.mark { l.status } else { 0 };
-            self.write_log(Some(&l), l.result.word(true), status, self.sent_c);
+        let owed = std::mem::take(&mut self.logs_owed).into_iter();
+        let owed = owed.map(|o| (o.req, o.status, o.result));
+        let current = self.log_req.take().map(|l| {
+            let (status, result) = (l.status, l.result);
+            (l, status, result)
+        });
+        for (req, status, result) in owed.chain(current) {
+            let status = if self.sent_c > req.mark { status } else { 0 };
+            self.write_log(Some(&req), result.word(true), status, self.sent_c);
         }
     }
 }
