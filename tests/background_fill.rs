@@ -7,7 +7,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,26 +72,45 @@ fn read_head(s: &mut std::net::TcpStream) -> bool {
     true
 }
 
-fn config(origin: SocketAddr, span: &Path, log: &Path, threshold: &str) -> String {
-    config_with(origin, span, log, threshold, "")
+/// What a test's daemon is configured with: its origin, span and access log.
+struct Setup {
+    origin: SocketAddr,
+    span: TempDir,
+    logs: TempDir,
 }
 
-/// As [`config`], `cache` going after the `[proxy.config.cache]` table's storage.
-fn config_with(
-    origin: SocketAddr,
-    span: &Path,
-    log: &Path,
-    threshold: &str,
-    cache: &str,
-) -> String {
-    format!(
-        "[proxy.config.http]\nwait_for_cache = 1\nbackground_fill_completed_threshold = {threshold}\n\
-         [proxy.config.log]\naccess_log = \"{}\"\n\
-         [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n{cache}\n\
-         [[remap]]\nfrom = \"/\"\nto = \"http://{origin}/\"\n",
-        log.display(),
-        span.display(),
-    )
+impl Setup {
+    fn new(origin: SocketAddr) -> Setup {
+        Setup {
+            origin,
+            span: TempDir::new("bg-fill"),
+            logs: TempDir::new("bg-fill-log"),
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.logs.0.join("access.log")
+    }
+
+    /// The records, with `threshold`, and `cache` after the cache table's storage.
+    fn config(&self, threshold: &str, cache: &str) -> String {
+        format!(
+            "[proxy.config.http]\nwait_for_cache = 1\nbackground_fill_completed_threshold = {threshold}\n\
+             [proxy.config.log]\naccess_log = \"{}\"\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n{cache}\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+            self.log().display(),
+            self.span.0.display(),
+            self.origin,
+        )
+    }
+
+    /// A daemon started with [`Setup::config`].
+    fn start(&self, threshold: &str, cache: &str) -> Daemon {
+        Daemon::builder()
+            .config(&self.config(threshold, cache))
+            .start()
+    }
 }
 
 /// A client asks for `path` and a second waits for its fill; the first takes some of
@@ -118,11 +137,8 @@ fn first_client_leaves_midway(d: &Daemon, path: &str) -> Conn {
 fn a_fill_whose_client_leaves_midway_is_stored_and_answers_its_waiters() {
     let gate = Gate::default();
     let (origin, requests) = half_held_origin(vec![gate.clone()]);
-    let (dir, logs) = (TempDir::new("bg-fill"), TempDir::new("bg-fill-log"));
-    let log = logs.0.join("access.log");
-    let d = Daemon::builder()
-        .config(&config(origin, &dir.0, &log, "0.0"))
-        .start();
+    let setup = Setup::new(origin);
+    let d = setup.start("0.0", "");
     let mut waiter = first_client_leaves_midway(&d, "/big");
     assert!(
         wait_until(Duration::from_secs(10), || d
@@ -147,7 +163,7 @@ fn a_fill_whose_client_leaves_midway_is_stored_and_answers_its_waiters() {
         && d.metric("proxy.process.http.current_client_connections")
             == 1));
     // The client that left is logged once, aborted, with what it took.
-    let lines = log_lines(&log, 2);
+    let lines = log_lines(&setup.log(), 2);
     assert_eq!(lines.len(), 2, "{lines:?}");
     let left = lines.iter().find(|l| l.contains("ABORTED")).unwrap();
     assert!(left.contains("TCP_MISS_ABORTED/200"), "{lines:?}");
@@ -161,11 +177,8 @@ fn a_fill_whose_client_leaves_midway_is_stored_and_answers_its_waiters() {
 fn below_the_threshold_a_fill_ends_with_its_client_until_a_reload_lowers_it() {
     let gates = vec![Gate::default(), Gate::default(), Gate::default()];
     let (origin, requests) = half_held_origin(gates.clone());
-    let (dir, logs) = (TempDir::new("bg-fill"), TempDir::new("bg-fill-log"));
-    let log = logs.0.join("access.log");
-    let d = Daemon::builder()
-        .config(&config(origin, &dir.0, &log, "0.9"))
-        .start();
+    let setup = Setup::new(origin);
+    let d = setup.start("0.9", "");
     // About half had come when the client left: the fill ends, and the waiter fetches.
     let mut waiter = first_client_leaves_midway(&d, "/a");
     assert!(
@@ -179,7 +192,7 @@ fn below_the_threshold_a_fill_ends_with_its_client_until_a_reload_lowers_it() {
     assert!(r.status == 200 && r.body == body());
     assert_eq!(d.metric("proxy.process.http.background_fills"), 0);
     // With the threshold at 0 the next such fill goes on without its client.
-    let (code, out, err) = d.reload(&config(origin, &dir.0, &log, "0"));
+    let (code, out, err) = d.reload(&setup.config("0", ""));
     assert_eq!(code, 0, "{out}{err}");
     let mut waiter = first_client_leaves_midway(&d, "/b");
     assert!(wait_until(Duration::from_secs(10), || d
@@ -199,17 +212,8 @@ fn background_fills_hold_no_more_than_fill_read_ahead() {
     // leaves ends with it (as before background fills), and the waiter fetches.
     let gates = vec![Gate::default(), Gate::default()];
     let (origin, requests) = half_held_origin(gates.clone());
-    let (dir, logs) = (TempDir::new("bg-fill"), TempDir::new("bg-fill-log"));
-    let log = logs.0.join("access.log");
-    let d = Daemon::builder()
-        .config(&config_with(
-            origin,
-            &dir.0,
-            &log,
-            "0",
-            "fill_read_ahead = \"0\"",
-        ))
-        .start();
+    let setup = Setup::new(origin);
+    let d = setup.start("0", "fill_read_ahead = \"0\"");
     let mut waiter = first_client_leaves_midway(&d, "/big");
     assert!(
         wait_until(Duration::from_secs(10), || requests.load(Ordering::SeqCst)

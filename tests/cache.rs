@@ -410,6 +410,17 @@ fn concurrent_misses_for_one_url_fetch_it_once() {
     assert_eq!(origin.connections.load(Ordering::SeqCst), 1);
 }
 
+/// A daemon in front of `origin` that has stored its answer for `/s` (a
+/// [`stale_on_arrival`] one), and its span directory.
+fn stale_stored_at_s(origin: &Origin) -> (TempDir, Daemon) {
+    let dir = TempDir::new("cache");
+    let d = Daemon::builder()
+        .config(&config(origin, &dir.0, ""))
+        .start();
+    assert_eq!(http::get(d.addr(), "t", "/s").unwrap().text(), "stale body");
+    (dir, d)
+}
+
 /// "stale body" with entity tag "v1" and `cache_control`, whose `Age` (100) is beyond
 /// its max-age (60): stale on arrival, with a lifetime.
 fn stale_on_arrival(cache_control: &str) -> Vec<u8> {
@@ -438,12 +449,8 @@ fn concurrent_requests_for_one_stale_object_revalidate_it_once() {
         }
         Some(stale_on_arrival("max-age=60"))
     });
-    let dir = TempDir::new("cache");
-    let d = Daemon::builder()
-        .config(&config(&origin, &dir.0, ""))
-        .start();
+    let (_dir, d) = stale_stored_at_s(&origin);
     let addr = d.addr();
-    assert_eq!(http::get(addr, "t", "/s").unwrap().text(), "stale body");
     let clients: Vec<_> = (0..20)
         .map(|_| {
             std::thread::spawn(move || http::get(addr, "t", "/s").map(|r| (r.status, r.text())))
@@ -473,12 +480,8 @@ fn requests_waiting_for_a_revalidation_that_fails_get_the_stale_object_without_a
         }
         Some(stale_on_arrival("max-age=60, stale-if-error=600"))
     });
-    let dir = TempDir::new("cache");
-    let d = Daemon::builder()
-        .config(&config(&origin, &dir.0, ""))
-        .start();
+    let (_dir, d) = stale_stored_at_s(&origin);
     let addr = d.addr();
-    assert_eq!(http::get(addr, "t", "/s").unwrap().text(), "stale body");
     let get = move || http::get(addr, "t", "/s").map(|r| (r.status, r.text()));
     let first = std::thread::spawn(get);
     assert!(origin.wait_for_requests(2));
