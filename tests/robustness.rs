@@ -1180,6 +1180,21 @@ fn an_answer_whose_client_reset_before_its_first_byte_is_logged_000_and_not_coun
     assert_eq!(d.metric("proxy.process.http.2xx_responses"), 0);
 }
 
+/// Whether every thread of `d` is stopped (state `T` in `/proc/PID/task/*/stat`).
+fn all_threads_stopped(d: &Daemon) -> bool {
+    let pid = d.child.as_ref().unwrap().id();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name's closing parenthesis.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
+    })
+}
+
 #[test]
 fn hits_and_local_answers_whose_client_reset_before_their_first_byte_are_not_counted() {
     // The daemon is stopped while a client connects, sends its request and resets; run
@@ -1202,6 +1217,12 @@ fn hits_and_local_answers_whose_client_reset_before_their_first_byte_are_not_cou
         let before = d.metric(&counted);
         let incoming = d.metric("proxy.process.http.incoming_requests");
         d.signal(libc::SIGSTOP);
+        // kill(2) returns before every thread has stopped: one still running could take
+        // the request before the reset comes.
+        assert!(
+            wait_until(Duration::from_secs(10), || all_threads_stopped(&d)),
+            "SIGSTOP"
+        );
         let mut c = TcpStream::connect(d.addr()).unwrap(); // the kernel completes it
         c.write_all(request).unwrap();
         assert!(util::set_linger0(&c), "SO_LINGER");
