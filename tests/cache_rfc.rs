@@ -323,6 +323,15 @@ fn rfc9111_5_2_1_5_a_no_store_request_stores_nothing_over_a_stale_object_either(
             // Stale at once, then replaced by a response fresh for 600 s.
             "/replace" if conditional => ok(b"b2", &[("Cache-Control", "max-age=600")]),
             "/replace" => ok(b"b1", &[("Cache-Control", "max-age=0"), ("ETag", "\"b\"")]),
+            // Stale at once, and within its stale-while-revalidate window.
+            "/swr" if conditional => b"HTTP/1.1 304 Not Modified\r\nETag: \"s\"\r\n\r\n".to_vec(),
+            "/swr" => ok(
+                b"s",
+                &[
+                    ("Cache-Control", "max-age=0, stale-while-revalidate=600"),
+                    ("ETag", "\"s\""),
+                ],
+            ),
             _ => ok(b"p", &[("Cache-Control", "public, max-age=600")]),
         })
     });
@@ -337,6 +346,21 @@ fn rfc9111_5_2_1_5_a_no_store_request_stores_nothing_over_a_stale_object_either(
         get(&mut c, path);
         assert_eq!(seen(&origin, path).len(), 3, "{path}");
     }
+    // In a stale-while-revalidate window the stale object answers it, but the refresh
+    // in the background that would store the origin's answer is not started by it
+    // (counted when it is queued, before the answer); the next request starts it.
+    get(&mut c, "/swr");
+    let r = ask(&mut c, "GET", "/swr", no_store);
+    assert_eq!((r.status, r.text().as_str()), (200, "s"));
+    let swr = "proxy.process.http.cache_hit_stale_while_revalidate";
+    assert_eq!(d.metric(swr), 1);
+    let queued = "proxy.process.http.cache_revalidations_background";
+    assert_eq!(d.metric(queued), 0);
+    get(&mut c, "/swr");
+    let done = "proxy.process.http.cache_revalidated_background";
+    assert!(wait_until(Duration::from_secs(10), || d.metric(done) == 1));
+    assert_eq!((d.metric(swr), d.metric(queued)), (2, 1));
+    assert_eq!(seen(&origin, "/swr").len(), 2);
     // Nor a public response to an authenticated request (§3.5 would let it be stored).
     let auth = "Authorization: Basic eDp5\r\nCache-Control: no-store\r\n";
     ask(&mut c, "GET", "/auth", auth);

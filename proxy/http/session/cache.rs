@@ -189,7 +189,11 @@ impl Session {
             Verdict::StaleWhileRevalidate => {
                 m.cache_hits.inc();
                 m.cache_stale_swr.inc();
-                self.revalidate_in_background(&mut pending, &query, &obj);
+                // §5.2.1.5: nothing of this exchange may be stored, the refresh it would
+                // start no more than a response: the next request in the window starts it.
+                if !query.dirs.no_store {
+                    self.revalidate_in_background(&mut pending, &query, &obj);
+                }
                 self.serve_hit(&pending.head, &obj, now, LogResult::Hit);
             }
             Verdict::Revalidate if query.dirs.only_if_cached => {
