@@ -279,6 +279,28 @@ fn accept_coalesce_applies_on_reload_and_the_port_keeps_serving() {
 }
 
 #[test]
+fn a_reload_that_shortens_accept_period_reaches_a_periodic_port_without_the_old_wait() {
+    let d = Daemon::builder()
+        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", "0:periodic")
+        .config("[proxy.config.net]\naccept_period = 60000\n")
+        .start();
+    // A minute between accepts: the first tick of each thread comes within a second of
+    // the start (a long period is waited out in ticks of a second), then none for a
+    // minute.
+    assert_eq!(http::get(d.addr(), "test", "/_stats").unwrap().status, 200);
+    let (code, out, err) = d.reload("[proxy.config.net]\naccept_period = 10\n");
+    assert_eq!(code, 0, "{out}{err}");
+    // Every connection is accepted within the new period's ticks, not after the old
+    // minute (each read gives up after 30 s).
+    let t = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(http::get(d.addr(), "test", "/_stats").unwrap().status, 200);
+    }
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert_eq!(d.metric("proxy.process.net.accepts_currently_open"), 2);
+}
+
+#[test]
 fn reload_reports_records_that_need_a_restart() {
     let d = Daemon::builder()
         .config("[proxy.config.http]\nrequest_header_max_size = 131072\n")
