@@ -701,9 +701,15 @@ fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
     });
     let dir = TempDir::new("access");
     let log = dir.0.join("access.log");
+    // A port nothing listens on: its connects are refused.
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let config = format!(
         "[proxy.config.log]\naccess_log = \"{}\"\n\
-         [[remap]]\nfrom = \"http://proxied/\"\nto = \"http://{}/\"\n",
+         [[remap]]\nfrom = \"http://proxied/\"\nto = \"http://{}/\"\n\
+         [[remap]]\nfrom = \"http://refused/\"\nto = \"http://{refused}/\"\n",
         log.display(),
         origin.addr
     );
@@ -713,6 +719,8 @@ fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
     assert_eq!((r.status, r.text()), (200, "/a%20b?q".to_string()));
     let r = http::get(d.addr(), "elsewhere", "/nope").unwrap();
     assert_eq!(r.status, 404);
+    // Never reached its origin: no hierarchy to log.
+    assert_eq!(http::get(d.addr(), "refused", "/x").unwrap().status, 502);
     // A client that resets its connection before its answer is logged as aborted, with
     // no status: not a byte of the answer went.
     let mut c = TcpStream::connect(d.addr()).unwrap();
@@ -720,8 +728,8 @@ fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
         .unwrap();
     assert!(util::set_linger0(&c), "SO_LINGER");
     drop(c);
-    let lines = log_lines(&log, 4);
-    assert_eq!(lines.len(), 4, "{lines:?}");
+    let lines = log_lines(&log, 5);
+    assert_eq!(lines.len(), 5, "{lines:?}");
     let fields: Vec<Vec<&str>> = lines
         .iter()
         .map(|l| l.split_whitespace().collect())
@@ -752,6 +760,7 @@ fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
         miss,
         aborted,
         ("NONE/404", "http://elsewhere/nope", "NONE/-"),
+        ("TCP_MISS/502", "http://refused/x", "NONE/-"),
     ];
     want.sort();
     assert_eq!(said, want);
@@ -785,7 +794,7 @@ fn the_access_log_has_a_line_per_request_and_reopens_on_reload() {
     );
     assert_eq!(
         std::fs::read_to_string(&rotated).unwrap().lines().count(),
-        4
+        5
     );
     // SIGUSR1, which rotation scripts written for nginx send, reopens it too (a reload),
     // and the daemon lives on.

@@ -312,10 +312,7 @@ impl Session {
         self.out_o = out;
         self.tx = Some(tx);
         self.phase = Phase::Exchange;
-        if let Some(l) = self.log_req.as_mut() {
-            l.origin = Some(addr);
-            l.parent = on_parent;
-        }
+        self.log_target(addr, on_parent);
         self.admit(t, addr, origin_max);
     }
 

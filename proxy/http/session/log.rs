@@ -59,12 +59,31 @@ pub(super) struct LogReq {
     pub(super) result: LogResult,
     /// The client fell silent or left: logged as aborted even when answered.
     pub(super) aborted: bool,
+    /// Where the request goes: logged once a connection to it was made (`reached`),
+    /// else `NONE/-` (squid's hierarchy for a request that failed before it went).
     pub(super) origin: Option<SocketAddr>,
     /// `origin` is a parent proxy.
     pub(super) parent: bool,
+    /// A connection to `origin` was made (or reused) for the request.
+    pub(super) reached: bool,
 }
 
 impl Session {
+    /// The request in progress goes to `addr` (a parent when `parent`): logged as its
+    /// hierarchy once a connection to it is made ([`Session::log_reached`]).
+    pub(super) fn log_target(&mut self, addr: SocketAddr, parent: bool) {
+        if let Some(l) = self.log_req.as_mut() {
+            (l.origin, l.parent, l.reached) = (Some(addr), parent, false);
+        }
+    }
+
+    /// A connection to the request's target was made, or taken from the pool.
+    pub(super) fn log_reached(&mut self) {
+        if let Some(l) = self.log_req.as_mut() {
+            l.reached = true;
+        }
+    }
+
     /// Notes what the access log will need of `head`'s request.
     pub(super) fn log_begin(&mut self, head: &RequestHead) {
         let target = head.target();
@@ -90,6 +109,7 @@ impl Session {
             aborted: false,
             origin: None,
             parent: false,
+            reached: false,
         }));
     }
 
@@ -146,7 +166,7 @@ impl Session {
             bytes: end.saturating_sub(mark),
             method: l.map_or("", |l| &l.method),
             url: l.map_or("", |l| &l.url),
-            origin: l.and_then(|l| l.origin),
+            origin: l.and_then(|l| l.origin.filter(|_| l.reached)),
             parent: l.is_some_and(|l| l.parent),
         });
     }

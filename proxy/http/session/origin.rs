@@ -182,6 +182,9 @@ impl Session {
             head_searched: 0,
             broken: false,
         });
+        if connected {
+            self.log_reached();
+        }
         let timeouts = &self.shared.settings.timeouts;
         self.deadline = Instant::now()
             + if connected {
@@ -234,6 +237,7 @@ impl Session {
                 self.shared.metrics.origin_connections_opened.inc();
                 self.deadline =
                     Instant::now() + self.shared.settings.timeouts.transaction_no_activity_out;
+                self.log_reached();
                 Ok(true)
             }
             Ok(Some(e)) | Err(e) => {

@@ -128,10 +128,7 @@ impl Session {
             return true;
         };
         self.out_o = req;
-        if let Some(l) = self.log_req.as_mut() {
-            l.origin = Some(addr);
-            l.parent = on_parent;
-        }
+        self.log_target(addr, on_parent);
         let max = self.shared.with_live(|live| live.origin_max);
         self.admit(t, addr, max);
         true
