@@ -269,6 +269,19 @@ impl Error {
         }
     }
 
+    /// The request never reached its origin (or parent): no name, no connection. A
+    /// request sent again at once would most likely meet the same.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::ResolveFailed
+                | ErrorKind::ResolveTimeout
+                | ErrorKind::ConnectFailed
+                | ErrorKind::ConnectTimeout
+                | ErrorKind::NoParent
+        )
+    }
+
     /// The client went away or fell silent: the access log marks the request aborted.
     pub fn client_aborted(&self) -> bool {
         self.kind == ErrorKind::BodyTimeout

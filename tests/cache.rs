@@ -501,6 +501,56 @@ fn requests_waiting_for_a_revalidation_that_fails_get_the_stale_object_without_a
 }
 
 #[test]
+fn requests_waiting_for_a_fill_whose_origin_cannot_be_reached_get_its_error_without_trying_again() {
+    // Connects to it stay pending until `connect_attempts_timeout` (2 s) gives up.
+    let (target, _held, _listener) = util::full_backlog();
+    let dir = TempDir::new("cache-unreachable");
+    let log = dir.0.join("access.log");
+    let span = TempDir::new("cache-unreachable-span");
+    let d = Daemon::builder()
+        .config(&format!(
+            "[proxy.config.http]\nwait_for_cache = 1\nconnect_attempts_timeout = 2\n\
+             [proxy.config.log]\naccess_log = \"{}\"\n\
+             [proxy.config.cache]\nstorage = [{{ path = \"{}\", size = \"8M\" }}]\n\
+             [[remap]]\nfrom = \"/\"\nto = \"http://{target}/\"\n",
+            log.display(),
+            span.0.display()
+        ))
+        .start();
+    let active = || d.metric("proxy.process.http.current_active_transactions");
+    let mut first = http::send_get(d.addr(), "/u");
+    assert!(wait_until(Duration::from_secs(5), || active() == 1));
+    // Waiters arrive a second into the fill's connect, so that their own wait (up to
+    // the connect timeout from their arrival) outlasts it: they are woken by its end.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut waiters: Vec<Conn> = (0..4).map(|_| http::send_get(d.addr(), "/u")).collect();
+    assert!(wait_until(Duration::from_secs(5), || active() == 5));
+    assert_eq!(first.read_response("GET").unwrap().status, 502);
+    for w in &mut waiters {
+        assert_eq!(w.read_response("GET").unwrap().status, 502);
+    }
+    // One connect tried: the fill's. Each waiter got its error without another (which
+    // would have waited the connect timeout again, logged as a miss).
+    let lines = log_lines(&log, 5);
+    let said = |l: &String| l.split_whitespace().nth(3).unwrap_or("").to_string();
+    let mut results: Vec<String> = lines.iter().map(said).collect();
+    results.sort();
+    assert_eq!(
+        results,
+        [
+            "NONE/502",
+            "NONE/502",
+            "NONE/502",
+            "NONE/502",
+            "TCP_MISS/502"
+        ],
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| l.ends_with(" NONE/- -")), "{lines:?}");
+    assert_eq!(active(), 0);
+}
+
+#[test]
 fn a_fill_cut_short_hands_the_url_to_one_waiter_which_stores_it() {
     // The origin's first answer stops halfway (it closes its connection): that fill
     // fails. Nothing says the URL is not storable, so its waiters do not all go to the

@@ -383,3 +383,35 @@ pub fn set_linger0(s: &std::net::TcpStream) -> bool {
         ) == 0
     }
 }
+
+/// A loopback listener whose queue is full: a connect to it stays pending (the kernel
+/// drops its SYNs). The returned sockets keep it so.
+pub fn full_backlog() -> (SocketAddr, Vec<std::net::TcpStream>, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns; `addr` is a live,
+    // initialised sockaddr_in of the length given.
+    let fd = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        assert_eq!(libc::listen(fd, 0), 0);
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    };
+    let l = std::net::TcpListener::from(fd.try_clone().unwrap());
+    let addr = l.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    (addr, held, fd)
+}

@@ -456,6 +456,13 @@ impl Session {
 
     fn look_again(&mut self, t: &mut EThread, mut w: Waiting) {
         self.phase = Phase::ReadRequest;
+        // The fill it waited for could not reach the origin a moment ago: the same
+        // answer now, rather than another try that would wait as long.
+        if let Some(kind) = self.shared.fill_unreachable(w.query.fill_key()) {
+            self.shared.metrics.cache_misses.inc();
+            let err = Error::new(kind).context("the fill it waited for failed so");
+            return self.answer_error(err, w.pending.head.keep_alive_unread());
+        }
         // The lookup starts over from the URL's key: the fill may have changed its
         // variants.
         w.query.alternate = None;

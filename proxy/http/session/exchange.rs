@@ -845,12 +845,18 @@ impl Session {
             o.wire.eof = true;
         }
         self.out_o.clear();
+        let unreachable = err.unreachable();
         if !head_sent && err.side == Side::Origin && self.stale_instead_of(&mut err) {
             return;
         }
         if head_sent {
             self.abort_after_flush();
         } else {
+            if let Some(c) = (self.tx.as_mut()).and_then(|tx| tx.cache.as_deref_mut()) {
+                if unreachable {
+                    c.unreachable(&err);
+                }
+            }
             self.tx = None;
             self.answer_error(err, false);
         }

@@ -139,6 +139,14 @@ impl CacheTx {
         }
     }
 
+    /// Its origin could not be reached (`err`): the fill ends so marked, and the
+    /// requests waiting for it get the same answer ([`Fill::unreachable`]).
+    pub(super) fn unreachable(&mut self, err: &Error) {
+        if let Some(fill) = self.fill.take() {
+            fill.unreachable(err.kind.clone());
+        }
+    }
+
     /// Ends this transaction's fill: the requests waiting for it look the key up again.
     pub(super) fn end_fill(&mut self) {
         self.fill = None;

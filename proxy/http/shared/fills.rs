@@ -4,6 +4,7 @@
 //! invalidated while a fetch was under way (it must not store what it got). Any thread;
 //! short locks.
 
+use crate::error::ErrorKind;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,6 +18,10 @@ const MARKS_MAX: usize = 10_000;
 /// with it too, rather than each asking the failing origin again: the waiters the
 /// failed revalidation wakes, and whoever comes in the meantime.
 const FAILED_FOR: Duration = Duration::from_secs(1);
+/// How long after a fill failed because its origin could not be reached (no name, no
+/// connection) the requests that waited for it are answered with its error, rather
+/// than each trying again and waiting as long.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(1);
 /// How long an invalidation is remembered: a fetch that began before it and ends within
 /// this long after it stores nothing.
 const INVALIDATION_MEMORY: Duration = Duration::from_secs(600);
@@ -42,7 +47,7 @@ struct Fills {
 }
 
 /// What a fill that ended taught of its key, for a while.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Mark {
     /// It brought nothing storable: misses for the key skip the fill (and the wait for
     /// it) and go to the origin side by side, for `UNSTORABLE_FOR`.
@@ -51,23 +56,32 @@ enum Mark {
     /// (`stale-if-error`), which answers the requests that find it stale for
     /// `FAILED_FOR`.
     Failed,
+    /// Its origin could not be reached, with this error: the requests that waited for
+    /// it get the same answer, for `UNREACHABLE_FOR`.
+    Unreachable(ErrorKind),
 }
 
 impl Mark {
-    fn lasts(self) -> Duration {
+    fn lasts(&self) -> Duration {
         match self {
             Mark::Unstorable => UNSTORABLE_FOR,
             Mark::Failed => FAILED_FOR,
+            Mark::Unreachable(_) => UNREACHABLE_FOR,
         }
     }
 }
 
 impl Fills {
+    /// `key`'s mark, unexpired.
+    fn mark(&self, key: &str) -> Option<&Mark> {
+        (self.marks.get(key))
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(m, _)| m)
+    }
+
     /// Whether `key` bears `mark`, unexpired.
     fn marked(&self, key: &str, mark: Mark) -> bool {
-        self.marks
-            .get(key)
-            .is_some_and(|(m, until)| *m == mark && *until > Instant::now())
+        self.mark(key) == Some(&mark)
     }
 }
 
@@ -107,6 +121,12 @@ impl Fill {
     pub(crate) fn failed(mut self) {
         self.mark = Some(Mark::Failed);
     }
+
+    /// This fill could not reach its origin (`kind`): the requests waiting for it are
+    /// answered so too ([`FillTable::unreachable`]).
+    pub(crate) fn unreachable(mut self, kind: ErrorKind) {
+        self.mark = Some(Mark::Unreachable(kind));
+    }
 }
 
 impl Drop for Fill {
@@ -120,13 +140,14 @@ impl Drop for Fill {
             // storable: stored, or failed (a transfer cut short says nothing of the
             // response), the next miss fills, and the waiters wait for it rather than
             // all going to the origin.
-            match self.mark {
+            match self.mark.take() {
                 None => {
                     fills.marks.remove(&self.key);
                 }
                 Some(mark) => {
                     let now = Instant::now();
-                    let until = (mark, now + mark.lasts());
+                    let lasts = mark.lasts();
+                    let until = (mark, now + lasts);
                     let unexpired = |(_, until): &(Mark, Instant)| *until > now;
                     insert_bounded(&mut fills.marks, &self.key, until, MARKS_MAX, unexpired);
                 }
@@ -167,6 +188,15 @@ impl FillTable {
     /// `FAILED_FOR` ago ([`Fill::failed`]).
     pub(crate) fn failed_recently(&self, key: &str) -> bool {
         self.fills().marked(key, Mark::Failed)
+    }
+
+    /// The error the last fill of `key` met less than `UNREACHABLE_FOR` ago, when its
+    /// origin could not be reached ([`Fill::unreachable`]).
+    pub(crate) fn unreachable(&self, key: &str) -> Option<ErrorKind> {
+        match self.fills().mark(key) {
+            Some(Mark::Unreachable(kind)) => Some(kind.clone()),
+            _ => None,
+        }
     }
 
     /// Has `wake` run when the fill of `key` ends. False (and `wake` dropped unrun): no
@@ -297,6 +327,23 @@ mod tests {
         };
         fill.unstorable();
         assert!(matches!(table.claim("k"), Claim::Unstorable));
+    }
+
+    #[test]
+    fn an_unreachable_origin_is_remembered_for_the_waiters_and_any_other_end_forgets_it() {
+        let table = Arc::new(FillTable::default());
+        let Claim::Fill(fill) = table.claim("k") else {
+            panic!()
+        };
+        fill.unreachable(ErrorKind::ConnectTimeout);
+        assert_eq!(table.unreachable("k"), Some(ErrorKind::ConnectTimeout));
+        assert!(table.unreachable("other").is_none() && !table.failed_recently("k"));
+        // A new request fills again, and its fill's end replaces the mark.
+        let Claim::Fill(next) = table.claim("k") else {
+            panic!("an unreachable mark does not stop the next fill")
+        };
+        drop(next);
+        assert!(table.unreachable("k").is_none());
     }
 
     #[test]

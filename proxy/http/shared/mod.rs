@@ -233,6 +233,12 @@ impl HttpShared {
         self.fills.failed_recently(key)
     }
 
+    /// The error the last fill of `key` met just now when its origin could not be
+    /// reached, for the requests that waited for it.
+    pub(crate) fn fill_unreachable(&self, key: &str) -> Option<crate::error::ErrorKind> {
+        self.fills.unreachable(key)
+    }
+
     /// Has `wake` run when the fill of `key` ends; false if it already did.
     pub(crate) fn wait_for_fill(&self, key: &str, wake: Wake) -> bool {
         self.fills.wait(key, wake)
