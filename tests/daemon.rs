@@ -792,6 +792,46 @@ fn clients_queued_at_the_throttle_cap_wait_through_a_disable_and_are_served_once
 }
 
 #[test]
+fn clients_queued_at_the_throttle_cap_are_answered_through_a_stop_in_every_mode() {
+    let origin = Origin::start(|_| Some(util::origin::ok(b"served", &[])));
+    for ports in ["0", "0:accept_threads=0", "0:periodic"] {
+        let mut d = Daemon::builder()
+            .env("PROXY_CONFIG_HTTP_SERVER_PORTS", ports)
+            .config(&format!(
+                "[proxy.config.net]\nconnections_throttle = 4\nthrottle_mode = \"pause\"\n\
+                 [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
+                origin.addr
+            ))
+            .start();
+        let open = || d.metric("proxy.process.net.connections_currently_open");
+        let idle: Vec<_> = (0..4)
+            .map(|_| std::net::TcpStream::connect(d.addr()).unwrap())
+            .collect();
+        assert!(
+            wait_until(Duration::from_secs(10), || open() == 4),
+            "{ports}"
+        );
+        // Connected, so in the listen queue, with their requests sent.
+        let waiting: Vec<_> = (0..3)
+            .map(|i| {
+                let mut c = http::Conn::open(d.addr()).unwrap();
+                c.send(format!("GET /w{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+                    .unwrap();
+                c
+            })
+            .collect();
+        d.signal(libc::SIGTERM);
+        for mut c in waiting {
+            let r = c.read_response("GET").expect("answered, not reset");
+            assert_eq!(r.text(), "served", "{ports}");
+        }
+        let status = d.wait_exit(Duration::from_secs(20));
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{ports}");
+        drop(idle);
+    }
+}
+
+#[test]
 fn a_stop_while_waiting_for_the_cache_logs_no_accept_error() {
     // The span file is under this test's read lease, so the daemon's open of it waits
     // (until the lease is let go, or the kernel's lease-break-time passes): the stop

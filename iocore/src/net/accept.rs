@@ -116,6 +116,10 @@ pub(crate) struct PortAccept {
     total_accepts: Arc<Counter>,
     open_acceptors: Arc<Gauge>,
     last_warning: Mutex<Option<Instant>>,
+    /// A drain of a socket about to close (`AcceptMode::Drain`): it accepts past a
+    /// pause at the `connections_throttle` cap, since what it leaves in the queue would
+    /// be reset at the close.
+    drains: bool,
 }
 
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -132,6 +136,7 @@ impl PortAccept {
         local: SocketAddr,
         sock: SockOptions,
         dispatch: Dispatch,
+        drains: bool,
     ) -> PortAccept {
         let prefix = format!("proxy.process.net.port.{label}");
         PortAccept {
@@ -148,6 +153,7 @@ impl PortAccept {
             dispatch,
             local,
             last_warning: Mutex::new(None),
+            drains,
         }
     }
 
@@ -191,7 +197,7 @@ impl PortAccept {
             if self.action.cancelled() {
                 return Batch::Stop;
             }
-            if self.net.table.should_pause() {
+            if !self.drains && self.net.table.should_pause() {
                 // At the cap: looked at again soon, to resume as soon as the count falls
                 // below 90 % of it (`throttle_delay` is for resource errors).
                 return Batch::Pause(CAP_RECHECK);
@@ -254,7 +260,7 @@ impl PortAccept {
         self.net.stats.total_accepts.inc();
         self.total_accepts.inc();
         let Some(slot) = self.net.table.open() else {
-            // At the cap in close mode (or raced past it in pause mode): close at once.
+            // At the cap in close mode: close at once.
             self.net.stats.throttled.inc();
             return;
         };

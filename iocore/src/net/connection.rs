@@ -78,11 +78,15 @@ impl ConnectionTable {
         false
     }
 
-    /// Reserves a slot, or None when the table is at its cap.
+    /// Reserves a slot, or None when the table is at its cap in close mode. In pause
+    /// mode the acceptors stop at the cap before they accept ([`Self::should_pause`]),
+    /// so a connection accepted past it was accepted by one of several acceptors that
+    /// looked at the same moment, or by the drain of a socket about to close: it is
+    /// kept, the cap exceeded by at most one per acceptor, rather than reset.
     pub(crate) fn open(self: &Arc<Self>) -> Option<ConnSlot> {
         let now = self.open.add(1);
         let cap = self.cap.load(Ordering::Relaxed);
-        if cap > 0 && now as u64 > cap {
+        if cap > 0 && now as u64 > cap && self.mode() == ThrottleMode::Close {
             self.open.add(-1);
             return None;
         }
@@ -206,5 +210,29 @@ impl AsRawFd for NetConnection {
 impl AsFd for NetConnection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Registry;
+
+    #[test]
+    fn past_the_cap_close_mode_refuses_and_pause_mode_keeps_what_raced_past_it() {
+        let r = Registry::new();
+        let open = r.gauge("open");
+        let table = Arc::new(ConnectionTable::new(open.clone(), r.counter("pauses")));
+        table.set_limit(1, ThrottleMode::Close);
+        let first = table.open().expect("below the cap");
+        assert!(table.open().is_none() && open.get() == 1);
+        table.set_limit(1, ThrottleMode::Pause);
+        assert!(table.should_pause());
+        // An acceptor that looked before another took the last place (or a drain of a
+        // closing socket) keeps its connection.
+        let raced = table.open().expect("kept past the cap in pause mode");
+        assert_eq!(open.get(), 2);
+        drop((first, raced));
+        assert_eq!(open.get(), 0);
     }
 }

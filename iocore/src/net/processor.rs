@@ -101,6 +101,7 @@ impl NetProcessor {
             listener.local_addr(),
             options.sock.clone(),
             options.dispatch,
+            matches!(options.mode, AcceptMode::Drain { .. }),
         ));
         let threads_gauge = net.registry.gauge(&format!(
             "proxy.process.net.port.{}.accept_threads",
