@@ -250,16 +250,25 @@ fn wait_readable(listener: &UnixListener, woken: &UnixStream) -> bool {
 
 /// The most arguments a request may carry.
 const MAX_ARGS: usize = 1024;
+/// The most bytes a request may take, its arguments and their newlines together: a
+/// client that sends more (a stream without newlines) is answered with an error rather
+/// than held in memory.
+const MAX_REQUEST: u64 = 1 << 20;
 
 fn serve(stream: UnixStream, handler: &Handler) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut reader = BufReader::new(&stream);
+    let mut reader = BufReader::new(Read::take(&stream, MAX_REQUEST));
     let mut args = Vec::new();
+    let mut too_long = false;
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
+                if !line.ends_with('\n') && reader.get_ref().limit() == 0 {
+                    too_long = true;
+                    break;
+                }
                 let line = line.trim_end_matches(['\n', '\r']);
                 if line.is_empty() {
                     break;
@@ -271,7 +280,12 @@ fn serve(stream: UnixStream, handler: &Handler) {
             break;
         }
     }
-    let (code, text) = if args.len() > MAX_ARGS {
+    let (code, text) = if too_long {
+        (
+            2,
+            format!("request too long (at most {MAX_REQUEST} bytes)\n"),
+        )
+    } else if args.len() > MAX_ARGS {
         (2, format!("too many arguments (at most {MAX_ARGS})\n"))
     } else {
         handler(&args)
@@ -297,6 +311,11 @@ pub fn call(path: &Path, args: &[String], timeout: Duration) -> Result<(i32, Str
     }
     if args.iter().any(String::is_empty) {
         return Err(Error::config("arguments cannot be empty"));
+    }
+    if args.iter().map(|a| a.len() as u64 + 1).sum::<u64>() >= MAX_REQUEST {
+        return Err(Error::config(format!(
+            "arguments too long (at most {MAX_REQUEST} bytes together)"
+        )));
     }
     if args.iter().any(|a| a.contains('\n')) {
         return Err(Error::config("arguments cannot contain newlines"));

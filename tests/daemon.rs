@@ -613,6 +613,25 @@ fn ctl_usage_errors_exit_2_before_the_daemon_is_asked() {
     let (code, _, err) = d.ctl(&args);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("too many arguments"), "{err}");
+    let long = "x".repeat(120_000);
+    let mut args = vec!["metric", "get"];
+    args.extend(std::iter::repeat_n(long.as_str(), 10));
+    let (code, _, err) = d.ctl(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("arguments too long"), "{err}");
+    // A client that is not ctl and sends a stream with no newline is answered once it
+    // has sent 1 MiB, not read on into the daemon's memory.
+    let mut raw = std::os::unix::net::UnixStream::connect(d.dir.0.join("ctl.sock")).unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    for _ in 0..48 {
+        if std::io::Write::write_all(&mut raw, &chunk).is_err() {
+            break; // the daemon answered and closed
+        }
+    }
+    let _ = raw.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut raw, &mut answer).unwrap();
+    assert!(answer.starts_with("2\nrequest too long"), "{answer:.200}");
     // No daemon needed to refuse them; a daemon that is not there is a runtime failure.
     let nowhere = d.dir.0.join("nobody.sock");
     let nowhere = nowhere.to_str().unwrap();
