@@ -258,6 +258,15 @@ fn ctl_reload_of_a_broken_file_finds_the_files_socket_and_shows_the_refusal() {
         err.contains("reload refused") && err.contains("proxy.config.net.accept_period"),
         "{err}"
     );
+    // Not TOML at all, or a key set twice: the socket's own line still reads.
+    for broken in [
+        "accept_period = 10ms",
+        "accept_period = 1\naccept_period = 2",
+    ] {
+        let (code, out, err) = d.reload(&format!("[proxy.config.net]\n{broken}\n{good}"));
+        assert_eq!(code, 1, "{out}");
+        assert!(err.contains("reload refused"), "{broken}: {err}");
+    }
     assert_eq!(d.reload(good).0, 0);
 }
 

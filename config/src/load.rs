@@ -143,6 +143,10 @@ fn read_source(path: Option<&Path>) -> Result<(Cow<'static, str>, String), Confi
 /// let cfg = config::load_record_leniently(Some(&path), "proxy.config.admin.socket", &|_| None);
 /// assert_eq!(cfg.admin.socket, std::path::Path::new("a.sock"));
 /// assert_eq!(cfg.net.accept_period_ms, config::Config::default().net.accept_period_ms);
+/// // A file that is not TOML at all elsewhere: the socket's own line still reads.
+/// std::fs::write(&path, "[proxy.config.net]\naccept_period = 10ms\n[proxy.config.admin]\nsocket = \"b.sock\"\n").unwrap();
+/// let cfg = config::load_record_leniently(Some(&path), "proxy.config.admin.socket", &|_| None);
+/// assert_eq!(cfg.admin.socket, std::path::Path::new("b.sock"));
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub fn load_record_leniently(
@@ -155,10 +159,13 @@ pub fn load_record_leniently(
         return cfg;
     };
     if let Ok((text, _)) = read_source(path) {
-        let doc = Value::parse_document(&text).ok();
-        if let Some(value) = doc.as_ref().and_then(|d| d.get_dotted(record)) {
+        let value = match Value::parse_document(&text) {
+            Ok(doc) => doc.get_dotted(record).cloned(),
+            Err(_) => record_line(&text, record),
+        };
+        if let Some(value) = value {
             // A bad value leaves `cfg` unchanged.
-            let _ = rec.apply(&mut cfg, value);
+            let _ = rec.apply(&mut cfg, &value);
         }
     }
     if let (Some(form), Some(text)) = (rec.env_form(), env(&env_var_name(record))) {
@@ -166,6 +173,32 @@ pub fn load_record_leniently(
         let _ = override_record(&mut cfg, rec, form, &text, "");
     }
     cfg
+}
+
+/// `record`'s value in a document that does not parse as a whole (a syntax error, a
+/// duplicate key elsewhere): each line read alone under the table header above it, the
+/// first that sets the record.
+fn record_line(text: &str, record: &str) -> Option<Value> {
+    let mut header = "";
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            header = if trimmed.starts_with("[[") {
+                "[-]"
+            } else {
+                line
+            };
+            continue;
+        }
+        let alone = format!("{header}\n{line}\n");
+        if let Some(v) = Value::parse_document(&alone)
+            .ok()
+            .and_then(|doc| doc.get_dotted(record).cloned())
+        {
+            return Some(v);
+        }
+    }
+    None
 }
 
 impl Config {
