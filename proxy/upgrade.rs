@@ -90,6 +90,11 @@ pub enum ToNew {
         disabled: Vec<String>,
         /// The counters so far.
         counts: Counts,
+        /// Where the old process's pid file is (it writes the new pid there when it
+        /// hands over; the new process removes it if its own is elsewhere). Empty from
+        /// a process that did not say.
+        #[serde(default)]
+        pid_file: std::path::PathBuf,
     },
     /// The cache spans are flushed and unlocked: open them.
     SpansReleased,
@@ -463,6 +468,8 @@ pub struct OldProcess {
     pub disabled: Vec<String>,
     /// The counters at the start.
     pub counts: Counts,
+    /// The old process's pid file (empty: none, or not said).
+    pub pid_file: std::path::PathBuf,
 }
 
 impl OldProcess {
@@ -496,6 +503,7 @@ impl OldProcess {
                 admin_fd,
                 disabled,
                 counts,
+                pid_file,
             }) => Ok(OldProcess {
                 stream,
                 reader,
@@ -504,6 +512,7 @@ impl OldProcess {
                 admin_fd,
                 disabled,
                 counts,
+                pid_file,
             }),
             _ => Err(Error::config("upgrade: the old process did not say hello")),
         }

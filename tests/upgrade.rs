@@ -1290,6 +1290,57 @@ fn the_pid_file_names_the_new_process_when_ctl_upgrade_returns() {
 }
 
 #[test]
+fn an_upgrade_moves_the_admin_socket_and_the_pid_file_to_their_new_paths() {
+    let _serial = serial();
+    let mut successors = Successors::default();
+    let config = |name: &str| {
+        format!("[proxy.config]\npid_file = \"{name}.pid\"\n[proxy.config.admin]\nsocket = \"{name}.sock\"\n")
+    };
+    let d = Daemon::builder()
+        .config(&config("a"))
+        .unset("PROXY_CONFIG_ADMIN_SOCKET")
+        .start();
+    let dir = d.dir.0.clone();
+    let first = d.child.as_ref().unwrap().id();
+    let names = |file: &str, pid: u32| {
+        std::fs::read_to_string(dir.join(file)).is_ok_and(|s| s.trim() == pid.to_string())
+    };
+    assert!(wait_until(Duration::from_secs(10), || names(
+        "a.pid", first
+    )));
+    d.write_config(&config("b"));
+    // The file names the new socket already: the running process is asked at the old.
+    let (code, out, err) = util::run(
+        &dir,
+        &["ctl", "server", "upgrade"],
+        &[("PROXY_CONFIG_ADMIN_SOCKET", "a.sock")],
+    );
+    assert_eq!(code, 0, "{out}{err}\n{}", d.log_text());
+    let new: u32 = out.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    successors.0.push(new as i32);
+    // The new process serves ctl at the new path, the old path is gone, and the pid
+    // file is the new one alone.
+    assert!(
+        wait_until(Duration::from_secs(10), || util::run(
+            &dir,
+            &[
+                "ctl",
+                "metric",
+                "get",
+                "proxy.process.net.accepts_currently_open"
+            ],
+            &[("PROXY_CONFIG_ADMIN_SOCKET", "b.sock")]
+        )
+        .0 == 0),
+        "{}",
+        d.log_text()
+    );
+    assert!(!dir.join("a.sock").exists());
+    assert!(wait_until(Duration::from_secs(10), || names("b.pid", new)));
+    assert!(!dir.join("a.pid").exists());
+}
+
+#[test]
 fn an_abandoned_upgrade_ends_the_children_of_a_wrapper_script_too() {
     let _serial = serial();
     let origin = Origin::fixed(b"hello");

@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::signals::Control;
 use crate::upgrade::{self, Carried, LinkEvent, NewProcess, OldProcess, ToNew, ToOld};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,9 @@ pub(super) struct Upgrade {
     pub(super) old: Option<OldProcess>,
     /// New side: the admin socket, until the old process says go.
     pub(super) admin: Option<UnixListener>,
+    /// New side: the old process's pid file, which it points at this process when it
+    /// hands over: removed at go if this process's own is elsewhere.
+    pub(super) old_pid_file: Option<PathBuf>,
     /// Whether this process serves (false on the new side until go).
     pub(super) serving: bool,
     /// New side: what was carried from the old process's counters.
@@ -73,6 +78,14 @@ pub(super) fn adopt_admin(fd: RawFd) -> Result<UnixListener> {
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     // SAFETY: `fd` is open, was inherited for this purpose, and nothing else owns it.
     Ok(UnixListener::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Whether `a` and `b` name one file (both exist, one device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 fn answer(reply: Option<Sender<(i32, String)>>, code: i32, text: String) {
@@ -170,6 +183,7 @@ impl Daemon {
                 .map(|p| p.key.clone())
                 .collect(),
             counts: upgrade::counts(&self.registry),
+            pid_file: self.cfg.pid_file.clone(),
         };
         crate::notify::reloading("upgrading the binary");
         let timeout = Duration::from_secs(self.cfg.upgrade.ready_timeout_s);
@@ -329,10 +343,11 @@ impl Daemon {
         }
         self.up.serving = true;
         if let Some(l) = self.up.admin.take() {
-            match CtlServer::adopt(l, &self.cfg.admin.socket, self.ctl_handler.clone()) {
-                Ok(c) => self.ctl = Some(c),
-                Err(e) => log::error!("admin socket {}: {e}", self.cfg.admin.socket.display()),
-            }
+            self.serve_admin(l);
+        }
+        // Removed first: under another spelling it may be this process's own.
+        if let Some(old) = self.up.old_pid_file.take() {
+            crate::pid_file::remove(&old);
         }
         crate::pid_file::write(&self.cfg.pid_file);
         join_predecessors_group();
@@ -340,6 +355,44 @@ impl Daemon {
             "upgrade complete: this process (pid {}) serves",
             std::process::id()
         );
+    }
+
+    /// New side, at go: serves the admin socket handed over; or, when the upgrade
+    /// changed `admin.socket`, a new one at the new path, the old one closed and its
+    /// file removed (kept if the new one cannot be made).
+    fn serve_admin(&mut self, inherited: UnixListener) {
+        let path = self.cfg.admin.socket.clone();
+        let handler = self.ctl_handler.clone();
+        let was =
+            (inherited.local_addr().ok()).and_then(|a| a.as_pathname().map(Path::to_path_buf));
+        let moved = was.as_deref().filter(|old| !same_file(old, &path));
+        let served = match moved {
+            Some(old) => match CtlServer::start(&path, handler.clone()) {
+                Ok(c) => {
+                    drop(inherited);
+                    let _ = std::fs::remove_file(old);
+                    log::info!(
+                        "admin socket moved from {} to {}",
+                        old.display(),
+                        path.display()
+                    );
+                    Ok(c)
+                }
+                Err(e) => {
+                    log::error!(
+                        "admin socket {}: {e}; keeping {}",
+                        path.display(),
+                        old.display()
+                    );
+                    CtlServer::adopt(inherited, old, handler)
+                }
+            },
+            None => CtlServer::adopt(inherited, &path, handler),
+        };
+        match served {
+            Ok(c) => self.ctl = Some(c),
+            Err(e) => log::error!("admin socket {}: {e}", path.display()),
+        }
     }
 
     /// Old side: the new process accepts on every port (with the sockets `kept`). Stop
