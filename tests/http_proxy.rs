@@ -646,6 +646,7 @@ fn connect_opens_a_tunnel_that_relays_both_ways_and_passes_half_close_on() {
             echo_addr.to_string().as_str()
         )
     );
+    assert_eq!(f[8], format!("DIRECT/{echo_addr}"));
 }
 
 #[test]

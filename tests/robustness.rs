@@ -1105,6 +1105,46 @@ fn a_client_that_resets_while_its_origin_is_silent_is_let_go_without_waiting_for
 }
 
 /// A daemon in front of `origin` that waits 30 s for a silent origin and logs each
+#[test]
+fn a_final_answer_whose_client_reset_after_an_interim_one_is_logged_with_no_status() {
+    // The origin sends a 103, then (once told) its 200; the client reads the 103 and
+    // resets. The 200's first write meets the reset: no byte of it went, so its line
+    // says 000 (the 103's bytes went, and count), and 2xx_responses does not count it.
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let go = Mutex::new(go);
+    let origin = scripted_origin(move |_, mut s| {
+        if read_head(&mut s).is_none() {
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
+        let _ = go.lock().unwrap().recv_timeout(Duration::from_secs(10));
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal");
+    });
+    let dir = TempDir::new("reset-after-103");
+    let (d, log) = patient_logging_proxy_to(origin, &dir);
+    let mut c = TcpStream::connect(d.addr()).unwrap();
+    c.write_all(b"GET /hints HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 103 "), "{got:?}");
+    assert!(util::set_linger0(&c), "SO_LINGER");
+    drop(c);
+    go_tx.send(()).unwrap();
+    let lines = log_lines(&log, 1);
+    let f: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        (f[3], f[4]),
+        ("TCP_MISS_ABORTED/000", got.len().to_string().as_str())
+    );
+    assert_eq!(d.metric("proxy.process.http.2xx_responses"), 0);
+}
+
 /// request to `access.log` under `dir`, and the log's path.
 fn patient_logging_proxy_to(origin: SocketAddr, dir: &TempDir) -> (Daemon, std::path::PathBuf) {
     let log = dir.0.join("access.log");

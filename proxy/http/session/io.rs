@@ -490,6 +490,9 @@ impl Session {
     /// `sent_c`, [`Session::queued_end`] before it was queued).
     pub(super) fn owe_status_from(&mut self, at: u64, status: u16) {
         self.status_owed = Some((at, status));
+        if let Some(l) = self.log_req.as_mut() {
+            l.answer_at = Some(at);
+        }
     }
 
     /// Where the next answer queued for the client will begin in its stream.

@@ -66,6 +66,9 @@ pub(super) struct LogReq {
     pub(super) parent: bool,
     /// A connection to `origin` was made (or reused) for the request.
     pub(super) reached: bool,
+    /// Where its final answer begins in the client's stream (`sent_c`), once queued:
+    /// its status was sent once a byte beyond went (interim 1xx answers go before).
+    pub(super) answer_at: Option<u64>,
 }
 
 impl Session {
@@ -110,6 +113,7 @@ impl Session {
             origin: None,
             parent: false,
             reached: false,
+            answer_at: None,
         }));
     }
 
@@ -185,7 +189,7 @@ impl Session {
     /// Writes the lines of the requests the client leaves unfinished, as aborted with
     /// what went: answers queued whole that it did not take, and the request in
     /// progress (client or origin gone, a tunnel's end). No status was sent if no byte
-    /// of its answer was.
+    /// of its final answer was.
     pub(super) fn log_unfinished(&mut self) {
         let owed = std::mem::take(&mut self.logs_owed).into_iter();
         let owed = owed.map(|o| (o.req, o.status, o.result));
@@ -194,7 +198,11 @@ impl Session {
             (l, status, result)
         });
         for (req, status, result) in owed.chain(current) {
-            let status = if self.sent_c > req.mark { status } else { 0 };
+            let status = if self.sent_c > req.answer_at.unwrap_or(req.mark) {
+                status
+            } else {
+                0
+            };
             self.write_log(Some(&req), result.word(true), status, self.sent_c);
         }
     }
