@@ -229,3 +229,34 @@ fn background_fills_hold_no_more_than_fill_read_ahead() {
     assert!(d.metric("proxy.process.cache.fill_read_ahead_refused") > 0);
     assert_eq!(d.metric("proxy.process.cache.fill_read_ahead_bytes"), 0);
 }
+
+#[test]
+fn a_stop_lets_a_background_fill_finish_and_counts_it_drained() {
+    let gate = Gate::default();
+    let (origin, requests) = half_held_origin(vec![gate.clone()]);
+    let setup = Setup::new(origin);
+    let mut d = setup.start("0.0", "");
+    let mut first = http::send_get(d.addr(), "/big");
+    let mut some = vec![0; 100_000];
+    first.reader.read_exact(&mut some).unwrap();
+    assert!(util::set_linger0(first.stream()), "SO_LINGER");
+    drop(first);
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metric("proxy.process.http.current_background_fills")
+        == 1));
+    d.signal(libc::SIGTERM);
+    assert!(wait_until(Duration::from_secs(10), || d
+        .log_text()
+        .contains("stopping")));
+    gate.open();
+    let status = d.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    // The one transaction in flight at the stop (the fill whose client left) finished
+    // within the drain, and is counted so.
+    let text = d.log_text();
+    assert!(
+        text.contains("stop: 1 transactions drained, 0 cut"),
+        "{text}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+}

@@ -563,10 +563,15 @@ impl Daemon {
         rx: &Receiver<Control>,
         mut stopping: bool,
     ) -> (u64, Cut) {
+        // Transactions that end: requests answered, and background fills (whose client
+        // left before its answer, so it was never counted complete) that end.
         let completed = self
             .registry
             .counter("proxy.process.http.completed_requests");
-        let before = completed.get();
+        let fills = self.registry.counter("proxy.process.http.background_fills");
+        let filling = (self.registry).gauge("proxy.process.http.current_background_fills");
+        let ended = || completed.get() + fills.get().saturating_sub(filling.get().max(0) as u64);
+        let before = ended();
         self.http.start_draining();
         // Idle connections close now rather than at the next periodic sweep.
         for t in self.events.threads() {
@@ -624,7 +629,7 @@ impl Daemon {
                 _ => {}
             }
         }
-        (completed.get().saturating_sub(before), cut)
+        (ended().saturating_sub(before), cut)
     }
 
     /// `ctl port list|disable PORT|enable PORT`.
