@@ -691,4 +691,14 @@ fn head_carries_the_content_length_a_get_would_have_and_no_body() {
     let again = c.get("t", "/_stats").unwrap();
     assert_eq!(again.status, 200);
     assert!(again.text().contains("proxy.process"), "{}", again.text());
+    // Other methods are refused (one with a body would close the connection after the
+    // answer, its body unread).
+    c.send(b"DELETE /_stats HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let refused = c.read_response("DELETE").unwrap();
+    assert_eq!(
+        (refused.status, refused.header("allow")),
+        (405, Some("GET, HEAD"))
+    );
+    assert_eq!(c.get("t", "/_stats").unwrap().status, 200);
 }

@@ -110,6 +110,11 @@ impl Session {
         if target.scheme.is_none() {
             if let Some(rest) = path.strip_prefix(settings.stats_path.as_str()) {
                 if let Some(format) = Format::select(rest, head.header("accept")) {
+                    if !matches!(head.method(), "GET" | "HEAD") {
+                        let allow = [("Allow", "GET, HEAD")];
+                        let why = "the stats endpoint answers GET and HEAD";
+                        return self.local_response(405, why, false, keep, &allow);
+                    }
                     return self.stats(&head, format, keep);
                 }
             }
