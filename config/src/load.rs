@@ -341,8 +341,11 @@ mod tests {
         let default = Config::default().admin.socket;
         let bad = "[proxy.config.admin]\nsocket = 5\n";
         assert_eq!(socket_from(bad, &|_| None), default);
+        // A syntax error elsewhere: the record's own line, read alone, still counts.
         let syntax = "[proxy.config.admin]\nsocket = \"a.sock\"\nx = \n";
-        assert_eq!(socket_from(syntax, &|_| None), default);
+        assert_eq!(socket_from(syntax, &|_| None), Path::new("a.sock"));
+        let only_broken = "[proxy.config.admin]\nsocket = \"a.sock\nx = 1\n";
+        assert_eq!(socket_from(only_broken, &|_| None), default);
         let env = |var: &str| (var == "PROXY_CONFIG_ADMIN_SOCKET").then(|| "e.sock".to_string());
         assert_eq!(socket_from(syntax, &env), Path::new("e.sock"));
         let good = "[proxy.config.admin]\nsocket = \"a.sock\"\n";

@@ -345,11 +345,15 @@ impl Daemon {
         if let Some(l) = self.up.admin.take() {
             self.serve_admin(l);
         }
-        // Removed first: under another spelling it may be this process's own.
-        if let Some(old) = self.up.old_pid_file.take() {
-            crate::pid_file::remove(&old);
-        }
         crate::pid_file::write(&self.cfg.pid_file);
+        // The old process named this one in its own pid file: gone, if that is another
+        // file than this process's (a file rewritten, never removed, so that a reader
+        // always finds it).
+        if let Some(old) = self.up.old_pid_file.take() {
+            if !same_file(&old, &self.cfg.pid_file) {
+                crate::pid_file::remove(&old);
+            }
+        }
         join_predecessors_group();
         log::info!(
             "upgrade complete: this process (pid {}) serves",
