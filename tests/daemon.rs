@@ -776,18 +776,18 @@ fn the_admin_socket_pauses_rather_than_spins_when_descriptors_run_out() {
     }));
 }
 
-#[test]
-fn clients_queued_at_the_throttle_cap_wait_through_a_disable_and_are_served_once_below_it() {
-    // Pause mode in event mode: those waiting in the listen queue when the cap is
-    // reached stay there, through a disable and enable, and are served as soon as the
-    // count falls below 90 % of the cap; a long throttle_delay (for resource errors) does
-    // not hold them.
-    let origin = Origin::start(|_| Some(util::origin::ok(b"served", &[])));
+/// A daemon in front of `origin` on `ports`, with `connections_throttle = 4` in pause
+/// mode (and `net` lines more under `[proxy.config.net]`): four idle clients hold the
+/// cap, and three more wait in the listen queue with their requests (`GET /wN`) sent.
+fn queued_at_the_cap(
+    origin: &Origin,
+    ports: &str,
+    net: &str,
+) -> (Daemon, Vec<std::net::TcpStream>, Vec<http::Conn>) {
     let d = Daemon::builder()
+        .env("PROXY_CONFIG_HTTP_SERVER_PORTS", ports)
         .config(&format!(
-            "[proxy.config]\naccept_threads = 0\n\
-             [proxy.config.net]\nconnections_throttle = 4\nthrottle_mode = \"pause\"\n\
-             throttle_delay = 60000\n\
+            "[proxy.config.net]\nconnections_throttle = 4\nthrottle_mode = \"pause\"\n{net}\
              [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
             origin.addr
         ))
@@ -796,8 +796,12 @@ fn clients_queued_at_the_throttle_cap_wait_through_a_disable_and_are_served_once
     let idle: Vec<_> = (0..4)
         .map(|_| std::net::TcpStream::connect(d.addr()).unwrap())
         .collect();
-    assert!(wait_until(Duration::from_secs(10), || open() == 4));
-    let waiting: Vec<_> = (0..3)
+    assert!(
+        wait_until(Duration::from_secs(10), || open() == 4),
+        "{ports}"
+    );
+    // Connected, so in the listen queue, with their requests sent.
+    let waiting = (0..3)
         .map(|i| {
             let mut c = http::Conn::open(d.addr()).unwrap();
             c.send(format!("GET /w{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
@@ -805,6 +809,18 @@ fn clients_queued_at_the_throttle_cap_wait_through_a_disable_and_are_served_once
             c
         })
         .collect();
+    (d, idle, waiting)
+}
+
+#[test]
+fn clients_queued_at_the_throttle_cap_wait_through_a_disable_and_are_served_once_below_it() {
+    // Pause mode in event mode: those waiting in the listen queue when the cap is
+    // reached stay there, through a disable and enable, and are served as soon as the
+    // count falls below 90 % of the cap; a long throttle_delay (for resource errors) does
+    // not hold them.
+    let origin = Origin::start(|_| Some(util::origin::ok(b"served", &[])));
+    let (d, idle, waiting) =
+        queued_at_the_cap(&origin, "0:accept_threads=0", "throttle_delay = 60000\n");
     let label = d.addr().port().to_string();
     assert_eq!(d.ctl(&["port", "disable", &label]).0, 0);
     assert_eq!(d.ctl(&["port", "enable", &label]).0, 0);
@@ -823,31 +839,7 @@ fn clients_queued_at_the_throttle_cap_wait_through_a_disable_and_are_served_once
 fn clients_queued_at_the_throttle_cap_are_answered_through_a_stop_in_every_mode() {
     let origin = Origin::start(|_| Some(util::origin::ok(b"served", &[])));
     for ports in ["0", "0:accept_threads=0", "0:periodic"] {
-        let mut d = Daemon::builder()
-            .env("PROXY_CONFIG_HTTP_SERVER_PORTS", ports)
-            .config(&format!(
-                "[proxy.config.net]\nconnections_throttle = 4\nthrottle_mode = \"pause\"\n\
-                 [[remap]]\nfrom = \"/\"\nto = \"http://{}/\"\n",
-                origin.addr
-            ))
-            .start();
-        let open = || d.metric("proxy.process.net.connections_currently_open");
-        let idle: Vec<_> = (0..4)
-            .map(|_| std::net::TcpStream::connect(d.addr()).unwrap())
-            .collect();
-        assert!(
-            wait_until(Duration::from_secs(10), || open() == 4),
-            "{ports}"
-        );
-        // Connected, so in the listen queue, with their requests sent.
-        let waiting: Vec<_> = (0..3)
-            .map(|i| {
-                let mut c = http::Conn::open(d.addr()).unwrap();
-                c.send(format!("GET /w{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-                    .unwrap();
-                c
-            })
-            .collect();
+        let (mut d, idle, waiting) = queued_at_the_cap(&origin, ports, "");
         d.signal(libc::SIGTERM);
         for mut c in waiting {
             let r = c.read_response("GET").expect("answered, not reset");

@@ -1104,7 +1104,6 @@ fn a_client_that_resets_while_its_origin_is_silent_is_let_go_without_waiting_for
     assert_eq!(d.metric("proxy.process.http.5xx_responses"), 0);
 }
 
-/// A daemon in front of `origin` that waits 30 s for a silent origin and logs each
 #[test]
 fn a_final_answer_whose_client_reset_after_an_interim_one_is_logged_with_no_status() {
     // The origin sends a 103, then (once told) its 200; the client reads the 103 and
@@ -1125,13 +1124,7 @@ fn a_final_answer_whose_client_reset_after_an_interim_one_is_logged_with_no_stat
     let mut c = TcpStream::connect(d.addr()).unwrap();
     c.write_all(b"GET /hints HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while !got.ends_with(b"\r\n\r\n") {
-        let n = c.read(&mut buf).unwrap();
-        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    let got = read_through(&mut c, b"\r\n\r\n");
     assert!(got.starts_with(b"HTTP/1.1 103 "), "{got:?}");
     assert!(util::set_linger0(&c), "SO_LINGER");
     drop(c);
@@ -1145,6 +1138,19 @@ fn a_final_answer_whose_client_reset_after_an_interim_one_is_logged_with_no_stat
     assert_eq!(d.metric("proxy.process.http.2xx_responses"), 0);
 }
 
+/// Reads from `c` until what came ends with `end` (panics if it closes first).
+fn read_through(c: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(end) {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// A daemon in front of `origin` that waits 30 s for a silent origin and logs each
 /// request to `access.log` under `dir`, and the log's path.
 fn patient_logging_proxy_to(origin: SocketAddr, dir: &TempDir) -> (Daemon, std::path::PathBuf) {
     let log = dir.0.join("access.log");
@@ -1303,13 +1309,7 @@ fn a_client_that_resets_while_its_origin_stalls_mid_body_is_let_go_without_waiti
     let mut c = TcpStream::connect(d.addr()).unwrap();
     c.write_all(b"GET /stalls HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.ends_with(b"first part") {
-        let n = c.read(&mut buf).unwrap();
-        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_through(&mut c, b"first part");
     assert!(util::set_linger0(&c), "SO_LINGER");
     drop(c);
     closed
