@@ -374,7 +374,10 @@ impl Daemon {
             Some(old) => match CtlServer::start(&path, handler.clone()) {
                 Ok(c) => {
                     drop(inherited);
-                    let _ = std::fs::remove_file(old);
+                    // (The old file may have gone, and the new socket taken its name.)
+                    if !same_file(old, &path) {
+                        let _ = std::fs::remove_file(old);
+                    }
                     log::info!(
                         "admin socket moved from {} to {}",
                         old.display(),
