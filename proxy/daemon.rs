@@ -362,7 +362,7 @@ fn start(
         // The admin socket is the old process's until it hands over.
         Some(o) => {
             up.admin = Some(handover::adopt_admin(o.admin_fd)?);
-            up.old_pid_file = (!o.pid_file.as_os_str().is_empty()).then(|| o.pid_file.clone());
+            up.old_pid_file = o.pid_file.clone();
             None
         }
         None => Some(start_ctl(&cfg, ctl_handler.clone())?),

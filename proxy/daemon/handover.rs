@@ -37,9 +37,9 @@ pub(super) struct Upgrade {
     pub(super) old: Option<OldProcess>,
     /// New side: the admin socket, until the old process says go.
     pub(super) admin: Option<UnixListener>,
-    /// New side: the old process's pid file, which it points at this process when it
-    /// hands over: removed at go if this process's own is elsewhere.
-    pub(super) old_pid_file: Option<PathBuf>,
+    /// New side: the old process's pid file (empty: none), which it points at this
+    /// process when it hands over: removed at go if this process's own is elsewhere.
+    pub(super) old_pid_file: PathBuf,
     /// Whether this process serves (false on the new side until go).
     pub(super) serving: bool,
     /// New side: what was carried from the old process's counters.
@@ -349,10 +349,9 @@ impl Daemon {
         // The old process named this one in its own pid file: gone, if that is another
         // file than this process's (a file rewritten, never removed, so that a reader
         // always finds it).
-        if let Some(old) = self.up.old_pid_file.take() {
-            if !same_file(&old, &self.cfg.pid_file) {
-                crate::pid_file::remove(&old);
-            }
+        let old = std::mem::take(&mut self.up.old_pid_file);
+        if !same_file(&old, &self.cfg.pid_file) {
+            crate::pid_file::remove(&old);
         }
         join_predecessors_group();
         log::info!(

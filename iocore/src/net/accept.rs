@@ -241,8 +241,9 @@ impl PortAccept {
         // forever.
         for _ in 0..65_536 {
             // At the cap in pause mode they wait in the queue, as for any acceptor, for
-            // the one that follows (a reload's, or this port's again on `enable`):
-            // accepted now, they would be closed at once.
+            // the one that follows (a reload's, or this port's again on `enable`),
+            // rather than push the count past the cap. (A drain of a socket about to
+            // close takes them past it: `drains`.)
             if self.net.table.should_pause() {
                 return;
             }

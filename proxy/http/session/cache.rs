@@ -313,8 +313,13 @@ impl Session {
     /// RFC 9111 §5.2.1.7: nothing usable is stored, and the client will not have the
     /// origin asked.
     fn only_if_cached(&mut self, keep: bool) {
+        self.miss_answered(Error::new(ErrorKind::NotCached), keep);
+    }
+
+    /// A miss answered with `err` here, without the origin.
+    fn miss_answered(&mut self, err: Error, keep: bool) {
         self.shared.metrics.cache_misses.inc();
-        self.answer_error(Error::new(ErrorKind::NotCached), keep);
+        self.answer_error(err, keep);
     }
 
     /// Starts the one background revalidation of `obj` (the URL's key may already have
@@ -459,9 +464,8 @@ impl Session {
         // The fill it waited for could not reach the origin a moment ago: the same
         // answer now, rather than another try that would wait as long.
         if let Some(kind) = self.shared.fill_unreachable(w.query.fill_key()) {
-            self.shared.metrics.cache_misses.inc();
             let err = Error::new(kind).context("the fill it waited for failed so");
-            return self.answer_error(err, w.pending.head.keep_alive_unread());
+            return self.miss_answered(err, w.pending.head.keep_alive_unread());
         }
         // The lookup starts over from the URL's key: the fill may have changed its
         // variants.

@@ -852,10 +852,9 @@ impl Session {
         if head_sent {
             self.abort_after_flush();
         } else {
-            if let Some(c) = (self.tx.as_mut()).and_then(|tx| tx.cache.as_deref_mut()) {
-                if unreachable {
-                    c.unreachable(&err);
-                }
+            let cache = (self.tx.as_mut()).and_then(|tx| tx.cache.as_deref_mut());
+            if let Some(c) = cache.filter(|_| unreachable) {
+                c.unreachable(&err);
             }
             self.tx = None;
             self.answer_error(err, false);
