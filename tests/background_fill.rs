@@ -118,9 +118,7 @@ impl Setup {
 /// Returns the waiter, its answer still to come.
 fn first_client_leaves_midway(d: &Daemon, path: &str) -> Conn {
     let active = d.metric("proxy.process.http.current_active_transactions");
-    let mut first = http::send_get(d.addr(), path);
-    let mut some = vec![0; 100_000];
-    first.reader.read_exact(&mut some).unwrap();
+    let first = taking_some(d, path);
     let waiter = http::send_get(d.addr(), path);
     assert!(
         wait_until(Duration::from_secs(10), || d
@@ -128,9 +126,22 @@ fn first_client_leaves_midway(d: &Daemon, path: &str) -> Conn {
             == active + 2),
         "the second request is not parked on the first's fill"
     );
-    assert!(util::set_linger0(first.stream()), "SO_LINGER");
-    drop(first);
+    reset(first);
     waiter
+}
+
+/// A client that asked for `path` and has read 100 kB of the answer.
+fn taking_some(d: &Daemon, path: &str) -> Conn {
+    let mut c = http::send_get(d.addr(), path);
+    let mut some = vec![0; 100_000];
+    c.reader.read_exact(&mut some).unwrap();
+    c
+}
+
+/// Resets `c`'s connection.
+fn reset(mut c: Conn) {
+    assert!(util::set_linger0(c.stream()), "SO_LINGER");
+    drop(c);
 }
 
 #[test]
@@ -236,11 +247,7 @@ fn a_stop_lets_a_background_fill_finish_and_counts_it_drained() {
     let (origin, requests) = half_held_origin(vec![gate.clone()]);
     let setup = Setup::new(origin);
     let mut d = setup.start("0.0", "");
-    let mut first = http::send_get(d.addr(), "/big");
-    let mut some = vec![0; 100_000];
-    first.reader.read_exact(&mut some).unwrap();
-    assert!(util::set_linger0(first.stream()), "SO_LINGER");
-    drop(first);
+    reset(taking_some(&d, "/big"));
     assert!(wait_until(Duration::from_secs(10), || d
         .metric("proxy.process.http.current_background_fills")
         == 1));
