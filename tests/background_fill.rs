@@ -130,6 +130,13 @@ fn first_client_leaves_midway(d: &Daemon, path: &str) -> Conn {
     waiter
 }
 
+/// Whether the origin got a second request (the waiter's own fetch) within 10 s.
+fn origin_asked_twice(requests: &AtomicUsize) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        requests.load(Ordering::SeqCst) == 2
+    })
+}
+
 /// A client that asked for `path` and has read 100 kB of the answer.
 fn taking_some(d: &Daemon, path: &str) -> Conn {
     let mut c = http::send_get(d.addr(), path);
@@ -193,8 +200,7 @@ fn below_the_threshold_a_fill_ends_with_its_client_until_a_reload_lowers_it() {
     // About half had come when the client left: the fill ends, and the waiter fetches.
     let mut waiter = first_client_leaves_midway(&d, "/a");
     assert!(
-        wait_until(Duration::from_secs(10), || requests.load(Ordering::SeqCst)
-            == 2),
+        origin_asked_twice(&requests),
         "the waiter does not fetch the object itself"
     );
     gates[0].open();
@@ -227,8 +233,7 @@ fn background_fills_hold_no_more_than_fill_read_ahead() {
     let d = setup.start("0", "fill_read_ahead = \"0\"");
     let mut waiter = first_client_leaves_midway(&d, "/big");
     assert!(
-        wait_until(Duration::from_secs(10), || requests.load(Ordering::SeqCst)
-            == 2),
+        origin_asked_twice(&requests),
         "the waiter does not fetch the object itself"
     );
     for g in &gates {
